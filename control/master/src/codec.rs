@@ -1,0 +1,46 @@
+//! Little-endian record encoding shared by the metastore's records.
+
+/// Appends a u16 little-endian length and the UTF-8 bytes. Strings in
+/// records are bounded well below 64 KiB (names <= 255 bytes, paths <= 4096).
+pub fn put_str(b: &mut Vec<u8>, s: &str) {
+    let n = u16::try_from(s.len()).expect("record strings are shorter than 64 KiB");
+    b.extend_from_slice(&n.to_le_bytes());
+    b.extend_from_slice(s.as_bytes());
+}
+
+/// Reads what the `put_*` side wrote; every read checks the remaining length.
+pub struct Reader<'a> {
+    b: &'a [u8],
+}
+
+impl<'a> Reader<'a> {
+    pub fn new(b: &'a [u8]) -> Self {
+        Self { b }
+    }
+
+    pub fn take(&mut self, n: usize) -> Result<&'a [u8], String> {
+        if self.b.len() < n {
+            return Err("truncated record".into());
+        }
+        let (head, tail) = self.b.split_at(n);
+        self.b = tail;
+        Ok(head)
+    }
+    pub fn u8(&mut self) -> Result<u8, String> {
+        Ok(self.take(1)?[0])
+    }
+    pub fn u16(&mut self) -> Result<u16, String> {
+        Ok(u16::from_le_bytes(self.take(2)?.try_into().expect("2 bytes")))
+    }
+    pub fn u32(&mut self) -> Result<u32, String> {
+        Ok(u32::from_le_bytes(self.take(4)?.try_into().expect("4 bytes")))
+    }
+    pub fn u64(&mut self) -> Result<u64, String> {
+        Ok(u64::from_le_bytes(self.take(8)?.try_into().expect("8 bytes")))
+    }
+    pub fn str(&mut self) -> Result<&'a str, String> {
+        let n = u16::from_le_bytes(self.take(2)?.try_into().expect("2 bytes")) as usize;
+        std::str::from_utf8(self.take(n)?).map_err(|_| "record string is not UTF-8".into())
+    }
+}
+

@@ -1,0 +1,82 @@
+//! The master's errors, each with a stable [`EddyCode`] for the wire.
+
+use eddy_proto::{EddyCode, RpcError};
+use eddy_ufs::UfsError;
+
+#[derive(Debug, thiserror::Error)]
+pub enum MasterError {
+    #[error("invalid path {0}")]
+    InvalidPath(String),
+    #[error("{0}: no such file or directory")]
+    NotFound(String),
+    #[error("{0}: already exists")]
+    AlreadyExists(String),
+    #[error("{0}: not a directory")]
+    NotADirectory(String),
+    #[error("{0}: is a directory")]
+    IsADirectory(String),
+    #[error("{0}: directory not empty (delete it with the recursive option)")]
+    DirectoryNotEmpty(String),
+    #[error("{0}")]
+    InvalidArgument(String),
+    #[error("{0}: read-only mount")]
+    ReadOnly(String),
+    #[error("{0}")]
+    MountConflict(String),
+    #[error("{0}: file is not complete yet")]
+    FileIncomplete(String),
+    #[error("{0}: file is already complete (Eddy files are write-once)")]
+    FileAlreadyComplete(String),
+    #[error("worker {0} is not registered with this master; register again")]
+    UnknownWorker(u64),
+    #[error("no live worker can take the block: {0}")]
+    NoWorkerAvailable(String),
+    #[error("{0}")]
+    Unsupported(String),
+    #[error(transparent)]
+    Ufs(#[from] UfsError),
+    #[error("metastore: {0}")]
+    Metastore(String),
+}
+
+impl MasterError {
+    pub fn code(&self) -> EddyCode {
+        match self {
+            MasterError::InvalidPath(_) => EddyCode::InvalidPath,
+            MasterError::NotFound(_) => EddyCode::NotFound,
+            MasterError::AlreadyExists(_) => EddyCode::AlreadyExists,
+            MasterError::NotADirectory(_) => EddyCode::NotADirectory,
+            MasterError::IsADirectory(_) => EddyCode::IsADirectory,
+            MasterError::DirectoryNotEmpty(_) => EddyCode::DirectoryNotEmpty,
+            MasterError::InvalidArgument(_) => EddyCode::InvalidArgument,
+            MasterError::ReadOnly(_) => EddyCode::ReadOnly,
+            MasterError::MountConflict(_) => EddyCode::MountConflict,
+            MasterError::FileIncomplete(_) => EddyCode::FileIncomplete,
+            MasterError::FileAlreadyComplete(_) => EddyCode::FileAlreadyComplete,
+            MasterError::UnknownWorker(_) => EddyCode::UnknownWorker,
+            MasterError::NoWorkerAvailable(_) => EddyCode::NoWorkerAvailable,
+            MasterError::Unsupported(_) => EddyCode::Unsupported,
+            MasterError::Ufs(e) => match e {
+                UfsError::Unavailable { .. } => EddyCode::UfsUnavailable,
+                UfsError::InvalidUri { .. } => EddyCode::InvalidArgument,
+                UfsError::Unsupported(_) => EddyCode::Unsupported,
+                _ => EddyCode::UfsError,
+            },
+            MasterError::Metastore(_) => EddyCode::Internal,
+        }
+    }
+}
+
+impl From<MasterError> for RpcError {
+    fn from(e: MasterError) -> Self {
+        RpcError::new(e.code(), e.to_string())
+    }
+}
+
+impl From<MasterError> for tonic::Status {
+    fn from(e: MasterError) -> Self {
+        RpcError::from(e).into()
+    }
+}
+
+pub type Result<T, E = MasterError> = std::result::Result<T, E>;

@@ -1,0 +1,215 @@
+//! Durable metadata in an embedded `redb` file, written by group commit.
+//!
+//! Mutations are applied to the in-memory namespace under its write lock and,
+//! still under that lock, handed to [`Metastore::submit`] as a batch of
+//! [`MetaOp`]s; the RPC then awaits the returned future outside the lock. A
+//! single committer thread drains every batch waiting at that moment into one
+//! redb write transaction with immediate durability (one fsync for many
+//! requests), then answers them all. Order of batches = order of in-memory
+//! application, because submission happens under the namespace lock.
+//!
+//! Architecture invariant: an RPC that mutates metadata answers OK only after
+//! the transaction holding its batch has committed durably.
+
+use std::path::Path;
+use std::sync::Arc;
+use std::sync::mpsc;
+
+use redb::{Database, ReadableDatabase, ReadableTable, TableDefinition};
+use tokio::sync::oneshot;
+
+use crate::error::{MasterError, Result};
+use crate::inode::Inode;
+
+const INODES: TableDefinition<u64, &[u8]> = TableDefinition::new("inodes");
+const MOUNTS: TableDefinition<&str, &[u8]> = TableDefinition::new("mounts");
+const META: TableDefinition<&str, u64> = TableDefinition::new("meta");
+
+const FORMAT_VERSION: u64 = 1;
+/// Batches larger than this are split across transactions.
+const MAX_OPS_PER_TXN: usize = 50_000;
+
+/// One durable change.
+#[derive(Debug, Clone)]
+pub enum MetaOp {
+    PutInode { id: u64, record: Vec<u8> },
+    DeleteInode(u64),
+    PutMount { path: String, record: Vec<u8> },
+    DeleteMount(String),
+    SetNextId(u64),
+}
+
+/// What the master reads back at start.
+pub struct Loaded {
+    pub inodes: Vec<Vec<u8>>,
+    pub mounts: Vec<(String, Vec<u8>)>,
+    pub next_id: u64,
+}
+
+struct Batch {
+    ops: Vec<MetaOp>,
+    done: oneshot::Sender<Result<(), String>>,
+}
+
+/// Handle to the metastore's committer thread.
+#[derive(Clone)]
+pub struct Metastore {
+    tx: mpsc::Sender<Batch>,
+    db: Arc<Database>,
+}
+
+impl Metastore {
+    /// Opens (or creates) `dir/metastore.redb` and starts the committer thread.
+    pub fn open(dir: &Path) -> Result<(Self, Loaded)> {
+        std::fs::create_dir_all(dir).map_err(|e| {
+            MasterError::Metastore(format!("cannot create {}: {e}", dir.display()))
+        })?;
+        let file = dir.join("metastore.redb");
+        let db = Database::create(&file)
+            .map_err(|e| MasterError::Metastore(format!("cannot open {}: {e}", file.display())))?;
+        let db = Arc::new(db);
+        let loaded = load(&db).map_err(MasterError::Metastore)?;
+        let (tx, rx) = mpsc::channel::<Batch>();
+        let committer_db = db.clone();
+        std::thread::Builder::new()
+            .name("eddy-metastore".into())
+            .spawn(move || committer(&committer_db, rx))
+            .map_err(|e| MasterError::Metastore(format!("cannot start committer: {e}")))?;
+        Ok((Self { tx, db }, loaded))
+    }
+
+    /// Queues `ops` for the next group commit; the future resolves once they
+    /// are durable. Call with the namespace lock held, await without it.
+    pub fn submit(&self, ops: Vec<MetaOp>) -> impl Future<Output = Result<()>> + use<> {
+        let (done, rx) = oneshot::channel();
+        let sent = self.tx.send(Batch { ops, done }).is_ok();
+        async move {
+            if !sent {
+                return Err(MasterError::Metastore("metastore committer stopped".into()));
+            }
+            match rx.await {
+                Ok(Ok(())) => Ok(()),
+                Ok(Err(e)) => Err(MasterError::Metastore(e)),
+                Err(_) => Err(MasterError::Metastore("metastore committer stopped".into())),
+            }
+        }
+    }
+
+    /// Bytes the metastore file occupies (for `eddy report`).
+    pub fn file_stats(&self) -> Option<u64> {
+        let _ = &self.db;
+        None
+    }
+}
+
+fn load(db: &Database) -> Result<Loaded, String> {
+    let e = |e: &dyn std::fmt::Display| e.to_string();
+    // Create tables and stamp the format on a fresh file.
+    {
+        let w = db.begin_write().map_err(|x| e(&x))?;
+        {
+            let mut meta = w.open_table(META).map_err(|x| e(&x))?;
+            let existing = meta.get("format_version").map_err(|x| e(&x))?.map(|v| v.value());
+            match existing {
+                None => {
+                    meta.insert("format_version", FORMAT_VERSION).map_err(|x| e(&x))?;
+                }
+                Some(v) if v != FORMAT_VERSION => {
+                    return Err(format!(
+                        "metastore format version {v} is not supported by this master (expects {FORMAT_VERSION})"
+                    ));
+                }
+                Some(_) => {}
+            }
+            w.open_table(INODES).map_err(|x| e(&x))?;
+            w.open_table(MOUNTS).map_err(|x| e(&x))?;
+        }
+        w.commit().map_err(|x| e(&x))?;
+    }
+    let r = db.begin_read().map_err(|x| e(&x))?;
+    let meta = r.open_table(META).map_err(|x| e(&x))?;
+    let next_id = meta.get("next_id").map_err(|x| e(&x))?.map(|v| v.value()).unwrap_or(0);
+    let mut inodes = Vec::new();
+    for row in r.open_table(INODES).map_err(|x| e(&x))?.iter().map_err(|x| e(&x))? {
+        let (_, v) = row.map_err(|x| e(&x))?;
+        inodes.push(v.value().to_vec());
+    }
+    let mut mounts = Vec::new();
+    for row in r.open_table(MOUNTS).map_err(|x| e(&x))?.iter().map_err(|x| e(&x))? {
+        let (k, v) = row.map_err(|x| e(&x))?;
+        mounts.push((k.value().to_string(), v.value().to_vec()));
+    }
+    Ok(Loaded {
+        inodes,
+        mounts,
+        next_id,
+    })
+}
+
+fn committer(db: &Database, rx: mpsc::Receiver<Batch>) {
+    while let Ok(first) = rx.recv() {
+        let mut batches = vec![first];
+        let mut n_ops = batches[0].ops.len();
+        while n_ops < MAX_OPS_PER_TXN {
+            match rx.try_recv() {
+                Ok(b) => {
+                    n_ops += b.ops.len();
+                    batches.push(b);
+                }
+                Err(_) => break,
+            }
+        }
+        let result = apply(db, &batches).map_err(|e| e.to_string());
+        if let Err(e) = &result {
+            // The in-memory namespace already holds these changes; serving on
+            // from memory that the disk does not have would lose them silently
+            // at the next restart. Stop instead.
+            tracing::error!("metastore commit failed, stopping the master: {e}");
+            for b in batches {
+                let _ = b.done.send(Err(e.clone()));
+            }
+            std::process::abort();
+        }
+        for b in batches {
+            let _ = b.done.send(Ok(()));
+        }
+    }
+}
+
+fn apply(db: &Database, batches: &[Batch]) -> Result<(), redb::Error> {
+    let w = db.begin_write()?;
+    {
+        let mut inodes = w.open_table(INODES)?;
+        let mut mounts = w.open_table(MOUNTS)?;
+        let mut meta = w.open_table(META)?;
+        for op in batches.iter().flat_map(|b| &b.ops) {
+            match op {
+                MetaOp::PutInode { id, record } => {
+                    inodes.insert(id, record.as_slice())?;
+                }
+                MetaOp::DeleteInode(id) => {
+                    inodes.remove(id)?;
+                }
+                MetaOp::PutMount { path, record } => {
+                    mounts.insert(path.as_str(), record.as_slice())?;
+                }
+                MetaOp::DeleteMount(path) => {
+                    mounts.remove(path.as_str())?;
+                }
+                MetaOp::SetNextId(n) => {
+                    meta.insert("next_id", n)?;
+                }
+            }
+        }
+    }
+    w.commit()?;
+    Ok(())
+}
+
+/// Convenience: the op that stores an inode.
+pub fn put(inode: &Inode) -> MetaOp {
+    MetaOp::PutInode {
+        id: inode.id,
+        record: inode.encode(),
+    }
+}

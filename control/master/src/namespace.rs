@@ -1,0 +1,1148 @@
+//! The namespace tree: pure in-memory decisions, no I/O.
+//!
+//! Every mutating method validates first and changes nothing on error; on
+//! success it records the durable changes in [`Effects`], which the caller
+//! submits to the metastore while still holding the namespace lock. Under-
+//! storage I/O happens outside, in `service.rs`, before or after these calls.
+
+use std::collections::{HashMap, HashSet};
+use std::sync::Arc;
+
+use eddy_proto::pb::TtlAction;
+use eddy_ufs::UfsStatus;
+
+use crate::error::{MasterError, Result};
+use crate::inode::*;
+use crate::metastore::{self, Loaded, MetaOp};
+use crate::mount::{MountPoint, MountTable};
+use crate::path::EddyPath;
+
+/// Largest accepted block size (1 TiB) and smallest (4 KiB, a page).
+pub const MAX_BLOCK_SIZE: u64 = 1 << 40;
+pub const MIN_BLOCK_SIZE: u64 = 4096;
+/// Largest number of blocks a file may have (the index bits of a block id).
+pub const MAX_BLOCKS_PER_FILE: u64 = 1 << eddy_proto::BLOCK_INDEX_BITS;
+
+/// Durable changes and side effects of one mutation.
+#[derive(Debug, Default)]
+pub struct Effects {
+    pub ops: Vec<MetaOp>,
+    /// Cached blocks that no longer belong to any file's current content.
+    pub dropped_blocks: Vec<u64>,
+    next_id: Option<u64>,
+}
+
+impl Effects {
+    pub fn into_ops(mut self) -> Vec<MetaOp> {
+        if let Some(n) = self.next_id.take() {
+            self.ops.push(MetaOp::SetNextId(n));
+        }
+        self.ops
+    }
+    pub fn is_empty(&self) -> bool {
+        self.ops.is_empty() && self.next_id.is_none()
+    }
+}
+
+/// Attributes of a new inode.
+#[derive(Debug, Clone)]
+pub struct NewAttrs {
+    pub mode: Option<u32>,
+    pub owner: String,
+    pub group: String,
+    pub block_size: u64,
+    pub replication_min: u32,
+    pub replication_max: u32,
+    pub ttl_ms: i64,
+    pub ttl_action: TtlAction,
+}
+
+impl Default for NewAttrs {
+    fn default() -> Self {
+        Self {
+            mode: None,
+            owner: String::new(),
+            group: String::new(),
+            block_size: 0,
+            replication_min: 0,
+            replication_max: 0,
+            ttl_ms: -1,
+            ttl_action: TtlAction::Unspecified,
+        }
+    }
+}
+
+/// A change of attributes; `None` leaves a field alone.
+#[derive(Debug, Clone, Default)]
+pub struct AttrChange {
+    pub mode: Option<u32>,
+    pub owner: Option<String>,
+    pub group: Option<String>,
+    pub pinned: Option<bool>,
+    pub ttl_ms: Option<i64>,
+    pub ttl_action: Option<TtlAction>,
+    pub replication_min: Option<u32>,
+    pub replication_max: Option<u32>,
+    pub recursive: bool,
+}
+
+pub struct Namespace {
+    inodes: HashMap<u64, Inode>,
+    next_id: u64,
+    pub mounts: MountTable,
+    names: HashSet<Arc<str>>,
+    pub default_block_size: u64,
+}
+
+fn validate_replication(min: u32, max: u32) -> Result<()> {
+    if max != 0 && min > max {
+        return Err(MasterError::InvalidArgument(format!(
+            "replication_min {min} is larger than replication_max {max}"
+        )));
+    }
+    Ok(())
+}
+
+fn validate_mode(mode: u32) -> Result<()> {
+    if mode > 0o7777 {
+        return Err(MasterError::InvalidArgument(format!(
+            "mode {mode:o} has bits beyond 07777"
+        )));
+    }
+    Ok(())
+}
+
+impl Namespace {
+    /// A fresh namespace holding only the root directory.
+    pub fn new(root_mount: MountPoint, default_block_size: u64, now: i64) -> (Self, Effects) {
+        let mut ns = Namespace {
+            inodes: HashMap::new(),
+            next_id: ROOT_ID + 1,
+            mounts: MountTable::default(),
+            names: HashSet::new(),
+            default_block_size,
+        };
+        let root = ns.new_inode(ROOT_ID, 0, "", true, &NewAttrs::default(), now);
+        let mut fx = Effects::default();
+        fx.ops.push(metastore::put(&root));
+        fx.ops.push(MetaOp::PutMount {
+            path: "/".into(),
+            record: root_mount.encode(),
+        });
+        fx.next_id = Some(ns.next_id);
+        ns.inodes.insert(ROOT_ID, root);
+        ns.mounts.insert(root_mount);
+        ns.inode_mut(ROOT_ID).set_flag(FLAG_PERSISTED | FLAG_MOUNT_POINT, true);
+        (ns, fx)
+    }
+
+    /// Rebuilds the namespace from the metastore. `None` if it is empty.
+    pub fn load(loaded: Loaded, default_block_size: u64) -> Result<Option<Self>> {
+        if loaded.inodes.is_empty() {
+            return Ok(None);
+        }
+        let mut ns = Namespace {
+            inodes: HashMap::with_capacity(loaded.inodes.len()),
+            next_id: loaded.next_id,
+            mounts: MountTable::default(),
+            names: HashSet::new(),
+            default_block_size,
+        };
+        let mut max_id = 0;
+        for rec in &loaded.inodes {
+            let names = &mut ns.names;
+            let ino = Inode::decode(rec, &mut |s| intern(names, s)).map_err(MasterError::Metastore)?;
+            max_id = max_id.max(ino.id);
+            ns.inodes.insert(ino.id, ino);
+        }
+        ns.next_id = ns.next_id.max(max_id + 1);
+        // Children are derived from parent links, never stored.
+        let links: Vec<(u64, u64, Arc<str>)> = ns
+            .inodes
+            .values()
+            .filter(|i| i.id != ROOT_ID)
+            .map(|i| (i.parent, i.id, i.name.clone()))
+            .collect();
+        for (parent, id, name) in links {
+            match ns.inodes.get_mut(&parent).and_then(|p| p.dir.as_mut()) {
+                Some(d) => {
+                    d.children.insert(name, id);
+                }
+                None => {
+                    return Err(MasterError::Metastore(format!(
+                        "inode {id} names parent {parent}, which is not a directory in the metastore"
+                    )));
+                }
+            }
+        }
+        if !ns.inodes.contains_key(&ROOT_ID) {
+            return Err(MasterError::Metastore("the root inode is missing".into()));
+        }
+        for (path, rec) in &loaded.mounts {
+            ns.mounts
+                .insert(MountPoint::decode(path, rec).map_err(MasterError::Metastore)?);
+        }
+        if ns.mounts.get(&EddyPath::root()).is_none() {
+            return Err(MasterError::Metastore("the root mount is missing".into()));
+        }
+        Ok(Some(ns))
+    }
+
+    pub fn inode_count(&self) -> usize {
+        self.inodes.len()
+    }
+
+    pub fn get(&self, id: u64) -> Option<&Inode> {
+        self.inodes.get(&id)
+    }
+
+    fn inode_mut(&mut self, id: u64) -> &mut Inode {
+        self.inodes.get_mut(&id).expect("inode ids held by the tree exist")
+    }
+
+    fn intern(&mut self, s: &str) -> Arc<str> {
+        intern(&mut self.names, s)
+    }
+
+    fn alloc_id(&mut self, fx: &mut Effects) -> u64 {
+        let id = self.next_id;
+        self.next_id += 1;
+        fx.next_id = Some(self.next_id);
+        id
+    }
+
+    fn new_inode(&mut self, id: u64, parent: u64, name: &str, is_dir: bool, a: &NewAttrs, now: i64) -> Inode {
+        let owner = self.intern(&a.owner);
+        let group = self.intern(&a.group);
+        Inode {
+            id,
+            parent,
+            name: Arc::from(name),
+            flags: if is_dir { FLAG_DIR | FLAG_COMPLETE } else { 0 },
+            length: 0,
+            block_size: if is_dir {
+                0
+            } else if a.block_size == 0 {
+                self.default_block_size
+            } else {
+                a.block_size
+            },
+            mtime_ms: now,
+            created_ms: now,
+            mode: a.mode.unwrap_or(if is_dir { 0o755 } else { 0o644 }),
+            owner,
+            group,
+            ttl_ms: a.ttl_ms,
+            ttl_action: a.ttl_action,
+            replication_min: a.replication_min,
+            replication_max: a.replication_max,
+            fingerprint: "".into(),
+            synced_ms: now,
+            dir: is_dir.then(Default::default),
+        }
+    }
+
+    /// Inserts `ino` under its parent and records it.
+    fn attach(&mut self, ino: Inode, fx: &mut Effects) -> u64 {
+        let (id, parent, name) = (ino.id, ino.parent, ino.name.clone());
+        fx.ops.push(metastore::put(&ino));
+        self.inodes.insert(id, ino);
+        let mtime = self.inodes[&id].mtime_ms;
+        let p = self.inode_mut(parent);
+        p.dir.as_mut().expect("parent is a directory").children.insert(name, id);
+        p.mtime_ms = p.mtime_ms.max(mtime);
+        id
+    }
+
+    /// The inode at `path`, if Eddy knows it.
+    pub fn lookup(&self, path: &EddyPath) -> Option<u64> {
+        let mut id = ROOT_ID;
+        for c in path.components() {
+            id = *self.inodes.get(&id)?.children()?.get(c)?;
+        }
+        Some(id)
+    }
+
+    /// Walks `path` and returns how far Eddy knows it: the id of the deepest
+    /// known inode and how many components were resolved.
+    pub fn deepest_known(&self, path: &EddyPath) -> (u64, usize) {
+        let mut id = ROOT_ID;
+        let mut depth = 0;
+        for c in path.components() {
+            match self.inodes[&id].children().and_then(|ch| ch.get(c)) {
+                Some(&next) => {
+                    id = next;
+                    depth += 1;
+                }
+                None => break,
+            }
+        }
+        (id, depth)
+    }
+
+    /// Like [`lookup`](Self::lookup), but with the errors a user expects:
+    /// a file in the middle of the path is `NotADirectory`, a gap is `NotFound`.
+    pub fn resolve(&self, path: &EddyPath) -> Result<u64> {
+        let mut id = ROOT_ID;
+        let mut walked = EddyPath::root();
+        for c in path.components() {
+            let ino = &self.inodes[&id];
+            let Some(children) = ino.children() else {
+                return Err(MasterError::NotADirectory(walked.to_string()));
+            };
+            walked = walked.join(c);
+            id = *children
+                .get(c)
+                .ok_or_else(|| MasterError::NotFound(path.to_string()))?;
+        }
+        Ok(id)
+    }
+
+    fn check_writable(&self, path: &EddyPath) -> Result<()> {
+        let m = self.mounts.resolve(path);
+        if m.read_only {
+            return Err(MasterError::ReadOnly(format!("{path} (mounted from {})", m.uri)));
+        }
+        Ok(())
+    }
+
+    /// The directory that will hold `path`, with `recursive` allowing missing
+    /// ancestors. Returns the deepest existing ancestor's id and the names still to create.
+    fn parent_for_create<'p>(&self, path: &'p EddyPath, recursive: bool) -> Result<(u64, Vec<&'p str>)> {
+        let parent = path
+            .parent()
+            .ok_or_else(|| MasterError::AlreadyExists("/".into()))?;
+        let (id, depth) = self.deepest_known(&parent);
+        let ino = &self.inodes[&id];
+        let missing: Vec<&str> = path.components().skip(depth).collect();
+        if !ino.is_dir() {
+            let mut at = EddyPath::root();
+            for c in path.components().take(depth) {
+                at = at.join(c);
+            }
+            return Err(MasterError::NotADirectory(at.to_string()));
+        }
+        if missing.len() > 1 && !recursive {
+            return Err(MasterError::NotFound(format!(
+                "{parent} (parent directory; use the recursive option to create it)"
+            )));
+        }
+        Ok((id, missing))
+    }
+
+    /// Ancestors of `path` that `mkdir`/`create` would have to create.
+    pub fn missing_ancestors(&self, path: &EddyPath) -> usize {
+        let parent = path.parent().unwrap_or_else(EddyPath::root);
+        let (_, depth) = self.deepest_known(&parent);
+        parent.depth() - depth
+    }
+
+    /// Creates directory `path` (and missing ancestors if `recursive`).
+    /// Returns the directory's id. `persisted`: the directory exists in the
+    /// under-storage too.
+    pub fn mkdir(
+        &mut self,
+        path: &EddyPath,
+        recursive: bool,
+        allow_exists: bool,
+        attrs: &NewAttrs,
+        persisted: bool,
+        now: i64,
+        fx: &mut Effects,
+    ) -> Result<u64> {
+        if let Some(id) = self.lookup(path) {
+            return if self.inodes[&id].is_dir() && allow_exists {
+                Ok(id)
+            } else if self.inodes[&id].is_dir() {
+                Err(MasterError::AlreadyExists(path.to_string()))
+            } else {
+                Err(MasterError::AlreadyExists(format!("{path} (a file)")))
+            };
+        }
+        if let Some(m) = attrs.mode {
+            validate_mode(m)?;
+        }
+        self.check_writable(path)?;
+        let (mut parent, missing) = self.parent_for_create(path, recursive)?;
+        for name in missing {
+            let id = self.alloc_id(fx);
+            let mut ino = self.new_inode(id, parent, name, true, attrs, now);
+            ino.set_flag(FLAG_PERSISTED, persisted);
+            parent = self.attach(ino, fx);
+        }
+        Ok(parent)
+    }
+
+    /// Creates an incomplete file at `path`.
+    pub fn create_file(
+        &mut self,
+        path: &EddyPath,
+        recursive: bool,
+        attrs: &NewAttrs,
+        parents_persisted: bool,
+        now: i64,
+        fx: &mut Effects,
+    ) -> Result<u64> {
+        if path.is_root() {
+            return Err(MasterError::AlreadyExists("/".into()));
+        }
+        if self.lookup(path).is_some() {
+            return Err(MasterError::AlreadyExists(path.to_string()));
+        }
+        if attrs.block_size != 0 && !(MIN_BLOCK_SIZE..=MAX_BLOCK_SIZE).contains(&attrs.block_size) {
+            return Err(MasterError::InvalidArgument(format!(
+                "block size {} is outside {MIN_BLOCK_SIZE}..={MAX_BLOCK_SIZE} bytes",
+                attrs.block_size
+            )));
+        }
+        if let Some(m) = attrs.mode {
+            validate_mode(m)?;
+        }
+        validate_replication(attrs.replication_min, attrs.replication_max)?;
+        self.check_writable(path)?;
+        let (mut parent, missing) = self.parent_for_create(path, recursive)?;
+        let dir_attrs = NewAttrs {
+            mode: None,
+            ..attrs.clone()
+        };
+        let (last, dirs) = missing.split_last().expect("the file itself is missing");
+        for name in dirs {
+            let id = self.alloc_id(fx);
+            let mut ino = self.new_inode(id, parent, name, true, &dir_attrs, now);
+            ino.set_flag(FLAG_PERSISTED, parents_persisted);
+            parent = self.attach(ino, fx);
+        }
+        let id = self.alloc_id(fx);
+        let ino = self.new_inode(id, parent, last, false, attrs, now);
+        Ok(self.attach(ino, fx))
+    }
+
+    /// Marks the file complete with its final length.
+    pub fn complete_file(
+        &mut self,
+        path: &EddyPath,
+        length: u64,
+        persisted: bool,
+        fingerprint: &str,
+        now: i64,
+        fx: &mut Effects,
+    ) -> Result<u64> {
+        let id = self.resolve(path)?;
+        let ino = &self.inodes[&id];
+        if ino.is_dir() {
+            return Err(MasterError::IsADirectory(path.to_string()));
+        }
+        if ino.flag(FLAG_COMPLETE) {
+            return Err(MasterError::FileAlreadyComplete(path.to_string()));
+        }
+        if length.div_ceil(ino.block_size) > MAX_BLOCKS_PER_FILE {
+            return Err(MasterError::InvalidArgument(format!(
+                "{path}: {length} bytes would need more than {MAX_BLOCKS_PER_FILE} blocks of {} bytes",
+                ino.block_size
+            )));
+        }
+        let ino = self.inode_mut(id);
+        ino.length = length;
+        ino.mtime_ms = now;
+        ino.set_flag(FLAG_COMPLETE, true);
+        ino.set_flag(FLAG_PERSISTED, persisted);
+        ino.fingerprint = fingerprint.into();
+        fx.ops.push(metastore::put(ino));
+        Ok(id)
+    }
+
+    pub fn set_attribute(&mut self, path: &EddyPath, ch: &AttrChange, fx: &mut Effects) -> Result<u64> {
+        let id = self.resolve(path)?;
+        if let Some(m) = ch.mode {
+            validate_mode(m)?;
+        }
+        if let Some(t) = ch.ttl_ms
+            && t < -1
+        {
+            return Err(MasterError::InvalidArgument(format!(
+                "ttl {t} ms is negative (use -1 for no TTL)"
+            )));
+        }
+        let ids = if ch.recursive { self.subtree(id) } else { vec![id] };
+        for &i in &ids {
+            let ino = &self.inodes[&i];
+            validate_replication(
+                ch.replication_min.unwrap_or(ino.replication_min),
+                ch.replication_max.unwrap_or(ino.replication_max),
+            )?;
+        }
+        let owner = ch.owner.as_deref().map(|o| self.intern(o));
+        let group = ch.group.as_deref().map(|g| self.intern(g));
+        for i in ids {
+            let ino = self.inode_mut(i);
+            if let Some(m) = ch.mode {
+                ino.mode = m;
+            }
+            if let Some(o) = &owner {
+                ino.owner = o.clone();
+            }
+            if let Some(g) = &group {
+                ino.group = g.clone();
+            }
+            if let Some(p) = ch.pinned {
+                ino.set_flag(FLAG_PINNED, p);
+            }
+            if let Some(t) = ch.ttl_ms {
+                ino.ttl_ms = t;
+            }
+            if let Some(a) = ch.ttl_action {
+                ino.ttl_action = a;
+            }
+            if let Some(r) = ch.replication_min {
+                ino.replication_min = r;
+            }
+            if let Some(r) = ch.replication_max {
+                ino.replication_max = r;
+            }
+            fx.ops.push(metastore::put(ino));
+        }
+        Ok(id)
+    }
+
+    /// Every inode id in the subtree rooted at `id`, `id` first.
+    pub fn subtree(&self, id: u64) -> Vec<u64> {
+        let mut out = vec![id];
+        let mut i = 0;
+        while i < out.len() {
+            if let Some(ch) = self.inodes[&out[i]].children() {
+                out.extend(ch.values().copied());
+            }
+            i += 1;
+        }
+        out
+    }
+
+    fn check_no_mounts_below(&self, path: &EddyPath, what: &str) -> Result<()> {
+        if self.mounts.is_mount_point(path) {
+            return Err(MasterError::MountConflict(format!(
+                "{path} is a mount point; unmount it instead of trying to {what} it"
+            )));
+        }
+        if let Some(m) = self.mounts.below(path).next() {
+            return Err(MasterError::MountConflict(format!(
+                "cannot {what} {path}: it contains the mount point {}; unmount that first",
+                m.path
+            )));
+        }
+        Ok(())
+    }
+
+    /// Checks a delete without doing it; returns the id and whether the entry
+    /// exists in the under-storage.
+    pub fn check_delete(&self, path: &EddyPath, recursive: bool, eddy_only: bool) -> Result<(u64, bool)> {
+        if path.is_root() {
+            return Err(MasterError::InvalidArgument("cannot delete the root directory".into()));
+        }
+        let id = self.resolve(path)?;
+        self.check_no_mounts_below(path, "delete")?;
+        if !eddy_only {
+            self.check_writable(path)?;
+        }
+        let ino = &self.inodes[&id];
+        if !recursive && ino.children().is_some_and(|c| !c.is_empty()) {
+            return Err(MasterError::DirectoryNotEmpty(path.to_string()));
+        }
+        Ok((id, ino.flag(FLAG_PERSISTED)))
+    }
+
+    /// Deletes `path` (recursively if asked).
+    pub fn delete(&mut self, path: &EddyPath, recursive: bool, eddy_only: bool, fx: &mut Effects) -> Result<()> {
+        let (id, _) = self.check_delete(path, recursive, eddy_only)?;
+        self.remove_subtree(id, fx);
+        Ok(())
+    }
+
+    fn remove_subtree(&mut self, id: u64, fx: &mut Effects) {
+        let ids = self.subtree(id);
+        let (parent, name) = {
+            let ino = &self.inodes[&id];
+            (ino.parent, ino.name.clone())
+        };
+        if let Some(d) = self.inodes.get_mut(&parent).and_then(|p| p.dir.as_mut()) {
+            d.children.remove(&name);
+        }
+        for i in ids {
+            let ino = self.inodes.remove(&i).expect("subtree ids exist");
+            fx.dropped_blocks.extend(file_blocks(&ino));
+            fx.ops.push(MetaOp::DeleteInode(i));
+        }
+    }
+
+    /// Checks a rename; returns (src id, src persisted, destination parent id).
+    pub fn check_rename(&self, src: &EddyPath, dst: &EddyPath) -> Result<(u64, bool, u64)> {
+        if src.is_root() || dst.is_root() {
+            return Err(MasterError::InvalidArgument("cannot rename the root directory".into()));
+        }
+        let id = self.resolve(src)?;
+        if dst.starts_with(src) && dst != src {
+            return Err(MasterError::InvalidArgument(format!(
+                "cannot rename {src} into its own subtree ({dst})"
+            )));
+        }
+        self.check_no_mounts_below(src, "rename")?;
+        let dst_parent = dst.parent().expect("not root");
+        let pid = self.resolve(&dst_parent)?;
+        if !self.inodes[&pid].is_dir() {
+            return Err(MasterError::NotADirectory(dst_parent.to_string()));
+        }
+        if src != dst && self.lookup(dst).is_some() {
+            return Err(MasterError::AlreadyExists(dst.to_string()));
+        }
+        if self.mounts.resolve(src).id != self.mounts.resolve(dst).id {
+            return Err(MasterError::InvalidArgument(format!(
+                "cannot rename {src} to {dst}: they are on different mounts"
+            )));
+        }
+        self.check_writable(src)?;
+        Ok((id, self.inodes[&id].flag(FLAG_PERSISTED), pid))
+    }
+
+    /// Renames `src` to `dst`: one inode record changes, so it is atomic.
+    pub fn rename(&mut self, src: &EddyPath, dst: &EddyPath, now: i64, fx: &mut Effects) -> Result<()> {
+        let (id, _, new_parent) = self.check_rename(src, dst)?;
+        if src == dst {
+            return Ok(());
+        }
+        let old_parent = self.inodes[&id].parent;
+        let old_name = self.inodes[&id].name.clone();
+        self.inode_mut(old_parent)
+            .dir
+            .as_mut()
+            .expect("parent is a directory")
+            .children
+            .remove(&old_name);
+        let name: Arc<str> = Arc::from(dst.name());
+        let ino = self.inode_mut(id);
+        ino.parent = new_parent;
+        ino.name = name.clone();
+        fx.ops.push(metastore::put(ino));
+        for p in [old_parent, new_parent] {
+            self.inode_mut(p).mtime_ms = now;
+        }
+        self.inode_mut(new_parent)
+            .dir
+            .as_mut()
+            .expect("checked")
+            .children
+            .insert(name, id);
+        Ok(())
+    }
+
+    /// One page of a directory's children (or the file itself for a file).
+    pub fn list(&self, id: u64, start_after: &str, limit: usize) -> (Vec<u64>, Option<String>) {
+        let ino = &self.inodes[&id];
+        let Some(children) = ino.children() else {
+            return (vec![id], None);
+        };
+        use std::ops::Bound;
+        let lower = if start_after.is_empty() {
+            Bound::Unbounded
+        } else {
+            Bound::Excluded(start_after)
+        };
+        let mut it = children.range::<str, _>((lower, Bound::Unbounded));
+        let page: Vec<(&Arc<str>, &u64)> = it.by_ref().take(limit).collect();
+        let next = if it.next().is_some() {
+            page.last().map(|(n, _)| n.to_string())
+        } else {
+            None
+        };
+        (page.into_iter().map(|(_, &id)| id).collect(), next)
+    }
+
+    // ---- under-storage sync ----
+
+    /// Records that `id` was just checked against the under-storage.
+    pub fn mark_synced(&mut self, id: u64, now: i64) {
+        if let Some(i) = self.inodes.get_mut(&id) {
+            i.synced_ms = now;
+        }
+    }
+
+    pub fn mark_listed(&mut self, id: u64, now: i64) {
+        if let Some(d) = self.inodes.get_mut(&id).and_then(|i| i.dir.as_mut()) {
+            d.listed_ms = now;
+        }
+    }
+
+    /// Whether a subtree may be dropped because the under-storage no longer
+    /// has it: only when everything in it came from there and no mount lies
+    /// inside. Eddy-only files (not persisted) are never dropped by a sync.
+    fn droppable(&self, id: u64) -> bool {
+        self.subtree(id).into_iter().all(|i| {
+            let ino = &self.inodes[&i];
+            ino.flag(FLAG_PERSISTED) && !ino.flag(FLAG_MOUNT_POINT) && (ino.is_dir() || ino.flag(FLAG_COMPLETE))
+        })
+    }
+
+    /// Merges one under-storage entry into directory `parent`: adds it if
+    /// unknown, refreshes it if changed (a new fingerprint drops the file's
+    /// cached blocks), and replaces it if it changed between file and directory.
+    /// Returns the child's id, or `None` if Eddy keeps its own entry.
+    pub fn merge_ufs_child(&mut self, parent: u64, st: &UfsStatus, now: i64, fx: &mut Effects) -> Option<u64> {
+        if !eddy_ufs::UfsPath::from_components([st.name.as_str()]).is_some_and(|_| crate::path::valid_name(&st.name)) {
+            return None;
+        }
+        let existing = self.inodes[&parent].children()?.get(st.name.as_str()).copied();
+        if let Some(id) = existing {
+            let ino = &self.inodes[&id];
+            if !ino.flag(FLAG_PERSISTED) || ino.flag(FLAG_MOUNT_POINT) {
+                return None;
+            }
+            if ino.is_dir() == st.is_dir {
+                let changed = !st.is_dir && *ino.fingerprint != *st.fingerprint;
+                if changed {
+                    let dropped = file_blocks(ino);
+                    fx.dropped_blocks.extend(dropped);
+                    let ino = self.inode_mut(id);
+                    ino.length = st.length;
+                    ino.mtime_ms = st.mtime_ms;
+                    ino.fingerprint = st.fingerprint.as_str().into();
+                    ino.set_flag(FLAG_COMPLETE, true);
+                    fx.ops.push(metastore::put(ino));
+                }
+                self.inode_mut(id).synced_ms = now;
+                return Some(id);
+            }
+            if !self.droppable(id) {
+                return None;
+            }
+            self.remove_subtree(id, fx);
+        }
+        let id = self.alloc_id(fx);
+        let mut ino = self.new_inode(id, parent, &st.name, st.is_dir, &NewAttrs::default(), now);
+        ino.flags |= FLAG_PERSISTED | FLAG_COMPLETE;
+        ino.length = st.length;
+        ino.mtime_ms = st.mtime_ms;
+        ino.created_ms = st.mtime_ms;
+        ino.fingerprint = st.fingerprint.as_str().into();
+        fx.ops.push(metastore::put(&ino));
+        self.inodes.insert(id, ino);
+        self.inode_mut(parent)
+            .dir
+            .as_mut()
+            .expect("parent is a directory")
+            .children
+            .insert(Arc::from(st.name.as_str()), id);
+        Some(id)
+    }
+
+    /// Drops `id` because the under-storage no longer has it (if droppable).
+    pub fn drop_if_gone(&mut self, id: u64, fx: &mut Effects) -> bool {
+        if id == ROOT_ID || !self.inodes.contains_key(&id) || !self.droppable(id) {
+            return false;
+        }
+        self.remove_subtree(id, fx);
+        true
+    }
+
+    /// After listing names in `(after, upto]` (`upto` None = to the end) from
+    /// the under-storage, drops persisted children in that range it did not list.
+    pub fn drop_unlisted(
+        &mut self,
+        dir: u64,
+        after: Option<&str>,
+        upto: Option<&str>,
+        listed: &HashSet<&str>,
+        fx: &mut Effects,
+    ) {
+        use std::ops::Bound;
+        let Some(children) = self.inodes.get(&dir).and_then(|d| d.children()) else {
+            return;
+        };
+        let lo = after.map_or(Bound::Unbounded, Bound::Excluded);
+        let hi = upto.map_or(Bound::Unbounded, Bound::Included);
+        let gone: Vec<u64> = children
+            .range::<str, _>((lo, hi))
+            .filter(|(n, _)| !listed.contains(&***n))
+            .map(|(_, &id)| id)
+            .collect();
+        for id in gone {
+            self.drop_if_gone(id, fx);
+        }
+    }
+
+    // ---- mounts ----
+
+    /// Adds a mount at `path`, creating the mount point directory if needed.
+    pub fn mount(&mut self, m: MountPoint, now: i64, fx: &mut Effects) -> Result<()> {
+        let path = m.path.clone();
+        if path.is_root() || self.mounts.is_mount_point(&path) {
+            return Err(MasterError::MountConflict(format!("{path} is already a mount point")));
+        }
+        let parent = path.parent().expect("not root");
+        let pid = self.resolve(&parent)?;
+        if !self.inodes[&pid].is_dir() {
+            return Err(MasterError::NotADirectory(parent.to_string()));
+        }
+        let enclosing = self.mounts.resolve(&path);
+        if enclosing.read_only {
+            return Err(MasterError::ReadOnly(format!(
+                "{path}: cannot mount under the read-only mount {}",
+                enclosing.path
+            )));
+        }
+        if let Some(other) = self.mounts.iter().find(|o| uris_overlap(&o.uri, &m.uri)) {
+            return Err(MasterError::MountConflict(format!(
+                "{} overlaps {}, already mounted at {}",
+                m.uri, other.uri, other.path
+            )));
+        }
+        let id = match self.lookup(&path) {
+            Some(id) => {
+                let ino = &self.inodes[&id];
+                if !ino.is_dir() {
+                    return Err(MasterError::MountConflict(format!("{path} is an existing file")));
+                }
+                if ino.children().is_some_and(|c| !c.is_empty()) {
+                    return Err(MasterError::MountConflict(format!(
+                        "{path} is a non-empty directory; mount on an empty or new path"
+                    )));
+                }
+                id
+            }
+            None => {
+                let nid = self.alloc_id(fx);
+                let ino = self.new_inode(nid, pid, path.name(), true, &NewAttrs::default(), now);
+                self.attach(ino, fx)
+            }
+        };
+        let ino = self.inode_mut(id);
+        ino.set_flag(FLAG_MOUNT_POINT | FLAG_PERSISTED, true);
+        ino.synced_ms = 0;
+        ino.dir.as_mut().expect("directory").listed_ms = 0;
+        fx.ops.push(metastore::put(ino));
+        fx.ops.push(MetaOp::PutMount {
+            path: path.to_string(),
+            record: m.encode(),
+        });
+        self.mounts.insert(m);
+        Ok(())
+    }
+
+    /// Removes the mount at `path` and everything Eddy knew below it (the
+    /// under-storage is untouched).
+    pub fn unmount(&mut self, path: &EddyPath, fx: &mut Effects) -> Result<MountPoint> {
+        if path.is_root() {
+            return Err(MasterError::InvalidArgument("cannot unmount the root mount".into()));
+        }
+        if !self.mounts.is_mount_point(path) {
+            return Err(MasterError::NotFound(format!("{path} is not a mount point")));
+        }
+        if let Some(inner) = self.mounts.below(path).next() {
+            return Err(MasterError::MountConflict(format!(
+                "{path} contains the mount point {}; unmount that first",
+                inner.path
+            )));
+        }
+        let m = self.mounts.remove(path).expect("checked");
+        fx.ops.push(MetaOp::DeleteMount(path.to_string()));
+        if let Some(id) = self.lookup(path) {
+            self.remove_subtree(id, fx);
+        }
+        Ok(m)
+    }
+}
+
+fn intern(names: &mut HashSet<Arc<str>>, s: &str) -> Arc<str> {
+    if let Some(a) = names.get(s) {
+        return a.clone();
+    }
+    let a: Arc<str> = Arc::from(s);
+    names.insert(a.clone());
+    a
+}
+
+/// Block ids of a file's current content.
+pub fn file_blocks(ino: &Inode) -> impl Iterator<Item = u64> + use<> {
+    let id = ino.id;
+    let n = if ino.flag(FLAG_COMPLETE) {
+        ino.block_count()
+    } else {
+        // An incomplete file may have blocks committed up to any index the
+        // writer reached; the registry drops those by file id.
+        0
+    };
+    (0..n).map(move |i| eddy_proto::block_id(id, i))
+}
+
+/// Two under-storage URIs overlap when one is a prefix of the other by path
+/// component: mounting both would show the same data twice.
+fn uris_overlap(a: &str, b: &str) -> bool {
+    let norm = |u: &str| {
+        let u = u.strip_prefix("file://").unwrap_or(u);
+        let mut s = u.trim_end_matches('/').to_string();
+        s.push('/');
+        s
+    };
+    let (a, b) = (norm(a), norm(b));
+    a.starts_with(&b) || b.starts_with(&a)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const NOW: i64 = 1_000;
+
+    fn p(s: &str) -> EddyPath {
+        EddyPath::parse(s).unwrap()
+    }
+
+    fn root_mount(uri: &str) -> MountPoint {
+        MountPoint {
+            id: 1,
+            path: EddyPath::root(),
+            uri: uri.into(),
+            read_only: false,
+            options: Default::default(),
+            sync_interval_ms: -1,
+        }
+    }
+
+    fn ns() -> Namespace {
+        Namespace::new(root_mount("file:///ufs"), 64 << 20, NOW).0
+    }
+
+    fn fx() -> Effects {
+        Effects::default()
+    }
+
+    #[test]
+    fn mkdir_create_complete() {
+        let mut n = ns();
+        let mut f = fx();
+        assert!(matches!(
+            n.mkdir(&p("/a/b"), false, false, &NewAttrs::default(), true, NOW, &mut f),
+            Err(MasterError::NotFound(_))
+        ));
+        assert!(f.is_empty(), "a refused mkdir records nothing");
+        n.mkdir(&p("/a/b"), true, false, &NewAttrs::default(), true, NOW, &mut f).unwrap();
+        assert!(n.lookup(&p("/a")).is_some());
+        assert!(matches!(
+            n.mkdir(&p("/a/b"), true, false, &NewAttrs::default(), true, NOW, &mut f),
+            Err(MasterError::AlreadyExists(_))
+        ));
+        n.mkdir(&p("/a/b"), true, true, &NewAttrs::default(), true, NOW, &mut f).unwrap();
+        let id = n.create_file(&p("/a/b/f"), false, &NewAttrs::default(), true, NOW, &mut f).unwrap();
+        assert!(!n.get(id).unwrap().flag(FLAG_COMPLETE));
+        assert!(matches!(
+            n.create_file(&p("/a/b/f"), false, &NewAttrs::default(), true, NOW, &mut f),
+            Err(MasterError::AlreadyExists(_))
+        ));
+        assert!(matches!(
+            n.mkdir(&p("/a/b/f"), true, false, &NewAttrs::default(), true, NOW, &mut f),
+            Err(MasterError::AlreadyExists(_))
+        ));
+        assert!(matches!(
+            n.mkdir(&p("/a/b/f/g"), true, false, &NewAttrs::default(), true, NOW, &mut f),
+            Err(MasterError::NotADirectory(_))
+        ));
+        n.complete_file(&p("/a/b/f"), 200 << 20, false, "", NOW, &mut f).unwrap();
+        let ino = n.get(id).unwrap();
+        assert_eq!(ino.block_count(), 4);
+        assert_eq!(ino.block_length(3), 8 << 20);
+        assert!(matches!(
+            n.complete_file(&p("/a/b/f"), 1, false, "", NOW, &mut f),
+            Err(MasterError::FileAlreadyComplete(_))
+        ));
+    }
+
+    #[test]
+    fn bad_block_sizes_and_replication_are_refused() {
+        let mut n = ns();
+        let mut f = fx();
+        for bs in [1, MAX_BLOCK_SIZE + 1] {
+            let a = NewAttrs { block_size: bs, ..Default::default() };
+            assert!(matches!(
+                n.create_file(&p("/f"), false, &a, true, NOW, &mut f),
+                Err(MasterError::InvalidArgument(_))
+            ));
+        }
+        let a = NewAttrs { replication_min: 3, replication_max: 2, ..Default::default() };
+        assert!(matches!(
+            n.create_file(&p("/f"), false, &a, true, NOW, &mut f),
+            Err(MasterError::InvalidArgument(_))
+        ));
+        assert!(f.is_empty());
+    }
+
+    #[test]
+    fn rename_rules() {
+        let mut n = ns();
+        let mut f = fx();
+        n.mkdir(&p("/a/b/c"), true, false, &NewAttrs::default(), true, NOW, &mut f).unwrap();
+        n.create_file(&p("/x"), false, &NewAttrs::default(), true, NOW, &mut f).unwrap();
+        assert!(matches!(
+            n.rename(&p("/a"), &p("/a/b/c/d"), NOW, &mut f),
+            Err(MasterError::InvalidArgument(_))
+        ));
+        assert!(matches!(
+            n.rename(&p("/a"), &p("/x"), NOW, &mut f),
+            Err(MasterError::AlreadyExists(_))
+        ));
+        assert!(matches!(
+            n.rename(&p("/a"), &p("/nope/a"), NOW, &mut f),
+            Err(MasterError::NotFound(_))
+        ));
+        assert!(matches!(
+            n.rename(&p("/a"), &p("/x/a"), NOW, &mut f),
+            Err(MasterError::NotADirectory(_))
+        ));
+        let id = n.lookup(&p("/a/b/c")).unwrap();
+        let mut f = fx();
+        n.rename(&p("/a/b"), &p("/moved"), NOW, &mut f).unwrap();
+        assert_eq!(f.ops.len(), 1, "a rename is one record");
+        assert_eq!(n.lookup(&p("/moved/c")), Some(id));
+        assert!(n.lookup(&p("/a/b")).is_none());
+    }
+
+    #[test]
+    fn delete_rules() {
+        let mut n = ns();
+        let mut f = fx();
+        n.mkdir(&p("/d/e"), true, false, &NewAttrs::default(), true, NOW, &mut f).unwrap();
+        assert!(matches!(
+            n.delete(&p("/d"), false, false, &mut f),
+            Err(MasterError::DirectoryNotEmpty(_))
+        ));
+        assert!(matches!(
+            n.delete(&p("/"), true, false, &mut f),
+            Err(MasterError::InvalidArgument(_))
+        ));
+        let before = n.inode_count();
+        n.delete(&p("/d"), true, false, &mut f).unwrap();
+        assert_eq!(n.inode_count(), before - 2);
+        assert!(n.lookup(&p("/d")).is_none());
+    }
+
+    #[test]
+    fn mounts_guard_the_tree() {
+        let mut n = ns();
+        let mut f = fx();
+        let m = |id, path: &str, uri: &str, ro| MountPoint {
+            id,
+            path: p(path),
+            uri: uri.into(),
+            read_only: ro,
+            options: Default::default(),
+            sync_interval_ms: -1,
+        };
+        n.mount(m(2, "/ro", "file:///other", true), NOW, &mut f).unwrap();
+        assert!(matches!(
+            n.mount(m(3, "/ro/x", "file:///third", false), NOW, &mut f),
+            Err(MasterError::ReadOnly(_))
+        ));
+        assert!(matches!(
+            n.mount(m(3, "/y", "file:///other/sub", false), NOW, &mut f),
+            Err(MasterError::MountConflict(_))
+        ));
+        assert!(matches!(
+            n.create_file(&p("/ro/f"), false, &NewAttrs::default(), true, NOW, &mut f),
+            Err(MasterError::ReadOnly(_))
+        ));
+        assert!(matches!(n.delete(&p("/ro"), true, false, &mut f), Err(MasterError::MountConflict(_))));
+        assert!(matches!(
+            n.rename(&p("/ro"), &p("/ro2"), NOW, &mut f),
+            Err(MasterError::MountConflict(_))
+        ));
+        n.mkdir(&p("/full/x"), true, false, &NewAttrs::default(), true, NOW, &mut f).unwrap();
+        assert!(matches!(
+            n.mount(m(4, "/full", "file:///fourth", false), NOW, &mut f),
+            Err(MasterError::MountConflict(_))
+        ));
+        n.create_file(&p("/w"), false, &NewAttrs::default(), true, NOW, &mut f).unwrap();
+        assert!(matches!(
+            n.rename(&p("/w"), &p("/ro/w"), NOW, &mut f),
+            Err(MasterError::InvalidArgument(_))
+        ));
+        n.unmount(&p("/ro"), &mut f).unwrap();
+        assert!(n.lookup(&p("/ro")).is_none());
+        assert!(matches!(n.unmount(&p("/ro"), &mut f), Err(MasterError::NotFound(_))));
+    }
+
+    #[test]
+    fn ufs_merge_adds_updates_and_drops() {
+        let mut n = ns();
+        let mut f = fx();
+        let st = |name: &str, dir, fp: &str| UfsStatus {
+            name: name.into(),
+            is_dir: dir,
+            length: 100,
+            mtime_ms: 5,
+            fingerprint: fp.into(),
+        };
+        let id = n.merge_ufs_child(ROOT_ID, &st("f", false, "a"), NOW, &mut f).unwrap();
+        n.complete_file(&p("/f"), 1, false, "", NOW, &mut f).unwrap_err();
+        // A changed fingerprint refreshes the file and drops its cached blocks.
+        let mut f = fx();
+        let mut changed = st("f", false, "b");
+        changed.length = 200 << 20;
+        assert_eq!(n.merge_ufs_child(ROOT_ID, &changed, NOW, &mut f), Some(id));
+        assert_eq!(f.dropped_blocks, vec![eddy_proto::block_id(id, 0)]);
+        assert_eq!(n.get(id).unwrap().length, 200 << 20);
+        // Eddy-only files are never replaced or dropped by a sync.
+        n.create_file(&p("/mine"), false, &NewAttrs::default(), true, NOW, &mut f).unwrap();
+        assert_eq!(n.merge_ufs_child(ROOT_ID, &st("mine", false, "z"), NOW, &mut f), None);
+        let listed: HashSet<&str> = HashSet::new();
+        n.drop_unlisted(ROOT_ID, None, None, &listed, &mut f);
+        assert!(n.lookup(&p("/f")).is_none(), "gone from the under-storage");
+        assert!(n.lookup(&p("/mine")).is_some(), "Eddy-only file kept");
+    }
+
+    #[test]
+    fn list_pages() {
+        let mut n = ns();
+        let mut f = fx();
+        for i in 0..25 {
+            n.create_file(&p(&format!("/f{i:02}")), false, &NewAttrs::default(), true, NOW, &mut f).unwrap();
+        }
+        let mut after = String::new();
+        let mut seen = 0;
+        loop {
+            let (page, next) = n.list(ROOT_ID, &after, 10);
+            seen += page.len();
+            match next {
+                Some(nx) => after = nx,
+                None => break,
+            }
+        }
+        assert_eq!(seen, 25);
+    }
+
+    #[test]
+    fn load_rebuilds_the_tree() {
+        let (mut n, mut f) = Namespace::new(root_mount("file:///u"), 1 << 20, NOW);
+        n.mkdir(&p("/a/b"), true, false, &NewAttrs::default(), true, NOW, &mut f).unwrap();
+        n.create_file(&p("/a/b/f"), false, &NewAttrs::default(), true, NOW, &mut f).unwrap();
+        n.rename(&p("/a/b"), &p("/c"), NOW, &mut f).unwrap();
+        // Replay the ops the way the metastore would store them.
+        let mut inodes = HashMap::new();
+        let mut mounts = Vec::new();
+        let mut next_id = 0;
+        for op in f.into_ops() {
+            match op {
+                MetaOp::PutInode { id, record } => {
+                    inodes.insert(id, record);
+                }
+                MetaOp::DeleteInode(id) => {
+                    inodes.remove(&id);
+                }
+                MetaOp::PutMount { path, record } => mounts.push((path, record)),
+                MetaOp::DeleteMount(_) => {}
+                MetaOp::SetNextId(x) => next_id = x,
+            }
+        }
+        let loaded = Loaded { inodes: inodes.into_values().collect(), mounts, next_id };
+        let back = Namespace::load(loaded, 1 << 20).unwrap().unwrap();
+        assert_eq!(back.inode_count(), n.inode_count());
+        assert_eq!(back.lookup(&p("/c/f")), n.lookup(&p("/c/f")));
+        assert!(back.lookup(&p("/a/b")).is_none());
+        assert_eq!(back.next_id, n.next_id);
+    }
+}

@@ -1,0 +1,139 @@
+//! Under-storage ("UFS"): where the data really lives.
+//!
+//! One narrow async trait, [`UnderFileSystem`], shaped like an object store so
+//! that S3, GCS and Azure fit it as well as a local directory does. Keys are
+//! relative, `/`-separated paths ([`UfsPath`]); the empty path is the mount's
+//! root. Every backend passes the shared [`contract`] suite.
+//!
+//! Architecture invariant: this crate sits at the bottom of the graph. It knows
+//! nothing of the master, the worker or protobuf.
+
+pub mod contract;
+mod local;
+mod path;
+
+use std::collections::BTreeMap;
+use std::fmt::Debug;
+use std::ops::Range;
+use std::sync::Arc;
+
+use async_trait::async_trait;
+use bytes::Bytes;
+
+pub use local::LocalUfs;
+pub use path::UfsPath;
+
+/// What a backend can and cannot do natively.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Capabilities {
+    /// `rename` is a single atomic operation (local: yes; object stores: copy + delete, no).
+    pub atomic_rename: bool,
+    /// Directories are real objects (local: yes; object stores: emulated by prefixes).
+    pub real_directories: bool,
+}
+
+/// Metadata of one entry in the under-storage.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct UfsStatus {
+    /// Last path component (empty for the root).
+    pub name: String,
+    pub is_dir: bool,
+    /// Bytes; 0 for directories.
+    pub length: u64,
+    /// Milliseconds since the Unix epoch.
+    pub mtime_ms: i64,
+    /// Changes whenever the content may have changed (size + mtime, or etag).
+    /// Empty for directories.
+    pub fingerprint: String,
+}
+
+/// One page of a directory listing, sorted by name (bytewise).
+#[derive(Debug, Clone, Default)]
+pub struct ListPage {
+    pub entries: Vec<UfsStatus>,
+    /// `Some(name)`: more entries follow; pass it as `start_after`.
+    pub next_start_after: Option<String>,
+}
+
+/// Errors of the under-storage layer.
+#[derive(Debug, thiserror::Error)]
+pub enum UfsError {
+    #[error("{0}: not found in under-storage")]
+    NotFound(String),
+    #[error("{0}: already exists in under-storage")]
+    AlreadyExists(String),
+    #[error("{0}: not a directory in under-storage")]
+    NotADirectory(String),
+    #[error("{0}: is a directory in under-storage")]
+    IsADirectory(String),
+    #[error("{0}: directory not empty in under-storage")]
+    DirectoryNotEmpty(String),
+    #[error("under-storage {uri} is unreachable: {reason}")]
+    Unavailable { uri: String, reason: String },
+    #[error("invalid under-storage URI {uri}: {reason}")]
+    InvalidUri { uri: String, reason: String },
+    #[error("{0}")]
+    Unsupported(String),
+    #[error("under-storage I/O error on {path}: {source}")]
+    Io {
+        path: String,
+        #[source]
+        source: std::io::Error,
+    },
+}
+
+pub type Result<T, E = UfsError> = std::result::Result<T, E>;
+
+/// The under-storage boundary. Implementations are cheap to share (`Arc`).
+#[async_trait]
+pub trait UnderFileSystem: Send + Sync + Debug {
+    /// The URI this instance was opened with, e.g. `file:///data`.
+    fn uri(&self) -> &str;
+
+    fn capabilities(&self) -> Capabilities;
+
+    /// Status of `path`, or `NotFound`.
+    async fn stat(&self, path: &UfsPath) -> Result<UfsStatus>;
+
+    /// One page of the direct children of directory `dir`, names sorted
+    /// bytewise, starting strictly after `start_after`, at most `limit` (>= 1).
+    async fn list(&self, dir: &UfsPath, start_after: Option<&str>, limit: usize)
+    -> Result<ListPage>;
+
+    /// Bytes `range` of file `path`; a range past the end is cut at the end.
+    async fn read(&self, path: &UfsPath, range: Range<u64>) -> Result<Bytes>;
+
+    /// Writes the whole object, replacing any existing file, creating parent
+    /// directories as needed. Returns the new status (with its fingerprint).
+    async fn write(&self, path: &UfsPath, data: Bytes) -> Result<UfsStatus>;
+
+    /// Creates directory `path` (and its parents). Existing directories are fine.
+    async fn mkdir(&self, path: &UfsPath) -> Result<()>;
+
+    /// Deletes a file, or a directory (only when empty unless `recursive`).
+    async fn delete(&self, path: &UfsPath, recursive: bool) -> Result<()>;
+
+    /// Renames `from` to `to` (which must not exist). Atomic only where
+    /// [`Capabilities::atomic_rename`] says so.
+    async fn rename(&self, from: &UfsPath, to: &UfsPath) -> Result<()>;
+}
+
+/// Opens the under-storage named by `uri`. Supported now: `file:///abs/dir`
+/// and a bare absolute path. The root must exist and be a directory.
+pub async fn open(uri: &str, options: &BTreeMap<String, String>) -> Result<Arc<dyn UnderFileSystem>> {
+    let _ = options; // Local storage takes no options; object stores will.
+    if let Some(rest) = uri.strip_prefix("file://") {
+        return Ok(Arc::new(LocalUfs::open(rest).await?));
+    }
+    if uri.starts_with('/') {
+        return Ok(Arc::new(LocalUfs::open(uri).await?));
+    }
+    let scheme = uri.split_once("://").map(|(s, _)| s);
+    Err(UfsError::InvalidUri {
+        uri: uri.to_string(),
+        reason: match scheme {
+            Some(s) => format!("scheme `{s}` is not supported (supported: file)"),
+            None => "expected `file:///absolute/dir` or an absolute path".to_string(),
+        },
+    })
+}

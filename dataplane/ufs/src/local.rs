@@ -1,0 +1,285 @@
+//! A local (or NFS-mounted) directory as under-storage.
+
+use std::io::ErrorKind;
+use std::ops::Range;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::UNIX_EPOCH;
+
+use async_trait::async_trait;
+use bytes::Bytes;
+use tokio::io::{AsyncReadExt, AsyncSeekExt};
+
+use crate::{Capabilities, ListPage, Result, UfsError, UfsPath, UfsStatus, UnderFileSystem};
+
+/// Prefix of the temporary files `write` renames into place; hidden from listings.
+const TMP_PREFIX: &str = ".eddy-tmp-";
+
+/// Under-storage rooted at a local directory. Symbolic links are followed.
+#[derive(Debug)]
+pub struct LocalUfs {
+    root: PathBuf,
+    uri: String,
+    tmp_seq: AtomicU64,
+}
+
+impl LocalUfs {
+    /// Opens `root`, which must be an existing directory.
+    pub async fn open(root: impl AsRef<Path>) -> Result<Self> {
+        let root = root.as_ref().to_path_buf();
+        let uri = format!("file://{}", root.display());
+        if !root.is_absolute() {
+            return Err(UfsError::InvalidUri {
+                uri,
+                reason: "a local under-storage path must be absolute".into(),
+            });
+        }
+        match tokio::fs::metadata(&root).await {
+            Ok(m) if m.is_dir() => {}
+            Ok(_) => {
+                return Err(UfsError::Unavailable {
+                    uri,
+                    reason: "not a directory".into(),
+                });
+            }
+            Err(e) => {
+                return Err(UfsError::Unavailable {
+                    uri,
+                    reason: e.to_string(),
+                });
+            }
+        }
+        Ok(Self {
+            root,
+            uri,
+            tmp_seq: AtomicU64::new(0),
+        })
+    }
+
+    fn full(&self, p: &UfsPath) -> PathBuf {
+        if p.is_root() {
+            self.root.clone()
+        } else {
+            self.root.join(p.as_str())
+        }
+    }
+
+    fn io_err(&self, p: &UfsPath, e: std::io::Error) -> UfsError {
+        let shown = p.to_string();
+        match e.kind() {
+            ErrorKind::NotFound => UfsError::NotFound(shown),
+            ErrorKind::AlreadyExists => UfsError::AlreadyExists(shown),
+            ErrorKind::NotADirectory => UfsError::NotADirectory(shown),
+            ErrorKind::IsADirectory => UfsError::IsADirectory(shown),
+            ErrorKind::DirectoryNotEmpty => UfsError::DirectoryNotEmpty(shown),
+            _ => UfsError::Io {
+                path: format!("{}{}", self.uri, shown),
+                source: e,
+            },
+        }
+    }
+}
+
+fn status_of(name: &str, m: &std::fs::Metadata) -> UfsStatus {
+    let mtime = m.modified().ok().and_then(|t| t.duration_since(UNIX_EPOCH).ok());
+    let mtime_ns = mtime.map(|d| d.as_nanos()).unwrap_or(0);
+    let is_dir = m.is_dir();
+    UfsStatus {
+        name: name.to_string(),
+        is_dir,
+        length: if is_dir { 0 } else { m.len() },
+        mtime_ms: mtime.map(|d| d.as_millis() as i64).unwrap_or(0),
+        fingerprint: if is_dir {
+            String::new()
+        } else {
+            format!("{}:{}", m.len(), mtime_ns)
+        },
+    }
+}
+
+#[async_trait]
+impl UnderFileSystem for LocalUfs {
+    fn uri(&self) -> &str {
+        &self.uri
+    }
+
+    fn capabilities(&self) -> Capabilities {
+        Capabilities {
+            atomic_rename: true,
+            real_directories: true,
+        }
+    }
+
+    async fn stat(&self, path: &UfsPath) -> Result<UfsStatus> {
+        let m = tokio::fs::metadata(self.full(path))
+            .await
+            .map_err(|e| self.io_err(path, e))?;
+        Ok(status_of(path.name(), &m))
+    }
+
+    async fn list(
+        &self,
+        dir: &UfsPath,
+        start_after: Option<&str>,
+        limit: usize,
+    ) -> Result<ListPage> {
+        let limit = limit.max(1);
+        let full = self.full(dir);
+        let meta = tokio::fs::metadata(&full)
+            .await
+            .map_err(|e| self.io_err(dir, e))?;
+        if !meta.is_dir() {
+            return Err(UfsError::NotADirectory(dir.to_string()));
+        }
+        // A directory is read whole to sort it: local directories are bounded by
+        // what one host's file system holds; object stores page natively.
+        let mut rd = tokio::fs::read_dir(&full)
+            .await
+            .map_err(|e| self.io_err(dir, e))?;
+        let mut names = Vec::new();
+        while let Some(entry) = rd.next_entry().await.map_err(|e| self.io_err(dir, e))? {
+            // Names that are not UTF-8 cannot be Eddy paths; they stay invisible.
+            let Ok(name) = entry.file_name().into_string() else {
+                continue;
+            };
+            if name.starts_with(TMP_PREFIX) {
+                continue;
+            }
+            if start_after.is_none_or(|s| name.as_str() > s) {
+                names.push(name);
+            }
+        }
+        names.sort_unstable();
+        let more = names.len() > limit;
+        names.truncate(limit);
+        let mut entries = Vec::with_capacity(names.len());
+        for name in names {
+            // An entry deleted between read_dir and stat is simply skipped.
+            match tokio::fs::metadata(full.join(&name)).await {
+                Ok(m) => entries.push(status_of(&name, &m)),
+                Err(e) if e.kind() == ErrorKind::NotFound => {}
+                Err(e) => return Err(self.io_err(dir, e)),
+            }
+        }
+        let next_start_after = if more {
+            entries.last().map(|e| e.name.clone())
+        } else {
+            None
+        };
+        Ok(ListPage {
+            entries,
+            next_start_after,
+        })
+    }
+
+    async fn read(&self, path: &UfsPath, range: Range<u64>) -> Result<Bytes> {
+        let mut f = tokio::fs::File::open(self.full(path))
+            .await
+            .map_err(|e| self.io_err(path, e))?;
+        let len = f.metadata().await.map_err(|e| self.io_err(path, e))?;
+        if len.is_dir() {
+            return Err(UfsError::IsADirectory(path.to_string()));
+        }
+        let end = range.end.min(len.len());
+        if range.start >= end {
+            return Ok(Bytes::new());
+        }
+        f.seek(std::io::SeekFrom::Start(range.start))
+            .await
+            .map_err(|e| self.io_err(path, e))?;
+        let mut buf = vec![0u8; (end - range.start) as usize];
+        f.read_exact(&mut buf)
+            .await
+            .map_err(|e| self.io_err(path, e))?;
+        Ok(Bytes::from(buf))
+    }
+
+    async fn write(&self, path: &UfsPath, data: Bytes) -> Result<UfsStatus> {
+        if path.is_root() {
+            return Err(UfsError::IsADirectory(path.to_string()));
+        }
+        let full = self.full(path);
+        let parent = full.parent().expect("a non-root key has a parent");
+        tokio::fs::create_dir_all(parent)
+            .await
+            .map_err(|e| self.io_err(path, e))?;
+        if tokio::fs::metadata(&full).await.is_ok_and(|m| m.is_dir()) {
+            return Err(UfsError::IsADirectory(path.to_string()));
+        }
+        // Write beside the target and rename into place: readers never see a
+        // half-written file, and a crash leaves only a hidden temporary.
+        let seq = self.tmp_seq.fetch_add(1, Ordering::Relaxed);
+        let tmp = parent.join(format!("{TMP_PREFIX}{}-{seq}", std::process::id()));
+        let result = async {
+            tokio::fs::write(&tmp, &data).await?;
+            tokio::fs::File::open(&tmp).await?.sync_all().await?;
+            tokio::fs::rename(&tmp, &full).await
+        }
+        .await;
+        if let Err(e) = result {
+            let _ = tokio::fs::remove_file(&tmp).await;
+            return Err(self.io_err(path, e));
+        }
+        self.stat(path).await
+    }
+
+    async fn mkdir(&self, path: &UfsPath) -> Result<()> {
+        let full = self.full(path);
+        match tokio::fs::create_dir_all(&full).await {
+            Ok(()) => Ok(()),
+            Err(e) => {
+                // create_dir_all over a file reports AlreadyExists; say what it is.
+                if tokio::fs::metadata(&full).await.is_ok_and(|m| !m.is_dir()) {
+                    Err(UfsError::NotADirectory(path.to_string()))
+                } else {
+                    Err(self.io_err(path, e))
+                }
+            }
+        }
+    }
+
+    async fn delete(&self, path: &UfsPath, recursive: bool) -> Result<()> {
+        let full = self.full(path);
+        let m = tokio::fs::symlink_metadata(&full)
+            .await
+            .map_err(|e| self.io_err(path, e))?;
+        let r = if m.is_dir() {
+            if path.is_root() {
+                return Err(UfsError::Unsupported(
+                    "refusing to delete the root of an under-storage".into(),
+                ));
+            }
+            if recursive {
+                tokio::fs::remove_dir_all(&full).await
+            } else {
+                tokio::fs::remove_dir(&full).await
+            }
+        } else {
+            tokio::fs::remove_file(&full).await
+        };
+        r.map_err(|e| self.io_err(path, e))
+    }
+
+    async fn rename(&self, from: &UfsPath, to: &UfsPath) -> Result<()> {
+        if from.is_root() || to.is_root() {
+            return Err(UfsError::Unsupported(
+                "cannot rename the root of an under-storage".into(),
+            ));
+        }
+        let (src, dst) = (self.full(from), self.full(to));
+        tokio::fs::symlink_metadata(&src)
+            .await
+            .map_err(|e| self.io_err(from, e))?;
+        if tokio::fs::symlink_metadata(&dst).await.is_ok() {
+            return Err(UfsError::AlreadyExists(to.to_string()));
+        }
+        if let Some(parent) = dst.parent() {
+            tokio::fs::create_dir_all(parent)
+                .await
+                .map_err(|e| self.io_err(to, e))?;
+        }
+        tokio::fs::rename(&src, &dst)
+            .await
+            .map_err(|e| self.io_err(from, e))
+    }
+}
