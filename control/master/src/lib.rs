@@ -1,7 +1,23 @@
+//! Eddy's master: the single source of truth for the namespace, the mount
+//! table, the workers and where blocks are cached.
+//!
+//! Decisions (namespace rules, placement, lost workers) are plain code with
+//! no I/O (`namespace`, `placement`, `workers`); `service` does the I/O
+//! (under-storage, metastore) around them; `server` wires gRPC.
+
 mod codec;
+pub mod config;
 pub mod error;
 pub mod inode;
 pub mod metastore;
 pub mod mount;
 pub mod namespace;
 pub mod path;
+pub mod placement;
+pub mod server;
+pub mod service;
+pub mod workers;
+
+pub use config::MasterConfig;
+pub use error::MasterError;
+pub use server::{RunningMaster, start};

@@ -55,7 +55,6 @@ struct Batch {
 #[derive(Clone)]
 pub struct Metastore {
     tx: mpsc::Sender<Batch>,
-    db: Arc<Database>,
 }
 
 impl Metastore {
@@ -70,12 +69,11 @@ impl Metastore {
         let db = Arc::new(db);
         let loaded = load(&db).map_err(MasterError::Metastore)?;
         let (tx, rx) = mpsc::channel::<Batch>();
-        let committer_db = db.clone();
-        std::thread::Builder::new()
+                std::thread::Builder::new()
             .name("eddy-metastore".into())
-            .spawn(move || committer(&committer_db, rx))
+            .spawn(move || committer(&db, rx))
             .map_err(|e| MasterError::Metastore(format!("cannot start committer: {e}")))?;
-        Ok((Self { tx, db }, loaded))
+        Ok((Self { tx }, loaded))
     }
 
     /// Queues `ops` for the next group commit; the future resolves once they
@@ -93,12 +91,6 @@ impl Metastore {
                 Err(_) => Err(MasterError::Metastore("metastore committer stopped".into())),
             }
         }
-    }
-
-    /// Bytes the metastore file occupies (for `eddy report`).
-    pub fn file_stats(&self) -> Option<u64> {
-        let _ = &self.db;
-        None
     }
 }
 

@@ -29,6 +29,8 @@ pub struct Effects {
     pub ops: Vec<MetaOp>,
     /// Cached blocks that no longer belong to any file's current content.
     pub dropped_blocks: Vec<u64>,
+    /// Incomplete files removed: their committed blocks are found by file id.
+    pub dropped_files: Vec<u64>,
     next_id: Option<u64>,
 }
 
@@ -337,6 +339,26 @@ impl Namespace {
         parent.depth() - depth
     }
 
+    /// Validates a mkdir without doing it: `Some(id)` when the directory
+    /// already exists and `allow_exists` accepts that.
+    pub fn check_mkdir(&self, path: &EddyPath, recursive: bool, allow_exists: bool, attrs: &NewAttrs) -> Result<Option<u64>> {
+        if let Some(id) = self.lookup(path) {
+            return if self.inodes[&id].is_dir() && allow_exists {
+                Ok(Some(id))
+            } else if self.inodes[&id].is_dir() {
+                Err(MasterError::AlreadyExists(path.to_string()))
+            } else {
+                Err(MasterError::AlreadyExists(format!("{path} (a file)")))
+            };
+        }
+        if let Some(m) = attrs.mode {
+            validate_mode(m)?;
+        }
+        self.check_writable(path)?;
+        self.parent_for_create(path, recursive)?;
+        Ok(None)
+    }
+
     /// Creates directory `path` (and missing ancestors if `recursive`).
     /// Returns the directory's id. `persisted`: the directory exists in the
     /// under-storage too.
@@ -350,19 +372,9 @@ impl Namespace {
         now: i64,
         fx: &mut Effects,
     ) -> Result<u64> {
-        if let Some(id) = self.lookup(path) {
-            return if self.inodes[&id].is_dir() && allow_exists {
-                Ok(id)
-            } else if self.inodes[&id].is_dir() {
-                Err(MasterError::AlreadyExists(path.to_string()))
-            } else {
-                Err(MasterError::AlreadyExists(format!("{path} (a file)")))
-            };
+        if let Some(id) = self.check_mkdir(path, recursive, allow_exists, attrs)? {
+            return Ok(id);
         }
-        if let Some(m) = attrs.mode {
-            validate_mode(m)?;
-        }
-        self.check_writable(path)?;
         let (mut parent, missing) = self.parent_for_create(path, recursive)?;
         for name in missing {
             let id = self.alloc_id(fx);
@@ -373,16 +385,8 @@ impl Namespace {
         Ok(parent)
     }
 
-    /// Creates an incomplete file at `path`.
-    pub fn create_file(
-        &mut self,
-        path: &EddyPath,
-        recursive: bool,
-        attrs: &NewAttrs,
-        parents_persisted: bool,
-        now: i64,
-        fx: &mut Effects,
-    ) -> Result<u64> {
+    /// Validates a create without doing it.
+    pub fn check_create(&self, path: &EddyPath, recursive: bool, attrs: &NewAttrs) -> Result<()> {
         if path.is_root() {
             return Err(MasterError::AlreadyExists("/".into()));
         }
@@ -400,6 +404,21 @@ impl Namespace {
         }
         validate_replication(attrs.replication_min, attrs.replication_max)?;
         self.check_writable(path)?;
+        self.parent_for_create(path, recursive)?;
+        Ok(())
+    }
+
+    /// Creates an incomplete file at `path`.
+    pub fn create_file(
+        &mut self,
+        path: &EddyPath,
+        recursive: bool,
+        attrs: &NewAttrs,
+        parents_persisted: bool,
+        now: i64,
+        fx: &mut Effects,
+    ) -> Result<u64> {
+        self.check_create(path, recursive, attrs)?;
         let (mut parent, missing) = self.parent_for_create(path, recursive)?;
         let dir_attrs = NewAttrs {
             mode: None,
@@ -569,6 +588,9 @@ impl Namespace {
         for i in ids {
             let ino = self.inodes.remove(&i).expect("subtree ids exist");
             fx.dropped_blocks.extend(file_blocks(&ino));
+            if !ino.is_dir() && !ino.flag(FLAG_COMPLETE) {
+                fx.dropped_files.push(ino.id);
+            }
             fx.ops.push(MetaOp::DeleteInode(i));
         }
     }
@@ -688,7 +710,7 @@ impl Namespace {
         if !eddy_ufs::UfsPath::from_components([st.name.as_str()]).is_some_and(|_| crate::path::valid_name(&st.name)) {
             return None;
         }
-        let existing = self.inodes[&parent].children()?.get(st.name.as_str()).copied();
+        let existing = self.inodes.get(&parent)?.children()?.get(st.name.as_str()).copied();
         if let Some(id) = existing {
             let ino = &self.inodes[&id];
             if !ino.flag(FLAG_PERSISTED) || ino.flag(FLAG_MOUNT_POINT) {

@@ -1,1 +1,337 @@
+//! The Eddy client library.
+//!
+//! [`MasterClient`] speaks to the master for everything about names: stat,
+//! list, mkdir, create/complete, rename, delete, attributes and mounts. The
+//! data path (reading and writing blocks through workers) joins it in the
+//! data-plane work.
+//!
+//! Architecture invariant: the client depends only on the schema
+//! (`eddy-proto`) and transports, never on the master or worker crates.
 
+use std::collections::HashMap;
+
+pub use eddy_proto::pb;
+pub use eddy_proto::{EddyCode, RpcError};
+use pb::block_master_client::BlockMasterClient;
+use pb::file_system_master_client::FileSystemMasterClient;
+use pb::meta_master_client::MetaMasterClient;
+use tonic::transport::{Channel, Endpoint};
+
+#[derive(Debug, thiserror::Error)]
+pub enum ClientError {
+    /// The master answered with an Eddy error.
+    #[error(transparent)]
+    Rpc(#[from] RpcError),
+    #[error("cannot connect to the Eddy master at {addr}: {reason}")]
+    Connect { addr: String, reason: String },
+    #[error("{0}")]
+    InvalidArgument(String),
+}
+
+impl ClientError {
+    /// The stable Eddy code of this error.
+    pub fn code(&self) -> EddyCode {
+        match self {
+            ClientError::Rpc(e) => e.code,
+            ClientError::Connect { .. } => EddyCode::Unavailable,
+            ClientError::InvalidArgument(_) => EddyCode::InvalidArgument,
+        }
+    }
+}
+
+impl From<tonic::Status> for ClientError {
+    fn from(s: tonic::Status) -> Self {
+        ClientError::Rpc(s.into())
+    }
+}
+
+pub type Result<T, E = ClientError> = std::result::Result<T, E>;
+
+/// Options of [`MasterClient::create_file`].
+#[derive(Debug, Clone, Default)]
+pub struct CreateOptions {
+    /// 0: the master's default.
+    pub block_size: u64,
+    pub recursive: bool,
+    pub mode: Option<u32>,
+    pub write_type: pb::WriteType,
+}
+
+/// A connection to the master. Cheap to clone; clones share the connection.
+#[derive(Clone)]
+pub struct MasterClient {
+    addr: String,
+    fs: FileSystemMasterClient<Channel>,
+    block: BlockMasterClient<Channel>,
+    meta: MetaMasterClient<Channel>,
+    user: String,
+}
+
+fn path_bytes(p: impl AsRef<[u8]>) -> Vec<u8> {
+    p.as_ref().to_vec()
+}
+
+impl MasterClient {
+    /// Connects to `addr` (`host:port`, or `http://host:port`).
+    pub async fn connect(addr: &str) -> Result<Self> {
+        let uri = if addr.contains("://") {
+            addr.to_string()
+        } else {
+            format!("http://{addr}")
+        };
+        let bad = |reason: String| ClientError::Connect {
+            addr: addr.to_string(),
+            reason,
+        };
+        let channel = Endpoint::from_shared(uri)
+            .map_err(|e| bad(format!("invalid address: {e}")))?
+            .tcp_nodelay(true)
+            .connect_timeout(std::time::Duration::from_secs(5))
+            .connect()
+            .await
+            .map_err(|e| bad(e.to_string()))?;
+        let user = std::env::var("USER")
+            .or_else(|_| std::env::var("LOGNAME"))
+            .unwrap_or_default();
+        Ok(Self {
+            addr: addr.to_string(),
+            fs: FileSystemMasterClient::new(channel.clone()),
+            block: BlockMasterClient::new(channel.clone()),
+            meta: MetaMasterClient::new(channel),
+            user,
+        })
+    }
+
+    pub fn address(&self) -> &str {
+        &self.addr
+    }
+
+    /// The raw namespace service, for callers that need every field.
+    pub fn fs_service(&self) -> FileSystemMasterClient<Channel> {
+        self.fs.clone()
+    }
+
+    /// The raw worker-facing service (used by workers and tests).
+    pub fn block_service(&self) -> BlockMasterClient<Channel> {
+        self.block.clone()
+    }
+
+    pub async fn stat(&self, path: impl AsRef<[u8]>) -> Result<pb::FileStatus> {
+        let r = self
+            .fs
+            .clone()
+            .get_status(pb::GetStatusRequest {
+                path: path_bytes(path),
+                sync: None,
+            })
+            .await?;
+        Ok(r.into_inner().status.unwrap_or_default())
+    }
+
+    pub async fn stat_synced(&self, path: impl AsRef<[u8]>, interval_ms: i64) -> Result<pb::FileStatus> {
+        let r = self
+            .fs
+            .clone()
+            .get_status(pb::GetStatusRequest {
+                path: path_bytes(path),
+                sync: Some(pb::SyncPolicy {
+                    interval_ms: Some(interval_ms),
+                }),
+            })
+            .await?;
+        Ok(r.into_inner().status.unwrap_or_default())
+    }
+
+    pub async fn exists(&self, path: impl AsRef<[u8]>) -> Result<bool> {
+        let r = self
+            .fs
+            .clone()
+            .exists(pb::ExistsRequest {
+                path: path_bytes(path),
+                sync: None,
+            })
+            .await?;
+        Ok(r.into_inner().exists)
+    }
+
+    /// One page of a listing; pass the returned cursor back for the next.
+    pub async fn list_page(
+        &self,
+        path: impl AsRef<[u8]>,
+        start_after: &[u8],
+        limit: u32,
+        sync_interval_ms: Option<i64>,
+    ) -> Result<(Vec<pb::FileStatus>, Option<Vec<u8>>)> {
+        let r = self
+            .fs
+            .clone()
+            .list_status(pb::ListStatusRequest {
+                path: path_bytes(path),
+                start_after: start_after.to_vec(),
+                limit,
+                sync: sync_interval_ms.map(|i| pb::SyncPolicy { interval_ms: Some(i) }),
+            })
+            .await?
+            .into_inner();
+        let next = (!r.next_start_after.is_empty()).then_some(r.next_start_after);
+        Ok((r.entries, next))
+    }
+
+    /// Every entry of a directory, page by page, handed to `each`.
+    pub async fn list_each(
+        &self,
+        path: impl AsRef<[u8]>,
+        mut each: impl FnMut(pb::FileStatus),
+    ) -> Result<()> {
+        let path = path_bytes(path);
+        let mut after = Vec::new();
+        loop {
+            let (entries, next) = self.list_page(&path, &after, 0, None).await?;
+            entries.into_iter().for_each(&mut each);
+            match next {
+                Some(n) => after = n,
+                None => return Ok(()),
+            }
+        }
+    }
+
+    /// Every entry of a directory, collected.
+    pub async fn list(&self, path: impl AsRef<[u8]>) -> Result<Vec<pb::FileStatus>> {
+        let mut v = Vec::new();
+        self.list_each(path, |s| v.push(s)).await?;
+        Ok(v)
+    }
+
+    pub async fn mkdir(&self, path: impl AsRef<[u8]>, recursive: bool) -> Result<pb::FileStatus> {
+        let r = self
+            .fs
+            .clone()
+            .mkdir(pb::MkdirRequest {
+                path: path_bytes(path),
+                recursive,
+                allow_exists: recursive,
+                mode: None,
+                owner: self.user.clone(),
+                group: self.user.clone(),
+            })
+            .await?;
+        Ok(r.into_inner().status.unwrap_or_default())
+    }
+
+    pub async fn create_file(&self, path: impl AsRef<[u8]>, o: &CreateOptions) -> Result<pb::FileStatus> {
+        let r = self
+            .fs
+            .clone()
+            .create_file(pb::CreateFileRequest {
+                path: path_bytes(path),
+                block_size: o.block_size,
+                recursive: o.recursive,
+                mode: o.mode,
+                owner: self.user.clone(),
+                group: self.user.clone(),
+                write_type: o.write_type as i32,
+                ..Default::default()
+            })
+            .await?;
+        Ok(r.into_inner().status.unwrap_or_default())
+    }
+
+    pub async fn complete_file(&self, path: impl AsRef<[u8]>, length: u64, persisted: bool) -> Result<pb::FileStatus> {
+        let r = self
+            .fs
+            .clone()
+            .complete_file(pb::CompleteFileRequest {
+                path: path_bytes(path),
+                length,
+                persisted,
+                ufs_fingerprint: String::new(),
+            })
+            .await?;
+        Ok(r.into_inner().status.unwrap_or_default())
+    }
+
+    pub async fn rename(&self, src: impl AsRef<[u8]>, dst: impl AsRef<[u8]>) -> Result<()> {
+        self.fs
+            .clone()
+            .rename(pb::RenameRequest {
+                src: path_bytes(src),
+                dst: path_bytes(dst),
+            })
+            .await?;
+        Ok(())
+    }
+
+    pub async fn delete(&self, path: impl AsRef<[u8]>, recursive: bool) -> Result<()> {
+        self.fs
+            .clone()
+            .delete(pb::DeleteRequest {
+                path: path_bytes(path),
+                recursive,
+                eddy_only: false,
+            })
+            .await?;
+        Ok(())
+    }
+
+    pub async fn set_attribute(&self, req: pb::SetAttributeRequest) -> Result<pb::FileStatus> {
+        let r = self.fs.clone().set_attribute(req).await?;
+        Ok(r.into_inner().status.unwrap_or_default())
+    }
+
+    pub async fn mount(
+        &self,
+        path: impl AsRef<[u8]>,
+        ufs_uri: &str,
+        read_only: bool,
+        options: HashMap<String, String>,
+        sync_interval_ms: Option<i64>,
+    ) -> Result<()> {
+        self.fs
+            .clone()
+            .mount(pb::MountRequest {
+                path: path_bytes(path),
+                ufs_uri: ufs_uri.to_string(),
+                read_only,
+                options,
+                sync_interval_ms,
+            })
+            .await?;
+        Ok(())
+    }
+
+    pub async fn unmount(&self, path: impl AsRef<[u8]>) -> Result<()> {
+        self.fs
+            .clone()
+            .unmount(pb::UnmountRequest { path: path_bytes(path) })
+            .await?;
+        Ok(())
+    }
+
+    pub async fn list_mounts(&self) -> Result<Vec<pb::MountInfo>> {
+        Ok(self
+            .fs
+            .clone()
+            .list_mounts(pb::ListMountsRequest {})
+            .await?
+            .into_inner()
+            .mounts)
+    }
+
+    pub async fn file_blocks(&self, path: impl AsRef<[u8]>) -> Result<pb::GetFileBlocksResponse> {
+        Ok(self
+            .fs
+            .clone()
+            .get_file_blocks(pb::GetFileBlocksRequest { path: path_bytes(path) })
+            .await?
+            .into_inner())
+    }
+
+    pub async fn cluster_info(&self) -> Result<pb::GetClusterInfoResponse> {
+        Ok(self
+            .meta
+            .clone()
+            .get_cluster_info(pb::GetClusterInfoRequest {})
+            .await?
+            .into_inner())
+    }
+}

@@ -1,0 +1,51 @@
+#!/usr/bin/env bash
+# Eddy's whole test suite: the README's test command and what CI runs.
+#
+# Structure: each stage is a function; `main` runs them in order. Later work
+# adds stages here (an S3-compatible server, pyspark, C compiler runs), each
+# installing what it needs itself, so a machine with only Rust, gcc, Java 17
+# and Python 3.11 passes from a fresh clone.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+stage() { printf '\n=== %s ===\n' "$*"; }
+
+install_tools() {
+    stage "toolchain components"
+    # rustfmt and clippy ship with rustup's default profile; add them if not.
+    if ! cargo fmt --version >/dev/null 2>&1; then rustup component add rustfmt; fi
+    if ! cargo clippy --version >/dev/null 2>&1; then rustup component add clippy; fi
+}
+
+check_format() {
+    stage "cargo fmt --check"
+    cargo fmt --all --check
+}
+
+check_lints() {
+    stage "cargo clippy"
+    cargo clippy --workspace --all-targets --locked -- -D warnings
+}
+
+run_tests() {
+    stage "cargo test"
+    # Tests run in parallel: each uses its own ephemeral ports and temp dirs,
+    # and every process a test spawns is killed and reaped on drop.
+    cargo test --workspace --locked
+}
+
+build_benches() {
+    stage "cargo bench --no-run"
+    cargo bench --workspace --locked --no-run
+}
+
+main() {
+    install_tools
+    check_format
+    check_lints
+    run_tests
+    build_benches
+    stage "all stages passed"
+}
+
+main "$@"

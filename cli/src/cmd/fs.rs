@@ -1,0 +1,240 @@
+//! `eddy fs ...`: namespace commands, output in the style of `ls -l` and
+//! Alluxio's shell.
+
+use std::collections::HashMap;
+use std::ffi::OsString;
+use std::os::unix::ffi::OsStrExt;
+
+use clap::Subcommand;
+use eddy_client::{CreateOptions, MasterClient, pb};
+
+use crate::format::{bytes, mode_string, time_ms};
+
+#[derive(Subcommand)]
+pub enum FsCommand {
+    /// List a directory (or show a file).
+    Ls {
+        /// Recurse into subdirectories.
+        #[arg(short = 'R', long)]
+        recursive: bool,
+        /// Re-check the under-storage first.
+        #[arg(short = 'f', long)]
+        force_sync: bool,
+        path: OsString,
+    },
+    /// Show everything Eddy knows about a path.
+    Stat { path: OsString },
+    /// Create a directory.
+    Mkdir {
+        /// Create missing parents; an existing directory is not an error.
+        #[arg(short = 'p', long)]
+        parents: bool,
+        path: OsString,
+    },
+    /// Remove a file or directory.
+    Rm {
+        /// Remove directories and their contents.
+        #[arg(short = 'r', short_alias = 'R', long)]
+        recursive: bool,
+        path: OsString,
+    },
+    /// Rename (atomic within Eddy).
+    Mv { src: OsString, dst: OsString },
+    /// Create an empty, complete file.
+    Touch { path: OsString },
+    /// Mount an under-storage at an Eddy path.
+    Mount {
+        #[arg(long)]
+        readonly: bool,
+        /// Mount option KEY=VALUE (repeatable).
+        #[arg(long = "option", value_name = "KEY=VALUE")]
+        options: Vec<String>,
+        /// Default sync interval in ms (-1 never, 0 always).
+        #[arg(long, allow_hyphen_values = true)]
+        sync_interval: Option<i64>,
+        path: OsString,
+        uri: String,
+    },
+    /// Remove a mount (the under-storage is untouched).
+    Unmount { path: OsString },
+    /// List the mount table.
+    Mounts,
+    /// Keep a file's blocks cached.
+    Pin { path: OsString },
+    /// Undo `pin`.
+    Unpin { path: OsString },
+    /// Same as `eddy report`.
+    Report,
+}
+
+/// Accepts `/path` and `eddy://host:port/path`.
+fn path_arg(p: &OsString) -> Vec<u8> {
+    let b = p.as_bytes();
+    if let Some(rest) = b.strip_prefix(b"eddy://") {
+        return match rest.iter().position(|&c| c == b'/') {
+            Some(i) => rest[i..].to_vec(),
+            None => b"/".to_vec(),
+        };
+    }
+    b.to_vec()
+}
+
+fn show(p: &[u8]) -> String {
+    String::from_utf8_lossy(p).into_owned()
+}
+
+pub async fn run(master: &str, cmd: FsCommand) -> Result<(), String> {
+    if let FsCommand::Report = cmd {
+        return super::report::run(master).await;
+    }
+    let c = super::connect(master).await?;
+    let e = |e: eddy_client::ClientError| e.to_string();
+    match cmd {
+        FsCommand::Ls { recursive, force_sync, path } => {
+            ls(&c, &path_arg(&path), recursive, force_sync).await.map_err(e)?;
+        }
+        FsCommand::Stat { path } => {
+            let s = c.stat(path_arg(&path)).await.map_err(e)?;
+            print_stat(&s);
+        }
+        FsCommand::Mkdir { parents, path } => {
+            c.mkdir(path_arg(&path), parents).await.map_err(e)?;
+        }
+        FsCommand::Rm { recursive, path } => {
+            c.delete(path_arg(&path), recursive).await.map_err(e)?;
+        }
+        FsCommand::Mv { src, dst } => {
+            c.rename(path_arg(&src), path_arg(&dst)).await.map_err(e)?;
+        }
+        FsCommand::Touch { path } => {
+            let p = path_arg(&path);
+            c.create_file(&p, &CreateOptions::default()).await.map_err(e)?;
+            c.complete_file(&p, 0, false).await.map_err(e)?;
+        }
+        FsCommand::Mount { readonly, options, sync_interval, path, uri } => {
+            let mut opts = HashMap::new();
+            for o in options {
+                let (k, v) = o
+                    .split_once('=')
+                    .ok_or_else(|| format!("mount option {o:?} is not KEY=VALUE"))?;
+                opts.insert(k.to_string(), v.to_string());
+            }
+            c.mount(path_arg(&path), &uri, readonly, opts, sync_interval).await.map_err(e)?;
+        }
+        FsCommand::Unmount { path } => {
+            c.unmount(path_arg(&path)).await.map_err(e)?;
+        }
+        FsCommand::Mounts => {
+            for m in c.list_mounts().await.map_err(e)? {
+                let mut opts: Vec<_> = m.options.iter().map(|(k, v)| format!("{k}={}", mask(k, v))).collect();
+                opts.sort();
+                println!(
+                    "{:<40} on {:<24} ({}{}{})",
+                    m.ufs_uri,
+                    show(&m.path),
+                    if m.read_only { "readonly" } else { "readwrite" },
+                    if m.sync_interval_ms >= 0 { format!(", sync={}ms", m.sync_interval_ms) } else { String::new() },
+                    if opts.is_empty() { String::new() } else { format!(", {}", opts.join(", ")) },
+                );
+            }
+        }
+        FsCommand::Pin { path } => pin(&c, &path, true).await.map_err(e)?,
+        FsCommand::Unpin { path } => pin(&c, &path, false).await.map_err(e)?,
+        FsCommand::Report => unreachable!("handled above"),
+    }
+    Ok(())
+}
+
+async fn pin(c: &MasterClient, path: &OsString, on: bool) -> Result<(), eddy_client::ClientError> {
+    c.set_attribute(pb::SetAttributeRequest {
+        path: path_arg(path),
+        pinned: Some(on),
+        recursive: true,
+        ..Default::default()
+    })
+    .await?;
+    Ok(())
+}
+
+/// Secrets given as mount options are never printed back.
+fn mask<'a>(key: &str, value: &'a str) -> &'a str {
+    let k = key.to_ascii_lowercase();
+    if ["secret", "password", "token", "key", "credential"].iter().any(|s| k.contains(s)) {
+        "******"
+    } else {
+        value
+    }
+}
+
+fn ls_line(s: &pb::FileStatus) {
+    println!(
+        "{} {:>10} {:>10} {:>12} {:<14} {} {:>4}% {}",
+        mode_string(s.is_dir, s.mode),
+        if s.owner.is_empty() { "-" } else { &s.owner },
+        if s.group.is_empty() { "-" } else { &s.group },
+        s.length,
+        if !s.complete {
+            "INCOMPLETE"
+        } else if s.persisted {
+            "PERSISTED"
+        } else {
+            "NOT_PERSISTED"
+        },
+        time_ms(s.mtime_ms),
+        s.percent_cached,
+        show(&s.path),
+    );
+}
+
+async fn ls(c: &MasterClient, path: &[u8], recursive: bool, force_sync: bool) -> Result<(), eddy_client::ClientError> {
+    let sync = force_sync.then_some(0);
+    let mut stack = vec![path.to_vec()];
+    while let Some(dir) = stack.pop() {
+        let mut after = Vec::new();
+        let mut subdirs = Vec::new();
+        loop {
+            let (entries, next) = c.list_page(&dir, &after, 0, sync).await?;
+            for s in &entries {
+                ls_line(s);
+                if recursive && s.is_dir && s.path != dir {
+                    subdirs.push(s.path.clone());
+                }
+            }
+            match next {
+                Some(n) => after = n,
+                None => break,
+            }
+        }
+        // Depth-first in name order.
+        stack.extend(subdirs.into_iter().rev());
+    }
+    Ok(())
+}
+
+fn print_stat(s: &pb::FileStatus) {
+    let ttl = if s.ttl_ms < 0 { "none".to_string() } else { format!("{} ms ({:?})", s.ttl_ms, pb::TtlAction::try_from(s.ttl_action).unwrap_or_default()) };
+    println!("path:            {}", show(&s.path));
+    println!("id:              {}", s.id);
+    println!("type:            {}", if s.is_dir { "directory" } else { "file" });
+    if !s.is_dir {
+        println!("length:          {} ({})", s.length, bytes(s.length));
+        println!("block size:      {}", bytes(s.block_size));
+        println!("blocks:          {:?}", s.block_ids);
+        println!("complete:        {}", s.complete);
+        println!("cached:          {}%", s.percent_cached);
+    }
+    println!("mode:            {} ({:o})", mode_string(s.is_dir, s.mode), s.mode);
+    println!("owner:           {}", s.owner);
+    println!("group:           {}", s.group);
+    println!("modified:        {}", time_ms(s.mtime_ms));
+    println!("persisted:       {}", s.persisted);
+    println!("pinned:          {}", s.pinned);
+    println!("ttl:             {ttl}");
+    println!("replication:     min {} max {}", s.replication_min, if s.replication_max == 0 { "unbounded".to_string() } else { s.replication_max.to_string() });
+    if s.is_mount_point {
+        println!("mount point:     yes");
+    }
+    if !s.ufs_fingerprint.is_empty() {
+        println!("ufs fingerprint: {}", s.ufs_fingerprint);
+    }
+}

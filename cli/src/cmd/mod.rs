@@ -1,0 +1,26 @@
+pub mod fs;
+pub mod local;
+pub mod master;
+pub mod report;
+
+use eddy_client::ClientError;
+
+/// Connects to the master, saying which address failed and how to pick another.
+pub async fn connect(master: &str) -> Result<eddy_client::MasterClient, String> {
+    eddy_client::MasterClient::connect(master).await.map_err(|e| match e {
+        ClientError::Connect { .. } => {
+            format!("{e} (is a master running? set the address with --master or EDDY_MASTER)")
+        }
+        other => other.to_string(),
+    })
+}
+
+/// Logs go to stderr so stdout stays for output a script can read.
+pub fn init_logging() {
+    let filter = tracing_subscriber::EnvFilter::try_from_env("EDDY_LOG")
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .try_init();
+}

@@ -1,0 +1,50 @@
+//! `eddy report`: the cluster at a glance.
+
+use crate::format::{bytes, duration_ms, time_ms};
+
+pub async fn run(master: &str) -> Result<(), String> {
+    let c = super::connect(master).await?;
+    let info = c.cluster_info().await.map_err(|e| e.to_string())?;
+    let live = info.workers.iter().filter(|w| w.live).count();
+    println!("Eddy cluster summary");
+    println!("    Master address: {}", info.master_address);
+    println!("    Version:        {}", info.version);
+    println!("    Started:        {}", time_ms(info.started_ms));
+    println!("    Uptime:         {}", duration_ms(info.uptime_ms));
+    println!("    Live workers:   {live}");
+    println!("    Lost workers:   {}", info.workers.len() - live);
+    println!("    Inodes:         {}", info.inode_count);
+    println!("    Cached blocks:  {}", info.block_count);
+    println!("    Mounts:         {}", info.mount_count);
+    if info.tiers.is_empty() {
+        println!("    Capacity:       no live worker");
+    }
+    for t in &info.tiers {
+        println!(
+            "    Tier {:<4}       {} used of {}",
+            t.tier,
+            bytes(t.used_bytes),
+            bytes(t.capacity_bytes)
+        );
+    }
+    if !info.workers.is_empty() {
+        println!();
+        println!("{:<6} {:<28} {:<5} {:>10} {:>10} {:>8} {:>12}", "ID", "ADDRESS", "STATE", "USED", "CAPACITY", "BLOCKS", "HEARTBEAT");
+        for w in &info.workers {
+            let a = w.address.clone().unwrap_or_default();
+            let used: u64 = w.tiers.iter().map(|t| t.used_bytes).sum();
+            let cap: u64 = w.tiers.iter().map(|t| t.capacity_bytes).sum();
+            println!(
+                "{:<6} {:<28} {:<5} {:>10} {:>10} {:>8} {:>12}",
+                w.worker_id,
+                format!("{}:{}", a.host, a.data_port),
+                if w.live { "live" } else { "LOST" },
+                bytes(used),
+                bytes(cap),
+                w.block_count,
+                format!("{} ago", duration_ms(w.last_heartbeat_ago_ms)),
+            );
+        }
+    }
+    Ok(())
+}

@@ -1,0 +1,39 @@
+//! Master configuration (the `[master]` table of the config file). Every key
+//! is documented in cli/etc/eddy.toml, printed by `eddy --print-sample-config`.
+
+use std::path::PathBuf;
+
+use serde::Deserialize;
+
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(default, deny_unknown_fields)]
+pub struct MasterConfig {
+    /// Address the gRPC server binds; port 0 picks a free port.
+    pub bind: String,
+    /// Directory holding metastore.redb.
+    pub metastore_dir: PathBuf,
+    /// Under-storage mounted at `/` on first start.
+    pub root_ufs: String,
+    /// Default sync interval of the root mount in ms (-1 never, 0 always).
+    pub root_sync_interval_ms: i64,
+    /// Block size of files created without one.
+    pub default_block_size: u64,
+    /// How often workers heartbeat.
+    pub worker_heartbeat_interval_ms: u64,
+    /// A worker silent this long is declared lost.
+    pub worker_lost_after_ms: u64,
+}
+
+impl Default for MasterConfig {
+    fn default() -> Self {
+        Self {
+            bind: format!("127.0.0.1:{}", eddy_proto::DEFAULT_MASTER_PORT),
+            metastore_dir: PathBuf::from("eddy-data/metastore"),
+            root_ufs: "eddy-data/ufs".into(),
+            root_sync_interval_ms: -1,
+            default_block_size: 64 << 20,
+            worker_heartbeat_interval_ms: 1_000,
+            worker_lost_after_ms: 10_000,
+        }
+    }
+}

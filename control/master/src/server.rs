@@ -1,0 +1,134 @@
+//! Starting and stopping a master.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use eddy_proto::pb;
+use tokio::sync::oneshot;
+use tokio::task::JoinHandle;
+
+use crate::config::MasterConfig;
+use crate::error::{MasterError, Result};
+use crate::metastore::Metastore;
+use crate::mount::MountPoint;
+use crate::namespace::Namespace;
+use crate::path::EddyPath;
+use crate::service::{MasterRpc, MasterState, now_ms};
+
+/// A master serving on `addr` until [`RunningMaster::shutdown`] or drop of the runtime.
+pub struct RunningMaster {
+    pub addr: SocketAddr,
+    pub state: Arc<MasterState>,
+    stop: Option<oneshot::Sender<()>>,
+    task: JoinHandle<Result<(), tonic::transport::Error>>,
+}
+
+impl RunningMaster {
+    /// Stops accepting requests, lets in-flight ones finish, and returns.
+    pub async fn shutdown(mut self) {
+        if let Some(s) = self.stop.take() {
+            let _ = s.send(());
+        }
+        let _ = (&mut self.task).await;
+    }
+
+    /// Runs until the server stops (it stops only on error or shutdown).
+    pub async fn wait(self) -> Result<()> {
+        match self.task.await {
+            Ok(Ok(())) => Ok(()),
+            Ok(Err(e)) => Err(MasterError::Unsupported(format!("gRPC server failed: {e}"))),
+            Err(e) => Err(MasterError::Unsupported(format!("gRPC server task failed: {e}"))),
+        }
+    }
+}
+
+/// Normalises the configured root under-storage: a bare relative path is made
+/// absolute; a local root that does not exist yet is created (first start).
+fn root_uri(raw: &str) -> Result<String> {
+    if raw.contains("://") && !raw.starts_with("file://") {
+        return Ok(raw.to_string());
+    }
+    let p = std::path::PathBuf::from(raw.strip_prefix("file://").unwrap_or(raw));
+    let abs = if p.is_absolute() {
+        p
+    } else {
+        std::env::current_dir()
+            .map_err(|e| MasterError::InvalidArgument(format!("cannot resolve {raw}: {e}")))?
+            .join(p)
+    };
+    std::fs::create_dir_all(&abs).map_err(|e| {
+        MasterError::Ufs(eddy_ufs::UfsError::Unavailable {
+            uri: raw.to_string(),
+            reason: e.to_string(),
+        })
+    })?;
+    Ok(format!("file://{}", abs.display()))
+}
+
+/// Opens the metastore, recovers or creates the namespace, and starts serving.
+pub async fn start(cfg: MasterConfig) -> Result<RunningMaster> {
+    let addr: SocketAddr = cfg
+        .bind
+        .parse()
+        .map_err(|_| MasterError::InvalidArgument(format!("master bind address {:?} is not IP:PORT", cfg.bind)))?;
+    let (store, loaded) = Metastore::open(&cfg.metastore_dir)?;
+    let ns = match Namespace::load(loaded, cfg.default_block_size)? {
+        Some(ns) => {
+            tracing::info!("recovered {} inodes and {} mounts", ns.inode_count(), ns.mounts.len());
+            ns
+        }
+        None => {
+            let uri = root_uri(&cfg.root_ufs)?;
+            eddy_ufs::open(&uri, &Default::default()).await?;
+            let root = MountPoint {
+                id: 1,
+                path: EddyPath::root(),
+                uri,
+                read_only: false,
+                options: Default::default(),
+                sync_interval_ms: cfg.root_sync_interval_ms,
+            };
+            let (ns, fx) = Namespace::new(root, cfg.default_block_size, now_ms());
+            store.submit(fx.into_ops()).await?;
+            ns
+        }
+    };
+    let listener = tokio::net::TcpListener::bind(addr)
+        .await
+        .map_err(|e| MasterError::InvalidArgument(format!("cannot bind {addr}: {e}")))?;
+    let addr = listener.local_addr().expect("bound");
+    let state = Arc::new(MasterState::new(ns, store, cfg.clone(), addr.to_string()));
+
+    let checker = Arc::downgrade(&state);
+    let period = Duration::from_millis((cfg.worker_lost_after_ms / 4).max(10));
+    tokio::spawn(async move {
+        let mut tick = tokio::time::interval(period);
+        loop {
+            tick.tick().await;
+            match checker.upgrade() {
+                Some(s) => s.expire_workers(),
+                None => return,
+            }
+        }
+    });
+
+    let rpc = MasterRpc(state.clone());
+    let (stop_tx, stop_rx) = oneshot::channel::<()>();
+    let incoming = tonic::transport::server::TcpIncoming::from(listener).with_nodelay(Some(true));
+    let task = tokio::spawn(
+        tonic::transport::Server::builder()
+            .add_service(pb::file_system_master_server::FileSystemMasterServer::new(rpc.clone()))
+            .add_service(pb::block_master_server::BlockMasterServer::new(rpc.clone()))
+            .add_service(pb::meta_master_server::MetaMasterServer::new(rpc))
+            .serve_with_incoming_shutdown(incoming, async {
+                let _ = stop_rx.await;
+            }),
+    );
+    Ok(RunningMaster {
+        addr,
+        state,
+        stop: Some(stop_tx),
+        task,
+    })
+}

@@ -1,0 +1,865 @@
+//! The gRPC services: glue between requests, the namespace, the worker
+//! registry, the under-storage and the metastore.
+//!
+//! Lock order: `ns` before `reg`, never the reverse; no lock is held across
+//! an `.await` (under-storage I/O and durable commits happen outside).
+
+use std::collections::{BTreeMap, HashMap, HashSet};
+use std::sync::Arc;
+use std::time::{Instant, SystemTime, UNIX_EPOCH};
+
+use eddy_proto::pb;
+use eddy_ufs::{UfsError, UfsPath, UnderFileSystem};
+use parking_lot::{Mutex, RwLock};
+use tonic::{Request, Response, Status};
+
+use crate::config::MasterConfig;
+use crate::error::{MasterError, Result};
+use crate::inode::*;
+use crate::metastore::Metastore;
+use crate::mount::{MountPoint, SYNC_NEVER};
+use crate::namespace::{AttrChange, Effects, Namespace, NewAttrs};
+use crate::path::EddyPath;
+use crate::placement::{DeterministicHash, LocalFirst, PlacementPolicy, PlacementRequest};
+use crate::workers::Registry;
+
+/// Largest page `list_status` returns.
+pub const MAX_LIST_PAGE: usize = 10_000;
+const DEFAULT_LIST_PAGE: usize = 1_000;
+/// Page size used when listing the under-storage during a sync.
+const UFS_LIST_PAGE: usize = 1_000;
+
+pub fn now_ms() -> i64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_millis() as i64)
+        .unwrap_or(0)
+}
+
+/// Everything the master holds; shared by the three gRPC services.
+pub struct MasterState {
+    pub(crate) ns: RwLock<Namespace>,
+    pub(crate) reg: Mutex<Registry>,
+    store: Metastore,
+    ufs: Mutex<HashMap<u64, Arc<dyn UnderFileSystem>>>,
+    pub(crate) cfg: MasterConfig,
+    started: Instant,
+    started_ms: i64,
+    pub(crate) address: String,
+}
+
+impl MasterState {
+    pub(crate) fn new(ns: Namespace, store: Metastore, cfg: MasterConfig, address: String) -> Self {
+        Self {
+            ns: RwLock::new(ns),
+            reg: Mutex::new(Registry::default()),
+            store,
+            ufs: Mutex::new(HashMap::new()),
+            cfg,
+            started: Instant::now(),
+            started_ms: now_ms(),
+            address,
+        }
+    }
+
+    pub(crate) fn mono_ms(&self) -> u64 {
+        self.started.elapsed().as_millis() as u64
+    }
+
+    /// Runs a mutation under the namespace write lock, submits its durable
+    /// changes before releasing the lock, and answers once they are durable.
+    async fn mutate<T>(&self, f: impl FnOnce(&mut Namespace, &mut Effects) -> Result<T>) -> Result<T> {
+        let mut fx = Effects::default();
+        let (value, commit) = {
+            let mut ns = self.ns.write();
+            let value = f(&mut ns, &mut fx)?;
+            let dropped = (std::mem::take(&mut fx.dropped_blocks), std::mem::take(&mut fx.dropped_files));
+            let commit = (!fx.is_empty()).then(|| self.store.submit(fx.into_ops()));
+            (value, (commit, dropped))
+        };
+        let (commit, (blocks, files)) = commit;
+        if !blocks.is_empty() || !files.is_empty() {
+            let mut reg = self.reg.lock();
+            reg.drop_blocks(blocks);
+            for f in files {
+                reg.drop_file_blocks(f);
+            }
+        }
+        if let Some(c) = commit {
+            c.await?;
+        }
+        Ok(value)
+    }
+
+    /// The under-storage of `mount`, opened on first use (so a store that is
+    /// down at start-up does not stop the master; its paths fail until it is back).
+    async fn ufs(&self, mount: &MountPoint) -> Result<Arc<dyn UnderFileSystem>> {
+        if let Some(u) = self.ufs.lock().get(&mount.id) {
+            return Ok(u.clone());
+        }
+        let u = eddy_ufs::open(&mount.uri, &mount.options).await?;
+        self.ufs.lock().insert(mount.id, u.clone());
+        Ok(u)
+    }
+
+    fn ufs_target(&self, path: &EddyPath) -> (MountPoint, UfsPath) {
+        let ns = self.ns.read();
+        let (m, key) = ns.mounts.ufs_path(path);
+        (m.clone(), key)
+    }
+
+    fn interval(requested: Option<&pb::SyncPolicy>, mount: &MountPoint) -> i64 {
+        requested
+            .and_then(|s| s.interval_ms)
+            .unwrap_or(mount.sync_interval_ms)
+    }
+
+    fn due(last_ms: i64, interval: i64, now: i64) -> bool {
+        interval >= 0 && (interval == 0 || now - last_ms >= interval)
+    }
+
+    /// Brings Eddy's view of `path` up to date with the under-storage: loads
+    /// it if Eddy has not seen it, re-checks it when the sync interval says so,
+    /// and drops it if the under-storage no longer has it.
+    async fn sync_path(&self, path: &EddyPath, policy: Option<&pb::SyncPolicy>) -> Result<()> {
+        let now = now_ms();
+        enum Plan {
+            Done,
+            Recheck { id: u64, parent: u64 },
+            Load { from: u64, depth: usize },
+        }
+        let (plan, mount, key) = {
+            let ns = self.ns.read();
+            let (m, key) = ns.mounts.ufs_path(path);
+            let interval = Self::interval(policy, m);
+            let (id, depth) = ns.deepest_known(path);
+            let ino = ns.get(id).expect("known");
+            let plan = if !ino.flag(FLAG_PERSISTED) {
+                Plan::Done
+            } else if depth == path.depth() {
+                if ino.flag(FLAG_MOUNT_POINT) || !Self::due(ino.synced_ms, interval, now) {
+                    Plan::Done
+                } else {
+                    Plan::Recheck { id, parent: ino.parent }
+                }
+            } else if ino.is_dir() {
+                Plan::Load { from: id, depth }
+            } else {
+                Plan::Done
+            };
+            (plan, m.clone(), key)
+        };
+        match plan {
+            Plan::Done => Ok(()),
+            Plan::Recheck { id, parent } => {
+                let ufs = self.ufs(&mount).await?;
+                match ufs.stat(&key).await {
+                    Ok(st) => {
+                        self.mutate(|ns, fx| {
+                            if ns.get(id).is_some_and(|i| i.parent == parent) {
+                                ns.merge_ufs_child(parent, &st, now, fx);
+                            }
+                            Ok(())
+                        })
+                        .await
+                    }
+                    Err(UfsError::NotFound(_)) => {
+                        self.mutate(|ns, fx| {
+                            ns.drop_if_gone(id, fx);
+                            Ok(())
+                        })
+                        .await
+                    }
+                    Err(e) => Err(e.into()),
+                }
+            }
+            Plan::Load { from, depth } => {
+                let ufs = self.ufs(&mount).await?;
+                // Stat each missing component below the deepest known one.
+                let comps: Vec<&str> = path.components().collect();
+                let mount_depth = mount.path.depth();
+                let mut found = Vec::new();
+                for d in depth + 1..=comps.len() {
+                    let k = UfsPath::from_components(comps[mount_depth..d].iter().copied())
+                        .expect("valid components");
+                    match ufs.stat(&k).await {
+                        Ok(mut st) => {
+                            st.name = comps[d - 1].to_string();
+                            let is_dir = st.is_dir;
+                            found.push(st);
+                            if !is_dir {
+                                break;
+                            }
+                        }
+                        Err(UfsError::NotFound(_)) | Err(UfsError::NotADirectory(_)) => break,
+                        Err(e) => return Err(e.into()),
+                    }
+                }
+                let _ = key;
+                if found.is_empty() {
+                    return Ok(());
+                }
+                self.mutate(|ns, fx| {
+                    let mut parent = from;
+                    for st in &found {
+                        match ns.merge_ufs_child(parent, st, now, fx) {
+                            Some(c) => parent = c,
+                            None => break,
+                        }
+                    }
+                    Ok(())
+                })
+                .await
+            }
+        }
+    }
+
+    /// Lists directory `dir` from the under-storage and merges it, when it
+    /// was never listed or the sync interval says so. Pages through the store
+    /// and merges page by page, so a huge directory is never held whole.
+    async fn sync_listing(&self, path: &EddyPath, policy: Option<&pb::SyncPolicy>) -> Result<()> {
+        let now = now_ms();
+        let (dir, mount, key) = {
+            let ns = self.ns.read();
+            let Some(id) = ns.lookup(path) else {
+                return Ok(());
+            };
+            let ino = ns.get(id).expect("known");
+            let Some(d) = ino.dir.as_ref() else {
+                return Ok(());
+            };
+            if !ino.flag(FLAG_PERSISTED) {
+                return Ok(());
+            }
+            let (m, key) = ns.mounts.ufs_path(path);
+            let interval = Self::interval(policy, m);
+            if d.listed_ms != 0 && !Self::due(d.listed_ms, interval, now) {
+                return Ok(());
+            }
+            (id, m.clone(), key)
+        };
+        let ufs = self.ufs(&mount).await?;
+        let mut after: Option<String> = None;
+        loop {
+            let page = match ufs.list(&key, after.as_deref(), UFS_LIST_PAGE).await {
+                Ok(p) => p,
+                Err(UfsError::NotFound(_)) | Err(UfsError::NotADirectory(_)) => {
+                    // Gone (or now a file): the path sync sorts out which.
+                    return self
+                        .sync_path(path, Some(&pb::SyncPolicy { interval_ms: Some(0) }))
+                        .await;
+                }
+                Err(e) => return Err(e.into()),
+            };
+            let next = page.next_start_after.clone();
+            self.mutate(|ns, fx| {
+                if !ns.get(dir).is_some_and(|i| i.is_dir()) {
+                    return Ok(());
+                }
+                let names: HashSet<&str> = page.entries.iter().map(|e| e.name.as_str()).collect();
+                for st in &page.entries {
+                    ns.merge_ufs_child(dir, st, now, fx);
+                }
+                ns.drop_unlisted(dir, after.as_deref(), next.as_deref(), &names, fx);
+                if next.is_none() {
+                    ns.mark_listed(dir, now);
+                    ns.mark_synced(dir, now);
+                }
+                Ok(())
+            })
+            .await?;
+            match next {
+                Some(n) => after = Some(n),
+                None => return Ok(()),
+            }
+        }
+    }
+
+    fn percent_cached(reg: &Registry, ino: &Inode) -> u32 {
+        if ino.is_dir() || ino.length == 0 {
+            return 100;
+        }
+        let cached: u64 = (0..ino.block_count())
+            .filter(|&i| reg.block(eddy_proto::block_id(ino.id, i)).is_some())
+            .map(|i| ino.block_length(i))
+            .sum();
+        (cached.saturating_mul(100) / ino.length) as u32
+    }
+
+    fn status(ns: &Namespace, reg: Option<&Registry>, ino: &Inode, path: &EddyPath) -> pb::FileStatus {
+        let block_ids = if ino.flag(FLAG_COMPLETE) {
+            (0..ino.block_count()).map(|i| eddy_proto::block_id(ino.id, i)).collect()
+        } else {
+            Vec::new()
+        };
+        pb::FileStatus {
+            id: ino.id,
+            path: path.as_str().as_bytes().to_vec(),
+            name: ino.name.as_bytes().to_vec(),
+            is_dir: ino.is_dir(),
+            length: ino.length,
+            block_size: ino.block_size,
+            block_ids,
+            mtime_ms: ino.mtime_ms,
+            mode: ino.mode,
+            owner: ino.owner.to_string(),
+            group: ino.group.to_string(),
+            persisted: ino.flag(FLAG_PERSISTED),
+            pinned: ino.flag(FLAG_PINNED),
+            ttl_ms: ino.ttl_ms,
+            ttl_action: ino.ttl_action as i32,
+            percent_cached: reg.map_or(0, |r| Self::percent_cached(r, ino)),
+            complete: ino.flag(FLAG_COMPLETE),
+            replication_min: ino.replication_min,
+            replication_max: ino.replication_max,
+            ufs_fingerprint: ino.fingerprint.to_string(),
+            is_mount_point: ns.mounts.is_mount_point(path),
+            created_ms: ino.created_ms,
+        }
+    }
+
+    fn status_of(&self, path: &EddyPath) -> Result<pb::FileStatus> {
+        let ns = self.ns.read();
+        let id = ns.resolve(path)?;
+        let ino = ns.get(id).expect("resolved");
+        let reg = (!ino.is_dir() && ino.length > 0).then(|| self.reg.lock());
+        Ok(Self::status(&ns, reg.as_deref(), ino, path))
+    }
+
+    /// Whether a worker's block report is consistent with the namespace.
+    fn block_valid(ns: &Namespace, block: u64, length: u64) -> bool {
+        let file = eddy_proto::file_id_of_block(block);
+        let index = eddy_proto::block_index(block);
+        match ns.get(file) {
+            Some(f) if !f.is_dir() => {
+                if f.flag(FLAG_COMPLETE) {
+                    index < f.block_count() && length == f.block_length(index)
+                } else {
+                    length <= f.block_size
+                }
+            }
+            _ => false,
+        }
+    }
+
+    fn invalid_blocks(&self, blocks: impl Iterator<Item = (u64, u64)>) -> HashSet<u64> {
+        let ns = self.ns.read();
+        blocks.filter(|&(b, l)| !Self::block_valid(&ns, b, l)).map(|(b, _)| b).collect()
+    }
+
+    // ---- namespace operations ----
+
+    pub async fn mkdir(&self, r: pb::MkdirRequest) -> Result<pb::FileStatus> {
+        let path = EddyPath::parse_bytes(&r.path)?;
+        let attrs = NewAttrs {
+            mode: r.mode,
+            owner: r.owner,
+            group: r.group,
+            ..Default::default()
+        };
+        self.load_parent(&path).await?;
+        let exists = self.ns.read().check_mkdir(&path, r.recursive, r.allow_exists, &attrs)?;
+        if exists.is_none() {
+            let (mount, key) = self.ufs_target(&path);
+            self.ufs(&mount).await?.mkdir(&key).await?;
+            let now = now_ms();
+            self.mutate(|ns, fx| ns.mkdir(&path, r.recursive, r.allow_exists, &attrs, true, now, fx))
+                .await?;
+        }
+        self.status_of(&path)
+    }
+
+    /// Loads `path` and its parent from the under-storage if Eddy has not seen
+    /// them, so creates and mkdirs see what is already there.
+    async fn load_parent(&self, path: &EddyPath) -> Result<()> {
+        self.sync_path(path, None).await?;
+        if let Some(parent) = path.parent() {
+            self.sync_path(&parent, None).await?;
+        }
+        Ok(())
+    }
+
+    pub async fn create_file(&self, r: pb::CreateFileRequest) -> Result<pb::FileStatus> {
+        let path = EddyPath::parse_bytes(&r.path)?;
+        let attrs = NewAttrs {
+            mode: r.mode,
+            owner: r.owner,
+            group: r.group,
+            block_size: r.block_size,
+            replication_min: r.replication_min,
+            replication_max: r.replication_max,
+            ttl_ms: if r.ttl_ms == 0 { -1 } else { r.ttl_ms },
+            ttl_action: pb::TtlAction::try_from(r.ttl_action).unwrap_or_default(),
+        };
+        if r.ttl_ms < -1 {
+            return Err(MasterError::InvalidArgument(format!("ttl {} ms is negative", r.ttl_ms)));
+        }
+        self.load_parent(&path).await?;
+        let missing = {
+            let ns = self.ns.read();
+            ns.check_create(&path, r.recursive, &attrs)?;
+            ns.missing_ancestors(&path)
+        };
+        if missing > 0 {
+            let parent = path.parent().expect("a file is not the root");
+            let (mount, key) = self.ufs_target(&parent);
+            self.ufs(&mount).await?.mkdir(&key).await?;
+        }
+        let now = now_ms();
+        self.mutate(|ns, fx| ns.create_file(&path, r.recursive, &attrs, true, now, fx))
+            .await?;
+        self.status_of(&path)
+    }
+
+    pub async fn complete_file(&self, r: pb::CompleteFileRequest) -> Result<pb::FileStatus> {
+        let path = EddyPath::parse_bytes(&r.path)?;
+        let now = now_ms();
+        self.mutate(|ns, fx| ns.complete_file(&path, r.length, r.persisted, &r.ufs_fingerprint, now, fx))
+            .await?;
+        self.status_of(&path)
+    }
+
+    pub async fn get_status(&self, r: pb::GetStatusRequest) -> Result<pb::FileStatus> {
+        let path = EddyPath::parse_bytes(&r.path)?;
+        self.sync_path(&path, r.sync.as_ref()).await?;
+        self.status_of(&path)
+    }
+
+    pub async fn exists(&self, r: pb::ExistsRequest) -> Result<bool> {
+        let path = EddyPath::parse_bytes(&r.path)?;
+        self.sync_path(&path, r.sync.as_ref()).await?;
+        Ok(self.ns.read().lookup(&path).is_some())
+    }
+
+    pub async fn list_status(&self, r: pb::ListStatusRequest) -> Result<pb::ListStatusResponse> {
+        let path = EddyPath::parse_bytes(&r.path)?;
+        let start_after = std::str::from_utf8(&r.start_after)
+            .map_err(|_| MasterError::InvalidArgument("start_after is not valid UTF-8".into()))?;
+        let limit = match r.limit as usize {
+            0 => DEFAULT_LIST_PAGE,
+            n => n.min(MAX_LIST_PAGE),
+        };
+        self.sync_path(&path, r.sync.as_ref()).await?;
+        // Sync the listing only when starting a listing, not on every page.
+        if start_after.is_empty() {
+            self.sync_listing(&path, r.sync.as_ref()).await?;
+        }
+        let ns = self.ns.read();
+        let id = ns.resolve(&path)?;
+        let (ids, next) = ns.list(id, start_after, limit);
+        let reg = self.reg.lock();
+        let is_dir = ns.get(id).expect("resolved").is_dir();
+        let entries = ids
+            .into_iter()
+            .map(|cid| {
+                let ino = ns.get(cid).expect("listed");
+                let p = if is_dir { path.join(&ino.name) } else { path.clone() };
+                Self::status(&ns, Some(&reg), ino, &p)
+            })
+            .collect();
+        Ok(pb::ListStatusResponse {
+            entries,
+            next_start_after: next.map(String::into_bytes).unwrap_or_default(),
+        })
+    }
+
+    pub async fn rename(&self, r: pb::RenameRequest) -> Result<()> {
+        let src = EddyPath::parse_bytes(&r.src)?;
+        let dst = EddyPath::parse_bytes(&r.dst)?;
+        self.sync_path(&src, None).await?;
+        self.load_parent(&dst).await?;
+        let (_, persisted, _) = self.ns.read().check_rename(&src, &dst)?;
+        let ufs_move = if persisted && src != dst {
+            let (mount, from) = self.ufs_target(&src);
+            let (_, to) = self.ufs_target(&dst);
+            let ufs = self.ufs(&mount).await?;
+            match ufs.rename(&from, &to).await {
+                Ok(()) => Some((ufs, from, to)),
+                // Already gone from the under-storage: an Eddy-side move is all that is left.
+                Err(UfsError::NotFound(_)) => None,
+                Err(e) => return Err(e.into()),
+            }
+        } else {
+            None
+        };
+        let now = now_ms();
+        let result = self.mutate(|ns, fx| ns.rename(&src, &dst, now, fx)).await;
+        if result.is_err()
+            && let Some((ufs, from, to)) = ufs_move
+        {
+            // Something changed between check and apply: put the store back.
+            if let Err(e) = ufs.rename(&to, &from).await {
+                tracing::warn!("could not undo under-storage rename {to} -> {from}: {e}");
+            }
+        }
+        result
+    }
+
+    pub async fn delete(&self, r: pb::DeleteRequest) -> Result<()> {
+        let path = EddyPath::parse_bytes(&r.path)?;
+        self.sync_path(&path, None).await?;
+        if !r.recursive {
+            // Emptiness must count what the under-storage holds, too.
+            self.sync_listing(&path, None).await?;
+        }
+        let (_, persisted) = self.ns.read().check_delete(&path, r.recursive, r.eddy_only)?;
+        if persisted && !r.eddy_only {
+            let (mount, key) = self.ufs_target(&path);
+            match self.ufs(&mount).await?.delete(&key, r.recursive).await {
+                Ok(()) | Err(UfsError::NotFound(_)) => {}
+                Err(UfsError::DirectoryNotEmpty(_)) => {
+                    return Err(MasterError::DirectoryNotEmpty(path.to_string()));
+                }
+                Err(e) => return Err(e.into()),
+            }
+        }
+        self.mutate(|ns, fx| ns.delete(&path, r.recursive, r.eddy_only, fx)).await
+    }
+
+    pub async fn set_attribute(&self, r: pb::SetAttributeRequest) -> Result<pb::FileStatus> {
+        let path = EddyPath::parse_bytes(&r.path)?;
+        self.sync_path(&path, None).await?;
+        let ch = AttrChange {
+            mode: r.mode,
+            owner: r.owner,
+            group: r.group,
+            pinned: r.pinned,
+            ttl_ms: r.ttl_ms,
+            ttl_action: (r.ttl_action != 0).then(|| pb::TtlAction::try_from(r.ttl_action).unwrap_or_default()),
+            replication_min: r.replication_min,
+            replication_max: r.replication_max,
+            recursive: r.recursive,
+        };
+        self.mutate(|ns, fx| ns.set_attribute(&path, &ch, fx)).await?;
+        self.status_of(&path)
+    }
+
+    pub async fn mount(&self, r: pb::MountRequest) -> Result<()> {
+        let path = EddyPath::parse_bytes(&r.path)?;
+        if r.ufs_uri.is_empty() {
+            return Err(MasterError::InvalidArgument("a mount needs an under-storage URI".into()));
+        }
+        let sync_interval_ms = r.sync_interval_ms.unwrap_or(SYNC_NEVER);
+        if sync_interval_ms < -1 {
+            return Err(MasterError::InvalidArgument(format!(
+                "sync interval {sync_interval_ms} ms is invalid (-1 never, 0 always, or a positive interval)"
+            )));
+        }
+        let options: BTreeMap<String, String> = r.options.into_iter().collect();
+        // Reachability first: a mount that cannot be opened is refused.
+        let ufs = eddy_ufs::open(&r.ufs_uri, &options).await?;
+        self.load_parent(&path).await?;
+        self.sync_listing(&path, None).await?;
+        let now = now_ms();
+        let id = self
+            .mutate(|ns, fx| {
+                let id = ns.mounts.next_id();
+                ns.mount(
+                    MountPoint {
+                        id,
+                        path: path.clone(),
+                        uri: r.ufs_uri.clone(),
+                        read_only: r.read_only,
+                        options,
+                        sync_interval_ms,
+                    },
+                    now,
+                    fx,
+                )?;
+                Ok(id)
+            })
+            .await?;
+        self.ufs.lock().insert(id, ufs);
+        Ok(())
+    }
+
+    pub async fn unmount(&self, r: pb::UnmountRequest) -> Result<()> {
+        let path = EddyPath::parse_bytes(&r.path)?;
+        let m = self.mutate(|ns, fx| ns.unmount(&path, fx)).await?;
+        self.ufs.lock().remove(&m.id);
+        Ok(())
+    }
+
+    pub fn list_mounts(&self) -> Vec<pb::MountInfo> {
+        self.ns
+            .read()
+            .mounts
+            .iter()
+            .map(|m| pb::MountInfo {
+                path: m.path.as_str().as_bytes().to_vec(),
+                ufs_uri: m.uri.clone(),
+                read_only: m.read_only,
+                options: m.options.clone().into_iter().collect(),
+                sync_interval_ms: m.sync_interval_ms,
+                mount_id: m.id,
+            })
+            .collect()
+    }
+
+    pub async fn get_file_blocks(&self, r: pb::GetFileBlocksRequest) -> Result<pb::GetFileBlocksResponse> {
+        let path = EddyPath::parse_bytes(&r.path)?;
+        self.sync_path(&path, None).await?;
+        let ns = self.ns.read();
+        let id = ns.resolve(&path)?;
+        let ino = ns.get(id).expect("resolved");
+        if ino.is_dir() {
+            return Err(MasterError::IsADirectory(path.to_string()));
+        }
+        let reg = self.reg.lock();
+        let blocks = (0..ino.block_count())
+            .map(|i| {
+                let block_id = eddy_proto::block_id(id, i);
+                let locations = reg
+                    .block(block_id)
+                    .map(|m| {
+                        m.workers
+                            .iter()
+                            .filter_map(|w| reg.worker(*w))
+                            .filter(|w| w.live)
+                            .map(|w| pb::BlockLocation {
+                                worker_id: w.id,
+                                host: w.address.host.clone(),
+                                data_port: w.address.data_port,
+                                domain_socket: w.address.domain_socket.clone(),
+                                tier: m.tier.clone(),
+                            })
+                            .collect()
+                    })
+                    .unwrap_or_default();
+                pb::FileBlock {
+                    block_id,
+                    offset: i * ino.block_size,
+                    length: ino.block_length(i),
+                    locations,
+                }
+            })
+            .collect();
+        Ok(pb::GetFileBlocksResponse {
+            status: Some(Self::status(&ns, Some(&reg), ino, &path)),
+            blocks,
+        })
+    }
+
+    // ---- workers ----
+
+    pub fn register_worker(&self, r: pb::RegisterWorkerRequest) -> Result<pb::RegisterWorkerResponse> {
+        let address = r
+            .address
+            .ok_or_else(|| MasterError::InvalidArgument("register needs the worker's address".into()))?;
+        let invalid = self.invalid_blocks(r.blocks.iter().map(|b| (b.block_id, b.length)));
+        let id = self.reg.lock().register(
+            address,
+            r.tiers,
+            &r.blocks,
+            |b, _| !invalid.contains(&b),
+            self.mono_ms(),
+            now_ms(),
+        )?;
+        tracing::info!("worker {id} registered with {} blocks", r.blocks.len());
+        Ok(pb::RegisterWorkerResponse {
+            worker_id: id,
+            heartbeat_interval_ms: self.cfg.worker_heartbeat_interval_ms,
+            lost_after_ms: self.cfg.worker_lost_after_ms,
+        })
+    }
+
+    pub fn heartbeat(&self, r: pb::HeartbeatRequest) -> Result<Vec<pb::WorkerCommand>> {
+        let invalid = self.invalid_blocks(r.added_blocks.iter().map(|b| (b.block_id, b.length)));
+        self.reg
+            .lock()
+            .heartbeat(&r, |b, _| !invalid.contains(&b), self.mono_ms())
+    }
+
+    pub fn commit_block(&self, r: pb::CommitBlockRequest) -> Result<()> {
+        {
+            let ns = self.ns.read();
+            let file = eddy_proto::file_id_of_block(r.block_id);
+            if ns.get(file).is_none_or(|f| f.is_dir()) {
+                return Err(MasterError::NotFound(format!(
+                    "block {} belongs to file id {file}, which does not exist",
+                    r.block_id
+                )));
+            }
+            if !Self::block_valid(&ns, r.block_id, r.length) {
+                return Err(MasterError::InvalidArgument(format!(
+                    "block {} of length {} does not match its file",
+                    r.block_id, r.length
+                )));
+            }
+        }
+        self.reg.lock().commit_block(r.worker_id, r.block_id, r.length, &r.tier)
+    }
+
+    pub fn select_worker(&self, r: pb::SelectWorkerRequest) -> Result<pb::SelectWorkerResponse> {
+        let reg = self.reg.lock();
+        let candidates = reg.candidates();
+        let req = PlacementRequest {
+            block_id: r.block_id,
+            client_host: r.client_host,
+            bytes_needed: r.bytes_needed,
+        };
+        let chosen = match pb::PlacementKind::try_from(r.policy).unwrap_or_default() {
+            pb::PlacementKind::DeterministicHash => DeterministicHash.choose(&candidates, &req),
+            _ => LocalFirst.choose(&candidates, &req),
+        };
+        let id = chosen.ok_or_else(|| {
+            MasterError::NoWorkerAvailable(format!(
+                "{} live workers, none with {} bytes free",
+                candidates.len(),
+                req.bytes_needed
+            ))
+        })?;
+        let w = reg.worker(id).expect("candidate exists");
+        Ok(pb::SelectWorkerResponse {
+            worker_id: id,
+            address: Some(w.address.clone()),
+        })
+    }
+
+    /// Declares silent workers lost. Called periodically.
+    pub fn expire_workers(&self) {
+        let lost = self
+            .reg
+            .lock()
+            .expire(self.mono_ms(), self.cfg.worker_lost_after_ms);
+        for id in lost {
+            tracing::warn!(
+                "worker {id} lost: no heartbeat for {} ms; its block locations are dropped",
+                self.cfg.worker_lost_after_ms
+            );
+        }
+    }
+
+    pub fn cluster_info(&self) -> pb::GetClusterInfoResponse {
+        let (inode_count, mount_count) = {
+            let ns = self.ns.read();
+            (ns.inode_count() as u64, ns.mounts.len() as u32)
+        };
+        let reg = self.reg.lock();
+        let now = self.mono_ms();
+        let mut tiers: Vec<pb::TierUsage> = Vec::new();
+        let mut workers: Vec<pb::WorkerInfo> = reg
+            .workers()
+            .map(|w| {
+                if w.live {
+                    for t in &w.tiers {
+                        match tiers.iter_mut().find(|x| x.tier == t.tier) {
+                            Some(x) => {
+                                x.capacity_bytes += t.capacity_bytes;
+                                x.used_bytes += t.used_bytes;
+                            }
+                            None => tiers.push(t.clone()),
+                        }
+                    }
+                }
+                pb::WorkerInfo {
+                    worker_id: w.id,
+                    address: Some(w.address.clone()),
+                    live: w.live,
+                    tiers: w.tiers.clone(),
+                    block_count: w.blocks.len() as u64,
+                    last_heartbeat_ago_ms: now.saturating_sub(w.last_seen),
+                    registered_ms: w.registered_ms,
+                }
+            })
+            .collect();
+        workers.sort_by_key(|w| w.worker_id);
+        pb::GetClusterInfoResponse {
+            version: env!("CARGO_PKG_VERSION").to_string(),
+            master_address: self.address.clone(),
+            uptime_ms: self.started.elapsed().as_millis() as u64,
+            started_ms: self.started_ms,
+            workers,
+            tiers,
+            block_count: reg.block_count() as u64,
+            inode_count,
+            mount_count,
+        }
+    }
+}
+
+// ---- tonic glue: one line per RPC ----
+
+/// Serves all three master services over one shared state.
+#[derive(Clone)]
+pub struct MasterRpc(pub Arc<MasterState>);
+
+type Rpc<T> = std::result::Result<Response<T>, Status>;
+
+#[tonic::async_trait]
+impl pb::file_system_master_server::FileSystemMaster for MasterRpc {
+    async fn mkdir(&self, r: Request<pb::MkdirRequest>) -> Rpc<pb::MkdirResponse> {
+        let status = self.0.mkdir(r.into_inner()).await?;
+        Ok(Response::new(pb::MkdirResponse { status: Some(status) }))
+    }
+    async fn create_file(&self, r: Request<pb::CreateFileRequest>) -> Rpc<pb::CreateFileResponse> {
+        let status = self.0.create_file(r.into_inner()).await?;
+        Ok(Response::new(pb::CreateFileResponse { status: Some(status) }))
+    }
+    async fn complete_file(&self, r: Request<pb::CompleteFileRequest>) -> Rpc<pb::CompleteFileResponse> {
+        let status = self.0.complete_file(r.into_inner()).await?;
+        Ok(Response::new(pb::CompleteFileResponse { status: Some(status) }))
+    }
+    async fn get_status(&self, r: Request<pb::GetStatusRequest>) -> Rpc<pb::GetStatusResponse> {
+        let status = self.0.get_status(r.into_inner()).await?;
+        Ok(Response::new(pb::GetStatusResponse { status: Some(status) }))
+    }
+    async fn exists(&self, r: Request<pb::ExistsRequest>) -> Rpc<pb::ExistsResponse> {
+        let exists = self.0.exists(r.into_inner()).await?;
+        Ok(Response::new(pb::ExistsResponse { exists }))
+    }
+    async fn list_status(&self, r: Request<pb::ListStatusRequest>) -> Rpc<pb::ListStatusResponse> {
+        Ok(Response::new(self.0.list_status(r.into_inner()).await?))
+    }
+    async fn rename(&self, r: Request<pb::RenameRequest>) -> Rpc<pb::RenameResponse> {
+        self.0.rename(r.into_inner()).await?;
+        Ok(Response::new(pb::RenameResponse {}))
+    }
+    async fn delete(&self, r: Request<pb::DeleteRequest>) -> Rpc<pb::DeleteResponse> {
+        self.0.delete(r.into_inner()).await?;
+        Ok(Response::new(pb::DeleteResponse {}))
+    }
+    async fn set_attribute(&self, r: Request<pb::SetAttributeRequest>) -> Rpc<pb::SetAttributeResponse> {
+        let status = self.0.set_attribute(r.into_inner()).await?;
+        Ok(Response::new(pb::SetAttributeResponse { status: Some(status) }))
+    }
+    async fn mount(&self, r: Request<pb::MountRequest>) -> Rpc<pb::MountResponse> {
+        self.0.mount(r.into_inner()).await?;
+        Ok(Response::new(pb::MountResponse {}))
+    }
+    async fn unmount(&self, r: Request<pb::UnmountRequest>) -> Rpc<pb::UnmountResponse> {
+        self.0.unmount(r.into_inner()).await?;
+        Ok(Response::new(pb::UnmountResponse {}))
+    }
+    async fn list_mounts(&self, _: Request<pb::ListMountsRequest>) -> Rpc<pb::ListMountsResponse> {
+        Ok(Response::new(pb::ListMountsResponse { mounts: self.0.list_mounts() }))
+    }
+    async fn get_file_blocks(&self, r: Request<pb::GetFileBlocksRequest>) -> Rpc<pb::GetFileBlocksResponse> {
+        Ok(Response::new(self.0.get_file_blocks(r.into_inner()).await?))
+    }
+}
+
+#[tonic::async_trait]
+impl pb::block_master_server::BlockMaster for MasterRpc {
+    async fn register_worker(&self, r: Request<pb::RegisterWorkerRequest>) -> Rpc<pb::RegisterWorkerResponse> {
+        Ok(Response::new(self.0.register_worker(r.into_inner())?))
+    }
+    async fn heartbeat(&self, r: Request<pb::HeartbeatRequest>) -> Rpc<pb::HeartbeatResponse> {
+        let commands = self.0.heartbeat(r.into_inner())?;
+        Ok(Response::new(pb::HeartbeatResponse { commands }))
+    }
+    async fn commit_block(&self, r: Request<pb::CommitBlockRequest>) -> Rpc<pb::CommitBlockResponse> {
+        self.0.commit_block(r.into_inner())?;
+        Ok(Response::new(pb::CommitBlockResponse {}))
+    }
+    async fn select_worker(&self, r: Request<pb::SelectWorkerRequest>) -> Rpc<pb::SelectWorkerResponse> {
+        Ok(Response::new(self.0.select_worker(r.into_inner())?))
+    }
+}
+
+#[tonic::async_trait]
+impl pb::meta_master_server::MetaMaster for MasterRpc {
+    async fn get_cluster_info(&self, _: Request<pb::GetClusterInfoRequest>) -> Rpc<pb::GetClusterInfoResponse> {
+        Ok(Response::new(self.0.cluster_info()))
+    }
+}

@@ -1,0 +1,325 @@
+//! Worker registry and block locations. Time is passed in, so the lost-worker
+//! and command logic is plain code, tested without a network.
+
+use std::collections::{HashMap, HashSet};
+
+use eddy_proto::pb;
+
+use crate::error::{MasterError, Result};
+use crate::placement::Candidate;
+
+#[derive(Debug, Clone)]
+pub struct Worker {
+    pub id: u64,
+    pub address: pb::WorkerAddress,
+    pub tiers: Vec<pb::TierUsage>,
+    pub blocks: HashSet<u64>,
+    pub live: bool,
+    /// Monotonic ms of the last register or heartbeat.
+    pub last_seen: u64,
+    pub registered_ms: i64,
+    pending_removals: Vec<u64>,
+}
+
+impl Worker {
+    pub fn free_bytes(&self) -> u64 {
+        self.tiers.iter().map(|t| t.capacity_bytes.saturating_sub(t.used_bytes)).sum()
+    }
+}
+
+#[derive(Debug, Clone, Default)]
+pub struct BlockMeta {
+    pub length: u64,
+    pub tier: String,
+    pub workers: Vec<u64>,
+}
+
+#[derive(Debug, Default)]
+pub struct Registry {
+    workers: HashMap<u64, Worker>,
+    next_worker_id: u64,
+    blocks: HashMap<u64, BlockMeta>,
+}
+
+impl Registry {
+    /// Registers a worker (or re-registers one at the same host and RPC/data
+    /// port), replacing what the master knew of its blocks with `blocks`.
+    /// `valid` says whether a reported block still belongs to a file; invalid
+    /// ones are queued for removal on the worker's next heartbeat.
+    pub fn register(
+        &mut self,
+        address: pb::WorkerAddress,
+        tiers: Vec<pb::TierUsage>,
+        blocks: &[pb::BlockReport],
+        valid: impl Fn(u64, u64) -> bool,
+        now_mono: u64,
+        now_ms: i64,
+    ) -> Result<u64> {
+        if address.host.is_empty() || address.data_port == 0 || address.data_port > u16::MAX as u32 {
+            return Err(MasterError::InvalidArgument(
+                "a worker must register with a host and a data port in 1..=65535".into(),
+            ));
+        }
+        let existing = self.workers.values().find(|w| {
+            w.address.host == address.host
+                && w.address.data_port == address.data_port
+                && w.address.rpc_port == address.rpc_port
+        });
+        let id = match existing {
+            Some(w) => w.id,
+            None => {
+                self.next_worker_id += 1;
+                self.next_worker_id
+            }
+        };
+        self.drop_worker_blocks(id);
+        let mut w = Worker {
+            id,
+            address,
+            tiers,
+            blocks: HashSet::new(),
+            live: true,
+            last_seen: now_mono,
+            registered_ms: now_ms,
+            pending_removals: Vec::new(),
+        };
+        for b in blocks {
+            if valid(b.block_id, b.length) {
+                w.blocks.insert(b.block_id);
+                let meta = self.blocks.entry(b.block_id).or_default();
+                meta.length = b.length;
+                meta.tier = b.tier.clone();
+                meta.workers.push(id);
+            } else {
+                w.pending_removals.push(b.block_id);
+            }
+        }
+        self.workers.insert(id, w);
+        Ok(id)
+    }
+
+    fn drop_worker_blocks(&mut self, id: u64) {
+        let Some(w) = self.workers.get_mut(&id) else {
+            return;
+        };
+        for b in w.blocks.drain() {
+            if let Some(meta) = self.blocks.get_mut(&b) {
+                meta.workers.retain(|&x| x != id);
+                if meta.workers.is_empty() {
+                    self.blocks.remove(&b);
+                }
+            }
+        }
+    }
+
+    fn live_worker(&mut self, id: u64) -> Result<&mut Worker> {
+        match self.workers.get_mut(&id) {
+            Some(w) if w.live => Ok(w),
+            _ => Err(MasterError::UnknownWorker(id)),
+        }
+    }
+
+    /// Applies a heartbeat and returns the commands for the worker.
+    pub fn heartbeat(
+        &mut self,
+        req: &pb::HeartbeatRequest,
+        valid: impl Fn(u64, u64) -> bool,
+        now_mono: u64,
+    ) -> Result<Vec<pb::WorkerCommand>> {
+        let id = req.worker_id;
+        let w = self.live_worker(id)?;
+        w.last_seen = now_mono;
+        if !req.tiers.is_empty() {
+            w.tiers = req.tiers.clone();
+        }
+        for &b in &req.removed_blocks {
+            w.blocks.remove(&b);
+        }
+        let mut invalid = Vec::new();
+        let mut added = Vec::new();
+        for b in &req.added_blocks {
+            if valid(b.block_id, b.length) {
+                w.blocks.insert(b.block_id);
+                added.push(b);
+            } else {
+                invalid.push(b.block_id);
+            }
+        }
+        let mut removals = std::mem::take(&mut w.pending_removals);
+        removals.extend(invalid);
+        for &b in &req.removed_blocks {
+            self.unlink(b, id);
+        }
+        for b in added {
+            self.link(b.block_id, b.length, &b.tier, id);
+        }
+        let mut cmds = Vec::new();
+        if !removals.is_empty() {
+            cmds.push(pb::WorkerCommand {
+                command: Some(pb::worker_command::Command::RemoveBlocks(pb::RemoveBlocks {
+                    block_ids: removals,
+                })),
+            });
+        }
+        Ok(cmds)
+    }
+
+    fn link(&mut self, block: u64, length: u64, tier: &str, worker: u64) {
+        let meta = self.blocks.entry(block).or_default();
+        meta.length = length;
+        meta.tier = tier.to_string();
+        if !meta.workers.contains(&worker) {
+            meta.workers.push(worker);
+        }
+    }
+
+    fn unlink(&mut self, block: u64, worker: u64) {
+        if let Some(meta) = self.blocks.get_mut(&block) {
+            meta.workers.retain(|&x| x != worker);
+            if meta.workers.is_empty() {
+                self.blocks.remove(&block);
+            }
+        }
+    }
+
+    /// Records that `worker` now caches `block`.
+    pub fn commit_block(&mut self, worker: u64, block: u64, length: u64, tier: &str) -> Result<()> {
+        let w = self.live_worker(worker)?;
+        w.blocks.insert(block);
+        self.link(block, length, tier, worker);
+        Ok(())
+    }
+
+    /// Forgets blocks (their file was deleted or changed) and tells the
+    /// workers holding them to drop them.
+    pub fn drop_blocks(&mut self, blocks: impl IntoIterator<Item = u64>) {
+        for b in blocks {
+            if let Some(meta) = self.blocks.remove(&b) {
+                for wid in meta.workers {
+                    if let Some(w) = self.workers.get_mut(&wid) {
+                        w.blocks.remove(&b);
+                        w.pending_removals.push(b);
+                    }
+                }
+            }
+        }
+    }
+
+    /// Drops every block of `file_id` (for incomplete files, whose block
+    /// count is not known). Scans all locations: deletes of incomplete files are rare.
+    pub fn drop_file_blocks(&mut self, file_id: u64) {
+        let stale: Vec<u64> = self
+            .blocks
+            .keys()
+            .copied()
+            .filter(|&b| eddy_proto::file_id_of_block(b) == file_id)
+            .collect();
+        self.drop_blocks(stale);
+    }
+
+    /// Marks workers silent for longer than `timeout_ms` as lost and drops
+    /// their block locations. Returns the ids newly lost.
+    pub fn expire(&mut self, now_mono: u64, timeout_ms: u64) -> Vec<u64> {
+        let lost: Vec<u64> = self
+            .workers
+            .values()
+            .filter(|w| w.live && now_mono.saturating_sub(w.last_seen) > timeout_ms)
+            .map(|w| w.id)
+            .collect();
+        for &id in &lost {
+            self.drop_worker_blocks(id);
+            let w = self.workers.get_mut(&id).expect("listed above");
+            w.live = false;
+            w.pending_removals.clear();
+        }
+        lost
+    }
+
+    pub fn block(&self, id: u64) -> Option<&BlockMeta> {
+        self.blocks.get(&id)
+    }
+
+    pub fn worker(&self, id: u64) -> Option<&Worker> {
+        self.workers.get(&id)
+    }
+
+    pub fn workers(&self) -> impl Iterator<Item = &Worker> {
+        self.workers.values()
+    }
+
+    pub fn block_count(&self) -> usize {
+        self.blocks.len()
+    }
+
+    pub fn candidates(&self) -> Vec<Candidate> {
+        let mut v: Vec<Candidate> = self
+            .workers
+            .values()
+            .filter(|w| w.live)
+            .map(|w| Candidate {
+                worker_id: w.id,
+                host: w.address.host.clone(),
+                free_bytes: w.free_bytes(),
+            })
+            .collect();
+        v.sort_by_key(|c| c.worker_id);
+        v
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn addr(host: &str, port: u32) -> pb::WorkerAddress {
+        pb::WorkerAddress { host: host.into(), rpc_port: 0, data_port: port, domain_socket: String::new() }
+    }
+
+    fn rep(b: u64) -> pb::BlockReport {
+        pb::BlockReport { block_id: b, length: 10, tier: "MEM".into() }
+    }
+
+    #[test]
+    fn register_heartbeat_lose_and_return() {
+        let mut r = Registry::default();
+        let all = |_: u64, _: u64| true;
+        let id = r.register(addr("h", 1), vec![], &[rep(100), rep(101)], all, 0, 0).unwrap();
+        assert_eq!(r.block(100).unwrap().workers, vec![id]);
+        let hb = pb::HeartbeatRequest { worker_id: id, removed_blocks: vec![100], added_blocks: vec![rep(102)], ..Default::default() };
+        assert!(r.heartbeat(&hb, all, 500).unwrap().is_empty());
+        assert!(r.block(100).is_none());
+        assert!(r.block(102).is_some());
+        assert_eq!(r.expire(1_000, 1_000), Vec::<u64>::new(), "heard from 500 ms ago");
+        assert_eq!(r.expire(2_000, 1_000), vec![id]);
+        assert!(r.block(101).is_none(), "a lost worker's locations are dropped");
+        assert!(matches!(r.heartbeat(&hb, all, 2_001), Err(MasterError::UnknownWorker(_))));
+        assert!(matches!(
+            r.heartbeat(&pb::HeartbeatRequest { worker_id: 999, ..Default::default() }, all, 0),
+            Err(MasterError::UnknownWorker(999))
+        ));
+        let again = r.register(addr("h", 1), vec![], &[rep(101)], all, 2_002, 0).unwrap();
+        assert_eq!(again, id, "same address, same id");
+        assert_eq!(r.block(101).unwrap().workers, vec![id]);
+    }
+
+    #[test]
+    fn stale_blocks_become_remove_commands() {
+        let mut r = Registry::default();
+        let id = r.register(addr("h", 1), vec![], &[rep(1), rep(2)], |b, _| b != 2, 0, 0).unwrap();
+        r.commit_block(id, 3, 10, "MEM").unwrap();
+        r.drop_blocks([3]);
+        let cmds = r.heartbeat(&pb::HeartbeatRequest { worker_id: id, ..Default::default() }, |_, _| true, 1).unwrap();
+        let Some(pb::worker_command::Command::RemoveBlocks(rb)) = &cmds[0].command else { panic!() };
+        let mut ids = rb.block_ids.clone();
+        ids.sort();
+        assert_eq!(ids, vec![2, 3]);
+        assert!(r.heartbeat(&pb::HeartbeatRequest { worker_id: id, ..Default::default() }, |_, _| true, 2).unwrap().is_empty(), "commands are sent once");
+    }
+
+    #[test]
+    fn bad_registration_is_refused() {
+        let mut r = Registry::default();
+        assert!(r.register(addr("", 1), vec![], &[], |_, _| true, 0, 0).is_err());
+        assert!(r.register(addr("h", 70_000), vec![], &[], |_, _| true, 0, 0).is_err());
+    }
+}
