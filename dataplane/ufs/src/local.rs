@@ -64,10 +64,31 @@ impl LocalUfs {
         }
     }
 
+    /// The root itself gone (an unmounted disk, a deleted export) makes the
+    /// whole store unavailable, not every path "not found".
+    fn root_gone(&self) -> Option<UfsError> {
+        match std::fs::metadata(&self.root) {
+            Ok(m) if m.is_dir() => None,
+            Ok(_) => Some(UfsError::Unavailable {
+                uri: self.uri.clone(),
+                reason: "root is no longer a directory".into(),
+            }),
+            Err(e) => Some(UfsError::Unavailable {
+                uri: self.uri.clone(),
+                reason: e.to_string(),
+            }),
+        }
+    }
+
+    /// Fails unless the root is there: creating parents must never recreate it.
+    fn require_root(&self) -> Result<()> {
+        self.root_gone().map_or(Ok(()), Err)
+    }
+
     fn io_err(&self, p: &UfsPath, e: std::io::Error) -> UfsError {
         let shown = p.to_string();
         match e.kind() {
-            ErrorKind::NotFound => UfsError::NotFound(shown),
+            ErrorKind::NotFound => self.root_gone().unwrap_or(UfsError::NotFound(shown)),
             ErrorKind::AlreadyExists => UfsError::AlreadyExists(shown),
             ErrorKind::NotADirectory => UfsError::NotADirectory(shown),
             ErrorKind::IsADirectory => UfsError::IsADirectory(shown),
@@ -198,6 +219,7 @@ impl UnderFileSystem for LocalUfs {
         if path.is_root() {
             return Err(UfsError::IsADirectory(path.to_string()));
         }
+        self.require_root()?;
         let full = self.full(path);
         let parent = full.parent().expect("a non-root key has a parent");
         tokio::fs::create_dir_all(parent)
@@ -224,6 +246,7 @@ impl UnderFileSystem for LocalUfs {
     }
 
     async fn mkdir(&self, path: &UfsPath) -> Result<()> {
+        self.require_root()?;
         let full = self.full(path);
         match tokio::fs::create_dir_all(&full).await {
             Ok(()) => Ok(()),
@@ -266,6 +289,7 @@ impl UnderFileSystem for LocalUfs {
                 "cannot rename the root of an under-storage".into(),
             ));
         }
+        self.require_root()?;
         let (src, dst) = (self.full(from), self.full(to));
         tokio::fs::symlink_metadata(&src)
             .await
