@@ -11,7 +11,11 @@ use std::process::ExitCode;
 use clap::{Parser, Subcommand};
 
 #[derive(Parser)]
-#[command(name = "eddy", version, about = "Eddy: a memory-speed virtual distributed storage layer")]
+#[command(
+    name = "eddy",
+    version,
+    about = "Eddy: a memory-speed virtual distributed storage layer"
+)]
 struct Cli {
     /// Config file (TOML). See `eddy --print-sample-config`.
     #[arg(long, global = true, value_name = "FILE")]
@@ -60,7 +64,10 @@ fn main() -> ExitCode {
         .master
         .or_else(|| std::env::var("EDDY_MASTER").ok().filter(|s| !s.is_empty()))
         .unwrap_or_else(|| cfg.client.master.clone());
-    let rt = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+    let rt = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
         Ok(rt) => rt,
         Err(e) => {
             eprintln!("eddy: cannot start the runtime: {e}");

@@ -90,8 +90,14 @@ pub async fn run(master: &str, cmd: FsCommand) -> Result<(), String> {
     let c = super::connect(master).await?;
     let e = |e: eddy_client::ClientError| e.to_string();
     match cmd {
-        FsCommand::Ls { recursive, force_sync, path } => {
-            ls(&c, &path_arg(&path), recursive, force_sync).await.map_err(e)?;
+        FsCommand::Ls {
+            recursive,
+            force_sync,
+            path,
+        } => {
+            ls(&c, &path_arg(&path), recursive, force_sync)
+                .await
+                .map_err(e)?;
         }
         FsCommand::Stat { path } => {
             let s = c.stat(path_arg(&path)).await.map_err(e)?;
@@ -108,10 +114,18 @@ pub async fn run(master: &str, cmd: FsCommand) -> Result<(), String> {
         }
         FsCommand::Touch { path } => {
             let p = path_arg(&path);
-            c.create_file(&p, &CreateOptions::default()).await.map_err(e)?;
+            c.create_file(&p, &CreateOptions::default())
+                .await
+                .map_err(e)?;
             c.complete_file(&p, 0, false).await.map_err(e)?;
         }
-        FsCommand::Mount { readonly, options, sync_interval, path, uri } => {
+        FsCommand::Mount {
+            readonly,
+            options,
+            sync_interval,
+            path,
+            uri,
+        } => {
             let mut opts = HashMap::new();
             for o in options {
                 let (k, v) = o
@@ -119,22 +133,36 @@ pub async fn run(master: &str, cmd: FsCommand) -> Result<(), String> {
                     .ok_or_else(|| format!("mount option {o:?} is not KEY=VALUE"))?;
                 opts.insert(k.to_string(), v.to_string());
             }
-            c.mount(path_arg(&path), &uri, readonly, opts, sync_interval).await.map_err(e)?;
+            c.mount(path_arg(&path), &uri, readonly, opts, sync_interval)
+                .await
+                .map_err(e)?;
         }
         FsCommand::Unmount { path } => {
             c.unmount(path_arg(&path)).await.map_err(e)?;
         }
         FsCommand::Mounts => {
             for m in c.list_mounts().await.map_err(e)? {
-                let mut opts: Vec<_> = m.options.iter().map(|(k, v)| format!("{k}={}", mask(k, v))).collect();
+                let mut opts: Vec<_> = m
+                    .options
+                    .iter()
+                    .map(|(k, v)| format!("{k}={}", mask(k, v)))
+                    .collect();
                 opts.sort();
                 println!(
                     "{:<40} on {:<24} ({}{}{})",
                     m.ufs_uri,
                     show(&m.path),
                     if m.read_only { "readonly" } else { "readwrite" },
-                    if m.sync_interval_ms >= 0 { format!(", sync={}ms", m.sync_interval_ms) } else { String::new() },
-                    if opts.is_empty() { String::new() } else { format!(", {}", opts.join(", ")) },
+                    if m.sync_interval_ms >= 0 {
+                        format!(", sync={}ms", m.sync_interval_ms)
+                    } else {
+                        String::new()
+                    },
+                    if opts.is_empty() {
+                        String::new()
+                    } else {
+                        format!(", {}", opts.join(", "))
+                    },
                 );
             }
         }
@@ -159,7 +187,10 @@ async fn pin(c: &MasterClient, path: &OsString, on: bool) -> Result<(), eddy_cli
 /// Secrets given as mount options are never printed back.
 fn mask<'a>(key: &str, value: &'a str) -> &'a str {
     let k = key.to_ascii_lowercase();
-    if ["secret", "password", "token", "key", "credential"].iter().any(|s| k.contains(s)) {
+    if ["secret", "password", "token", "key", "credential"]
+        .iter()
+        .any(|s| k.contains(s))
+    {
         "******"
     } else {
         value
@@ -186,7 +217,12 @@ fn ls_line(s: &pb::FileStatus) {
     );
 }
 
-async fn ls(c: &MasterClient, path: &[u8], recursive: bool, force_sync: bool) -> Result<(), eddy_client::ClientError> {
+async fn ls(
+    c: &MasterClient,
+    path: &[u8],
+    recursive: bool,
+    force_sync: bool,
+) -> Result<(), eddy_client::ClientError> {
     let sync = force_sync.then_some(0);
     let mut stack = vec![path.to_vec()];
     while let Some(dir) = stack.pop() {
@@ -212,10 +248,21 @@ async fn ls(c: &MasterClient, path: &[u8], recursive: bool, force_sync: bool) ->
 }
 
 fn print_stat(s: &pb::FileStatus) {
-    let ttl = if s.ttl_ms < 0 { "none".to_string() } else { format!("{} ms ({:?})", s.ttl_ms, pb::TtlAction::try_from(s.ttl_action).unwrap_or_default()) };
+    let ttl = if s.ttl_ms < 0 {
+        "none".to_string()
+    } else {
+        format!(
+            "{} ms ({:?})",
+            s.ttl_ms,
+            pb::TtlAction::try_from(s.ttl_action).unwrap_or_default()
+        )
+    };
     println!("path:            {}", show(&s.path));
     println!("id:              {}", s.id);
-    println!("type:            {}", if s.is_dir { "directory" } else { "file" });
+    println!(
+        "type:            {}",
+        if s.is_dir { "directory" } else { "file" }
+    );
     if !s.is_dir {
         println!("length:          {} ({})", s.length, bytes(s.length));
         println!("block size:      {}", bytes(s.block_size));
@@ -223,14 +270,26 @@ fn print_stat(s: &pb::FileStatus) {
         println!("complete:        {}", s.complete);
         println!("cached:          {}%", s.percent_cached);
     }
-    println!("mode:            {} ({:o})", mode_string(s.is_dir, s.mode), s.mode);
+    println!(
+        "mode:            {} ({:o})",
+        mode_string(s.is_dir, s.mode),
+        s.mode
+    );
     println!("owner:           {}", s.owner);
     println!("group:           {}", s.group);
     println!("modified:        {}", time_ms(s.mtime_ms));
     println!("persisted:       {}", s.persisted);
     println!("pinned:          {}", s.pinned);
     println!("ttl:             {ttl}");
-    println!("replication:     min {} max {}", s.replication_min, if s.replication_max == 0 { "unbounded".to_string() } else { s.replication_max.to_string() });
+    println!(
+        "replication:     min {} max {}",
+        s.replication_min,
+        if s.replication_max == 0 {
+            "unbounded".to_string()
+        } else {
+            s.replication_max.to_string()
+        }
+    );
     if s.is_mount_point {
         println!("mount point:     yes");
     }

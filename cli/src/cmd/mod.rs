@@ -7,12 +7,14 @@ use eddy_client::ClientError;
 
 /// Connects to the master, saying which address failed and how to pick another.
 pub async fn connect(master: &str) -> Result<eddy_client::MasterClient, String> {
-    eddy_client::MasterClient::connect(master).await.map_err(|e| match e {
-        ClientError::Connect { .. } => {
-            format!("{e} (is a master running? set the address with --master or EDDY_MASTER)")
-        }
-        other => other.to_string(),
-    })
+    eddy_client::MasterClient::connect(master)
+        .await
+        .map_err(|e| match e {
+            ClientError::Connect { .. } => {
+                format!("{e} (is a master running? set the address with --master or EDDY_MASTER)")
+            }
+            other => other.to_string(),
+        })
 }
 
 /// Logs go to stderr so stdout stays for output a script can read.

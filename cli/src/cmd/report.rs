@@ -29,7 +29,10 @@ pub async fn run(master: &str) -> Result<(), String> {
     }
     if !info.workers.is_empty() {
         println!();
-        println!("{:<6} {:<28} {:<5} {:>10} {:>10} {:>8} {:>12}", "ID", "ADDRESS", "STATE", "USED", "CAPACITY", "BLOCKS", "HEARTBEAT");
+        println!(
+            "{:<6} {:<28} {:<5} {:>10} {:>10} {:>8} {:>12}",
+            "ID", "ADDRESS", "STATE", "USED", "CAPACITY", "BLOCKS", "HEARTBEAT"
+        );
         for w in &info.workers {
             let a = w.address.clone().unwrap_or_default();
             let used: u64 = w.tiers.iter().map(|t| t.used_bytes).sum();

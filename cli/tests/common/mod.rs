@@ -77,12 +77,23 @@ impl MasterProc {
         self.child.wait().unwrap();
     }
 
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    /// Waits for the process to exit by itself.
+    pub fn wait(mut self) -> std::process::ExitStatus {
+        self.child.wait().unwrap()
+    }
+
     pub fn ufs(&self) -> PathBuf {
         self.dir.join("ufs")
     }
 
     pub async fn client(&self) -> eddy_client::MasterClient {
-        eddy_client::MasterClient::connect(&self.addr).await.unwrap()
+        eddy_client::MasterClient::connect(&self.addr)
+            .await
+            .unwrap()
     }
 
     /// Runs `eddy --master ADDR args...` and returns its output.

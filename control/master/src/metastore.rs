@@ -60,16 +60,15 @@ pub struct Metastore {
 impl Metastore {
     /// Opens (or creates) `dir/metastore.redb` and starts the committer thread.
     pub fn open(dir: &Path) -> Result<(Self, Loaded)> {
-        std::fs::create_dir_all(dir).map_err(|e| {
-            MasterError::Metastore(format!("cannot create {}: {e}", dir.display()))
-        })?;
+        std::fs::create_dir_all(dir)
+            .map_err(|e| MasterError::Metastore(format!("cannot create {}: {e}", dir.display())))?;
         let file = dir.join("metastore.redb");
         let db = Database::create(&file)
             .map_err(|e| MasterError::Metastore(format!("cannot open {}: {e}", file.display())))?;
         let db = Arc::new(db);
         let loaded = load(&db).map_err(MasterError::Metastore)?;
         let (tx, rx) = mpsc::channel::<Batch>();
-                std::thread::Builder::new()
+        std::thread::Builder::new()
             .name("eddy-metastore".into())
             .spawn(move || committer(&db, rx))
             .map_err(|e| MasterError::Metastore(format!("cannot start committer: {e}")))?;
@@ -101,10 +100,14 @@ fn load(db: &Database) -> Result<Loaded, String> {
         let w = db.begin_write().map_err(|x| e(&x))?;
         {
             let mut meta = w.open_table(META).map_err(|x| e(&x))?;
-            let existing = meta.get("format_version").map_err(|x| e(&x))?.map(|v| v.value());
+            let existing = meta
+                .get("format_version")
+                .map_err(|x| e(&x))?
+                .map(|v| v.value());
             match existing {
                 None => {
-                    meta.insert("format_version", FORMAT_VERSION).map_err(|x| e(&x))?;
+                    meta.insert("format_version", FORMAT_VERSION)
+                        .map_err(|x| e(&x))?;
                 }
                 Some(v) if v != FORMAT_VERSION => {
                     return Err(format!(
@@ -120,14 +123,28 @@ fn load(db: &Database) -> Result<Loaded, String> {
     }
     let r = db.begin_read().map_err(|x| e(&x))?;
     let meta = r.open_table(META).map_err(|x| e(&x))?;
-    let next_id = meta.get("next_id").map_err(|x| e(&x))?.map(|v| v.value()).unwrap_or(0);
+    let next_id = meta
+        .get("next_id")
+        .map_err(|x| e(&x))?
+        .map(|v| v.value())
+        .unwrap_or(0);
     let mut inodes = Vec::new();
-    for row in r.open_table(INODES).map_err(|x| e(&x))?.iter().map_err(|x| e(&x))? {
+    for row in r
+        .open_table(INODES)
+        .map_err(|x| e(&x))?
+        .iter()
+        .map_err(|x| e(&x))?
+    {
         let (_, v) = row.map_err(|x| e(&x))?;
         inodes.push(v.value().to_vec());
     }
     let mut mounts = Vec::new();
-    for row in r.open_table(MOUNTS).map_err(|x| e(&x))?.iter().map_err(|x| e(&x))? {
+    for row in r
+        .open_table(MOUNTS)
+        .map_err(|x| e(&x))?
+        .iter()
+        .map_err(|x| e(&x))?
+    {
         let (k, v) = row.map_err(|x| e(&x))?;
         mounts.push((k.value().to_string(), v.value().to_vec()));
     }

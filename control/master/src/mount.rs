@@ -128,7 +128,11 @@ impl MountTable {
     }
 
     pub fn next_id(&self) -> u64 {
-        self.by_path.values().map(|m| m.id).max().map_or(1, |m| m + 1)
+        self.by_path
+            .values()
+            .map(|m| m.id)
+            .max()
+            .map_or(1, |m| m + 1)
     }
 }
 

@@ -134,7 +134,8 @@ impl Namespace {
         fx.next_id = Some(ns.next_id);
         ns.inodes.insert(ROOT_ID, root);
         ns.mounts.insert(root_mount);
-        ns.inode_mut(ROOT_ID).set_flag(FLAG_PERSISTED | FLAG_MOUNT_POINT, true);
+        ns.inode_mut(ROOT_ID)
+            .set_flag(FLAG_PERSISTED | FLAG_MOUNT_POINT, true);
         (ns, fx)
     }
 
@@ -153,7 +154,8 @@ impl Namespace {
         let mut max_id = 0;
         for rec in &loaded.inodes {
             let names = &mut ns.names;
-            let ino = Inode::decode(rec, &mut |s| intern(names, s)).map_err(MasterError::Metastore)?;
+            let ino =
+                Inode::decode(rec, &mut |s| intern(names, s)).map_err(MasterError::Metastore)?;
             max_id = max_id.max(ino.id);
             ns.inodes.insert(ino.id, ino);
         }
@@ -199,7 +201,9 @@ impl Namespace {
     }
 
     fn inode_mut(&mut self, id: u64) -> &mut Inode {
-        self.inodes.get_mut(&id).expect("inode ids held by the tree exist")
+        self.inodes
+            .get_mut(&id)
+            .expect("inode ids held by the tree exist")
     }
 
     fn intern(&mut self, s: &str) -> Arc<str> {
@@ -213,7 +217,15 @@ impl Namespace {
         id
     }
 
-    fn new_inode(&mut self, id: u64, parent: u64, name: &str, is_dir: bool, a: &NewAttrs, now: i64) -> Inode {
+    fn new_inode(
+        &mut self,
+        id: u64,
+        parent: u64,
+        name: &str,
+        is_dir: bool,
+        a: &NewAttrs,
+        now: i64,
+    ) -> Inode {
         let owner = self.intern(&a.owner);
         let group = self.intern(&a.group);
         Inode {
@@ -251,7 +263,11 @@ impl Namespace {
         self.inodes.insert(id, ino);
         let mtime = self.inodes[&id].mtime_ms;
         let p = self.inode_mut(parent);
-        p.dir.as_mut().expect("parent is a directory").children.insert(name, id);
+        p.dir
+            .as_mut()
+            .expect("parent is a directory")
+            .children
+            .insert(name, id);
         p.mtime_ms = p.mtime_ms.max(mtime);
         id
     }
@@ -303,14 +319,21 @@ impl Namespace {
     fn check_writable(&self, path: &EddyPath) -> Result<()> {
         let m = self.mounts.resolve(path);
         if m.read_only {
-            return Err(MasterError::ReadOnly(format!("{path} (mounted from {})", m.uri)));
+            return Err(MasterError::ReadOnly(format!(
+                "{path} (mounted from {})",
+                m.uri
+            )));
         }
         Ok(())
     }
 
     /// The directory that will hold `path`, with `recursive` allowing missing
     /// ancestors. Returns the deepest existing ancestor's id and the names still to create.
-    fn parent_for_create<'p>(&self, path: &'p EddyPath, recursive: bool) -> Result<(u64, Vec<&'p str>)> {
+    fn parent_for_create<'p>(
+        &self,
+        path: &'p EddyPath,
+        recursive: bool,
+    ) -> Result<(u64, Vec<&'p str>)> {
         let parent = path
             .parent()
             .ok_or_else(|| MasterError::AlreadyExists("/".into()))?;
@@ -341,7 +364,13 @@ impl Namespace {
 
     /// Validates a mkdir without doing it: `Some(id)` when the directory
     /// already exists and `allow_exists` accepts that.
-    pub fn check_mkdir(&self, path: &EddyPath, recursive: bool, allow_exists: bool, attrs: &NewAttrs) -> Result<Option<u64>> {
+    pub fn check_mkdir(
+        &self,
+        path: &EddyPath,
+        recursive: bool,
+        allow_exists: bool,
+        attrs: &NewAttrs,
+    ) -> Result<Option<u64>> {
         if let Some(id) = self.lookup(path) {
             return if self.inodes[&id].is_dir() && allow_exists {
                 Ok(Some(id))
@@ -360,6 +389,8 @@ impl Namespace {
     }
 
     /// Creates directory `path` (and missing ancestors if `recursive`).
+    // Each flag is a distinct request field; a struct would only rename them.
+    #[allow(clippy::too_many_arguments)]
     /// Returns the directory's id. `persisted`: the directory exists in the
     /// under-storage too.
     pub fn mkdir(
@@ -470,7 +501,12 @@ impl Namespace {
         Ok(id)
     }
 
-    pub fn set_attribute(&mut self, path: &EddyPath, ch: &AttrChange, fx: &mut Effects) -> Result<u64> {
+    pub fn set_attribute(
+        &mut self,
+        path: &EddyPath,
+        ch: &AttrChange,
+        fx: &mut Effects,
+    ) -> Result<u64> {
         let id = self.resolve(path)?;
         if let Some(m) = ch.mode {
             validate_mode(m)?;
@@ -482,7 +518,11 @@ impl Namespace {
                 "ttl {t} ms is negative (use -1 for no TTL)"
             )));
         }
-        let ids = if ch.recursive { self.subtree(id) } else { vec![id] };
+        let ids = if ch.recursive {
+            self.subtree(id)
+        } else {
+            vec![id]
+        };
         for &i in &ids {
             let ino = &self.inodes[&i];
             validate_replication(
@@ -553,9 +593,16 @@ impl Namespace {
 
     /// Checks a delete without doing it; returns the id and whether the entry
     /// exists in the under-storage.
-    pub fn check_delete(&self, path: &EddyPath, recursive: bool, eddy_only: bool) -> Result<(u64, bool)> {
+    pub fn check_delete(
+        &self,
+        path: &EddyPath,
+        recursive: bool,
+        eddy_only: bool,
+    ) -> Result<(u64, bool)> {
         if path.is_root() {
-            return Err(MasterError::InvalidArgument("cannot delete the root directory".into()));
+            return Err(MasterError::InvalidArgument(
+                "cannot delete the root directory".into(),
+            ));
         }
         let id = self.resolve(path)?;
         self.check_no_mounts_below(path, "delete")?;
@@ -570,7 +617,13 @@ impl Namespace {
     }
 
     /// Deletes `path` (recursively if asked).
-    pub fn delete(&mut self, path: &EddyPath, recursive: bool, eddy_only: bool, fx: &mut Effects) -> Result<()> {
+    pub fn delete(
+        &mut self,
+        path: &EddyPath,
+        recursive: bool,
+        eddy_only: bool,
+        fx: &mut Effects,
+    ) -> Result<()> {
         let (id, _) = self.check_delete(path, recursive, eddy_only)?;
         self.remove_subtree(id, fx);
         Ok(())
@@ -598,7 +651,9 @@ impl Namespace {
     /// Checks a rename; returns (src id, src persisted, destination parent id).
     pub fn check_rename(&self, src: &EddyPath, dst: &EddyPath) -> Result<(u64, bool, u64)> {
         if src.is_root() || dst.is_root() {
-            return Err(MasterError::InvalidArgument("cannot rename the root directory".into()));
+            return Err(MasterError::InvalidArgument(
+                "cannot rename the root directory".into(),
+            ));
         }
         let id = self.resolve(src)?;
         if dst.starts_with(src) && dst != src {
@@ -625,7 +680,13 @@ impl Namespace {
     }
 
     /// Renames `src` to `dst`: one inode record changes, so it is atomic.
-    pub fn rename(&mut self, src: &EddyPath, dst: &EddyPath, now: i64, fx: &mut Effects) -> Result<()> {
+    pub fn rename(
+        &mut self,
+        src: &EddyPath,
+        dst: &EddyPath,
+        now: i64,
+        fx: &mut Effects,
+    ) -> Result<()> {
         let (id, _, new_parent) = self.check_rename(src, dst)?;
         if src == dst {
             return Ok(());
@@ -698,7 +759,9 @@ impl Namespace {
     fn droppable(&self, id: u64) -> bool {
         self.subtree(id).into_iter().all(|i| {
             let ino = &self.inodes[&i];
-            ino.flag(FLAG_PERSISTED) && !ino.flag(FLAG_MOUNT_POINT) && (ino.is_dir() || ino.flag(FLAG_COMPLETE))
+            ino.flag(FLAG_PERSISTED)
+                && !ino.flag(FLAG_MOUNT_POINT)
+                && (ino.is_dir() || ino.flag(FLAG_COMPLETE))
         })
     }
 
@@ -706,11 +769,24 @@ impl Namespace {
     /// unknown, refreshes it if changed (a new fingerprint drops the file's
     /// cached blocks), and replaces it if it changed between file and directory.
     /// Returns the child's id, or `None` if Eddy keeps its own entry.
-    pub fn merge_ufs_child(&mut self, parent: u64, st: &UfsStatus, now: i64, fx: &mut Effects) -> Option<u64> {
-        if !eddy_ufs::UfsPath::from_components([st.name.as_str()]).is_some_and(|_| crate::path::valid_name(&st.name)) {
+    pub fn merge_ufs_child(
+        &mut self,
+        parent: u64,
+        st: &UfsStatus,
+        now: i64,
+        fx: &mut Effects,
+    ) -> Option<u64> {
+        if !eddy_ufs::UfsPath::from_components([st.name.as_str()])
+            .is_some_and(|_| crate::path::valid_name(&st.name))
+        {
             return None;
         }
-        let existing = self.inodes.get(&parent)?.children()?.get(st.name.as_str()).copied();
+        let existing = self
+            .inodes
+            .get(&parent)?
+            .children()?
+            .get(st.name.as_str())
+            .copied();
         if let Some(id) = existing {
             let ino = &self.inodes[&id];
             if !ino.flag(FLAG_PERSISTED) || ino.flag(FLAG_MOUNT_POINT) {
@@ -795,7 +871,9 @@ impl Namespace {
     pub fn mount(&mut self, m: MountPoint, now: i64, fx: &mut Effects) -> Result<()> {
         let path = m.path.clone();
         if path.is_root() || self.mounts.is_mount_point(&path) {
-            return Err(MasterError::MountConflict(format!("{path} is already a mount point")));
+            return Err(MasterError::MountConflict(format!(
+                "{path} is already a mount point"
+            )));
         }
         let parent = path.parent().expect("not root");
         let pid = self.resolve(&parent)?;
@@ -819,7 +897,9 @@ impl Namespace {
             Some(id) => {
                 let ino = &self.inodes[&id];
                 if !ino.is_dir() {
-                    return Err(MasterError::MountConflict(format!("{path} is an existing file")));
+                    return Err(MasterError::MountConflict(format!(
+                        "{path} is an existing file"
+                    )));
                 }
                 if ino.children().is_some_and(|c| !c.is_empty()) {
                     return Err(MasterError::MountConflict(format!(
@@ -851,10 +931,14 @@ impl Namespace {
     /// under-storage is untouched).
     pub fn unmount(&mut self, path: &EddyPath, fx: &mut Effects) -> Result<MountPoint> {
         if path.is_root() {
-            return Err(MasterError::InvalidArgument("cannot unmount the root mount".into()));
+            return Err(MasterError::InvalidArgument(
+                "cannot unmount the root mount".into(),
+            ));
         }
         if !self.mounts.is_mount_point(path) {
-            return Err(MasterError::NotFound(format!("{path} is not a mount point")));
+            return Err(MasterError::NotFound(format!(
+                "{path} is not a mount point"
+            )));
         }
         if let Some(inner) = self.mounts.below(path).next() {
             return Err(MasterError::MountConflict(format!(
@@ -940,32 +1024,85 @@ mod tests {
         let mut n = ns();
         let mut f = fx();
         assert!(matches!(
-            n.mkdir(&p("/a/b"), false, false, &NewAttrs::default(), true, NOW, &mut f),
+            n.mkdir(
+                &p("/a/b"),
+                false,
+                false,
+                &NewAttrs::default(),
+                true,
+                NOW,
+                &mut f
+            ),
             Err(MasterError::NotFound(_))
         ));
         assert!(f.is_empty(), "a refused mkdir records nothing");
-        n.mkdir(&p("/a/b"), true, false, &NewAttrs::default(), true, NOW, &mut f).unwrap();
+        n.mkdir(
+            &p("/a/b"),
+            true,
+            false,
+            &NewAttrs::default(),
+            true,
+            NOW,
+            &mut f,
+        )
+        .unwrap();
         assert!(n.lookup(&p("/a")).is_some());
         assert!(matches!(
-            n.mkdir(&p("/a/b"), true, false, &NewAttrs::default(), true, NOW, &mut f),
+            n.mkdir(
+                &p("/a/b"),
+                true,
+                false,
+                &NewAttrs::default(),
+                true,
+                NOW,
+                &mut f
+            ),
             Err(MasterError::AlreadyExists(_))
         ));
-        n.mkdir(&p("/a/b"), true, true, &NewAttrs::default(), true, NOW, &mut f).unwrap();
-        let id = n.create_file(&p("/a/b/f"), false, &NewAttrs::default(), true, NOW, &mut f).unwrap();
+        n.mkdir(
+            &p("/a/b"),
+            true,
+            true,
+            &NewAttrs::default(),
+            true,
+            NOW,
+            &mut f,
+        )
+        .unwrap();
+        let id = n
+            .create_file(&p("/a/b/f"), false, &NewAttrs::default(), true, NOW, &mut f)
+            .unwrap();
         assert!(!n.get(id).unwrap().flag(FLAG_COMPLETE));
         assert!(matches!(
             n.create_file(&p("/a/b/f"), false, &NewAttrs::default(), true, NOW, &mut f),
             Err(MasterError::AlreadyExists(_))
         ));
         assert!(matches!(
-            n.mkdir(&p("/a/b/f"), true, false, &NewAttrs::default(), true, NOW, &mut f),
+            n.mkdir(
+                &p("/a/b/f"),
+                true,
+                false,
+                &NewAttrs::default(),
+                true,
+                NOW,
+                &mut f
+            ),
             Err(MasterError::AlreadyExists(_))
         ));
         assert!(matches!(
-            n.mkdir(&p("/a/b/f/g"), true, false, &NewAttrs::default(), true, NOW, &mut f),
+            n.mkdir(
+                &p("/a/b/f/g"),
+                true,
+                false,
+                &NewAttrs::default(),
+                true,
+                NOW,
+                &mut f
+            ),
             Err(MasterError::NotADirectory(_))
         ));
-        n.complete_file(&p("/a/b/f"), 200 << 20, false, "", NOW, &mut f).unwrap();
+        n.complete_file(&p("/a/b/f"), 200 << 20, false, "", NOW, &mut f)
+            .unwrap();
         let ino = n.get(id).unwrap();
         assert_eq!(ino.block_count(), 4);
         assert_eq!(ino.block_length(3), 8 << 20);
@@ -980,13 +1117,20 @@ mod tests {
         let mut n = ns();
         let mut f = fx();
         for bs in [1, MAX_BLOCK_SIZE + 1] {
-            let a = NewAttrs { block_size: bs, ..Default::default() };
+            let a = NewAttrs {
+                block_size: bs,
+                ..Default::default()
+            };
             assert!(matches!(
                 n.create_file(&p("/f"), false, &a, true, NOW, &mut f),
                 Err(MasterError::InvalidArgument(_))
             ));
         }
-        let a = NewAttrs { replication_min: 3, replication_max: 2, ..Default::default() };
+        let a = NewAttrs {
+            replication_min: 3,
+            replication_max: 2,
+            ..Default::default()
+        };
         assert!(matches!(
             n.create_file(&p("/f"), false, &a, true, NOW, &mut f),
             Err(MasterError::InvalidArgument(_))
@@ -998,8 +1142,18 @@ mod tests {
     fn rename_rules() {
         let mut n = ns();
         let mut f = fx();
-        n.mkdir(&p("/a/b/c"), true, false, &NewAttrs::default(), true, NOW, &mut f).unwrap();
-        n.create_file(&p("/x"), false, &NewAttrs::default(), true, NOW, &mut f).unwrap();
+        n.mkdir(
+            &p("/a/b/c"),
+            true,
+            false,
+            &NewAttrs::default(),
+            true,
+            NOW,
+            &mut f,
+        )
+        .unwrap();
+        n.create_file(&p("/x"), false, &NewAttrs::default(), true, NOW, &mut f)
+            .unwrap();
         assert!(matches!(
             n.rename(&p("/a"), &p("/a/b/c/d"), NOW, &mut f),
             Err(MasterError::InvalidArgument(_))
@@ -1028,7 +1182,16 @@ mod tests {
     fn delete_rules() {
         let mut n = ns();
         let mut f = fx();
-        n.mkdir(&p("/d/e"), true, false, &NewAttrs::default(), true, NOW, &mut f).unwrap();
+        n.mkdir(
+            &p("/d/e"),
+            true,
+            false,
+            &NewAttrs::default(),
+            true,
+            NOW,
+            &mut f,
+        )
+        .unwrap();
         assert!(matches!(
             n.delete(&p("/d"), false, false, &mut f),
             Err(MasterError::DirectoryNotEmpty(_))
@@ -1055,7 +1218,8 @@ mod tests {
             options: Default::default(),
             sync_interval_ms: -1,
         };
-        n.mount(m(2, "/ro", "file:///other", true), NOW, &mut f).unwrap();
+        n.mount(m(2, "/ro", "file:///other", true), NOW, &mut f)
+            .unwrap();
         assert!(matches!(
             n.mount(m(3, "/ro/x", "file:///third", false), NOW, &mut f),
             Err(MasterError::ReadOnly(_))
@@ -1068,24 +1232,40 @@ mod tests {
             n.create_file(&p("/ro/f"), false, &NewAttrs::default(), true, NOW, &mut f),
             Err(MasterError::ReadOnly(_))
         ));
-        assert!(matches!(n.delete(&p("/ro"), true, false, &mut f), Err(MasterError::MountConflict(_))));
+        assert!(matches!(
+            n.delete(&p("/ro"), true, false, &mut f),
+            Err(MasterError::MountConflict(_))
+        ));
         assert!(matches!(
             n.rename(&p("/ro"), &p("/ro2"), NOW, &mut f),
             Err(MasterError::MountConflict(_))
         ));
-        n.mkdir(&p("/full/x"), true, false, &NewAttrs::default(), true, NOW, &mut f).unwrap();
+        n.mkdir(
+            &p("/full/x"),
+            true,
+            false,
+            &NewAttrs::default(),
+            true,
+            NOW,
+            &mut f,
+        )
+        .unwrap();
         assert!(matches!(
             n.mount(m(4, "/full", "file:///fourth", false), NOW, &mut f),
             Err(MasterError::MountConflict(_))
         ));
-        n.create_file(&p("/w"), false, &NewAttrs::default(), true, NOW, &mut f).unwrap();
+        n.create_file(&p("/w"), false, &NewAttrs::default(), true, NOW, &mut f)
+            .unwrap();
         assert!(matches!(
             n.rename(&p("/w"), &p("/ro/w"), NOW, &mut f),
             Err(MasterError::InvalidArgument(_))
         ));
         n.unmount(&p("/ro"), &mut f).unwrap();
         assert!(n.lookup(&p("/ro")).is_none());
-        assert!(matches!(n.unmount(&p("/ro"), &mut f), Err(MasterError::NotFound(_))));
+        assert!(matches!(
+            n.unmount(&p("/ro"), &mut f),
+            Err(MasterError::NotFound(_))
+        ));
     }
 
     #[test]
@@ -1099,8 +1279,11 @@ mod tests {
             mtime_ms: 5,
             fingerprint: fp.into(),
         };
-        let id = n.merge_ufs_child(ROOT_ID, &st("f", false, "a"), NOW, &mut f).unwrap();
-        n.complete_file(&p("/f"), 1, false, "", NOW, &mut f).unwrap_err();
+        let id = n
+            .merge_ufs_child(ROOT_ID, &st("f", false, "a"), NOW, &mut f)
+            .unwrap();
+        n.complete_file(&p("/f"), 1, false, "", NOW, &mut f)
+            .unwrap_err();
         // A changed fingerprint refreshes the file and drops its cached blocks.
         let mut f = fx();
         let mut changed = st("f", false, "b");
@@ -1109,8 +1292,12 @@ mod tests {
         assert_eq!(f.dropped_blocks, vec![eddy_proto::block_id(id, 0)]);
         assert_eq!(n.get(id).unwrap().length, 200 << 20);
         // Eddy-only files are never replaced or dropped by a sync.
-        n.create_file(&p("/mine"), false, &NewAttrs::default(), true, NOW, &mut f).unwrap();
-        assert_eq!(n.merge_ufs_child(ROOT_ID, &st("mine", false, "z"), NOW, &mut f), None);
+        n.create_file(&p("/mine"), false, &NewAttrs::default(), true, NOW, &mut f)
+            .unwrap();
+        assert_eq!(
+            n.merge_ufs_child(ROOT_ID, &st("mine", false, "z"), NOW, &mut f),
+            None
+        );
         let listed: HashSet<&str> = HashSet::new();
         n.drop_unlisted(ROOT_ID, None, None, &listed, &mut f);
         assert!(n.lookup(&p("/f")).is_none(), "gone from the under-storage");
@@ -1122,7 +1309,15 @@ mod tests {
         let mut n = ns();
         let mut f = fx();
         for i in 0..25 {
-            n.create_file(&p(&format!("/f{i:02}")), false, &NewAttrs::default(), true, NOW, &mut f).unwrap();
+            n.create_file(
+                &p(&format!("/f{i:02}")),
+                false,
+                &NewAttrs::default(),
+                true,
+                NOW,
+                &mut f,
+            )
+            .unwrap();
         }
         let mut after = String::new();
         let mut seen = 0;
@@ -1140,8 +1335,18 @@ mod tests {
     #[test]
     fn load_rebuilds_the_tree() {
         let (mut n, mut f) = Namespace::new(root_mount("file:///u"), 1 << 20, NOW);
-        n.mkdir(&p("/a/b"), true, false, &NewAttrs::default(), true, NOW, &mut f).unwrap();
-        n.create_file(&p("/a/b/f"), false, &NewAttrs::default(), true, NOW, &mut f).unwrap();
+        n.mkdir(
+            &p("/a/b"),
+            true,
+            false,
+            &NewAttrs::default(),
+            true,
+            NOW,
+            &mut f,
+        )
+        .unwrap();
+        n.create_file(&p("/a/b/f"), false, &NewAttrs::default(), true, NOW, &mut f)
+            .unwrap();
         n.rename(&p("/a/b"), &p("/c"), NOW, &mut f).unwrap();
         // Replay the ops the way the metastore would store them.
         let mut inodes = HashMap::new();
@@ -1160,7 +1365,11 @@ mod tests {
                 MetaOp::SetNextId(x) => next_id = x,
             }
         }
-        let loaded = Loaded { inodes: inodes.into_values().collect(), mounts, next_id };
+        let loaded = Loaded {
+            inodes: inodes.into_values().collect(),
+            mounts,
+            next_id,
+        };
         let back = Namespace::load(loaded, 1 << 20).unwrap().unwrap();
         assert_eq!(back.inode_count(), n.inode_count());
         assert_eq!(back.lookup(&p("/c/f")), n.lookup(&p("/c/f")));

@@ -159,7 +159,9 @@ pub fn valid_name(name: &str) -> bool {
         && name != "."
         && name != ".."
         && name.len() <= MAX_NAME_BYTES
-        && !name.bytes().any(|b| b == b'/' || b == 0 || b == b'\n' || b == b'\r')
+        && !name
+            .bytes()
+            .any(|b| b == b'/' || b == 0 || b == b'\n' || b == b'\r')
 }
 
 #[cfg(test)]
@@ -202,7 +204,10 @@ mod tests {
         let p = EddyPath::parse("/a/b/c").unwrap();
         assert_eq!(p.name(), "c");
         assert_eq!(p.parent().unwrap().as_str(), "/a/b");
-        assert_eq!(EddyPath::parse("/a").unwrap().parent().unwrap(), EddyPath::root());
+        assert_eq!(
+            EddyPath::parse("/a").unwrap().parent().unwrap(),
+            EddyPath::root()
+        );
         assert!(EddyPath::root().parent().is_none());
         let ab = EddyPath::parse("/a/b").unwrap();
         assert!(p.starts_with(&ab));

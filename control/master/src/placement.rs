@@ -30,10 +30,16 @@ pub struct LocalFirst;
 
 impl PlacementPolicy for LocalFirst {
     fn choose(&self, candidates: &[Candidate], req: &PlacementRequest) -> Option<u64> {
-        let fits = candidates.iter().filter(|c| c.free_bytes >= req.bytes_needed);
+        let fits = candidates
+            .iter()
+            .filter(|c| c.free_bytes >= req.bytes_needed);
         let best = |it: &mut dyn Iterator<Item = &Candidate>| {
-            it.max_by(|a, b| a.free_bytes.cmp(&b.free_bytes).then(b.worker_id.cmp(&a.worker_id)))
-                .map(|c| c.worker_id)
+            it.max_by(|a, b| {
+                a.free_bytes
+                    .cmp(&b.free_bytes)
+                    .then(b.worker_id.cmp(&a.worker_id))
+            })
+            .map(|c| c.worker_id)
         };
         if !req.client_host.is_empty()
             && let Some(id) = best(&mut fits.clone().filter(|c| c.host == req.client_host))
@@ -72,23 +78,47 @@ mod tests {
     use super::*;
 
     fn c(id: u64, host: &str, free: u64) -> Candidate {
-        Candidate { worker_id: id, host: host.into(), free_bytes: free }
+        Candidate {
+            worker_id: id,
+            host: host.into(),
+            free_bytes: free,
+        }
     }
 
     fn req(host: &str, need: u64) -> PlacementRequest {
-        PlacementRequest { block_id: 77, client_host: host.into(), bytes_needed: need }
+        PlacementRequest {
+            block_id: 77,
+            client_host: host.into(),
+            bytes_needed: need,
+        }
     }
 
     #[test]
     fn local_first_prefers_the_clients_host() {
         let ws = [c(1, "a", 100), c(2, "b", 1000), c(3, "c", 500)];
         assert_eq!(LocalFirst.choose(&ws, &req("a", 10)), Some(1));
-        assert_eq!(LocalFirst.choose(&ws, &req("z", 10)), Some(2), "else most free");
-        assert_eq!(LocalFirst.choose(&ws, &req("a", 200)), Some(2), "a full local worker is skipped");
-        assert_eq!(LocalFirst.choose(&ws, &req("a", 2000)), None, "nothing fits");
+        assert_eq!(
+            LocalFirst.choose(&ws, &req("z", 10)),
+            Some(2),
+            "else most free"
+        );
+        assert_eq!(
+            LocalFirst.choose(&ws, &req("a", 200)),
+            Some(2),
+            "a full local worker is skipped"
+        );
+        assert_eq!(
+            LocalFirst.choose(&ws, &req("a", 2000)),
+            None,
+            "nothing fits"
+        );
         assert_eq!(LocalFirst.choose(&[], &req("a", 0)), None);
         let tie = [c(5, "x", 10), c(4, "y", 10)];
-        assert_eq!(LocalFirst.choose(&tie, &req("", 1)), Some(4), "ties go to the lowest id");
+        assert_eq!(
+            LocalFirst.choose(&tie, &req("", 1)),
+            Some(4),
+            "ties go to the lowest id"
+        );
     }
 
     #[test]
@@ -96,10 +126,17 @@ mod tests {
         let ws: Vec<_> = (1..=5).map(|i| c(i, "h", 0)).collect();
         let mut moved = 0;
         for block in 0..1000u64 {
-            let r = PlacementRequest { block_id: block, ..Default::default() };
+            let r = PlacementRequest {
+                block_id: block,
+                ..Default::default()
+            };
             let a = DeterministicHash.choose(&ws, &r).unwrap();
             let shuffled: Vec<_> = ws.iter().rev().cloned().collect();
-            assert_eq!(DeterministicHash.choose(&shuffled, &r), Some(a), "order does not matter");
+            assert_eq!(
+                DeterministicHash.choose(&shuffled, &r),
+                Some(a),
+                "order does not matter"
+            );
             // Removing worker 5 moves only the blocks that were on it.
             let b = DeterministicHash.choose(&ws[..4], &r).unwrap();
             if a != 5 {
@@ -108,6 +145,9 @@ mod tests {
                 moved += 1;
             }
         }
-        assert!((100..300).contains(&moved), "about a fifth of blocks lived on worker 5: {moved}");
+        assert!(
+            (100..300).contains(&moved),
+            "about a fifth of blocks lived on worker 5: {moved}"
+        );
     }
 }

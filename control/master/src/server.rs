@@ -38,7 +38,9 @@ impl RunningMaster {
         match self.task.await {
             Ok(Ok(())) => Ok(()),
             Ok(Err(e)) => Err(MasterError::Unsupported(format!("gRPC server failed: {e}"))),
-            Err(e) => Err(MasterError::Unsupported(format!("gRPC server task failed: {e}"))),
+            Err(e) => Err(MasterError::Unsupported(format!(
+                "gRPC server task failed: {e}"
+            ))),
         }
     }
 }
@@ -68,14 +70,17 @@ fn root_uri(raw: &str) -> Result<String> {
 
 /// Opens the metastore, recovers or creates the namespace, and starts serving.
 pub async fn start(cfg: MasterConfig) -> Result<RunningMaster> {
-    let addr: SocketAddr = cfg
-        .bind
-        .parse()
-        .map_err(|_| MasterError::InvalidArgument(format!("master bind address {:?} is not IP:PORT", cfg.bind)))?;
+    let addr: SocketAddr = cfg.bind.parse().map_err(|_| {
+        MasterError::InvalidArgument(format!("master bind address {:?} is not IP:PORT", cfg.bind))
+    })?;
     let (store, loaded) = Metastore::open(&cfg.metastore_dir)?;
     let ns = match Namespace::load(loaded, cfg.default_block_size)? {
         Some(ns) => {
-            tracing::info!("recovered {} inodes and {} mounts", ns.inode_count(), ns.mounts.len());
+            tracing::info!(
+                "recovered {} inodes and {} mounts",
+                ns.inode_count(),
+                ns.mounts.len()
+            );
             ns
         }
         None => {
@@ -118,7 +123,9 @@ pub async fn start(cfg: MasterConfig) -> Result<RunningMaster> {
     let incoming = tonic::transport::server::TcpIncoming::from(listener).with_nodelay(Some(true));
     let task = tokio::spawn(
         tonic::transport::Server::builder()
-            .add_service(pb::file_system_master_server::FileSystemMasterServer::new(rpc.clone()))
+            .add_service(pb::file_system_master_server::FileSystemMasterServer::new(
+                rpc.clone(),
+            ))
             .add_service(pb::block_master_server::BlockMasterServer::new(rpc.clone()))
             .add_service(pb::meta_master_server::MetaMasterServer::new(rpc))
             .serve_with_incoming_shutdown(incoming, async {

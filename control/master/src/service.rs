@@ -68,12 +68,18 @@ impl MasterState {
 
     /// Runs a mutation under the namespace write lock, submits its durable
     /// changes before releasing the lock, and answers once they are durable.
-    async fn mutate<T>(&self, f: impl FnOnce(&mut Namespace, &mut Effects) -> Result<T>) -> Result<T> {
+    async fn mutate<T>(
+        &self,
+        f: impl FnOnce(&mut Namespace, &mut Effects) -> Result<T>,
+    ) -> Result<T> {
         let mut fx = Effects::default();
         let (value, commit) = {
             let mut ns = self.ns.write();
             let value = f(&mut ns, &mut fx)?;
-            let dropped = (std::mem::take(&mut fx.dropped_blocks), std::mem::take(&mut fx.dropped_files));
+            let dropped = (
+                std::mem::take(&mut fx.dropped_blocks),
+                std::mem::take(&mut fx.dropped_files),
+            );
             let commit = (!fx.is_empty()).then(|| self.store.submit(fx.into_ops()));
             (value, (commit, dropped))
         };
@@ -140,7 +146,10 @@ impl MasterState {
                 if ino.flag(FLAG_MOUNT_POINT) || !Self::due(ino.synced_ms, interval, now) {
                     Plan::Done
                 } else {
-                    Plan::Recheck { id, parent: ino.parent }
+                    Plan::Recheck {
+                        id,
+                        parent: ino.parent,
+                    }
                 }
             } else if ino.is_dir() {
                 Plan::Load { from: id, depth }
@@ -246,7 +255,12 @@ impl MasterState {
                 Err(UfsError::NotFound(_)) | Err(UfsError::NotADirectory(_)) => {
                     // Gone (or now a file): the path sync sorts out which.
                     return self
-                        .sync_path(path, Some(&pb::SyncPolicy { interval_ms: Some(0) }))
+                        .sync_path(
+                            path,
+                            Some(&pb::SyncPolicy {
+                                interval_ms: Some(0),
+                            }),
+                        )
                         .await;
                 }
                 Err(e) => return Err(e.into()),
@@ -286,9 +300,16 @@ impl MasterState {
         (cached.saturating_mul(100) / ino.length) as u32
     }
 
-    fn status(ns: &Namespace, reg: Option<&Registry>, ino: &Inode, path: &EddyPath) -> pb::FileStatus {
+    fn status(
+        ns: &Namespace,
+        reg: Option<&Registry>,
+        ino: &Inode,
+        path: &EddyPath,
+    ) -> pb::FileStatus {
         let block_ids = if ino.flag(FLAG_COMPLETE) {
-            (0..ino.block_count()).map(|i| eddy_proto::block_id(ino.id, i)).collect()
+            (0..ino.block_count())
+                .map(|i| eddy_proto::block_id(ino.id, i))
+                .collect()
         } else {
             Vec::new()
         };
@@ -344,7 +365,10 @@ impl MasterState {
 
     fn invalid_blocks(&self, blocks: impl Iterator<Item = (u64, u64)>) -> HashSet<u64> {
         let ns = self.ns.read();
-        blocks.filter(|&(b, l)| !Self::block_valid(&ns, b, l)).map(|(b, _)| b).collect()
+        blocks
+            .filter(|&(b, l)| !Self::block_valid(&ns, b, l))
+            .map(|(b, _)| b)
+            .collect()
     }
 
     // ---- namespace operations ----
@@ -358,13 +382,18 @@ impl MasterState {
             ..Default::default()
         };
         self.load_parent(&path).await?;
-        let exists = self.ns.read().check_mkdir(&path, r.recursive, r.allow_exists, &attrs)?;
+        let exists = self
+            .ns
+            .read()
+            .check_mkdir(&path, r.recursive, r.allow_exists, &attrs)?;
         if exists.is_none() {
             let (mount, key) = self.ufs_target(&path);
             self.ufs(&mount).await?.mkdir(&key).await?;
             let now = now_ms();
-            self.mutate(|ns, fx| ns.mkdir(&path, r.recursive, r.allow_exists, &attrs, true, now, fx))
-                .await?;
+            self.mutate(|ns, fx| {
+                ns.mkdir(&path, r.recursive, r.allow_exists, &attrs, true, now, fx)
+            })
+            .await?;
         }
         self.status_of(&path)
     }
@@ -392,7 +421,10 @@ impl MasterState {
             ttl_action: pb::TtlAction::try_from(r.ttl_action).unwrap_or_default(),
         };
         if r.ttl_ms < -1 {
-            return Err(MasterError::InvalidArgument(format!("ttl {} ms is negative", r.ttl_ms)));
+            return Err(MasterError::InvalidArgument(format!(
+                "ttl {} ms is negative",
+                r.ttl_ms
+            )));
         }
         self.load_parent(&path).await?;
         let missing = {
@@ -414,8 +446,10 @@ impl MasterState {
     pub async fn complete_file(&self, r: pb::CompleteFileRequest) -> Result<pb::FileStatus> {
         let path = EddyPath::parse_bytes(&r.path)?;
         let now = now_ms();
-        self.mutate(|ns, fx| ns.complete_file(&path, r.length, r.persisted, &r.ufs_fingerprint, now, fx))
-            .await?;
+        self.mutate(|ns, fx| {
+            ns.complete_file(&path, r.length, r.persisted, &r.ufs_fingerprint, now, fx)
+        })
+        .await?;
         self.status_of(&path)
     }
 
@@ -453,7 +487,11 @@ impl MasterState {
             .into_iter()
             .map(|cid| {
                 let ino = ns.get(cid).expect("listed");
-                let p = if is_dir { path.join(&ino.name) } else { path.clone() };
+                let p = if is_dir {
+                    path.join(&ino.name)
+                } else {
+                    path.clone()
+                };
                 Self::status(&ns, Some(&reg), ino, &p)
             })
             .collect();
@@ -502,7 +540,10 @@ impl MasterState {
             // Emptiness must count what the under-storage holds, too.
             self.sync_listing(&path, None).await?;
         }
-        let (_, persisted) = self.ns.read().check_delete(&path, r.recursive, r.eddy_only)?;
+        let (_, persisted) = self
+            .ns
+            .read()
+            .check_delete(&path, r.recursive, r.eddy_only)?;
         if persisted && !r.eddy_only {
             let (mount, key) = self.ufs_target(&path);
             match self.ufs(&mount).await?.delete(&key, r.recursive).await {
@@ -513,7 +554,8 @@ impl MasterState {
                 Err(e) => return Err(e.into()),
             }
         }
-        self.mutate(|ns, fx| ns.delete(&path, r.recursive, r.eddy_only, fx)).await
+        self.mutate(|ns, fx| ns.delete(&path, r.recursive, r.eddy_only, fx))
+            .await
     }
 
     pub async fn set_attribute(&self, r: pb::SetAttributeRequest) -> Result<pb::FileStatus> {
@@ -525,19 +567,23 @@ impl MasterState {
             group: r.group,
             pinned: r.pinned,
             ttl_ms: r.ttl_ms,
-            ttl_action: (r.ttl_action != 0).then(|| pb::TtlAction::try_from(r.ttl_action).unwrap_or_default()),
+            ttl_action: (r.ttl_action != 0)
+                .then(|| pb::TtlAction::try_from(r.ttl_action).unwrap_or_default()),
             replication_min: r.replication_min,
             replication_max: r.replication_max,
             recursive: r.recursive,
         };
-        self.mutate(|ns, fx| ns.set_attribute(&path, &ch, fx)).await?;
+        self.mutate(|ns, fx| ns.set_attribute(&path, &ch, fx))
+            .await?;
         self.status_of(&path)
     }
 
     pub async fn mount(&self, r: pb::MountRequest) -> Result<()> {
         let path = EddyPath::parse_bytes(&r.path)?;
         if r.ufs_uri.is_empty() {
-            return Err(MasterError::InvalidArgument("a mount needs an under-storage URI".into()));
+            return Err(MasterError::InvalidArgument(
+                "a mount needs an under-storage URI".into(),
+            ));
         }
         let sync_interval_ms = r.sync_interval_ms.unwrap_or(SYNC_NEVER);
         if sync_interval_ms < -1 {
@@ -596,7 +642,10 @@ impl MasterState {
             .collect()
     }
 
-    pub async fn get_file_blocks(&self, r: pb::GetFileBlocksRequest) -> Result<pb::GetFileBlocksResponse> {
+    pub async fn get_file_blocks(
+        &self,
+        r: pb::GetFileBlocksRequest,
+    ) -> Result<pb::GetFileBlocksResponse> {
         let path = EddyPath::parse_bytes(&r.path)?;
         self.sync_path(&path, None).await?;
         let ns = self.ns.read();
@@ -642,10 +691,13 @@ impl MasterState {
 
     // ---- workers ----
 
-    pub fn register_worker(&self, r: pb::RegisterWorkerRequest) -> Result<pb::RegisterWorkerResponse> {
-        let address = r
-            .address
-            .ok_or_else(|| MasterError::InvalidArgument("register needs the worker's address".into()))?;
+    pub fn register_worker(
+        &self,
+        r: pb::RegisterWorkerRequest,
+    ) -> Result<pb::RegisterWorkerResponse> {
+        let address = r.address.ok_or_else(|| {
+            MasterError::InvalidArgument("register needs the worker's address".into())
+        })?;
         let invalid = self.invalid_blocks(r.blocks.iter().map(|b| (b.block_id, b.length)));
         let id = self.reg.lock().register(
             address,
@@ -687,7 +739,9 @@ impl MasterState {
                 )));
             }
         }
-        self.reg.lock().commit_block(r.worker_id, r.block_id, r.length, &r.tier)
+        self.reg
+            .lock()
+            .commit_block(r.worker_id, r.block_id, r.length, &r.tier)
     }
 
     pub fn select_worker(&self, r: pb::SelectWorkerRequest) -> Result<pb::SelectWorkerResponse> {
@@ -790,19 +844,30 @@ type Rpc<T> = std::result::Result<Response<T>, Status>;
 impl pb::file_system_master_server::FileSystemMaster for MasterRpc {
     async fn mkdir(&self, r: Request<pb::MkdirRequest>) -> Rpc<pb::MkdirResponse> {
         let status = self.0.mkdir(r.into_inner()).await?;
-        Ok(Response::new(pb::MkdirResponse { status: Some(status) }))
+        Ok(Response::new(pb::MkdirResponse {
+            status: Some(status),
+        }))
     }
     async fn create_file(&self, r: Request<pb::CreateFileRequest>) -> Rpc<pb::CreateFileResponse> {
         let status = self.0.create_file(r.into_inner()).await?;
-        Ok(Response::new(pb::CreateFileResponse { status: Some(status) }))
+        Ok(Response::new(pb::CreateFileResponse {
+            status: Some(status),
+        }))
     }
-    async fn complete_file(&self, r: Request<pb::CompleteFileRequest>) -> Rpc<pb::CompleteFileResponse> {
+    async fn complete_file(
+        &self,
+        r: Request<pb::CompleteFileRequest>,
+    ) -> Rpc<pb::CompleteFileResponse> {
         let status = self.0.complete_file(r.into_inner()).await?;
-        Ok(Response::new(pb::CompleteFileResponse { status: Some(status) }))
+        Ok(Response::new(pb::CompleteFileResponse {
+            status: Some(status),
+        }))
     }
     async fn get_status(&self, r: Request<pb::GetStatusRequest>) -> Rpc<pb::GetStatusResponse> {
         let status = self.0.get_status(r.into_inner()).await?;
-        Ok(Response::new(pb::GetStatusResponse { status: Some(status) }))
+        Ok(Response::new(pb::GetStatusResponse {
+            status: Some(status),
+        }))
     }
     async fn exists(&self, r: Request<pb::ExistsRequest>) -> Rpc<pb::ExistsResponse> {
         let exists = self.0.exists(r.into_inner()).await?;
@@ -819,9 +884,14 @@ impl pb::file_system_master_server::FileSystemMaster for MasterRpc {
         self.0.delete(r.into_inner()).await?;
         Ok(Response::new(pb::DeleteResponse {}))
     }
-    async fn set_attribute(&self, r: Request<pb::SetAttributeRequest>) -> Rpc<pb::SetAttributeResponse> {
+    async fn set_attribute(
+        &self,
+        r: Request<pb::SetAttributeRequest>,
+    ) -> Rpc<pb::SetAttributeResponse> {
         let status = self.0.set_attribute(r.into_inner()).await?;
-        Ok(Response::new(pb::SetAttributeResponse { status: Some(status) }))
+        Ok(Response::new(pb::SetAttributeResponse {
+            status: Some(status),
+        }))
     }
     async fn mount(&self, r: Request<pb::MountRequest>) -> Rpc<pb::MountResponse> {
         self.0.mount(r.into_inner()).await?;
@@ -832,34 +902,51 @@ impl pb::file_system_master_server::FileSystemMaster for MasterRpc {
         Ok(Response::new(pb::UnmountResponse {}))
     }
     async fn list_mounts(&self, _: Request<pb::ListMountsRequest>) -> Rpc<pb::ListMountsResponse> {
-        Ok(Response::new(pb::ListMountsResponse { mounts: self.0.list_mounts() }))
+        Ok(Response::new(pb::ListMountsResponse {
+            mounts: self.0.list_mounts(),
+        }))
     }
-    async fn get_file_blocks(&self, r: Request<pb::GetFileBlocksRequest>) -> Rpc<pb::GetFileBlocksResponse> {
+    async fn get_file_blocks(
+        &self,
+        r: Request<pb::GetFileBlocksRequest>,
+    ) -> Rpc<pb::GetFileBlocksResponse> {
         Ok(Response::new(self.0.get_file_blocks(r.into_inner()).await?))
     }
 }
 
 #[tonic::async_trait]
 impl pb::block_master_server::BlockMaster for MasterRpc {
-    async fn register_worker(&self, r: Request<pb::RegisterWorkerRequest>) -> Rpc<pb::RegisterWorkerResponse> {
+    async fn register_worker(
+        &self,
+        r: Request<pb::RegisterWorkerRequest>,
+    ) -> Rpc<pb::RegisterWorkerResponse> {
         Ok(Response::new(self.0.register_worker(r.into_inner())?))
     }
     async fn heartbeat(&self, r: Request<pb::HeartbeatRequest>) -> Rpc<pb::HeartbeatResponse> {
         let commands = self.0.heartbeat(r.into_inner())?;
         Ok(Response::new(pb::HeartbeatResponse { commands }))
     }
-    async fn commit_block(&self, r: Request<pb::CommitBlockRequest>) -> Rpc<pb::CommitBlockResponse> {
+    async fn commit_block(
+        &self,
+        r: Request<pb::CommitBlockRequest>,
+    ) -> Rpc<pb::CommitBlockResponse> {
         self.0.commit_block(r.into_inner())?;
         Ok(Response::new(pb::CommitBlockResponse {}))
     }
-    async fn select_worker(&self, r: Request<pb::SelectWorkerRequest>) -> Rpc<pb::SelectWorkerResponse> {
+    async fn select_worker(
+        &self,
+        r: Request<pb::SelectWorkerRequest>,
+    ) -> Rpc<pb::SelectWorkerResponse> {
         Ok(Response::new(self.0.select_worker(r.into_inner())?))
     }
 }
 
 #[tonic::async_trait]
 impl pb::meta_master_server::MetaMaster for MasterRpc {
-    async fn get_cluster_info(&self, _: Request<pb::GetClusterInfoRequest>) -> Rpc<pb::GetClusterInfoResponse> {
+    async fn get_cluster_info(
+        &self,
+        _: Request<pb::GetClusterInfoRequest>,
+    ) -> Rpc<pb::GetClusterInfoResponse> {
         Ok(Response::new(self.0.cluster_info()))
     }
 }

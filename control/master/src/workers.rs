@@ -23,7 +23,10 @@ pub struct Worker {
 
 impl Worker {
     pub fn free_bytes(&self) -> u64 {
-        self.tiers.iter().map(|t| t.capacity_bytes.saturating_sub(t.used_bytes)).sum()
+        self.tiers
+            .iter()
+            .map(|t| t.capacity_bytes.saturating_sub(t.used_bytes))
+            .sum()
     }
 }
 
@@ -55,7 +58,8 @@ impl Registry {
         now_mono: u64,
         now_ms: i64,
     ) -> Result<u64> {
-        if address.host.is_empty() || address.data_port == 0 || address.data_port > u16::MAX as u32 {
+        if address.host.is_empty() || address.data_port == 0 || address.data_port > u16::MAX as u32
+        {
             return Err(MasterError::InvalidArgument(
                 "a worker must register with a host and a data port in 1..=65535".into(),
             ));
@@ -156,9 +160,11 @@ impl Registry {
         let mut cmds = Vec::new();
         if !removals.is_empty() {
             cmds.push(pb::WorkerCommand {
-                command: Some(pb::worker_command::Command::RemoveBlocks(pb::RemoveBlocks {
-                    block_ids: removals,
-                })),
+                command: Some(pb::worker_command::Command::RemoveBlocks(
+                    pb::RemoveBlocks {
+                        block_ids: removals,
+                    },
+                )),
             });
         }
         Ok(cmds)
@@ -272,32 +278,67 @@ mod tests {
     use super::*;
 
     fn addr(host: &str, port: u32) -> pb::WorkerAddress {
-        pb::WorkerAddress { host: host.into(), rpc_port: 0, data_port: port, domain_socket: String::new() }
+        pb::WorkerAddress {
+            host: host.into(),
+            rpc_port: 0,
+            data_port: port,
+            domain_socket: String::new(),
+        }
     }
 
     fn rep(b: u64) -> pb::BlockReport {
-        pb::BlockReport { block_id: b, length: 10, tier: "MEM".into() }
+        pb::BlockReport {
+            block_id: b,
+            length: 10,
+            tier: "MEM".into(),
+        }
     }
 
     #[test]
     fn register_heartbeat_lose_and_return() {
         let mut r = Registry::default();
         let all = |_: u64, _: u64| true;
-        let id = r.register(addr("h", 1), vec![], &[rep(100), rep(101)], all, 0, 0).unwrap();
+        let id = r
+            .register(addr("h", 1), vec![], &[rep(100), rep(101)], all, 0, 0)
+            .unwrap();
         assert_eq!(r.block(100).unwrap().workers, vec![id]);
-        let hb = pb::HeartbeatRequest { worker_id: id, removed_blocks: vec![100], added_blocks: vec![rep(102)], ..Default::default() };
+        let hb = pb::HeartbeatRequest {
+            worker_id: id,
+            removed_blocks: vec![100],
+            added_blocks: vec![rep(102)],
+            ..Default::default()
+        };
         assert!(r.heartbeat(&hb, all, 500).unwrap().is_empty());
         assert!(r.block(100).is_none());
         assert!(r.block(102).is_some());
-        assert_eq!(r.expire(1_000, 1_000), Vec::<u64>::new(), "heard from 500 ms ago");
+        assert_eq!(
+            r.expire(1_000, 1_000),
+            Vec::<u64>::new(),
+            "heard from 500 ms ago"
+        );
         assert_eq!(r.expire(2_000, 1_000), vec![id]);
-        assert!(r.block(101).is_none(), "a lost worker's locations are dropped");
-        assert!(matches!(r.heartbeat(&hb, all, 2_001), Err(MasterError::UnknownWorker(_))));
+        assert!(
+            r.block(101).is_none(),
+            "a lost worker's locations are dropped"
+        );
         assert!(matches!(
-            r.heartbeat(&pb::HeartbeatRequest { worker_id: 999, ..Default::default() }, all, 0),
+            r.heartbeat(&hb, all, 2_001),
+            Err(MasterError::UnknownWorker(_))
+        ));
+        assert!(matches!(
+            r.heartbeat(
+                &pb::HeartbeatRequest {
+                    worker_id: 999,
+                    ..Default::default()
+                },
+                all,
+                0
+            ),
             Err(MasterError::UnknownWorker(999))
         ));
-        let again = r.register(addr("h", 1), vec![], &[rep(101)], all, 2_002, 0).unwrap();
+        let again = r
+            .register(addr("h", 1), vec![], &[rep(101)], all, 2_002, 0)
+            .unwrap();
         assert_eq!(again, id, "same address, same id");
         assert_eq!(r.block(101).unwrap().workers, vec![id]);
     }
@@ -305,21 +346,52 @@ mod tests {
     #[test]
     fn stale_blocks_become_remove_commands() {
         let mut r = Registry::default();
-        let id = r.register(addr("h", 1), vec![], &[rep(1), rep(2)], |b, _| b != 2, 0, 0).unwrap();
+        let id = r
+            .register(addr("h", 1), vec![], &[rep(1), rep(2)], |b, _| b != 2, 0, 0)
+            .unwrap();
         r.commit_block(id, 3, 10, "MEM").unwrap();
         r.drop_blocks([3]);
-        let cmds = r.heartbeat(&pb::HeartbeatRequest { worker_id: id, ..Default::default() }, |_, _| true, 1).unwrap();
-        let Some(pb::worker_command::Command::RemoveBlocks(rb)) = &cmds[0].command else { panic!() };
+        let cmds = r
+            .heartbeat(
+                &pb::HeartbeatRequest {
+                    worker_id: id,
+                    ..Default::default()
+                },
+                |_, _| true,
+                1,
+            )
+            .unwrap();
+        let Some(pb::worker_command::Command::RemoveBlocks(rb)) = &cmds[0].command else {
+            panic!()
+        };
         let mut ids = rb.block_ids.clone();
         ids.sort();
         assert_eq!(ids, vec![2, 3]);
-        assert!(r.heartbeat(&pb::HeartbeatRequest { worker_id: id, ..Default::default() }, |_, _| true, 2).unwrap().is_empty(), "commands are sent once");
+        assert!(
+            r.heartbeat(
+                &pb::HeartbeatRequest {
+                    worker_id: id,
+                    ..Default::default()
+                },
+                |_, _| true,
+                2
+            )
+            .unwrap()
+            .is_empty(),
+            "commands are sent once"
+        );
     }
 
     #[test]
     fn bad_registration_is_refused() {
         let mut r = Registry::default();
-        assert!(r.register(addr("", 1), vec![], &[], |_, _| true, 0, 0).is_err());
-        assert!(r.register(addr("h", 70_000), vec![], &[], |_, _| true, 0, 0).is_err());
+        assert!(
+            r.register(addr("", 1), vec![], &[], |_, _| true, 0, 0)
+                .is_err()
+        );
+        assert!(
+            r.register(addr("h", 70_000), vec![], &[], |_, _| true, 0, 0)
+                .is_err()
+        );
     }
 }

@@ -6,7 +6,7 @@
 
 mod error;
 
-pub use error::{EddyCode, RpcError, CODE_METADATA_KEY};
+pub use error::{CODE_METADATA_KEY, EddyCode, RpcError};
 
 /// Generated protobuf messages and gRPC services (package `eddy.v1`).
 #[allow(clippy::all, missing_docs)]

@@ -128,7 +128,11 @@ impl MasterClient {
         Ok(r.into_inner().status.unwrap_or_default())
     }
 
-    pub async fn stat_synced(&self, path: impl AsRef<[u8]>, interval_ms: i64) -> Result<pb::FileStatus> {
+    pub async fn stat_synced(
+        &self,
+        path: impl AsRef<[u8]>,
+        interval_ms: i64,
+    ) -> Result<pb::FileStatus> {
         let r = self
             .fs
             .clone()
@@ -169,7 +173,9 @@ impl MasterClient {
                 path: path_bytes(path),
                 start_after: start_after.to_vec(),
                 limit,
-                sync: sync_interval_ms.map(|i| pb::SyncPolicy { interval_ms: Some(i) }),
+                sync: sync_interval_ms.map(|i| pb::SyncPolicy {
+                    interval_ms: Some(i),
+                }),
             })
             .await?
             .into_inner();
@@ -218,7 +224,11 @@ impl MasterClient {
         Ok(r.into_inner().status.unwrap_or_default())
     }
 
-    pub async fn create_file(&self, path: impl AsRef<[u8]>, o: &CreateOptions) -> Result<pb::FileStatus> {
+    pub async fn create_file(
+        &self,
+        path: impl AsRef<[u8]>,
+        o: &CreateOptions,
+    ) -> Result<pb::FileStatus> {
         let r = self
             .fs
             .clone()
@@ -236,7 +246,12 @@ impl MasterClient {
         Ok(r.into_inner().status.unwrap_or_default())
     }
 
-    pub async fn complete_file(&self, path: impl AsRef<[u8]>, length: u64, persisted: bool) -> Result<pb::FileStatus> {
+    pub async fn complete_file(
+        &self,
+        path: impl AsRef<[u8]>,
+        length: u64,
+        persisted: bool,
+    ) -> Result<pb::FileStatus> {
         let r = self
             .fs
             .clone()
@@ -302,7 +317,9 @@ impl MasterClient {
     pub async fn unmount(&self, path: impl AsRef<[u8]>) -> Result<()> {
         self.fs
             .clone()
-            .unmount(pb::UnmountRequest { path: path_bytes(path) })
+            .unmount(pb::UnmountRequest {
+                path: path_bytes(path),
+            })
             .await?;
         Ok(())
     }
@@ -321,7 +338,9 @@ impl MasterClient {
         Ok(self
             .fs
             .clone()
-            .get_file_blocks(pb::GetFileBlocksRequest { path: path_bytes(path) })
+            .get_file_blocks(pb::GetFileBlocksRequest {
+                path: path_bytes(path),
+            })
             .await?
             .into_inner())
     }

@@ -27,7 +27,10 @@ pub async fn run_all(ufs: &dyn UnderFileSystem) {
 
 pub async fn write_then_read(ufs: &dyn UnderFileSystem) {
     let data = Bytes::from((0..100_000u32).map(|i| (i % 251) as u8).collect::<Vec<_>>());
-    let st = ufs.write(&p("c1/dir/file.bin"), data.clone()).await.unwrap();
+    let st = ufs
+        .write(&p("c1/dir/file.bin"), data.clone())
+        .await
+        .unwrap();
     assert_eq!(st.length, data.len() as u64, "write returns the new length");
     assert!(!st.is_dir);
     let back = ufs.read(&p("c1/dir/file.bin"), 0..u64::MAX).await.unwrap();
@@ -39,39 +42,60 @@ pub async fn write_then_read(ufs: &dyn UnderFileSystem) {
     let back = ufs.read(&p("c1/dir/file.bin"), 0..u64::MAX).await.unwrap();
     assert_eq!(&back[..], b"short", "write replaces the object");
     let parent = ufs.stat(&p("c1/dir")).await.unwrap();
-    assert!(parent.is_dir, "write makes the parent visible as a directory");
+    assert!(
+        parent.is_dir,
+        "write makes the parent visible as a directory"
+    );
 }
 
 pub async fn ranged_reads(ufs: &dyn UnderFileSystem) {
     let data = Bytes::from((0..10_000u32).map(|i| (i % 199) as u8).collect::<Vec<_>>());
     ufs.write(&p("c2/r"), data.clone()).await.unwrap();
-    assert_eq!(ufs.read(&p("c2/r"), 100..200).await.unwrap(), data.slice(100..200));
+    assert_eq!(
+        ufs.read(&p("c2/r"), 100..200).await.unwrap(),
+        data.slice(100..200)
+    );
     assert_eq!(
         ufs.read(&p("c2/r"), 9_990..20_000).await.unwrap(),
         data.slice(9_990..),
         "a range past the end is cut at the end"
     );
     assert!(
-        ufs.read(&p("c2/r"), 20_000..30_000).await.unwrap().is_empty(),
+        ufs.read(&p("c2/r"), 20_000..30_000)
+            .await
+            .unwrap()
+            .is_empty(),
         "a range wholly past the end is empty"
     );
 }
 
 pub async fn stat_and_fingerprint(ufs: &dyn UnderFileSystem) {
-    let a = ufs.write(&p("c3/f"), Bytes::from_static(b"one")).await.unwrap();
+    let a = ufs
+        .write(&p("c3/f"), Bytes::from_static(b"one"))
+        .await
+        .unwrap();
     let s = ufs.stat(&p("c3/f")).await.unwrap();
     assert_eq!(s.name, "f");
     assert_eq!(s.length, 3);
     assert_eq!(s.fingerprint, a.fingerprint, "stat agrees with write");
     assert!(!s.fingerprint.is_empty(), "files have a fingerprint");
-    let b = ufs.write(&p("c3/f"), Bytes::from_static(b"three")).await.unwrap();
-    assert_ne!(a.fingerprint, b.fingerprint, "a changed file changes its fingerprint");
+    let b = ufs
+        .write(&p("c3/f"), Bytes::from_static(b"three"))
+        .await
+        .unwrap();
+    assert_ne!(
+        a.fingerprint, b.fingerprint,
+        "a changed file changes its fingerprint"
+    );
     let root = ufs.stat(&UfsPath::root()).await.unwrap();
     assert!(root.is_dir, "the root is a directory");
 }
 
 pub async fn missing_paths(ufs: &dyn UnderFileSystem) {
-    assert!(matches!(ufs.stat(&p("nope/x")).await, Err(UfsError::NotFound(_))));
+    assert!(matches!(
+        ufs.stat(&p("nope/x")).await,
+        Err(UfsError::NotFound(_))
+    ));
     assert!(matches!(
         ufs.read(&p("nope/x"), 0..10).await,
         Err(UfsError::NotFound(_))
@@ -100,7 +124,10 @@ pub async fn list_paginates_in_order(ufs: &dyn UnderFileSystem) {
     let mut pages = 0;
     loop {
         let page = ufs.list(&p("c5"), after.as_deref(), 7).await.unwrap();
-        assert!(page.entries.len() <= 7, "a page holds at most `limit` entries");
+        assert!(
+            page.entries.len() <= 7,
+            "a page holds at most `limit` entries"
+        );
         seen.extend(page.entries.iter().map(|e| (e.name.clone(), e.is_dir)));
         pages += 1;
         assert!(pages < 100, "listing terminates");
@@ -111,7 +138,10 @@ pub async fn list_paginates_in_order(ufs: &dyn UnderFileSystem) {
     }
     let names: Vec<_> = seen.iter().map(|(n, _)| n.clone()).collect();
     assert_eq!(names, expected, "every entry once, sorted");
-    assert!(seen.iter().any(|(n, d)| n == "sub" && *d), "directories are marked");
+    assert!(
+        seen.iter().any(|(n, d)| n == "sub" && *d),
+        "directories are marked"
+    );
     assert!(matches!(
         ufs.list(&p("c5/f000"), None, 10).await,
         Err(UfsError::NotADirectory(_))
@@ -122,33 +152,58 @@ pub async fn mkdir_and_delete(ufs: &dyn UnderFileSystem) {
     ufs.mkdir(&p("c6/a/b")).await.unwrap();
     ufs.mkdir(&p("c6/a/b")).await.unwrap(); // existing directory is fine
     assert!(ufs.stat(&p("c6/a")).await.unwrap().is_dir);
-    ufs.write(&p("c6/a/b/f"), Bytes::from_static(b"x")).await.unwrap();
+    ufs.write(&p("c6/a/b/f"), Bytes::from_static(b"x"))
+        .await
+        .unwrap();
     if ufs.capabilities().real_directories {
         assert!(
             ufs.delete(&p("c6/a"), false).await.is_err(),
             "a non-empty directory needs `recursive`"
         );
-        assert!(ufs.stat(&p("c6/a/b/f")).await.is_ok(), "a refused delete removes nothing");
+        assert!(
+            ufs.stat(&p("c6/a/b/f")).await.is_ok(),
+            "a refused delete removes nothing"
+        );
     }
     ufs.delete(&p("c6/a"), true).await.unwrap();
-    assert!(matches!(ufs.stat(&p("c6/a/b/f")).await, Err(UfsError::NotFound(_))));
-    assert!(matches!(ufs.stat(&p("c6/a")).await, Err(UfsError::NotFound(_))));
-    ufs.write(&p("c6/file"), Bytes::from_static(b"x")).await.unwrap();
+    assert!(matches!(
+        ufs.stat(&p("c6/a/b/f")).await,
+        Err(UfsError::NotFound(_))
+    ));
+    assert!(matches!(
+        ufs.stat(&p("c6/a")).await,
+        Err(UfsError::NotFound(_))
+    ));
+    ufs.write(&p("c6/file"), Bytes::from_static(b"x"))
+        .await
+        .unwrap();
     ufs.delete(&p("c6/file"), false).await.unwrap();
-    assert!(matches!(ufs.stat(&p("c6/file")).await, Err(UfsError::NotFound(_))));
+    assert!(matches!(
+        ufs.stat(&p("c6/file")).await,
+        Err(UfsError::NotFound(_))
+    ));
 }
 
 pub async fn rename_moves(ufs: &dyn UnderFileSystem) {
-    ufs.write(&p("c7/src"), Bytes::from_static(b"payload")).await.unwrap();
+    ufs.write(&p("c7/src"), Bytes::from_static(b"payload"))
+        .await
+        .unwrap();
     ufs.rename(&p("c7/src"), &p("c7/moved/dst")).await.unwrap();
-    assert!(matches!(ufs.stat(&p("c7/src")).await, Err(UfsError::NotFound(_))));
+    assert!(matches!(
+        ufs.stat(&p("c7/src")).await,
+        Err(UfsError::NotFound(_))
+    ));
     assert_eq!(
         &ufs.read(&p("c7/moved/dst"), 0..100).await.unwrap()[..],
         b"payload"
     );
-    ufs.write(&p("c7/other"), Bytes::from_static(b"o")).await.unwrap();
+    ufs.write(&p("c7/other"), Bytes::from_static(b"o"))
+        .await
+        .unwrap();
     assert!(
-        ufs.rename(&p("c7/other"), &p("c7/moved/dst")).await.is_err(),
+        ufs.rename(&p("c7/other"), &p("c7/moved/dst"))
+            .await
+            .is_err(),
         "rename never overwrites"
     );
     assert_eq!(
@@ -157,7 +212,9 @@ pub async fn rename_moves(ufs: &dyn UnderFileSystem) {
         "a refused rename changes nothing"
     );
     // Directories move with their contents.
-    ufs.write(&p("c7/d/x"), Bytes::from_static(b"1")).await.unwrap();
+    ufs.write(&p("c7/d/x"), Bytes::from_static(b"1"))
+        .await
+        .unwrap();
     ufs.rename(&p("c7/d"), &p("c7/e")).await.unwrap();
     assert_eq!(&ufs.read(&p("c7/e/x"), 0..10).await.unwrap()[..], b"1");
 }

@@ -97,8 +97,12 @@ pub trait UnderFileSystem: Send + Sync + Debug {
 
     /// One page of the direct children of directory `dir`, names sorted
     /// bytewise, starting strictly after `start_after`, at most `limit` (>= 1).
-    async fn list(&self, dir: &UfsPath, start_after: Option<&str>, limit: usize)
-    -> Result<ListPage>;
+    async fn list(
+        &self,
+        dir: &UfsPath,
+        start_after: Option<&str>,
+        limit: usize,
+    ) -> Result<ListPage>;
 
     /// Bytes `range` of file `path`; a range past the end is cut at the end.
     async fn read(&self, path: &UfsPath, range: Range<u64>) -> Result<Bytes>;
@@ -120,7 +124,10 @@ pub trait UnderFileSystem: Send + Sync + Debug {
 
 /// Opens the under-storage named by `uri`. Supported now: `file:///abs/dir`
 /// and a bare absolute path. The root must exist and be a directory.
-pub async fn open(uri: &str, options: &BTreeMap<String, String>) -> Result<Arc<dyn UnderFileSystem>> {
+pub async fn open(
+    uri: &str,
+    options: &BTreeMap<String, String>,
+) -> Result<Arc<dyn UnderFileSystem>> {
     let _ = options; // Local storage takes no options; object stores will.
     if let Some(rest) = uri.strip_prefix("file://") {
         return Ok(Arc::new(LocalUfs::open(rest).await?));

@@ -102,7 +102,10 @@ impl LocalUfs {
 }
 
 fn status_of(name: &str, m: &std::fs::Metadata) -> UfsStatus {
-    let mtime = m.modified().ok().and_then(|t| t.duration_since(UNIX_EPOCH).ok());
+    let mtime = m
+        .modified()
+        .ok()
+        .and_then(|t| t.duration_since(UNIX_EPOCH).ok());
     let mtime_ns = mtime.map(|d| d.as_nanos()).unwrap_or(0);
     let is_dir = m.is_dir();
     UfsStatus {

@@ -17,9 +17,22 @@ async fn open_rejects_missing_root_and_unknown_schemes() {
     let err = eddy_ufs::open(missing.to_str().unwrap(), &BTreeMap::new())
         .await
         .unwrap_err();
-    assert!(matches!(err, eddy_ufs::UfsError::Unavailable { .. }), "{err}");
-    let err = eddy_ufs::open("gopher://x/y", &BTreeMap::new()).await.unwrap_err();
-    assert!(matches!(err, eddy_ufs::UfsError::InvalidUri { .. }), "{err}");
-    let err = eddy_ufs::open("relative/dir", &BTreeMap::new()).await.unwrap_err();
-    assert!(matches!(err, eddy_ufs::UfsError::InvalidUri { .. }), "{err}");
+    assert!(
+        matches!(err, eddy_ufs::UfsError::Unavailable { .. }),
+        "{err}"
+    );
+    let err = eddy_ufs::open("gopher://x/y", &BTreeMap::new())
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(err, eddy_ufs::UfsError::InvalidUri { .. }),
+        "{err}"
+    );
+    let err = eddy_ufs::open("relative/dir", &BTreeMap::new())
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(err, eddy_ufs::UfsError::InvalidUri { .. }),
+        "{err}"
+    );
 }

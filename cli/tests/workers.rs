@@ -1,0 +1,285 @@
+//! Worker registration, heartbeats, lost workers and block locations, driven
+//! through the real BlockMaster gRPC service.
+
+mod common;
+
+use std::time::{Duration, Instant};
+
+use common::MasterProc;
+use eddy_client::{CreateOptions, EddyCode, RpcError, pb};
+
+fn addr(host: &str, port: u32) -> pb::WorkerAddress {
+    pb::WorkerAddress {
+        host: host.into(),
+        rpc_port: 0,
+        data_port: port,
+        domain_socket: "/tmp/w.sock".into(),
+    }
+}
+
+fn mem(cap: u64, used: u64) -> Vec<pb::TierUsage> {
+    vec![pb::TierUsage {
+        tier: "MEM".into(),
+        capacity_bytes: cap,
+        used_bytes: used,
+    }]
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn workers_register_heartbeat_get_lost_and_come_back() {
+    let dir = tempfile::tempdir().unwrap();
+    let m = MasterProc::start(
+        dir.path(),
+        "worker_heartbeat_interval_ms = 50\nworker_lost_after_ms = 400",
+    );
+    let c = m.client().await;
+    let mut bm = c.block_service();
+
+    // A complete 2-block file.
+    c.create_file(
+        "/f",
+        &CreateOptions {
+            block_size: 1 << 20,
+            ..Default::default()
+        },
+    )
+    .await
+    .unwrap();
+    let f = c.complete_file("/f", (1 << 20) + 100, true).await.unwrap();
+    let (b0, b1) = (f.block_ids[0], f.block_ids[1]);
+
+    let reg = bm
+        .register_worker(pb::RegisterWorkerRequest {
+            address: Some(addr("hostA", 29999)),
+            tiers: mem(1 << 30, 0),
+            // b0 is valid; a block of an unknown file is stale.
+            blocks: vec![
+                pb::BlockReport {
+                    block_id: b0,
+                    length: 1 << 20,
+                    tier: "MEM".into(),
+                },
+                pb::BlockReport {
+                    block_id: eddy_proto::block_id(9999, 0),
+                    length: 1,
+                    tier: "MEM".into(),
+                },
+            ],
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    let wid = reg.worker_id;
+    assert_eq!(reg.heartbeat_interval_ms, 50);
+    assert_eq!(reg.lost_after_ms, 400);
+
+    bm.commit_block(pb::CommitBlockRequest {
+        worker_id: wid,
+        block_id: b1,
+        length: 100,
+        tier: "MEM".into(),
+    })
+    .await
+    .unwrap();
+    let e = RpcError::from(
+        bm.commit_block(pb::CommitBlockRequest {
+            worker_id: wid,
+            block_id: b1,
+            length: 5,
+            tier: "MEM".into(),
+        })
+        .await
+        .unwrap_err(),
+    );
+    assert_eq!(
+        e.code,
+        EddyCode::InvalidArgument,
+        "a block length that does not match its file"
+    );
+    let e = RpcError::from(
+        bm.commit_block(pb::CommitBlockRequest {
+            worker_id: 777,
+            block_id: b1,
+            length: 100,
+            tier: "MEM".into(),
+        })
+        .await
+        .unwrap_err(),
+    );
+    assert_eq!(e.code, EddyCode::UnknownWorker);
+
+    let blocks = c.file_blocks("/f").await.unwrap();
+    assert_eq!(blocks.status.unwrap().percent_cached, 100);
+    assert_eq!(blocks.blocks.len(), 2);
+    assert_eq!(blocks.blocks[1].offset, 1 << 20);
+    assert_eq!(blocks.blocks[1].length, 100);
+    assert_eq!(blocks.blocks[0].locations[0].host, "hostA");
+    assert_eq!(blocks.blocks[0].locations[0].domain_socket, "/tmp/w.sock");
+
+    // The first heartbeat carries the removal of the stale block.
+    let hb = bm
+        .heartbeat(pb::HeartbeatRequest {
+            worker_id: wid,
+            tiers: mem(1 << 30, 2 << 20),
+            ..Default::default()
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    let Some(pb::worker_command::Command::RemoveBlocks(rb)) = &hb.commands[0].command else {
+        panic!("expected RemoveBlocks, got {hb:?}")
+    };
+    assert_eq!(rb.block_ids, vec![eddy_proto::block_id(9999, 0)]);
+
+    // Placement: local-first picks the worker on the client's host.
+    let mut bm2 = bm.clone();
+    let other = bm2
+        .register_worker(pb::RegisterWorkerRequest {
+            address: Some(addr("hostB", 29999)),
+            tiers: mem(1 << 40, 0),
+            blocks: vec![],
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .worker_id;
+    let pick = |host: &str| pb::SelectWorkerRequest {
+        block_id: b0,
+        client_host: host.into(),
+        bytes_needed: 1 << 20,
+        policy: 0,
+    };
+    assert_eq!(
+        bm.select_worker(pick("hostA"))
+            .await
+            .unwrap()
+            .into_inner()
+            .worker_id,
+        wid
+    );
+    assert_eq!(
+        bm.select_worker(pick("elsewhere"))
+            .await
+            .unwrap()
+            .into_inner()
+            .worker_id,
+        other,
+        "most free"
+    );
+
+    // Deleting the file tells the worker to drop its blocks.
+    c.delete("/f", false).await.unwrap();
+    let hb = bm
+        .heartbeat(pb::HeartbeatRequest {
+            worker_id: wid,
+            ..Default::default()
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    let Some(pb::worker_command::Command::RemoveBlocks(rb)) = &hb.commands[0].command else {
+        panic!("expected RemoveBlocks, got {hb:?}")
+    };
+    let mut ids = rb.block_ids.clone();
+    ids.sort();
+    assert_eq!(ids, vec![b0, b1]);
+
+    // Silence: worker A is declared lost (B keeps heartbeating).
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        bm2.heartbeat(pb::HeartbeatRequest {
+            worker_id: other,
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+        let info = c.cluster_info().await.unwrap();
+        let a = info.workers.iter().find(|w| w.worker_id == wid).unwrap();
+        if !a.live {
+            assert!(
+                info.workers
+                    .iter()
+                    .find(|w| w.worker_id == other)
+                    .unwrap()
+                    .live
+            );
+            assert_eq!(
+                info.tiers[0].capacity_bytes,
+                1 << 40,
+                "only live workers count"
+            );
+            break;
+        }
+        assert!(Instant::now() < deadline, "worker never declared lost");
+        tokio::time::sleep(Duration::from_millis(50)).await; // heartbeat period of worker B
+    }
+    let e = RpcError::from(
+        bm.heartbeat(pb::HeartbeatRequest {
+            worker_id: wid,
+            ..Default::default()
+        })
+        .await
+        .unwrap_err(),
+    );
+    assert_eq!(
+        e.code,
+        EddyCode::UnknownWorker,
+        "a lost worker is told to register again"
+    );
+    let back = bm
+        .register_worker(pb::RegisterWorkerRequest {
+            address: Some(addr("hostA", 29999)),
+            tiers: mem(1 << 30, 0),
+            blocks: vec![],
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(back.worker_id, wid, "a returning worker keeps its id");
+    assert!(
+        c.cluster_info()
+            .await
+            .unwrap()
+            .workers
+            .iter()
+            .all(|w| w.live)
+    );
+
+    let e = RpcError::from(
+        bm.heartbeat(pb::HeartbeatRequest {
+            worker_id: 4242,
+            ..Default::default()
+        })
+        .await
+        .unwrap_err(),
+    );
+    assert_eq!(e.code, EddyCode::UnknownWorker);
+    let e = RpcError::from(
+        bm.register_worker(pb::RegisterWorkerRequest {
+            address: None,
+            tiers: vec![],
+            blocks: vec![],
+        })
+        .await
+        .unwrap_err(),
+    );
+    assert_eq!(e.code, EddyCode::InvalidArgument);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn no_worker_is_a_clear_error() {
+    let dir = tempfile::tempdir().unwrap();
+    let m = MasterProc::start(dir.path(), "");
+    let mut bm = m.client().await.block_service();
+    let e = RpcError::from(
+        bm.select_worker(pb::SelectWorkerRequest {
+            block_id: 1,
+            client_host: String::new(),
+            bytes_needed: 1,
+            policy: 2,
+        })
+        .await
+        .unwrap_err(),
+    );
+    assert_eq!(e.code, EddyCode::NoWorkerAvailable);
+}
