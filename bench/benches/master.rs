@@ -1,0 +1,134 @@
+//! Master throughput over loopback gRPC (issue: control plane).
+//!
+//! - `null_rpc`: ListMounts, the baseline: a gRPC round trip that does almost
+//!   nothing, measured in the same run. Ratios against it show what the
+//!   namespace costs on top of gRPC.
+//! - `get_status`: 32 concurrent clients stat an existing file.
+//! - `create_complete`: 32 concurrent clients create + complete new files;
+//!   each acknowledged pair is durable (group commit).
+//! - `list_10k`: list a 10,000-entry directory, all pages.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+use criterion::{Criterion, Throughput, criterion_group, criterion_main};
+use eddy_client::{CreateOptions, MasterClient};
+
+const CLIENTS: u64 = 32;
+
+fn bench_master(c: &mut Criterion) {
+    let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build().unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let master = rt.block_on(eddy_bench::start_master(dir.path()));
+    let addr = master.addr.to_string();
+    // One connection per client, as separate processes would have.
+    let clients: Vec<MasterClient> = rt.block_on(async {
+        let mut v = Vec::new();
+        for _ in 0..CLIENTS {
+            v.push(MasterClient::connect(&addr).await.unwrap());
+        }
+        v
+    });
+    rt.block_on(async {
+        clients[0].mkdir("/bench", false).await.unwrap();
+        clients[0].create_file("/bench/f", &CreateOptions::default()).await.unwrap();
+        clients[0].complete_file("/bench/f", 1 << 20, false).await.unwrap();
+    });
+
+    let mut g = c.benchmark_group("master");
+    g.throughput(Throughput::Elements(1));
+    g.measurement_time(Duration::from_secs(5));
+
+    g.bench_function("null_rpc_x32", |b| {
+        b.to_async(&rt).iter_custom(|iters| {
+            let clients = clients.clone();
+            async move {
+                run_spread(&clients, iters, |c, _| async move {
+                    c.list_mounts().await.unwrap();
+                })
+                .await
+            }
+        })
+    });
+    g.bench_function("get_status_x32", |b| {
+        b.to_async(&rt).iter_custom(|iters| {
+            let clients = clients.clone();
+            async move {
+                run_spread(&clients, iters, |c, _| async move {
+                    c.stat("/bench/f").await.unwrap();
+                })
+                .await
+            }
+        })
+    });
+    let seq = Arc::new(AtomicU64::new(0));
+    g.bench_function("create_complete_durable_x32", |b| {
+        b.to_async(&rt).iter_custom(|iters| {
+            let clients = clients.clone();
+            let seq = seq.clone();
+            async move {
+                run_spread(&clients, iters, move |c, _| {
+                    let n = seq.fetch_add(1, Ordering::Relaxed);
+                    async move {
+                        let p = format!("/bench/c{n}");
+                        c.create_file(&p, &CreateOptions::default()).await.unwrap();
+                        c.complete_file(&p, 0, false).await.unwrap();
+                    }
+                })
+                .await
+            }
+        })
+    });
+    g.finish();
+
+    // A 10,000-entry directory.
+    rt.block_on(async {
+        clients[0].mkdir("/big", false).await.unwrap();
+        run_spread(&clients, 10_000, |c, i| async move {
+            c.create_file(format!("/big/e{i:05}"), &CreateOptions::default()).await.unwrap();
+        })
+        .await;
+    });
+    let mut g = c.benchmark_group("master");
+    g.throughput(Throughput::Elements(10_000));
+    g.sample_size(20);
+    g.bench_function("list_status_10k", |b| {
+        b.to_async(&rt).iter(|| async {
+            let n = clients[0].list("/big").await.unwrap().len();
+            assert_eq!(n, 10_000);
+        })
+    });
+    g.finish();
+    rt.block_on(master.shutdown());
+}
+
+/// Runs `op(client, i)` for i in 0..iters, spread over all clients
+/// concurrently; returns the wall time.
+async fn run_spread<F, Fut>(clients: &[MasterClient], iters: u64, op: F) -> Duration
+where
+    F: Fn(MasterClient, u64) -> Fut + Clone + Send + 'static,
+    Fut: std::future::Future<Output = ()> + Send,
+{
+    let n = clients.len() as u64;
+    let start = Instant::now();
+    let mut tasks = Vec::with_capacity(clients.len());
+    for (k, c) in clients.iter().enumerate() {
+        let (c, op) = (c.clone(), op.clone());
+        let k = k as u64;
+        tasks.push(tokio::spawn(async move {
+            let mut i = k;
+            while i < iters {
+                op(c.clone(), i).await;
+                i += n;
+            }
+        }));
+    }
+    for t in tasks {
+        t.await.unwrap();
+    }
+    start.elapsed()
+}
+
+criterion_group!(benches, bench_master);
+criterion_main!(benches);
