@@ -32,12 +32,20 @@ fn main() {
     for d in 0..dirs {
         let mut fx = Effects::default();
         let dir = EddyPath::parse(&format!("/warehouse/date={d:04}")).unwrap();
-        ns.mkdir(&dir, true, true, &attrs, true, 0, &mut fx).unwrap();
+        ns.mkdir(&dir, true, true, &attrs, true, 0, &mut fx)
+            .unwrap();
         for f in 0..per_dir {
             let p = dir.join(&format!("part-{f:05}.parquet"));
             ns.create_file(&p, false, &attrs, true, 0, &mut fx).unwrap();
-            ns.complete_file(&p, 100 << 20, true, "104857600:1700000000000000000", 0, &mut fx)
-                .unwrap();
+            ns.complete_file(
+                &p,
+                100 << 20,
+                true,
+                "104857600:1700000000000000000",
+                0,
+                &mut fx,
+            )
+            .unwrap();
         }
         // The metastore ops are dropped here: this measures memory only.
         drop(fx);

@@ -18,7 +18,10 @@ use eddy_client::{CreateOptions, MasterClient};
 const CLIENTS: u64 = 32;
 
 fn bench_master(c: &mut Criterion) {
-    let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build().unwrap();
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .unwrap();
     let dir = tempfile::tempdir().unwrap();
     let master = rt.block_on(eddy_bench::start_master(dir.path()));
     let addr = master.addr.to_string();
@@ -32,8 +35,14 @@ fn bench_master(c: &mut Criterion) {
     });
     rt.block_on(async {
         clients[0].mkdir("/bench", false).await.unwrap();
-        clients[0].create_file("/bench/f", &CreateOptions::default()).await.unwrap();
-        clients[0].complete_file("/bench/f", 1 << 20, false).await.unwrap();
+        clients[0]
+            .create_file("/bench/f", &CreateOptions::default())
+            .await
+            .unwrap();
+        clients[0]
+            .complete_file("/bench/f", 1 << 20, false)
+            .await
+            .unwrap();
     });
 
     let mut g = c.benchmark_group("master");
@@ -86,7 +95,9 @@ fn bench_master(c: &mut Criterion) {
     rt.block_on(async {
         clients[0].mkdir("/big", false).await.unwrap();
         run_spread(&clients, 10_000, |c, i| async move {
-            c.create_file(format!("/big/e{i:05}"), &CreateOptions::default()).await.unwrap();
+            c.create_file(format!("/big/e{i:05}"), &CreateOptions::default())
+                .await
+                .unwrap();
         })
         .await;
     });

@@ -30,7 +30,7 @@ async fn workers_register_heartbeat_get_lost_and_come_back() {
     let dir = tempfile::tempdir().unwrap();
     let m = MasterProc::start(
         dir.path(),
-        "worker_heartbeat_interval_ms = 50\nworker_lost_after_ms = 400",
+        "worker_heartbeat_interval_ms = 50\nworker_lost_after_ms = 1500",
     );
     let c = m.client().await;
     let mut bm = c.block_service();
@@ -71,7 +71,7 @@ async fn workers_register_heartbeat_get_lost_and_come_back() {
         .into_inner();
     let wid = reg.worker_id;
     assert_eq!(reg.heartbeat_interval_ms, 50);
-    assert_eq!(reg.lost_after_ms, 400);
+    assert_eq!(reg.lost_after_ms, 1500);
 
     bm.commit_block(pb::CommitBlockRequest {
         worker_id: wid,
