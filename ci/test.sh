@@ -31,7 +31,16 @@ run_tests() {
     stage "cargo test"
     # Tests run in parallel: each uses its own ephemeral ports and temp dirs,
     # and every process a test spawns is killed and reaped on drop.
-    cargo test --workspace --locked
+    TEST_LOG=$(mktemp)
+    cargo test --workspace --locked 2>&1 | tee "$TEST_LOG"
+}
+
+# One closing line for the whole suite, summed over every test binary (cargo
+# prints a line per binary, and the last one is usually doc-tests' "0 passed").
+summary() {
+    awk '/^test result:/ { for (i = 1; i <= NF; i++) { if ($(i+1) ~ /^passed/) p += $i; if ($(i+1) ~ /^failed/) f += $i } }
+         END { printf "tests: %d passed, %d failed\n", p, f }' "$TEST_LOG"
+    rm -f "$TEST_LOG"
 }
 
 build_benches() {
@@ -46,6 +55,7 @@ main() {
     run_tests
     build_benches
     stage "all stages passed"
+    summary
 }
 
 main "$@"

@@ -204,7 +204,6 @@ impl MasterState {
                         Err(e) => return Err(e.into()),
                     }
                 }
-                let _ = key;
                 if found.is_empty() {
                     return Ok(());
                 }
