@@ -776,9 +776,7 @@ impl Namespace {
         now: i64,
         fx: &mut Effects,
     ) -> Option<u64> {
-        if !eddy_ufs::UfsPath::from_components([st.name.as_str()])
-            .is_some_and(|_| crate::path::valid_name(&st.name))
-        {
+        if !crate::path::valid_name(&st.name) {
             return None;
         }
         let existing = self

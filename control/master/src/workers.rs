@@ -90,10 +90,7 @@ impl Registry {
         for b in blocks {
             if valid(b.block_id, b.length) {
                 w.blocks.insert(b.block_id);
-                let meta = self.blocks.entry(b.block_id).or_default();
-                meta.length = b.length;
-                meta.tier = b.tier.clone();
-                meta.workers.push(id);
+                self.link(b.block_id, b.length, &b.tier, id);
             } else {
                 w.pending_removals.push(b.block_id);
             }

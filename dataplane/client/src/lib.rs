@@ -117,30 +117,33 @@ impl MasterClient {
     }
 
     pub async fn stat(&self, path: impl AsRef<[u8]>) -> Result<pb::FileStatus> {
-        let r = self
-            .fs
-            .clone()
-            .get_status(pb::GetStatusRequest {
-                path: path_bytes(path),
-                sync: None,
-            })
-            .await?;
-        Ok(r.into_inner().status.unwrap_or_default())
+        self.get_status(path, None).await
     }
 
+    /// `stat`, re-checking the under-storage when the last check is older
+    /// than `interval_ms` (0: always).
     pub async fn stat_synced(
         &self,
         path: impl AsRef<[u8]>,
         interval_ms: i64,
+    ) -> Result<pb::FileStatus> {
+        let sync = pb::SyncPolicy {
+            interval_ms: Some(interval_ms),
+        };
+        self.get_status(path, Some(sync)).await
+    }
+
+    async fn get_status(
+        &self,
+        path: impl AsRef<[u8]>,
+        sync: Option<pb::SyncPolicy>,
     ) -> Result<pb::FileStatus> {
         let r = self
             .fs
             .clone()
             .get_status(pb::GetStatusRequest {
                 path: path_bytes(path),
-                sync: Some(pb::SyncPolicy {
-                    interval_ms: Some(interval_ms),
-                }),
+                sync,
             })
             .await?;
         Ok(r.into_inner().status.unwrap_or_default())
