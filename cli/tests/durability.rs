@@ -148,3 +148,22 @@ async fn renames_interrupted_by_kill_9_are_all_or_nothing() {
         );
     }
 }
+
+/// One client handle outlives a master restart: calls fail with UNAVAILABLE
+/// while the master is down and work again once it is back, on the same
+/// connection object (the transport dials again).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_client_reconnects_after_a_master_restart() {
+    let dir = tempfile::tempdir().unwrap();
+    let m = MasterProc::start(dir.path(), "");
+    let addr = m.addr.clone();
+    let c = m.client().await;
+    c.mkdir("/kept", false).await.unwrap();
+    m.kill9();
+
+    let e = c.stat("/kept").await.unwrap_err();
+    assert_eq!(common::code_of(e), eddy_client::EddyCode::Unavailable);
+
+    let _m = MasterProc::start_bound(dir.path(), &addr, "");
+    assert!(c.stat("/kept").await.unwrap().is_dir);
+}

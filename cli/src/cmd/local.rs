@@ -22,12 +22,13 @@ pub async fn run(mut cfg: MasterConfig, args: LocalArgs) -> Result<(), String> {
     cfg.bind = format!("127.0.0.1:{}", args.port);
     super::init_logging();
     let master = eddy_master::start(cfg).await.map_err(|e| e.to_string())?;
+    let stop = super::master::Signals::install()?;
     println!("eddy master listening on {}", master.addr);
     println!(
         "root under-storage: {}; try `eddy fs ls /` in another shell (Ctrl-C stops)",
         args.data_dir.join("ufs").display()
     );
-    super::master::wait_for_signal().await;
+    stop.wait().await;
     master.shutdown().await;
     Ok(())
 }

@@ -5,19 +5,36 @@ use eddy_master::MasterConfig;
 pub async fn run(cfg: MasterConfig) -> Result<(), String> {
     super::init_logging();
     let master = eddy_master::start(cfg).await.map_err(|e| e.to_string())?;
+    let stop = Signals::install()?;
     // Scripts and tests wait for this exact line to learn the bound address.
     println!("eddy master listening on {}", master.addr);
-    wait_for_signal().await;
+    stop.wait().await;
     tracing::info!("shutting down");
     master.shutdown().await;
     Ok(())
 }
 
-pub async fn wait_for_signal() {
-    use tokio::signal::unix::{SignalKind, signal};
-    let mut term = signal(SignalKind::terminate()).expect("SIGTERM handler");
-    tokio::select! {
-        _ = tokio::signal::ctrl_c() => {}
-        _ = term.recv() => {}
+/// SIGINT/SIGTERM listeners. Installed before the "listening" line is
+/// printed, so a supervisor that signals right after reading it is heard.
+pub struct Signals {
+    int: tokio::signal::unix::Signal,
+    term: tokio::signal::unix::Signal,
+}
+
+impl Signals {
+    pub fn install() -> Result<Self, String> {
+        use tokio::signal::unix::{SignalKind, signal};
+        let err = |e: std::io::Error| format!("cannot install signal handlers: {e}");
+        Ok(Self {
+            int: signal(SignalKind::interrupt()).map_err(err)?,
+            term: signal(SignalKind::terminate()).map_err(err)?,
+        })
+    }
+
+    pub async fn wait(mut self) {
+        tokio::select! {
+            _ = self.int.recv() => {}
+            _ = self.term.recv() => {}
+        }
     }
 }

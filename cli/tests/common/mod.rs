@@ -22,12 +22,17 @@ impl MasterProc {
     /// Starts a master whose metastore and root under-storage live in `dir`.
     /// `extra` is appended to the `[master]` table of its config.
     pub fn start(dir: &Path, extra: &str) -> Self {
+        Self::start_bound(dir, "127.0.0.1:0", extra)
+    }
+
+    /// As [`MasterProc::start`], listening on `bind`.
+    pub fn start_bound(dir: &Path, bind: &str, extra: &str) -> Self {
         std::fs::create_dir_all(dir.join("ufs")).unwrap();
         let cfg = dir.join("eddy.toml");
         std::fs::write(
             &cfg,
             format!(
-                "[master]\nbind = \"127.0.0.1:0\"\nmetastore_dir = {:?}\nroot_ufs = {:?}\n{extra}\n",
+                "[master]\nbind = {bind:?}\nmetastore_dir = {:?}\nroot_ufs = {:?}\n{extra}\n",
                 dir.join("meta").display().to_string(),
                 dir.join("ufs").display().to_string()
             ),

@@ -15,7 +15,9 @@ pub use eddy_proto::{EddyCode, RpcError};
 use pb::block_master_client::BlockMasterClient;
 use pb::file_system_master_client::FileSystemMasterClient;
 use pb::meta_master_client::MetaMasterClient;
-use tonic::transport::{Channel, Endpoint};
+pub use transport::Transport;
+
+mod transport;
 
 #[derive(Debug, thiserror::Error)]
 pub enum ClientError {
@@ -61,9 +63,9 @@ pub struct CreateOptions {
 #[derive(Clone)]
 pub struct MasterClient {
     addr: String,
-    fs: FileSystemMasterClient<Channel>,
-    block: BlockMasterClient<Channel>,
-    meta: MetaMasterClient<Channel>,
+    fs: FileSystemMasterClient<Transport>,
+    block: BlockMasterClient<Transport>,
+    meta: MetaMasterClient<Transport>,
     user: String,
 }
 
@@ -83,21 +85,26 @@ impl MasterClient {
             addr: addr.to_string(),
             reason,
         };
-        let channel = Endpoint::from_shared(uri)
-            .map_err(|e| bad(format!("invalid address: {e}")))?
-            .tcp_nodelay(true)
-            .connect_timeout(std::time::Duration::from_secs(5))
-            .connect()
+        let origin: http::Uri = uri
+            .parse()
+            .map_err(|e| bad(format!("invalid address: {e}")))?;
+        let authority = match (origin.scheme_str(), origin.authority()) {
+            (Some("http"), Some(a)) if a.port().is_some() => a.to_string(),
+            _ => return Err(bad("expected host:port or http://host:port".into())),
+        };
+        let channel = Transport::new(&authority);
+        channel
+            .sender()
             .await
-            .map_err(|e| bad(e.to_string()))?;
+            .map_err(|e| bad(e.message().to_string()))?;
         let user = std::env::var("USER")
             .or_else(|_| std::env::var("LOGNAME"))
             .unwrap_or_default();
         Ok(Self {
             addr: addr.to_string(),
-            fs: FileSystemMasterClient::new(channel.clone()),
-            block: BlockMasterClient::new(channel.clone()),
-            meta: MetaMasterClient::new(channel),
+            fs: FileSystemMasterClient::with_origin(channel.clone(), origin.clone()),
+            block: BlockMasterClient::with_origin(channel.clone(), origin.clone()),
+            meta: MetaMasterClient::with_origin(channel, origin),
             user,
         })
     }
@@ -107,12 +114,12 @@ impl MasterClient {
     }
 
     /// The raw namespace service, for callers that need every field.
-    pub fn fs_service(&self) -> FileSystemMasterClient<Channel> {
+    pub fn fs_service(&self) -> FileSystemMasterClient<Transport> {
         self.fs.clone()
     }
 
     /// The raw worker-facing service (used by workers and tests).
-    pub fn block_service(&self) -> BlockMasterClient<Channel> {
+    pub fn block_service(&self) -> BlockMasterClient<Transport> {
         self.block.clone()
     }
 
