@@ -44,6 +44,9 @@ impl<'a> Reader<'a> {
             self.take(8)?.try_into().expect("8 bytes"),
         ))
     }
+    pub fn bytes<const N: usize>(&mut self) -> Result<[u8; N], String> {
+        Ok(self.take(N)?.try_into().expect("N bytes"))
+    }
     pub fn str(&mut self) -> Result<&'a str, String> {
         let n = u16::from_le_bytes(self.take(2)?.try_into().expect("2 bytes")) as usize;
         std::str::from_utf8(self.take(n)?).map_err(|_| "record string is not UTF-8".into())

@@ -29,18 +29,79 @@ pub struct Inode {
     pub mtime_ms: i64,
     pub created_ms: i64,
     pub mode: u32,
-    pub owner: Arc<str>,
-    pub group: Arc<str>,
+    /// Owner and group, interned as a pair: most inodes share a few pairs,
+    /// and one thin pointer costs 8 bytes where two strings would cost 32.
+    pub owner: Arc<Owner>,
     pub ttl_ms: i64,
     pub ttl_action: TtlAction,
     pub replication_min: u32,
     pub replication_max: u32,
-    pub fingerprint: Box<str>,
+    pub fingerprint: Fingerprint,
     /// When the under-storage was last checked for this entry (ms since epoch;
     /// 0 = not since this master started). Memory only.
     pub synced_ms: i64,
     /// Directories only.
     pub dir: Option<Box<DirState>>,
+}
+
+/// The user and group that own an inode.
+#[derive(Debug, PartialEq, Eq, Hash)]
+pub struct Owner {
+    pub user: Box<str>,
+    pub group: Box<str>,
+}
+
+impl Owner {
+    pub fn new(user: &str, group: &str) -> Self {
+        Owner {
+            user: user.into(),
+            group: group.into(),
+        }
+    }
+}
+
+/// What the under-storage said about a file when it was last seen (size +
+/// mtime, an etag, ...), kept as a 16-byte digest: the master only ever
+/// compares fingerprints, and a digest is a fixed size inline in the inode
+/// instead of a heap string. All zeros: none (not persisted, or a directory).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct Fingerprint(pub [u8; 16]);
+
+impl Fingerprint {
+    pub const NONE: Fingerprint = Fingerprint([0; 16]);
+
+    /// The digest of an under-storage fingerprint string (FNV-1a, 128 bits:
+    /// stable across builds, unlike std's hasher). "" gives [`Self::NONE`].
+    pub fn of(s: &str) -> Self {
+        if s.is_empty() {
+            return Self::NONE;
+        }
+        const OFFSET: u128 = 0x6c62272e07bb014262b821756295c58d;
+        const PRIME: u128 = 0x0000000001000000000000000000013b;
+        let mut h = OFFSET;
+        for b in s.bytes() {
+            h ^= u128::from(b);
+            h = h.wrapping_mul(PRIME);
+        }
+        // A real digest of zero would read as "none"; nudge it.
+        Fingerprint(h.max(1).to_le_bytes())
+    }
+
+    pub fn is_none(&self) -> bool {
+        *self == Self::NONE
+    }
+}
+
+impl std::fmt::Display for Fingerprint {
+    /// Hex, or nothing for [`Fingerprint::NONE`].
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        if !self.is_none() {
+            for b in self.0 {
+                write!(f, "{b:02x}")?;
+            }
+        }
+        Ok(())
+    }
 }
 
 /// What only a directory has.
@@ -81,9 +142,9 @@ impl Inode {
         self.length.saturating_sub(start).min(self.block_size)
     }
 
-    /// Encodes the durable part of the inode (record format version 1).
+    /// Encodes the durable part of the inode (record format version 2).
     pub fn encode(&self) -> Vec<u8> {
-        let mut b = Vec::with_capacity(96 + self.name.len() + self.fingerprint.len());
+        let mut b = Vec::with_capacity(112 + self.name.len());
         b.push(RECORD_VERSION);
         b.extend_from_slice(&self.id.to_le_bytes());
         b.extend_from_slice(&self.parent.to_le_bytes());
@@ -97,17 +158,23 @@ impl Inode {
         b.push(self.ttl_action as i32 as u8);
         b.extend_from_slice(&self.replication_min.to_le_bytes());
         b.extend_from_slice(&self.replication_max.to_le_bytes());
-        for s in [&*self.name, &*self.owner, &*self.group, &*self.fingerprint] {
+        for s in [&*self.name, &*self.owner.user, &*self.owner.group] {
             put_str(&mut b, s);
         }
+        b.extend_from_slice(&self.fingerprint.0);
         b
     }
 
-    /// Decodes a record written by [`Inode::encode`].
-    pub fn decode(bytes: &[u8], intern: &mut impl FnMut(&str) -> Arc<str>) -> Result<Self, String> {
+    /// Decodes a record written by [`Inode::encode`] (or by version 1, which
+    /// stored the fingerprint as a string).
+    /// `intern` maps (user, group) to the shared [`Owner`].
+    pub fn decode(
+        bytes: &[u8],
+        intern: &mut impl FnMut(&str, &str) -> Arc<Owner>,
+    ) -> Result<Self, String> {
         let mut r = Reader::new(bytes);
         let version = r.u8()?;
-        if version != RECORD_VERSION {
+        if version != RECORD_VERSION && version != 1 {
             return Err(format!("unknown inode record version {version}"));
         }
         let id = r.u64()?;
@@ -123,9 +190,12 @@ impl Inode {
         let replication_min = r.u32()?;
         let replication_max = r.u32()?;
         let name: Arc<str> = Arc::from(r.str()?);
-        let owner = intern(r.str()?);
-        let group = intern(r.str()?);
-        let fingerprint = r.str()?.into();
+        let owner = intern(r.str()?, r.str()?);
+        let fingerprint = if version == 1 {
+            Fingerprint::of(r.str()?)
+        } else {
+            Fingerprint(r.bytes::<16>()?)
+        };
         let dir = (flags & FLAG_DIR != 0).then(Default::default);
         Ok(Inode {
             id,
@@ -138,7 +208,6 @@ impl Inode {
             created_ms,
             mode,
             owner,
-            group,
             ttl_ms,
             ttl_action,
             replication_min,
@@ -150,16 +219,16 @@ impl Inode {
     }
 }
 
-const RECORD_VERSION: u8 = 1;
+const RECORD_VERSION: u8 = 2;
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
 
-    #[test]
-    fn record_round_trips() {
-        let ino = Inode {
-            id: 42,
+    /// A file inode with every field set.
+    pub(crate) fn sample(id: u64) -> Inode {
+        Inode {
+            id,
             parent: 7,
             name: "data.parquet".into(),
             flags: FLAG_COMPLETE | FLAG_PERSISTED,
@@ -168,19 +237,50 @@ mod tests {
             mtime_ms: 1_700_000_000_000,
             created_ms: 1_600_000_000_000,
             mode: 0o644,
-            owner: "alice".into(),
-            group: "staff".into(),
+            owner: Arc::new(Owner::new("alice", "staff")),
             ttl_ms: -1,
             ttl_action: TtlAction::Delete,
             replication_min: 1,
             replication_max: 3,
-            fingerprint: "12:34".into(),
+            fingerprint: Fingerprint::of("12:34"),
             synced_ms: 99,
             dir: None,
-        };
-        let back = Inode::decode(&ino.encode(), &mut |s| Arc::from(s)).unwrap();
+        }
+    }
+
+    #[test]
+    fn record_round_trips() {
+        let ino = sample(42);
+        let back = Inode::decode(&ino.encode(), &mut |u, g| Arc::new(Owner::new(u, g))).unwrap();
         assert_eq!(back.encode(), ino.encode());
         assert_eq!(back.synced_ms, 0, "sync time is not durable");
-        assert!(Inode::decode(&ino.encode()[..20], &mut |s| Arc::from(s)).is_err());
+        assert!(
+            Inode::decode(&ino.encode()[..20], &mut |u, g| Arc::new(Owner::new(u, g))).is_err()
+        );
+    }
+
+    #[test]
+    fn version_1_records_still_load() {
+        let ino = sample(42);
+        let v2 = ino.encode();
+        // Version 1: the same fields, then the fingerprint as a string.
+        let mut v1 = v2[..v2.len() - 16].to_vec();
+        v1[0] = 1;
+        crate::codec::put_str(&mut v1, "12:34");
+        let back = Inode::decode(&v1, &mut |u, g| Arc::new(Owner::new(u, g))).unwrap();
+        assert_eq!(back.encode(), v2);
+    }
+
+    #[test]
+    fn fingerprints_are_stable_digests() {
+        assert!(Fingerprint::of("").is_none());
+        assert_eq!(Fingerprint::of("").to_string(), "");
+        assert_eq!(Fingerprint::of("10:20"), Fingerprint::of("10:20"));
+        assert_ne!(Fingerprint::of("10:20"), Fingerprint::of("10:21"));
+        // Fixed value: the digest is durable, so it must never change.
+        assert_eq!(
+            Fingerprint::of("a").to_string(),
+            "64894a4e702b9178af8c1a6f69cb28d2"
+        );
     }
 }

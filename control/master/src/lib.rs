@@ -16,6 +16,7 @@ pub mod path;
 pub mod placement;
 pub mod server;
 pub mod service;
+pub mod table;
 pub mod workers;
 
 pub use config::MasterConfig;

@@ -5,7 +5,7 @@
 //! submits to the metastore while still holding the namespace lock. Under-
 //! storage I/O happens outside, in `service.rs`, before or after these calls.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::HashSet;
 use std::sync::Arc;
 
 use eddy_proto::pb::TtlAction;
@@ -16,6 +16,7 @@ use crate::inode::*;
 use crate::metastore::{self, Loaded, MetaOp};
 use crate::mount::{MountPoint, MountTable};
 use crate::path::EddyPath;
+use crate::table::InodeTable;
 
 /// Largest accepted block size (1 TiB) and smallest (4 KiB, a page).
 pub const MAX_BLOCK_SIZE: u64 = 1 << 40;
@@ -89,10 +90,11 @@ pub struct AttrChange {
 }
 
 pub struct Namespace {
-    inodes: HashMap<u64, Inode>,
+    inodes: InodeTable,
     next_id: u64,
     pub mounts: MountTable,
-    names: HashSet<Arc<str>>,
+    /// Interned owners (see [`Owner`]).
+    owners: HashSet<Arc<Owner>>,
     pub default_block_size: u64,
 }
 
@@ -118,10 +120,10 @@ impl Namespace {
     /// A fresh namespace holding only the root directory.
     pub fn new(root_mount: MountPoint, default_block_size: u64, now: i64) -> (Self, Effects) {
         let mut ns = Namespace {
-            inodes: HashMap::new(),
+            inodes: InodeTable::default(),
             next_id: ROOT_ID + 1,
             mounts: MountTable::default(),
-            names: HashSet::new(),
+            owners: HashSet::new(),
             default_block_size,
         };
         let root = ns.new_inode(ROOT_ID, 0, "", true, &NewAttrs::default(), now);
@@ -145,17 +147,17 @@ impl Namespace {
             return Ok(None);
         }
         let mut ns = Namespace {
-            inodes: HashMap::with_capacity(loaded.inodes.len()),
+            inodes: InodeTable::with_capacity(loaded.inodes.len()),
             next_id: loaded.next_id,
             mounts: MountTable::default(),
-            names: HashSet::new(),
+            owners: HashSet::new(),
             default_block_size,
         };
         let mut max_id = 0;
         for rec in &loaded.inodes {
-            let names = &mut ns.names;
-            let ino =
-                Inode::decode(rec, &mut |s| intern(names, s)).map_err(MasterError::Metastore)?;
+            let owners = &mut ns.owners;
+            let ino = Inode::decode(rec, &mut |u, g| intern(owners, u, g))
+                .map_err(MasterError::Metastore)?;
             max_id = max_id.max(ino.id);
             ns.inodes.insert(ino.id, ino);
         }
@@ -206,8 +208,8 @@ impl Namespace {
             .expect("inode ids held by the tree exist")
     }
 
-    fn intern(&mut self, s: &str) -> Arc<str> {
-        intern(&mut self.names, s)
+    fn intern(&mut self, user: &str, group: &str) -> Arc<Owner> {
+        intern(&mut self.owners, user, group)
     }
 
     fn alloc_id(&mut self, fx: &mut Effects) -> u64 {
@@ -226,8 +228,7 @@ impl Namespace {
         a: &NewAttrs,
         now: i64,
     ) -> Inode {
-        let owner = self.intern(&a.owner);
-        let group = self.intern(&a.group);
+        let owner = self.intern(&a.owner, &a.group);
         Inode {
             id,
             parent,
@@ -245,12 +246,11 @@ impl Namespace {
             created_ms: now,
             mode: a.mode.unwrap_or(if is_dir { 0o755 } else { 0o644 }),
             owner,
-            group,
             ttl_ms: a.ttl_ms,
             ttl_action: a.ttl_action,
             replication_min: a.replication_min,
             replication_max: a.replication_max,
-            fingerprint: "".into(),
+            fingerprint: Fingerprint::NONE,
             synced_ms: now,
             dir: is_dir.then(Default::default),
         }
@@ -496,7 +496,7 @@ impl Namespace {
         ino.mtime_ms = now;
         ino.set_flag(FLAG_COMPLETE, true);
         ino.set_flag(FLAG_PERSISTED, persisted);
-        ino.fingerprint = fingerprint.into();
+        ino.fingerprint = Fingerprint::of(fingerprint);
         fx.ops.push(metastore::put(ino));
         Ok(id)
     }
@@ -530,18 +530,17 @@ impl Namespace {
                 ch.replication_max.unwrap_or(ino.replication_max),
             )?;
         }
-        let owner = ch.owner.as_deref().map(|o| self.intern(o));
-        let group = ch.group.as_deref().map(|g| self.intern(g));
         for i in ids {
+            if ch.owner.is_some() || ch.group.is_some() {
+                let cur = self.inodes[&i].owner.clone();
+                let user = ch.owner.as_deref().unwrap_or(&cur.user);
+                let group = ch.group.as_deref().unwrap_or(&cur.group);
+                let owner = self.intern(user, group);
+                self.inode_mut(i).owner = owner;
+            }
             let ino = self.inode_mut(i);
             if let Some(m) = ch.mode {
                 ino.mode = m;
-            }
-            if let Some(o) = &owner {
-                ino.owner = o.clone();
-            }
-            if let Some(g) = &group {
-                ino.group = g.clone();
             }
             if let Some(p) = ch.pinned {
                 ino.set_flag(FLAG_PINNED, p);
@@ -791,14 +790,14 @@ impl Namespace {
                 return None;
             }
             if ino.is_dir() == st.is_dir {
-                let changed = !st.is_dir && *ino.fingerprint != *st.fingerprint;
+                let changed = !st.is_dir && ino.fingerprint != Fingerprint::of(&st.fingerprint);
                 if changed {
                     let dropped = file_blocks(ino);
                     fx.dropped_blocks.extend(dropped);
                     let ino = self.inode_mut(id);
                     ino.length = st.length;
                     ino.mtime_ms = st.mtime_ms;
-                    ino.fingerprint = st.fingerprint.as_str().into();
+                    ino.fingerprint = Fingerprint::of(&st.fingerprint);
                     ino.set_flag(FLAG_COMPLETE, true);
                     fx.ops.push(metastore::put(ino));
                 }
@@ -816,7 +815,7 @@ impl Namespace {
         ino.length = st.length;
         ino.mtime_ms = st.mtime_ms;
         ino.created_ms = st.mtime_ms;
-        ino.fingerprint = st.fingerprint.as_str().into();
+        ino.fingerprint = Fingerprint::of(&st.fingerprint);
         fx.ops.push(metastore::put(&ino));
         self.inodes.insert(id, ino);
         self.inode_mut(parent)
@@ -953,12 +952,13 @@ impl Namespace {
     }
 }
 
-fn intern(names: &mut HashSet<Arc<str>>, s: &str) -> Arc<str> {
-    if let Some(a) = names.get(s) {
+fn intern(owners: &mut HashSet<Arc<Owner>>, user: &str, group: &str) -> Arc<Owner> {
+    let o = Owner::new(user, group);
+    if let Some(a) = owners.get(&o) {
         return a.clone();
     }
-    let a: Arc<str> = Arc::from(s);
-    names.insert(a.clone());
+    let a = Arc::new(o);
+    owners.insert(a.clone());
     a
 }
 
@@ -1347,7 +1347,7 @@ mod tests {
             .unwrap();
         n.rename(&p("/a/b"), &p("/c"), NOW, &mut f).unwrap();
         // Replay the ops the way the metastore would store them.
-        let mut inodes = HashMap::new();
+        let mut inodes = std::collections::HashMap::new();
         let mut mounts = Vec::new();
         let mut next_id = 0;
         for op in f.into_ops() {
