@@ -167,3 +167,64 @@ async fn a_client_reconnects_after_a_master_restart() {
     let _m = MasterProc::start_bound(dir.path(), &addr, "");
     assert!(c.stat("/kept").await.unwrap().is_dir);
 }
+
+/// A master that dies between changing the under-storage and committing the
+/// change to its metastore settles the difference at its next start, from
+/// the intent it recorded first: the rename or delete is completed in Eddy
+/// (same inode, Eddy-only children moved or deleted with it), or, when the
+/// store was never touched, nothing changes.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_crash_between_store_and_metastore_is_settled_at_restart() {
+    let dir = tempfile::tempdir().unwrap();
+    let ufs = dir.path().join("ufs");
+    std::fs::create_dir_all(ufs.join("old")).unwrap();
+    std::fs::write(ufs.join("old/p.parquet"), b"abc").unwrap();
+    let crash_at =
+        |fp: &str| MasterProc::start_full(dir.path(), "127.0.0.1:0", "", &[("EDDY_FAILPOINT", fp)]);
+
+    // Crash before the store is touched: nothing happened anywhere.
+    let m = crash_at("before-ufs-rename");
+    let c = m.client().await;
+    let before = c.stat("/old/p.parquet").await.unwrap();
+    c.create_file("/old/cached-only", &CreateOptions::default())
+        .await
+        .unwrap();
+    c.complete_file("/old/cached-only", 0, false).await.unwrap();
+    assert!(
+        c.rename("/old", "/new").await.is_err(),
+        "the master died mid-call"
+    );
+    assert_eq!(m.wait().code(), Some(86));
+    assert!(ufs.join("old/p.parquet").exists());
+
+    // Crash after the store moved the directory: the restart moves it in Eddy.
+    let m = crash_at("after-ufs-rename");
+    let c = m.client().await;
+    assert_eq!(c.stat("/old/p.parquet").await.unwrap().id, before.id);
+    assert!(c.rename("/old", "/new").await.is_err());
+    assert_eq!(m.wait().code(), Some(86));
+    assert!(ufs.join("new/p.parquet").exists() && !ufs.join("old").exists());
+
+    let m = crash_at("after-ufs-delete");
+    let c = m.client().await;
+    assert!(!c.exists("/old").await.unwrap());
+    let moved = c.stat("/new/p.parquet").await.unwrap();
+    assert_eq!(
+        moved.id, before.id,
+        "the same inode moved, not a rediscovered file"
+    );
+    assert!(
+        c.exists("/new/cached-only").await.unwrap(),
+        "Eddy-only files moved too"
+    );
+
+    // Crash after the store deleted the directory: the restart deletes it in Eddy.
+    assert!(c.delete("/new", true).await.is_err());
+    assert_eq!(m.wait().code(), Some(86));
+    assert!(!ufs.join("new").exists());
+    let m = MasterProc::start(dir.path(), "");
+    let c = m.client().await;
+    assert!(!c.exists("/new").await.unwrap());
+    assert!(!c.exists("/new/cached-only").await.unwrap());
+    assert!(c.list("/").await.unwrap().is_empty());
+}

@@ -27,6 +27,11 @@ impl MasterProc {
 
     /// As [`MasterProc::start`], listening on `bind`.
     pub fn start_bound(dir: &Path, bind: &str, extra: &str) -> Self {
+        Self::start_full(dir, bind, extra, &[])
+    }
+
+    /// As [`MasterProc::start_bound`], with extra environment variables.
+    pub fn start_full(dir: &Path, bind: &str, extra: &str, env: &[(&str, &str)]) -> Self {
         std::fs::create_dir_all(dir.join("ufs")).unwrap();
         let cfg = dir.join("eddy.toml");
         std::fs::write(
@@ -43,6 +48,7 @@ impl MasterProc {
             .arg(&cfg)
             .arg("master")
             .env("EDDY_LOG", "warn")
+            .envs(env.iter().copied())
             .stdout(Stdio::piped())
             .stderr(Stdio::inherit())
             .spawn()

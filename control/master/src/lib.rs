@@ -9,6 +9,7 @@ mod codec;
 pub mod config;
 pub mod error;
 pub mod inode;
+pub mod intent;
 pub mod metastore;
 pub mod mount;
 pub mod namespace;

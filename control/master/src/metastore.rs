@@ -24,6 +24,8 @@ use crate::inode::Inode;
 const INODES: TableDefinition<u64, &[u8]> = TableDefinition::new("inodes");
 const MOUNTS: TableDefinition<&str, &[u8]> = TableDefinition::new("mounts");
 const META: TableDefinition<&str, u64> = TableDefinition::new("meta");
+/// Pending under-storage operations (see `crate::intent`).
+const INTENTS: TableDefinition<u64, &[u8]> = TableDefinition::new("intents");
 
 const FORMAT_VERSION: u64 = 1;
 /// Batches larger than this are split across transactions.
@@ -37,6 +39,8 @@ pub enum MetaOp {
     PutMount { path: String, record: Vec<u8> },
     DeleteMount(String),
     SetNextId(u64),
+    PutIntent { id: u64, record: Vec<u8> },
+    DeleteIntent(u64),
 }
 
 /// What the master reads back at start.
@@ -44,6 +48,8 @@ pub struct Loaded {
     pub inodes: Vec<Vec<u8>>,
     pub mounts: Vec<(String, Vec<u8>)>,
     pub next_id: u64,
+    /// Intents left by a master that stopped mid-operation: (id, record).
+    pub intents: Vec<(u64, Vec<u8>)>,
 }
 
 struct Batch {
@@ -118,6 +124,7 @@ fn load(db: &Database) -> Result<Loaded, String> {
             }
             w.open_table(INODES).map_err(|x| e(&x))?;
             w.open_table(MOUNTS).map_err(|x| e(&x))?;
+            w.open_table(INTENTS).map_err(|x| e(&x))?;
         }
         w.commit().map_err(|x| e(&x))?;
     }
@@ -148,10 +155,21 @@ fn load(db: &Database) -> Result<Loaded, String> {
         let (k, v) = row.map_err(|x| e(&x))?;
         mounts.push((k.value().to_string(), v.value().to_vec()));
     }
+    let mut intents = Vec::new();
+    for row in r
+        .open_table(INTENTS)
+        .map_err(|x| e(&x))?
+        .iter()
+        .map_err(|x| e(&x))?
+    {
+        let (k, v) = row.map_err(|x| e(&x))?;
+        intents.push((k.value(), v.value().to_vec()));
+    }
     Ok(Loaded {
         inodes,
         mounts,
         next_id,
+        intents,
     })
 }
 
@@ -191,6 +209,7 @@ fn apply(db: &Database, batches: &[Batch]) -> Result<(), redb::Error> {
         let mut inodes = w.open_table(INODES)?;
         let mut mounts = w.open_table(MOUNTS)?;
         let mut meta = w.open_table(META)?;
+        let mut intents = w.open_table(INTENTS)?;
         for op in batches.iter().flat_map(|b| &b.ops) {
             match op {
                 MetaOp::PutInode { id, record } => {
@@ -207,6 +226,12 @@ fn apply(db: &Database, batches: &[Batch]) -> Result<(), redb::Error> {
                 }
                 MetaOp::SetNextId(n) => {
                     meta.insert("next_id", n)?;
+                }
+                MetaOp::PutIntent { id, record } => {
+                    intents.insert(id, record.as_slice())?;
+                }
+                MetaOp::DeleteIntent(id) => {
+                    intents.remove(id)?;
                 }
             }
         }

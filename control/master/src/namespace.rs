@@ -1361,12 +1361,14 @@ mod tests {
                 MetaOp::PutMount { path, record } => mounts.push((path, record)),
                 MetaOp::DeleteMount(_) => {}
                 MetaOp::SetNextId(x) => next_id = x,
+                MetaOp::PutIntent { .. } | MetaOp::DeleteIntent(_) => {}
             }
         }
         let loaded = Loaded {
             inodes: inodes.into_values().collect(),
             mounts,
             next_id,
+            intents: Vec::new(),
         };
         let back = Namespace::load(loaded, 1 << 20).unwrap().unwrap();
         assert_eq!(back.inode_count(), n.inode_count());

@@ -73,7 +73,8 @@ pub async fn start(cfg: MasterConfig) -> Result<RunningMaster> {
     let addr: SocketAddr = cfg.bind.parse().map_err(|_| {
         MasterError::InvalidArgument(format!("master bind address {:?} is not IP:PORT", cfg.bind))
     })?;
-    let (store, loaded) = Metastore::open(&cfg.metastore_dir)?;
+    let (store, mut loaded) = Metastore::open(&cfg.metastore_dir)?;
+    let intents = std::mem::take(&mut loaded.intents);
     let ns = match Namespace::load(loaded, cfg.default_block_size)? {
         Some(ns) => {
             tracing::info!(
@@ -104,6 +105,7 @@ pub async fn start(cfg: MasterConfig) -> Result<RunningMaster> {
         .map_err(|e| MasterError::InvalidArgument(format!("cannot bind {addr}: {e}")))?;
     let addr = listener.local_addr().expect("bound");
     let state = Arc::new(MasterState::new(ns, store, cfg.clone(), addr.to_string()));
+    state.resolve_intents(intents).await?;
 
     let checker = Arc::downgrade(&state);
     let period = Duration::from_millis((cfg.worker_lost_after_ms / 4).max(10));

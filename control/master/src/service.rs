@@ -6,6 +6,7 @@
 
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Instant, SystemTime, UNIX_EPOCH};
 
 use eddy_proto::pb;
@@ -16,7 +17,8 @@ use tonic::{Request, Response, Status};
 use crate::config::MasterConfig;
 use crate::error::{MasterError, Result};
 use crate::inode::*;
-use crate::metastore::Metastore;
+use crate::intent::Intent;
+use crate::metastore::{MetaOp, Metastore};
 use crate::mount::{MountPoint, SYNC_NEVER};
 use crate::namespace::{AttrChange, Effects, Namespace, NewAttrs};
 use crate::path::EddyPath;
@@ -28,6 +30,21 @@ pub const MAX_LIST_PAGE: usize = 10_000;
 const DEFAULT_LIST_PAGE: usize = 1_000;
 /// Page size used when listing the under-storage during a sync.
 const UFS_LIST_PAGE: usize = 1_000;
+
+/// Test-only crash injection: with `EDDY_FAILPOINT=<name>` in its
+/// environment the master exits on the spot at that point, committing
+/// nothing more, as a `kill -9` would. Read once.
+fn failpoint(name: &str) {
+    static FAILPOINT: std::sync::OnceLock<Option<String>> = std::sync::OnceLock::new();
+    if FAILPOINT
+        .get_or_init(|| std::env::var("EDDY_FAILPOINT").ok())
+        .as_deref()
+        == Some(name)
+    {
+        eprintln!("eddy master: failpoint {name} reached, exiting");
+        std::process::exit(86);
+    }
+}
 
 pub fn now_ms() -> i64 {
     SystemTime::now()
@@ -46,6 +63,8 @@ pub struct MasterState {
     started: Instant,
     started_ms: i64,
     pub(crate) address: String,
+    /// Next intent record id (see `crate::intent`).
+    next_intent: AtomicU64,
 }
 
 impl MasterState {
@@ -59,6 +78,7 @@ impl MasterState {
             started: Instant::now(),
             started_ms: now_ms(),
             address,
+            next_intent: AtomicU64::new(1),
         }
     }
 
@@ -95,6 +115,89 @@ impl MasterState {
             c.await?;
         }
         Ok(value)
+    }
+
+    /// Durably records `intent` before its under-storage half runs; the
+    /// batch that applies the Eddy half must delete it (`MetaOp::DeleteIntent`).
+    async fn begin_intent(&self, intent: &Intent) -> Result<u64> {
+        let id = self.next_intent.fetch_add(1, Ordering::Relaxed);
+        let record = intent.encode();
+        self.store
+            .submit(vec![MetaOp::PutIntent { id, record }])
+            .await?;
+        Ok(id)
+    }
+
+    /// Forgets an intent whose under-storage half did not happen (or was
+    /// undone). Not awaited: an intent that survives anyway resolves to
+    /// "nothing happened" at the next start.
+    fn drop_intent(&self, id: u64) {
+        drop(self.store.submit(vec![MetaOp::DeleteIntent(id)]));
+    }
+
+    /// Settles intents left by a master that stopped between an
+    /// under-storage change and its metastore commit (see `crate::intent`).
+    /// An intent whose store cannot be reached stays for the next start.
+    pub(crate) async fn resolve_intents(&self, intents: Vec<(u64, Vec<u8>)>) -> Result<()> {
+        for (id, record) in intents {
+            self.next_intent.fetch_max(id + 1, Ordering::Relaxed);
+            let intent = match Intent::decode(&record) {
+                Ok(i) => i,
+                Err(e) => {
+                    tracing::warn!("dropping unreadable intent {id}: {e}");
+                    self.drop_intent(id);
+                    continue;
+                }
+            };
+            let (probe, target) = match &intent {
+                Intent::Rename { src, dst } => (src, Some(dst)),
+                Intent::Delete { path } => (path, None),
+            };
+            if self.ns.read().lookup(probe).is_none() {
+                self.drop_intent(id);
+                continue;
+            }
+            let (mount, key) = self.ufs_target(probe);
+            let gone = async {
+                let ufs = self.ufs(&mount).await?;
+                let src_gone = matches!(ufs.stat(&key).await, Err(UfsError::NotFound(_)));
+                let dst_there = match target {
+                    Some(dst) => ufs.stat(&self.ufs_target(dst).1).await.is_ok(),
+                    None => true,
+                };
+                Ok::<_, MasterError>(src_gone && dst_there)
+            }
+            .await;
+            let happened = match gone {
+                Ok(h) => h,
+                Err(e) => {
+                    tracing::warn!("intent {id} ({intent:?}) left for the next start: {e}");
+                    continue;
+                }
+            };
+            if !happened {
+                self.drop_intent(id);
+                continue;
+            }
+            tracing::info!("completing in Eddy what the under-storage already did: {intent:?}");
+            let now = now_ms();
+            let applied = self
+                .mutate(|ns, fx| {
+                    match &intent {
+                        Intent::Rename { src, dst } => ns.rename(src, dst, now, fx)?,
+                        Intent::Delete { path } => ns.delete(path, true, false, fx)?,
+                    }
+                    fx.ops.push(MetaOp::DeleteIntent(id));
+                    Ok(())
+                })
+                .await;
+            if let Err(e) = applied {
+                // The tree no longer allows it; a sync adopts the store's state.
+                tracing::warn!("could not complete {intent:?} in Eddy: {e}");
+                self.drop_intent(id);
+            }
+        }
+        Ok(())
     }
 
     /// The under-storage of `mount`, opened on first use (so a store that is
@@ -510,23 +613,46 @@ impl MasterState {
             let (mount, from) = self.ufs_target(&src);
             let (_, to) = self.ufs_target(&dst);
             let ufs = self.ufs(&mount).await?;
-            match ufs.rename(&from, &to).await {
-                Ok(()) => Some((ufs, from, to)),
-                // Already gone from the under-storage: an Eddy-side move is all that is left.
-                Err(UfsError::NotFound(_)) => None,
-                Err(e) => return Err(e.into()),
+            let intent = self
+                .begin_intent(&Intent::Rename {
+                    src: src.clone(),
+                    dst: dst.clone(),
+                })
+                .await?;
+            failpoint("before-ufs-rename");
+            let moved = ufs.rename(&from, &to).await;
+            failpoint("after-ufs-rename");
+            match moved {
+                Ok(()) => Some((ufs, from, to, intent)),
+                Err(e) => {
+                    self.drop_intent(intent);
+                    match e {
+                        // Already gone from the under-storage: an Eddy-side move is all that is left.
+                        UfsError::NotFound(_) => None,
+                        e => return Err(e.into()),
+                    }
+                }
             }
         } else {
             None
         };
         let now = now_ms();
-        let result = self.mutate(|ns, fx| ns.rename(&src, &dst, now, fx)).await;
+        let intent = ufs_move.as_ref().map(|m| m.3);
+        let result = self
+            .mutate(|ns, fx| {
+                ns.rename(&src, &dst, now, fx)?;
+                fx.ops.extend(intent.map(MetaOp::DeleteIntent));
+                Ok(())
+            })
+            .await;
         if result.is_err()
-            && let Some((ufs, from, to)) = ufs_move
+            && let Some((ufs, from, to, intent)) = ufs_move
         {
             // Something changed between check and apply: put the store back.
-            if let Err(e) = ufs.rename(&to, &from).await {
-                tracing::warn!("could not undo under-storage rename {to} -> {from}: {e}");
+            match ufs.rename(&to, &from).await {
+                Ok(()) => self.drop_intent(intent),
+                // The intent stays: the next start adopts the store's state.
+                Err(e) => tracing::warn!("could not undo under-storage rename {to} -> {from}: {e}"),
             }
         }
         result
@@ -543,18 +669,36 @@ impl MasterState {
             .ns
             .read()
             .check_delete(&path, r.recursive, r.eddy_only)?;
+        let mut intent = None;
         if persisted && !r.eddy_only {
             let (mount, key) = self.ufs_target(&path);
-            match self.ufs(&mount).await?.delete(&key, r.recursive).await {
-                Ok(()) | Err(UfsError::NotFound(_)) => {}
-                Err(UfsError::DirectoryNotEmpty(_)) => {
-                    return Err(MasterError::DirectoryNotEmpty(path.to_string()));
+            let ufs = self.ufs(&mount).await?;
+            let id = self
+                .begin_intent(&Intent::Delete { path: path.clone() })
+                .await?;
+            let deleted = ufs.delete(&key, r.recursive).await;
+            failpoint("after-ufs-delete");
+            match deleted {
+                Ok(()) | Err(UfsError::NotFound(_)) => intent = Some(id),
+                Err(e) => {
+                    self.drop_intent(id);
+                    return Err(match e {
+                        UfsError::DirectoryNotEmpty(_) => {
+                            MasterError::DirectoryNotEmpty(path.to_string())
+                        }
+                        e => e.into(),
+                    });
                 }
-                Err(e) => return Err(e.into()),
             }
         }
-        self.mutate(|ns, fx| ns.delete(&path, r.recursive, r.eddy_only, fx))
-            .await
+        // Should this fail after the store's delete, the intent stays and
+        // the next start finishes the delete in Eddy.
+        self.mutate(|ns, fx| {
+            ns.delete(&path, r.recursive, r.eddy_only, fx)?;
+            fx.ops.extend(intent.map(MetaOp::DeleteIntent));
+            Ok(())
+        })
+        .await
     }
 
     pub async fn set_attribute(&self, r: pb::SetAttributeRequest) -> Result<pb::FileStatus> {
