@@ -5,7 +5,7 @@
 //! submits to the metastore while still holding the namespace lock. Under-
 //! storage I/O happens outside, in `service.rs`, before or after these calls.
 
-use std::collections::HashSet;
+use std::collections::{BTreeSet, HashSet};
 use std::sync::Arc;
 
 use eddy_proto::pb::TtlAction;
@@ -95,6 +95,10 @@ pub struct Namespace {
     pub mounts: MountTable,
     /// Interned owners (see [`Owner`]).
     owners: HashSet<Arc<Owner>>,
+    /// Pinned files (workers never evict their blocks), and a version that
+    /// changes with the set so heartbeats send it only when it changed.
+    pinned: BTreeSet<u64>,
+    pin_version: u64,
     pub default_block_size: u64,
 }
 
@@ -124,6 +128,8 @@ impl Namespace {
             next_id: ROOT_ID + 1,
             mounts: MountTable::default(),
             owners: HashSet::new(),
+            pinned: BTreeSet::new(),
+            pin_version: 1,
             default_block_size,
         };
         let root = ns.new_inode(ROOT_ID, 0, "", true, &NewAttrs::default(), now);
@@ -151,6 +157,8 @@ impl Namespace {
             next_id: loaded.next_id,
             mounts: MountTable::default(),
             owners: HashSet::new(),
+            pinned: BTreeSet::new(),
+            pin_version: 1,
             default_block_size,
         };
         let mut max_id = 0;
@@ -159,6 +167,9 @@ impl Namespace {
             let ino = Inode::decode(rec, &mut |u, g| intern(owners, u, g))
                 .map_err(MasterError::Metastore)?;
             max_id = max_id.max(ino.id);
+            if !ino.is_dir() && ino.flag(FLAG_PINNED) {
+                ns.pinned.insert(ino.id);
+            }
             ns.inodes.insert(ino.id, ino);
         }
         ns.next_id = ns.next_id.max(max_id + 1);
@@ -538,12 +549,23 @@ impl Namespace {
                 let owner = self.intern(user, group);
                 self.inode_mut(i).owner = owner;
             }
-            let ino = self.inode_mut(i);
+            let ino = self
+                .inodes
+                .get_mut(&i)
+                .expect("inode ids held by the tree exist");
             if let Some(m) = ch.mode {
                 ino.mode = m;
             }
             if let Some(p) = ch.pinned {
                 ino.set_flag(FLAG_PINNED, p);
+                if !ino.is_dir() {
+                    let changed = if p {
+                        self.pinned.insert(i)
+                    } else {
+                        self.pinned.remove(&i)
+                    };
+                    self.pin_version += u64::from(changed);
+                }
             }
             if let Some(t) = ch.ttl_ms {
                 ino.ttl_ms = t;
@@ -560,6 +582,57 @@ impl Namespace {
             fx.ops.push(metastore::put(ino));
         }
         Ok(id)
+    }
+
+    /// The pinned files and the version of that set.
+    pub fn pinned_files(&self) -> (u64, Vec<u64>) {
+        (self.pin_version, self.pinned.iter().copied().collect())
+    }
+
+    pub fn pin_version(&self) -> u64 {
+        self.pin_version
+    }
+
+    /// The cached blocks `free` must drop for `path`. Only complete,
+    /// persisted files can be freed (otherwise the cache holds the only
+    /// copy); pinned ones only when `force`. A directory needs `recursive`
+    /// unless empty.
+    pub fn free_targets(&self, path: &EddyPath, recursive: bool, force: bool) -> Result<Vec<u64>> {
+        let id = self.resolve(path)?;
+        let ino = &self.inodes[&id];
+        if ino.children().is_some_and(|c| !c.is_empty()) && !recursive {
+            return Err(MasterError::DirectoryNotEmpty(format!(
+                "{path} is a directory; free it with the recursive option"
+            )));
+        }
+        let mut blocks = Vec::new();
+        for i in self.subtree(id) {
+            let f = &self.inodes[&i];
+            if f.is_dir() {
+                continue;
+            }
+            let name = || {
+                if i == id {
+                    path.to_string()
+                } else {
+                    format!("a file under {path} (id {i})")
+                }
+            };
+            if !f.flag(FLAG_COMPLETE) || !f.flag(FLAG_PERSISTED) {
+                return Err(MasterError::InvalidArgument(format!(
+                    "cannot free {}: it is not persisted to the under-storage, so the cache holds its only copy",
+                    name()
+                )));
+            }
+            if f.flag(FLAG_PINNED) && !force {
+                return Err(MasterError::InvalidArgument(format!(
+                    "cannot free {}: it is pinned (unpin it, or free with force)",
+                    name()
+                )));
+            }
+            blocks.extend(file_blocks(f));
+        }
+        Ok(blocks)
     }
 
     /// Every inode id in the subtree rooted at `id`, `id` first.
@@ -639,6 +712,9 @@ impl Namespace {
         }
         for i in ids {
             let ino = self.inodes.remove(&i).expect("subtree ids exist");
+            if self.pinned.remove(&i) {
+                self.pin_version += 1;
+            }
             fx.dropped_blocks.extend(file_blocks(&ino));
             if !ino.is_dir() && !ino.flag(FLAG_COMPLETE) {
                 fx.dropped_files.push(ino.id);
@@ -1015,6 +1091,49 @@ mod tests {
 
     fn fx() -> Effects {
         Effects::default()
+    }
+
+    #[test]
+    fn pins_are_tracked_and_free_refuses_what_it_must() {
+        let mut n = ns();
+        let mut f = fx();
+        let a = NewAttrs::default();
+        n.mkdir(&p("/d"), false, false, &a, true, NOW, &mut f)
+            .unwrap();
+        for (name, persisted) in [("/d/a", true), ("/d/b", true), ("/d/mem", false)] {
+            n.create_file(&p(name), false, &a, true, NOW, &mut f)
+                .unwrap();
+            n.complete_file(&p(name), 100 << 20, persisted, "", NOW, &mut f)
+                .unwrap();
+        }
+        let (v0, none) = n.pinned_files();
+        assert!(none.is_empty());
+        let pin = |pinned| AttrChange {
+            pinned: Some(pinned),
+            ..Default::default()
+        };
+        let a_id = n.set_attribute(&p("/d/a"), &pin(true), &mut f).unwrap();
+        let (v1, pinned) = n.pinned_files();
+        assert!(v1 > v0);
+        assert_eq!(pinned, [a_id]);
+
+        // Two blocks of 64 MiB for a 100 MiB file.
+        assert_eq!(n.free_targets(&p("/d/b"), false, false).unwrap().len(), 2);
+        let e = n.free_targets(&p("/d/a"), false, false).unwrap_err();
+        assert!(e.to_string().contains("pinned"), "{e}");
+        assert_eq!(n.free_targets(&p("/d/a"), false, true).unwrap().len(), 2);
+        let e = n.free_targets(&p("/d/mem"), false, false).unwrap_err();
+        assert!(e.to_string().contains("not persisted"), "{e}");
+        let e = n.free_targets(&p("/d"), false, false).unwrap_err();
+        assert_eq!(e.code(), eddy_proto::EddyCode::DirectoryNotEmpty);
+        n.delete(&p("/d/mem"), false, false, &mut f).unwrap();
+        assert_eq!(n.free_targets(&p("/d"), true, true).unwrap().len(), 4);
+
+        // Deleting a pinned file unpins it.
+        n.delete(&p("/d/a"), false, false, &mut f).unwrap();
+        let (v2, pinned) = n.pinned_files();
+        assert!(v2 > v1);
+        assert!(pinned.is_empty());
     }
 
     #[test]

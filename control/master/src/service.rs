@@ -826,10 +826,46 @@ impl MasterState {
                 }
             })
             .collect();
+        let (mount, key) = ns.mounts.ufs_path(&path);
         Ok(pb::GetFileBlocksResponse {
             status: Some(Self::status(&ns, Some(&reg), ino, &path)),
             blocks,
+            ufs: Some(pb::UfsLocation {
+                mount_id: mount.id,
+                key: key.as_str().to_string(),
+            }),
         })
+    }
+
+    /// Where `path` lives in the under-storage.
+    pub fn ufs_location(&self, path: &[u8]) -> Result<pb::UfsLocation> {
+        let path = EddyPath::parse_bytes(path)?;
+        let (mount, key) = self.ufs_target(&path);
+        Ok(pb::UfsLocation {
+            mount_id: mount.id,
+            key: key.as_str().to_string(),
+        })
+    }
+
+    /// Drops the cached copies of `path`'s blocks from every worker (on their
+    /// next heartbeat). Returns how many block copies were dropped.
+    pub async fn free(&self, r: pb::FreeRequest) -> Result<u64> {
+        let path = EddyPath::parse_bytes(&r.path)?;
+        self.sync_path(&path, None).await?;
+        let blocks = self.ns.read().free_targets(&path, r.recursive, r.force)?;
+        Ok(self.reg.lock().drop_blocks(blocks))
+    }
+
+    /// A mount's under-storage URI and options (for workers filling misses).
+    pub fn get_mount(&self, mount_id: u64) -> Result<pb::MountInfo> {
+        self.list_mounts()
+            .into_iter()
+            .find(|m| m.mount_id == mount_id)
+            .ok_or_else(|| {
+                MasterError::NotFound(format!(
+                    "mount id {mount_id} (it was unmounted; re-read the file's metadata)"
+                ))
+            })
     }
 
     // ---- workers ----
@@ -992,9 +1028,12 @@ impl pb::file_system_master_server::FileSystemMaster for MasterRpc {
         }))
     }
     async fn create_file(&self, r: Request<pb::CreateFileRequest>) -> Rpc<pb::CreateFileResponse> {
-        let status = self.0.create_file(r.into_inner()).await?;
+        let r = r.into_inner();
+        let path = r.path.clone();
+        let status = self.0.create_file(r).await?;
         Ok(Response::new(pb::CreateFileResponse {
             status: Some(status),
+            ufs: Some(self.0.ufs_location(&path)?),
         }))
     }
     async fn complete_file(
@@ -1055,6 +1094,10 @@ impl pb::file_system_master_server::FileSystemMaster for MasterRpc {
     ) -> Rpc<pb::GetFileBlocksResponse> {
         Ok(Response::new(self.0.get_file_blocks(r.into_inner()).await?))
     }
+    async fn free(&self, r: Request<pb::FreeRequest>) -> Rpc<pb::FreeResponse> {
+        let blocks_freed = self.0.free(r.into_inner()).await?;
+        Ok(Response::new(pb::FreeResponse { blocks_freed }))
+    }
 }
 
 #[tonic::async_trait]
@@ -1066,8 +1109,21 @@ impl pb::block_master_server::BlockMaster for MasterRpc {
         Ok(Response::new(self.0.register_worker(r.into_inner())?))
     }
     async fn heartbeat(&self, r: Request<pb::HeartbeatRequest>) -> Rpc<pb::HeartbeatResponse> {
-        let commands = self.0.heartbeat(r.into_inner())?;
-        Ok(Response::new(pb::HeartbeatResponse { commands }))
+        let r = r.into_inner();
+        let known = r.pinned_version;
+        let commands = self.0.heartbeat(r)?;
+        let pinned = {
+            let ns = self.0.ns.read();
+            (ns.pin_version() != known).then(|| {
+                let (version, file_ids) = ns.pinned_files();
+                pb::PinnedFiles { version, file_ids }
+            })
+        };
+        Ok(Response::new(pb::HeartbeatResponse { commands, pinned }))
+    }
+    async fn get_mount(&self, r: Request<pb::GetMountRequest>) -> Rpc<pb::GetMountResponse> {
+        let mount = self.0.get_mount(r.into_inner().mount_id)?;
+        Ok(Response::new(pb::GetMountResponse { mount: Some(mount) }))
     }
     async fn commit_block(
         &self,

@@ -193,19 +193,22 @@ impl Registry {
         Ok(())
     }
 
-    /// Forgets blocks (their file was deleted or changed) and tells the
-    /// workers holding them to drop them.
-    pub fn drop_blocks(&mut self, blocks: impl IntoIterator<Item = u64>) {
+    /// Forgets blocks (their file was deleted, changed or freed) and tells
+    /// the workers holding them to drop them. Returns the copies dropped.
+    pub fn drop_blocks(&mut self, blocks: impl IntoIterator<Item = u64>) -> u64 {
+        let mut copies = 0;
         for b in blocks {
             if let Some(meta) = self.blocks.remove(&b) {
                 for wid in meta.workers {
                     if let Some(w) = self.workers.get_mut(&wid) {
                         w.blocks.remove(&b);
                         w.pending_removals.push(b);
+                        copies += 1;
                     }
                 }
             }
         }
+        copies
     }
 
     /// Drops every block of `file_id` (for incomplete files, whose block

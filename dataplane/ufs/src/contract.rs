@@ -23,6 +23,85 @@ pub async fn run_all(ufs: &dyn UnderFileSystem) {
     list_paginates_in_order(ufs).await;
     mkdir_and_delete(ufs).await;
     rename_moves(ufs).await;
+    streamed_writes(ufs).await;
+    read_into_fills_in_place(ufs).await;
+}
+
+/// A streamed write is invisible until complete; abort and drop leave nothing.
+pub async fn streamed_writes(ufs: &dyn UnderFileSystem) {
+    let data: Vec<u8> = (0..3_000_000u32).map(|i| (i % 241) as u8).collect();
+    let mut w = ufs.create(&p("c8/deep/s.bin")).await.unwrap();
+    for chunk in data.chunks(700_001) {
+        w.write(chunk).await.unwrap();
+    }
+    assert!(
+        matches!(
+            ufs.stat(&p("c8/deep/s.bin")).await,
+            Err(UfsError::NotFound(_))
+        ),
+        "nothing is visible before complete"
+    );
+    let st = w.complete().await.unwrap();
+    assert_eq!(st.length, data.len() as u64);
+    assert_eq!(
+        ufs.stat(&p("c8/deep/s.bin")).await.unwrap().fingerprint,
+        st.fingerprint
+    );
+    assert_eq!(
+        ufs.read(&p("c8/deep/s.bin"), 0..u64::MAX).await.unwrap(),
+        data
+    );
+
+    let mut w = ufs.create(&p("c8/aborted")).await.unwrap();
+    w.write(b"junk").await.unwrap();
+    w.abort().await;
+    let mut w = ufs.create(&p("c8/dropped")).await.unwrap();
+    w.write(b"junk").await.unwrap();
+    drop(w);
+    let names: Vec<String> = ufs
+        .list(&p("c8"), None, 100)
+        .await
+        .unwrap()
+        .entries
+        .into_iter()
+        .map(|e| e.name)
+        .collect();
+    assert_eq!(
+        names,
+        ["deep"],
+        "aborted and dropped writes leave nothing behind"
+    );
+    assert!(matches!(
+        ufs.create(&UfsPath::root()).await.err(),
+        Some(UfsError::IsADirectory(_))
+    ));
+}
+
+/// `read_into` fills the buffer from an offset and stops at the end.
+pub async fn read_into_fills_in_place(ufs: &dyn UnderFileSystem) {
+    let data: Vec<u8> = (0..50_000u32).map(|i| (i % 233) as u8).collect();
+    ufs.write(&p("c9/f"), Bytes::from(data.clone()))
+        .await
+        .unwrap();
+    let mut buf = vec![0u8; 10_000];
+    assert_eq!(
+        ufs.read_into(&p("c9/f"), 1_000, &mut buf).await.unwrap(),
+        10_000
+    );
+    assert_eq!(buf, data[1_000..11_000]);
+    assert_eq!(
+        ufs.read_into(&p("c9/f"), 45_000, &mut buf).await.unwrap(),
+        5_000
+    );
+    assert_eq!(buf[..5_000], data[45_000..]);
+    assert_eq!(
+        ufs.read_into(&p("c9/f"), 60_000, &mut buf).await.unwrap(),
+        0
+    );
+    assert!(matches!(
+        ufs.read_into(&p("c9/missing"), 0, &mut buf).await,
+        Err(UfsError::NotFound(_))
+    ));
 }
 
 pub async fn write_then_read(ufs: &dyn UnderFileSystem) {

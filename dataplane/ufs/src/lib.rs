@@ -107,9 +107,25 @@ pub trait UnderFileSystem: Send + Sync + Debug {
     /// Bytes `range` of file `path`; a range past the end is cut at the end.
     async fn read(&self, path: &UfsPath, range: Range<u64>) -> Result<Bytes>;
 
+    /// Reads from `offset` into `buf` until it is full or the file ends;
+    /// returns the bytes read. Backends override this to fill `buf` in place
+    /// (workers read cache fills straight into a block's segment).
+    async fn read_into(&self, path: &UfsPath, offset: u64, buf: &mut [u8]) -> Result<usize> {
+        let end = offset.saturating_add(buf.len() as u64);
+        let data = self.read(path, offset..end).await?;
+        buf[..data.len()].copy_from_slice(&data);
+        Ok(data.len())
+    }
+
     /// Writes the whole object, replacing any existing file, creating parent
     /// directories as needed. Returns the new status (with its fingerprint).
     async fn write(&self, path: &UfsPath, data: Bytes) -> Result<UfsStatus>;
+
+    /// Starts a streamed write of a new object at `path`, creating parent
+    /// directories as needed. Nothing is visible at `path` until
+    /// [`UfsWriter::complete`], which replaces any file there; dropping the
+    /// writer or aborting leaves nothing behind.
+    async fn create(&self, path: &UfsPath) -> Result<Box<dyn UfsWriter>>;
 
     /// Creates directory `path` (and its parents). Existing directories are fine.
     async fn mkdir(&self, path: &UfsPath) -> Result<()>;
@@ -120,6 +136,17 @@ pub trait UnderFileSystem: Send + Sync + Debug {
     /// Renames `from` to `to` (which must not exist). Atomic only where
     /// [`Capabilities::atomic_rename`] says so.
     async fn rename(&self, from: &UfsPath, to: &UfsPath) -> Result<()>;
+}
+
+/// A streamed write in progress (see [`UnderFileSystem::create`]).
+#[async_trait]
+pub trait UfsWriter: Send {
+    /// Appends `data`.
+    async fn write(&mut self, data: &[u8]) -> Result<()>;
+    /// Makes the object visible, durably; returns its status.
+    async fn complete(self: Box<Self>) -> Result<UfsStatus>;
+    /// Discards what was written.
+    async fn abort(self: Box<Self>);
 }
 
 /// Opens the under-storage named by `uri`. Supported now: `file:///abs/dir`

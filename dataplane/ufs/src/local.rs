@@ -10,7 +10,9 @@ use async_trait::async_trait;
 use bytes::Bytes;
 use tokio::io::{AsyncReadExt, AsyncSeekExt};
 
-use crate::{Capabilities, ListPage, Result, UfsError, UfsPath, UfsStatus, UnderFileSystem};
+use crate::{
+    Capabilities, ListPage, Result, UfsError, UfsPath, UfsStatus, UfsWriter, UnderFileSystem,
+};
 
 /// Prefix of the temporary files `write` renames into place; hidden from listings.
 const TMP_PREFIX: &str = ".eddy-tmp-";
@@ -218,6 +220,65 @@ impl UnderFileSystem for LocalUfs {
         Ok(Bytes::from(buf))
     }
 
+    async fn read_into(&self, path: &UfsPath, offset: u64, buf: &mut [u8]) -> Result<usize> {
+        use std::os::unix::fs::FileExt;
+        let full = self.full(path);
+        // pread straight into the caller's buffer. It blocks, so on a
+        // multi-threaded runtime the worker thread hands its other tasks
+        // off first (block_in_place); elsewhere (tests) it just runs.
+        let mut read = || -> std::io::Result<usize> {
+            let f = std::fs::File::open(&full)?;
+            if f.metadata()?.is_dir() {
+                return Err(std::io::Error::from(ErrorKind::IsADirectory));
+            }
+            let mut done = 0;
+            while done < buf.len() {
+                match f.read_at(&mut buf[done..], offset + done as u64) {
+                    Ok(0) => break,
+                    Ok(n) => done += n,
+                    Err(e) if e.kind() == ErrorKind::Interrupted => {}
+                    Err(e) => return Err(e),
+                }
+            }
+            Ok(done)
+        };
+        let multi = tokio::runtime::Handle::try_current()
+            .is_ok_and(|h| h.runtime_flavor() == tokio::runtime::RuntimeFlavor::MultiThread);
+        let r = if multi {
+            tokio::task::block_in_place(read)
+        } else {
+            read()
+        };
+        r.map_err(|e| self.io_err(path, e))
+    }
+
+    async fn create(&self, path: &UfsPath) -> Result<Box<dyn UfsWriter>> {
+        if path.is_root() {
+            return Err(UfsError::IsADirectory(path.to_string()));
+        }
+        self.require_root()?;
+        let full = self.full(path);
+        let parent = full.parent().expect("a non-root key has a parent");
+        tokio::fs::create_dir_all(parent)
+            .await
+            .map_err(|e| self.io_err(path, e))?;
+        if tokio::fs::metadata(&full).await.is_ok_and(|m| m.is_dir()) {
+            return Err(UfsError::IsADirectory(path.to_string()));
+        }
+        let seq = self.tmp_seq.fetch_add(1, Ordering::Relaxed);
+        let tmp = parent.join(format!("{TMP_PREFIX}{}-{seq}", std::process::id()));
+        let file = tokio::fs::File::create(&tmp)
+            .await
+            .map_err(|e| self.io_err(path, e))?;
+        Ok(Box::new(LocalWriter {
+            file: Some(tokio::io::BufWriter::with_capacity(1 << 20, file)),
+            tmp,
+            full,
+            key: path.clone(),
+            uri: self.uri.clone(),
+        }))
+    }
+
     async fn write(&self, path: &UfsPath, data: Bytes) -> Result<UfsStatus> {
         if path.is_root() {
             return Err(UfsError::IsADirectory(path.to_string()));
@@ -308,5 +369,63 @@ impl UnderFileSystem for LocalUfs {
         tokio::fs::rename(&src, &dst)
             .await
             .map_err(|e| self.io_err(from, e))
+    }
+}
+
+/// A streamed write to a hidden temporary beside the target, renamed into
+/// place on completion (so readers never see a partial file).
+struct LocalWriter {
+    file: Option<tokio::io::BufWriter<tokio::fs::File>>,
+    tmp: PathBuf,
+    full: PathBuf,
+    key: UfsPath,
+    uri: String,
+}
+
+impl LocalWriter {
+    fn err(&self, e: std::io::Error) -> UfsError {
+        UfsError::Io {
+            path: format!("{}/{}", self.uri, self.key),
+            source: e,
+        }
+    }
+}
+
+#[async_trait]
+impl UfsWriter for LocalWriter {
+    async fn write(&mut self, data: &[u8]) -> Result<()> {
+        use tokio::io::AsyncWriteExt;
+        let f = self.file.as_mut().expect("open until complete or abort");
+        let r = f.write_all(data).await;
+        r.map_err(|e| self.err(e))
+    }
+
+    async fn complete(mut self: Box<Self>) -> Result<UfsStatus> {
+        use tokio::io::AsyncWriteExt;
+        let mut f = self.file.take().expect("open until complete or abort");
+        let r = async {
+            f.flush().await?;
+            f.get_ref().sync_all().await?;
+            drop(f);
+            tokio::fs::rename(&self.tmp, &self.full).await?;
+            tokio::fs::metadata(&self.full).await
+        }
+        .await;
+        let meta = r.map_err(|e| self.err(e))?;
+        Ok(status_of(self.key.name(), &meta))
+    }
+
+    async fn abort(mut self: Box<Self>) {
+        self.file.take();
+        let _ = tokio::fs::remove_file(&self.tmp).await;
+    }
+}
+
+impl Drop for LocalWriter {
+    fn drop(&mut self) {
+        // Neither completed nor aborted (the writer was dropped mid-way).
+        if self.file.take().is_some() {
+            let _ = std::fs::remove_file(&self.tmp);
+        }
     }
 }

@@ -1,0 +1,569 @@
+//! Frame kinds, headers and bodies.
+
+use eddy_proto::EddyCode;
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+
+use crate::codec::{BodyReader, BodyWriter};
+use crate::{HEADER_LEN, MAGIC, MAX_CONTROL_BODY, MAX_DATA_BODY, VERSION, WireError};
+
+/// What a frame is. Client -> worker kinds are below 64, answers from 64.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[repr(u8)]
+pub enum Kind {
+    Read = 1,
+    WriteOpen = 2,
+    Data = 3,
+    WriteClose = 4,
+    WriteCancel = 5,
+    Load = 6,
+    Stats = 7,
+    ReadOk = 64,
+    Ok = 65,
+    WriteOk = 66,
+    StatsOk = 67,
+    Error = 127,
+}
+
+impl Kind {
+    pub fn from_u8(v: u8) -> Option<Kind> {
+        use Kind::*;
+        Some(match v {
+            1 => Read,
+            2 => WriteOpen,
+            3 => Data,
+            4 => WriteClose,
+            5 => WriteCancel,
+            6 => Load,
+            7 => Stats,
+            64 => ReadOk,
+            65 => Ok,
+            66 => WriteOk,
+            67 => StatsOk,
+            127 => Error,
+            _ => return None,
+        })
+    }
+
+    fn max_body(self) -> u32 {
+        if self == Kind::Data {
+            MAX_DATA_BODY
+        } else {
+            MAX_CONTROL_BODY
+        }
+    }
+}
+
+/// The fixed 12-byte frame header.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Header {
+    pub kind: Kind,
+    pub body_len: u32,
+}
+
+impl Header {
+    pub fn encode(&self) -> [u8; HEADER_LEN] {
+        let mut h = [0u8; HEADER_LEN];
+        h[0..4].copy_from_slice(&MAGIC);
+        h[4] = VERSION;
+        h[5] = self.kind as u8;
+        // h[6..8]: flags, zero in version 1.
+        h[8..12].copy_from_slice(&self.body_len.to_le_bytes());
+        h
+    }
+
+    /// Checks magic, version, kind and the size limit of the kind.
+    pub fn decode(h: &[u8; HEADER_LEN]) -> Result<Header, WireError> {
+        let magic: [u8; 4] = h[0..4].try_into().expect("4 bytes");
+        if magic != MAGIC {
+            return Err(WireError::BadMagic(magic));
+        }
+        if h[4] != VERSION {
+            return Err(WireError::BadVersion(h[4]));
+        }
+        let kind = Kind::from_u8(h[5]).ok_or(WireError::UnknownKind(h[5]))?;
+        let body_len = u32::from_le_bytes(h[8..12].try_into().expect("4 bytes"));
+        if body_len > kind.max_body() {
+            return Err(WireError::TooLarge {
+                kind,
+                len: body_len,
+                max: kind.max_body(),
+            });
+        }
+        Ok(Header { kind, body_len })
+    }
+}
+
+/// Reads one header. A clean end of stream before its first byte is
+/// [`WireError::Closed`].
+pub async fn read_header<R: AsyncRead + Unpin>(r: &mut R) -> Result<Header, WireError> {
+    let mut h = [0u8; HEADER_LEN];
+    let n = r.read(&mut h).await?;
+    if n == 0 {
+        return Err(WireError::Closed);
+    }
+    r.read_exact(&mut h[n..]).await?;
+    Header::decode(&h)
+}
+
+/// Reads the body of a control frame.
+pub async fn read_body<R: AsyncRead + Unpin>(r: &mut R, h: Header) -> Result<Vec<u8>, WireError> {
+    let mut b = vec![0u8; h.body_len as usize];
+    r.read_exact(&mut b).await?;
+    Ok(b)
+}
+
+/// Writes a whole control frame in one buffer.
+pub async fn write_frame<W: AsyncWrite + Unpin>(
+    w: &mut W,
+    kind: Kind,
+    body: &[u8],
+) -> Result<(), WireError> {
+    let mut buf = Vec::with_capacity(HEADER_LEN + body.len());
+    buf.extend_from_slice(
+        &Header {
+            kind,
+            body_len: body.len() as u32,
+        }
+        .encode(),
+    );
+    buf.extend_from_slice(body);
+    w.write_all(&buf).await?;
+    Ok(())
+}
+
+/// Reads the next frame, which must be of kind `want` (an `Error` frame
+/// becomes `Err(Ok(ErrorFrame))`, so callers see the worker's typed error).
+pub async fn expect<R: AsyncRead + Unpin>(
+    r: &mut R,
+    want: Kind,
+) -> Result<Result<Vec<u8>, ErrorFrame>, WireError> {
+    let h = read_header(r).await?;
+    let body = read_body(r, h).await?;
+    if h.kind == Kind::Error {
+        return Ok(Err(ErrorFrame::decode(&body)?));
+    }
+    if h.kind != want {
+        return Err(WireError::Unexpected {
+            expected: kind_name(want),
+            got: h.kind,
+        });
+    }
+    Ok(Ok(body))
+}
+
+fn kind_name(k: Kind) -> &'static str {
+    match k {
+        Kind::ReadOk => "READ_OK",
+        Kind::Ok => "OK",
+        Kind::WriteOk => "WRITE_OK",
+        Kind::StatsOk => "STATS_OK",
+        _ => "a request",
+    }
+}
+
+fn malformed(kind: Kind) -> impl Fn(String) -> WireError {
+    move |reason| WireError::Malformed { kind, reason }
+}
+
+/// How a read treats the cache.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+#[repr(u8)]
+pub enum ReadType {
+    /// A miss is cached (the default).
+    #[default]
+    Cache = 0,
+    /// A miss is read through without caching.
+    NoCache = 1,
+    /// As `Cache`, and a hit in a lower tier moves up (meaningful with tiers).
+    CachePromote = 2,
+}
+
+/// Where a file's bytes live in the under-storage: its mount (resolved by
+/// the worker with the master) and key.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct UfsSource {
+    pub mount_id: u64,
+    pub key: String,
+}
+
+fn put_source(w: &mut BodyWriter, s: &Option<UfsSource>) {
+    match s {
+        Some(s) => w.u64(s.mount_id).str(&s.key),
+        None => w.u64(0).str(""),
+    };
+}
+
+fn get_source(r: &mut BodyReader) -> Result<Option<UfsSource>, String> {
+    let mount_id = r.u64()?;
+    let key = r.str()?;
+    Ok((mount_id != 0).then_some(UfsSource { mount_id, key }))
+}
+
+/// `Read` (stream bytes back) and `Load` (cache only, answer `Ok`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ReadRequest {
+    pub block_id: u64,
+    /// Range within the block.
+    pub offset: u64,
+    pub length: u64,
+    /// Full length of the block, and where it starts in its file: what a
+    /// cache fill reads from the under-storage.
+    pub block_length: u64,
+    pub file_offset: u64,
+    pub read_type: ReadType,
+    /// Absent: the block must be cached (no under-storage copy).
+    pub source: Option<UfsSource>,
+}
+
+impl ReadRequest {
+    pub fn encode(&self) -> Vec<u8> {
+        let mut w = BodyWriter::default();
+        w.u64(self.block_id)
+            .u64(self.offset)
+            .u64(self.length)
+            .u64(self.block_length)
+            .u64(self.file_offset)
+            .u8(self.read_type as u8);
+        put_source(&mut w, &self.source);
+        w.0
+    }
+
+    pub fn decode(kind: Kind, b: &[u8]) -> Result<Self, WireError> {
+        let m = malformed(kind);
+        let mut r = BodyReader::new(b);
+        let req = (|| {
+            let req = ReadRequest {
+                block_id: r.u64()?,
+                offset: r.u64()?,
+                length: r.u64()?,
+                block_length: r.u64()?,
+                file_offset: r.u64()?,
+                read_type: match r.u8()? {
+                    0 => ReadType::Cache,
+                    1 => ReadType::NoCache,
+                    2 => ReadType::CachePromote,
+                    t => return Err(format!("unknown read type {t}")),
+                },
+                source: get_source(&mut r)?,
+            };
+            r.end()?;
+            if req
+                .offset
+                .checked_add(req.length)
+                .is_none_or(|e| e > req.block_length)
+            {
+                return Err(format!(
+                    "range {}+{} is outside the block's {} bytes",
+                    req.offset, req.length, req.block_length
+                ));
+            }
+            Ok(req)
+        })()
+        .map_err(m)?;
+        Ok(req)
+    }
+}
+
+/// How a written file reaches the under-storage (same numbers as the
+/// schema's `WriteType`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[repr(u8)]
+pub enum WriteType {
+    MustCache = 1,
+    CacheThrough = 2,
+    Through = 3,
+    AsyncThrough = 4,
+}
+
+/// Opens a file write session: `Data` frames follow, then `WriteClose`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct WriteOpen {
+    pub file_id: u64,
+    pub block_size: u64,
+    pub write_type: WriteType,
+    /// Where the file is persisted (required unless MUST_CACHE).
+    pub target: Option<UfsSource>,
+}
+
+impl WriteOpen {
+    pub fn encode(&self) -> Vec<u8> {
+        let mut w = BodyWriter::default();
+        w.u64(self.file_id)
+            .u64(self.block_size)
+            .u8(self.write_type as u8);
+        put_source(&mut w, &self.target);
+        w.0
+    }
+
+    pub fn decode(b: &[u8]) -> Result<Self, WireError> {
+        let mut r = BodyReader::new(b);
+        (|| {
+            let o = WriteOpen {
+                file_id: r.u64()?,
+                block_size: r.u64()?,
+                write_type: match r.u8()? {
+                    1 => WriteType::MustCache,
+                    2 => WriteType::CacheThrough,
+                    3 => WriteType::Through,
+                    4 => WriteType::AsyncThrough,
+                    t => return Err(format!("unknown write type {t}")),
+                },
+                target: get_source(&mut r)?,
+            };
+            r.end()?;
+            if o.block_size == 0 {
+                return Err("block size 0".into());
+            }
+            if o.write_type != WriteType::MustCache && o.target.is_none() {
+                return Err("a persisted write type needs an under-storage target".into());
+            }
+            Ok(o)
+        })()
+        .map_err(malformed(Kind::WriteOpen))
+    }
+}
+
+/// The answer to `WriteClose`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct WriteOk {
+    pub length: u64,
+    /// Blocks cached and committed to the master.
+    pub blocks: u32,
+    /// Under-storage fingerprint when persisted, else empty.
+    pub fingerprint: String,
+}
+
+impl WriteOk {
+    pub fn encode(&self) -> Vec<u8> {
+        let mut w = BodyWriter::default();
+        w.u64(self.length).u32(self.blocks).str(&self.fingerprint);
+        w.0
+    }
+    pub fn decode(b: &[u8]) -> Result<Self, WireError> {
+        let mut r = BodyReader::new(b);
+        (|| {
+            let o = WriteOk {
+                length: r.u64()?,
+                blocks: r.u32()?,
+                fingerprint: r.str()?,
+            };
+            r.end()?;
+            Ok(o)
+        })()
+        .map_err(malformed(Kind::WriteOk))
+    }
+}
+
+/// A typed error from the worker; the request failed, the connection stays usable.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{message}")]
+pub struct ErrorFrame {
+    pub code: EddyCode,
+    pub message: String,
+}
+
+impl ErrorFrame {
+    pub fn new(code: EddyCode, message: impl Into<String>) -> Self {
+        Self {
+            code,
+            message: message.into(),
+        }
+    }
+    pub fn encode(&self) -> Vec<u8> {
+        let mut w = BodyWriter::default();
+        w.u16(self.code as i32 as u16).str(&self.message);
+        w.0
+    }
+    pub fn decode(b: &[u8]) -> Result<Self, WireError> {
+        let mut r = BodyReader::new(b);
+        (|| {
+            let code = r.u16()?;
+            let message = r.str()?;
+            r.end()?;
+            Ok(ErrorFrame {
+                code: EddyCode::try_from(i32::from(code)).unwrap_or(EddyCode::Internal),
+                message,
+            })
+        })()
+        .map_err(malformed(Kind::Error))
+    }
+}
+
+/// A single `u64` body (`ReadOk` length, `Ok` value, `WriteClose` length).
+pub fn u64_body(v: u64) -> [u8; 8] {
+    v.to_le_bytes()
+}
+
+pub fn decode_u64(kind: Kind, b: &[u8]) -> Result<u64, WireError> {
+    let arr: [u8; 8] = b.try_into().map_err(|_| WireError::Malformed {
+        kind,
+        reason: format!("expected 8 bytes, got {}", b.len()),
+    })?;
+    Ok(u64::from_le_bytes(arr))
+}
+
+/// `StatsOk`: named counters.
+pub fn encode_stats(stats: &[(String, u64)]) -> Vec<u8> {
+    let mut w = BodyWriter::default();
+    w.u16(stats.len() as u16);
+    for (k, v) in stats {
+        w.str(k).u64(*v);
+    }
+    w.0
+}
+
+pub fn decode_stats(b: &[u8]) -> Result<Vec<(String, u64)>, WireError> {
+    let mut r = BodyReader::new(b);
+    (|| {
+        let n = r.u16()?;
+        let mut out = Vec::with_capacity(n as usize);
+        for _ in 0..n {
+            out.push((r.str()?, r.u64()?));
+        }
+        r.end()?;
+        Ok(out)
+    })()
+    .map_err(malformed(Kind::StatsOk))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    #[test]
+    fn header_layout_is_pinned() {
+        let h = Header {
+            kind: Kind::Read,
+            body_len: 0x0102_0304,
+        };
+        assert_eq!(
+            h.encode(),
+            [b'E', b'D', b'D', b'Y', 1, 1, 0, 0, 0x04, 0x03, 0x02, 0x01]
+        );
+        assert!(
+            matches!(Header::decode(&h.encode()), Err(WireError::TooLarge { .. })),
+            "a control body over 64 KiB is refused"
+        );
+        let small = Header {
+            kind: Kind::Read,
+            body_len: 60,
+        };
+        assert_eq!(Header::decode(&small.encode()).unwrap(), small);
+    }
+
+    #[test]
+    fn bad_headers_are_rejected() {
+        let ok = Header {
+            kind: Kind::Data,
+            body_len: 10,
+        }
+        .encode();
+        let mut b = ok;
+        b[0] = b'X';
+        assert!(matches!(Header::decode(&b), Err(WireError::BadMagic(_))));
+        let mut b = ok;
+        b[4] = 9;
+        assert!(matches!(Header::decode(&b), Err(WireError::BadVersion(9))));
+        let mut b = ok;
+        b[5] = 200;
+        assert!(matches!(
+            Header::decode(&b),
+            Err(WireError::UnknownKind(200))
+        ));
+        let big = Header {
+            kind: Kind::Read,
+            body_len: MAX_CONTROL_BODY + 1,
+        }
+        .encode();
+        assert!(matches!(
+            Header::decode(&big),
+            Err(WireError::TooLarge { .. })
+        ));
+        let data = Header {
+            kind: Kind::Data,
+            body_len: MAX_DATA_BODY,
+        }
+        .encode();
+        assert!(Header::decode(&data).is_ok(), "data frames may be large");
+    }
+
+    #[test]
+    fn read_request_layout_and_checks() {
+        let r = ReadRequest {
+            block_id: 7,
+            offset: 8,
+            length: 9,
+            block_length: 100,
+            file_offset: 64 << 20,
+            read_type: ReadType::NoCache,
+            source: Some(UfsSource {
+                mount_id: 3,
+                key: "a/b".into(),
+            }),
+        };
+        let b = r.encode();
+        assert_eq!(b.len(), 5 * 8 + 1 + 8 + 2 + 3);
+        assert_eq!(&b[0..8], &7u64.to_le_bytes());
+        assert_eq!(ReadRequest::decode(Kind::Read, &b).unwrap(), r);
+        let out_of_block = ReadRequest {
+            offset: 95,
+            length: 10,
+            ..r.clone()
+        };
+        assert!(ReadRequest::decode(Kind::Read, &out_of_block.encode()).is_err());
+        let overflow = ReadRequest {
+            offset: u64::MAX,
+            length: 2,
+            ..r.clone()
+        };
+        assert!(ReadRequest::decode(Kind::Read, &overflow.encode()).is_err());
+        let mut trailing = b.clone();
+        trailing.push(0);
+        assert!(ReadRequest::decode(Kind::Read, &trailing).is_err());
+    }
+
+    #[test]
+    fn other_bodies_round_trip() {
+        let o = WriteOpen {
+            file_id: 5,
+            block_size: 1 << 20,
+            write_type: WriteType::CacheThrough,
+            target: Some(UfsSource {
+                mount_id: 1,
+                key: "x".into(),
+            }),
+        };
+        assert_eq!(WriteOpen::decode(&o.encode()).unwrap(), o);
+        let no_target = WriteOpen {
+            target: None,
+            ..o.clone()
+        };
+        assert!(WriteOpen::decode(&no_target.encode()).is_err());
+        let w = WriteOk {
+            length: 3,
+            blocks: 1,
+            fingerprint: "3:4".into(),
+        };
+        assert_eq!(WriteOk::decode(&w.encode()).unwrap(), w);
+        let e = ErrorFrame::new(EddyCode::NotFound, "gone");
+        assert_eq!(ErrorFrame::decode(&e.encode()).unwrap(), e);
+        let s = vec![("ufs_reads".to_string(), 4)];
+        assert_eq!(decode_stats(&encode_stats(&s)).unwrap(), s);
+    }
+
+    proptest! {
+        /// Arbitrary bytes never panic a decoder.
+        #[test]
+        fn decoders_never_panic(b in proptest::collection::vec(any::<u8>(), 0..200)) {
+            let _ = ReadRequest::decode(Kind::Read, &b);
+            let _ = WriteOpen::decode(&b);
+            let _ = WriteOk::decode(&b);
+            let _ = ErrorFrame::decode(&b);
+            let _ = decode_stats(&b);
+            if b.len() >= HEADER_LEN {
+                let _ = Header::decode(b[..HEADER_LEN].try_into().unwrap());
+            }
+        }
+    }
+}

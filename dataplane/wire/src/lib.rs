@@ -1,0 +1,53 @@
+//! Eddy's data protocol: how clients move block bytes to and from workers
+//! over TCP (and, later, Unix sockets).
+//!
+//! Why not gRPC: bulk bytes should not pay protobuf framing, HTTP/2 flow
+//! control and a copy into a message. A read answers with one small header
+//! and then the raw bytes, written by the worker straight from the block's
+//! shared-memory mapping and read by the client straight into the caller's
+//! buffer.
+//!
+//! Every message is a [`Frame`]: a fixed 12-byte little-endian header and a
+//! body whose layout depends on the frame kind. The byte-by-byte layout is in
+//! `docs/DATA-PROTOCOL.md`; the tests in this crate pin it.
+//!
+//! Architecture invariant: this crate knows frames and nothing else: no
+//! sockets policy, no worker or client state. Workers and clients both
+//! depend on it; it depends only on the schema crate (for error codes).
+
+mod codec;
+mod frames;
+
+pub use codec::{BodyReader, BodyWriter};
+pub use frames::*;
+
+/// `"EDDY"` in the first four bytes of every frame.
+pub const MAGIC: [u8; 4] = *b"EDDY";
+pub const VERSION: u8 = 1;
+pub const HEADER_LEN: usize = 12;
+/// Largest body of a control frame (everything but `Data`).
+pub const MAX_CONTROL_BODY: u32 = 64 << 10;
+/// Largest body of a `Data` frame.
+pub const MAX_DATA_BODY: u32 = 8 << 20;
+
+/// A protocol violation: the peer sent something this side cannot accept.
+/// The connection is closed; other connections are unaffected.
+#[derive(Debug, thiserror::Error)]
+pub enum WireError {
+    #[error("bad magic {0:02x?}: not an Eddy data connection")]
+    BadMagic([u8; 4]),
+    #[error("unsupported protocol version {0} (this side speaks {VERSION})")]
+    BadVersion(u8),
+    #[error("unknown frame kind {0}")]
+    UnknownKind(u8),
+    #[error("{kind:?} frame body of {len} bytes exceeds the limit of {max}")]
+    TooLarge { kind: Kind, len: u32, max: u32 },
+    #[error("malformed {kind:?} frame: {reason}")]
+    Malformed { kind: Kind, reason: String },
+    #[error("expected {expected}, got a {got:?} frame")]
+    Unexpected { expected: &'static str, got: Kind },
+    #[error("connection closed by the peer")]
+    Closed,
+    #[error("I/O error on the data connection: {0}")]
+    Io(#[from] std::io::Error),
+}

@@ -1,0 +1,1 @@
+//! Eddy worker (in progress).
