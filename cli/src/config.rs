@@ -3,6 +3,7 @@
 use std::path::Path;
 
 use eddy_master::MasterConfig;
+use eddy_worker::WorkerConfig;
 use serde::Deserialize;
 
 /// The commented template printed by `--print-sample-config`.
@@ -12,6 +13,7 @@ pub const SAMPLE: &str = include_str!("../etc/eddy.toml");
 #[serde(default, deny_unknown_fields)]
 pub struct Config {
     pub master: MasterConfig,
+    pub worker: WorkerConfig,
     pub client: ClientConfig,
 }
 

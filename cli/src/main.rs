@@ -34,6 +34,8 @@ struct Cli {
 enum Command {
     /// Run a master.
     Master,
+    /// Run a worker (caches blocks, serves reads and writes).
+    Worker,
     /// Run a whole cluster in this process with embedded defaults.
     Local(cmd::local::LocalArgs),
     /// Namespace commands against a running master.
@@ -60,9 +62,11 @@ fn main() -> ExitCode {
             return ExitCode::from(2);
         }
     };
-    let master = cli
+    let explicit_master = cli
         .master
-        .or_else(|| std::env::var("EDDY_MASTER").ok().filter(|s| !s.is_empty()))
+        .or_else(|| std::env::var("EDDY_MASTER").ok().filter(|s| !s.is_empty()));
+    let master = explicit_master
+        .clone()
         .unwrap_or_else(|| cfg.client.master.clone());
     let rt = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
@@ -77,6 +81,13 @@ fn main() -> ExitCode {
     let result = rt.block_on(async move {
         match command {
             Command::Master => cmd::master::run(cfg.master).await,
+            Command::Worker => {
+                let mut w = cfg.worker;
+                if let Some(m) = explicit_master {
+                    w.master = m;
+                }
+                cmd::worker::run(w).await
+            }
             Command::Local(args) => cmd::local::run(cfg.master, args).await,
             Command::Fs(c) => cmd::fs::run(&master, c).await,
             Command::Report => cmd::report::run(&master).await,

@@ -148,6 +148,7 @@ async fn workers_register_heartbeat_get_lost_and_come_back() {
         client_host: host.into(),
         bytes_needed: 1 << 20,
         policy: 0,
+        exclude_workers: vec![],
     };
     assert_eq!(
         bm.select_worker(pick("hostA"))
@@ -277,6 +278,7 @@ async fn no_worker_is_a_clear_error() {
             client_host: String::new(),
             bytes_needed: 1,
             policy: 2,
+            exclude_workers: vec![],
         })
         .await
         .unwrap_err(),

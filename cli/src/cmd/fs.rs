@@ -4,9 +4,10 @@
 use std::collections::HashMap;
 use std::ffi::OsString;
 use std::os::unix::ffi::OsStrExt;
+use std::path::PathBuf;
 
 use clap::Subcommand;
-use eddy_client::{CreateOptions, MasterClient, pb};
+use eddy_client::{CreateOptions, FileSystem, MasterClient, pb};
 
 use crate::format::{bytes, mode_string, time_ms};
 
@@ -63,8 +64,72 @@ pub enum FsCommand {
     Pin { path: OsString },
     /// Undo `pin`.
     Unpin { path: OsString },
+    /// Print a file to stdout.
+    Cat { path: OsString },
+    /// Print the first bytes of a file.
+    Head {
+        /// How many bytes.
+        #[arg(short = 'c', long = "bytes", default_value_t = 1024)]
+        bytes: u64,
+        path: OsString,
+    },
+    /// Print the last bytes of a file.
+    Tail {
+        /// How many bytes.
+        #[arg(short = 'c', long = "bytes", default_value_t = 1024)]
+        bytes: u64,
+        path: OsString,
+    },
+    /// Copy a local file or directory into Eddy.
+    #[command(alias = "copyFromLocal")]
+    Put {
+        /// MUST_CACHE, CACHE_THROUGH or THROUGH.
+        #[arg(long, default_value = "MUST_CACHE", value_parser = parse_write_type)]
+        write_type: pb::WriteType,
+        /// Block size in bytes (0: the master's default).
+        #[arg(long, default_value_t = 0)]
+        block_size: u64,
+        local: PathBuf,
+        path: OsString,
+    },
+    /// Copy an Eddy file to a local path.
+    #[command(alias = "copyToLocal")]
+    Get { path: OsString, local: PathBuf },
+    /// Cache a file or directory in the workers now.
+    Load { path: OsString },
+    /// Drop a file's or directory's cached copies (the under-storage keeps it).
+    Free {
+        /// Free pinned files too.
+        #[arg(short = 'f', long)]
+        force: bool,
+        path: OsString,
+    },
+    /// Bytes under a path, and how many of them are cached.
+    Du {
+        /// One line for the path instead of one per entry.
+        #[arg(short = 's', long)]
+        summary: bool,
+        /// Human-readable sizes.
+        #[arg(short = 'H', long)]
+        human: bool,
+        path: OsString,
+    },
+    /// Files, directories and bytes under a path.
+    Count { path: OsString },
     /// Same as `eddy report`.
     Report,
+}
+
+fn parse_write_type(s: &str) -> Result<pb::WriteType, String> {
+    match s.to_ascii_uppercase().as_str() {
+        "MUST_CACHE" => Ok(pb::WriteType::MustCache),
+        "CACHE_THROUGH" => Ok(pb::WriteType::CacheThrough),
+        "THROUGH" => Ok(pb::WriteType::Through),
+        "ASYNC_THROUGH" => Err("ASYNC_THROUGH is not available yet; use CACHE_THROUGH".into()),
+        _ => Err(format!(
+            "unknown write type {s:?}: MUST_CACHE, CACHE_THROUGH or THROUGH"
+        )),
+    }
 }
 
 /// Accepts `/path` and `eddy://host:port/path`.
@@ -77,6 +142,10 @@ fn path_arg(p: &OsString) -> Vec<u8> {
         };
     }
     b.to_vec()
+}
+
+fn fs(c: MasterClient) -> FileSystem {
+    FileSystem::with_master(c)
 }
 
 fn show(p: &[u8]) -> String {
@@ -168,6 +237,40 @@ pub async fn run(master: &str, cmd: FsCommand) -> Result<(), String> {
         }
         FsCommand::Pin { path } => pin(&c, &path, true).await.map_err(e)?,
         FsCommand::Unpin { path } => pin(&c, &path, false).await.map_err(e)?,
+        FsCommand::Cat { path } => {
+            super::data::cat_range(&fs(c), &path_arg(&path), None, None, false).await?
+        }
+        FsCommand::Head { bytes, path } => {
+            super::data::cat_range(&fs(c), &path_arg(&path), Some(0), Some(bytes), false).await?
+        }
+        FsCommand::Tail { bytes, path } => {
+            super::data::cat_range(&fs(c), &path_arg(&path), None, Some(bytes), true).await?
+        }
+        FsCommand::Put {
+            write_type,
+            block_size,
+            local,
+            path,
+        } => {
+            let o = super::data::PutOptions {
+                write_type,
+                block_size,
+            };
+            super::data::put(&fs(c), &local, &path_arg(&path), &o).await?
+        }
+        FsCommand::Get { path, local } => {
+            super::data::get(&fs(c), &path_arg(&path), &local).await?
+        }
+        FsCommand::Load { path } => super::data::load(&fs(c), &path_arg(&path)).await?,
+        FsCommand::Free { force, path } => {
+            super::data::free(&fs(c), &path_arg(&path), force).await?
+        }
+        FsCommand::Du {
+            summary,
+            human,
+            path,
+        } => super::data::du(&fs(c), &path_arg(&path), summary, human).await?,
+        FsCommand::Count { path } => super::data::count(&fs(c), &path_arg(&path)).await?,
         FsCommand::Report => unreachable!("handled above"),
     }
     Ok(())

@@ -1,19 +1,22 @@
-//! `eddy local`: a whole cluster in one process with embedded defaults, for a
-//! first try and for development. Today that is the master; the worker joins
-//! it in the same process when the data plane lands.
+//! `eddy local`: a whole cluster (a master and one worker) in one process
+//! with embedded defaults, for a first try and for development.
 
 use std::path::PathBuf;
 
 use eddy_master::MasterConfig;
+use eddy_worker::WorkerConfig;
 
 #[derive(clap::Args)]
 pub struct LocalArgs {
     /// Where metadata and the root under-storage live.
     #[arg(long, default_value = "eddy-data", value_name = "DIR")]
     data_dir: PathBuf,
-    /// Master port (0 picks a free one).
+    /// Master port (0 picks a free one). `eddy fs` uses 19998 by default.
     #[arg(long, default_value_t = eddy_proto::DEFAULT_MASTER_PORT)]
     port: u16,
+    /// Worker memory tier in bytes (0: a quarter of this machine's memory).
+    #[arg(long, default_value_t = 0, value_name = "BYTES")]
+    memory: u64,
 }
 
 pub async fn run(mut cfg: MasterConfig, args: LocalArgs) -> Result<(), String> {
@@ -21,14 +24,35 @@ pub async fn run(mut cfg: MasterConfig, args: LocalArgs) -> Result<(), String> {
     cfg.root_ufs = args.data_dir.join("ufs").display().to_string();
     cfg.bind = format!("127.0.0.1:{}", args.port);
     super::init_logging();
-    let master = eddy_master::start(cfg).await.map_err(|e| e.to_string())?;
     let stop = super::master::Signals::install()?;
+    let master = eddy_master::start(cfg).await.map_err(|e| e.to_string())?;
+    let wcfg = WorkerConfig {
+        master: master.addr.to_string(),
+        bind: "127.0.0.1:0".into(),
+        memory_capacity: args.memory,
+        ..Default::default()
+    };
+    let capacity = wcfg.effective_memory_capacity();
+    let worker = match eddy_worker::start(wcfg).await {
+        Ok(w) => w,
+        Err(e) => {
+            master.shutdown().await;
+            return Err(e.to_string());
+        }
+    };
     println!("eddy master listening on {}", master.addr);
     println!(
-        "root under-storage: {}; try `eddy fs ls /` in another shell (Ctrl-C stops)",
+        "eddy worker listening on {} (worker {}, memory tier {})",
+        worker.data_addr,
+        worker.worker_id,
+        crate::format::bytes(capacity)
+    );
+    println!(
+        "root under-storage: {}; try `eddy fs put FILE /` and `eddy fs ls /` in another shell (Ctrl-C stops)",
         args.data_dir.join("ufs").display()
     );
     stop.wait().await;
+    worker.shutdown().await;
     master.shutdown().await;
     Ok(())
 }

@@ -1,7 +1,9 @@
+pub mod data;
 pub mod fs;
 pub mod local;
 pub mod master;
 pub mod report;
+pub mod worker;
 
 use eddy_client::ClientError;
 

@@ -925,7 +925,8 @@ impl MasterState {
 
     pub fn select_worker(&self, r: pb::SelectWorkerRequest) -> Result<pb::SelectWorkerResponse> {
         let reg = self.reg.lock();
-        let candidates = reg.candidates();
+        let mut candidates = reg.candidates();
+        candidates.retain(|c| !r.exclude_workers.contains(&c.worker_id));
         let req = PlacementRequest {
             block_id: r.block_id,
             client_host: r.client_host,

@@ -31,6 +31,8 @@ impl EddyCode {
                 Code::Unavailable
             }
             EddyCode::Unsupported => Code::Unimplemented,
+            EddyCode::NoSpace => Code::ResourceExhausted,
+            EddyCode::Protocol => Code::InvalidArgument,
             EddyCode::UfsError | EddyCode::Internal | EddyCode::Unspecified => Code::Internal,
         }
     }

@@ -12,11 +12,17 @@ use std::collections::HashMap;
 
 pub use eddy_proto::pb;
 pub use eddy_proto::{EddyCode, RpcError};
+pub use eddy_wire::ReadType;
+pub use fs::{FileSystem, LoadProgress, OpenOptions};
+pub use io::{FileReader, FileWriter};
 use pb::block_master_client::BlockMasterClient;
 use pb::file_system_master_client::FileSystemMasterClient;
 use pb::meta_master_client::MetaMasterClient;
 pub use transport::Transport;
 
+mod fs;
+mod io;
+mod pool;
 mod transport;
 
 #[derive(Debug, thiserror::Error)]
@@ -28,6 +34,13 @@ pub enum ClientError {
     Connect { addr: String, reason: String },
     #[error("{0}")]
     InvalidArgument(String),
+    /// A worker answered with an error, or could not be reached.
+    #[error("worker {addr}: {message} ({})", code.name())]
+    Worker {
+        addr: String,
+        code: EddyCode,
+        message: String,
+    },
 }
 
 impl ClientError {
@@ -37,6 +50,7 @@ impl ClientError {
             ClientError::Rpc(e) => e.code,
             ClientError::Connect { .. } => EddyCode::Unavailable,
             ClientError::InvalidArgument(_) => EddyCode::InvalidArgument,
+            ClientError::Worker { code, .. } => *code,
         }
     }
 }
@@ -57,6 +71,9 @@ pub struct CreateOptions {
     pub recursive: bool,
     pub mode: Option<u32>,
     pub write_type: pb::WriteType,
+    pub replication_min: u32,
+    /// 0: no upper bound.
+    pub replication_max: u32,
 }
 
 /// A connection to the master. Cheap to clone; clones share the connection.
@@ -66,6 +83,7 @@ pub struct MasterClient {
     fs: FileSystemMasterClient<Transport>,
     block: BlockMasterClient<Transport>,
     meta: MetaMasterClient<Transport>,
+    channel: Transport,
     user: String,
 }
 
@@ -76,6 +94,17 @@ fn path_bytes(p: impl AsRef<[u8]>) -> Vec<u8> {
 impl MasterClient {
     /// Connects to `addr` (`host:port`, or `http://host:port`).
     pub async fn connect(addr: &str) -> Result<Self> {
+        let c = Self::lazy(addr)?;
+        c.channel.sender().await.map_err(|e| ClientError::Connect {
+            addr: addr.to_string(),
+            reason: e.message().to_string(),
+        })?;
+        Ok(c)
+    }
+
+    /// A client for `addr` that dials on first use (and again after the
+    /// master restarts).
+    pub fn lazy(addr: &str) -> Result<Self> {
         let uri = if addr.contains("://") {
             addr.to_string()
         } else {
@@ -93,10 +122,6 @@ impl MasterClient {
             _ => return Err(bad("expected host:port or http://host:port".into())),
         };
         let channel = Transport::new(&authority);
-        channel
-            .sender()
-            .await
-            .map_err(|e| bad(e.message().to_string()))?;
         let user = std::env::var("USER")
             .or_else(|_| std::env::var("LOGNAME"))
             .unwrap_or_default();
@@ -104,7 +129,8 @@ impl MasterClient {
             addr: addr.to_string(),
             fs: FileSystemMasterClient::with_origin(channel.clone(), origin.clone()),
             block: BlockMasterClient::with_origin(channel.clone(), origin.clone()),
-            meta: MetaMasterClient::with_origin(channel, origin),
+            meta: MetaMasterClient::with_origin(channel.clone(), origin),
+            channel,
             user,
         })
     }
@@ -239,6 +265,19 @@ impl MasterClient {
         path: impl AsRef<[u8]>,
         o: &CreateOptions,
     ) -> Result<pb::FileStatus> {
+        Ok(self
+            .create_file_full(path, o)
+            .await?
+            .status
+            .unwrap_or_default())
+    }
+
+    /// `create_file`, also returning where the file goes in the under-storage.
+    pub async fn create_file_full(
+        &self,
+        path: impl AsRef<[u8]>,
+        o: &CreateOptions,
+    ) -> Result<pb::CreateFileResponse> {
         let r = self
             .fs
             .clone()
@@ -250,10 +289,12 @@ impl MasterClient {
                 owner: self.user.clone(),
                 group: self.user.clone(),
                 write_type: o.write_type as i32,
+                replication_min: o.replication_min,
+                replication_max: o.replication_max,
                 ..Default::default()
             })
             .await?;
-        Ok(r.into_inner().status.unwrap_or_default())
+        Ok(r.into_inner())
     }
 
     pub async fn complete_file(
@@ -262,6 +303,18 @@ impl MasterClient {
         length: u64,
         persisted: bool,
     ) -> Result<pb::FileStatus> {
+        self.complete_file_persisted(path, length, persisted, "")
+            .await
+    }
+
+    /// `complete_file` with the under-storage fingerprint of what was written.
+    pub async fn complete_file_persisted(
+        &self,
+        path: impl AsRef<[u8]>,
+        length: u64,
+        persisted: bool,
+        fingerprint: &str,
+    ) -> Result<pb::FileStatus> {
         let r = self
             .fs
             .clone()
@@ -269,7 +322,7 @@ impl MasterClient {
                 path: path_bytes(path),
                 length,
                 persisted,
-                ufs_fingerprint: String::new(),
+                ufs_fingerprint: fingerprint.to_string(),
             })
             .await?;
         Ok(r.into_inner().status.unwrap_or_default())
@@ -353,6 +406,43 @@ impl MasterClient {
             })
             .await?
             .into_inner())
+    }
+
+    /// Drops cached copies of `path` from every worker (see `FreeRequest`).
+    pub async fn free(&self, path: impl AsRef<[u8]>, recursive: bool, force: bool) -> Result<u64> {
+        let r = self
+            .fs
+            .clone()
+            .free(pb::FreeRequest {
+                path: path_bytes(path),
+                recursive,
+                force,
+            })
+            .await?;
+        Ok(r.into_inner().blocks_freed)
+    }
+
+    /// Asks the master which worker should take `block_id`.
+    pub async fn select_worker(
+        &self,
+        block_id: u64,
+        client_host: &str,
+        bytes_needed: u64,
+        policy: pb::PlacementKind,
+        exclude_workers: &[u64],
+    ) -> Result<pb::SelectWorkerResponse> {
+        let r = self
+            .block
+            .clone()
+            .select_worker(pb::SelectWorkerRequest {
+                block_id,
+                client_host: client_host.to_string(),
+                bytes_needed,
+                policy: policy as i32,
+                exclude_workers: exclude_workers.to_vec(),
+            })
+            .await?;
+        Ok(r.into_inner())
     }
 
     pub async fn cluster_info(&self) -> Result<pb::GetClusterInfoResponse> {

@@ -1,1 +1,153 @@
-//! Eddy worker (in progress).
+//! The Eddy worker: caches blocks in shared memory and serves them.
+//!
+//! - [`segment`]: one sealed memfd per cached block (the only `unsafe`).
+//! - [`store`]: the memory tier: byte budget, LRU eviction ([`evict`]),
+//!   pinned files, single-flight fills.
+//! - [`server`]: the data protocol over TCP (`eddy-wire` frames).
+//! - [`master_link`]: registration, heartbeats and their commands, block
+//!   commits, mount lookups.
+//!
+//! Architecture invariant: the worker never depends on the master crate; it
+//! reaches the master only through the gRPC schema (via the client's
+//! transport), like any other client.
+
+pub mod config;
+pub mod error;
+pub mod evict;
+pub mod master_link;
+pub mod segment;
+pub mod server;
+pub mod store;
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+pub use config::WorkerConfig;
+use eddy_client::{MasterClient, pb};
+use tokio::sync::watch;
+use tokio::task::JoinSet;
+
+use crate::master_link::MasterLink;
+use crate::server::Shared;
+use crate::store::BlockStore;
+
+/// A started worker. Stop it with [`RunningWorker::shutdown`].
+pub struct RunningWorker {
+    pub data_addr: SocketAddr,
+    pub worker_id: u64,
+    pub store: Arc<BlockStore>,
+    stop: watch::Sender<bool>,
+    tasks: JoinSet<()>,
+    grace: Duration,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    #[error("cannot bind the data server to {addr}: {source}")]
+    Bind {
+        addr: String,
+        source: std::io::Error,
+    },
+    #[error("invalid worker configuration: {0}")]
+    Config(String),
+    #[error("stopped before the master answered")]
+    Stopped,
+}
+
+/// Binds the data server, registers with the master (retrying until it
+/// answers or `stop_early` fires), and starts serving and heartbeating.
+pub async fn start(cfg: WorkerConfig) -> Result<RunningWorker, StartError> {
+    let (stop, mut stop_rx) = watch::channel(false);
+    let listener = tokio::net::TcpListener::bind(&cfg.bind)
+        .await
+        .map_err(|source| StartError::Bind {
+            addr: cfg.bind.clone(),
+            source,
+        })?;
+    let data_addr = listener.local_addr().map_err(|source| StartError::Bind {
+        addr: cfg.bind.clone(),
+        source,
+    })?;
+    let host = if cfg.host.is_empty() {
+        data_addr.ip().to_string()
+    } else {
+        cfg.host.clone()
+    };
+    let store = BlockStore::new(cfg.effective_memory_capacity());
+    // The master client dials lazily; registration below retries.
+    let master = MasterClient::lazy(&cfg.master).map_err(|e| StartError::Config(e.to_string()))?;
+    let address = pb::WorkerAddress {
+        host,
+        rpc_port: 0,
+        data_port: u32::from(data_addr.port()),
+        domain_socket: String::new(),
+    };
+    let link = Arc::new(MasterLink::new(master, address, store.clone()));
+    let worker_id = link
+        .register_until_ok(&mut stop_rx)
+        .await
+        .ok_or(StartError::Stopped)?;
+    tracing::info!("worker {worker_id} registered; data server on {data_addr}");
+
+    let mut tasks = JoinSet::new();
+    tasks.spawn(link.clone().run(stop.subscribe()));
+    let shared = Arc::new(Shared {
+        store: store.clone(),
+        link,
+    });
+    let stop_rx = stop.subscribe();
+    tasks.spawn(accept_loop(listener, shared, stop_rx));
+    Ok(RunningWorker {
+        data_addr,
+        worker_id,
+        store,
+        stop,
+        tasks,
+        grace: Duration::from_millis(cfg.shutdown_grace_ms),
+    })
+}
+
+async fn accept_loop(
+    listener: tokio::net::TcpListener,
+    sh: Arc<Shared>,
+    mut stop: watch::Receiver<bool>,
+) {
+    let mut conns = JoinSet::new();
+    loop {
+        tokio::select! {
+            r = listener.accept() => match r {
+                Ok((sock, peer)) => {
+                    let _ = sock.set_nodelay(true);
+                    conns.spawn(server::serve(sh.clone(), sock, peer, stop.clone()));
+                }
+                Err(e) => {
+                    // Out of fds, typically: back off instead of spinning.
+                    tracing::warn!("accept failed: {e}");
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                }
+            },
+            Some(_) = conns.join_next(), if !conns.is_empty() => {}
+            _ = stop.changed() => break,
+        }
+    }
+    drop(listener);
+    // Connections finish the request in hand, then see the stop.
+    while conns.join_next().await.is_some() {}
+}
+
+impl RunningWorker {
+    /// Stops accepting, lets requests in flight finish (up to the grace
+    /// period), then drops every segment.
+    pub async fn shutdown(mut self) {
+        let _ = self.stop.send(true);
+        let all = async { while self.tasks.join_next().await.is_some() {} };
+        if tokio::time::timeout(self.grace, all).await.is_err() {
+            tracing::warn!(
+                "requests still running after {:?}; stopping them",
+                self.grace
+            );
+            self.tasks.shutdown().await;
+        }
+    }
+}

@@ -1,0 +1,273 @@
+//! [`FileSystem`]: the client's entry point. Names go to the master; bytes
+//! go to workers over the data protocol (`eddy-wire`).
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use parking_lot::Mutex;
+
+use crate::io::{FileInfo, FileReader, FileWriter};
+use crate::pool::Pool;
+use crate::{ClientError, CreateOptions, EddyCode, MasterClient, Result, pb};
+use eddy_wire::ReadType;
+
+/// Options of [`FileSystem::open`].
+#[derive(Debug, Clone, Default)]
+pub struct OpenOptions {
+    pub read_type: ReadType,
+}
+
+/// Where a `load` is.
+#[derive(Debug, Clone, Default)]
+pub struct LoadProgress {
+    pub files_total: u64,
+    pub bytes_total: u64,
+    pub files_done: u64,
+    pub bytes_done: u64,
+}
+
+/// A connection to an Eddy cluster. Cheap to clone; clones share the
+/// master connection, the worker connection pool and the metadata cache.
+#[derive(Clone)]
+pub struct FileSystem {
+    pub(crate) inner: Arc<Inner>,
+}
+
+pub(crate) struct Inner {
+    pub master: MasterClient,
+    pub pool: Pool,
+    /// This host as workers see it (for local-first placement).
+    pub host: String,
+    meta: Mutex<MetaCache>,
+    meta_ttl: Duration,
+}
+
+/// Path -> (when fetched, what was fetched).
+type MetaCache = HashMap<Vec<u8>, (Instant, Arc<FileInfo>)>;
+
+/// How long file metadata (status, block list, locations) is reused
+/// without asking the master again. Any error on a read drops it early.
+const METADATA_TTL: Duration = Duration::from_secs(1);
+
+impl FileSystem {
+    /// Connects to the master at `addr` (`host:port`).
+    pub async fn connect(addr: &str) -> Result<Self> {
+        let master = MasterClient::connect(addr).await?;
+        Ok(Self::with_master(master))
+    }
+
+    pub fn with_master(master: MasterClient) -> Self {
+        let host = local_host_towards(master.address());
+        Self {
+            inner: Arc::new(Inner {
+                master,
+                pool: Pool::default(),
+                host,
+                meta: Mutex::new(HashMap::new()),
+                meta_ttl: METADATA_TTL,
+            }),
+        }
+    }
+
+    /// The master client, for everything about names.
+    pub fn master(&self) -> &MasterClient {
+        &self.inner.master
+    }
+
+    /// This client's host as workers and placement see it.
+    pub fn host(&self) -> &str {
+        &self.inner.host
+    }
+
+    /// Creates `path` and returns a writer; the file becomes visible to
+    /// readers when the writer is closed.
+    pub async fn create(&self, path: impl AsRef<[u8]>, opts: &CreateOptions) -> Result<FileWriter> {
+        FileWriter::create(self.clone(), path.as_ref(), opts).await
+    }
+
+    /// Opens a complete file for reading.
+    pub async fn open(&self, path: impl AsRef<[u8]>, opts: &OpenOptions) -> Result<FileReader> {
+        let info = self.file_info(path.as_ref(), false).await?;
+        if info.status.is_dir {
+            return Err(ClientError::Rpc(crate::RpcError::new(
+                EddyCode::IsADirectory,
+                format!("{} is a directory", String::from_utf8_lossy(path.as_ref())),
+            )));
+        }
+        if !info.status.complete {
+            return Err(ClientError::Rpc(crate::RpcError::new(
+                EddyCode::FileIncomplete,
+                format!(
+                    "{} is still being written",
+                    String::from_utf8_lossy(path.as_ref())
+                ),
+            )));
+        }
+        Ok(FileReader::new(self.clone(), info, opts.read_type))
+    }
+
+    /// Status, blocks and locations of `path`, from the cache unless stale
+    /// or `refresh`.
+    pub(crate) async fn file_info(&self, path: &[u8], refresh: bool) -> Result<Arc<FileInfo>> {
+        if !refresh
+            && let Some((at, info)) = self.inner.meta.lock().get(path)
+            && at.elapsed() < self.inner.meta_ttl
+        {
+            return Ok(info.clone());
+        }
+        let r = self.inner.master.file_blocks(path).await;
+        let r = match r {
+            Ok(r) => r,
+            Err(e) => {
+                self.invalidate(path);
+                return Err(e);
+            }
+        };
+        let info = Arc::new(FileInfo {
+            path: path.to_vec(),
+            status: r.status.unwrap_or_default(),
+            blocks: r.blocks,
+            ufs: r.ufs,
+        });
+        self.inner
+            .meta
+            .lock()
+            .insert(path.to_vec(), (Instant::now(), info.clone()));
+        Ok(info)
+    }
+
+    /// Drops cached metadata of `path` and everything under it.
+    pub fn invalidate(&self, path: &[u8]) {
+        let mut m = self.inner.meta.lock();
+        if path == b"/" {
+            m.clear();
+            return;
+        }
+        m.retain(|k, _| !(k.starts_with(path) && (k.len() == path.len() || k[path.len()] == b'/')));
+    }
+
+    pub async fn stat(&self, path: impl AsRef<[u8]>) -> Result<pb::FileStatus> {
+        self.inner.master.stat(path).await
+    }
+
+    pub async fn list(&self, path: impl AsRef<[u8]>) -> Result<Vec<pb::FileStatus>> {
+        self.inner.master.list(path).await
+    }
+
+    pub async fn mkdir(&self, path: impl AsRef<[u8]>, recursive: bool) -> Result<pb::FileStatus> {
+        self.inner.master.mkdir(path, recursive).await
+    }
+
+    pub async fn rename(&self, src: impl AsRef<[u8]>, dst: impl AsRef<[u8]>) -> Result<()> {
+        self.invalidate(src.as_ref());
+        self.invalidate(dst.as_ref());
+        self.inner.master.rename(src, dst).await
+    }
+
+    pub async fn delete(&self, path: impl AsRef<[u8]>, recursive: bool) -> Result<()> {
+        self.invalidate(path.as_ref());
+        self.inner.master.delete(path, recursive).await
+    }
+
+    pub async fn mount(
+        &self,
+        path: impl AsRef<[u8]>,
+        uri: &str,
+        read_only: bool,
+        options: HashMap<String, String>,
+        sync_interval_ms: Option<i64>,
+    ) -> Result<()> {
+        self.inner
+            .master
+            .mount(path, uri, read_only, options, sync_interval_ms)
+            .await
+    }
+
+    pub async fn unmount(&self, path: impl AsRef<[u8]>) -> Result<()> {
+        self.invalidate(path.as_ref());
+        self.inner.master.unmount(path).await
+    }
+
+    /// Drops cached copies of `path` (a file, or a directory with
+    /// `recursive`) from the workers; the under-storage keeps the data.
+    pub async fn free(&self, path: impl AsRef<[u8]>, recursive: bool, force: bool) -> Result<u64> {
+        self.invalidate(path.as_ref());
+        self.inner.master.free(path, recursive, force).await
+    }
+
+    /// Pins (or unpins) `path` and everything under it: workers never
+    /// evict pinned files' blocks.
+    pub async fn pin(&self, path: impl AsRef<[u8]>, pinned: bool) -> Result<pb::FileStatus> {
+        self.inner
+            .master
+            .set_attribute(pb::SetAttributeRequest {
+                path: path.as_ref().to_vec(),
+                pinned: Some(pinned),
+                recursive: true,
+                ..Default::default()
+            })
+            .await
+    }
+
+    /// Caches `path` (a file, or every file under a directory) in the
+    /// workers in advance. `progress` is called after each block.
+    pub async fn load(
+        &self,
+        path: impl AsRef<[u8]>,
+        mut progress: impl FnMut(&LoadProgress),
+    ) -> Result<LoadProgress> {
+        let mut files = Vec::new();
+        let root = self.inner.master.stat(path.as_ref()).await?;
+        if root.is_dir {
+            let mut dirs = vec![root.path.clone()];
+            while let Some(d) = dirs.pop() {
+                for e in self.inner.master.list(&d).await? {
+                    if e.is_dir {
+                        dirs.push(e.path.clone());
+                    } else {
+                        files.push(e);
+                    }
+                }
+            }
+        } else {
+            files.push(root);
+        }
+        let mut p = LoadProgress {
+            files_total: files.len() as u64,
+            bytes_total: files.iter().map(|f| f.length).sum(),
+            ..Default::default()
+        };
+        progress(&p);
+        for f in files {
+            let info = self.file_info(&f.path, true).await?;
+            let reader = FileReader::new(self.clone(), info.clone(), ReadType::Cache);
+            for b in &info.blocks {
+                reader.load_block(b).await?;
+                p.bytes_done += b.length;
+                progress(&p);
+            }
+            p.files_done += 1;
+            progress(&p);
+        }
+        Ok(p)
+    }
+
+    /// The named counters of the worker at `addr` (`host:port`).
+    pub async fn worker_stats(&self, addr: &str) -> Result<Vec<(String, u64)>> {
+        crate::io::worker_stats(self, addr).await
+    }
+}
+
+/// The local IP this host uses to reach `master` (a UDP "connect" sends
+/// nothing; it only asks the kernel for the route's source address).
+fn local_host_towards(master: &str) -> String {
+    let target = master.trim_start_matches("http://");
+    std::net::UdpSocket::bind("0.0.0.0:0")
+        .and_then(|s| {
+            s.connect(target)?;
+            s.local_addr()
+        })
+        .map(|a| a.ip().to_string())
+        .unwrap_or_else(|_| "127.0.0.1".into())
+}

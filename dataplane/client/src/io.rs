@@ -1,0 +1,570 @@
+//! Reading and writing file bytes through workers.
+
+use std::io::SeekFrom;
+use std::sync::Arc;
+
+use eddy_wire::{
+    ErrorFrame, Kind, ReadRequest, ReadType, UfsSource, WireError, WriteOk, WriteOpen, WriteType,
+    write_frame,
+};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+
+use crate::fs::FileSystem;
+use crate::{ClientError, CreateOptions, EddyCode, Result, RpcError, pb};
+
+/// What a reader knows about its file.
+#[derive(Debug)]
+pub(crate) struct FileInfo {
+    pub path: Vec<u8>,
+    pub status: pb::FileStatus,
+    pub blocks: Vec<pb::FileBlock>,
+    pub ufs: Option<pb::UfsLocation>,
+}
+
+fn addr_of(host: &str, port: u32) -> String {
+    if host.contains(':') {
+        format!("[{host}]:{port}")
+    } else {
+        format!("{host}:{port}")
+    }
+}
+
+fn worker_err(addr: &str, e: ErrorFrame) -> ClientError {
+    ClientError::Worker {
+        addr: addr.to_string(),
+        code: e.code,
+        message: e.message,
+    }
+}
+
+fn wire_err(addr: &str, e: WireError) -> ClientError {
+    ClientError::Worker {
+        addr: addr.to_string(),
+        code: match e {
+            WireError::Io(_) | WireError::Closed => EddyCode::Unavailable,
+            _ => EddyCode::Protocol,
+        },
+        message: e.to_string(),
+    }
+}
+
+/// Reads a complete file. `read_at` takes `&self` and may run from many
+/// tasks at once; `read`/`seek` keep a position like a file handle.
+pub struct FileReader {
+    fs: FileSystem,
+    info: parking_lot::Mutex<Arc<FileInfo>>,
+    read_type: ReadType,
+    pos: u64,
+}
+
+impl FileReader {
+    pub(crate) fn new(fs: FileSystem, info: Arc<FileInfo>, read_type: ReadType) -> Self {
+        Self {
+            fs,
+            info: parking_lot::Mutex::new(info),
+            read_type,
+            pos: 0,
+        }
+    }
+
+    pub fn len(&self) -> u64 {
+        self.info.lock().status.length
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    pub fn status(&self) -> pb::FileStatus {
+        self.info.lock().status.clone()
+    }
+
+    pub fn position(&self) -> u64 {
+        self.pos
+    }
+
+    /// Moves the position; past the end is allowed (reads there return 0).
+    pub fn seek(&mut self, to: SeekFrom) -> Result<u64> {
+        let len = self.len() as i128;
+        let target = match to {
+            SeekFrom::Start(n) => n as i128,
+            SeekFrom::End(d) => len + d as i128,
+            SeekFrom::Current(d) => self.pos as i128 + d as i128,
+        };
+        if target < 0 || target > u64::MAX as i128 {
+            return Err(ClientError::InvalidArgument(format!(
+                "cannot seek to {target}: before the start of the file"
+            )));
+        }
+        self.pos = target as u64;
+        Ok(self.pos)
+    }
+
+    /// Reads at the position into `buf`; returns the bytes read (0 at the end).
+    pub async fn read(&mut self, buf: &mut [u8]) -> Result<usize> {
+        let n = self.read_at(self.pos, buf).await?;
+        self.pos += n as u64;
+        Ok(n)
+    }
+
+    /// Reads the whole file from the current position.
+    pub async fn read_to_end(&mut self) -> Result<Vec<u8>> {
+        let len = self.len().saturating_sub(self.pos) as usize;
+        let mut v = vec![0u8; len];
+        let mut done = 0;
+        while done < len {
+            let n = self.read(&mut v[done..]).await?;
+            if n == 0 {
+                break;
+            }
+            done += n;
+        }
+        v.truncate(done);
+        Ok(v)
+    }
+
+    /// Reads up to `buf.len()` bytes at `pos` (fewer only at the end of the
+    /// file). Thread-safe: no shared position.
+    pub async fn read_at(&self, pos: u64, buf: &mut [u8]) -> Result<usize> {
+        let info = self.info.lock().clone();
+        let len = info.status.length;
+        if pos >= len || buf.is_empty() {
+            return Ok(0);
+        }
+        let want = (buf.len() as u64).min(len - pos) as usize;
+        let mut done = 0usize;
+        while done < want {
+            let at = pos + done as u64;
+            let bs = info.status.block_size.max(1);
+            let index = (at / bs) as usize;
+            let b = info.blocks.get(index).cloned().ok_or_else(|| {
+                ClientError::InvalidArgument(format!(
+                    "offset {at} has no block in the file's metadata"
+                ))
+            })?;
+            let off = at - b.offset;
+            let n = ((b.length - off) as usize).min(want - done);
+            self.read_block(index, off, &mut buf[done..done + n])
+                .await?;
+            done += n;
+        }
+        Ok(done)
+    }
+
+    fn request(&self, info: &FileInfo, b: &pb::FileBlock, off: u64, len: u64) -> ReadRequest {
+        ReadRequest {
+            block_id: b.block_id,
+            offset: off,
+            length: len,
+            block_length: b.length,
+            file_offset: b.offset,
+            read_type: self.read_type,
+            source: info
+                .ufs
+                .as_ref()
+                .filter(|_| info.status.persisted)
+                .map(|u| UfsSource {
+                    mount_id: u.mount_id,
+                    key: u.key.clone(),
+                }),
+        }
+    }
+
+    /// Fills `dst` from block `index` at `off`: first from workers holding
+    /// the block (this host's first), then from the worker placement picks
+    /// for a miss. A worker that fails is skipped; the bytes come from the
+    /// next one, so they are always whole and right.
+    async fn read_block(&self, index: usize, off: u64, dst: &mut [u8]) -> Result<()> {
+        let mut tried: Vec<String> = Vec::new();
+        let mut failed_ids: Vec<u64> = Vec::new();
+        let mut last_err: Option<ClientError> = None;
+        for round in 0..3 {
+            let info = if round == 0 {
+                self.info.lock().clone()
+            } else {
+                // Locations may be stale: ask the master again.
+                let path = self.info.lock().path.clone();
+                let fresh = self.fs.file_info(&path, true).await?;
+                *self.info.lock() = fresh.clone();
+                fresh
+            };
+            let Some(b) = info.blocks.get(index) else {
+                break;
+            };
+            let req = self.request(&info, b, off, dst.len() as u64);
+            let mut candidates: Vec<(u64, String)> = Vec::new();
+            let mut locs = b.locations.clone();
+            locs.sort_by_key(|l| l.host != self.fs.host());
+            for l in locs {
+                candidates.push((l.worker_id, addr_of(&l.host, l.data_port)));
+            }
+            // The worker that fills a miss: the same one for every client
+            // (rendezvous hash), minus those that already failed us.
+            if let Ok(w) = self
+                .fs
+                .master()
+                .select_worker(
+                    b.block_id,
+                    self.fs.host(),
+                    b.length,
+                    pb::PlacementKind::DeterministicHash,
+                    &failed_ids,
+                )
+                .await
+                && let Some(a) = w.address
+            {
+                candidates.push((w.worker_id, addr_of(&a.host, a.data_port)));
+            }
+            for (worker_id, addr) in candidates {
+                if tried.contains(&addr) {
+                    continue;
+                }
+                match read_from(&self.fs, &addr, &req, dst).await {
+                    Ok(()) => return Ok(()),
+                    Err(e) => {
+                        tracing_skip(&addr, &e);
+                        let retry_elsewhere = matches!(
+                            e.code(),
+                            EddyCode::Unavailable
+                                | EddyCode::NotFound
+                                | EddyCode::NoSpace
+                                | EddyCode::Protocol
+                        );
+                        if !retry_elsewhere {
+                            self.fs.invalidate(&info.path);
+                            return Err(e);
+                        }
+                        tried.push(addr);
+                        failed_ids.push(worker_id);
+                        last_err = Some(e);
+                    }
+                }
+            }
+        }
+        self.fs.invalidate(&self.info.lock().path.clone());
+        Err(last_err.unwrap_or_else(|| {
+            ClientError::Rpc(RpcError::new(
+                EddyCode::NoWorkerAvailable,
+                "no live worker can serve this block",
+            ))
+        }))
+    }
+
+    /// Has the block cached by a worker without moving its bytes here.
+    pub(crate) async fn load_block(&self, b: &pb::FileBlock) -> Result<()> {
+        let info = self.info.lock().clone();
+        if !b.locations.is_empty() {
+            return Ok(());
+        }
+        let req = self.request(&info, b, 0, 0);
+        let w = self
+            .fs
+            .master()
+            .select_worker(
+                b.block_id,
+                self.fs.host(),
+                b.length,
+                pb::PlacementKind::DeterministicHash,
+                &[],
+            )
+            .await?;
+        let a = w.address.unwrap_or_default();
+        let addr = addr_of(&a.host, a.data_port);
+        let mut c = self.fs.inner.pool.get(&addr).await?;
+        let r: Result<(), WireError> = async {
+            write_frame(&mut c, Kind::Load, &req.encode()).await?;
+            match eddy_wire::expect(&mut c, Kind::Ok).await? {
+                Ok(_) => Ok(()),
+                Err(e) => Err(WireError::Malformed {
+                    kind: Kind::Error,
+                    reason: e.message,
+                }),
+            }
+        }
+        .await;
+        match r {
+            Ok(()) => {
+                self.fs.inner.pool.put(&addr, c);
+                Ok(())
+            }
+            Err(WireError::Malformed { reason, .. }) => Err(ClientError::Worker {
+                addr,
+                code: EddyCode::UfsError,
+                message: reason,
+            }),
+            Err(e) => Err(wire_err(&addr, e)),
+        }
+    }
+}
+
+fn tracing_skip(addr: &str, e: &ClientError) {
+    // Kept quiet: a skipped worker is normal during failures; the caller
+    // sees an error only when every candidate failed.
+    let _ = (addr, e);
+}
+
+/// One read request on one worker; a pooled connection that turns out
+/// dead is replaced once.
+async fn read_from(fs: &FileSystem, addr: &str, req: &ReadRequest, dst: &mut [u8]) -> Result<()> {
+    for attempt in 0..2 {
+        let mut c = fs.inner.pool.get(addr).await?;
+        match read_on(&mut c, req, dst).await {
+            Ok(Ok(())) => {
+                fs.inner.pool.put(addr, c);
+                return Ok(());
+            }
+            Ok(Err(e)) => {
+                fs.inner.pool.put(addr, c);
+                return Err(worker_err(addr, e));
+            }
+            Err(e) => {
+                fs.inner.pool.forget(addr);
+                if attempt == 1 {
+                    return Err(wire_err(addr, e));
+                }
+            }
+        }
+    }
+    unreachable!("the loop returns")
+}
+
+async fn read_on(
+    c: &mut TcpStream,
+    req: &ReadRequest,
+    dst: &mut [u8],
+) -> Result<Result<(), ErrorFrame>, WireError> {
+    write_frame(c, Kind::Read, &req.encode()).await?;
+    let body = match eddy_wire::expect(c, Kind::ReadOk).await? {
+        Ok(b) => b,
+        Err(e) => return Ok(Err(e)),
+    };
+    let n = eddy_wire::decode_u64(Kind::ReadOk, &body)?;
+    if n != dst.len() as u64 {
+        return Err(WireError::Malformed {
+            kind: Kind::ReadOk,
+            reason: format!("asked for {} bytes, the worker sends {n}", dst.len()),
+        });
+    }
+    // Straight into the caller's buffer.
+    c.read_exact(dst).await?;
+    Ok(Ok(()))
+}
+
+pub(crate) async fn worker_stats(fs: &FileSystem, addr: &str) -> Result<Vec<(String, u64)>> {
+    let mut c = fs.inner.pool.get(addr).await?;
+    let r: Result<_, WireError> = async {
+        write_frame(&mut c, Kind::Stats, &[]).await?;
+        match eddy_wire::expect(&mut c, Kind::StatsOk).await? {
+            Ok(b) => Ok(eddy_wire::decode_stats(&b)?),
+            Err(e) => Err(WireError::Malformed {
+                kind: Kind::Error,
+                reason: e.message,
+            }),
+        }
+    }
+    .await;
+    let stats = r.map_err(|e| wire_err(addr, e))?;
+    fs.inner.pool.put(addr, c);
+    Ok(stats)
+}
+
+/// Bytes buffered before a `Data` frame goes out.
+const WRITE_CHUNK: usize = 1 << 20;
+
+/// Writes a new file through one worker. Call [`FileWriter::close`]: only
+/// then is the file complete and visible. Dropping an unclosed writer
+/// discards what was written and deletes the file.
+pub struct FileWriter {
+    fs: FileSystem,
+    path: Vec<u8>,
+    addr: String,
+    conn: Option<TcpStream>,
+    buf: Vec<u8>,
+    written: u64,
+    persisted: bool,
+}
+
+impl FileWriter {
+    pub(crate) async fn create(fs: FileSystem, path: &[u8], opts: &CreateOptions) -> Result<Self> {
+        let created = fs.master().create_file_full(path, opts).await?;
+        let status = created.status.unwrap_or_default();
+        let mut w = Self {
+            fs: fs.clone(),
+            path: path.to_vec(),
+            addr: String::new(),
+            conn: None,
+            buf: Vec::new(),
+            written: 0,
+            persisted: false,
+        };
+        match w.open_session(&status, created.ufs, opts.write_type).await {
+            Ok(()) => Ok(w),
+            Err(e) => {
+                w.conn = None;
+                let _ = fs.master().delete(path, false).await;
+                Err(e)
+            }
+        }
+    }
+
+    async fn open_session(
+        &mut self,
+        status: &pb::FileStatus,
+        ufs: Option<pb::UfsLocation>,
+        write_type: pb::WriteType,
+    ) -> Result<()> {
+        let wt = match write_type {
+            pb::WriteType::Unspecified | pb::WriteType::MustCache => WriteType::MustCache,
+            pb::WriteType::CacheThrough => WriteType::CacheThrough,
+            pb::WriteType::Through => WriteType::Through,
+            pb::WriteType::AsyncThrough => {
+                return Err(ClientError::Rpc(RpcError::new(
+                    EddyCode::Unsupported,
+                    "ASYNC_THROUGH is not available yet; use CACHE_THROUGH",
+                )));
+            }
+        };
+        self.persisted = wt != WriteType::MustCache;
+        let first = eddy_proto::block_id(status.id, 0);
+        let w = self
+            .fs
+            .master()
+            .select_worker(
+                first,
+                self.fs.host(),
+                status.block_size,
+                pb::PlacementKind::LocalFirst,
+                &[],
+            )
+            .await?;
+        let a = w.address.unwrap_or_default();
+        self.addr = addr_of(&a.host, a.data_port);
+        let open = WriteOpen {
+            file_id: status.id,
+            block_size: status.block_size,
+            write_type: wt,
+            target: ufs.map(|u| UfsSource {
+                mount_id: u.mount_id,
+                key: u.key,
+            }),
+        };
+        // A fresh connection: a write session holds it until close.
+        let mut c = self.fs.inner.pool.get(&self.addr).await?;
+        let r = async {
+            write_frame(&mut c, Kind::WriteOpen, &open.encode()).await?;
+            eddy_wire::expect(&mut c, Kind::Ok).await
+        }
+        .await
+        .map_err(|e| wire_err(&self.addr, e))?;
+        r.map_err(|e| worker_err(&self.addr, e))?;
+        self.conn = Some(c);
+        Ok(())
+    }
+
+    /// Bytes written so far.
+    pub fn written(&self) -> u64 {
+        self.written
+    }
+
+    pub async fn write(&mut self, data: &[u8]) -> Result<()> {
+        let Some(c) = self.conn.as_mut() else {
+            return Err(ClientError::InvalidArgument("the writer is closed".into()));
+        };
+        let addr = self.addr.clone();
+        let r: Result<(), WireError> = async {
+            let mut data = data;
+            // Large writes go out straight from the caller's buffer.
+            if self.buf.is_empty() {
+                while data.len() >= WRITE_CHUNK {
+                    let n = data.len().min(eddy_wire::MAX_DATA_BODY as usize);
+                    send_data(c, &data[..n]).await?;
+                    data = &data[n..];
+                }
+            }
+            self.buf.extend_from_slice(data);
+            if self.buf.len() >= WRITE_CHUNK {
+                send_data(c, &self.buf).await?;
+                self.buf.clear();
+            }
+            Ok(())
+        }
+        .await;
+        if let Err(e) = r {
+            self.conn = None;
+            return Err(wire_err(&addr, e));
+        }
+        self.written += data.len() as u64;
+        Ok(())
+    }
+
+    /// Finishes the file: the worker caches (and, by write type, persists)
+    /// it, then the master marks it complete. Returns its status.
+    pub async fn close(mut self) -> Result<pb::FileStatus> {
+        let mut c = self.conn.take().ok_or_else(|| {
+            ClientError::InvalidArgument("the writer failed earlier; nothing was kept".into())
+        })?;
+        let buf = std::mem::take(&mut self.buf);
+        let written = self.written;
+        let r = async {
+            if !buf.is_empty() {
+                send_data(&mut c, &buf).await?;
+            }
+            write_frame(&mut c, Kind::WriteClose, &eddy_wire::u64_body(written)).await?;
+            eddy_wire::expect(&mut c, Kind::WriteOk).await
+        }
+        .await;
+        let ok = match r {
+            Ok(Ok(body)) => WriteOk::decode(&body).map_err(|e| wire_err(&self.addr, e))?,
+            Ok(Err(e)) => {
+                let _ = self.fs.master().delete(&self.path, false).await;
+                return Err(worker_err(&self.addr, e));
+            }
+            Err(e) => {
+                let _ = self.fs.master().delete(&self.path, false).await;
+                return Err(wire_err(&self.addr, e));
+            }
+        };
+        self.fs.inner.pool.put(&self.addr, c);
+        let path = std::mem::take(&mut self.path);
+        self.fs
+            .master()
+            .complete_file_persisted(&path, ok.length, self.persisted, &ok.fingerprint)
+            .await
+    }
+
+    /// Discards the file.
+    pub async fn cancel(mut self) -> Result<()> {
+        if let Some(mut c) = self.conn.take() {
+            let _ = write_frame(&mut c, Kind::WriteCancel, &[]).await;
+        }
+        let path = std::mem::take(&mut self.path);
+        self.fs.master().delete(&path, false).await
+    }
+}
+
+async fn send_data(c: &mut TcpStream, data: &[u8]) -> Result<(), WireError> {
+    let h = eddy_wire::Header {
+        kind: Kind::Data,
+        body_len: data.len() as u32,
+    };
+    c.write_all(&h.encode()).await?;
+    c.write_all(data).await?;
+    Ok(())
+}
+
+impl Drop for FileWriter {
+    fn drop(&mut self) {
+        // Not closed: the worker drops the session with the connection; the
+        // incomplete file goes too, if a runtime is still around to say so.
+        if !self.path.is_empty()
+            && let Ok(h) = tokio::runtime::Handle::try_current()
+        {
+            let master = self.fs.master().clone();
+            let path = std::mem::take(&mut self.path);
+            h.spawn(async move {
+                let _ = master.delete(&path, false).await;
+            });
+        }
+    }
+}

@@ -1,0 +1,59 @@
+//! Worker errors. Each maps to a stable Eddy code sent in `Error` frames.
+
+use eddy_proto::EddyCode;
+use eddy_ufs::UfsError;
+
+use crate::store::NoSpace;
+
+#[derive(Debug, thiserror::Error)]
+pub enum WorkerError {
+    #[error(transparent)]
+    Ufs(#[from] UfsError),
+    #[error("master: {0}")]
+    Master(#[from] eddy_client::ClientError),
+    #[error(transparent)]
+    NoSpace(#[from] NoSpace),
+    #[error("{0}")]
+    NotFound(String),
+    #[error("{0}")]
+    InvalidArgument(String),
+    #[error(
+        "the under-storage copy of {key} changed: expected {expected} bytes at offset {offset}, found {found}; re-read the file's metadata"
+    )]
+    UfsChanged {
+        key: String,
+        offset: u64,
+        expected: u64,
+        found: u64,
+    },
+    #[error("shared memory: {0}")]
+    Memory(std::io::Error),
+}
+
+pub type Result<T, E = WorkerError> = std::result::Result<T, E>;
+
+impl WorkerError {
+    pub fn code(&self) -> EddyCode {
+        match self {
+            WorkerError::Ufs(e) => match e {
+                UfsError::NotFound(_) => EddyCode::NotFound,
+                UfsError::IsADirectory(_) => EddyCode::IsADirectory,
+                UfsError::NotADirectory(_) => EddyCode::NotADirectory,
+                UfsError::Unavailable { .. } => EddyCode::UfsUnavailable,
+                UfsError::InvalidUri { .. } => EddyCode::InvalidArgument,
+                UfsError::Unsupported(_) => EddyCode::Unsupported,
+                _ => EddyCode::UfsError,
+            },
+            WorkerError::Master(e) => e.code(),
+            WorkerError::NoSpace(_) => EddyCode::NoSpace,
+            WorkerError::NotFound(_) => EddyCode::NotFound,
+            WorkerError::InvalidArgument(_) => EddyCode::InvalidArgument,
+            WorkerError::UfsChanged { .. } => EddyCode::UfsError,
+            WorkerError::Memory(_) => EddyCode::Internal,
+        }
+    }
+
+    pub fn frame(&self) -> eddy_wire::ErrorFrame {
+        eddy_wire::ErrorFrame::new(self.code(), self.to_string())
+    }
+}

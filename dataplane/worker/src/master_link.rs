@@ -1,0 +1,225 @@
+//! The worker's side of the control plane: registration, heartbeats (with
+//! the commands they bring back), block commits, and mount lookups.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
+
+use eddy_client::{ClientError, EddyCode, MasterClient, pb};
+use eddy_ufs::UnderFileSystem;
+use parking_lot::Mutex;
+use tokio::sync::watch;
+
+use crate::error::Result;
+use crate::store::BlockStore;
+
+pub const TIER_MEM: &str = "MEM";
+
+pub struct MasterLink {
+    master: MasterClient,
+    address: pb::WorkerAddress,
+    store: Arc<BlockStore>,
+    worker_id: AtomicU64,
+    interval_ms: AtomicU64,
+    /// Opened under-storages by mount id (resolved through the master).
+    mounts: Mutex<HashMap<u64, Arc<dyn UnderFileSystem>>>,
+    /// Serialises re-registration.
+    registering: tokio::sync::Mutex<()>,
+}
+
+impl MasterLink {
+    pub fn new(master: MasterClient, address: pb::WorkerAddress, store: Arc<BlockStore>) -> Self {
+        Self {
+            master,
+            address,
+            store,
+            worker_id: AtomicU64::new(0),
+            interval_ms: AtomicU64::new(1_000),
+            mounts: Mutex::new(HashMap::new()),
+            registering: tokio::sync::Mutex::new(()),
+        }
+    }
+
+    pub fn worker_id(&self) -> u64 {
+        self.worker_id.load(Ordering::Relaxed)
+    }
+
+    fn tiers(&self) -> Vec<pb::TierUsage> {
+        vec![pb::TierUsage {
+            tier: TIER_MEM.into(),
+            capacity_bytes: self.store.capacity(),
+            used_bytes: self.store.used(),
+        }]
+    }
+
+    /// Registers (again), reporting every block held.
+    pub async fn register(&self) -> Result<u64, ClientError> {
+        let _one = self.registering.lock().await;
+        let blocks = self
+            .store
+            .report()
+            .into_iter()
+            .map(|(block_id, length)| pb::BlockReport {
+                block_id,
+                length,
+                tier: TIER_MEM.into(),
+            })
+            .collect();
+        let r = self
+            .master
+            .block_service()
+            .register_worker(pb::RegisterWorkerRequest {
+                address: Some(self.address.clone()),
+                tiers: self.tiers(),
+                blocks,
+            })
+            .await?
+            .into_inner();
+        // Whatever was pending is part of the full report just sent.
+        self.store.take_changes();
+        self.worker_id.store(r.worker_id, Ordering::Relaxed);
+        self.interval_ms
+            .store(r.heartbeat_interval_ms.max(10), Ordering::Relaxed);
+        Ok(r.worker_id)
+    }
+
+    /// Registers, retrying every second until the master answers or
+    /// `shutdown` fires.
+    pub async fn register_until_ok(&self, shutdown: &mut watch::Receiver<bool>) -> Option<u64> {
+        let mut warned = false;
+        loop {
+            match self.register().await {
+                Ok(id) => return Some(id),
+                Err(e) => {
+                    if !warned {
+                        tracing::warn!("cannot register with the master, retrying: {e}");
+                        warned = true;
+                    }
+                }
+            }
+            tokio::select! {
+                _ = tokio::time::sleep(Duration::from_secs(1)) => {}
+                _ = shutdown.changed() => return None,
+            }
+        }
+    }
+
+    /// Records a newly cached block with the master. A master that forgot
+    /// this worker gets a registration (which reports the block).
+    pub async fn commit(&self, block_id: u64, length: u64) -> Result<(), ClientError> {
+        let req = pb::CommitBlockRequest {
+            worker_id: self.worker_id(),
+            block_id,
+            length,
+            tier: TIER_MEM.into(),
+        };
+        match self.master.block_service().commit_block(req).await {
+            Ok(_) => Ok(()),
+            Err(s) => {
+                let e = ClientError::from(s);
+                match e.code() {
+                    EddyCode::UnknownWorker => self.register().await.map(|_| ()),
+                    // The master is away: the next heartbeat carries it.
+                    EddyCode::Unavailable => {
+                        self.store.restore_changes(vec![(block_id, length)], vec![]);
+                        Ok(())
+                    }
+                    _ => Err(e),
+                }
+            }
+        }
+    }
+
+    /// The under-storage of mount `id`, opened on first use.
+    pub async fn ufs(&self, id: u64) -> Result<Arc<dyn UnderFileSystem>> {
+        if let Some(u) = self.mounts.lock().get(&id) {
+            return Ok(u.clone());
+        }
+        let m = self
+            .master
+            .block_service()
+            .get_mount(pb::GetMountRequest { mount_id: id })
+            .await
+            .map_err(ClientError::from)?
+            .into_inner()
+            .mount
+            .unwrap_or_default();
+        let options = m.options.into_iter().collect();
+        let u = eddy_ufs::open(&m.ufs_uri, &options).await?;
+        self.mounts.lock().insert(id, u.clone());
+        Ok(u)
+    }
+
+    /// Heartbeats until `shutdown`; obeys the commands that come back.
+    pub async fn run(self: Arc<Self>, mut shutdown: watch::Receiver<bool>) {
+        let mut failing = false;
+        loop {
+            let wait = Duration::from_millis(self.interval_ms.load(Ordering::Relaxed));
+            tokio::select! {
+                _ = tokio::time::sleep(wait) => {}
+                _ = shutdown.changed() => return,
+            }
+            match self.heartbeat().await {
+                Ok(()) => {
+                    if failing {
+                        tracing::info!("master reachable again");
+                    }
+                    failing = false;
+                }
+                Err(e) => {
+                    if !failing {
+                        tracing::warn!("heartbeat failed: {e}");
+                    }
+                    failing = true;
+                }
+            }
+        }
+    }
+
+    async fn heartbeat(&self) -> Result<(), ClientError> {
+        let (added, evicted) = self.store.take_changes();
+        let req = pb::HeartbeatRequest {
+            worker_id: self.worker_id(),
+            tiers: self.tiers(),
+            added_blocks: added
+                .iter()
+                .map(|&(block_id, length)| pb::BlockReport {
+                    block_id,
+                    length,
+                    tier: TIER_MEM.into(),
+                })
+                .collect(),
+            removed_blocks: evicted.clone(),
+            pinned_version: self.store.pinned_version(),
+        };
+        let resp = match self.master.block_service().heartbeat(req).await {
+            Ok(r) => r.into_inner(),
+            Err(s) => {
+                let e = ClientError::from(s);
+                if e.code() == EddyCode::UnknownWorker {
+                    // A restarted master: the registration reports everything.
+                    self.register().await?;
+                    return Ok(());
+                }
+                self.store.restore_changes(added, evicted);
+                return Err(e);
+            }
+        };
+        if let Some(p) = resp.pinned {
+            self.store.set_pinned(p.version, p.file_ids);
+        }
+        for c in resp.commands {
+            match c.command {
+                Some(pb::worker_command::Command::RemoveBlocks(r)) => {
+                    self.store.remove(&r.block_ids);
+                }
+                Some(pb::worker_command::Command::Reregister(_)) => {
+                    self.register().await?;
+                }
+                None => {}
+            }
+        }
+        Ok(())
+    }
+}

@@ -1,0 +1,166 @@
+//! Shared-memory segments: one memfd per cached block.
+//!
+//! A block is filled through a writable mapping ([`SegmentWriter`]), then
+//! sealed into an immutable [`Segment`]: the writable mapping is dropped, the
+//! file is cut to the block's page-rounded length, and the memfd is sealed
+//! against writes, shrinking and growing. Only then does anyone else see it,
+//! so a client handed the fd (short-circuit) can never write into the cache,
+//! and a reader can never see the size change under it (no SIGBUS).
+//!
+//! This module and `fd`-passing code are the only places with `unsafe` in
+//! the worker; layouts are in docs/DATA-PROTOCOL.md ("Segments").
+
+use std::fs::File;
+use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
+
+use memmap2::{Mmap, MmapMut, MmapOptions};
+use rustix::fs::{MemfdFlags, SealFlags};
+
+const PAGE: u64 = 4096;
+
+fn round_up(n: u64) -> u64 {
+    n.div_ceil(PAGE) * PAGE
+}
+
+/// A block being filled. Dropping it frees the memory.
+pub struct SegmentWriter {
+    file: File,
+    map: Option<MmapMut>,
+    capacity: u64,
+}
+
+impl SegmentWriter {
+    /// A new anonymous segment of `capacity` bytes (page-rounded). With
+    /// `populate`, its pages are allocated now in one pass instead of one
+    /// fault at a time (for fills whose length is known).
+    pub fn create(name: &str, capacity: u64, populate: bool) -> std::io::Result<Self> {
+        let fd: OwnedFd =
+            rustix::fs::memfd_create(name, MemfdFlags::CLOEXEC | MemfdFlags::ALLOW_SEALING)?;
+        let file = File::from(fd);
+        let size = round_up(capacity.max(1));
+        file.set_len(size)?;
+        let mut opts = MmapOptions::new();
+        opts.len(size as usize);
+        if populate {
+            opts.populate();
+        }
+        // SAFETY: the memfd was created above and has not been shared: no
+        // other process or mapping can change or truncate it while this
+        // mapping lives (it is dropped before the file is resized or sealed).
+        let map = unsafe { opts.map_mut(&file)? };
+        Ok(Self {
+            file,
+            map: Some(map),
+            capacity,
+        })
+    }
+
+    pub fn capacity(&self) -> u64 {
+        self.capacity
+    }
+
+    /// The writable bytes (`capacity` of them).
+    pub fn as_mut_slice(&mut self) -> &mut [u8] {
+        let cap = self.capacity as usize;
+        &mut self.map.as_mut().expect("mapped until sealed")[..cap]
+    }
+
+    /// Freezes the first `len` bytes into an immutable, sealed segment.
+    pub fn seal(mut self, len: u64) -> std::io::Result<Segment> {
+        assert!(len <= self.capacity, "sealed length within capacity");
+        // The writable shared mapping must go first: F_SEAL_WRITE is refused
+        // while one exists.
+        self.map = None;
+        let size = round_up(len);
+        self.file.set_len(size)?;
+        rustix::fs::fcntl_add_seals(
+            &self.file,
+            SealFlags::WRITE | SealFlags::SHRINK | SealFlags::GROW | SealFlags::SEAL,
+        )?;
+        let map = if len == 0 {
+            None
+        } else {
+            // SAFETY: the memfd is sealed against writes, shrinking and
+            // growing, so the mapped bytes can never change or disappear
+            // while this read-only mapping lives.
+            Some(unsafe { MmapOptions::new().len(size as usize).map(&self.file)? })
+        };
+        Ok(Segment {
+            file: self.file,
+            map,
+            len,
+        })
+    }
+}
+
+/// An immutable, sealed block in shared memory.
+pub struct Segment {
+    file: File,
+    map: Option<Mmap>,
+    len: u64,
+}
+
+impl Segment {
+    pub fn len(&self) -> u64 {
+        self.len
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len == 0
+    }
+
+    pub fn as_slice(&self) -> &[u8] {
+        match &self.map {
+            Some(m) => &m[..self.len as usize],
+            None => &[],
+        }
+    }
+
+    /// The memfd, for handing to a co-located client (short-circuit).
+    pub fn fd(&self) -> BorrowedFd<'_> {
+        self.file.as_fd()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn fill_seal_read() {
+        let mut w = SegmentWriter::create("t", 10_000, true).unwrap();
+        for (i, b) in w.as_mut_slice().iter_mut().enumerate() {
+            *b = (i % 251) as u8;
+        }
+        let s = w.seal(9_000).unwrap();
+        assert_eq!(s.len(), 9_000);
+        assert!(
+            s.as_slice()
+                .iter()
+                .enumerate()
+                .all(|(i, b)| *b == (i % 251) as u8)
+        );
+        let empty = SegmentWriter::create("e", 0, false)
+            .unwrap()
+            .seal(0)
+            .unwrap();
+        assert!(empty.as_slice().is_empty());
+    }
+
+    #[test]
+    fn a_sealed_segment_cannot_be_written_or_resized() {
+        let mut w = SegmentWriter::create("t", 4096, false).unwrap();
+        w.as_mut_slice()[0] = 7;
+        let s = w.seal(100).unwrap();
+        let f = File::from(s.fd().try_clone_to_owned().unwrap());
+        use std::os::unix::fs::FileExt;
+        assert!(f.write_at(b"x", 0).is_err(), "write(2) is refused");
+        assert!(f.set_len(1 << 20).is_err(), "growing is refused");
+        assert!(f.set_len(0).is_err(), "shrinking is refused");
+        // SAFETY: mapping attempt on a sealed memfd; it must fail, and if it
+        // did not, the mapping would be dropped unused.
+        let writable = unsafe { MmapOptions::new().len(4096).map_mut(&f) };
+        assert!(writable.is_err(), "a writable shared mapping is refused");
+        assert_eq!(s.as_slice()[0], 7);
+    }
+}

@@ -1,0 +1,442 @@
+//! The data server: one task per TCP connection, requests served in order.
+//!
+//! A request that fails gets an `Error` frame and the connection stays
+//! usable. A protocol violation (bad magic, unknown or oversized frame, a
+//! body that does not parse) is logged and closes that connection only.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use eddy_wire::{
+    ErrorFrame, Kind, ReadRequest, ReadType, WireError, WriteOk, WriteOpen, WriteType, read_body,
+    read_header, write_frame,
+};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+use tokio::sync::watch;
+
+use crate::error::{Result, WorkerError};
+use crate::master_link::MasterLink;
+use crate::segment::{Segment, SegmentWriter};
+use crate::store::{BlockStore, Reservation, Stats};
+
+/// What every connection shares.
+pub struct Shared {
+    pub store: Arc<BlockStore>,
+    pub link: Arc<MasterLink>,
+}
+
+/// Serves one connection until the peer closes it, it breaks the protocol,
+/// or the worker shuts down (between requests).
+pub async fn serve(
+    sh: Arc<Shared>,
+    mut sock: TcpStream,
+    peer: SocketAddr,
+    mut stop: watch::Receiver<bool>,
+) {
+    loop {
+        let h = tokio::select! {
+            h = read_header(&mut sock) => h,
+            _ = stop.changed() => return,
+        };
+        let r = match h {
+            Ok(h) => dispatch(&sh, &mut sock, h).await,
+            Err(e) => Err(e),
+        };
+        match r {
+            Ok(()) => {}
+            Err(WireError::Closed) => return,
+            Err(WireError::Io(e)) => {
+                tracing::debug!("data connection from {peer} ended: {e}");
+                return;
+            }
+            Err(e) => {
+                tracing::warn!("closing data connection from {peer}: {e}");
+                // Best effort: tell the peer why before closing.
+                let f = ErrorFrame::new(eddy_proto::EddyCode::Protocol, e.to_string());
+                let _ = write_frame(&mut sock, Kind::Error, &f.encode()).await;
+                return;
+            }
+        }
+    }
+}
+
+async fn dispatch(
+    sh: &Shared,
+    sock: &mut TcpStream,
+    h: eddy_wire::Header,
+) -> Result<(), WireError> {
+    match h.kind {
+        Kind::Read | Kind::Load => {
+            let body = read_body(sock, h).await?;
+            let req = ReadRequest::decode(h.kind, &body)?;
+            read(sh, sock, &req, h.kind == Kind::Load).await
+        }
+        Kind::WriteOpen => {
+            let body = read_body(sock, h).await?;
+            let open = WriteOpen::decode(&body)?;
+            write(sh, sock, open).await
+        }
+        Kind::Stats => {
+            let _ = read_body(sock, h).await?;
+            let body = eddy_wire::encode_stats(&stats(sh));
+            write_frame(sock, Kind::StatsOk, &body).await
+        }
+        other => Err(WireError::Unexpected {
+            expected: "READ, LOAD, WRITE_OPEN or STATS",
+            got: other,
+        }),
+    }
+}
+
+fn stats(sh: &Shared) -> Vec<(String, u64)> {
+    use std::sync::atomic::Ordering::Relaxed;
+    let s = &sh.store.stats;
+    [
+        ("cache_hits", s.cache_hits.load(Relaxed)),
+        ("cache_misses", s.cache_misses.load(Relaxed)),
+        ("ufs_reads", s.ufs_reads.load(Relaxed)),
+        ("ufs_bytes_read", s.ufs_bytes_read.load(Relaxed)),
+        ("evictions", s.evictions.load(Relaxed)),
+        ("blocks_written", s.blocks_written.load(Relaxed)),
+        ("bytes_served", s.bytes_served.load(Relaxed)),
+        ("blocks_cached", sh.store.block_count() as u64),
+        ("memory_used", sh.store.used()),
+        ("memory_capacity", sh.store.capacity()),
+    ]
+    .into_iter()
+    .map(|(k, v)| (k.to_string(), v))
+    .collect()
+}
+
+async fn send_error(sock: &mut TcpStream, e: &WorkerError) -> Result<(), WireError> {
+    write_frame(sock, Kind::Error, &e.frame().encode()).await
+}
+
+/// Bytes to send for a read: a cached segment, or bytes read through.
+enum Found {
+    Cached(Arc<Segment>),
+    Through(bytes::Bytes),
+}
+
+async fn read(
+    sh: &Shared,
+    sock: &mut TcpStream,
+    req: &ReadRequest,
+    load_only: bool,
+) -> Result<(), WireError> {
+    let found = match find(sh, req, load_only).await {
+        Ok(f) => f,
+        Err(e) => return send_error(sock, &e).await,
+    };
+    if load_only {
+        return write_frame(sock, Kind::Ok, &eddy_wire::u64_body(req.block_length)).await;
+    }
+    let (off, len) = (req.offset as usize, req.length as usize);
+    write_frame(sock, Kind::ReadOk, &eddy_wire::u64_body(req.length)).await?;
+    match &found {
+        // Straight from the shared-memory mapping into the socket.
+        Found::Cached(seg) => sock.write_all(&seg.as_slice()[off..off + len]).await?,
+        Found::Through(b) => sock.write_all(b).await?,
+    }
+    Stats::add(&sh.store.stats.bytes_served, req.length);
+    Ok(())
+}
+
+async fn find(sh: &Shared, req: &ReadRequest, load_only: bool) -> Result<Found> {
+    let check = |seg: Arc<Segment>| {
+        if seg.len() != req.block_length {
+            return Err(WorkerError::InvalidArgument(format!(
+                "block {} is {} bytes here, the request says {}",
+                req.block_id,
+                seg.len(),
+                req.block_length
+            )));
+        }
+        Ok(Found::Cached(seg))
+    };
+    if req.read_type == ReadType::NoCache && !load_only {
+        if let Some(seg) = sh.store.get(req.block_id) {
+            Stats::add(&sh.store.stats.cache_hits, 1);
+            return check(seg);
+        }
+        let src = source(req)?;
+        let ufs = sh.link.ufs(src.mount_id).await?;
+        let key = ufs_key(&src.key)?;
+        let start = req.file_offset + req.offset;
+        let b = ufs.read(&key, start..start + req.length).await?;
+        Stats::add(&sh.store.stats.ufs_reads, 1);
+        Stats::add(&sh.store.stats.ufs_bytes_read, b.len() as u64);
+        if b.len() as u64 != req.length {
+            return Err(WorkerError::UfsChanged {
+                key: src.key.clone(),
+                offset: start,
+                expected: req.length,
+                found: b.len() as u64,
+            });
+        }
+        return Ok(Found::Through(b));
+    }
+    let seg = sh.store.get_or_fill(req.block_id, || fill(sh, req)).await?;
+    check(seg)
+}
+
+fn source(req: &ReadRequest) -> Result<&eddy_wire::UfsSource> {
+    req.source.as_ref().ok_or_else(|| {
+        WorkerError::NotFound(format!(
+            "block {} is not cached on this worker and has no under-storage copy",
+            req.block_id
+        ))
+    })
+}
+
+fn ufs_key(key: &str) -> Result<eddy_ufs::UfsPath> {
+    eddy_ufs::UfsPath::parse(key)
+        .ok_or_else(|| WorkerError::InvalidArgument(format!("invalid under-storage key {key:?}")))
+}
+
+/// Reads the whole block from the under-storage into a new segment, caches
+/// it and records it with the master. Whole blocks: one sequential read per
+/// miss, and every later read of the block is a hit (docs/DATA-PROTOCOL.md).
+async fn fill(sh: &Shared, req: &ReadRequest) -> Result<Arc<Segment>> {
+    let src = source(req)?;
+    let ufs = sh.link.ufs(src.mount_id).await?;
+    let key = ufs_key(&src.key)?;
+    let res = sh.store.reserve(req.block_length)?;
+    let mut w = SegmentWriter::create(
+        &format!("eddy-block-{}", req.block_id),
+        req.block_length,
+        true,
+    )
+    .map_err(WorkerError::Memory)?;
+    let n = ufs
+        .read_into(&key, req.file_offset, w.as_mut_slice())
+        .await?;
+    Stats::add(&sh.store.stats.ufs_reads, 1);
+    Stats::add(&sh.store.stats.ufs_bytes_read, n as u64);
+    if n as u64 != req.block_length {
+        return Err(WorkerError::UfsChanged {
+            key: src.key.clone(),
+            offset: req.file_offset,
+            expected: req.block_length,
+            found: n as u64,
+        });
+    }
+    let seg = w.seal(n as u64).map_err(WorkerError::Memory)?;
+    let seg = sh.store.insert(req.block_id, seg, res, false);
+    if let Err(e) = sh.link.commit(req.block_id, req.block_length).await {
+        // The file changed or went away meanwhile: serve this read, keep nothing.
+        tracing::warn!("block {} not kept: {e}", req.block_id);
+        sh.store.remove(&[req.block_id]);
+    }
+    Ok(seg)
+}
+
+/// A block being written in a write session.
+struct Open {
+    w: SegmentWriter,
+    res: Reservation,
+    pos: u64,
+}
+
+/// A file write session: `WriteOpen` (answered `Ok`), `Data`*, then
+/// `WriteClose` (answered `WriteOk`) or `WriteCancel` (answered `Ok`).
+/// Nothing is cached or visible in the under-storage before `WriteClose`
+/// succeeds; a broken connection discards everything.
+async fn write(sh: &Shared, sock: &mut TcpStream, open: WriteOpen) -> Result<(), WireError> {
+    let cache = open.write_type != WriteType::Through;
+    let mut ufs_w = match &open.target {
+        Some(t) if open.write_type != WriteType::MustCache => {
+            let r = async {
+                let ufs = sh.link.ufs(t.mount_id).await?;
+                Ok::<_, WorkerError>(ufs.create(&ufs_key(&t.key)?).await?)
+            }
+            .await;
+            match r {
+                Ok(w) => Some(w),
+                Err(e) => return send_error(sock, &e).await,
+            }
+        }
+        _ => None,
+    };
+    write_frame(sock, Kind::Ok, &eddy_wire::u64_body(0)).await?;
+
+    let bs = open.block_size;
+    let mut done: Vec<(u64, Segment, Reservation)> = Vec::new();
+    let mut cur: Option<Open> = None;
+    let mut total: u64 = 0;
+    // After a failure the rest of the stream is read and dropped, and the
+    // error answers `WriteClose`.
+    let mut failed: Option<WorkerError> = None;
+    let mut scratch: Vec<u8> = Vec::new();
+    loop {
+        let h = read_header(sock).await?;
+        match h.kind {
+            Kind::Data => {
+                let mut left = h.body_len as u64;
+                while left > 0 {
+                    if failed.is_some() {
+                        discard(sock, left, &mut scratch).await?;
+                        break;
+                    }
+                    if !cache {
+                        let n = left.min(1 << 20) as usize;
+                        scratch.resize(n, 0);
+                        sock.read_exact(&mut scratch[..n]).await?;
+                        if let Some(u) = ufs_w.as_mut()
+                            && let Err(e) = u.write(&scratch[..n]).await
+                        {
+                            failed = Some(e.into());
+                        }
+                        left -= n as u64;
+                        total += n as u64;
+                        continue;
+                    }
+                    if cur.is_none() {
+                        let index = total / bs;
+                        if index >= 1 << eddy_proto::BLOCK_INDEX_BITS {
+                            failed = Some(WorkerError::InvalidArgument(format!(
+                                "a file of block size {bs} cannot have more than 2^24 blocks"
+                            )));
+                            continue;
+                        }
+                        let opened =
+                            sh.store
+                                .reserve(bs)
+                                .map_err(WorkerError::from)
+                                .and_then(|res| {
+                                    let name = format!("eddy-write-{}-{index}", open.file_id);
+                                    let w = SegmentWriter::create(&name, bs, false)
+                                        .map_err(WorkerError::Memory)?;
+                                    Ok(Open { w, res, pos: 0 })
+                                });
+                        match opened {
+                            Ok(o) => cur = Some(o),
+                            Err(e) => {
+                                failed = Some(e);
+                                continue;
+                            }
+                        }
+                    }
+                    let o = cur.as_mut().expect("opened above");
+                    let n = left.min(bs - o.pos) as usize;
+                    let range = o.pos as usize..o.pos as usize + n;
+                    // Network bytes land directly in the block's segment.
+                    sock.read_exact(&mut o.w.as_mut_slice()[range.clone()])
+                        .await?;
+                    if let Some(u) = ufs_w.as_mut()
+                        && let Err(e) = u.write(&o.w.as_mut_slice()[range]).await
+                    {
+                        failed = Some(e.into());
+                    }
+                    o.pos += n as u64;
+                    left -= n as u64;
+                    total += n as u64;
+                    if o.pos == bs {
+                        let o = cur.take().expect("open");
+                        match seal(o, total / bs - 1, open.file_id) {
+                            Ok(b) => done.push(b),
+                            Err(e) => failed = Some(e),
+                        }
+                    }
+                }
+            }
+            Kind::WriteCancel => {
+                let _ = read_body(sock, h).await?;
+                if let Some(u) = ufs_w {
+                    u.abort().await;
+                }
+                return write_frame(sock, Kind::Ok, &eddy_wire::u64_body(0)).await;
+            }
+            Kind::WriteClose => {
+                let body = read_body(sock, h).await?;
+                let length = eddy_wire::decode_u64(Kind::WriteClose, &body)?;
+                if failed.is_none() && length != total {
+                    failed = Some(WorkerError::InvalidArgument(format!(
+                        "the writer says {length} bytes but sent {total}"
+                    )));
+                }
+                if failed.is_none()
+                    && let Some(o) = cur.take()
+                {
+                    match seal(o, total / bs, open.file_id) {
+                        Ok(b) => done.push(b),
+                        Err(e) => failed = Some(e),
+                    }
+                }
+                if let Some(e) = failed {
+                    if let Some(u) = ufs_w {
+                        u.abort().await;
+                    }
+                    return send_error(sock, &e).await;
+                }
+                let fingerprint = match ufs_w {
+                    Some(u) => match u.complete().await {
+                        Ok(st) => st.fingerprint,
+                        Err(e) => return send_error(sock, &e.into()).await,
+                    },
+                    None => String::new(),
+                };
+                let blocks = done.len() as u32;
+                if open.write_type == WriteType::MustCache {
+                    sh.store.keep_sole_copies(done.iter().map(|(id, _, _)| *id));
+                }
+                let committed = commit_written(sh, done).await;
+                if let Err(e) = committed {
+                    if open.write_type == WriteType::MustCache {
+                        return send_error(sock, &e).await;
+                    }
+                    // The under-storage has the file; only the cache copy is lost.
+                    tracing::warn!("file {}: cached blocks not recorded: {e}", open.file_id);
+                }
+                let ok = WriteOk {
+                    length: total,
+                    blocks,
+                    fingerprint,
+                };
+                return write_frame(sock, Kind::WriteOk, &ok.encode()).await;
+            }
+            other => {
+                return Err(WireError::Unexpected {
+                    expected: "DATA, WRITE_CLOSE or WRITE_CANCEL",
+                    got: other,
+                });
+            }
+        }
+    }
+}
+
+async fn discard(sock: &mut TcpStream, mut n: u64, scratch: &mut Vec<u8>) -> Result<(), WireError> {
+    scratch.resize(1 << 20, 0);
+    while n > 0 {
+        let k = n.min(scratch.len() as u64) as usize;
+        sock.read_exact(&mut scratch[..k]).await?;
+        n -= k as u64;
+    }
+    Ok(())
+}
+
+fn seal(o: Open, index: u64, file_id: u64) -> Result<(u64, Segment, Reservation)> {
+    let seg = o.w.seal(o.pos).map_err(WorkerError::Memory)?;
+    Ok((eddy_proto::block_id(file_id, index), seg, o.res))
+}
+
+/// Caches a closed file's blocks and records them with the master. On
+/// failure the blocks are dropped again.
+async fn commit_written(sh: &Shared, done: Vec<(u64, Segment, Reservation)>) -> Result<()> {
+    let mut ids = Vec::with_capacity(done.len());
+    for (id, seg, res) in done {
+        let len = seg.len();
+        sh.store.insert(id, seg, res, false);
+        ids.push((id, len));
+        Stats::add(&sh.store.stats.blocks_written, 1);
+    }
+    for (i, &(id, len)) in ids.iter().enumerate() {
+        if let Err(e) = sh.link.commit(id, len).await {
+            let rest: Vec<u64> = ids[i..].iter().map(|(b, _)| *b).collect();
+            sh.store.remove(&rest);
+            return Err(e.into());
+        }
+    }
+    Ok(())
+}
