@@ -53,28 +53,7 @@ impl MasterProc {
             .stderr(Stdio::inherit())
             .spawn()
             .expect("spawn eddy master");
-        // Wait for the line that names the bound address, then keep draining
-        // stdout so the master never blocks on a full pipe.
-        let stdout = child.stdout.take().unwrap();
-        let (tx, rx) = mpsc::channel();
-        std::thread::spawn(move || {
-            let mut tx = Some(tx);
-            for line in BufReader::new(stdout).lines().map_while(Result::ok) {
-                if let Some(addr) = line.strip_prefix("eddy master listening on ")
-                    && let Some(tx) = tx.take()
-                {
-                    let _ = tx.send(addr.to_string());
-                }
-            }
-        });
-        let addr = match rx.recv_timeout(Duration::from_secs(60)) {
-            Ok(a) => a,
-            Err(_) => {
-                let _ = child.kill();
-                let status = child.wait();
-                panic!("eddy master did not report its address ({status:?})");
-            }
-        };
+        let addr = wait_for_line(&mut child, "eddy master listening on ");
         MasterProc {
             child,
             addr,
@@ -116,6 +95,182 @@ impl MasterProc {
             .output()
             .unwrap()
     }
+}
+
+/// Waits for the stdout line starting with `prefix` and returns the first
+/// word after it, then keeps draining stdout so the child never blocks on a
+/// full pipe. Kills the child and panics if the line does not come.
+fn wait_for_line(child: &mut Child, prefix: &'static str) -> String {
+    let stdout = child.stdout.take().unwrap();
+    let (tx, rx) = mpsc::channel();
+    std::thread::spawn(move || {
+        let mut tx = Some(tx);
+        for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+            if let Some(rest) = line.strip_prefix(prefix)
+                && let Some(tx) = tx.take()
+            {
+                let word = rest.split_whitespace().next().unwrap_or("").to_string();
+                let _ = tx.send(word);
+            }
+        }
+    });
+    match rx.recv_timeout(Duration::from_secs(60)) {
+        Ok(a) => a,
+        Err(_) => {
+            let _ = child.kill();
+            let status = child.wait();
+            panic!("no {prefix:?} line from the child ({status:?})");
+        }
+    }
+}
+
+/// A running `eddy worker` process.
+pub struct WorkerProc {
+    child: Child,
+    /// The data server's `host:port`.
+    pub addr: String,
+}
+
+impl WorkerProc {
+    /// Starts a worker for `master`; `extra` is appended to its `[worker]` table.
+    pub fn start(dir: &Path, master: &str, extra: &str) -> Self {
+        Self::start_bound(dir, master, "127.0.0.1:0", extra)
+    }
+
+    pub fn start_bound(dir: &Path, master: &str, bind: &str, extra: &str) -> Self {
+        std::fs::create_dir_all(dir).unwrap();
+        let cfg = dir.join(format!("worker-{}.toml", std::process::id()));
+        let cfg = unique(cfg);
+        std::fs::write(
+            &cfg,
+            format!(
+                "[worker]
+master = {master:?}
+bind = {bind:?}
+{extra}
+"
+            ),
+        )
+        .unwrap();
+        let mut child = Command::new(EDDY)
+            .arg("--config")
+            .arg(&cfg)
+            .arg("worker")
+            .env("EDDY_LOG", "warn")
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .expect("spawn eddy worker");
+        let addr = wait_for_line(&mut child, "eddy worker listening on ");
+        WorkerProc { child, addr }
+    }
+
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    /// SIGKILL.
+    pub fn kill9(mut self) {
+        self.child.kill().unwrap();
+        self.child.wait().unwrap();
+    }
+
+    /// Open file descriptors of the worker process.
+    pub fn fd_count(&self) -> usize {
+        std::fs::read_dir(format!("/proc/{}/fd", self.pid()))
+            .map(|d| d.count())
+            .unwrap_or(0)
+    }
+}
+
+impl Drop for WorkerProc {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// `path`, or `path` with a counter appended if it exists.
+fn unique(path: PathBuf) -> PathBuf {
+    static N: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+    let n = N.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    path.with_extension(format!("{n}.toml"))
+}
+
+/// A master and `n` workers, each a real process on loopback.
+pub struct Cluster {
+    pub master: MasterProc,
+    pub workers: Vec<WorkerProc>,
+    pub dir: PathBuf,
+}
+
+impl Cluster {
+    /// `worker_extra` goes into every worker's `[worker]` table.
+    pub fn start(dir: &Path, workers: usize, master_extra: &str, worker_extra: &str) -> Self {
+        let master = MasterProc::start(dir, master_extra);
+        let workers = (0..workers)
+            .map(|_| WorkerProc::start(dir, &master.addr, worker_extra))
+            .collect();
+        Cluster {
+            master,
+            workers,
+            dir: dir.to_path_buf(),
+        }
+    }
+
+    pub async fn fs(&self) -> eddy_client::FileSystem {
+        eddy_client::FileSystem::connect(&self.master.addr)
+            .await
+            .unwrap()
+    }
+
+    pub fn ufs(&self) -> PathBuf {
+        self.dir.join("ufs")
+    }
+
+    /// A counter summed over every live worker (see the `Stats` frame).
+    pub async fn stat_sum(&self, fs: &eddy_client::FileSystem, name: &str) -> u64 {
+        let mut total = 0;
+        for w in &self.workers {
+            if let Ok(stats) = fs.worker_stats(&w.addr).await {
+                total += stats.iter().find(|(k, _)| k == name).map_or(0, |(_, v)| *v);
+            }
+        }
+        total
+    }
+}
+
+/// Polls `check` every 20 ms until it holds, for at most `limit`: for state
+/// that another process changes on its own schedule (heartbeats), where no
+/// signal reaches the test.
+pub async fn eventually<F, Fut>(limit: Duration, what: &str, mut check: F)
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = bool>,
+{
+    let start = std::time::Instant::now();
+    while !check().await {
+        assert!(
+            start.elapsed() < limit,
+            "timed out after {limit:?} waiting for {what}"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+/// Deterministic test bytes: chunk `i` of a file is a fixed pattern with `i`
+/// stamped in, so misplaced chunks are caught and comparing stays cheap.
+pub fn pattern(len: usize, seed: u64) -> Vec<u8> {
+    let mut x = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
+    let mut v = Vec::with_capacity(len + 8);
+    while v.len() < len {
+        x ^= x << 13;
+        x ^= x >> 7;
+        x ^= x << 17;
+        v.extend_from_slice(&x.to_le_bytes());
+    }
+    v.truncate(len);
+    v
 }
 
 impl Drop for MasterProc {

@@ -103,6 +103,7 @@ fn stats(sh: &Shared) -> Vec<(String, u64)> {
         ("blocks_cached", sh.store.block_count() as u64),
         ("memory_used", sh.store.used()),
         ("memory_capacity", sh.store.capacity()),
+        ("pinned_version", sh.store.pinned_version()),
     ]
     .into_iter()
     .map(|(k, v)| (k.to_string(), v))

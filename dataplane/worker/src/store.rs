@@ -80,7 +80,9 @@ impl Reservation {
 
 impl Drop for Reservation {
     fn drop(&mut self) {
-        self.store.inner.lock().reserved -= self.bytes;
+        if self.bytes > 0 {
+            self.store.inner.lock().reserved -= self.bytes;
+        }
     }
 }
 
@@ -181,11 +183,18 @@ impl BlockStore {
     /// Adds a sealed block, consuming its reservation. With `report`, the
     /// block is announced on the next heartbeat (otherwise the caller
     /// commits it to the master itself).
-    pub fn insert(&self, block: u64, seg: Segment, res: Reservation, report: bool) -> Arc<Segment> {
+    pub fn insert(
+        &self,
+        block: u64,
+        seg: Segment,
+        mut res: Reservation,
+        report: bool,
+    ) -> Arc<Segment> {
         let seg = Arc::new(seg);
+        let bytes = std::mem::take(&mut res.bytes);
+        drop(res);
         let mut g = self.inner.lock();
-        g.reserved -= res.bytes;
-        std::mem::forget(res);
+        g.reserved -= bytes;
         g.used += seg.len();
         if let Some(old) = g.blocks.insert(block, seg.clone()) {
             g.used -= old.len();
@@ -322,6 +331,11 @@ mod tests {
         assert!(s.reserve(200).is_err());
         s.remove(&[b(5)]);
         assert!(s.reserve(300).is_ok());
+        assert_eq!(
+            Arc::strong_count(&s),
+            1,
+            "reservations leave no handle behind"
+        );
         assert_eq!(s.block_count(), 0);
     }
 
