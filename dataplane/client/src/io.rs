@@ -1,5 +1,6 @@
 //! Reading and writing file bytes through workers.
 
+use std::collections::{HashMap, HashSet};
 use std::io::SeekFrom;
 use std::sync::Arc;
 
@@ -56,6 +57,40 @@ pub struct FileReader {
     info: parking_lot::Mutex<Arc<FileInfo>>,
     read_type: ReadType,
     pos: u64,
+    /// Block index -> the worker that served it (for blocks the master did
+    /// not list a location for when the file was opened).
+    chosen: Arc<parking_lot::Mutex<HashMap<usize, (u64, String)>>>,
+    prefetched: parking_lot::Mutex<HashSet<usize>>,
+}
+
+/// Blocks a sequential reader asks workers to cache ahead of it.
+const READ_AHEAD_BLOCKS: usize = 2;
+
+/// What a background prefetch needs.
+struct PrefetchCtx {
+    fs: FileSystem,
+    chosen: Arc<parking_lot::Mutex<HashMap<usize, (u64, String)>>>,
+}
+
+impl PrefetchCtx {
+    async fn load(&self, index: usize, b: &pb::FileBlock, req: &ReadRequest) -> Result<()> {
+        let w = self
+            .fs
+            .master()
+            .select_worker(
+                b.block_id,
+                self.fs.host(),
+                b.length,
+                pb::PlacementKind::DeterministicHash,
+                &[],
+            )
+            .await?;
+        let a = w.address.unwrap_or_default();
+        let addr = addr_of(&a.host, a.data_port);
+        load_on(&self.fs, &addr, req).await?;
+        self.chosen.lock().insert(index, (w.worker_id, addr));
+        Ok(())
+    }
 }
 
 impl FileReader {
@@ -65,6 +100,8 @@ impl FileReader {
             info: parking_lot::Mutex::new(info),
             read_type,
             pos: 0,
+            chosen: Default::default(),
+            prefetched: Default::default(),
         }
     }
 
@@ -103,6 +140,11 @@ impl FileReader {
 
     /// Reads at the position into `buf`; returns the bytes read (0 at the end).
     pub async fn read(&mut self, buf: &mut [u8]) -> Result<usize> {
+        let bs = self.info.lock().status.block_size.max(1);
+        let index = (self.pos / bs) as usize;
+        for ahead in 1..=READ_AHEAD_BLOCKS {
+            self.prefetch(index + ahead);
+        }
         let n = self.read_at(self.pos, buf).await?;
         self.pos += n as u64;
         Ok(n)
@@ -172,12 +214,12 @@ impl FileReader {
     }
 
     /// Fills `dst` from block `index` at `off`: first from workers holding
-    /// the block (this host's first), then from the worker placement picks
-    /// for a miss. A worker that fails is skipped; the bytes come from the
-    /// next one, so they are always whole and right.
+    /// the block (this host's first) or the one that filled it for us, then
+    /// from the worker placement picks for a miss (asked only when needed).
+    /// A worker that fails is skipped; the bytes come from the next one, so
+    /// they are always whole and right.
     async fn read_block(&self, index: usize, off: u64, dst: &mut [u8]) -> Result<()> {
-        let mut tried: Vec<String> = Vec::new();
-        let mut failed_ids: Vec<u64> = Vec::new();
+        let mut failed: Vec<(u64, String)> = Vec::new();
         let mut last_err: Option<ClientError> = None;
         for round in 0..3 {
             let info = if round == 0 {
@@ -199,31 +241,35 @@ impl FileReader {
             for l in locs {
                 candidates.push((l.worker_id, addr_of(&l.host, l.data_port)));
             }
-            // The worker that fills a miss: the same one for every client
-            // (rendezvous hash), minus those that already failed us.
-            if let Ok(w) = self
-                .fs
-                .master()
-                .select_worker(
-                    b.block_id,
-                    self.fs.host(),
-                    b.length,
-                    pb::PlacementKind::DeterministicHash,
-                    &failed_ids,
-                )
-                .await
-                && let Some(a) = w.address
-            {
-                candidates.push((w.worker_id, addr_of(&a.host, a.data_port)));
+            if let Some(c) = self.chosen.lock().get(&index) {
+                candidates.push(c.clone());
             }
-            for (worker_id, addr) in candidates {
-                if tried.contains(&addr) {
-                    continue;
-                }
+            let mut asked = false;
+            loop {
+                let next = candidates.iter().find(|c| !failed.contains(c)).cloned();
+                let (worker_id, addr) = match next {
+                    Some(c) => c,
+                    None if !asked => {
+                        asked = true;
+                        // The worker that fills a miss: the same one for every
+                        // client (rendezvous hash), minus those that failed us.
+                        let ids: Vec<u64> = failed.iter().map(|f| f.0).collect();
+                        match self.miss_worker(b, &ids).await {
+                            Some(c) => {
+                                candidates.push(c);
+                                continue;
+                            }
+                            None => break,
+                        }
+                    }
+                    None => break,
+                };
                 match read_from(&self.fs, &addr, &req, dst).await {
-                    Ok(()) => return Ok(()),
+                    Ok(()) => {
+                        self.chosen.lock().insert(index, (worker_id, addr));
+                        return Ok(());
+                    }
                     Err(e) => {
-                        tracing_skip(&addr, &e);
                         let retry_elsewhere = matches!(
                             e.code(),
                             EddyCode::Unavailable
@@ -235,8 +281,8 @@ impl FileReader {
                             self.fs.invalidate(&info.path);
                             return Err(e);
                         }
-                        tried.push(addr);
-                        failed_ids.push(worker_id);
+                        self.chosen.lock().remove(&index);
+                        failed.push((worker_id, addr));
                         last_err = Some(e);
                     }
                 }
@@ -251,13 +297,8 @@ impl FileReader {
         }))
     }
 
-    /// Has the block cached by a worker without moving its bytes here.
-    pub(crate) async fn load_block(&self, b: &pb::FileBlock) -> Result<()> {
-        let info = self.info.lock().clone();
-        if !b.locations.is_empty() {
-            return Ok(());
-        }
-        let req = self.request(&info, b, 0, 0);
+    /// The worker placement names to fill a miss of `b`.
+    async fn miss_worker(&self, b: &pb::FileBlock, exclude: &[u64]) -> Option<(u64, String)> {
         let w = self
             .fs
             .master()
@@ -266,42 +307,72 @@ impl FileReader {
                 self.fs.host(),
                 b.length,
                 pb::PlacementKind::DeterministicHash,
-                &[],
+                exclude,
             )
-            .await?;
-        let a = w.address.unwrap_or_default();
-        let addr = addr_of(&a.host, a.data_port);
-        let mut c = self.fs.inner.pool.get(&addr).await?;
-        let r: Result<(), WireError> = async {
-            write_frame(&mut c, Kind::Load, &req.encode()).await?;
-            match eddy_wire::expect(&mut c, Kind::Ok).await? {
-                Ok(_) => Ok(()),
-                Err(e) => Err(WireError::Malformed {
-                    kind: Kind::Error,
-                    reason: e.message,
-                }),
-            }
+            .await
+            .ok()?;
+        let a = w.address?;
+        Some((w.worker_id, addr_of(&a.host, a.data_port)))
+    }
+
+    /// Sequential reads: asks the worker that will serve block `index` to
+    /// cache it now, so its fill overlaps the reading of the current block.
+    fn prefetch(&self, index: usize) {
+        let info = self.info.lock().clone();
+        let Some(b) = info.blocks.get(index) else {
+            return;
+        };
+        if self.read_type == ReadType::NoCache
+            || !b.locations.is_empty()
+            || self.chosen.lock().contains_key(&index)
+            || !self.prefetched.lock().insert(index)
+        {
+            return;
         }
-        .await;
-        match r {
-            Ok(()) => {
-                self.fs.inner.pool.put(&addr, c);
-                Ok(())
-            }
-            Err(WireError::Malformed { reason, .. }) => Err(ClientError::Worker {
-                addr,
-                code: EddyCode::UfsError,
-                message: reason,
-            }),
-            Err(e) => Err(wire_err(&addr, e)),
+        let req = self.request(&info, b, 0, 0);
+        let (fs, b, chosen) = (self.fs.clone(), b.clone(), self.chosen.clone());
+        let reader = PrefetchCtx { fs, chosen };
+        tokio::spawn(async move {
+            let _ = reader.load(index, &b, &req).await;
+        });
+    }
+
+    /// Has the block cached by a worker without moving its bytes here.
+    pub(crate) async fn load_block(&self, b: &pb::FileBlock) -> Result<()> {
+        let info = self.info.lock().clone();
+        if !b.locations.is_empty() {
+            return Ok(());
         }
+        let req = self.request(&info, b, 0, 0);
+        let (_, addr) = self.miss_worker(b, &[]).await.ok_or_else(|| {
+            ClientError::Rpc(RpcError::new(
+                EddyCode::NoWorkerAvailable,
+                "no live worker to load the block",
+            ))
+        })?;
+        load_on(&self.fs, &addr, &req).await
     }
 }
 
-fn tracing_skip(addr: &str, e: &ClientError) {
-    // Kept quiet: a skipped worker is normal during failures; the caller
-    // sees an error only when every candidate failed.
-    let _ = (addr, e);
+/// Sends a `Load` to `addr` and waits for the block to be cached there.
+async fn load_on(fs: &FileSystem, addr: &str, req: &ReadRequest) -> Result<()> {
+    let mut c = fs.inner.pool.get(addr).await?;
+    let r = async {
+        write_frame(&mut c, Kind::Load, &req.encode()).await?;
+        eddy_wire::expect(&mut c, Kind::Ok).await
+    }
+    .await;
+    match r {
+        Ok(Ok(_)) => {
+            fs.inner.pool.put(addr, c);
+            Ok(())
+        }
+        Ok(Err(e)) => {
+            fs.inner.pool.put(addr, c);
+            Err(worker_err(addr, e))
+        }
+        Err(e) => Err(wire_err(addr, e)),
+    }
 }
 
 /// One read request on one worker; a pooled connection that turns out

@@ -161,25 +161,37 @@ async fn find(sh: &Shared, req: &ReadRequest, load_only: bool) -> Result<Found> 
             Stats::add(&sh.store.stats.cache_hits, 1);
             return check(seg);
         }
-        let src = source(req)?;
-        let ufs = sh.link.ufs(src.mount_id).await?;
-        let key = ufs_key(&src.key)?;
-        let start = req.file_offset + req.offset;
-        let b = ufs.read(&key, start..start + req.length).await?;
-        Stats::add(&sh.store.stats.ufs_reads, 1);
-        Stats::add(&sh.store.stats.ufs_bytes_read, b.len() as u64);
-        if b.len() as u64 != req.length {
-            return Err(WorkerError::UfsChanged {
-                key: src.key.clone(),
-                offset: start,
-                expected: req.length,
-                found: b.len() as u64,
-            });
-        }
-        return Ok(Found::Through(b));
+        return read_through(sh, req).await;
     }
-    let seg = sh.store.get_or_fill(req.block_id, || fill(sh, req)).await?;
-    check(seg)
+    match sh.store.get_or_fill(req.block_id, || fill(sh, req)).await {
+        Ok(seg) => check(seg),
+        // No room to cache (the rest is pinned or being read): serve the
+        // bytes from the under-storage anyway, as Alluxio does.
+        Err(WorkerError::NoSpace(_)) if !load_only && req.source.is_some() => {
+            read_through(sh, req).await
+        }
+        Err(e) => Err(e),
+    }
+}
+
+/// Reads just the requested range from the under-storage; caches nothing.
+async fn read_through(sh: &Shared, req: &ReadRequest) -> Result<Found> {
+    let src = source(req)?;
+    let ufs = sh.link.ufs(src.mount_id).await?;
+    let key = ufs_key(&src.key)?;
+    let start = req.file_offset + req.offset;
+    let b = ufs.read(&key, start..start + req.length).await?;
+    Stats::add(&sh.store.stats.ufs_reads, 1);
+    Stats::add(&sh.store.stats.ufs_bytes_read, b.len() as u64);
+    if b.len() as u64 != req.length {
+        return Err(WorkerError::UfsChanged {
+            key: src.key.clone(),
+            offset: start,
+            expected: req.length,
+            found: b.len() as u64,
+        });
+    }
+    Ok(Found::Through(b))
 }
 
 fn source(req: &ReadRequest) -> Result<&eddy_wire::UfsSource> {
@@ -207,7 +219,9 @@ async fn fill(sh: &Shared, req: &ReadRequest) -> Result<Arc<Segment>> {
     let mut w = SegmentWriter::create(
         &format!("eddy-block-{}", req.block_id),
         req.block_length,
-        true,
+        // Not populated up front: faulting pages in during the read lets
+        // page allocation overlap the under-storage I/O (measured faster).
+        false,
     )
     .map_err(WorkerError::Memory)?;
     let n = ufs

@@ -1,0 +1,281 @@
+//! Data-plane throughput against baselines measured in the same run:
+//!
+//! | Eddy | baseline |
+//! |------|----------|
+//! | warm read of a cached file over loopback TCP, one stream | a raw TCP pump of the same bytes between two processes |
+//! | cold read through the worker from the local-directory under-storage (page cache dropped) | reading the file directly (page cache dropped) |
+//! | MUST_CACHE write of a file | writing the same bytes to a local file |
+//!
+//! The cluster (master + worker) and the pump's sender run in child
+//! processes (this binary, re-executed), so both sides of every stream are
+//! separate processes, as in production.
+//!
+//! Run: `cargo bench -p eddy-bench --bench dataplane` (1 GiB; set
+//! `EDDY_BENCH_BYTES` to change the size). Prints a table; results are
+//! recorded in bench/RESULTS.md.
+
+use std::io::{BufRead, BufReader, Read, Write};
+use std::os::fd::AsRawFd;
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use eddy_client::{CreateOptions, FileSystem, OpenOptions};
+
+const CHUNK: usize = 8 << 20;
+const RUNS: usize = 3;
+
+fn main() {
+    let args: Vec<String> = std::env::args().collect();
+    if args.iter().any(|a| a == "--list" || a == "--test") {
+        return; // `cargo test --benches` probes; nothing to list
+    }
+    if let Some(i) = args.iter().position(|a| a == "--child-pump") {
+        return pump_sender(&args[i + 1], args[i + 2].parse().unwrap());
+    }
+    if let Some(i) = args.iter().position(|a| a == "--child-cluster") {
+        return cluster_child(std::path::Path::new(&args[i + 1]));
+    }
+    let bytes: u64 = std::env::var("EDDY_BENCH_BYTES")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(1 << 30);
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    rt.block_on(run(bytes));
+}
+
+/// Child: a master and a worker in one process until stdin closes.
+fn cluster_child(dir: &std::path::Path) {
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    rt.block_on(async {
+        let master = eddy_bench::start_master(dir).await;
+        let worker = eddy_worker::start(eddy_worker::WorkerConfig {
+            master: master.addr.to_string(),
+            bind: "127.0.0.1:0".into(),
+            memory_capacity: 8 << 30,
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+        println!("READY {}", master.addr);
+        tokio::task::spawn_blocking(|| {
+            let mut sink = Vec::new();
+            let _ = std::io::stdin().read_to_end(&mut sink);
+        })
+        .await
+        .unwrap();
+        worker.shutdown().await;
+        master.shutdown().await;
+    });
+}
+
+/// Child: connects to `addr` and sends `n` bytes.
+fn pump_sender(addr: &str, n: u64) {
+    let mut s = std::net::TcpStream::connect(addr).unwrap();
+    s.set_nodelay(true).unwrap();
+    let buf = vec![0x5au8; CHUNK];
+    let mut left = n;
+    while left > 0 {
+        let k = left.min(CHUNK as u64) as usize;
+        s.write_all(&buf[..k]).unwrap();
+        left -= k as u64;
+    }
+}
+
+fn gbps(bytes: u64, d: Duration) -> f64 {
+    bytes as f64 / d.as_secs_f64() / 1e9
+}
+
+fn median(mut v: Vec<Duration>) -> Duration {
+    v.sort();
+    v[v.len() / 2]
+}
+
+/// Drops `path` from the page cache (clean pages; no privilege needed).
+fn drop_cache(path: &std::path::Path) {
+    let f = std::fs::File::open(path).unwrap();
+    f.sync_all().unwrap();
+    // SAFETY: posix_fadvise on an open fd we own; it only advises the kernel.
+    let r = unsafe { libc::posix_fadvise(f.as_raw_fd(), 0, 0, libc::POSIX_FADV_DONTNEED) };
+    assert_eq!(r, 0, "posix_fadvise");
+}
+
+async fn run(bytes: u64) {
+    let dir = tempfile::tempdir_in(std::env::temp_dir()).unwrap();
+    let exe = std::env::current_exe().unwrap();
+
+    // Baseline 1: a raw TCP pump between two processes.
+    let mut pump = Vec::new();
+    for _ in 0..RUNS {
+        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let addr = l.local_addr().unwrap().to_string();
+        let start = Instant::now();
+        let mut child = Command::new(&exe)
+            .args(["--child-pump", &addr, &bytes.to_string()])
+            .spawn()
+            .unwrap();
+        let (mut s, _) = l.accept().unwrap();
+        let mut buf = vec![0u8; CHUNK];
+        let mut got = 0u64;
+        while got < bytes {
+            let n = s.read(&mut buf).unwrap();
+            assert!(n > 0);
+            got += n as u64;
+        }
+        pump.push(start.elapsed());
+        child.wait().unwrap();
+    }
+
+    // The cluster in a child process.
+    let mut cluster = Command::new(&exe)
+        .args(["--child-cluster", dir.path().to_str().unwrap()])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut line = String::new();
+    BufReader::new(cluster.stdout.take().unwrap())
+        .read_line(&mut line)
+        .unwrap();
+    let master = line.trim().strip_prefix("READY ").unwrap().to_string();
+    let fs = FileSystem::connect(&master).await.unwrap();
+    let data = vec![0xa5u8; CHUNK];
+
+    // Write: MUST_CACHE vs a local file.
+    let mut write_eddy = Vec::new();
+    let mut write_local = Vec::new();
+    for r in 0..RUNS {
+        let path = format!("/w{r}");
+        let start = Instant::now();
+        let mut w = fs.create(&path, &CreateOptions::default()).await.unwrap();
+        let mut left = bytes;
+        while left > 0 {
+            let k = left.min(CHUNK as u64) as usize;
+            w.write(&data[..k]).await.unwrap();
+            left -= k as u64;
+        }
+        w.close().await.unwrap();
+        write_eddy.push(start.elapsed());
+        if r + 1 < RUNS {
+            fs.delete(&path, false).await.unwrap();
+        }
+
+        let local = dir.path().join(format!("local-{r}"));
+        let start = Instant::now();
+        let mut f = std::fs::File::create(&local).unwrap();
+        let mut left = bytes;
+        while left > 0 {
+            let k = left.min(CHUNK as u64) as usize;
+            f.write_all(&data[..k]).unwrap();
+            left -= k as u64;
+        }
+        drop(f);
+        write_local.push(start.elapsed());
+        std::fs::remove_file(&local).unwrap();
+    }
+
+    // Warm read of the cached file, one stream.
+    let mut warm = Vec::new();
+    let mut buf = vec![0u8; CHUNK];
+    for _ in 0..RUNS {
+        let start = Instant::now();
+        let mut r = fs
+            .open(&format!("/w{}", RUNS - 1), &OpenOptions::default())
+            .await
+            .unwrap();
+        let mut got = 0u64;
+        loop {
+            let n = r.read(&mut buf).await.unwrap();
+            if n == 0 {
+                break;
+            }
+            got += n as u64;
+        }
+        assert_eq!(got, bytes);
+        warm.push(start.elapsed());
+    }
+
+    // Cold read: a file in the root under-storage that Eddy has never
+    // cached (a new one per run), page cache dropped, through the worker vs
+    // directly.
+    let mut cold = Vec::new();
+    let mut direct = Vec::new();
+    for run in 0..RUNS {
+        let name = format!("cold-{run}.bin");
+        let ufs_file = dir.path().join("ufs").join(&name);
+        {
+            let mut f = std::fs::File::create(&ufs_file).unwrap();
+            let mut left = bytes;
+            while left > 0 {
+                let k = left.min(CHUNK as u64) as usize;
+                f.write_all(&data[..k]).unwrap();
+                left -= k as u64;
+            }
+        }
+        drop_cache(&ufs_file);
+        let start = Instant::now();
+        let mut f = std::fs::File::open(&ufs_file).unwrap();
+        let mut got = 0u64;
+        loop {
+            let n = f.read(&mut buf).unwrap();
+            if n == 0 {
+                break;
+            }
+            got += n as u64;
+        }
+        assert_eq!(got, bytes);
+        direct.push(start.elapsed());
+
+        drop_cache(&ufs_file);
+        let start = Instant::now();
+        let mut r = fs
+            .open(format!("/{name}"), &OpenOptions::default())
+            .await
+            .unwrap();
+        let mut got = 0u64;
+        loop {
+            let n = r.read(&mut buf).await.unwrap();
+            if n == 0 {
+                break;
+            }
+            got += n as u64;
+        }
+        assert_eq!(got, bytes);
+        cold.push(start.elapsed());
+        fs.delete(format!("/{name}"), false).await.unwrap();
+    }
+    drop(cluster.stdin.take());
+    cluster.wait().unwrap();
+
+    let gib = bytes as f64 / (1u64 << 30) as f64;
+    println!("data plane, {gib:.2} GiB per run, median of {RUNS} runs");
+    println!(
+        "{:<44} {:>10} {:>10} {:>7} {:>7}",
+        "benchmark", "Eddy GB/s", "base GB/s", "ratio", "target"
+    );
+    let row = |name: &str, e: &[Duration], b: &[Duration], target: &str| {
+        let (e, b) = (
+            gbps(bytes, median(e.to_vec())),
+            gbps(bytes, median(b.to_vec())),
+        );
+        println!("{name:<44} {e:>10.2} {b:>10.2} {:>7.2} {target:>7}", e / b);
+    };
+    row("warm remote read vs raw TCP pump", &warm, &pump, ">=0.8");
+    row(
+        "cold read via worker vs direct file read",
+        &cold,
+        &direct,
+        ">=0.7",
+    );
+    row(
+        "MUST_CACHE write vs local file write",
+        &write_eddy,
+        &write_local,
+        "",
+    );
+}
