@@ -486,3 +486,94 @@ async fn bad_requests_get_clear_errors() {
         "reading past the end gives 0"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn cli_moves_bytes_and_reports_errors_in_one_line() {
+    let dir = tempfile::tempdir().unwrap();
+    let c = Cluster::start(dir.path(), 2, SMALL_BLOCKS, "");
+    let run = |args: &[&str]| c.master.cli(args);
+    let ok = |args: &[&str]| {
+        let o = run(args);
+        assert!(
+            o.status.success(),
+            "{args:?}: {}",
+            String::from_utf8_lossy(&o.stderr)
+        );
+        String::from_utf8_lossy(&o.stdout).into_owned()
+    };
+    let local = dir.path().join("tree");
+    std::fs::create_dir_all(local.join("sub")).unwrap();
+    let a = pattern(3 * BS as usize + 9, 1);
+    std::fs::write(local.join("a.bin"), &a).unwrap();
+    std::fs::write(local.join("sub/b.txt"), b"hello").unwrap();
+    ok(&["fs", "mkdir", "/in"]);
+    ok(&[
+        "fs",
+        "put",
+        "--write-type",
+        "CACHE_THROUGH",
+        local.to_str().unwrap(),
+        "/in",
+    ]);
+    assert_eq!(
+        std::fs::read(c.ufs().join("in/tree/a.bin")).unwrap(),
+        a,
+        "persisted"
+    );
+    assert_eq!(run(&["fs", "cat", "/in/tree/sub/b.txt"]).stdout, b"hello");
+    let count = ok(&["fs", "count", "/in"]);
+    assert!(
+        count
+            .lines()
+            .nth(1)
+            .unwrap()
+            .split_whitespace()
+            .eq(["2", "3", &(a.len() + 5).to_string()]),
+        "{count}"
+    );
+    let du = ok(&["fs", "du", "-s", "/in"]);
+    assert!(du.contains(&(a.len() + 5).to_string()), "{du}");
+
+    ok(&["fs", "free", "/in"]);
+    let fs = c.fs().await;
+    assert_eq!(fs.stat("/in/tree/a.bin").await.unwrap().percent_cached, 0);
+    let load = ok(&["fs", "load", "/in"]);
+    assert!(load.contains("2 files"), "{load}");
+    assert_eq!(fs.stat("/in/tree/a.bin").await.unwrap().percent_cached, 100);
+    ok(&["fs", "pin", "/in"]);
+    assert!(fs.stat("/in/tree/a.bin").await.unwrap().pinned);
+    let o = run(&["fs", "free", "/in"]);
+    assert_eq!(o.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&o.stderr).contains("pinned"));
+    ok(&["fs", "free", "-f", "/in"]);
+    ok(&["fs", "unpin", "/in"]);
+
+    let back = dir.path().join("back.bin");
+    ok(&[
+        "fs",
+        "copyToLocal",
+        "/in/tree/a.bin",
+        back.to_str().unwrap(),
+    ]);
+    assert_eq!(std::fs::read(&back).unwrap(), a);
+
+    // Errors: one line on stderr, a stable code, a non-zero exit.
+    let o = run(&["fs", "cat", "/nope"]);
+    assert_eq!(o.status.code(), Some(1));
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert_eq!(err.lines().count(), 1, "{err}");
+    assert!(err.contains("NOT_FOUND"), "{err}");
+    let o = run(&["fs", "put", "--write-type", "BOGUS", "x", "/y"]);
+    assert_eq!(o.status.code(), Some(2), "bad arguments exit 2");
+    let o = run(&[
+        "fs",
+        "put",
+        dir.path().join("missing").to_str().unwrap(),
+        "/y",
+    ]);
+    assert_eq!(o.status.code(), Some(1));
+    let o = run(&["fs", "get", "/in/tree/a.bin", "/nonexistent-dir/x"]);
+    assert_eq!(o.status.code(), Some(1));
+    let report = ok(&["report"]);
+    assert!(report.contains("Live workers:   2"), "{report}");
+}

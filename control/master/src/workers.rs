@@ -189,6 +189,9 @@ impl Registry {
     pub fn commit_block(&mut self, worker: u64, block: u64, length: u64, tier: &str) -> Result<()> {
         let w = self.live_worker(worker)?;
         w.blocks.insert(block);
+        // A worker that (re)commits a block it was told to drop (a `load`
+        // right after a `free`) keeps it: the removal is no longer wanted.
+        w.pending_removals.retain(|&b| b != block);
         self.link(block, length, tier, worker);
         Ok(())
     }
@@ -380,6 +383,23 @@ mod tests {
             .is_empty(),
             "commands are sent once"
         );
+    }
+
+    #[test]
+    fn a_recommitted_block_is_no_longer_removed() {
+        let mut r = Registry::default();
+        let id = r
+            .register(addr("h", 1), vec![], &[], |_, _| true, 0, 0)
+            .unwrap();
+        r.commit_block(id, 7, 10, "MEM").unwrap();
+        assert_eq!(r.drop_blocks([7]), 1, "freed");
+        r.commit_block(id, 7, 10, "MEM").unwrap(); // loaded again before the heartbeat
+        let hb = pb::HeartbeatRequest {
+            worker_id: id,
+            ..Default::default()
+        };
+        assert!(r.heartbeat(&hb, |_, _| true, 1).unwrap().is_empty());
+        assert_eq!(r.block(7).unwrap().workers, vec![id]);
     }
 
     #[test]

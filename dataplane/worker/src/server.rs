@@ -131,6 +131,12 @@ async fn read(
         Err(e) => return send_error(sock, &e).await,
     };
     if load_only {
+        // The block may have been cached before the master last heard of it
+        // (a load right after a free): record it again, so the master lists
+        // it and no longer asks for its removal.
+        if let Err(e) = sh.link.commit(req.block_id, req.block_length).await {
+            return send_error(sock, &e.into()).await;
+        }
         return write_frame(sock, Kind::Ok, &eddy_wire::u64_body(req.block_length)).await;
     }
     let (off, len) = (req.offset as usize, req.length as usize);
