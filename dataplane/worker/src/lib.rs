@@ -69,10 +69,14 @@ pub async fn start(cfg: WorkerConfig) -> Result<RunningWorker, StartError> {
         addr: cfg.bind.clone(),
         source,
     })?;
-    let host = if cfg.host.is_empty() {
-        data_addr.ip().to_string()
-    } else {
+    let host = if !cfg.host.is_empty() {
         cfg.host.clone()
+    } else if data_addr.ip().is_unspecified() {
+        // Bound to every interface: advertise the address this host uses
+        // to reach the master, which clients on that network can reach too.
+        route_source(&cfg.master).unwrap_or_else(|| "127.0.0.1".into())
+    } else {
+        data_addr.ip().to_string()
     };
     let store = BlockStore::new(cfg.effective_memory_capacity());
     // The master client dials lazily; registration below retries.
@@ -106,6 +110,14 @@ pub async fn start(cfg: WorkerConfig) -> Result<RunningWorker, StartError> {
         tasks,
         grace: Duration::from_millis(cfg.shutdown_grace_ms),
     })
+}
+
+/// The local IP the kernel would use to reach `target` (a UDP "connect"
+/// sends nothing).
+fn route_source(target: &str) -> Option<String> {
+    let s = std::net::UdpSocket::bind("0.0.0.0:0").ok()?;
+    s.connect(target).ok()?;
+    Some(s.local_addr().ok()?.ip().to_string())
 }
 
 async fn accept_loop(

@@ -253,6 +253,9 @@ async fn fill(sh: &Shared, req: &ReadRequest) -> Result<Arc<Segment>> {
     Ok(seg)
 }
 
+/// Memory a write session reserves at a time (up to the block size).
+const WRITE_RESERVE_STEP: u64 = 4 << 20;
+
 /// A block being written in a write session.
 struct Open {
     w: SegmentWriter,
@@ -321,9 +324,11 @@ async fn write(sh: &Shared, sock: &mut TcpStream, open: WriteOpen) -> Result<(),
                             )));
                             continue;
                         }
+                        // The segment's size is virtual until written; the
+                        // reservation grows with the bytes that arrive.
                         let opened =
                             sh.store
-                                .reserve(bs)
+                                .reserve(0)
                                 .map_err(WorkerError::from)
                                 .and_then(|res| {
                                     let name = format!("eddy-write-{}-{index}", open.file_id);
@@ -341,6 +346,16 @@ async fn write(sh: &Shared, sock: &mut TcpStream, open: WriteOpen) -> Result<(),
                     }
                     let o = cur.as_mut().expect("opened above");
                     let n = left.min(bs - o.pos) as usize;
+                    let need = o.pos + n as u64;
+                    if need > o.res.bytes() {
+                        let step = (need - o.res.bytes())
+                            .max(WRITE_RESERVE_STEP)
+                            .min(bs - o.res.bytes());
+                        if let Err(e) = sh.store.grow(&mut o.res, step) {
+                            failed = Some(e.into());
+                            continue;
+                        }
+                    }
                     let range = o.pos as usize..o.pos as usize + n;
                     // Network bytes land directly in the block's segment.
                     sock.read_exact(&mut o.w.as_mut_slice()[range.clone()])

@@ -136,6 +136,21 @@ impl BlockStore {
     /// Sets aside `bytes`, evicting least recently used unpinned blocks as
     /// needed. Evicted blocks are reported to the master on the next heartbeat.
     pub fn reserve(self: &Arc<Self>, bytes: u64) -> Result<Reservation, NoSpace> {
+        self.make_room(bytes)?;
+        Ok(Reservation {
+            store: self.clone(),
+            bytes,
+        })
+    }
+
+    /// Adds `bytes` to an existing reservation (a write that keeps coming).
+    pub fn grow(&self, res: &mut Reservation, bytes: u64) -> Result<(), NoSpace> {
+        self.make_room(bytes)?;
+        res.bytes += bytes;
+        Ok(())
+    }
+
+    fn make_room(&self, bytes: u64) -> Result<(), NoSpace> {
         let mut g = self.inner.lock();
         let want = g.used + g.reserved + bytes;
         if want > self.capacity {
@@ -168,10 +183,7 @@ impl BlockStore {
             }
         }
         g.reserved += bytes;
-        Ok(Reservation {
-            store: self.clone(),
-            bytes,
-        })
+        Ok(())
     }
 
     /// Marks blocks as the only copy of their data (MUST_CACHE writes):
