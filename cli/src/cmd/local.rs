@@ -30,6 +30,8 @@ pub async fn run(mut cfg: MasterConfig, args: LocalArgs) -> Result<(), String> {
         master: master.addr.to_string(),
         bind: "127.0.0.1:0".into(),
         memory_capacity: args.memory,
+        // Clients on this host map cached blocks instead of streaming them.
+        domain_socket: args.data_dir.join("worker.sock").display().to_string(),
         ..Default::default()
     };
     let capacity = wcfg.effective_memory_capacity();

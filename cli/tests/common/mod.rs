@@ -209,7 +209,14 @@ impl Cluster {
     pub fn start(dir: &Path, workers: usize, master_extra: &str, worker_extra: &str) -> Self {
         let master = MasterProc::start(dir, master_extra);
         let workers = (0..workers)
-            .map(|_| WorkerProc::start(dir, &master.addr, worker_extra))
+            .map(|i| {
+                let sock = dir.join(format!("w{i}.sock"));
+                let extra = format!(
+                    "domain_socket = {:?}\n{worker_extra}",
+                    sock.display().to_string()
+                );
+                WorkerProc::start(dir, &master.addr, &extra)
+            })
             .collect();
         Cluster {
             master,
@@ -218,7 +225,18 @@ impl Cluster {
         }
     }
 
+    /// A client that reads over TCP only.
     pub async fn fs(&self) -> eddy_client::FileSystem {
+        let opts = eddy_client::ClientOptions {
+            short_circuit: false,
+        };
+        eddy_client::FileSystem::connect_with(&self.master.addr, opts)
+            .await
+            .unwrap()
+    }
+
+    /// A client that maps blocks of workers on this host (short-circuit).
+    pub async fn fs_local(&self) -> eddy_client::FileSystem {
         eddy_client::FileSystem::connect(&self.master.addr)
             .await
             .unwrap()

@@ -7,10 +7,30 @@ use std::time::{Duration, Instant};
 
 use parking_lot::Mutex;
 
+use std::sync::atomic::{AtomicBool, Ordering};
+
 use crate::io::{FileInfo, FileReader, FileWriter};
+use crate::local::LocalWorker;
 use crate::pool::Pool;
 use crate::{ClientError, CreateOptions, EddyCode, MasterClient, Result, pb};
 use eddy_wire::ReadType;
+
+/// Client-wide options.
+#[derive(Debug, Clone)]
+pub struct ClientOptions {
+    /// Read blocks cached by a worker on this host through shared memory
+    /// (mapped, no copy through a socket). Falls back to TCP, logged once,
+    /// when there is no such worker or its socket cannot be reached.
+    pub short_circuit: bool,
+}
+
+impl Default for ClientOptions {
+    fn default() -> Self {
+        Self {
+            short_circuit: true,
+        }
+    }
+}
 
 /// Options of [`FileSystem::open`].
 #[derive(Debug, Clone, Default)]
@@ -41,7 +61,16 @@ pub(crate) struct Inner {
     pub host: String,
     meta: Mutex<MetaCache>,
     meta_ttl: Duration,
+    pub opts: ClientOptions,
+    locals: Mutex<HashMap<String, Arc<LocalWorker>>>,
+    /// The worker on this host with a Unix socket, from the master's worker
+    /// list, and when that was asked.
+    local_hint: Mutex<Option<(Instant, Option<String>)>>,
+    fallback_noted: AtomicBool,
 }
+
+/// How long the answer to "which worker is on this host" is reused.
+const LOCAL_HINT_TTL: Duration = Duration::from_secs(5);
 
 /// Path -> (when fetched, what was fetched).
 type MetaCache = HashMap<Vec<u8>, (Instant, Arc<FileInfo>)>;
@@ -53,11 +82,19 @@ const METADATA_TTL: Duration = Duration::from_secs(1);
 impl FileSystem {
     /// Connects to the master at `addr` (`host:port`).
     pub async fn connect(addr: &str) -> Result<Self> {
+        Self::connect_with(addr, ClientOptions::default()).await
+    }
+
+    pub async fn connect_with(addr: &str, opts: ClientOptions) -> Result<Self> {
         let master = MasterClient::connect(addr).await?;
-        Ok(Self::with_master(master))
+        Ok(Self::with_master_opts(master, opts))
     }
 
     pub fn with_master(master: MasterClient) -> Self {
+        Self::with_master_opts(master, ClientOptions::default())
+    }
+
+    pub fn with_master_opts(master: MasterClient, opts: ClientOptions) -> Self {
         let host = local_host_towards(master.address());
         Self {
             inner: Arc::new(Inner {
@@ -66,7 +103,67 @@ impl FileSystem {
                 host,
                 meta: Mutex::new(HashMap::new()),
                 meta_ttl: METADATA_TTL,
+                opts,
+                locals: Mutex::new(HashMap::new()),
+                local_hint: Mutex::new(None),
+                fallback_noted: AtomicBool::new(false),
             }),
+        }
+    }
+
+    /// The Unix socket of a worker on this host that can serve `b`: one that
+    /// caches it, else (for a block to be filled) any worker on this host.
+    pub(crate) async fn local_socket_for(
+        &self,
+        b: &pb::FileBlock,
+        cached_only: bool,
+    ) -> Option<String> {
+        if !self.inner.opts.short_circuit {
+            return None;
+        }
+        if let Some(l) = b
+            .locations
+            .iter()
+            .find(|l| l.host == self.inner.host && !l.domain_socket.is_empty())
+        {
+            return Some(l.domain_socket.clone());
+        }
+        if cached_only {
+            return None;
+        }
+        if let Some((at, hint)) = self.inner.local_hint.lock().clone()
+            && at.elapsed() < LOCAL_HINT_TTL
+        {
+            return hint;
+        }
+        let hint = match self.inner.master.cluster_info().await {
+            Ok(info) => info.workers.into_iter().find_map(|w| {
+                let a = w.address?;
+                (w.live && a.host == self.inner.host && !a.domain_socket.is_empty())
+                    .then_some(a.domain_socket)
+            }),
+            Err(_) => None,
+        };
+        *self.inner.local_hint.lock() = Some((Instant::now(), hint.clone()));
+        if hint.is_none() {
+            self.note_fallback("no worker on this host has a Unix socket");
+        }
+        hint
+    }
+
+    pub(crate) fn local_worker(&self, socket: &str) -> Arc<LocalWorker> {
+        self.inner
+            .locals
+            .lock()
+            .entry(socket.to_string())
+            .or_insert_with(|| LocalWorker::new(socket))
+            .clone()
+    }
+
+    /// Says once per client why reads go over TCP instead of shared memory.
+    pub(crate) fn note_fallback(&self, why: &str) {
+        if !self.inner.fallback_noted.swap(true, Ordering::Relaxed) {
+            tracing::info!("short-circuit reads unavailable ({why}); reading over TCP");
         }
     }
 

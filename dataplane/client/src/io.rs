@@ -12,6 +12,7 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
 use crate::fs::FileSystem;
+use crate::local::{Lease, LocalWorker};
 use crate::{ClientError, CreateOptions, EddyCode, Result, RpcError, pb};
 
 /// What a reader knows about its file.
@@ -61,6 +62,54 @@ pub struct FileReader {
     /// not list a location for when the file was opened).
     chosen: Arc<parking_lot::Mutex<HashMap<usize, (u64, String)>>>,
     prefetched: parking_lot::Mutex<HashSet<usize>>,
+    /// Short-circuit: blocks mapped from a worker on this host, for the
+    /// life of the reader (or of the lease).
+    leases: parking_lot::Mutex<HashMap<usize, Arc<Lease>>>,
+    /// Blocks the local worker could not lease: read over TCP.
+    no_lease: parking_lot::Mutex<HashSet<usize>>,
+    local_workers: parking_lot::Mutex<Vec<Arc<LocalWorker>>>,
+}
+
+/// Most blocks leased in one round trip.
+const LEASE_BATCH: usize = 16;
+
+/// A zero-copy view of part of one block: derefs to the bytes in the
+/// worker's shared memory, mapped read-only into this process. The block
+/// stays leased (cannot be evicted or freed) while the view lives.
+pub struct MappedRange {
+    lease: Arc<Lease>,
+    start: usize,
+    len: usize,
+}
+
+impl std::ops::Deref for MappedRange {
+    type Target = [u8];
+    fn deref(&self) -> &[u8] {
+        &self.lease.map.as_slice()[self.start..self.start + self.len]
+    }
+}
+
+impl AsRef<[u8]> for MappedRange {
+    fn as_ref(&self) -> &[u8] {
+        self
+    }
+}
+
+impl Drop for FileReader {
+    fn drop(&mut self) {
+        // Closing the file gives its leases back now, not at the next request.
+        self.leases.lock().clear();
+        let workers = std::mem::take(&mut *self.local_workers.lock());
+        if !workers.is_empty()
+            && let Ok(h) = tokio::runtime::Handle::try_current()
+        {
+            h.spawn(async move {
+                for w in workers {
+                    w.flush().await;
+                }
+            });
+        }
+    }
 }
 
 /// Blocks a sequential reader asks workers to cache ahead of it.
@@ -102,6 +151,9 @@ impl FileReader {
             pos: 0,
             chosen: Default::default(),
             prefetched: Default::default(),
+            leases: Default::default(),
+            no_lease: Default::default(),
+            local_workers: Default::default(),
         }
     }
 
@@ -142,8 +194,13 @@ impl FileReader {
     pub async fn read(&mut self, buf: &mut [u8]) -> Result<usize> {
         let bs = self.info.lock().status.block_size.max(1);
         let index = (self.pos / bs) as usize;
-        for ahead in 1..=READ_AHEAD_BLOCKS {
-            self.prefetch(index + ahead);
+        // Over TCP, have the next blocks filled while this one is read. (Leased
+        // blocks are mapped, not streamed: nothing to overlap.)
+        let over_tcp = !self.fs.inner.opts.short_circuit || self.no_lease.lock().contains(&index);
+        if over_tcp {
+            for ahead in 1..=READ_AHEAD_BLOCKS {
+                self.prefetch(index + ahead);
+            }
         }
         let n = self.read_at(self.pos, buf).await?;
         self.pos += n as u64;
@@ -187,11 +244,139 @@ impl FileReader {
             })?;
             let off = at - b.offset;
             let n = ((b.length - off) as usize).min(want - done);
-            self.read_block(index, off, &mut buf[done..done + n])
-                .await?;
+            match self.lease_for(index).await {
+                // Shared memory: the one copy the caller asked for.
+                Some(l) => buf[done..done + n]
+                    .copy_from_slice(&l.map.as_slice()[off as usize..off as usize + n]),
+                None => {
+                    self.read_block(index, off, &mut buf[done..done + n])
+                        .await?
+                }
+            }
             done += n;
         }
         Ok(done)
+    }
+
+    /// The file's block size (zero-copy views never cross a block).
+    pub fn block_size(&self) -> u64 {
+        self.info.lock().status.block_size
+    }
+
+    /// A zero-copy view of `len` bytes at `offset`, straight from the shared
+    /// memory of a worker on this host. The range must lie within one block
+    /// (split at multiples of [`FileReader::block_size`]).
+    pub async fn map_range(&self, offset: u64, len: u64) -> Result<MappedRange> {
+        let info = self.info.lock().clone();
+        let size = info.status.length;
+        if offset.checked_add(len).is_none_or(|end| end > size) {
+            return Err(ClientError::InvalidArgument(format!(
+                "range {offset}+{len} is past the end of the file ({size} bytes)"
+            )));
+        }
+        let bs = info.status.block_size.max(1);
+        let index = (offset / bs) as usize;
+        let Some(b) = info.blocks.get(index) else {
+            // Only an empty range at the very end gets here.
+            return Err(ClientError::InvalidArgument(format!(
+                "range {offset}+{len} names no block"
+            )));
+        };
+        if offset + len > b.offset + b.length {
+            return Err(ClientError::InvalidArgument(format!(
+                "range {offset}+{len} crosses the block boundary at {}; map each block's part separately (block size {bs})",
+                b.offset + b.length
+            )));
+        }
+        let lease = self.lease_for(index).await.ok_or_else(|| {
+            ClientError::Rpc(RpcError::new(
+                EddyCode::Unsupported,
+                "zero-copy views need a worker on this host reachable over its Unix socket (short-circuit); use read_at",
+            ))
+        })?;
+        Ok(MappedRange {
+            lease,
+            start: (offset - b.offset) as usize,
+            len: len as usize,
+        })
+    }
+
+    /// The lease on block `index` from a worker on this host, taking one (and
+    /// those of the next blocks cached there, in one round trip) if needed.
+    /// `None`: read this block over TCP.
+    async fn lease_for(&self, index: usize) -> Option<Arc<Lease>> {
+        {
+            let mut leases = self.leases.lock();
+            match leases.get(&index) {
+                Some(l) if !l.expired() => return Some(l.clone()),
+                Some(_) => {
+                    leases.remove(&index);
+                }
+                None => {}
+            }
+        }
+        if !self.fs.inner.opts.short_circuit || self.no_lease.lock().contains(&index) {
+            return None;
+        }
+        let info = self.info.lock().clone();
+        let b = info.blocks.get(index)?;
+        // NO_CACHE must not make the local worker cache what it lacks.
+        let cached_only = self.read_type == ReadType::NoCache;
+        let Some(socket) = self.fs.local_socket_for(b, cached_only).await else {
+            self.no_lease.lock().insert(index);
+            return None;
+        };
+        let worker = self.fs.local_worker(&socket);
+        let mut idxs = vec![index];
+        {
+            let leases = self.leases.lock();
+            for j in index + 1..info.blocks.len().min(index + LEASE_BATCH) {
+                let here = info.blocks[j]
+                    .locations
+                    .iter()
+                    .any(|l| l.domain_socket == socket);
+                if !here || leases.contains_key(&j) {
+                    break;
+                }
+                idxs.push(j);
+            }
+        }
+        let items: Vec<ReadRequest> = idxs
+            .iter()
+            .map(|&j| {
+                let b = &info.blocks[j];
+                self.request(&info, b, 0, b.length)
+            })
+            .collect();
+        match worker.lease(&items).await {
+            Ok(answers) => {
+                let mut leases = self.leases.lock();
+                for (j, a) in idxs.iter().zip(answers) {
+                    match a {
+                        Ok(l) => {
+                            leases.insert(*j, l);
+                        }
+                        Err(e) if *j == index => {
+                            self.fs.note_fallback(&e.to_string());
+                            self.no_lease.lock().insert(index);
+                        }
+                        Err(_) => {}
+                    }
+                }
+            }
+            Err(e) => {
+                self.fs.note_fallback(&e.to_string());
+                self.no_lease.lock().insert(index);
+                return None;
+            }
+        }
+        {
+            let mut used = self.local_workers.lock();
+            if !used.iter().any(|w| Arc::ptr_eq(w, &worker)) {
+                used.push(worker);
+            }
+        }
+        self.leases.lock().get(&index).cloned()
     }
 
     fn request(&self, info: &FileInfo, b: &pb::FileBlock, off: u64, len: u64) -> ReadRequest {

@@ -13,8 +13,8 @@ use std::collections::HashMap;
 pub use eddy_proto::pb;
 pub use eddy_proto::{EddyCode, RpcError};
 pub use eddy_wire::ReadType;
-pub use fs::{FileSystem, LoadProgress, OpenOptions};
-pub use io::{FileReader, FileWriter};
+pub use fs::{ClientOptions, FileSystem, LoadProgress, OpenOptions};
+pub use io::{FileReader, FileWriter, MappedRange};
 use pb::block_master_client::BlockMasterClient;
 use pb::file_system_master_client::FileSystemMasterClient;
 use pb::meta_master_client::MetaMasterClient;
@@ -22,7 +22,9 @@ pub use transport::Transport;
 
 mod fs;
 mod io;
+mod local;
 mod pool;
+mod shm;
 mod transport;
 
 #[derive(Debug, thiserror::Error)]

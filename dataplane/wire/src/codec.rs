@@ -50,6 +50,9 @@ impl<'a> BodyReader<'a> {
         self.b = t;
         Ok(h)
     }
+    pub fn take_bytes(&mut self, n: usize) -> Result<&'a [u8], String> {
+        self.take(n)
+    }
     pub fn u8(&mut self) -> Result<u8, String> {
         Ok(self.take(1)?[0])
     }

@@ -17,10 +17,13 @@ pub enum Kind {
     WriteCancel = 5,
     Load = 6,
     Stats = 7,
+    Lease = 8,
+    Release = 9,
     ReadOk = 64,
     Ok = 65,
     WriteOk = 66,
     StatsOk = 67,
+    LeaseOk = 68,
     Error = 127,
 }
 
@@ -35,10 +38,13 @@ impl Kind {
             5 => WriteCancel,
             6 => Load,
             7 => Stats,
+            8 => Lease,
+            9 => Release,
             64 => ReadOk,
             65 => Ok,
             66 => WriteOk,
             67 => StatsOk,
+            68 => LeaseOk,
             127 => Error,
             _ => return None,
         })
@@ -157,6 +163,7 @@ fn kind_name(k: Kind) -> &'static str {
         Kind::Ok => "OK",
         Kind::WriteOk => "WRITE_OK",
         Kind::StatsOk => "STATS_OK",
+        Kind::LeaseOk => "LEASE_OK",
         _ => "a request",
     }
 }
@@ -389,6 +396,114 @@ impl ErrorFrame {
     }
 }
 
+/// Most blocks one `Lease` request may name (each answer carries an fd, and
+/// a message carries at most 253).
+pub const MAX_LEASE_BATCH: usize = 64;
+
+/// `Lease`: blocks a co-located client wants mapped. Each item is a read
+/// request for the whole block (offset 0, length = block length).
+pub fn encode_lease(items: &[ReadRequest]) -> Vec<u8> {
+    let mut w = BodyWriter::default();
+    w.u16(items.len() as u16);
+    for it in items {
+        let b = it.encode();
+        w.u16(b.len() as u16);
+        w.0.extend_from_slice(&b);
+    }
+    w.0
+}
+
+pub fn decode_lease(b: &[u8]) -> Result<Vec<ReadRequest>, WireError> {
+    let mut r = BodyReader::new(b);
+    let n = r.u16().map_err(malformed(Kind::Lease))? as usize;
+    if n == 0 || n > MAX_LEASE_BATCH {
+        return Err(WireError::Malformed {
+            kind: Kind::Lease,
+            reason: format!("{n} blocks in one request (1..={MAX_LEASE_BATCH})"),
+        });
+    }
+    let mut out = Vec::with_capacity(n);
+    for _ in 0..n {
+        let len = r.u16().map_err(malformed(Kind::Lease))? as usize;
+        let item = r.take_bytes(len).map_err(malformed(Kind::Lease))?;
+        out.push(ReadRequest::decode(Kind::Lease, item)?);
+    }
+    r.end().map_err(malformed(Kind::Lease))?;
+    Ok(out)
+}
+
+/// One answer in `LeaseOk`, in request order. `code` 0: granted, and the
+/// next file descriptor attached to the frame is the block's segment.
+/// Otherwise the Eddy error code and a message; no descriptor.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LeaseGrant {
+    pub block_id: u64,
+    pub lease_id: u64,
+    /// Bytes of the block in the segment (from offset 0).
+    pub length: u64,
+    pub code: u16,
+    pub message: String,
+}
+
+/// `LeaseOk`: the lease lifetime, then one grant per requested block.
+pub fn encode_lease_ok(ttl_ms: u64, grants: &[LeaseGrant]) -> Vec<u8> {
+    let mut w = BodyWriter::default();
+    w.u64(ttl_ms).u16(grants.len() as u16);
+    for g in grants {
+        w.u64(g.block_id)
+            .u64(g.lease_id)
+            .u64(g.length)
+            .u16(g.code)
+            .str(&g.message);
+    }
+    w.0
+}
+
+pub fn decode_lease_ok(b: &[u8]) -> Result<(u64, Vec<LeaseGrant>), WireError> {
+    let mut r = BodyReader::new(b);
+    (|| {
+        let ttl = r.u64()?;
+        let n = r.u16()?;
+        let mut out = Vec::with_capacity(n as usize);
+        for _ in 0..n {
+            out.push(LeaseGrant {
+                block_id: r.u64()?,
+                lease_id: r.u64()?,
+                length: r.u64()?,
+                code: r.u16()?,
+                message: r.str()?,
+            });
+        }
+        r.end()?;
+        Ok((ttl, out))
+    })()
+    .map_err(malformed(Kind::LeaseOk))
+}
+
+/// `Release`: lease ids to give back.
+pub fn encode_release(ids: &[u64]) -> Vec<u8> {
+    let mut w = BodyWriter::default();
+    w.u16(ids.len() as u16);
+    for id in ids {
+        w.u64(*id);
+    }
+    w.0
+}
+
+pub fn decode_release(b: &[u8]) -> Result<Vec<u64>, WireError> {
+    let mut r = BodyReader::new(b);
+    (|| {
+        let n = r.u16()?;
+        let mut out = Vec::with_capacity(n as usize);
+        for _ in 0..n {
+            out.push(r.u64()?);
+        }
+        r.end()?;
+        Ok(out)
+    })()
+    .map_err(malformed(Kind::Release))
+}
+
 /// A single `u64` body (`ReadOk` length, `Ok` value, `WriteClose` length).
 pub fn u64_body(v: u64) -> [u8; 8] {
     v.to_le_bytes()
@@ -550,6 +665,33 @@ mod tests {
         assert_eq!(ErrorFrame::decode(&e.encode()).unwrap(), e);
         let s = vec![("ufs_reads".to_string(), 4)];
         assert_eq!(decode_stats(&encode_stats(&s)).unwrap(), s);
+        let item = ReadRequest {
+            block_id: 1,
+            offset: 0,
+            length: 10,
+            block_length: 10,
+            file_offset: 0,
+            read_type: ReadType::Cache,
+            source: None,
+        };
+        let items = vec![item.clone(), item];
+        assert_eq!(decode_lease(&encode_lease(&items)).unwrap(), items);
+        assert!(decode_lease(&encode_lease(&[])).is_err(), "an empty batch");
+        let g = vec![LeaseGrant {
+            block_id: 1,
+            lease_id: 2,
+            length: 3,
+            code: 0,
+            message: String::new(),
+        }];
+        assert_eq!(
+            decode_lease_ok(&encode_lease_ok(60_000, &g)).unwrap(),
+            (60_000, g)
+        );
+        assert_eq!(
+            decode_release(&encode_release(&[4, 5])).unwrap(),
+            vec![4, 5]
+        );
     }
 
     proptest! {
@@ -561,6 +703,9 @@ mod tests {
             let _ = WriteOk::decode(&b);
             let _ = ErrorFrame::decode(&b);
             let _ = decode_stats(&b);
+            let _ = decode_lease(&b);
+            let _ = decode_lease_ok(&b);
+            let _ = decode_release(&b);
             if b.len() >= HEADER_LEN {
                 let _ = Header::decode(b[..HEADER_LEN].try_into().unwrap());
             }

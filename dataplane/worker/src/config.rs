@@ -20,6 +20,12 @@ pub struct WorkerConfig {
     pub memory_capacity: u64,
     /// How long a shutdown waits for requests in flight, in milliseconds.
     pub shutdown_grace_ms: u64,
+    /// Unix socket for co-located (short-circuit) clients; empty: none.
+    pub domain_socket: String,
+    /// Lifetime of a short-circuit lease, in milliseconds.
+    pub lease_ttl_ms: u64,
+    /// Leases one co-located client may hold at once.
+    pub max_leases_per_client: usize,
 }
 
 impl Default for WorkerConfig {
@@ -30,6 +36,9 @@ impl Default for WorkerConfig {
             host: String::new(),
             memory_capacity: 0,
             shutdown_grace_ms: 10_000,
+            domain_socket: String::new(),
+            lease_ttl_ms: 600_000,
+            max_leases_per_client: 4096,
         }
     }
 }

@@ -18,6 +18,7 @@ pub mod master_link;
 pub mod segment;
 pub mod server;
 pub mod store;
+pub mod uds;
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -81,11 +82,27 @@ pub async fn start(cfg: WorkerConfig) -> Result<RunningWorker, StartError> {
     let store = BlockStore::new(cfg.effective_memory_capacity());
     // The master client dials lazily; registration below retries.
     let master = MasterClient::lazy(&cfg.master).map_err(|e| StartError::Config(e.to_string()))?;
+    let uds = if cfg.domain_socket.is_empty() {
+        None
+    } else {
+        let path = std::path::absolute(&cfg.domain_socket).map_err(|source| StartError::Bind {
+            addr: cfg.domain_socket.clone(),
+            source,
+        })?;
+        let l = uds::bind(&path).map_err(|source| StartError::Bind {
+            addr: path.display().to_string(),
+            source,
+        })?;
+        Some((l, path))
+    };
     let address = pb::WorkerAddress {
         host,
         rpc_port: 0,
         data_port: u32::from(data_addr.port()),
-        domain_socket: String::new(),
+        domain_socket: uds
+            .as_ref()
+            .map(|(_, p)| p.display().to_string())
+            .unwrap_or_default(),
     };
     let link = Arc::new(MasterLink::new(master, address, store.clone()));
     let worker_id = link
@@ -100,6 +117,19 @@ pub async fn start(cfg: WorkerConfig) -> Result<RunningWorker, StartError> {
         store: store.clone(),
         link,
     });
+    if let Some((l, path)) = uds {
+        let policy = uds::LeasePolicy {
+            ttl: Duration::from_millis(cfg.lease_ttl_ms.max(1)),
+            max_per_client: cfg.max_leases_per_client,
+        };
+        tasks.spawn(uds::accept_loop(
+            l,
+            path,
+            shared.clone(),
+            policy,
+            stop.subscribe(),
+        ));
+    }
     let stop_rx = stop.subscribe();
     tasks.spawn(accept_loop(listener, shared, stop_rx));
     Ok(RunningWorker {

@@ -89,7 +89,7 @@ async fn dispatch(
     }
 }
 
-fn stats(sh: &Shared) -> Vec<(String, u64)> {
+pub(crate) fn stats(sh: &Shared) -> Vec<(String, u64)> {
     use std::sync::atomic::Ordering::Relaxed;
     let s = &sh.store.stats;
     [
@@ -104,6 +104,8 @@ fn stats(sh: &Shared) -> Vec<(String, u64)> {
         ("memory_used", sh.store.used()),
         ("memory_capacity", sh.store.capacity()),
         ("pinned_version", sh.store.pinned_version()),
+        ("leases", s.leases.load(Relaxed)),
+        ("lease_clients", s.lease_clients.load(Relaxed)),
     ]
     .into_iter()
     .map(|(k, v)| (k.to_string(), v))
@@ -217,7 +219,7 @@ fn ufs_key(key: &str) -> Result<eddy_ufs::UfsPath> {
 /// Reads the whole block from the under-storage into a new segment, caches
 /// it and records it with the master. Whole blocks: one sequential read per
 /// miss, and every later read of the block is a hit (docs/DATA-PROTOCOL.md).
-async fn fill(sh: &Shared, req: &ReadRequest) -> Result<Arc<Segment>> {
+pub(crate) async fn fill(sh: &Shared, req: &ReadRequest) -> Result<Arc<Segment>> {
     let src = source(req)?;
     let ufs = sh.link.ufs(src.mount_id).await?;
     let key = ufs_key(&src.key)?;

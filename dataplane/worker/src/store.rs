@@ -22,6 +22,10 @@ pub struct Stats {
     pub evictions: AtomicU64,
     pub blocks_written: AtomicU64,
     pub bytes_served: AtomicU64,
+    /// Leases held by co-located clients right now.
+    pub leases: AtomicU64,
+    /// Co-located clients connected right now.
+    pub lease_clients: AtomicU64,
 }
 
 impl Stats {

@@ -1,0 +1,440 @@
+//! Short-circuit reads: clients on the worker's host map sealed block
+//! segments handed over a Unix socket, with leases the worker enforces.
+
+mod common;
+
+use std::io::{BufRead, BufReader};
+use std::mem::MaybeUninit;
+use std::os::fd::{AsFd, OwnedFd};
+use std::process::{Command, Stdio};
+use std::sync::Arc;
+use std::time::Duration;
+
+use common::{Cluster, WorkerProc, eventually, pattern};
+use eddy_client::{CreateOptions, EddyCode, FileSystem, OpenOptions, pb};
+
+const BS: u64 = 1 << 20;
+const SMALL_BLOCKS: &str = "default_block_size = 1048576";
+
+async fn put(fs: &FileSystem, path: &str, data: &[u8], wt: pb::WriteType) {
+    let o = CreateOptions {
+        write_type: wt,
+        ..Default::default()
+    };
+    let mut w = fs.create(path, &o).await.unwrap();
+    w.write(data).await.unwrap();
+    w.close().await.unwrap();
+}
+
+async fn stat(fs: &FileSystem, c: &Cluster, i: usize, name: &str) -> u64 {
+    let s = fs.worker_stats(&c.workers[i].addr).await.unwrap();
+    s.iter().find(|(k, _)| k == name).map_or(0, |(_, v)| *v)
+}
+
+/// Open memfd segments of a process.
+fn memfds(pid: u32) -> usize {
+    std::fs::read_dir(format!("/proc/{pid}/fd"))
+        .unwrap()
+        .filter_map(|e| std::fs::read_link(e.ok()?.path()).ok())
+        .filter(|t| t.to_string_lossy().starts_with("/memfd:"))
+        .count()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn mapped_reads_match_tcp_reads_for_every_shape() {
+    let dir = tempfile::tempdir().unwrap();
+    let c = Cluster::start(dir.path(), 1, SMALL_BLOCKS, "");
+    let tcp = c.fs().await;
+    let local = c.fs_local().await;
+    let sizes = [0, 1, BS - 1, BS, BS + 1, 3 * BS + 5];
+    for (wt, name) in [
+        (pb::WriteType::MustCache, "mc"),
+        (pb::WriteType::CacheThrough, "ct"),
+        (pb::WriteType::Through, "th"),
+    ] {
+        for (i, &size) in sizes.iter().enumerate() {
+            let path = format!("/{name}-{size}");
+            let data = pattern(size as usize, i as u64 + 10);
+            put(&tcp, &path, &data, wt).await;
+            let mut r = local.open(&path, &OpenOptions::default()).await.unwrap();
+            let via_shm = r.read_to_end().await.unwrap();
+            let via_tcp = tcp
+                .open(&path, &OpenOptions::default())
+                .await
+                .unwrap()
+                .read_to_end()
+                .await
+                .unwrap();
+            assert!(via_shm == data && via_tcp == data, "{path}");
+            if size > 0 {
+                assert!(
+                    stat(&local, &c, 0, "leases").await >= 1,
+                    "{path} was mapped, not streamed"
+                );
+                // A view straight into shared memory, within the last block.
+                let off = size - 1 - (size - 1) % BS;
+                let v = r.map_range(off, size - off).await.unwrap();
+                assert_eq!(&v[..], &data[off as usize..], "{path} view");
+            }
+            drop(r);
+            eventually(
+                Duration::from_secs(10),
+                "leases released on close",
+                || async { stat(&local, &c, 0, "leases").await == 0 },
+            )
+            .await;
+        }
+    }
+
+    let data = pattern(3 * BS as usize, 77);
+    put(&tcp, "/v", &data, pb::WriteType::MustCache).await;
+    let r = local.open("/v", &OpenOptions::default()).await.unwrap();
+    let e = r.map_range(BS - 10, 20).await.err().unwrap();
+    assert_eq!(e.code(), EddyCode::InvalidArgument, "{e}");
+    assert!(e.to_string().contains("block boundary"), "{e}");
+    let e = r.map_range(3 * BS - 1, 2).await.err().unwrap();
+    assert_eq!(e.code(), EddyCode::InvalidArgument, "{e}");
+    let e = tcp
+        .open("/v", &OpenOptions::default())
+        .await
+        .unwrap()
+        .map_range(0, 10)
+        .await
+        .err()
+        .unwrap();
+    assert_eq!(e.code(), EddyCode::Unsupported, "{e}");
+    // read_at from 8 tasks through the mappings.
+    let r = Arc::new(r);
+    let data = Arc::new(data);
+    let mut tasks = Vec::new();
+    for t in 0..8u64 {
+        let (r, data) = (r.clone(), data.clone());
+        tasks.push(tokio::spawn(async move {
+            let mut x = t + 1;
+            for _ in 0..50 {
+                x = x.wrapping_mul(6364136223846793005).wrapping_add(1);
+                let off = (x >> 24) as usize % data.len();
+                let mut buf = vec![0u8; ((x >> 8) as usize % (BS as usize)).max(1)];
+                let n = r.read_at(off as u64, &mut buf).await.unwrap();
+                assert!(buf[..n] == data[off..off + n]);
+            }
+        }));
+    }
+    for t in tasks {
+        t.await.unwrap();
+    }
+}
+
+/// Leases some blocks over a raw Unix socket and returns the descriptors.
+async fn raw_lease(
+    sock: &mut tokio::net::UnixStream,
+    blocks: &[(u64, u64)],
+) -> (Vec<eddy_wire::LeaseGrant>, Vec<OwnedFd>) {
+    use tokio::io::AsyncReadExt;
+    let items: Vec<eddy_wire::ReadRequest> = blocks
+        .iter()
+        .map(|&(block_id, len)| eddy_wire::ReadRequest {
+            block_id,
+            offset: 0,
+            length: len,
+            block_length: len,
+            file_offset: 0,
+            read_type: eddy_wire::ReadType::Cache,
+            source: None,
+        })
+        .collect();
+    let s = sock;
+    let body = eddy_wire::encode_lease(&items);
+    let mut frame = eddy_wire::Header {
+        kind: eddy_wire::Kind::Lease,
+        body_len: body.len() as u32,
+    }
+    .encode()
+    .to_vec();
+    frame.extend_from_slice(&body);
+    s.writable().await.unwrap();
+    rustix::io::write(s.as_fd(), &frame).unwrap();
+    let mut head = [0u8; 12];
+    let mut fds = Vec::new();
+    s.readable().await.unwrap();
+    let mut space = vec![MaybeUninit::uninit(); rustix::cmsg_space!(ScmRights(64))];
+    let mut cmsg = rustix::net::RecvAncillaryBuffer::new(&mut space);
+    let got = loop {
+        match rustix::net::recvmsg(
+            s.as_fd(),
+            &mut [std::io::IoSliceMut::new(&mut head)],
+            &mut cmsg,
+            rustix::net::RecvFlags::CMSG_CLOEXEC,
+        ) {
+            Ok(r) => break r.bytes,
+            Err(rustix::io::Errno::AGAIN) => {
+                s.readable().await.unwrap();
+            }
+            Err(e) => panic!("{e}"),
+        }
+    };
+    assert_eq!(got, 12);
+    for m in cmsg.drain() {
+        if let rustix::net::RecvAncillaryMessage::ScmRights(it) = m {
+            fds.extend(it);
+        }
+    }
+    let h = eddy_wire::Header::decode(&head).unwrap();
+    let mut body = vec![0u8; h.body_len as usize];
+    AsyncReadExt::read_exact(s, &mut body).await.unwrap();
+    let (_, grants) = eddy_wire::decode_lease_ok(&body).unwrap();
+    (grants, fds)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn handed_segments_cannot_be_modified_and_clients_are_limited() {
+    let dir = tempfile::tempdir().unwrap();
+    let c = Cluster::start(dir.path(), 1, SMALL_BLOCKS, "max_leases_per_client = 4");
+    let fs = c.fs().await;
+    let data = pattern(6 * BS as usize, 3);
+    put(&fs, "/six", &data, pb::WriteType::MustCache).await;
+    let st = fs.stat("/six").await.unwrap();
+    let blocks: Vec<(u64, u64)> = st.block_ids.iter().map(|&b| (b, BS)).collect();
+    let mut sock = tokio::net::UnixStream::connect(dir.path().join("w0.sock"))
+        .await
+        .unwrap();
+    let (grants, fds) = raw_lease(&mut sock, &blocks).await;
+    assert_eq!(fds.len(), 4, "granted up to the per-client limit");
+    assert_eq!(grants.iter().filter(|g| g.code == 0).count(), 4);
+    assert!(
+        grants[4..]
+            .iter()
+            .all(|g| g.code == EddyCode::NoSpace as i32 as u16),
+        "{grants:?}"
+    );
+    let f = std::fs::File::from(fds.into_iter().next().unwrap());
+    // SAFETY: an attempt that must fail; a mapping, had it been made, would
+    // be dropped unused.
+    let writable = unsafe { memmap2::MmapOptions::new().len(BS as usize).map_mut(&f) };
+    assert!(
+        writable.is_err(),
+        "a writable mapping of a handed segment is refused"
+    );
+    assert!(f.set_len(0).is_err(), "ftruncate is refused");
+    assert!(f.set_len(4 * BS).is_err(), "growing is refused");
+    use std::os::unix::fs::FileExt;
+    assert!(f.write_at(b"x", 0).is_err(), "write(2) is refused");
+    // SAFETY: the segment is sealed, so the read-only mapping cannot change under us.
+    let ro = unsafe {
+        memmap2::MmapOptions::new()
+            .len(BS as usize)
+            .map(&f)
+            .unwrap()
+    };
+    assert!(
+        ro[..] == data[..BS as usize],
+        "the handed bytes are the block"
+    );
+    drop(ro);
+    drop(f);
+    assert_eq!(stat(&fs, &c, 0, "leases").await, 4);
+    drop(sock);
+    eventually(
+        Duration::from_secs(10),
+        "leases dropped with the connection",
+        || async { stat(&fs, &c, 0, "leases").await == 0 },
+    )
+    .await;
+
+    // Garbage on the socket: an error, that connection only.
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut bad = tokio::net::UnixStream::connect(dir.path().join("w0.sock"))
+        .await
+        .unwrap();
+    bad.write_all(b"not a frame at all").await.unwrap();
+    let mut rest = Vec::new();
+    tokio::time::timeout(Duration::from_secs(10), bad.read_to_end(&mut rest))
+        .await
+        .expect("the worker closes a garbage connection")
+        .ok();
+    let local = c.fs_local().await;
+    let mut r = local.open("/six", &OpenOptions::default()).await.unwrap();
+    assert_eq!(
+        r.read_to_end().await.unwrap(),
+        data,
+        "others are still served"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn free_and_eviction_wait_for_leases_and_mappings_outlive_the_worker() {
+    let dir = tempfile::tempdir().unwrap();
+    let c = Cluster::start(dir.path(), 1, SMALL_BLOCKS, "");
+    let pid = c.workers[0].pid();
+    let tcp = c.fs().await;
+    let data = pattern(4 * BS as usize, 5);
+    put(&tcp, "/f", &data, pb::WriteType::CacheThrough).await;
+    let local = c.fs_local().await;
+    let mut r = local.open("/f", &OpenOptions::default()).await.unwrap();
+    let mut first = vec![0u8; BS as usize];
+    r.read(&mut first).await.unwrap();
+    assert!(first == data[..BS as usize]);
+    // Free while leased: the reader keeps reading right bytes to the end.
+    tcp.free("/f", false, false).await.unwrap();
+    eventually(
+        Duration::from_secs(10),
+        "the worker drops the freed blocks",
+        || async { stat(&tcp, &c, 0, "blocks_cached").await == 0 },
+    )
+    .await;
+    assert_eq!(memfds(pid), 4, "leased segments stay alive");
+    let rest = r.read_to_end().await.unwrap();
+    assert!(
+        rest == data[BS as usize..],
+        "reading went on from the mappings"
+    );
+    drop(r);
+    eventually(
+        Duration::from_secs(10),
+        "segments go once the leases end",
+        || async { memfds(pid) == 0 },
+    )
+    .await;
+
+    // A mapping outlives the worker that handed it over.
+    let r = local.open("/f", &OpenOptions::default()).await.unwrap();
+    let view = r.map_range(BS, BS).await.unwrap();
+    let waddr = c.workers[0].addr.clone();
+    let master = c.master.addr.clone();
+    let Cluster {
+        workers,
+        master: _m,
+        ..
+    } = c;
+    for w in workers {
+        w.kill9();
+    }
+    assert!(
+        view[..] == data[BS as usize..2 * BS as usize],
+        "the client's mapping is its own"
+    );
+    drop(view);
+    drop(r);
+    let sock = dir.path().join("w0.sock");
+    let extra = format!("domain_socket = {:?}", sock.display().to_string());
+    let _w = WorkerProc::start_bound(dir.path(), &master, &waddr, &extra);
+    let mut again = local.open("/f", &OpenOptions::default()).await.unwrap();
+    assert_eq!(
+        again.read_to_end().await.unwrap(),
+        data,
+        "new reads reconnect"
+    );
+    let s = local.worker_stats(&waddr).await.unwrap();
+    assert!(
+        s.iter().any(|(k, v)| k == "lease_clients" && *v == 1),
+        "{s:?}"
+    );
+}
+
+/// Helper process for the kill -9 test: holds views on every block of a file
+/// until killed. Does nothing unless EDDY_TEST_HOLD is set.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn holder_process() {
+    let Ok(spec) = std::env::var("EDDY_TEST_HOLD") else {
+        return;
+    };
+    let (master, path) = spec.split_once(' ').unwrap();
+    let fs = FileSystem::connect(master).await.unwrap();
+    let r = fs.open(path, &OpenOptions::default()).await.unwrap();
+    let mut views = Vec::new();
+    let mut off = 0;
+    while off < r.len() {
+        let n = (r.len() - off).min(r.block_size());
+        views.push(r.map_range(off, n).await.unwrap());
+        off += n;
+    }
+    println!("HOLDING {}", views.len());
+    tokio::time::sleep(Duration::from_secs(120)).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_killed_client_gives_back_every_lease() {
+    let dir = tempfile::tempdir().unwrap();
+    // 6 MiB of memory: the held file (3 MiB) must survive pressure while
+    // leased, and be evictable again afterwards.
+    let c = Cluster::start(dir.path(), 1, SMALL_BLOCKS, "memory_capacity = 6291456");
+    let pid = c.workers[0].pid();
+    let tcp = c.fs().await;
+    std::fs::create_dir_all(c.ufs()).unwrap();
+    let held = pattern(3 * BS as usize, 6);
+    std::fs::write(c.ufs().join("held"), &held).unwrap();
+    let others: Vec<Vec<u8>> = (0..4).map(|i| pattern(2 * BS as usize, 50 + i)).collect();
+    for (i, d) in others.iter().enumerate() {
+        std::fs::write(c.ufs().join(format!("o{i}")), d).unwrap();
+    }
+    let mut child = Command::new(std::env::current_exe().unwrap())
+        .args(["--exact", "holder_process", "--nocapture"])
+        .env("EDDY_TEST_HOLD", format!("{} /held", c.master.addr))
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
+    let holding = lines
+        .by_ref()
+        .map_while(Result::ok)
+        .find(|l| l.starts_with("HOLDING"))
+        .expect("the holder maps the file");
+    assert_eq!(holding, "HOLDING 3");
+    assert_eq!(stat(&tcp, &c, 0, "leases").await, 3);
+    assert_eq!(stat(&tcp, &c, 0, "lease_clients").await, 1);
+    // Pressure while leased: the held blocks stay.
+    for (i, d) in others.iter().enumerate() {
+        let got = tcp
+            .open(format!("/o{i}"), &OpenOptions::default())
+            .await
+            .unwrap()
+            .read_to_end()
+            .await
+            .unwrap();
+        assert!(&got == d);
+    }
+    assert_eq!(
+        tcp.stat("/held").await.unwrap().percent_cached,
+        100,
+        "leased blocks are not evicted"
+    );
+
+    // The worker's descriptors with the holder connected (its socket is one).
+    let fds_before = std::fs::read_dir(format!("/proc/{pid}/fd"))
+        .unwrap()
+        .count()
+        - 1;
+    child.kill().unwrap();
+    child.wait().unwrap();
+    drop(lines);
+    eventually(
+        Duration::from_secs(10),
+        "the dead client's leases and socket are gone",
+        || async {
+            stat(&tcp, &c, 0, "leases").await == 0
+                && stat(&tcp, &c, 0, "lease_clients").await == 0
+                && std::fs::read_dir(format!("/proc/{pid}/fd"))
+                    .unwrap()
+                    .count()
+                    <= fds_before
+        },
+    )
+    .await;
+    // Under pressure again, those blocks can go now.
+    for (i, d) in others.iter().enumerate() {
+        let got = tcp
+            .open(format!("/o{i}"), &OpenOptions::default())
+            .await
+            .unwrap()
+            .read_to_end()
+            .await
+            .unwrap();
+        assert!(&got == d);
+    }
+    eventually(
+        Duration::from_secs(10),
+        "the once-leased blocks were evicted",
+        || async { tcp.stat("/held").await.unwrap().percent_cached < 100 },
+    )
+    .await;
+}

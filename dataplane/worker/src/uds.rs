@@ -1,0 +1,309 @@
+//! Short-circuit for co-located clients: a Unix socket on which a client
+//! leases blocks and receives their sealed memfds (`SCM_RIGHTS`), then reads
+//! them from its own read-only mapping: one round trip per batch of blocks,
+//! none per read.
+//!
+//! A lease pins its segment (an `Arc`): eviction skips it and `free` only
+//! takes the block out of the table, so the memory goes when the last lease
+//! ends. Leases end on `Release`, after the lease lifetime, or when the
+//! connection closes for any reason (exit, kill -9): the lease table lives in
+//! the connection's task and is dropped with it. State machine and layouts:
+//! docs/SHORT-CIRCUIT.md.
+
+use std::collections::HashMap;
+use std::io::{IoSlice, Write};
+use std::mem::MaybeUninit;
+use std::os::fd::{AsFd, BorrowedFd};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use eddy_wire::{
+    ErrorFrame, Kind, LeaseGrant, WireError, decode_lease, decode_release, encode_lease_ok,
+    read_body, read_header, write_frame,
+};
+use rustix::net::{SendAncillaryBuffer, SendAncillaryMessage, SendFlags};
+use tokio::io::Interest;
+use tokio::net::{UnixListener, UnixStream};
+use tokio::sync::watch;
+use tokio::task::JoinSet;
+
+use crate::error::WorkerError;
+use crate::segment::Segment;
+use crate::server::{Shared, fill, stats};
+use crate::store::Stats;
+
+/// Limits for co-located clients.
+#[derive(Debug, Clone)]
+pub struct LeasePolicy {
+    /// A lease older than this is dropped by the worker; the client asks again.
+    pub ttl: Duration,
+    /// Leases one connection may hold at once.
+    pub max_per_client: usize,
+}
+
+/// Binds the socket, replacing a stale one left by a previous run.
+pub fn bind(path: &Path) -> std::io::Result<UnixListener> {
+    use std::os::unix::fs::FileTypeExt;
+    if let Ok(m) = std::fs::symlink_metadata(path) {
+        if m.file_type().is_socket() {
+            std::fs::remove_file(path)?;
+        } else {
+            return Err(std::io::Error::new(
+                std::io::ErrorKind::AlreadyExists,
+                format!("{} exists and is not a socket", path.display()),
+            ));
+        }
+    }
+    if let Some(dir) = path.parent() {
+        std::fs::create_dir_all(dir)?;
+    }
+    UnixListener::bind(path)
+}
+
+/// Accepts co-located clients until `stop`; removes the socket file at the end.
+pub async fn accept_loop(
+    listener: UnixListener,
+    path: PathBuf,
+    sh: Arc<Shared>,
+    policy: LeasePolicy,
+    mut stop: watch::Receiver<bool>,
+) {
+    let mut conns = JoinSet::new();
+    loop {
+        tokio::select! {
+            r = listener.accept() => match r {
+                Ok((sock, _)) => {
+                    conns.spawn(serve(sh.clone(), sock, policy.clone(), stop.clone()));
+                }
+                Err(e) => {
+                    tracing::warn!("unix socket accept failed: {e}");
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                }
+            },
+            Some(_) = conns.join_next(), if !conns.is_empty() => {}
+            _ = stop.changed() => break,
+        }
+    }
+    drop(listener);
+    let _ = std::fs::remove_file(&path);
+    while conns.join_next().await.is_some() {}
+}
+
+struct Held {
+    block_id: u64,
+    /// Holding the segment is what the lease means.
+    _pin: Arc<Segment>,
+    since: Instant,
+}
+
+/// One client's leases: dropped, with every segment reference, when the
+/// connection ends.
+struct Table<'a> {
+    held: HashMap<u64, Held>,
+    next_id: u64,
+    stats: &'a Stats,
+}
+
+impl Table<'_> {
+    fn expire(&mut self, ttl: Duration) {
+        let before = self.held.len();
+        self.held.retain(|_, h| h.since.elapsed() < ttl);
+        let gone = (before - self.held.len()) as u64;
+        self.stats
+            .leases
+            .fetch_sub(gone, std::sync::atomic::Ordering::Relaxed);
+    }
+}
+
+impl Drop for Table<'_> {
+    fn drop(&mut self) {
+        let n = self.held.len() as u64;
+        self.stats
+            .leases
+            .fetch_sub(n, std::sync::atomic::Ordering::Relaxed);
+        self.stats
+            .lease_clients
+            .fetch_sub(1, std::sync::atomic::Ordering::Relaxed);
+    }
+}
+
+async fn serve(
+    sh: Arc<Shared>,
+    mut sock: UnixStream,
+    policy: LeasePolicy,
+    mut stop: watch::Receiver<bool>,
+) {
+    Stats::add(&sh.store.stats.lease_clients, 1);
+    let mut table = Table {
+        held: HashMap::new(),
+        next_id: 1,
+        stats: &sh.store.stats,
+    };
+    let mut tick = tokio::time::interval((policy.ttl / 4).max(Duration::from_millis(10)));
+    loop {
+        let h = tokio::select! {
+            h = read_header(&mut sock) => h,
+            _ = tick.tick() => {
+                table.expire(policy.ttl);
+                continue;
+            }
+            _ = stop.changed() => return,
+        };
+        let r = match h {
+            Ok(h) => dispatch(&sh, &mut sock, h, &mut table, &policy).await,
+            Err(e) => Err(e),
+        };
+        match r {
+            Ok(()) => {}
+            Err(WireError::Closed) | Err(WireError::Io(_)) => return,
+            Err(e) => {
+                tracing::warn!("closing a short-circuit connection: {e}");
+                let f = ErrorFrame::new(eddy_proto::EddyCode::Protocol, e.to_string());
+                let _ = write_frame(&mut sock, Kind::Error, &f.encode()).await;
+                return;
+            }
+        }
+    }
+}
+
+async fn dispatch(
+    sh: &Shared,
+    sock: &mut UnixStream,
+    h: eddy_wire::Header,
+    table: &mut Table<'_>,
+    policy: &LeasePolicy,
+) -> Result<(), WireError> {
+    match h.kind {
+        Kind::Lease => {
+            let body = read_body(sock, h).await?;
+            let items = decode_lease(&body)?;
+            table.expire(policy.ttl);
+            let mut grants = Vec::with_capacity(items.len());
+            let mut segs: Vec<Arc<Segment>> = Vec::new();
+            for it in &items {
+                let refuse = |e: WorkerError| LeaseGrant {
+                    block_id: it.block_id,
+                    lease_id: 0,
+                    length: 0,
+                    code: e.code() as i32 as u16,
+                    message: e.to_string(),
+                };
+                if table.held.len() >= policy.max_per_client {
+                    grants.push(refuse(WorkerError::NoSpace(crate::store::NoSpace {
+                        needed: it.block_length,
+                        used: table.held.len() as u64,
+                        capacity: policy.max_per_client as u64,
+                    })));
+                    continue;
+                }
+                let seg = sh.store.get_or_fill(it.block_id, || fill(sh, it)).await;
+                match seg {
+                    Ok(seg) if seg.len() == it.block_length => {
+                        let id = table.next_id;
+                        table.next_id += 1;
+                        grants.push(LeaseGrant {
+                            block_id: it.block_id,
+                            lease_id: id,
+                            length: seg.len(),
+                            code: 0,
+                            message: String::new(),
+                        });
+                        segs.push(seg.clone());
+                        table.held.insert(
+                            id,
+                            Held {
+                                block_id: it.block_id,
+                                _pin: seg,
+                                since: Instant::now(),
+                            },
+                        );
+                        Stats::add(&sh.store.stats.leases, 1);
+                    }
+                    Ok(seg) => grants.push(refuse(WorkerError::InvalidArgument(format!(
+                        "block {} is {} bytes here, the request says {}",
+                        it.block_id,
+                        seg.len(),
+                        it.block_length
+                    )))),
+                    Err(e) => grants.push(refuse(e)),
+                }
+            }
+            let body = encode_lease_ok(policy.ttl.as_millis() as u64, &grants);
+            let mut frame = eddy_wire::Header {
+                kind: Kind::LeaseOk,
+                body_len: body.len() as u32,
+            }
+            .encode()
+            .to_vec();
+            frame.write_all(&body).expect("Vec write");
+            let fds: Vec<BorrowedFd<'_>> = segs.iter().map(|s| s.fd()).collect();
+            send_with_fds(sock, &frame, &fds).await?;
+            Ok(())
+        }
+        Kind::Release => {
+            let body = read_body(sock, h).await?;
+            for id in decode_release(&body)? {
+                if table.held.remove(&id).is_some() {
+                    table
+                        .stats
+                        .leases
+                        .fetch_sub(1, std::sync::atomic::Ordering::Relaxed);
+                }
+            }
+            write_frame(sock, Kind::Ok, &eddy_wire::u64_body(0)).await
+        }
+        Kind::Stats => {
+            let _ = read_body(sock, h).await?;
+            write_frame(sock, Kind::StatsOk, &eddy_wire::encode_stats(&stats(sh))).await
+        }
+        other => Err(WireError::Unexpected {
+            expected: "LEASE, RELEASE or STATS",
+            got: other,
+        }),
+    }
+}
+
+/// Sends `bytes` with `fds` attached to its first byte, so the receiver gets
+/// the descriptors with the frame's header.
+async fn send_with_fds(
+    sock: &UnixStream,
+    bytes: &[u8],
+    fds: &[BorrowedFd<'_>],
+) -> Result<(), WireError> {
+    let mut sent = 0;
+    while sent < bytes.len() {
+        let n = sock
+            .async_io(Interest::WRITABLE, || {
+                let attach = sent == 0 && !fds.is_empty();
+                let mut space = vec![
+                    MaybeUninit::uninit();
+                    if attach {
+                        rustix::cmsg_space!(ScmRights(fds.len()))
+                    } else {
+                        0
+                    }
+                ];
+                let mut cmsg = SendAncillaryBuffer::new(&mut space);
+                if attach {
+                    cmsg.push(SendAncillaryMessage::ScmRights(fds));
+                }
+                rustix::net::sendmsg(
+                    sock.as_fd(),
+                    &[IoSlice::new(&bytes[sent..])],
+                    &mut cmsg,
+                    SendFlags::NOSIGNAL,
+                )
+                .map_err(std::io::Error::from)
+            })
+            .await?;
+        sent += n;
+    }
+    Ok(())
+}
+
+impl std::fmt::Debug for Held {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "lease of block {}", self.block_id)
+    }
+}
