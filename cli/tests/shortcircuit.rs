@@ -438,3 +438,24 @@ async fn a_killed_client_gives_back_every_lease() {
     )
     .await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn an_expired_lease_is_asked_for_again() {
+    let dir = tempfile::tempdir().unwrap();
+    let c = Cluster::start(dir.path(), 1, SMALL_BLOCKS, "lease_ttl_ms = 300");
+    let tcp = c.fs().await;
+    let data = pattern(2 * BS as usize, 9);
+    put(&tcp, "/f", &data, pb::WriteType::MustCache).await;
+    let local = c.fs_local().await;
+    let r = local.open("/f", &OpenOptions::default()).await.unwrap();
+    let mut buf = vec![0u8; 10];
+    r.read_at(0, &mut buf).await.unwrap();
+    assert_eq!(stat(&tcp, &c, 0, "leases").await, 2, "both blocks leased in one round trip");
+    eventually(Duration::from_secs(10), "the worker ends leases past their lifetime", || async {
+        stat(&tcp, &c, 0, "leases").await == 0
+    })
+    .await;
+    r.read_at(BS, &mut buf).await.unwrap();
+    assert!(buf[..] == data[BS as usize..BS as usize + 10]);
+    assert!(stat(&tcp, &c, 0, "leases").await >= 1, "the client leased again");
+}
