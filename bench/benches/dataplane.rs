@@ -14,9 +14,9 @@
 //! `EDDY_BENCH_BYTES` to change the size). Prints a table; results are
 //! recorded in bench/RESULTS.md.
 
-use std::io::{BufRead, BufReader, Read, Write};
+use std::io::{Read, Write};
 use std::os::fd::AsRawFd;
-use std::process::{Command, Stdio};
+use std::process::Command;
 use std::time::{Duration, Instant};
 
 use eddy_client::{CreateOptions, FileSystem, OpenOptions};
@@ -33,7 +33,7 @@ fn main() {
         return pump_sender(&args[i + 1], args[i + 2].parse().unwrap());
     }
     if let Some(i) = args.iter().position(|a| a == "--child-cluster") {
-        return cluster_child(std::path::Path::new(&args[i + 1]));
+        return eddy_bench::cluster_child(std::path::Path::new(&args[i + 1]));
     }
     let bytes: u64 = std::env::var("EDDY_BENCH_BYTES")
         .ok()
@@ -44,34 +44,6 @@ fn main() {
         .build()
         .unwrap();
     rt.block_on(run(bytes));
-}
-
-/// Child: a master and a worker in one process until stdin closes.
-fn cluster_child(dir: &std::path::Path) {
-    let rt = tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-        .unwrap();
-    rt.block_on(async {
-        let master = eddy_bench::start_master(dir).await;
-        let worker = eddy_worker::start(eddy_worker::WorkerConfig {
-            master: master.addr.to_string(),
-            bind: "127.0.0.1:0".into(),
-            memory_capacity: 8 << 30,
-            ..Default::default()
-        })
-        .await
-        .unwrap();
-        println!("READY {}", master.addr);
-        tokio::task::spawn_blocking(|| {
-            let mut sink = Vec::new();
-            let _ = std::io::stdin().read_to_end(&mut sink);
-        })
-        .await
-        .unwrap();
-        worker.shutdown().await;
-        master.shutdown().await;
-    });
 }
 
 /// Child: connects to `addr` and sends `n` bytes.
@@ -131,19 +103,13 @@ async fn run(bytes: u64) {
         child.wait().unwrap();
     }
 
-    // The cluster in a child process.
-    let mut cluster = Command::new(&exe)
-        .args(["--child-cluster", dir.path().to_str().unwrap()])
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let mut line = String::new();
-    BufReader::new(cluster.stdout.take().unwrap())
-        .read_line(&mut line)
-        .unwrap();
-    let master = line.trim().strip_prefix("READY ").unwrap().to_string();
-    let fs = FileSystem::connect(&master).await.unwrap();
+    // The cluster in a child process. This benchmark measures the TCP
+    // path, so the client does not use the worker's Unix socket.
+    let (mut cluster, master) = eddy_bench::spawn_cluster(dir.path());
+    let opts = eddy_client::ClientOptions {
+        short_circuit: false,
+    };
+    let fs = FileSystem::connect_with(&master, opts).await.unwrap();
     let data = vec![0xa5u8; CHUNK];
 
     // Write: MUST_CACHE vs a local file.

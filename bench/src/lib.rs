@@ -23,3 +23,54 @@ pub fn rss_bytes() -> u64 {
         .unwrap_or(0);
     pages * 4096
 }
+
+/// The child side of [`spawn_cluster`]: a master and one worker (8 GiB
+/// memory tier, Unix socket `DIR/worker.sock`) in this process, until stdin
+/// closes. Benchmarks call it when started with `--child-cluster DIR`.
+pub fn cluster_child(dir: &std::path::Path) {
+    use std::io::Read;
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    rt.block_on(async {
+        let master = start_master(dir).await;
+        let worker = eddy_worker::start(eddy_worker::WorkerConfig {
+            master: master.addr.to_string(),
+            bind: "127.0.0.1:0".into(),
+            memory_capacity: 8 << 30,
+            domain_socket: dir.join("worker.sock").display().to_string(),
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+        println!("READY {}", master.addr);
+        tokio::task::spawn_blocking(|| {
+            let mut sink = Vec::new();
+            let _ = std::io::stdin().read_to_end(&mut sink);
+        })
+        .await
+        .unwrap();
+        worker.shutdown().await;
+        master.shutdown().await;
+    });
+}
+
+/// Re-executes the current benchmark binary as a cluster process (see
+/// [`cluster_child`]); returns it and the master's address. Closing the
+/// child's stdin stops it.
+pub fn spawn_cluster(dir: &std::path::Path) -> (std::process::Child, String) {
+    use std::io::BufRead;
+    let mut child = std::process::Command::new(std::env::current_exe().unwrap())
+        .args(["--child-cluster", dir.to_str().unwrap()])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut line = String::new();
+    std::io::BufReader::new(child.stdout.take().unwrap())
+        .read_line(&mut line)
+        .unwrap();
+    let master = line.trim().strip_prefix("READY ").unwrap().to_string();
+    (child, master)
+}

@@ -450,12 +450,21 @@ async fn an_expired_lease_is_asked_for_again() {
     let r = local.open("/f", &OpenOptions::default()).await.unwrap();
     let mut buf = vec![0u8; 10];
     r.read_at(0, &mut buf).await.unwrap();
-    assert_eq!(stat(&tcp, &c, 0, "leases").await, 2, "both blocks leased in one round trip");
-    eventually(Duration::from_secs(10), "the worker ends leases past their lifetime", || async {
-        stat(&tcp, &c, 0, "leases").await == 0
-    })
+    assert_eq!(
+        stat(&tcp, &c, 0, "leases").await,
+        2,
+        "both blocks leased in one round trip"
+    );
+    eventually(
+        Duration::from_secs(10),
+        "the worker ends leases past their lifetime",
+        || async { stat(&tcp, &c, 0, "leases").await == 0 },
+    )
     .await;
     r.read_at(BS, &mut buf).await.unwrap();
     assert!(buf[..] == data[BS as usize..BS as usize + 10]);
-    assert!(stat(&tcp, &c, 0, "leases").await >= 1, "the client leased again");
+    assert!(
+        stat(&tcp, &c, 0, "leases").await >= 1,
+        "the client leased again"
+    );
 }

@@ -99,7 +99,9 @@ impl Drop for FileReader {
     fn drop(&mut self) {
         // Closing the file gives its leases back now, not at the next request.
         self.leases.lock().clear();
-        let workers = std::mem::take(&mut *self.local_workers.lock());
+        let mut workers = std::mem::take(&mut *self.local_workers.lock());
+        // Usually the release goes out here and now, in one non-blocking write.
+        workers.retain(|w| !w.try_flush());
         if !workers.is_empty()
             && let Ok(h) = tokio::runtime::Handle::try_current()
         {

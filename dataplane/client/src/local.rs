@@ -5,13 +5,11 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
-use eddy_wire::{
-    Kind, ReadRequest, WireError, decode_lease_ok, encode_lease, encode_release, write_frame,
-};
-use tokio::io::AsyncReadExt;
+use eddy_wire::{Kind, ReadRequest, WireError, decode_lease_ok, encode_lease, encode_release};
+use tokio::io::AsyncWriteExt;
 use tokio::net::UnixStream;
 
-use crate::shm::{Mapping, recv_header_with_fds};
+use crate::shm::{Mapping, recv_frame_with_fds};
 use crate::{ClientError, EddyCode, Result};
 
 /// A worker on this host, reached over its Unix socket. One connection,
@@ -104,12 +102,19 @@ impl LocalWorker {
         generation: u64,
         items: &[ReadRequest],
     ) -> Result<Vec<Result<Arc<Lease>>>, WireError> {
-        self.send_releases(sock, generation).await?;
-        write_frame(sock, Kind::Lease, &encode_lease(items)).await?;
-        let (h, fds) = recv_header_with_fds(sock, items.len()).await?;
-        let h = eddy_wire::Header::decode(&h)?;
-        let mut body = vec![0u8; h.body_len as usize];
-        sock.read_exact(&mut body).await?;
+        // Pending releases and the request leave in one write.
+        let mut out = self.release_frames(generation);
+        let body = encode_lease(items);
+        out.extend_from_slice(
+            &eddy_wire::Header {
+                kind: Kind::Lease,
+                body_len: body.len() as u32,
+            }
+            .encode(),
+        );
+        out.extend_from_slice(&body);
+        sock.write_all(&out).await?;
+        let (h, body, fds) = recv_frame_with_fds(sock, items.len()).await?;
         if h.kind == Kind::Error {
             let e = eddy_wire::ErrorFrame::decode(&body)?;
             return Ok(items
@@ -163,6 +168,16 @@ impl LocalWorker {
     /// Sends queued releases that belong to this connection; those from an
     /// older connection died with it.
     async fn send_releases(&self, sock: &mut UnixStream, generation: u64) -> Result<(), WireError> {
+        let out = self.release_frames(generation);
+        if !out.is_empty() {
+            sock.write_all(&out).await?;
+        }
+        Ok(())
+    }
+
+    /// `Release` frames for the queued leases of this connection (those of
+    /// an older connection died with it). Releases are not answered.
+    fn release_frames(&self, generation: u64) -> Vec<u8> {
         let ids: Vec<u64> = {
             let mut q = self.released.lock();
             let ids = q
@@ -173,16 +188,46 @@ impl LocalWorker {
             q.clear();
             ids
         };
+        let mut out = Vec::new();
         for chunk in ids.chunks(4096) {
-            write_frame(sock, Kind::Release, &encode_release(chunk)).await?;
-            eddy_wire::expect(sock, Kind::Ok)
-                .await?
-                .map_err(|e| WireError::Malformed {
-                    kind: Kind::Error,
-                    reason: e.message,
-                })?;
+            let body = encode_release(chunk);
+            out.extend_from_slice(
+                &eddy_wire::Header {
+                    kind: Kind::Release,
+                    body_len: body.len() as u32,
+                }
+                .encode(),
+            );
+            out.extend_from_slice(&body);
         }
-        Ok(())
+        out
+    }
+
+    /// Sends queued releases right away if that needs no waiting: the
+    /// connection is free and the socket takes the bytes at once. Returns
+    /// false when they are still queued (call [`LocalWorker::flush`]).
+    pub fn try_flush(&self) -> bool {
+        let Ok(mut g) = self.conn.try_lock() else {
+            return false;
+        };
+        let Some((sock, generation)) = g.as_mut() else {
+            self.released.lock().clear(); // no connection: nothing is held
+            return true;
+        };
+        let out = self.release_frames(*generation);
+        if out.is_empty() {
+            return true;
+        }
+        match sock.try_write(&out) {
+            Ok(n) if n == out.len() => true,
+            Ok(_) | Err(_) => {
+                // A partial frame cannot be taken back: this connection's
+                // stream is no longer whole. Drop it; the worker drops its
+                // leases with it.
+                *g = None;
+                true
+            }
+        }
     }
 
     /// Releases every dropped lease now (a closed file gives its blocks back

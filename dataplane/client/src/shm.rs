@@ -60,16 +60,19 @@ impl Mapping {
     }
 }
 
-/// Reads a 12-byte frame header, collecting the descriptors that ride on
-/// its first byte (at most `max_fds`).
-pub async fn recv_header_with_fds(
-    sock: &UnixStream,
+/// Reads one whole frame (the worker sends one answer per request, so
+/// nothing follows it), collecting the descriptors that ride on its first
+/// byte (at most `max_fds`). Usually one `recvmsg`.
+pub async fn recv_frame_with_fds(
+    sock: &mut UnixStream,
     max_fds: usize,
-) -> std::io::Result<([u8; eddy_wire::HEADER_LEN], Vec<OwnedFd>)> {
-    let mut h = [0u8; eddy_wire::HEADER_LEN];
+) -> Result<(eddy_wire::Header, Vec<u8>, Vec<OwnedFd>), eddy_wire::WireError> {
+    use tokio::io::AsyncReadExt;
+    let mut buf = vec![0u8; 4096];
     let mut got = 0;
     let mut fds = Vec::new();
-    while got < h.len() {
+    while got < eddy_wire::HEADER_LEN {
+        let h = &mut buf;
         let n = sock
             .async_io(Interest::READABLE, || {
                 let mut space =
@@ -95,9 +98,21 @@ pub async fn recv_header_with_fds(
             })
             .await?;
         if n == 0 {
-            return Err(std::io::ErrorKind::UnexpectedEof.into());
+            return Err(eddy_wire::WireError::Closed);
         }
         got += n;
     }
-    Ok((h, fds))
+    let head: [u8; eddy_wire::HEADER_LEN] =
+        buf[..eddy_wire::HEADER_LEN].try_into().expect("12 bytes");
+    let h = eddy_wire::Header::decode(&head)?;
+    let end = eddy_wire::HEADER_LEN + h.body_len as usize;
+    if got > end {
+        return Err(eddy_wire::WireError::Malformed {
+            kind: h.kind,
+            reason: "bytes after the answer".into(),
+        });
+    }
+    buf.resize(end.max(got), 0);
+    sock.read_exact(&mut buf[got..end]).await?;
+    Ok((h, buf[eddy_wire::HEADER_LEN..end].to_vec(), fds))
 }

@@ -23,7 +23,7 @@ use eddy_wire::{
     read_body, read_header, write_frame,
 };
 use rustix::net::{SendAncillaryBuffer, SendAncillaryMessage, SendFlags};
-use tokio::io::Interest;
+use tokio::io::{AsyncBufReadExt, BufReader, Interest};
 use tokio::net::{UnixListener, UnixStream};
 use tokio::sync::watch;
 use tokio::task::JoinSet;
@@ -130,10 +130,13 @@ impl Drop for Table<'_> {
 
 async fn serve(
     sh: Arc<Shared>,
-    mut sock: UnixStream,
+    sock: UnixStream,
     policy: LeasePolicy,
     mut stop: watch::Receiver<bool>,
 ) {
+    // Buffered: a request's header and body (and releases sent ahead of
+    // it) arrive in one read.
+    let mut sock = BufReader::with_capacity(16 << 10, sock);
     Stats::add(&sh.store.stats.lease_clients, 1);
     let mut table = Table {
         held: HashMap::new(),
@@ -142,14 +145,20 @@ async fn serve(
     };
     let mut tick = tokio::time::interval((policy.ttl / 4).max(Duration::from_millis(10)));
     loop {
-        let h = tokio::select! {
-            h = read_header(&mut sock) => h,
+        // Wait for bytes without consuming any (cancel-safe), so the lease
+        // clock can tick between requests without cutting one in half.
+        let ready = tokio::select! {
+            r = sock.fill_buf() => r.map(|b| !b.is_empty()),
             _ = tick.tick() => {
                 table.expire(policy.ttl);
                 continue;
             }
             _ = stop.changed() => return,
         };
+        if !matches!(ready, Ok(true)) {
+            return;
+        }
+        let h = read_header(&mut sock).await;
         let r = match h {
             Ok(h) => dispatch(&sh, &mut sock, h, &mut table, &policy).await,
             Err(e) => Err(e),
@@ -160,7 +169,7 @@ async fn serve(
             Err(e) => {
                 tracing::warn!("closing a short-circuit connection: {e}");
                 let f = ErrorFrame::new(eddy_proto::EddyCode::Protocol, e.to_string());
-                let _ = write_frame(&mut sock, Kind::Error, &f.encode()).await;
+                let _ = write_frame(sock.get_mut(), Kind::Error, &f.encode()).await;
                 return;
             }
         }
@@ -169,7 +178,7 @@ async fn serve(
 
 async fn dispatch(
     sh: &Shared,
-    sock: &mut UnixStream,
+    sock: &mut BufReader<UnixStream>,
     h: eddy_wire::Header,
     table: &mut Table<'_>,
     policy: &LeasePolicy,
@@ -238,7 +247,7 @@ async fn dispatch(
             .to_vec();
             frame.write_all(&body).expect("Vec write");
             let fds: Vec<BorrowedFd<'_>> = segs.iter().map(|s| s.fd()).collect();
-            send_with_fds(sock, &frame, &fds).await?;
+            send_with_fds(sock.get_ref(), &frame, &fds).await?;
             Ok(())
         }
         Kind::Release => {
@@ -251,11 +260,18 @@ async fn dispatch(
                         .fetch_sub(1, std::sync::atomic::Ordering::Relaxed);
                 }
             }
-            write_frame(sock, Kind::Ok, &eddy_wire::u64_body(0)).await
+            // Not answered: a client pipelines releases ahead of its next
+            // request instead of paying a round trip for them.
+            Ok(())
         }
         Kind::Stats => {
             let _ = read_body(sock, h).await?;
-            write_frame(sock, Kind::StatsOk, &eddy_wire::encode_stats(&stats(sh))).await
+            write_frame(
+                sock.get_mut(),
+                Kind::StatsOk,
+                &eddy_wire::encode_stats(&stats(sh)),
+            )
+            .await
         }
         other => Err(WireError::Unexpected {
             expected: "LEASE, RELEASE or STATS",

@@ -1,0 +1,273 @@
+//! Short-circuit reads against baselines measured in the same run, single
+//! thread, a 1 GiB file fully cached in a worker on this host:
+//!
+//! - zero-copy scan (sum the bytes through `map_range`) vs the same scan of
+//!   an in-process buffer;
+//! - `read_at` into a 1 MiB buffer vs `memcpy` of the same bytes;
+//! - sequential reads: short-circuit vs the TCP path vs `pread` of a
+//!   page-cached local file;
+//! - open + read 4 KiB + close of a cached small file (p50, p99) vs one
+//!   Unix-socket round trip, and a re-read of a mapped block.
+//!
+//! Run: `cargo bench -p eddy-bench --bench shortcircuit` (`EDDY_BENCH_BYTES`
+//! changes the size). The cluster runs in a child process.
+
+use std::hint::black_box;
+use std::io::Write;
+use std::os::unix::fs::FileExt;
+use std::time::{Duration, Instant};
+
+use eddy_client::{ClientOptions, CreateOptions, FileSystem, OpenOptions};
+
+const RUNS: usize = 3;
+const MIB: usize = 1 << 20;
+
+fn main() {
+    let args: Vec<String> = std::env::args().collect();
+    if args.iter().any(|a| a == "--list" || a == "--test") {
+        return;
+    }
+    if let Some(i) = args.iter().position(|a| a == "--child-cluster") {
+        return eddy_bench::cluster_child(std::path::Path::new(&args[i + 1]));
+    }
+    let bytes: u64 = std::env::var("EDDY_BENCH_BYTES")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(1 << 30);
+    tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .unwrap()
+        .block_on(run(bytes));
+}
+
+/// The read-sum both scans use: 8 bytes at a time, so it runs at memory speed.
+fn sum(b: &[u8]) -> u64 {
+    let mut acc = [0u64; 4];
+    let mut chunks = b.chunks_exact(32);
+    for c in &mut chunks {
+        for (i, a) in acc.iter_mut().enumerate() {
+            *a = a.wrapping_add(u64::from_le_bytes(c[i * 8..i * 8 + 8].try_into().unwrap()));
+        }
+    }
+    let tail: u64 = chunks.remainder().iter().map(|&x| u64::from(x)).sum();
+    acc.iter().fold(tail, |s, a| s.wrapping_add(*a))
+}
+
+fn best(v: &[Duration]) -> Duration {
+    *v.iter().min().unwrap()
+}
+
+fn gbps(bytes: u64, d: Duration) -> f64 {
+    bytes as f64 / d.as_secs_f64() / 1e9
+}
+
+fn pct(v: &mut [Duration], p: f64) -> Duration {
+    v.sort();
+    v[((v.len() as f64 - 1.0) * p) as usize]
+}
+
+async fn run(bytes: u64) {
+    let dir = tempfile::tempdir().unwrap();
+    let (mut cluster, master) = eddy_bench::spawn_cluster(dir.path());
+    let sc = FileSystem::connect(&master).await.unwrap();
+    let tcp = FileSystem::connect_with(
+        &master,
+        ClientOptions {
+            short_circuit: false,
+        },
+    )
+    .await
+    .unwrap();
+
+    // The in-process baseline data, and the same bytes in Eddy.
+    let data: Vec<u8> = (0..bytes as usize).map(|i| (i * 31 % 251) as u8).collect();
+    let mut w = tcp.create("/big", &CreateOptions::default()).await.unwrap();
+    for c in data.chunks(8 * MIB) {
+        w.write(c).await.unwrap();
+    }
+    w.close().await.unwrap();
+    let expect = sum(&data);
+
+    // 1. Zero-copy scan vs in-process scan.
+    let r = sc.open("/big", &OpenOptions::default()).await.unwrap();
+    let bs = r.block_size();
+    let mut views = Vec::new();
+    let t = Instant::now();
+    let mut off = 0;
+    while off < bytes {
+        let n = (bytes - off).min(bs);
+        views.push(r.map_range(off, n).await.unwrap());
+        off += n;
+    }
+    let map_time = t.elapsed();
+    let t = Instant::now();
+    let first: u64 = views.iter().fold(0u64, |s, v| s.wrapping_add(sum(v)));
+    let first_touch = t.elapsed();
+    assert_eq!(first, expect);
+    let (mut scan_eddy, mut scan_local) = (Vec::new(), Vec::new());
+    for _ in 0..RUNS {
+        let t = Instant::now();
+        let s = views.iter().fold(0u64, |s, v| s.wrapping_add(sum(v)));
+        scan_eddy.push(t.elapsed());
+        assert_eq!(black_box(s), expect);
+        let t = Instant::now();
+        let s = sum(black_box(&data));
+        scan_local.push(t.elapsed());
+        assert_eq!(s, expect);
+    }
+
+    // 2. read_at into 1 MiB vs memcpy into 1 MiB.
+    let mut buf = vec![0u8; MIB];
+    let (mut read_at, mut memcpy) = (Vec::new(), Vec::new());
+    for _ in 0..RUNS {
+        let t = Instant::now();
+        let mut off = 0;
+        while off < bytes {
+            let n = r.read_at(off, &mut buf).await.unwrap();
+            off += n as u64;
+        }
+        read_at.push(t.elapsed());
+        black_box(&buf);
+        let t = Instant::now();
+        for c in data.chunks(MIB) {
+            buf[..c.len()].copy_from_slice(black_box(c));
+            black_box(&buf);
+        }
+        memcpy.push(t.elapsed());
+    }
+    drop(views);
+    drop(r);
+
+    // 3. Sequential reads: short-circuit vs TCP vs pread of a page-cached file.
+    let local = dir.path().join("local.bin");
+    std::fs::File::create(&local)
+        .unwrap()
+        .write_all(&data)
+        .unwrap();
+    let mut big = vec![0u8; 8 * MIB];
+    let (mut seq_sc, mut seq_tcp, mut seq_pread) = (Vec::new(), Vec::new(), Vec::new());
+    for _ in 0..RUNS {
+        for (fs, out) in [(&sc, &mut seq_sc), (&tcp, &mut seq_tcp)] {
+            let t = Instant::now();
+            let mut r = fs.open("/big", &OpenOptions::default()).await.unwrap();
+            while r.read(&mut big).await.unwrap() > 0 {}
+            out.push(t.elapsed());
+        }
+        let f = std::fs::File::open(&local).unwrap();
+        let t = Instant::now();
+        let mut off = 0;
+        loop {
+            let n = f.read_at(&mut big, off).unwrap();
+            if n == 0 {
+                break;
+            }
+            off += n as u64;
+        }
+        seq_pread.push(t.elapsed());
+    }
+
+    // 4. open + read 4 KiB + close of a cached small file, vs one round trip.
+    let mut w = tcp
+        .create("/small", &CreateOptions::default())
+        .await
+        .unwrap();
+    w.write(&data[..4096]).await.unwrap();
+    w.close().await.unwrap();
+    let mut small = [0u8; 4096];
+    let mut orc = Vec::new();
+    for i in 0..1200 {
+        let t = Instant::now();
+        let r = sc.open("/small", &OpenOptions::default()).await.unwrap();
+        r.read_at(0, &mut small).await.unwrap();
+        drop(r);
+        if i >= 200 {
+            orc.push(t.elapsed());
+        }
+    }
+    assert!(small[..] == data[..4096]);
+    let r = sc.open("/small", &OpenOptions::default()).await.unwrap();
+    r.read_at(0, &mut small).await.unwrap();
+    let mut reread = Vec::new();
+    for _ in 0..1000 {
+        let t = Instant::now();
+        r.read_at(0, &mut small).await.unwrap();
+        reread.push(t.elapsed());
+    }
+    drop(r);
+    let rtt = uds_round_trips(&dir.path().join("worker.sock"), 1000).await;
+
+    drop(cluster.stdin.take());
+    cluster.wait().unwrap();
+
+    let gib = bytes as f64 / (1u64 << 30) as f64;
+    println!("short-circuit, {gib:.2} GiB cached, single thread, best of {RUNS}");
+    println!(
+        "{:<52} {:>10} {:>10} {:>7} {:>7}",
+        "benchmark", "Eddy GB/s", "base GB/s", "ratio", "target"
+    );
+    let row = |name: &str, e: Duration, b: Duration, target: &str| {
+        let (e, b) = (gbps(bytes, e), gbps(bytes, b));
+        println!("{name:<52} {e:>10.2} {b:>10.2} {:>7.2} {target:>7}", e / b);
+    };
+    row(
+        "zero-copy scan (map_range) vs in-process scan",
+        best(&scan_eddy),
+        best(&scan_local),
+        ">=0.9",
+    );
+    row(
+        "read_at 1 MiB vs memcpy 1 MiB",
+        best(&read_at),
+        best(&memcpy),
+        ">=0.8",
+    );
+    row(
+        "sequential read: short-circuit vs TCP path",
+        best(&seq_sc),
+        best(&seq_tcp),
+        "",
+    );
+    row(
+        "sequential read: short-circuit vs pread (page cache)",
+        best(&seq_sc),
+        best(&seq_pread),
+        "",
+    );
+    println!(
+        "first scan after mapping (page faults): {:.2} GB/s; leasing + mapping {} blocks took {:?}",
+        gbps(bytes, first_touch),
+        bytes.div_ceil(bs),
+        map_time
+    );
+    let (mut orc2, mut rtt2) = (orc.clone(), rtt.clone());
+    let (p50, p99) = (pct(&mut orc2, 0.5), pct(&mut orc2, 0.99));
+    let (r50, r99) = (pct(&mut rtt2, 0.5), pct(&mut rtt2, 0.99));
+    println!(
+        "open + read 4 KiB + close: p50 {p50:?} p99 {p99:?}; one Unix-socket round trip: p50 {r50:?} p99 {r99:?}; p50 ratio {:.2} (target <= 1.5)",
+        p50.as_secs_f64() / r50.as_secs_f64()
+    );
+    println!(
+        "re-read of a mapped 4 KiB block: p50 {:?} p99 {:?} (no round trip)",
+        pct(&mut reread, 0.5),
+        pct(&mut reread, 0.99)
+    );
+}
+
+/// Round trips of an empty `Stats` request on the worker's Unix socket.
+async fn uds_round_trips(path: &std::path::Path, n: usize) -> Vec<Duration> {
+    use tokio::io::AsyncReadExt;
+    let mut s = tokio::net::UnixStream::connect(path).await.unwrap();
+    let mut out = Vec::with_capacity(n);
+    for _ in 0..n {
+        let t = Instant::now();
+        eddy_wire::write_frame(&mut s, eddy_wire::Kind::Stats, &[])
+            .await
+            .unwrap();
+        let h = eddy_wire::read_header(&mut s).await.unwrap();
+        let mut body = vec![0u8; h.body_len as usize];
+        s.read_exact(&mut body).await.unwrap();
+        out.push(t.elapsed());
+    }
+    out
+}
