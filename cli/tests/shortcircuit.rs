@@ -468,3 +468,168 @@ async fn an_expired_lease_is_asked_for_again() {
         "the client leased again"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn shared_memory_writes_store_the_same_bytes_for_every_shape_and_type() {
+    let dir = tempfile::tempdir().unwrap();
+    let c = Cluster::start(dir.path(), 1, SMALL_BLOCKS, "");
+    let tcp = c.fs().await;
+    let local = c.fs_local().await;
+    let pid = c.workers[0].pid();
+    let sizes = [0, 1, BS - 1, BS, BS + 1, 3 * BS + 5];
+    for (wt, name) in [
+        (pb::WriteType::MustCache, "mc"),
+        (pb::WriteType::CacheThrough, "ct"),
+        (pb::WriteType::Through, "th"),
+    ] {
+        for (i, &size) in sizes.iter().enumerate() {
+            let path = format!("/w-{name}-{size}");
+            let data = pattern(size as usize, i as u64 + 40);
+            let before = stat(&tcp, &c, 0, "blocks_written").await;
+            let o = CreateOptions {
+                write_type: wt,
+                ..Default::default()
+            };
+            let mut w = local.create(&path, &o).await.unwrap();
+            for chunk in data.chunks(700_001) {
+                w.write(chunk).await.unwrap();
+            }
+            let st = w.close().await.unwrap();
+            assert_eq!(st.length, size);
+            assert_eq!(st.persisted, wt != pb::WriteType::MustCache);
+            let cached_blocks = if wt == pb::WriteType::Through {
+                0
+            } else {
+                size.div_ceil(BS)
+            };
+            assert_eq!(
+                stat(&tcp, &c, 0, "blocks_written").await - before,
+                cached_blocks,
+                "{path}: written through shared memory, block by block"
+            );
+            let in_ufs = c.ufs().join(&path[1..]);
+            if wt == pb::WriteType::MustCache {
+                assert!(!in_ufs.exists());
+            } else {
+                assert!(
+                    std::fs::read(&in_ufs).unwrap() == data,
+                    "{path} persisted from the segments"
+                );
+            }
+            for fs in [&tcp, &local] {
+                let got = fs
+                    .open(&path, &OpenOptions::default())
+                    .await
+                    .unwrap()
+                    .read_to_end()
+                    .await
+                    .unwrap();
+                assert!(got == data, "{path} reads back");
+            }
+        }
+    }
+    // Every segment is either cached or gone: none leaked by the writes.
+    let cached = stat(&tcp, &c, 0, "blocks_cached").await as usize;
+    eventually(Duration::from_secs(10), "no leaked segments", || async {
+        memfds(pid) == cached
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_segment_still_mapped_writable_cannot_be_committed() {
+    use tokio::io::AsyncReadExt;
+    let dir = tempfile::tempdir().unwrap();
+    let c = Cluster::start(dir.path(), 1, SMALL_BLOCKS, "");
+    let tcp = c.fs().await;
+    let created = tcp
+        .master()
+        .create_file_full("/raw", &CreateOptions::default())
+        .await
+        .unwrap();
+    let st = created.status.unwrap();
+    let mut s = tokio::net::UnixStream::connect(dir.path().join("w0.sock"))
+        .await
+        .unwrap();
+    let open = eddy_wire::WriteOpen {
+        file_id: st.id,
+        block_size: BS,
+        write_type: eddy_wire::WriteType::MustCache,
+        target: None,
+    };
+    eddy_wire::write_frame(&mut s, eddy_wire::Kind::WriteOpen, &open.encode())
+        .await
+        .unwrap();
+    assert!(
+        eddy_wire::expect(&mut s, eddy_wire::Kind::Ok)
+            .await
+            .unwrap()
+            .is_ok()
+    );
+    eddy_wire::write_frame(
+        &mut s,
+        eddy_wire::Kind::SegmentRequest,
+        &eddy_wire::u64_body(BS),
+    )
+    .await
+    .unwrap();
+    // Receive the segment's descriptor.
+    s.readable().await.unwrap();
+    let mut head = [0u8; 28];
+    let mut space = vec![MaybeUninit::uninit(); rustix::cmsg_space!(ScmRights(1))];
+    let mut cmsg = rustix::net::RecvAncillaryBuffer::new(&mut space);
+    let n = loop {
+        match rustix::net::recvmsg(
+            s.as_fd(),
+            &mut [std::io::IoSliceMut::new(&mut head)],
+            &mut cmsg,
+            rustix::net::RecvFlags::CMSG_CLOEXEC,
+        ) {
+            Ok(r) => break r.bytes,
+            Err(rustix::io::Errno::AGAIN) => s.readable().await.unwrap(),
+            Err(e) => panic!("{e}"),
+        }
+    };
+    assert_eq!(n, 28, "SegmentOk: header and two u64s");
+    let fd: OwnedFd = cmsg
+        .drain()
+        .find_map(|m| match m {
+            rustix::net::RecvAncillaryMessage::ScmRights(mut it) => it.next(),
+            _ => None,
+        })
+        .unwrap();
+    let (id, cap) = eddy_wire::decode_u64_pair(eddy_wire::Kind::SegmentOk, &head[12..]).unwrap();
+    assert_eq!(cap, BS);
+    let f = std::fs::File::from(fd);
+    // SAFETY: the worker created this segment for this client and does not
+    // touch it before the commit below.
+    let mut map = unsafe {
+        memmap2::MmapOptions::new()
+            .len(BS as usize)
+            .map_mut(&f)
+            .unwrap()
+    };
+    map[..5].copy_from_slice(b"hello");
+    let commit = eddy_wire::u64_pair(id, 5);
+    eddy_wire::write_frame(&mut s, eddy_wire::Kind::SegmentCommit, &commit)
+        .await
+        .unwrap();
+    let e = eddy_wire::expect(&mut s, eddy_wire::Kind::Ok)
+        .await
+        .unwrap()
+        .unwrap_err();
+    assert!(e.message.contains("unmap"), "{e:?}");
+    // Unmapped, a new segment commits; the old descriptor is now read-only forever.
+    drop(map);
+    eddy_wire::write_frame(
+        &mut s,
+        eddy_wire::Kind::SegmentRequest,
+        &eddy_wire::u64_body(BS),
+    )
+    .await
+    .unwrap();
+    let h = eddy_wire::read_header(&mut s).await.unwrap();
+    let mut body = vec![0u8; h.body_len as usize];
+    s.read_exact(&mut body).await.unwrap();
+    assert_eq!(h.kind, eddy_wire::Kind::SegmentOk);
+}

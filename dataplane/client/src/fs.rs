@@ -151,6 +151,12 @@ impl FileSystem {
         hint
     }
 
+    /// The Unix socket of a worker on this host to write into, if any.
+    pub(crate) async fn local_write_socket(&self) -> Option<String> {
+        let none = pb::FileBlock::default();
+        self.local_socket_for(&none, false).await
+    }
+
     pub(crate) fn local_worker(&self, socket: &str) -> Arc<LocalWorker> {
         self.inner
             .locals

@@ -13,6 +13,7 @@ use tokio::net::TcpStream;
 
 use crate::fs::FileSystem;
 use crate::local::{Lease, LocalWorker};
+use crate::shm::WritableSegment;
 use crate::{ClientError, CreateOptions, EddyCode, Result, RpcError, pb};
 
 /// What a reader knows about its file.
@@ -641,6 +642,119 @@ pub struct FileWriter {
     buf: Vec<u8>,
     written: u64,
     persisted: bool,
+    /// Short-circuit: writing straight into segments of a worker on this host.
+    shm: Option<ShmWrite>,
+}
+
+/// A short-circuit write session on its own Unix-socket connection.
+struct ShmWrite {
+    sock: tokio::net::UnixStream,
+    path: String,
+    block_size: u64,
+    /// The segment being filled: (id, mapping, bytes written into it).
+    seg: Option<(u64, WritableSegment, usize)>,
+}
+
+impl ShmWrite {
+    async fn open(path: &str, open: &WriteOpen) -> Result<Self, WireError> {
+        let mut sock = tokio::net::UnixStream::connect(path).await?;
+        write_frame(&mut sock, Kind::WriteOpen, &open.encode()).await?;
+        match eddy_wire::expect(&mut sock, Kind::Ok).await? {
+            Ok(_) => Ok(Self {
+                sock,
+                path: path.to_string(),
+                block_size: open.block_size,
+                seg: None,
+            }),
+            Err(e) => Err(WireError::Malformed {
+                kind: Kind::Error,
+                reason: e.message,
+            }),
+        }
+    }
+
+    fn err(&self, e: WireError) -> ClientError {
+        match e {
+            WireError::Malformed {
+                kind: Kind::Error,
+                reason,
+            } => ClientError::Worker {
+                addr: self.path.clone(),
+                code: EddyCode::InvalidArgument,
+                message: reason,
+            },
+            e => wire_err(&self.path, e),
+        }
+    }
+
+    async fn step(&mut self, kind: Kind, body: &[u8], want: Kind) -> Result<Vec<u8>, WireError> {
+        write_frame(&mut self.sock, kind, body).await?;
+        eddy_wire::expect(&mut self.sock, want)
+            .await?
+            .map_err(|e| WireError::Malformed {
+                kind: Kind::Error,
+                reason: format!("{} ({})", e.message, e.code.name()),
+            })
+    }
+
+    /// Copies `data` into segments (the one copy), committing full ones.
+    async fn write(&mut self, mut data: &[u8]) -> Result<(), WireError> {
+        while !data.is_empty() {
+            if self.seg.is_none() {
+                write_frame(
+                    &mut self.sock,
+                    Kind::SegmentRequest,
+                    &eddy_wire::u64_body(self.block_size),
+                )
+                .await?;
+                let (h, body, fds) = crate::shm::recv_frame_with_fds(&mut self.sock, 1).await?;
+                if h.kind == Kind::Error {
+                    let e = eddy_wire::ErrorFrame::decode(&body)?;
+                    return Err(WireError::Malformed {
+                        kind: Kind::Error,
+                        reason: format!("{} ({})", e.message, e.code.name()),
+                    });
+                }
+                let (id, cap) = eddy_wire::decode_u64_pair(Kind::SegmentOk, &body)?;
+                let fd = fds.into_iter().next().ok_or_else(|| WireError::Malformed {
+                    kind: Kind::SegmentOk,
+                    reason: "no segment descriptor attached".into(),
+                })?;
+                self.seg = Some((id, WritableSegment::map(fd, cap)?, 0));
+            }
+            let (_, seg, pos) = self.seg.as_mut().expect("requested above");
+            let n = data.len().min(seg.capacity - *pos);
+            seg.as_mut_slice()[*pos..*pos + n].copy_from_slice(&data[..n]);
+            *pos += n;
+            data = &data[n..];
+            if *pos == seg.capacity {
+                self.commit().await?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Unmaps the segment and has the worker seal and keep it.
+    async fn commit(&mut self) -> Result<(), WireError> {
+        if let Some((id, mut seg, pos)) = self.seg.take() {
+            seg.unmap();
+            self.step(
+                Kind::SegmentCommit,
+                &eddy_wire::u64_pair(id, pos as u64),
+                Kind::Ok,
+            )
+            .await?;
+        }
+        Ok(())
+    }
+
+    async fn close(&mut self, total: u64) -> Result<WriteOk, WireError> {
+        self.commit().await?;
+        let body = self
+            .step(Kind::WriteClose, &eddy_wire::u64_body(total), Kind::WriteOk)
+            .await?;
+        WriteOk::decode(&body)
+    }
 }
 
 impl FileWriter {
@@ -655,6 +769,7 @@ impl FileWriter {
             buf: Vec::new(),
             written: 0,
             persisted: false,
+            shm: None,
         };
         match w.open_session(&status, created.ufs, opts.write_type).await {
             Ok(()) => Ok(w),
@@ -684,6 +799,25 @@ impl FileWriter {
             }
         };
         self.persisted = wt != WriteType::MustCache;
+        let open = WriteOpen {
+            file_id: status.id,
+            block_size: status.block_size,
+            write_type: wt,
+            target: ufs.clone().map(|u| UfsSource {
+                mount_id: u.mount_id,
+                key: u.key,
+            }),
+        };
+        // A worker on this host: write into its shared memory.
+        if let Some(socket) = self.fs.local_write_socket().await {
+            match ShmWrite::open(&socket, &open).await {
+                Ok(s) => {
+                    self.shm = Some(s);
+                    return Ok(());
+                }
+                Err(e) => self.fs.note_fallback(&e.to_string()),
+            }
+        }
         let first = eddy_proto::block_id(status.id, 0);
         let w = self
             .fs
@@ -726,6 +860,15 @@ impl FileWriter {
     }
 
     pub async fn write(&mut self, data: &[u8]) -> Result<()> {
+        if let Some(s) = self.shm.as_mut() {
+            if let Err(e) = s.write(data).await {
+                let e = s.err(e);
+                self.shm = None;
+                return Err(e);
+            }
+            self.written += data.len() as u64;
+            return Ok(());
+        }
         let Some(c) = self.conn.as_mut() else {
             return Err(ClientError::InvalidArgument("the writer is closed".into()));
         };
@@ -759,6 +902,22 @@ impl FileWriter {
     /// Finishes the file: the worker caches (and, by write type, persists)
     /// it, then the master marks it complete. Returns its status.
     pub async fn close(mut self) -> Result<pb::FileStatus> {
+        if let Some(mut s) = self.shm.take() {
+            let ok = match s.close(self.written).await {
+                Ok(ok) => ok,
+                Err(e) => {
+                    let e = s.err(e);
+                    let _ = self.fs.master().delete(&self.path, false).await;
+                    return Err(e);
+                }
+            };
+            let path = std::mem::take(&mut self.path);
+            return self
+                .fs
+                .master()
+                .complete_file_persisted(&path, ok.length, self.persisted, &ok.fingerprint)
+                .await;
+        }
         let mut c = self.conn.take().ok_or_else(|| {
             ClientError::InvalidArgument("the writer failed earlier; nothing was kept".into())
         })?;
@@ -793,6 +952,9 @@ impl FileWriter {
 
     /// Discards the file.
     pub async fn cancel(mut self) -> Result<()> {
+        if let Some(mut s) = self.shm.take() {
+            let _ = s.step(Kind::WriteCancel, &[], Kind::Ok).await;
+        }
         if let Some(mut c) = self.conn.take() {
             let _ = write_frame(&mut c, Kind::WriteCancel, &[]).await;
         }

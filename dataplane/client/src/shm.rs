@@ -116,3 +116,42 @@ pub async fn recv_frame_with_fds(
     sock.read_exact(&mut buf[got..end]).await?;
     Ok((h, buf[eddy_wire::HEADER_LEN..end].to_vec(), fds))
 }
+
+/// A segment handed to this client to fill (a short-circuit write).
+pub struct WritableSegment {
+    map: Option<memmap2::MmapMut>,
+    pub capacity: usize,
+}
+
+impl WritableSegment {
+    /// Maps `capacity` bytes of an unsealed memfd the worker created for
+    /// this write, read-write.
+    pub fn map(fd: OwnedFd, capacity: u64) -> std::io::Result<Self> {
+        let file = File::from(fd);
+        if file.metadata()?.len() < capacity {
+            return Err(std::io::Error::other(
+                "the handed segment is smaller than promised",
+            ));
+        }
+        let capacity = usize::try_from(capacity).map_err(std::io::Error::other)?;
+        // SAFETY: the worker created this memfd for this write alone and
+        // neither maps nor resizes it until we commit, which happens only
+        // after this mapping is dropped (`unmap`); nothing else can change
+        // its size under us.
+        let map = unsafe { MmapOptions::new().len(capacity).map_mut(&file)? };
+        Ok(Self {
+            map: Some(map),
+            capacity,
+        })
+    }
+
+    pub fn as_mut_slice(&mut self) -> &mut [u8] {
+        &mut self.map.as_mut().expect("mapped until unmapped")[..]
+    }
+
+    /// Drops the mapping: the worker can seal the segment only once no
+    /// writable mapping of it is left.
+    pub fn unmap(&mut self) {
+        self.map = None;
+    }
+}

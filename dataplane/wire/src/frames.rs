@@ -19,11 +19,14 @@ pub enum Kind {
     Stats = 7,
     Lease = 8,
     Release = 9,
+    SegmentRequest = 10,
+    SegmentCommit = 11,
     ReadOk = 64,
     Ok = 65,
     WriteOk = 66,
     StatsOk = 67,
     LeaseOk = 68,
+    SegmentOk = 69,
     Error = 127,
 }
 
@@ -40,11 +43,14 @@ impl Kind {
             7 => Stats,
             8 => Lease,
             9 => Release,
+            10 => SegmentRequest,
+            11 => SegmentCommit,
             64 => ReadOk,
             65 => Ok,
             66 => WriteOk,
             67 => StatsOk,
             68 => LeaseOk,
+            69 => SegmentOk,
             127 => Error,
             _ => return None,
         })
@@ -164,6 +170,7 @@ fn kind_name(k: Kind) -> &'static str {
         Kind::WriteOk => "WRITE_OK",
         Kind::StatsOk => "STATS_OK",
         Kind::LeaseOk => "LEASE_OK",
+        Kind::SegmentOk => "SEGMENT_OK",
         _ => "a request",
     }
 }
@@ -502,6 +509,26 @@ pub fn decode_release(b: &[u8]) -> Result<Vec<u64>, WireError> {
         Ok(out)
     })()
     .map_err(malformed(Kind::Release))
+}
+
+/// Two `u64`s (`SegmentOk`: segment id and capacity; `SegmentCommit`:
+/// segment id and length).
+pub fn u64_pair(a: u64, b: u64) -> [u8; 16] {
+    let mut out = [0u8; 16];
+    out[..8].copy_from_slice(&a.to_le_bytes());
+    out[8..].copy_from_slice(&b.to_le_bytes());
+    out
+}
+
+pub fn decode_u64_pair(kind: Kind, b: &[u8]) -> Result<(u64, u64), WireError> {
+    if b.len() != 16 {
+        return Err(WireError::Malformed {
+            kind,
+            reason: format!("expected 16 bytes, got {}", b.len()),
+        });
+    }
+    let a = u64::from_le_bytes(b[..8].try_into().expect("8"));
+    Ok((a, u64::from_le_bytes(b[8..].try_into().expect("8"))))
 }
 
 /// A single `u64` body (`ReadOk` length, `Ok` value, `WriteClose` length).

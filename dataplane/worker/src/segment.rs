@@ -55,6 +55,27 @@ impl SegmentWriter {
         })
     }
 
+    /// A segment a co-located client fills through its own mapping (a
+    /// short-circuit write). The worker maps nothing: the client may resize
+    /// the memfd until it is sealed, and the worker never touches the bytes
+    /// before then.
+    pub fn create_for_client(name: &str, capacity: u64) -> std::io::Result<Self> {
+        let fd: OwnedFd =
+            rustix::fs::memfd_create(name, MemfdFlags::CLOEXEC | MemfdFlags::ALLOW_SEALING)?;
+        let file = File::from(fd);
+        file.set_len(round_up(capacity.max(1)))?;
+        Ok(Self {
+            file,
+            map: None,
+            capacity,
+        })
+    }
+
+    /// The memfd, for handing to the client that fills it.
+    pub fn fd(&self) -> BorrowedFd<'_> {
+        self.file.as_fd()
+    }
+
     pub fn capacity(&self) -> u64 {
         self.capacity
     }
@@ -69,13 +90,17 @@ impl SegmentWriter {
     pub fn seal(mut self, len: u64) -> std::io::Result<Segment> {
         assert!(len <= self.capacity, "sealed length within capacity");
         // The writable shared mapping must go first: F_SEAL_WRITE is refused
-        // while one exists.
+        // while one exists (in any process: a client that still maps a
+        // segment it filled makes this fail with EBUSY).
         self.map = None;
+        // The write seal first: it fails (EBUSY) while anyone still maps the
+        // segment writable, before anything is cut from under that mapping.
+        rustix::fs::fcntl_add_seals(&self.file, SealFlags::WRITE)?;
         let size = round_up(len);
         self.file.set_len(size)?;
         rustix::fs::fcntl_add_seals(
             &self.file,
-            SealFlags::WRITE | SealFlags::SHRINK | SealFlags::GROW | SealFlags::SEAL,
+            SealFlags::SHRINK | SealFlags::GROW | SealFlags::SEAL,
         )?;
         let map = if len == 0 {
             None

@@ -211,7 +211,7 @@ fn source(req: &ReadRequest) -> Result<&eddy_wire::UfsSource> {
     })
 }
 
-fn ufs_key(key: &str) -> Result<eddy_ufs::UfsPath> {
+pub(crate) fn ufs_key(key: &str) -> Result<eddy_ufs::UfsPath> {
     eddy_ufs::UfsPath::parse(key)
         .ok_or_else(|| WorkerError::InvalidArgument(format!("invalid under-storage key {key:?}")))
 }
@@ -461,7 +461,10 @@ fn seal(o: Open, index: u64, file_id: u64) -> Result<(u64, Segment, Reservation)
 
 /// Caches a closed file's blocks and records them with the master. On
 /// failure the blocks are dropped again.
-async fn commit_written(sh: &Shared, done: Vec<(u64, Segment, Reservation)>) -> Result<()> {
+pub(crate) async fn commit_written(
+    sh: &Shared,
+    done: Vec<(u64, Segment, Reservation)>,
+) -> Result<()> {
     let mut ids = Vec::with_capacity(done.len());
     for (id, seg, res) in done {
         let len = seg.len();

@@ -18,9 +18,10 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use eddy_ufs::UfsWriter;
 use eddy_wire::{
-    ErrorFrame, Kind, LeaseGrant, WireError, decode_lease, decode_release, encode_lease_ok,
-    read_body, read_header, write_frame,
+    ErrorFrame, Kind, LeaseGrant, WireError, WriteOk, WriteOpen, WriteType, decode_lease,
+    decode_release, encode_lease_ok, read_body, read_header, write_frame,
 };
 use rustix::net::{SendAncillaryBuffer, SendAncillaryMessage, SendFlags};
 use tokio::io::{AsyncBufReadExt, BufReader, Interest};
@@ -29,9 +30,9 @@ use tokio::sync::watch;
 use tokio::task::JoinSet;
 
 use crate::error::WorkerError;
-use crate::segment::Segment;
-use crate::server::{Shared, fill, stats};
-use crate::store::Stats;
+use crate::segment::{Segment, SegmentWriter};
+use crate::server::{Shared, commit_written, fill, stats, ufs_key};
+use crate::store::{Reservation, Stats};
 
 /// Limits for co-located clients.
 #[derive(Debug, Clone)]
@@ -143,6 +144,7 @@ async fn serve(
         next_id: 1,
         stats: &sh.store.stats,
     };
+    let mut session: Option<ScWrite> = None;
     let mut tick = tokio::time::interval((policy.ttl / 4).max(Duration::from_millis(10)));
     loop {
         // Wait for bytes without consuming any (cancel-safe), so the lease
@@ -160,7 +162,7 @@ async fn serve(
         }
         let h = read_header(&mut sock).await;
         let r = match h {
-            Ok(h) => dispatch(&sh, &mut sock, h, &mut table, &policy).await,
+            Ok(h) => dispatch(&sh, &mut sock, h, &mut table, &policy, &mut session).await,
             Err(e) => Err(e),
         };
         match r {
@@ -182,8 +184,17 @@ async fn dispatch(
     h: eddy_wire::Header,
     table: &mut Table<'_>,
     policy: &LeasePolicy,
+    session: &mut Option<ScWrite>,
 ) -> Result<(), WireError> {
     match h.kind {
+        Kind::WriteOpen
+        | Kind::SegmentRequest
+        | Kind::SegmentCommit
+        | Kind::WriteClose
+        | Kind::WriteCancel => {
+            let body = read_body(sock, h).await?;
+            write_step(sh, sock, h.kind, &body, session).await
+        }
         Kind::Lease => {
             let body = read_body(sock, h).await?;
             let items = decode_lease(&body)?;
@@ -274,7 +285,7 @@ async fn dispatch(
             .await
         }
         other => Err(WireError::Unexpected {
-            expected: "LEASE, RELEASE or STATS",
+            expected: "LEASE, RELEASE, STATS or a write step",
             got: other,
         }),
     }
@@ -321,5 +332,215 @@ async fn send_with_fds(
 impl std::fmt::Debug for Held {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         write!(f, "lease of block {}", self.block_id)
+    }
+}
+
+/// A short-circuit write: the client fills segments the worker hands it,
+/// one block each, and commits them; the worker seals each (which fails if
+/// the client still maps it writable), persists it from the sealed bytes
+/// when the write type says so, and caches the blocks at close.
+pub struct ScWrite {
+    open: WriteOpen,
+    ufs_w: Option<Box<dyn UfsWriter>>,
+    pending: Option<(u64, SegmentWriter, Reservation)>,
+    done: Vec<(u64, Segment, Reservation)>,
+    total: u64,
+    next_index: u64,
+    next_segment: u64,
+    /// A block shorter than the block size was committed: it must be the last.
+    short_seen: bool,
+}
+
+async fn write_step(
+    sh: &Shared,
+    sock: &mut BufReader<UnixStream>,
+    kind: Kind,
+    body: &[u8],
+    session: &mut Option<ScWrite>,
+) -> Result<(), WireError> {
+    let out = sock.get_mut();
+    let fail = |e: WorkerError| e.frame().encode();
+    match kind {
+        Kind::WriteOpen => {
+            let open = WriteOpen::decode(body)?;
+            if session.is_some() {
+                let e = WorkerError::InvalidArgument(
+                    "a write is already open on this connection".into(),
+                );
+                return write_frame(out, Kind::Error, &fail(e)).await;
+            }
+            let ufs_w = match &open.target {
+                Some(t) if open.write_type != WriteType::MustCache => {
+                    let r = async {
+                        let ufs = sh.link.ufs(t.mount_id).await?;
+                        Ok::<_, WorkerError>(ufs.create(&ufs_key(&t.key)?).await?)
+                    }
+                    .await;
+                    match r {
+                        Ok(w) => Some(w),
+                        Err(e) => return write_frame(out, Kind::Error, &fail(e)).await,
+                    }
+                }
+                _ => None,
+            };
+            *session = Some(ScWrite {
+                open,
+                ufs_w,
+                pending: None,
+                done: Vec::new(),
+                total: 0,
+                next_index: 0,
+                next_segment: 1,
+                short_seen: false,
+            });
+            write_frame(out, Kind::Ok, &eddy_wire::u64_body(0)).await
+        }
+        Kind::SegmentRequest => {
+            let capacity = eddy_wire::decode_u64(kind, body)?;
+            let Some(w) = session.as_mut() else {
+                let e = WorkerError::InvalidArgument("no write is open on this connection".into());
+                return write_frame(out, Kind::Error, &fail(e)).await;
+            };
+            let bad = if w.pending.is_some() {
+                Some("commit the current segment first".to_string())
+            } else if w.short_seen {
+                Some("only the last block of a file may be shorter than the block size".to_string())
+            } else if capacity == 0 || capacity > w.open.block_size {
+                Some(format!(
+                    "segment capacity {capacity} must be 1..={}",
+                    w.open.block_size
+                ))
+            } else if w.next_index >= 1 << eddy_proto::BLOCK_INDEX_BITS {
+                Some("too many blocks for one file".to_string())
+            } else {
+                None
+            };
+            if let Some(msg) = bad {
+                return write_frame(out, Kind::Error, &fail(WorkerError::InvalidArgument(msg)))
+                    .await;
+            }
+            let made = sh
+                .store
+                .reserve(capacity)
+                .map_err(WorkerError::from)
+                .and_then(|res| {
+                    let name = format!("eddy-write-{}-{}", w.open.file_id, w.next_index);
+                    let seg = SegmentWriter::create_for_client(&name, capacity)
+                        .map_err(WorkerError::Memory)?;
+                    Ok((seg, res))
+                });
+            let (seg, res) = match made {
+                Ok(x) => x,
+                Err(e) => return write_frame(out, Kind::Error, &fail(e)).await,
+            };
+            let id = w.next_segment;
+            w.next_segment += 1;
+            let body = eddy_wire::u64_pair(id, capacity);
+            let mut frame = eddy_wire::Header {
+                kind: Kind::SegmentOk,
+                body_len: body.len() as u32,
+            }
+            .encode()
+            .to_vec();
+            frame.extend_from_slice(&body);
+            send_with_fds(sock.get_ref(), &frame, &[seg.fd()]).await?;
+            w.pending = Some((id, seg, res));
+            Ok(())
+        }
+        Kind::SegmentCommit => {
+            let (id, len) = eddy_wire::decode_u64_pair(kind, body)?;
+            let Some(w) = session.as_mut() else {
+                let e = WorkerError::InvalidArgument("no write is open on this connection".into());
+                return write_frame(out, Kind::Error, &fail(e)).await;
+            };
+            let Some((pid, seg, res)) = w.pending.take() else {
+                let e = WorkerError::InvalidArgument("no segment to commit".into());
+                return write_frame(out, Kind::Error, &fail(e)).await;
+            };
+            if pid != id || len > seg.capacity() {
+                let e = WorkerError::InvalidArgument(format!(
+                    "segment {id} of {len} bytes does not match the segment handed out ({pid}, capacity {})",
+                    seg.capacity()
+                ));
+                return write_frame(out, Kind::Error, &fail(e)).await;
+            }
+            let sealed = match seg.seal(len) {
+                Ok(s) => s,
+                Err(e) => {
+                    let e = WorkerError::InvalidArgument(format!(
+                        "cannot seal the segment ({e}): unmap it before committing"
+                    ));
+                    return write_frame(out, Kind::Error, &fail(e)).await;
+                }
+            };
+            if let Some(u) = w.ufs_w.as_mut()
+                && let Err(e) = u.write(sealed.as_slice()).await
+            {
+                return write_frame(out, Kind::Error, &fail(e.into())).await;
+            }
+            if w.open.write_type != WriteType::Through {
+                let block = eddy_proto::block_id(w.open.file_id, w.next_index);
+                w.done.push((block, sealed, res));
+            }
+            w.next_index += 1;
+            w.total += len;
+            w.short_seen = len < w.open.block_size;
+            write_frame(out, Kind::Ok, &eddy_wire::u64_body(w.total)).await
+        }
+        Kind::WriteCancel => {
+            if let Some(w) = session.take()
+                && let Some(u) = w.ufs_w
+            {
+                u.abort().await;
+            }
+            write_frame(out, Kind::Ok, &eddy_wire::u64_body(0)).await
+        }
+        _ => {
+            // WriteClose
+            let length = eddy_wire::decode_u64(Kind::WriteClose, body)?;
+            let Some(w) = session.take() else {
+                let e = WorkerError::InvalidArgument("no write is open on this connection".into());
+                return write_frame(out, Kind::Error, &fail(e)).await;
+            };
+            if w.pending.is_some() || length != w.total {
+                if let Some(u) = w.ufs_w {
+                    u.abort().await;
+                }
+                let e = WorkerError::InvalidArgument(format!(
+                    "the writer says {length} bytes but committed {}{}",
+                    w.total,
+                    if w.pending.is_some() {
+                        " (a segment is still uncommitted)"
+                    } else {
+                        ""
+                    }
+                ));
+                return write_frame(out, Kind::Error, &fail(e)).await;
+            }
+            let fingerprint = match w.ufs_w {
+                Some(u) => match u.complete().await {
+                    Ok(st) => st.fingerprint,
+                    Err(e) => return write_frame(out, Kind::Error, &fail(e.into())).await,
+                },
+                None => String::new(),
+            };
+            let blocks = w.done.len() as u32;
+            if w.open.write_type == WriteType::MustCache {
+                sh.store
+                    .keep_sole_copies(w.done.iter().map(|(id, _, _)| *id));
+            }
+            if let Err(e) = commit_written(sh, w.done).await {
+                if w.open.write_type == WriteType::MustCache {
+                    return write_frame(out, Kind::Error, &fail(e)).await;
+                }
+                tracing::warn!("file {}: cached blocks not recorded: {e}", w.open.file_id);
+            }
+            let ok = WriteOk {
+                length: w.total,
+                blocks,
+                fingerprint,
+            };
+            write_frame(out, Kind::WriteOk, &ok.encode()).await
+        }
     }
 }
