@@ -197,6 +197,25 @@ async fn run(bytes: u64) {
     drop(r);
     let rtt = uds_round_trips(&dir.path().join("worker.sock"), 1000).await;
 
+    // 5. Short-circuit write (MUST_CACHE) vs memcpy into fresh memory.
+    let (mut write_sc, mut write_memcpy) = (Vec::new(), Vec::new());
+    for run in 0..RUNS {
+        let path = format!("/written-{run}");
+        let t = Instant::now();
+        let mut w = sc.create(&path, &CreateOptions::default()).await.unwrap();
+        for c in data.chunks(8 * MIB) {
+            w.write(c).await.unwrap();
+        }
+        w.close().await.unwrap();
+        write_sc.push(t.elapsed());
+        sc.delete(&path, false).await.unwrap();
+        let t = Instant::now();
+        let mut fresh = vec![0u8; data.len()];
+        fresh.copy_from_slice(black_box(&data));
+        black_box(&fresh);
+        write_memcpy.push(t.elapsed());
+    }
+
     drop(cluster.stdin.take());
     cluster.wait().unwrap();
 
@@ -232,6 +251,12 @@ async fn run(bytes: u64) {
         "sequential read: short-circuit vs pread (page cache)",
         best(&seq_sc),
         best(&seq_pread),
+        "",
+    );
+    row(
+        "short-circuit write (MUST_CACHE) vs memcpy to fresh memory",
+        best(&write_sc),
+        best(&write_memcpy),
         "",
     );
     println!(
