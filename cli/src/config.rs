@@ -21,12 +21,15 @@ pub struct Config {
 #[serde(default, deny_unknown_fields)]
 pub struct ClientConfig {
     pub master: String,
+    /// Map blocks of a worker on this host instead of streaming them.
+    pub short_circuit: bool,
 }
 
 impl Default for ClientConfig {
     fn default() -> Self {
         Self {
             master: format!("127.0.0.1:{}", eddy_proto::DEFAULT_MASTER_PORT),
+            short_circuit: true,
         }
     }
 }

@@ -89,7 +89,7 @@ fn main() -> ExitCode {
                 cmd::worker::run(w).await
             }
             Command::Local(args) => cmd::local::run(cfg.master, args).await,
-            Command::Fs(c) => cmd::fs::run(&master, c).await,
+            Command::Fs(c) => cmd::fs::run(&master, cfg.client.short_circuit, c).await,
             Command::Report => cmd::report::run(&master).await,
         }
     });

@@ -144,15 +144,16 @@ fn path_arg(p: &OsString) -> Vec<u8> {
     b.to_vec()
 }
 
-fn fs(c: MasterClient) -> FileSystem {
-    FileSystem::with_master(c)
+fn fs(c: MasterClient, short_circuit: bool) -> FileSystem {
+    FileSystem::with_master_opts(c, eddy_client::ClientOptions { short_circuit })
 }
 
 fn show(p: &[u8]) -> String {
     String::from_utf8_lossy(p).into_owned()
 }
 
-pub async fn run(master: &str, cmd: FsCommand) -> Result<(), String> {
+pub async fn run(master: &str, short_circuit: bool, cmd: FsCommand) -> Result<(), String> {
+    let fs = |c| fs(c, short_circuit);
     if let FsCommand::Report = cmd {
         return super::report::run(master).await;
     }
