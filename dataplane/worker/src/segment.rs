@@ -97,6 +97,9 @@ impl SegmentWriter {
         // other process or mapping can change or truncate it while this
         // mapping lives (it is dropped before the file is resized or sealed).
         let map = unsafe { opts.map_mut(&file)? };
+        // Transparent huge pages where the host allows them for shared
+        // memory (`shmem_enabled` = advise); a no-op elsewhere.
+        let _ = map.advise(memmap2::Advice::HugePage);
         Ok(Self {
             file,
             map: Some(map),
