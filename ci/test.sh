@@ -15,6 +15,13 @@ install_tools() {
     # rustfmt and clippy ship with rustup's default profile; add them if not.
     if ! cargo fmt --version >/dev/null 2>&1; then rustup component add rustfmt; fi
     if ! cargo clippy --version >/dev/null 2>&1; then rustup component add clippy; fi
+    # The C ABI tests compile C with gcc and C++ with g++ (gcc alone is
+    # promised; g++ may need installing).
+    if ! command -v g++ >/dev/null 2>&1; then
+        local sudo=""
+        if [ "$(id -u)" != 0 ]; then sudo="sudo"; fi
+        $sudo apt-get update -qq && $sudo apt-get install -y -qq g++
+    fi
 }
 
 check_format() {
@@ -25,6 +32,11 @@ check_format() {
 check_lints() {
     stage "cargo clippy"
     cargo clippy --workspace --all-targets --locked -- -D warnings
+}
+
+build_ffi() {
+    stage "C ABI library (libeddy.a for the C/C++ tests)"
+    cargo build -p eddy-ffi --locked
 }
 
 run_tests() {
@@ -52,6 +64,7 @@ main() {
     install_tools
     check_format
     check_lints
+    build_ffi
     run_tests
     build_benches
     stage "all stages passed"

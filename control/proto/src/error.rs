@@ -32,7 +32,7 @@ impl EddyCode {
             }
             EddyCode::Unsupported => Code::Unimplemented,
             EddyCode::NoSpace => Code::ResourceExhausted,
-            EddyCode::Protocol => Code::InvalidArgument,
+            EddyCode::Protocol | EddyCode::BadHandle => Code::InvalidArgument,
             EddyCode::UfsError | EddyCode::Internal | EddyCode::Unspecified => Code::Internal,
         }
     }

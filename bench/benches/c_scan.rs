@@ -1,0 +1,59 @@
+//! A C program's zero-copy scan of a cached file (through `eddy_map`) vs the
+//! same scan of an in-process buffer, both in C (bench/c/scan.c, built with
+//! `gcc -O2` against the release `libeddy.a`).
+//!
+//! Run: `cargo build --release -p eddy-ffi && cargo bench -p eddy-bench --bench c_scan`
+//! (`EDDY_BENCH_BYTES` changes the size from 1 GiB).
+
+use std::path::Path;
+use std::process::Command;
+
+fn main() {
+    let args: Vec<String> = std::env::args().collect();
+    if args.iter().any(|a| a == "--list" || a == "--test") {
+        return;
+    }
+    if let Some(i) = args.iter().position(|a| a == "--child-cluster") {
+        return eddy_bench::cluster_child(Path::new(&args[i + 1]));
+    }
+    let root = Path::new(env!("CARGO_MANIFEST_DIR")).parent().unwrap();
+    let lib = root.join("target/release/libeddy.a");
+    if !lib.exists() {
+        eprintln!(
+            "{} is missing: run `cargo build --release -p eddy-ffi` first",
+            lib.display()
+        );
+        std::process::exit(2);
+    }
+    let bytes = std::env::var("EDDY_BENCH_BYTES").unwrap_or_else(|_| (1u64 << 30).to_string());
+    let dir = tempfile::tempdir().unwrap();
+    let exe = dir.path().join("scan");
+    let o = Command::new("gcc")
+        .args(["-O2", "-std=c11", "-D_POSIX_C_SOURCE=200809L", "-I"])
+        .arg(root.join("include"))
+        .arg(root.join("bench/c/scan.c"))
+        .arg(&lib)
+        .args(["-lpthread", "-ldl", "-lm", "-o"])
+        .arg(&exe)
+        .output()
+        .expect("gcc runs");
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let (mut cluster, master) = eddy_bench::spawn_cluster(dir.path());
+    let o = Command::new(&exe).args([&master, &bytes]).output().unwrap();
+    drop(cluster.stdin.take());
+    cluster.wait().unwrap();
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let out = String::from_utf8_lossy(&o.stdout);
+    let get = |k: &str| {
+        out.lines()
+            .find_map(|l| l.strip_prefix(k)?.trim().parse::<f64>().ok())
+            .unwrap_or(0.0)
+    };
+    println!("C zero-copy scan of {bytes} cached bytes (single thread, best of 3)");
+    println!(
+        "eddy_map scan {:.2} GB/s vs in-process scan {:.2} GB/s: ratio {:.2} (target >= 0.9)",
+        get("eddy_gbps"),
+        get("local_gbps"),
+        get("ratio")
+    );
+}

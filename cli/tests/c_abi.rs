@@ -1,0 +1,120 @@
+//! The C ABI through real compilers: the programs in ffi/tests are built
+//! with gcc/g++ against `libeddy.a` and run against a real cluster; the C
+//! one also under AddressSanitizer and UndefinedBehaviorSanitizer (leaks
+//! included). `ci/test.sh` builds the library first
+//! (`cargo build -p eddy-ffi`).
+
+mod common;
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use common::Cluster;
+
+fn root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .unwrap()
+        .to_path_buf()
+}
+
+fn libeddy() -> PathBuf {
+    let target = std::env::var_os("CARGO_TARGET_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| root().join("target"));
+    let lib = target.join("debug/libeddy.a");
+    assert!(
+        lib.exists(),
+        "{} is missing: build it with `cargo build -p eddy-ffi` (ci/test.sh does)",
+        lib.display()
+    );
+    lib
+}
+
+/// Compiles `src` with `compiler` and `flags` into `out`.
+fn build(compiler: &str, src: &str, out: &Path, flags: &[&str]) {
+    let o = Command::new(compiler)
+        .args(flags)
+        .arg("-I")
+        .arg(root().join("include"))
+        .arg(root().join(src))
+        .arg(libeddy())
+        .args(["-lpthread", "-ldl", "-lm", "-o"])
+        .arg(out)
+        .output()
+        .unwrap_or_else(|e| panic!("cannot run {compiler}: {e}"));
+    assert!(
+        o.status.success(),
+        "{compiler} {src} failed:\n{}",
+        String::from_utf8_lossy(&o.stderr)
+    );
+}
+
+fn run(exe: &Path, master: &str, env: &[(&str, &str)]) {
+    let o = Command::new(exe)
+        .arg(master)
+        .envs(env.iter().copied())
+        .output()
+        .unwrap();
+    assert!(
+        o.status.success(),
+        "{} failed ({:?}):\nstdout: {}\nstderr: {}",
+        exe.display(),
+        o.status,
+        String::from_utf8_lossy(&o.stdout),
+        String::from_utf8_lossy(&o.stderr)
+    );
+}
+
+#[test]
+fn c_and_cpp_programs_use_the_abi() {
+    let dir = tempfile::tempdir().unwrap();
+    let c = Cluster::start(dir.path(), 1, "default_block_size = 1048576", "");
+    let strict = ["-Wall", "-Wextra", "-Werror", "-g"];
+
+    let plain = dir.path().join("basic");
+    build(
+        "gcc",
+        "ffi/tests/c/basic.c",
+        &plain,
+        &[&strict[..], &["-std=c11", "-D_DEFAULT_SOURCE"]].concat(),
+    );
+    run(&plain, &c.master.addr, &[]);
+
+    let asan = dir.path().join("basic-asan");
+    build(
+        "gcc",
+        "ffi/tests/c/basic.c",
+        &asan,
+        &[
+            &strict[..],
+            &[
+                "-std=c11",
+                "-D_DEFAULT_SOURCE",
+                "-fsanitize=address,undefined",
+                "-fno-omit-frame-pointer",
+            ],
+        ]
+        .concat(),
+    );
+    run(
+        &asan,
+        &c.master.addr,
+        &[
+            (
+                "ASAN_OPTIONS",
+                "detect_leaks=1:abort_on_error=0:exitcode=23",
+            ),
+            ("UBSAN_OPTIONS", "halt_on_error=1:print_stacktrace=1"),
+        ],
+    );
+
+    let cpp = dir.path().join("raii");
+    build(
+        "g++",
+        "ffi/tests/cpp/raii.cpp",
+        &cpp,
+        &[&strict[..], &["-std=c++17"]].concat(),
+    );
+    run(&cpp, &c.master.addr, &[]);
+}
