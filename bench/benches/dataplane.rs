@@ -68,6 +68,17 @@ fn median(mut v: Vec<Duration>) -> Duration {
     v[v.len() / 2]
 }
 
+/// Writes `bytes` bytes (the `chunk` repeated) to a new local file.
+fn write_local_file(path: &std::path::Path, chunk: &[u8], bytes: u64) {
+    let mut f = std::fs::File::create(path).unwrap();
+    let mut left = bytes;
+    while left > 0 {
+        let k = left.min(chunk.len() as u64) as usize;
+        f.write_all(&chunk[..k]).unwrap();
+        left -= k as u64;
+    }
+}
+
 /// Drops `path` from the page cache (clean pages; no privilege needed).
 fn drop_cache(path: &std::path::Path) {
     let f = std::fs::File::open(path).unwrap();
@@ -133,14 +144,7 @@ async fn run(bytes: u64) {
 
         let local = dir.path().join(format!("local-{r}"));
         let start = Instant::now();
-        let mut f = std::fs::File::create(&local).unwrap();
-        let mut left = bytes;
-        while left > 0 {
-            let k = left.min(CHUNK as u64) as usize;
-            f.write_all(&data[..k]).unwrap();
-            left -= k as u64;
-        }
-        drop(f);
+        write_local_file(&local, &data, bytes);
         write_local.push(start.elapsed());
         std::fs::remove_file(&local).unwrap();
     }
@@ -174,15 +178,7 @@ async fn run(bytes: u64) {
     for run in 0..RUNS {
         let name = format!("cold-{run}.bin");
         let ufs_file = dir.path().join("ufs").join(&name);
-        {
-            let mut f = std::fs::File::create(&ufs_file).unwrap();
-            let mut left = bytes;
-            while left > 0 {
-                let k = left.min(CHUNK as u64) as usize;
-                f.write_all(&data[..k]).unwrap();
-                left -= k as u64;
-            }
-        }
+        write_local_file(&ufs_file, &data, bytes);
         drop_cache(&ufs_file);
         let start = Instant::now();
         let mut f = std::fs::File::open(&ufs_file).unwrap();

@@ -6,7 +6,7 @@ mod common;
 use std::sync::Arc;
 use std::time::Duration;
 
-use common::{Cluster, MasterProc, WorkerProc, eventually, pattern};
+use common::{Cluster, MasterProc, WorkerProc, eventually, memfds, pattern};
 use eddy_client::{CreateOptions, EddyCode, FileSystem, OpenOptions, ReadType, pb};
 
 const BS: u64 = 1 << 20;
@@ -382,34 +382,25 @@ async fn malformed_frames_close_only_their_connection() {
     }
 }
 
-/// Open memfd segments of a process.
-fn memfds(pid: u32) -> usize {
-    std::fs::read_dir(format!("/proc/{pid}/fd"))
-        .unwrap()
-        .filter_map(|e| std::fs::read_link(e.ok()?.path()).ok())
-        .filter(|t| t.to_string_lossy().starts_with("/memfd:"))
-        .count()
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn free_and_delete_release_segments() {
     let dir = tempfile::tempdir().unwrap();
     let c = Cluster::start(dir.path(), 1, SMALL_BLOCKS, "");
     let pid = c.workers[0].pid();
     let fs = c.fs().await;
-    assert_eq!(memfds(pid), 0);
+    assert_eq!(memfds(&pid.to_string()), 0);
     fs.mkdir("/d", false).await.unwrap();
     let data = pattern(2 * BS as usize, 8);
     for i in 0..5 {
         put(&fs, &format!("/d/f{i}"), &data, pb::WriteType::CacheThrough).await;
     }
-    assert_eq!(memfds(pid), 10, "one segment per block");
+    assert_eq!(memfds(&pid.to_string()), 10, "one segment per block");
     let e = fs.free("/d", false, false).await.unwrap_err();
     assert_eq!(e.code(), EddyCode::DirectoryNotEmpty);
     assert_eq!(fs.free("/d/f0", false, false).await.unwrap(), 2);
     fs.free("/d/f1", false, false).await.unwrap();
     eventually(Duration::from_secs(10), "freed segments closed", || async {
-        memfds(pid) == 6
+        memfds(&pid.to_string()) == 6
     })
     .await;
     assert_eq!(fs.stat("/d/f0").await.unwrap().percent_cached, 0);
@@ -424,7 +415,7 @@ async fn free_and_delete_release_segments() {
     assert_eq!(e.code(), EddyCode::InvalidArgument, "{e}");
     fs.delete("/d", true).await.unwrap();
     eventually(Duration::from_secs(10), "every segment closed", || async {
-        memfds(pid) == 0
+        memfds(&pid.to_string()) == 0
     })
     .await;
     assert_eq!(c.stat_sum(&fs, "memory_used").await, 0);

@@ -6,7 +6,7 @@ mod common;
 use std::io::{BufRead, BufReader};
 use std::process::{Command, Stdio};
 
-use common::{EDDY, pattern};
+use common::{EDDY, memfds, pattern};
 use eddy_client::{CreateOptions, FileSystem, OpenOptions};
 
 #[test]
@@ -85,15 +85,6 @@ fn eddy_local_serves_put_and_cat_and_stops_on_sigterm() {
     assert!(child.wait().unwrap().success());
 }
 
-/// Open memfd segments of this process.
-fn memfds() -> usize {
-    std::fs::read_dir("/proc/self/fd")
-        .unwrap()
-        .filter_map(|e| std::fs::read_link(e.ok()?.path()).ok())
-        .filter(|t| t.to_string_lossy().starts_with("/memfd:"))
-        .count()
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn worker_shutdown_ends_reads_cleanly_and_frees_every_segment() {
     let dir = tempfile::tempdir().unwrap();
@@ -106,7 +97,7 @@ async fn worker_shutdown_ends_reads_cleanly_and_frees_every_segment() {
     })
     .await
     .unwrap();
-    let before = memfds();
+    let before = memfds("self");
     let worker = eddy_worker::start(eddy_worker::WorkerConfig {
         master: master.addr.to_string(),
         bind: "127.0.0.1:0".into(),
@@ -120,7 +111,7 @@ async fn worker_shutdown_ends_reads_cleanly_and_frees_every_segment() {
     let mut w = fs.create("/f", &CreateOptions::default()).await.unwrap();
     w.write(&data).await.unwrap();
     w.close().await.unwrap();
-    assert_eq!(memfds(), before + 8, "one segment per 8 MiB block");
+    assert_eq!(memfds("self"), before + 8, "one segment per 8 MiB block");
 
     let r = fs.open("/f", &OpenOptions::default()).await.unwrap();
     let mut first = vec![0u8; 8 << 20];
@@ -146,6 +137,6 @@ async fn worker_shutdown_ends_reads_cleanly_and_frees_every_segment() {
             "a failed read says why: {e}"
         ),
     }
-    assert_eq!(memfds(), before, "no segment outlives the worker");
+    assert_eq!(memfds("self"), before, "no segment outlives the worker");
     master.shutdown().await;
 }

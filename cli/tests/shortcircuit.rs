@@ -4,13 +4,12 @@
 mod common;
 
 use std::io::{BufRead, BufReader};
-use std::mem::MaybeUninit;
 use std::os::fd::{AsFd, OwnedFd};
 use std::process::{Command, Stdio};
 use std::sync::Arc;
 use std::time::Duration;
 
-use common::{Cluster, WorkerProc, eventually, pattern};
+use common::{Cluster, WorkerProc, eventually, memfds, pattern, recv_with_fds};
 use eddy_client::{CreateOptions, EddyCode, FileSystem, OpenOptions, pb};
 
 const BS: u64 = 1 << 20;
@@ -29,15 +28,6 @@ async fn put(fs: &FileSystem, path: &str, data: &[u8], wt: pb::WriteType) {
 async fn stat(fs: &FileSystem, c: &Cluster, i: usize, name: &str) -> u64 {
     let s = fs.worker_stats(&c.workers[i].addr).await.unwrap();
     s.iter().find(|(k, _)| k == name).map_or(0, |(_, v)| *v)
-}
-
-/// Open memfd segments of a process.
-fn memfds(pid: u32) -> usize {
-    std::fs::read_dir(format!("/proc/{pid}/fd"))
-        .unwrap()
-        .filter_map(|e| std::fs::read_link(e.ok()?.path()).ok())
-        .filter(|t| t.to_string_lossy().starts_with("/memfd:"))
-        .count()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
@@ -155,30 +145,8 @@ async fn raw_lease(
     s.writable().await.unwrap();
     rustix::io::write(s.as_fd(), &frame).unwrap();
     let mut head = [0u8; 12];
-    let mut fds = Vec::new();
-    s.readable().await.unwrap();
-    let mut space = vec![MaybeUninit::uninit(); rustix::cmsg_space!(ScmRights(64))];
-    let mut cmsg = rustix::net::RecvAncillaryBuffer::new(&mut space);
-    let got = loop {
-        match rustix::net::recvmsg(
-            s.as_fd(),
-            &mut [std::io::IoSliceMut::new(&mut head)],
-            &mut cmsg,
-            rustix::net::RecvFlags::CMSG_CLOEXEC,
-        ) {
-            Ok(r) => break r.bytes,
-            Err(rustix::io::Errno::AGAIN) => {
-                s.readable().await.unwrap();
-            }
-            Err(e) => panic!("{e}"),
-        }
-    };
+    let (got, fds) = recv_with_fds(s, &mut head).await;
     assert_eq!(got, 12);
-    for m in cmsg.drain() {
-        if let rustix::net::RecvAncillaryMessage::ScmRights(it) = m {
-            fds.extend(it);
-        }
-    }
     let h = eddy_wire::Header::decode(&head).unwrap();
     let mut body = vec![0u8; h.body_len as usize];
     AsyncReadExt::read_exact(s, &mut body).await.unwrap();
@@ -282,7 +250,7 @@ async fn free_and_eviction_wait_for_leases_and_mappings_outlive_the_worker() {
         || async { stat(&tcp, &c, 0, "blocks_cached").await == 0 },
     )
     .await;
-    assert_eq!(memfds(pid), 4, "leased segments stay alive");
+    assert_eq!(memfds(&pid.to_string()), 4, "leased segments stay alive");
     let rest = r.read_to_end().await.unwrap();
     assert!(
         rest == data[BS as usize..],
@@ -292,7 +260,7 @@ async fn free_and_eviction_wait_for_leases_and_mappings_outlive_the_worker() {
     eventually(
         Duration::from_secs(10),
         "segments go once the leases end",
-        || async { memfds(pid) == 0 },
+        || async { memfds(&pid.to_string()) == 0 },
     )
     .await;
 
@@ -531,7 +499,7 @@ async fn shared_memory_writes_store_the_same_bytes_for_every_shape_and_type() {
     // Every segment is either cached or gone: none leaked by the writes.
     let cached = stat(&tcp, &c, 0, "blocks_cached").await as usize;
     eventually(Duration::from_secs(10), "no leaked segments", || async {
-        memfds(pid) == cached
+        memfds(&pid.to_string()) == cached
     })
     .await;
 }
@@ -574,30 +542,10 @@ async fn a_segment_still_mapped_writable_cannot_be_committed() {
     .await
     .unwrap();
     // Receive the segment's descriptor.
-    s.readable().await.unwrap();
     let mut head = [0u8; 28];
-    let mut space = vec![MaybeUninit::uninit(); rustix::cmsg_space!(ScmRights(1))];
-    let mut cmsg = rustix::net::RecvAncillaryBuffer::new(&mut space);
-    let n = loop {
-        match rustix::net::recvmsg(
-            s.as_fd(),
-            &mut [std::io::IoSliceMut::new(&mut head)],
-            &mut cmsg,
-            rustix::net::RecvFlags::CMSG_CLOEXEC,
-        ) {
-            Ok(r) => break r.bytes,
-            Err(rustix::io::Errno::AGAIN) => s.readable().await.unwrap(),
-            Err(e) => panic!("{e}"),
-        }
-    };
+    let (n, fds) = recv_with_fds(&s, &mut head).await;
     assert_eq!(n, 28, "SegmentOk: header and two u64s");
-    let fd: OwnedFd = cmsg
-        .drain()
-        .find_map(|m| match m {
-            rustix::net::RecvAncillaryMessage::ScmRights(mut it) => it.next(),
-            _ => None,
-        })
-        .unwrap();
+    let fd: OwnedFd = fds.into_iter().next().unwrap();
     let (id, cap) = eddy_wire::decode_u64_pair(eddy_wire::Kind::SegmentOk, &head[12..]).unwrap();
     assert_eq!(cap, BS);
     let f = std::fs::File::from(fd);

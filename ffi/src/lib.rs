@@ -675,6 +675,25 @@ fn reader(f: *mut eddy_file_t) -> Result<(Arc<FileObj>, Arc<FileReader>), Fail> 
     }
 }
 
+/// Reads up to `len` bytes at `offset` into the caller's `buf`.
+///
+/// # Safety
+/// `buf` is NULL or writable for `len` bytes.
+unsafe fn read_into(
+    r: &FileReader,
+    buf: *mut c_void,
+    len: usize,
+    offset: u64,
+) -> Result<usize, Fail> {
+    buffer_ok(buf, len)?;
+    if len == 0 {
+        return Ok(0);
+    }
+    // SAFETY: non-NULL (checked) and writable for `len` bytes (the caller's promise).
+    let dst = unsafe { std::slice::from_raw_parts_mut(buf.cast::<u8>(), len) };
+    Ok(runtime().block_on(r.read_at(offset, dst))?)
+}
+
 /// Checks a caller's buffer: NULL only when empty.
 fn buffer_ok(buf: *const c_void, len: usize) -> Result<(), Fail> {
     if buf.is_null() && len > 0 {
@@ -719,18 +738,12 @@ pub unsafe extern "C" fn eddy_read(
 ) -> c_int {
     guard(|| {
         let (obj, r) = reader(file)?;
-        buffer_ok(buf, len)?;
         let FileObj::Reader { pos, .. } = &*obj else {
             unreachable!("reader() checked")
         };
         let mut pos = pos.lock().unwrap_or_else(|p| p.into_inner());
-        let n = if len == 0 {
-            0
-        } else {
-            // SAFETY: non-NULL and writable for `len` bytes (the caller's promise).
-            let dst = unsafe { std::slice::from_raw_parts_mut(buf.cast::<u8>(), len) };
-            runtime().block_on(r.read_at(*pos, dst))?
-        };
+        // SAFETY: the caller's promise for `buf`.
+        let n = unsafe { read_into(&r, buf, len, *pos)? };
         *pos += n as u64;
         // SAFETY: the caller's promise for `nread`.
         unsafe { put(nread, n, "nread") }
@@ -753,14 +766,8 @@ pub unsafe extern "C" fn eddy_pread(
 ) -> c_int {
     guard(|| {
         let (_obj, r) = reader(file)?;
-        buffer_ok(buf, len)?;
-        let n = if len == 0 {
-            0
-        } else {
-            // SAFETY: non-NULL and writable for `len` bytes (the caller's promise).
-            let dst = unsafe { std::slice::from_raw_parts_mut(buf.cast::<u8>(), len) };
-            runtime().block_on(r.read_at(offset, dst))?
-        };
+        // SAFETY: the caller's promise for `buf`.
+        let n = unsafe { read_into(&r, buf, len, offset)? };
         // SAFETY: the caller's promise for `nread`.
         unsafe { put(nread, n, "nread") }
     })

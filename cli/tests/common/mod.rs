@@ -276,6 +276,46 @@ where
     }
 }
 
+/// Open memfd segments of process `pid` ("self" for this one).
+pub fn memfds(pid: &str) -> usize {
+    std::fs::read_dir(format!("/proc/{pid}/fd"))
+        .unwrap()
+        .filter_map(|e| std::fs::read_link(e.ok()?.path()).ok())
+        .filter(|t| t.to_string_lossy().starts_with("/memfd:"))
+        .count()
+}
+
+/// Receives into `buf` on a Unix socket with `recvmsg`, collecting the
+/// descriptors attached (up to 64); returns the bytes read and them.
+pub async fn recv_with_fds(
+    s: &tokio::net::UnixStream,
+    buf: &mut [u8],
+) -> (usize, Vec<std::os::fd::OwnedFd>) {
+    use std::os::fd::AsFd;
+    let mut space = vec![std::mem::MaybeUninit::uninit(); rustix::cmsg_space!(ScmRights(64))];
+    let mut cmsg = rustix::net::RecvAncillaryBuffer::new(&mut space);
+    let n = loop {
+        s.readable().await.unwrap();
+        match rustix::net::recvmsg(
+            s.as_fd(),
+            &mut [std::io::IoSliceMut::new(buf)],
+            &mut cmsg,
+            rustix::net::RecvFlags::CMSG_CLOEXEC,
+        ) {
+            Ok(r) => break r.bytes,
+            Err(rustix::io::Errno::AGAIN) => {}
+            Err(e) => panic!("{e}"),
+        }
+    };
+    let mut fds = Vec::new();
+    for m in cmsg.drain() {
+        if let rustix::net::RecvAncillaryMessage::ScmRights(it) = m {
+            fds.extend(it);
+        }
+    }
+    (n, fds)
+}
+
 /// Deterministic test bytes: chunk `i` of a file is a fixed pattern with `i`
 /// stamped in, so misplaced chunks are caught and comparing stays cheap.
 pub fn pattern(len: usize, seed: u64) -> Vec<u8> {

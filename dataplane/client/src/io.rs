@@ -126,23 +126,28 @@ struct PrefetchCtx {
 
 impl PrefetchCtx {
     async fn load(&self, index: usize, b: &pb::FileBlock, req: &ReadRequest) -> Result<()> {
-        let w = self
-            .fs
-            .master()
-            .select_worker(
-                b.block_id,
-                self.fs.host(),
-                b.length,
-                pb::PlacementKind::DeterministicHash,
-                &[],
-            )
-            .await?;
-        let a = w.address.unwrap_or_default();
-        let addr = addr_of(&a.host, a.data_port);
+        let (worker_id, addr) = miss_worker(&self.fs, b, &[]).await?;
         load_on(&self.fs, &addr, req).await?;
-        self.chosen.lock().insert(index, (w.worker_id, addr));
+        self.chosen.lock().insert(index, (worker_id, addr));
         Ok(())
     }
+}
+
+/// The worker placement names to fill a miss of `b`: the same one for every
+/// client (rendezvous hash), minus `exclude`.
+async fn miss_worker(fs: &FileSystem, b: &pb::FileBlock, exclude: &[u64]) -> Result<(u64, String)> {
+    let w = fs
+        .master()
+        .select_worker(
+            b.block_id,
+            fs.host(),
+            b.length,
+            pb::PlacementKind::DeterministicHash,
+            exclude,
+        )
+        .await?;
+    let a = w.address.unwrap_or_default();
+    Ok((w.worker_id, addr_of(&a.host, a.data_port)))
 }
 
 impl FileReader {
@@ -442,7 +447,7 @@ impl FileReader {
                         // The worker that fills a miss: the same one for every
                         // client (rendezvous hash), minus those that failed us.
                         let ids: Vec<u64> = failed.iter().map(|f| f.0).collect();
-                        match self.miss_worker(b, &ids).await {
+                        match miss_worker(&self.fs, b, &ids).await.ok() {
                             Some(c) => {
                                 candidates.push(c);
                                 continue;
@@ -486,23 +491,6 @@ impl FileReader {
     }
 
     /// The worker placement names to fill a miss of `b`.
-    async fn miss_worker(&self, b: &pb::FileBlock, exclude: &[u64]) -> Option<(u64, String)> {
-        let w = self
-            .fs
-            .master()
-            .select_worker(
-                b.block_id,
-                self.fs.host(),
-                b.length,
-                pb::PlacementKind::DeterministicHash,
-                exclude,
-            )
-            .await
-            .ok()?;
-        let a = w.address?;
-        Some((w.worker_id, addr_of(&a.host, a.data_port)))
-    }
-
     /// Sequential reads: asks the worker that will serve block `index` to
     /// cache it now, so its fill overlaps the reading of the current block.
     fn prefetch(&self, index: usize) {
@@ -532,12 +520,7 @@ impl FileReader {
             return Ok(());
         }
         let req = self.request(&info, b, 0, 0);
-        let (_, addr) = self.miss_worker(b, &[]).await.ok_or_else(|| {
-            ClientError::Rpc(RpcError::new(
-                EddyCode::NoWorkerAvailable,
-                "no live worker to load the block",
-            ))
-        })?;
+        let (_, addr) = miss_worker(&self.fs, b, &[]).await?;
         load_on(&self.fs, &addr, &req).await
     }
 }

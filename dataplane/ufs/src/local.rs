@@ -265,6 +265,7 @@ impl UnderFileSystem for LocalUfs {
         if tokio::fs::metadata(&full).await.is_ok_and(|m| m.is_dir()) {
             return Err(UfsError::IsADirectory(path.to_string()));
         }
+        // Write beside the target, rename into place on completion.
         let seq = self.tmp_seq.fetch_add(1, Ordering::Relaxed);
         let tmp = parent.join(format!("{TMP_PREFIX}{}-{seq}", std::process::id()));
         let file = tokio::fs::File::create(&tmp)
@@ -280,33 +281,12 @@ impl UnderFileSystem for LocalUfs {
     }
 
     async fn write(&self, path: &UfsPath, data: Bytes) -> Result<UfsStatus> {
-        if path.is_root() {
-            return Err(UfsError::IsADirectory(path.to_string()));
-        }
-        self.require_root()?;
-        let full = self.full(path);
-        let parent = full.parent().expect("a non-root key has a parent");
-        tokio::fs::create_dir_all(parent)
-            .await
-            .map_err(|e| self.io_err(path, e))?;
-        if tokio::fs::metadata(&full).await.is_ok_and(|m| m.is_dir()) {
-            return Err(UfsError::IsADirectory(path.to_string()));
-        }
-        // Write beside the target and rename into place: readers never see a
-        // half-written file, and a crash leaves only a hidden temporary.
-        let seq = self.tmp_seq.fetch_add(1, Ordering::Relaxed);
-        let tmp = parent.join(format!("{TMP_PREFIX}{}-{seq}", std::process::id()));
-        let result = async {
-            tokio::fs::write(&tmp, &data).await?;
-            tokio::fs::File::open(&tmp).await?.sync_all().await?;
-            tokio::fs::rename(&tmp, &full).await
-        }
-        .await;
-        if let Err(e) = result {
-            let _ = tokio::fs::remove_file(&tmp).await;
-            return Err(self.io_err(path, e));
-        }
-        self.stat(path).await
+        // The streamed writer already writes beside the target and renames
+        // into place: readers never see a half-written file, and a crash
+        // leaves only a hidden temporary.
+        let mut w = self.create(path).await?;
+        w.write(&data).await?;
+        w.complete().await
     }
 
     async fn mkdir(&self, path: &UfsPath) -> Result<()> {
