@@ -34,6 +34,32 @@ check_lints() {
     cargo clippy --workspace --all-targets --locked -- -D warnings
 }
 
+# PySpark from PyPI brings the Spark and Hadoop jars the Java connector
+# compiles against (and, later, runs Spark jobs with). Installed into a venv
+# under target/ so nothing outside the clone changes; kept between runs.
+PYSPARK_VERSION=4.3.0
+install_pyspark() {
+    stage "pyspark $PYSPARK_VERSION (Spark and Hadoop jars)"
+    local venv=target/pyspark-venv
+    if ! "$venv/bin/python" -c "import pyspark, sys; sys.exit(pyspark.__version__ != '$PYSPARK_VERSION')" 2>/dev/null; then
+        python3 -m venv "$venv"
+        "$venv/bin/pip" install --quiet --disable-pip-version-check "pyspark==$PYSPARK_VERSION"
+    fi
+    EDDY_PYSPARK_JARS=$("$venv/bin/python" -c "import os, pyspark; print(os.path.join(os.path.dirname(pyspark.__file__), 'jars'))")
+    export EDDY_PYSPARK_JARS
+}
+
+# The Hadoop FileSystem connector: target/eddy-hadoop.jar (plain javac).
+build_java() {
+    stage "Java connector (target/eddy-hadoop.jar)"
+    local out=target/java/classes
+    rm -rf "$out" && mkdir -p "$out"
+    local cp
+    cp=$(ls "$EDDY_PYSPARK_JARS"/hadoop-client-api-*.jar "$EDDY_PYSPARK_JARS"/hadoop-client-runtime-*.jar | tr '\n' ':')
+    javac --release 17 -Xlint:all -Werror -cp "$cp" -d "$out" $(find ffi/java/src -name '*.java')
+    jar cf target/eddy-hadoop.jar -C "$out" .
+}
+
 build_ffi() {
     stage "C ABI library (libeddy.a for the C/C++ tests)"
     cargo build -p eddy-ffi --locked
@@ -64,6 +90,8 @@ main() {
     install_tools
     check_format
     check_lints
+    install_pyspark
+    build_java
     build_ffi
     run_tests
     build_benches

@@ -19,6 +19,8 @@ use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, OnceLock};
 
+mod jni_glue;
+
 use eddy_client::{
     ClientError, ClientOptions, CreateOptions, FileReader, FileSystem, FileWriter, MappedRange,
     OpenOptions, ReadType, pb,
