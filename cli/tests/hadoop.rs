@@ -117,3 +117,90 @@ fn the_hadoop_filesystem_contract_holds() {
     let err = String::from_utf8_lossy(&o.stderr);
     assert!(err.contains("spark.executor.extraLibraryPath"), "{err}");
 }
+
+/// The venv's python (EDDY_PYSPARK_PYTHON, else target/pyspark-venv).
+fn spark_python() -> PathBuf {
+    std::env::var_os("EDDY_PYSPARK_PYTHON")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| target().join("pyspark-venv/bin/python"))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn spark_writes_and_reads_eddy_paths_and_rereads_from_cache() {
+    let jar = target().join("eddy-hadoop.jar");
+    assert!(
+        jar.exists(),
+        "{} is missing: ci/test.sh builds it",
+        jar.display()
+    );
+    let dir = tempfile::tempdir().unwrap();
+    let c = Cluster::start(dir.path(), 1, "", "");
+    // A dataset that is already in the under-storage of the root mount.
+    std::fs::create_dir_all(c.ufs().join("lake")).unwrap();
+    let mut csv = String::from("v\n");
+    let mut sum = 0u64;
+    for i in 0..10_000u64 {
+        csv.push_str(&format!("{}\n", i * 11));
+        sum += i * 11;
+    }
+    std::fs::write(c.ufs().join("lake/part-0.csv"), csv).unwrap();
+    let local = dir.path().join("local");
+    std::fs::create_dir_all(&local).unwrap();
+
+    let mut child = std::process::Command::new(spark_python())
+        .arg(root().join("ffi/java/test/spark/job.py"))
+        .arg(&c.master.addr)
+        .arg(&jar)
+        .arg(target().join("debug"))
+        .arg(&local)
+        .env("SPARK_LOCAL_IP", "127.0.0.1")
+        .env("PYSPARK_PYTHON", spark_python())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("the pyspark venv's python runs (ci/test.sh installs it)");
+    // Bounded: a Spark job in local mode takes tens of seconds here.
+    let start = std::time::Instant::now();
+    while child.try_wait().unwrap().is_none() {
+        if start.elapsed() > std::time::Duration::from_secs(600) {
+            let _ = child.kill();
+            panic!("the Spark job did not finish in 10 minutes");
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+    }
+    let o = child.wait_with_output().unwrap();
+    let out = String::from_utf8_lossy(&o.stdout);
+    assert!(
+        o.status.success(),
+        "spark job failed:\nstdout: {out}\nstderr: {}",
+        String::from_utf8_lossy(&o.stderr)
+    );
+    assert!(out.contains("RESULT parquet ok 200000"), "{out}");
+    assert!(out.contains("RESULT csv ok 200000"), "{out}");
+    for run in [1, 2] {
+        let line = format!("RESULT lake run {run} rows 10000 sum {sum}");
+        assert!(out.contains(&line), "{line} in {out}");
+    }
+    let fs = c.fs().await;
+    let stat = |name: &'static str| {
+        let fs = fs.clone();
+        let addr = c.workers[0].addr.clone();
+        async move {
+            let s = fs.worker_stats(&addr).await.unwrap();
+            s.iter().find(|(k, _)| k == name).map_or(0, |(_, v)| *v)
+        }
+    };
+    assert_eq!(
+        stat("ufs_reads").await,
+        1,
+        "the lake file was read from the under-storage once; the second run hit the cache"
+    );
+    assert!(
+        stat("leases_granted").await > 0,
+        "Spark on the worker's host read through shared memory"
+    );
+    assert!(
+        c.ufs().join("out/parquet/_SUCCESS").exists(),
+        "CACHE_THROUGH output is in the under-storage"
+    );
+}

@@ -106,6 +106,7 @@ pub(crate) fn stats(sh: &Shared) -> Vec<(String, u64)> {
         ("pinned_version", sh.store.pinned_version()),
         ("leases", s.leases.load(Relaxed)),
         ("lease_clients", s.lease_clients.load(Relaxed)),
+        ("leases_granted", s.leases_granted.load(Relaxed)),
     ]
     .into_iter()
     .map(|(k, v)| (k.to_string(), v))

@@ -26,6 +26,8 @@ pub struct Stats {
     pub leases: AtomicU64,
     /// Co-located clients connected right now.
     pub lease_clients: AtomicU64,
+    /// Leases granted since the worker started (short-circuit reads).
+    pub leases_granted: AtomicU64,
 }
 
 impl Stats {

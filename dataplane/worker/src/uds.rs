@@ -239,6 +239,7 @@ async fn dispatch(
                             },
                         );
                         Stats::add(&sh.store.stats.leases, 1);
+                        Stats::add(&sh.store.stats.leases_granted, 1);
                     }
                     Ok(seg) => grants.push(refuse(WorkerError::InvalidArgument(format!(
                         "block {} is {} bytes here, the request says {}",
