@@ -8,10 +8,10 @@ use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::sync::{Arc, Mutex};
 
 use eddy_client::{
-    ClientError, ClientOptions, CreateOptions, EddyCode, FileSystem, OpenOptions, ReadType, pb,
+    ClientError, ClientOptions, CreateOptions, EddyCode, FileSystem, OpenOptions, pb,
 };
 use jni::JNIEnv;
-use jni::objects::{JByteArray, JByteBuffer, JClass, JObject, JString};
+use jni::objects::{JByteArray, JByteBuffer, JClass, JLongArray, JObject, JString};
 use jni::sys::{jboolean, jint, jlong, jlongArray, jobjectArray};
 
 use crate::{CLIENTS, Client, FILES, FileObj, runtime};
@@ -27,6 +27,12 @@ impl From<ClientError> for JErr {
             _ => "java/io/IOException",
         };
         JErr(class, e.to_string())
+    }
+}
+
+impl From<crate::Fail> for JErr {
+    fn from(f: crate::Fail) -> Self {
+        io(f.1)
     }
 }
 
@@ -88,10 +94,18 @@ fn status_longs(s: &pb::FileStatus) -> [i64; 9] {
     ]
 }
 
-fn longs(env: &mut JNIEnv, v: &[i64]) -> Result<jlongArray, JErr> {
+fn longs<'a>(env: &mut JNIEnv<'a>, v: &[i64]) -> Result<JLongArray<'a>, JErr> {
     let a = env.new_long_array(v.len() as i32)?;
     env.set_long_array_region(&a, 0, v)?;
-    Ok(a.into_raw())
+    Ok(a)
+}
+
+/// `Object[2]` holding `a` and `b` (how list and blocks answer).
+fn pair<'a>(env: &mut JNIEnv<'a>, a: &JObject, b: &JObject) -> Result<jobjectArray, JErr> {
+    let out = env.new_object_array(2, "java/lang/Object", JObject::null())?;
+    env.set_object_array_element(&out, 0, a)?;
+    env.set_object_array_element(&out, 1, b)?;
+    Ok(out.into_raw())
 }
 
 #[unsafe(no_mangle)]
@@ -135,7 +149,7 @@ pub extern "system" fn Java_io_eddy_hadoop_NativeEddy_stat(
         let c = client(h)?;
         let p = path(env, &p)?;
         let s = runtime().block_on(c.fs.stat(p))?;
-        longs(env, &status_longs(&s))
+        Ok(longs(env, &status_longs(&s))?.into_raw())
     })
 }
 
@@ -160,12 +174,7 @@ pub extern "system" fn Java_io_eddy_hadoop_NativeEddy_list(
             flat.extend_from_slice(&status_longs(e));
         }
         let stats = longs(env, &flat)?;
-        let out = env.new_object_array(2, "java/lang/Object", JObject::null())?;
-        env.set_object_array_element(&out, 0, names)?;
-        // SAFETY: `stats` is a fresh local reference to a long[] made above.
-        let stats = unsafe { JObject::from_raw(stats) };
-        env.set_object_array_element(&out, 1, stats)?;
-        Ok(out.into_raw())
+        pair(env, &names, &stats)
     })
 }
 
@@ -246,11 +255,7 @@ pub extern "system" fn Java_io_eddy_hadoop_NativeEddy_open(
     run(&mut env, 0, |env| {
         let c = client(h)?;
         let p = path(env, &p)?;
-        let read_type = match read_type {
-            1 => ReadType::NoCache,
-            2 => ReadType::CachePromote,
-            _ => ReadType::Cache,
-        };
+        let read_type = crate::read_type_of(read_type)?;
         let r = runtime().block_on(c.fs.open(p, &OpenOptions { read_type }))?;
         Ok(FILES.add(FileObj::Reader {
             reader: Arc::new(r),
@@ -271,11 +276,7 @@ pub extern "system" fn Java_io_eddy_hadoop_NativeEddy_create(
     run(&mut env, 0, |env| {
         let c = client(h)?;
         let p = path(env, &p)?;
-        let write_type = match write_type {
-            2 => pb::WriteType::CacheThrough,
-            3 => pb::WriteType::Through,
-            _ => pb::WriteType::MustCache,
-        };
+        let write_type = crate::write_type_of(write_type)?;
         let o = CreateOptions {
             write_type,
             block_size: block_size.max(0) as u64,
@@ -472,11 +473,6 @@ pub extern "system" fn Java_io_eddy_hadoop_NativeEddy_blocks(
             env.set_object_array_element(&hosts, i as i32, s)?;
         }
         let ranges = longs(env, &ranges)?;
-        let out = env.new_object_array(2, "java/lang/Object", JObject::null())?;
-        // SAFETY: `ranges` is a fresh local reference to a long[] made above.
-        let ranges = unsafe { JObject::from_raw(ranges) };
-        env.set_object_array_element(&out, 0, ranges)?;
-        env.set_object_array_element(&out, 1, hosts)?;
-        Ok(out.into_raw())
+        pair(env, &ranges, &hosts)
     })
 }

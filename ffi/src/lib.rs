@@ -290,6 +290,26 @@ fn status_of(s: &pb::FileStatus) -> eddy_status_t {
     }
 }
 
+/// An `EDDY_READ_*` value (shared by the C ABI and JNI).
+fn read_type_of(t: c_int) -> Result<ReadType, Fail> {
+    match t {
+        EDDY_READ_CACHE => Ok(ReadType::Cache),
+        EDDY_READ_NO_CACHE => Ok(ReadType::NoCache),
+        EDDY_READ_CACHE_PROMOTE => Ok(ReadType::CachePromote),
+        t => Err(invalid(format!("unknown read type {t}"))),
+    }
+}
+
+/// An `EDDY_WRITE_*` value, 0 for the default (shared by the C ABI and JNI).
+fn write_type_of(t: c_int) -> Result<pb::WriteType, Fail> {
+    match t {
+        0 | EDDY_WRITE_MUST_CACHE => Ok(pb::WriteType::MustCache),
+        EDDY_WRITE_CACHE_THROUGH => Ok(pb::WriteType::CacheThrough),
+        EDDY_WRITE_THROUGH => Ok(pb::WriteType::Through),
+        t => Err(invalid(format!("unknown write type {t}"))),
+    }
+}
+
 fn client(h: *const eddy_client_t) -> Result<Arc<Client>, Fail> {
     CLIENTS.get(h.cast(), "client")
 }
@@ -608,12 +628,7 @@ pub unsafe extern "C" fn eddy_open(
         let c = self::client(client)?;
         // SAFETY: the caller's promise for `path`.
         let p = unsafe { cstr(path, "path")? };
-        let read_type = match read_type {
-            EDDY_READ_CACHE => ReadType::Cache,
-            EDDY_READ_NO_CACHE => ReadType::NoCache,
-            EDDY_READ_CACHE_PROMOTE => ReadType::CachePromote,
-            t => return Err(invalid(format!("unknown read type {t}"))),
-        };
+        let read_type = read_type_of(read_type)?;
         if out.is_null() {
             return Err(invalid("out is NULL"));
         }
@@ -645,12 +660,7 @@ pub unsafe extern "C" fn eddy_create(
         let c = self::client(client)?;
         // SAFETY: the caller's promise for `path`.
         let p = unsafe { cstr(path, "path")? };
-        let write_type = match write_type {
-            0 | EDDY_WRITE_MUST_CACHE => pb::WriteType::MustCache,
-            EDDY_WRITE_CACHE_THROUGH => pb::WriteType::CacheThrough,
-            EDDY_WRITE_THROUGH => pb::WriteType::Through,
-            t => return Err(invalid(format!("unknown write type {t}"))),
-        };
+        let write_type = write_type_of(write_type)?;
         if out.is_null() {
             return Err(invalid("out is NULL"));
         }
