@@ -14,6 +14,7 @@
 pub mod config;
 pub mod error;
 pub mod evict;
+pub mod io;
 pub mod master_link;
 pub mod segment;
 pub mod server;

@@ -1,0 +1,147 @@
+//! The io_uring engine: one ring on a dedicated thread, fed by a channel.
+//! Each operation owns its buffer and file until its completion comes back,
+//! so the kernel never writes into memory Rust could free or touch.
+
+use std::collections::HashMap;
+use std::fs::File;
+use std::os::fd::AsRawFd;
+use std::sync::Arc;
+use std::sync::mpsc;
+
+use io_uring::{IoUring, opcode, types};
+use tokio::sync::oneshot;
+
+use super::{AlignedBuf, BufResult};
+
+pub(super) enum Kind {
+    Read,
+    Write,
+}
+
+pub(super) struct Op {
+    pub kind: Kind,
+    pub file: Arc<File>,
+    pub offset: u64,
+    pub buf: AlignedBuf,
+    /// Bytes to read (reads) or the buffer's length (writes).
+    pub len: usize,
+    pub done: oneshot::Sender<BufResult<usize>>,
+}
+
+pub(super) struct Uring {
+    tx: mpsc::Sender<Op>,
+}
+
+impl Uring {
+    /// A ring of `depth` entries on its own thread, or the reason it cannot
+    /// work here (no kernel support, io_uring_disabled, seccomp).
+    pub fn start(depth: u32) -> std::io::Result<Self> {
+        let mut ring = IoUring::new(depth)?;
+        // Setup can succeed where submission is filtered: prove a NOP runs.
+        let nop = opcode::Nop::new().build().user_data(u64::MAX);
+        // SAFETY: a NOP references no memory.
+        unsafe { ring.submission().push(&nop) }
+            .map_err(|_| std::io::Error::other("submission queue full"))?;
+        ring.submit_and_wait(1)?;
+        let cqe = ring
+            .completion()
+            .next()
+            .ok_or_else(|| std::io::Error::other("no completion for a NOP"))?;
+        if cqe.result() < 0 {
+            return Err(std::io::Error::from_raw_os_error(-cqe.result()));
+        }
+        let (tx, rx) = mpsc::channel::<Op>();
+        std::thread::Builder::new()
+            .name("eddy-uring".into())
+            .spawn(move || run(ring, rx, depth as usize))?;
+        Ok(Self { tx })
+    }
+
+    pub fn submit(&self, op: Op) {
+        if let Err(mpsc::SendError(op)) = self.tx.send(op) {
+            let _ = op.done.send((
+                Err(std::io::Error::other("the io_uring thread stopped")),
+                op.buf,
+            ));
+        }
+    }
+}
+
+fn run(mut ring: IoUring, rx: mpsc::Receiver<Op>, depth: usize) {
+    let mut inflight: HashMap<u64, Op> = HashMap::new();
+    let mut next: u64 = 0;
+    let mut open = true;
+    while open || !inflight.is_empty() {
+        // Block for work only when nothing is in flight.
+        if inflight.is_empty() {
+            match rx.recv() {
+                Ok(op) => push(&mut ring, &mut inflight, &mut next, op),
+                Err(_) => break,
+            }
+        }
+        while inflight.len() < depth {
+            match rx.try_recv() {
+                Ok(op) => push(&mut ring, &mut inflight, &mut next, op),
+                Err(mpsc::TryRecvError::Empty) => break,
+                Err(mpsc::TryRecvError::Disconnected) => {
+                    open = false;
+                    break;
+                }
+            }
+        }
+        if inflight.is_empty() {
+            continue;
+        }
+        if let Err(e) = ring.submit_and_wait(1) {
+            if e.kind() == std::io::ErrorKind::Interrupted {
+                continue;
+            }
+            // The ring is unusable: fail everything in flight.
+            for (_, op) in inflight.drain() {
+                let _ = op
+                    .done
+                    .send((Err(std::io::Error::other(format!("io_uring: {e}"))), op.buf));
+            }
+            return;
+        }
+        for cqe in ring.completion() {
+            if let Some(mut op) = inflight.remove(&cqe.user_data()) {
+                let r = cqe.result();
+                let result = if r < 0 {
+                    Err(std::io::Error::from_raw_os_error(-r))
+                } else {
+                    if matches!(op.kind, Kind::Read) {
+                        op.buf.set_len(r as usize);
+                    }
+                    Ok(r as usize)
+                };
+                let _ = op.done.send((result, op.buf));
+            }
+        }
+    }
+}
+
+fn push(ring: &mut IoUring, inflight: &mut HashMap<u64, Op>, next: &mut u64, mut op: Op) {
+    let id = *next;
+    *next += 1;
+    let fd = types::Fd(op.file.as_raw_fd());
+    let ptr = op.buf.as_mut_ptr();
+    let len = op.len.min(op.buf.capacity()) as u32;
+    let entry = match op.kind {
+        Kind::Read => opcode::Read::new(fd, ptr, len).offset(op.offset).build(),
+        Kind::Write => opcode::Write::new(fd, ptr, len).offset(op.offset).build(),
+    }
+    .user_data(id);
+    // SAFETY: the buffer (`len` bytes at `ptr`) and the file stay owned by
+    // `op`, which stays in `inflight` until this entry's completion is
+    // reaped, so both outlive the kernel's use of them.
+    let pushed = unsafe { ring.submission().push(&entry) }.is_ok();
+    if pushed {
+        inflight.insert(id, op);
+    } else {
+        let _ = op.done.send((
+            Err(std::io::Error::other("io_uring submission queue full")),
+            op.buf,
+        ));
+    }
+}
