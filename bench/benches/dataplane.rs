@@ -25,15 +25,12 @@ const CHUNK: usize = 8 << 20;
 const RUNS: usize = 3;
 
 fn main() {
-    let args: Vec<String> = std::env::args().collect();
-    if args.iter().any(|a| a == "--list" || a == "--test") {
-        return; // `cargo test --benches` probes; nothing to list
+    if eddy_bench::handled_before_main() {
+        return;
     }
+    let args: Vec<String> = std::env::args().collect();
     if let Some(i) = args.iter().position(|a| a == "--child-pump") {
         return pump_sender(&args[i + 1], args[i + 2].parse().unwrap());
-    }
-    if let Some(i) = args.iter().position(|a| a == "--child-cluster") {
-        return eddy_bench::cluster_child(std::path::Path::new(&args[i + 1]));
     }
     let bytes: u64 = std::env::var("EDDY_BENCH_BYTES")
         .ok()
@@ -158,15 +155,7 @@ async fn run(bytes: u64) {
             .open(&format!("/w{}", RUNS - 1), &OpenOptions::default())
             .await
             .unwrap();
-        let mut got = 0u64;
-        loop {
-            let n = r.read(&mut buf).await.unwrap();
-            if n == 0 {
-                break;
-            }
-            got += n as u64;
-        }
-        assert_eq!(got, bytes);
+        assert_eq!(eddy_bench::read_all(&mut r, &mut buf).await, bytes);
         warm.push(start.elapsed());
     }
 
@@ -199,15 +188,7 @@ async fn run(bytes: u64) {
             .open(format!("/{name}"), &OpenOptions::default())
             .await
             .unwrap();
-        let mut got = 0u64;
-        loop {
-            let n = r.read(&mut buf).await.unwrap();
-            if n == 0 {
-                break;
-            }
-            got += n as u64;
-        }
-        assert_eq!(got, bytes);
+        assert_eq!(eddy_bench::read_all(&mut r, &mut buf).await, bytes);
         cold.push(start.elapsed());
         fs.delete(format!("/{name}"), false).await.unwrap();
     }

@@ -23,12 +23,8 @@ const RUNS: usize = 3;
 const MIB: usize = 1 << 20;
 
 fn main() {
-    let args: Vec<String> = std::env::args().collect();
-    if args.iter().any(|a| a == "--list" || a == "--test") {
+    if eddy_bench::handled_before_main() {
         return;
-    }
-    if let Some(i) = args.iter().position(|a| a == "--child-cluster") {
-        return eddy_bench::cluster_child(std::path::Path::new(&args[i + 1]));
     }
     let bytes: u64 = std::env::var("EDDY_BENCH_BYTES")
         .ok()
@@ -151,7 +147,7 @@ async fn run(bytes: u64) {
         for (fs, out) in [(&sc, &mut seq_sc), (&tcp, &mut seq_tcp)] {
             let t = Instant::now();
             let mut r = fs.open("/big", &OpenOptions::default()).await.unwrap();
-            while r.read(&mut big).await.unwrap() > 0 {}
+            assert_eq!(eddy_bench::read_all(&mut r, &mut big).await, bytes);
             out.push(t.elapsed());
         }
         let f = std::fs::File::open(&local).unwrap();

@@ -14,12 +14,8 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 
 fn main() {
-    let args: Vec<String> = std::env::args().collect();
-    if args.iter().any(|a| a == "--list" || a == "--test") {
+    if eddy_bench::handled_before_main() {
         return;
-    }
-    if let Some(i) = args.iter().position(|a| a == "--child-cluster") {
-        return eddy_bench::cluster_child(Path::new(&args[i + 1]));
     }
     let root = Path::new(env!("CARGO_MANIFEST_DIR")).parent().unwrap();
     let target = root.join("target");

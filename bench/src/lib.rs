@@ -74,3 +74,32 @@ pub fn spawn_cluster(dir: &std::path::Path) -> (std::process::Child, String) {
     let master = line.trim().strip_prefix("READY ").unwrap().to_string();
     (child, master)
 }
+
+/// What every harness-less benchmark's `main` handles first: the probe of
+/// `cargo test --benches` (`--list`/`--test`: nothing to run) and its own
+/// re-execution as a cluster process (`--child-cluster DIR`). True when
+/// `main` has nothing left to do.
+pub fn handled_before_main() -> bool {
+    let args: Vec<String> = std::env::args().collect();
+    if args.iter().any(|a| a == "--list" || a == "--test") {
+        return true;
+    }
+    if let Some(i) = args.iter().position(|a| a == "--child-cluster") {
+        cluster_child(std::path::Path::new(&args[i + 1]));
+        return true;
+    }
+    false
+}
+
+/// Reads a file to its end through `r` in `buf`-sized reads; returns the
+/// bytes read.
+pub async fn read_all(r: &mut eddy_client::FileReader, buf: &mut [u8]) -> u64 {
+    let mut got = 0u64;
+    loop {
+        let n = r.read(buf).await.unwrap();
+        if n == 0 {
+            return got;
+        }
+        got += n as u64;
+    }
+}

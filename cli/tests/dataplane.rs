@@ -6,7 +6,9 @@ mod common;
 use std::sync::Arc;
 use std::time::Duration;
 
-use common::{Cluster, MasterProc, WorkerProc, eventually, memfds, pattern};
+use common::{
+    Cluster, MasterProc, WRITE_TYPES, WorkerProc, eventually, file_shapes, memfds, pattern,
+};
 use eddy_client::{CreateOptions, EddyCode, FileSystem, OpenOptions, ReadType, pb};
 
 const BS: u64 = 1 << 20;
@@ -44,13 +46,8 @@ async fn every_size_and_write_type_reads_back() {
     let dir = tempfile::tempdir().unwrap();
     let c = Cluster::start(dir.path(), 2, SMALL_BLOCKS, "");
     let fs = c.fs().await;
-    let sizes = [0, 1, BS - 1, BS, BS + 1, 3 * BS + 5];
-    let types = [
-        ("must_cache", pb::WriteType::MustCache),
-        ("cache_through", pb::WriteType::CacheThrough),
-        ("through", pb::WriteType::Through),
-    ];
-    for (name, wt) in types {
+    let sizes = file_shapes(BS);
+    for (wt, name) in WRITE_TYPES {
         for (i, &size) in sizes.iter().enumerate() {
             let path = format!("/{name}-{size}");
             let data = pattern(size as usize, i as u64 + 1);
@@ -84,7 +81,7 @@ async fn every_size_and_write_type_reads_back() {
     eventually(
         Duration::from_secs(5),
         "THROUGH file cached after a read",
-        || async { fs.stat("/through-1048576").await.unwrap().percent_cached == 100 },
+        || async { fs.stat("/th-1048576").await.unwrap().percent_cached == 100 },
     )
     .await;
 }

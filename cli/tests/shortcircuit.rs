@@ -9,7 +9,9 @@ use std::process::{Command, Stdio};
 use std::sync::Arc;
 use std::time::Duration;
 
-use common::{Cluster, WorkerProc, eventually, memfds, pattern, recv_with_fds};
+use common::{
+    Cluster, WRITE_TYPES, WorkerProc, eventually, file_shapes, memfds, pattern, recv_with_fds,
+};
 use eddy_client::{CreateOptions, EddyCode, FileSystem, OpenOptions, pb};
 
 const BS: u64 = 1 << 20;
@@ -36,12 +38,8 @@ async fn mapped_reads_match_tcp_reads_for_every_shape() {
     let c = Cluster::start(dir.path(), 1, SMALL_BLOCKS, "");
     let tcp = c.fs().await;
     let local = c.fs_local().await;
-    let sizes = [0, 1, BS - 1, BS, BS + 1, 3 * BS + 5];
-    for (wt, name) in [
-        (pb::WriteType::MustCache, "mc"),
-        (pb::WriteType::CacheThrough, "ct"),
-        (pb::WriteType::Through, "th"),
-    ] {
+    let sizes = file_shapes(BS);
+    for (wt, name) in WRITE_TYPES {
         for (i, &size) in sizes.iter().enumerate() {
             let path = format!("/{name}-{size}");
             let data = pattern(size as usize, i as u64 + 10);
@@ -444,12 +442,8 @@ async fn shared_memory_writes_store_the_same_bytes_for_every_shape_and_type() {
     let tcp = c.fs().await;
     let local = c.fs_local().await;
     let pid = c.workers[0].pid();
-    let sizes = [0, 1, BS - 1, BS, BS + 1, 3 * BS + 5];
-    for (wt, name) in [
-        (pb::WriteType::MustCache, "mc"),
-        (pb::WriteType::CacheThrough, "ct"),
-        (pb::WriteType::Through, "th"),
-    ] {
+    let sizes = file_shapes(BS);
+    for (wt, name) in WRITE_TYPES {
         for (i, &size) in sizes.iter().enumerate() {
             let path = format!("/w-{name}-{size}");
             let data = pattern(size as usize, i as u64 + 40);

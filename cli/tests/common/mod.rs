@@ -316,6 +316,19 @@ pub async fn recv_with_fds(
     (n, fds)
 }
 
+/// File sizes around block size `bs` that every data-path test covers:
+/// empty, one byte, a block minus, exactly and plus one, several blocks.
+pub fn file_shapes(bs: u64) -> [u64; 6] {
+    [0, 1, bs - 1, bs, bs + 1, 3 * bs + 5]
+}
+
+/// The write types every data-path test covers, with short names for paths.
+pub const WRITE_TYPES: [(eddy_client::pb::WriteType, &str); 3] = [
+    (eddy_client::pb::WriteType::MustCache, "mc"),
+    (eddy_client::pb::WriteType::CacheThrough, "ct"),
+    (eddy_client::pb::WriteType::Through, "th"),
+];
+
 /// Deterministic test bytes: chunk `i` of a file is a fixed pattern with `i`
 /// stamped in, so misplaced chunks are caught and comparing stays cheap.
 pub fn pattern(len: usize, seed: u64) -> Vec<u8> {
