@@ -22,6 +22,7 @@ fn mem(cap: u64, used: u64) -> Vec<pb::TierUsage> {
         tier: "MEM".into(),
         capacity_bytes: cap,
         used_bytes: used,
+        ..Default::default()
     }]
 }
 
@@ -65,6 +66,7 @@ async fn workers_register_heartbeat_get_lost_and_come_back() {
                     tier: "MEM".into(),
                 },
             ],
+            ..Default::default()
         })
         .await
         .unwrap()
@@ -138,6 +140,7 @@ async fn workers_register_heartbeat_get_lost_and_come_back() {
             address: Some(addr("hostB", 29999)),
             tiers: mem(1 << 40, 0),
             blocks: vec![],
+            ..Default::default()
         })
         .await
         .unwrap()
@@ -232,6 +235,7 @@ async fn workers_register_heartbeat_get_lost_and_come_back() {
             address: Some(addr("hostA", 29999)),
             tiers: mem(1 << 30, 0),
             blocks: vec![],
+            ..Default::default()
         })
         .await
         .unwrap()
@@ -260,6 +264,7 @@ async fn workers_register_heartbeat_get_lost_and_come_back() {
             address: None,
             tiers: vec![],
             blocks: vec![],
+            ..Default::default()
         })
         .await
         .unwrap_err(),

@@ -21,10 +21,11 @@ pub async fn run(master: &str) -> Result<(), String> {
     }
     for t in &info.tiers {
         println!(
-            "    Tier {:<4}       {} used of {}",
+            "    Tier {:<4}       {} used of {} ({} blocks)",
             t.tier,
             bytes(t.used_bytes),
-            bytes(t.capacity_bytes)
+            bytes(t.capacity_bytes),
+            t.block_count
         );
     }
     if !info.workers.is_empty() {
@@ -47,6 +48,31 @@ pub async fn run(master: &str) -> Result<(), String> {
                 w.block_count,
                 format!("{} ago", duration_ms(w.last_heartbeat_ago_ms)),
             );
+            if !w.io_engine.is_empty() {
+                println!("       io engine: {}", w.io_engine);
+            }
+            for t in &w.tiers {
+                println!(
+                    "       {:<5} {:>10} used of {:>10} {:>8} blocks",
+                    t.tier,
+                    bytes(t.used_bytes),
+                    bytes(t.capacity_bytes),
+                    t.block_count
+                );
+                for d in &t.dirs {
+                    let state = if d.error.is_empty() {
+                        String::new()
+                    } else {
+                        format!("  BAD: {}", d.error)
+                    };
+                    println!(
+                        "         {} {} used of {}{state}",
+                        d.path,
+                        bytes(d.used_bytes),
+                        bytes(d.capacity_bytes)
+                    );
+                }
+            }
         }
     }
     Ok(())

@@ -813,7 +813,7 @@ impl MasterState {
                                 host: w.address.host.clone(),
                                 data_port: w.address.data_port,
                                 domain_socket: w.address.domain_socket.clone(),
-                                tier: m.tier.clone(),
+                                tier: m.tier_on(w.id).to_string(),
                             })
                             .collect()
                     })
@@ -878,14 +878,19 @@ impl MasterState {
             MasterError::InvalidArgument("register needs the worker's address".into())
         })?;
         let invalid = self.invalid_blocks(r.blocks.iter().map(|b| (b.block_id, b.length)));
-        let id = self.reg.lock().register(
-            address,
-            r.tiers,
-            &r.blocks,
-            |b, _| !invalid.contains(&b),
-            self.mono_ms(),
-            now_ms(),
-        )?;
+        let id = {
+            let mut reg = self.reg.lock();
+            let id = reg.register(
+                address,
+                r.tiers,
+                &r.blocks,
+                |b, _| !invalid.contains(&b),
+                self.mono_ms(),
+                now_ms(),
+            )?;
+            reg.set_io_engine(id, &r.io_engine);
+            id
+        };
         tracing::info!("worker {id} registered with {} blocks", r.blocks.len());
         Ok(pb::RegisterWorkerResponse {
             worker_id: id,
@@ -896,9 +901,10 @@ impl MasterState {
 
     pub fn heartbeat(&self, r: pb::HeartbeatRequest) -> Result<Vec<pb::WorkerCommand>> {
         let invalid = self.invalid_blocks(r.added_blocks.iter().map(|b| (b.block_id, b.length)));
-        self.reg
-            .lock()
-            .heartbeat(&r, |b, _| !invalid.contains(&b), self.mono_ms())
+        let mut reg = self.reg.lock();
+        let cmds = reg.heartbeat(&r, |b, _| !invalid.contains(&b), self.mono_ms())?;
+        reg.set_io_engine(r.worker_id, &r.io_engine);
+        Ok(cmds)
     }
 
     pub fn commit_block(&self, r: pb::CommitBlockRequest) -> Result<()> {
@@ -981,8 +987,12 @@ impl MasterState {
                             Some(x) => {
                                 x.capacity_bytes += t.capacity_bytes;
                                 x.used_bytes += t.used_bytes;
+                                x.block_count += t.block_count;
                             }
-                            None => tiers.push(t.clone()),
+                            None => tiers.push(pb::TierUsage {
+                                dirs: Vec::new(),
+                                ..t.clone()
+                            }),
                         }
                     }
                 }
@@ -994,6 +1004,7 @@ impl MasterState {
                     block_count: w.blocks.len() as u64,
                     last_heartbeat_ago_ms: now.saturating_sub(w.last_seen),
                     registered_ms: w.registered_ms,
+                    io_engine: w.io_engine.clone(),
                 }
             })
             .collect();
@@ -1117,7 +1128,11 @@ impl pb::block_master_server::BlockMaster for MasterRpc {
             let ns = self.0.ns.read();
             (ns.pin_version() != known).then(|| {
                 let (version, file_ids) = ns.pinned_files();
-                pb::PinnedFiles { version, file_ids }
+                pb::PinnedFiles {
+                    version,
+                    file_ids,
+                    demotable_file_ids: Vec::new(),
+                }
             })
         };
         Ok(Response::new(pb::HeartbeatResponse { commands, pinned }))

@@ -18,6 +18,8 @@ pub struct Worker {
     /// Monotonic ms of the last register or heartbeat.
     pub last_seen: u64,
     pub registered_ms: i64,
+    /// The disk I/O engine the worker reports.
+    pub io_engine: String,
     pending_removals: Vec<u64>,
 }
 
@@ -33,8 +35,26 @@ impl Worker {
 #[derive(Debug, Clone, Default)]
 pub struct BlockMeta {
     pub length: u64,
-    pub tier: String,
     pub workers: Vec<u64>,
+    /// The tier each worker in `workers` holds the block in (same order).
+    pub tiers: Vec<String>,
+}
+
+impl BlockMeta {
+    /// The tier `worker` holds this block in.
+    pub fn tier_on(&self, worker: u64) -> &str {
+        self.workers
+            .iter()
+            .position(|w| *w == worker)
+            .map_or("", |i| &self.tiers[i])
+    }
+
+    fn drop_worker(&mut self, worker: u64) {
+        if let Some(i) = self.workers.iter().position(|w| *w == worker) {
+            self.workers.remove(i);
+            self.tiers.remove(i);
+        }
+    }
 }
 
 #[derive(Debug, Default)]
@@ -85,6 +105,7 @@ impl Registry {
             live: true,
             last_seen: now_mono,
             registered_ms: now_ms,
+            io_engine: String::new(),
             pending_removals: Vec::new(),
         };
         for b in blocks {
@@ -99,13 +120,23 @@ impl Registry {
         Ok(id)
     }
 
+    /// Records the worker's disk I/O engine (empty: unchanged).
+    pub fn set_io_engine(&mut self, id: u64, engine: &str) {
+        if let Some(w) = self.workers.get_mut(&id)
+            && !engine.is_empty()
+            && w.io_engine != engine
+        {
+            w.io_engine = engine.to_string();
+        }
+    }
+
     fn drop_worker_blocks(&mut self, id: u64) {
         let Some(w) = self.workers.get_mut(&id) else {
             return;
         };
         for b in w.blocks.drain() {
             if let Some(meta) = self.blocks.get_mut(&b) {
-                meta.workers.retain(|&x| x != id);
+                meta.drop_worker(id);
                 if meta.workers.is_empty() {
                     self.blocks.remove(&b);
                 }
@@ -170,15 +201,19 @@ impl Registry {
     fn link(&mut self, block: u64, length: u64, tier: &str, worker: u64) {
         let meta = self.blocks.entry(block).or_default();
         meta.length = length;
-        meta.tier = tier.to_string();
-        if !meta.workers.contains(&worker) {
-            meta.workers.push(worker);
+        match meta.workers.iter().position(|w| *w == worker) {
+            // A move between the worker's tiers.
+            Some(i) => meta.tiers[i] = tier.to_string(),
+            None => {
+                meta.workers.push(worker);
+                meta.tiers.push(tier.to_string());
+            }
         }
     }
 
     fn unlink(&mut self, block: u64, worker: u64) {
         if let Some(meta) = self.blocks.get_mut(&block) {
-            meta.workers.retain(|&x| x != worker);
+            meta.drop_worker(worker);
             if meta.workers.is_empty() {
                 self.blocks.remove(&block);
             }

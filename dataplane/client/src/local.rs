@@ -150,7 +150,14 @@ impl LocalWorker {
                 kind: Kind::LeaseOk,
                 reason: "fewer descriptors than granted leases".into(),
             })?;
-            let lease = Mapping::map_sealed(fd, g.length).map(|map| {
+            // A grant names its tier when the block lives in a disk-tier
+            // file (empty: a sealed memory segment).
+            let map = if g.message.is_empty() {
+                Mapping::map_sealed(fd, g.length)
+            } else {
+                Mapping::map_block_file(fd, g.length)
+            };
+            let lease = map.map(|map| {
                 Arc::new(Lease {
                     worker: self.clone(),
                     generation,

@@ -52,6 +52,40 @@ impl Mapping {
         })
     }
 
+    /// Maps the first `len` bytes of a disk-tier block file read-only. The
+    /// worker writes a block file once, under a temporary name, and never
+    /// changes or truncates it after the rename (it only unlinks it), so
+    /// the bytes stay put while mapped. Refuses a descriptor that is not a
+    /// read-only regular file of at least `len` bytes.
+    pub fn map_block_file(fd: OwnedFd, len: u64) -> std::io::Result<Self> {
+        let flags = rustix::fs::fcntl_getfl(&fd)?;
+        if flags.contains(rustix::fs::OFlags::WRONLY) || flags.contains(rustix::fs::OFlags::RDWR) {
+            return Err(std::io::Error::other(
+                "the worker handed a writable block file; refusing to map it",
+            ));
+        }
+        let file = File::from(fd);
+        let meta = file.metadata()?;
+        if !meta.is_file() || meta.len() < len {
+            return Err(std::io::Error::other(
+                "the handed block file is not a regular file of the block's length",
+            ));
+        }
+        let len = usize::try_from(len).map_err(std::io::Error::other)?;
+        if len == 0 {
+            return Ok(Self { map: None, len: 0 });
+        }
+        // SAFETY: the file is a regular file at least `len` bytes long, open
+        // read-only, and Eddy's worker never writes or truncates a block file
+        // once it is in place (docs/TIERS.md); unlinking it leaves the pages
+        // mapped. The mapping outlives `file`, which is closed here.
+        let map = unsafe { MmapOptions::new().len(len).map(&file)? };
+        Ok(Self {
+            map: Some(map),
+            len,
+        })
+    }
+
     pub fn as_slice(&self) -> &[u8] {
         match &self.map {
             Some(m) => &m[..self.len],

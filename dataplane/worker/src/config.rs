@@ -26,6 +26,30 @@ pub struct WorkerConfig {
     pub lease_ttl_ms: u64,
     /// Leases one co-located client may hold at once.
     pub max_leases_per_client: usize,
+    /// Disk tiers below memory, top first (`[[worker.tiers]]`).
+    pub tiers: Vec<TierConfig>,
+    /// Disk I/O engine: "auto" (io_uring when it works here, else pread),
+    /// "io_uring" (refuse to start without it) or "pread".
+    pub io_engine: String,
+    /// Operations one io_uring ring keeps in flight.
+    pub io_queue_depth: u32,
+    /// Bytes of registered (fixed) io_uring buffers; held within the
+    /// locked-memory limit (RLIMIT_MEMLOCK). 0: none.
+    pub io_registered_buffer_bytes: u64,
+    /// How often hot disk-tier blocks are considered for promotion to
+    /// memory, in milliseconds; 0 turns background promotion off.
+    pub promote_interval_ms: u64,
+}
+
+/// One disk tier: directories, each with its own quota.
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct TierConfig {
+    /// The tier's name in reports and block locations ("SSD", "HDD").
+    pub alias: String,
+    pub dirs: Vec<String>,
+    /// Bytes each directory may hold, in the order of `dirs`.
+    pub quotas: Vec<u64>,
 }
 
 impl Default for WorkerConfig {
@@ -39,6 +63,11 @@ impl Default for WorkerConfig {
             domain_socket: String::new(),
             lease_ttl_ms: 600_000,
             max_leases_per_client: 4096,
+            tiers: Vec::new(),
+            io_engine: "auto".into(),
+            io_queue_depth: 64,
+            io_registered_buffer_bytes: 4 << 20,
+            promote_interval_ms: 1000,
         }
     }
 }
@@ -58,5 +87,53 @@ impl WorkerConfig {
             })
             .unwrap_or(4 << 20);
         total_kib * 1024 / 4
+    }
+}
+
+impl WorkerConfig {
+    /// Checks the tier layout before anything starts.
+    pub fn validate(&self) -> Result<(), String> {
+        let mut seen = vec!["MEM".to_string()];
+        for t in &self.tiers {
+            let alias = t.alias.trim();
+            if alias.is_empty() {
+                return Err("a disk tier needs an alias (such as \"SSD\")".into());
+            }
+            if seen.iter().any(|s| s.eq_ignore_ascii_case(alias)) {
+                return Err(format!(
+                    "tier alias {alias:?} is used twice (MEM is the memory tier)"
+                ));
+            }
+            seen.push(alias.to_string());
+            if t.dirs.is_empty() {
+                return Err(format!("tier {alias} has no directories"));
+            }
+            if t.dirs.len() != t.quotas.len() {
+                return Err(format!(
+                    "tier {alias} has {} directories but {} quotas; give one quota per directory",
+                    t.dirs.len(),
+                    t.quotas.len()
+                ));
+            }
+            if let Some(i) = t.quotas.iter().position(|q| *q == 0) {
+                return Err(format!(
+                    "tier {alias}: directory {} has a quota of 0 bytes",
+                    t.dirs[i]
+                ));
+            }
+        }
+        if !matches!(self.io_engine.as_str(), "auto" | "io_uring" | "pread") {
+            return Err(format!(
+                "io_engine {:?}: expected \"auto\", \"io_uring\" or \"pread\"",
+                self.io_engine
+            ));
+        }
+        if self.io_queue_depth == 0 || self.io_queue_depth > 4096 {
+            return Err(format!(
+                "io_queue_depth {} must be 1..=4096",
+                self.io_queue_depth
+            ));
+        }
+        Ok(())
     }
 }

@@ -1,8 +1,9 @@
 //! The Eddy worker: caches blocks in shared memory and serves them.
 //!
 //! - [`segment`]: one sealed memfd per cached block (the only `unsafe`).
-//! - [`store`]: the memory tier: byte budget, LRU eviction ([`evict`]),
-//!   pinned files, single-flight fills.
+//! - [`store`]: the tiers: memory segments under a byte budget, then disk
+//!   tiers ([`disk`] block files through the [`io`] engines); LRU demotion
+//!   ([`evict`]), promotion, pinned files, single-flight fills.
 //! - [`server`]: the data protocol over TCP (`eddy-wire` frames).
 //! - [`master_link`]: registration, heartbeats and their commands, block
 //!   commits, mount lookups.
@@ -12,6 +13,7 @@
 //! transport), like any other client.
 
 pub mod config;
+pub mod disk;
 pub mod error;
 pub mod evict;
 pub mod io;
@@ -80,7 +82,28 @@ pub async fn start(cfg: WorkerConfig) -> Result<RunningWorker, StartError> {
     } else {
         data_addr.ip().to_string()
     };
-    let store = BlockStore::new(cfg.effective_memory_capacity());
+    cfg.validate().map_err(StartError::Config)?;
+    let engine = match cfg.io_engine.as_str() {
+        "pread" => io::Engine::pread(),
+        "io_uring" => io::Engine::uring(cfg.io_queue_depth, cfg.io_registered_buffer_bytes)
+            .map_err(|e| StartError::Config(format!("io_engine = \"io_uring\": {e}")))?,
+        _ => io::Engine::detect(cfg.io_queue_depth, cfg.io_registered_buffer_bytes),
+    };
+    tracing::info!("disk I/O engine: {}", engine.describe());
+    let tiers = cfg
+        .tiers
+        .iter()
+        .map(|t| store::TierSpec {
+            alias: t.alias.trim().to_string(),
+            dirs: t
+                .dirs
+                .iter()
+                .zip(&t.quotas)
+                .map(|(d, q)| disk::Dir::new(d, *q))
+                .collect(),
+        })
+        .collect();
+    let store = BlockStore::with_tiers(cfg.effective_memory_capacity(), tiers, Arc::new(engine));
     // The master client dials lazily; registration below retries.
     let master = MasterClient::lazy(&cfg.master).map_err(|e| StartError::Config(e.to_string()))?;
     let uds = if cfg.domain_socket.is_empty() {
@@ -131,6 +154,11 @@ pub async fn start(cfg: WorkerConfig) -> Result<RunningWorker, StartError> {
             stop.subscribe(),
         ));
     }
+    tasks.spawn(maintain(
+        store.clone(),
+        cfg.promote_interval_ms,
+        stop.subscribe(),
+    ));
     let stop_rx = stop.subscribe();
     tasks.spawn(accept_loop(listener, shared, stop_rx));
     Ok(RunningWorker {
@@ -141,6 +169,39 @@ pub async fn start(cfg: WorkerConfig) -> Result<RunningWorker, StartError> {
         tasks,
         grace: Duration::from_millis(cfg.shutdown_grace_ms),
     })
+}
+
+/// Reads per second above which background promotion waits: it must not
+/// compete with foreground reads for the disk.
+const PROMOTE_BUSY_READS_PER_SEC: u64 = 200;
+
+/// Background upkeep: probes disk-tier directories, and promotes hot disk
+/// blocks into free memory every `promote_ms` (0: no promotion) unless the
+/// worker is busy serving reads.
+async fn maintain(store: Arc<BlockStore>, promote_ms: u64, mut stop: watch::Receiver<bool>) {
+    let period = Duration::from_millis(if promote_ms == 0 { 1000 } else { promote_ms });
+    let reads = |s: &BlockStore| {
+        use std::sync::atomic::Ordering::Relaxed;
+        s.stats.cache_hits.load(Relaxed) + s.stats.cache_misses.load(Relaxed)
+    };
+    let mut last = reads(&store);
+    loop {
+        tokio::select! {
+            _ = tokio::time::sleep(period) => {}
+            _ = stop.changed() => return,
+        }
+        store.check_dirs();
+        let now = reads(&store);
+        let busy =
+            (now - last) * 1000 / period.as_millis().max(1) as u64 > PROMOTE_BUSY_READS_PER_SEC;
+        last = now;
+        if promote_ms > 0 {
+            let n = store.promote_hot(busy, 8).await;
+            if n > 0 {
+                tracing::debug!("promoted {n} hot blocks to memory");
+            }
+        }
+    }
 }
 
 /// The local IP the kernel would use to reach `target` (a UDP "connect"

@@ -14,7 +14,7 @@ use tokio::sync::watch;
 use crate::error::Result;
 use crate::store::BlockStore;
 
-pub const TIER_MEM: &str = "MEM";
+pub use crate::store::MEM as TIER_MEM;
 
 pub struct MasterLink {
     master: MasterClient,
@@ -46,11 +46,26 @@ impl MasterLink {
     }
 
     fn tiers(&self) -> Vec<pb::TierUsage> {
-        vec![pb::TierUsage {
-            tier: TIER_MEM.into(),
-            capacity_bytes: self.store.capacity(),
-            used_bytes: self.store.used(),
-        }]
+        self.store
+            .tiers()
+            .into_iter()
+            .map(|t| pb::TierUsage {
+                tier: t.alias,
+                capacity_bytes: t.capacity,
+                used_bytes: t.used,
+                block_count: t.blocks,
+                dirs: t
+                    .dirs
+                    .into_iter()
+                    .map(|d| pb::TierDir {
+                        path: d.path,
+                        capacity_bytes: d.capacity,
+                        used_bytes: d.used,
+                        error: d.error,
+                    })
+                    .collect(),
+            })
+            .collect()
     }
 
     /// Registers (again), reporting every block held.
@@ -60,10 +75,10 @@ impl MasterLink {
             .store
             .report()
             .into_iter()
-            .map(|(block_id, length)| pb::BlockReport {
+            .map(|(block_id, length, tier)| pb::BlockReport {
                 block_id,
                 length,
-                tier: TIER_MEM.into(),
+                tier,
             })
             .collect();
         let r = self
@@ -73,6 +88,7 @@ impl MasterLink {
                 address: Some(self.address.clone()),
                 tiers: self.tiers(),
                 blocks,
+                io_engine: self.store.engine().describe(),
             })
             .await?
             .into_inner();
@@ -122,7 +138,8 @@ impl MasterLink {
                     EddyCode::UnknownWorker => self.register().await.map(|_| ()),
                     // The master is away: the next heartbeat carries it.
                     EddyCode::Unavailable => {
-                        self.store.restore_changes(vec![(block_id, length)], vec![]);
+                        self.store
+                            .restore_changes(vec![(block_id, length, TIER_MEM.into())], vec![]);
                         Ok(())
                     }
                     _ => Err(e),
@@ -184,14 +201,15 @@ impl MasterLink {
             tiers: self.tiers(),
             added_blocks: added
                 .iter()
-                .map(|&(block_id, length)| pb::BlockReport {
-                    block_id,
-                    length,
-                    tier: TIER_MEM.into(),
+                .map(|(block_id, length, tier)| pb::BlockReport {
+                    block_id: *block_id,
+                    length: *length,
+                    tier: tier.clone(),
                 })
                 .collect(),
             removed_blocks: evicted.clone(),
             pinned_version: self.store.pinned_version(),
+            io_engine: self.store.engine().describe(),
         };
         let resp = match self.master.block_service().heartbeat(req).await {
             Ok(r) => r.into_inner(),
@@ -207,7 +225,8 @@ impl MasterLink {
             }
         };
         if let Some(p) = resp.pinned {
-            self.store.set_pinned(p.version, p.file_ids);
+            self.store
+                .set_pinned(p.version, p.file_ids, p.demotable_file_ids);
         }
         for c in resp.commands {
             match c.command {

@@ -15,10 +15,11 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tokio::sync::watch;
 
+use crate::disk;
 use crate::error::{Result, WorkerError};
 use crate::master_link::MasterLink;
 use crate::segment::{Segment, SegmentWriter};
-use crate::store::{BlockStore, Reservation, Stats};
+use crate::store::{Block, BlockStore, Reservation, Stats};
 
 /// What every connection shares.
 pub struct Shared {
@@ -100,6 +101,9 @@ pub(crate) fn stats(sh: &Shared) -> Vec<(String, u64)> {
         ("evictions", s.evictions.load(Relaxed)),
         ("blocks_written", s.blocks_written.load(Relaxed)),
         ("bytes_served", s.bytes_served.load(Relaxed)),
+        ("demotions", s.demotions.load(Relaxed)),
+        ("promotions", s.promotions.load(Relaxed)),
+        ("disk_reads", s.disk_reads.load(Relaxed)),
         ("blocks_cached", sh.store.block_count() as u64),
         ("memory_used", sh.store.used()),
         ("memory_capacity", sh.store.capacity()),
@@ -117,9 +121,9 @@ async fn send_error(sock: &mut TcpStream, e: &WorkerError) -> Result<(), WireErr
     write_frame(sock, Kind::Error, &e.frame().encode()).await
 }
 
-/// Bytes to send for a read: a cached segment, or bytes read through.
+/// Bytes to send for a read: a cached block, or bytes read through.
 enum Found {
-    Cached(Arc<Segment>),
+    Cached(Block),
     Through(bytes::Bytes),
 }
 
@@ -143,37 +147,61 @@ async fn read(
         return write_frame(sock, Kind::Ok, &eddy_wire::u64_body(req.block_length)).await;
     }
     let (off, len) = (req.offset as usize, req.length as usize);
-    write_frame(sock, Kind::ReadOk, &eddy_wire::u64_body(req.length)).await?;
     match &found {
         // Straight from the shared-memory mapping into the socket.
-        Found::Cached(seg) => sock.write_all(&seg.as_slice()[off..off + len]).await?,
-        Found::Through(b) => sock.write_all(b).await?,
+        Found::Cached(Block::Mem(seg)) => {
+            write_frame(sock, Kind::ReadOk, &eddy_wire::u64_body(req.length)).await?;
+            sock.write_all(&seg.as_slice()[off..off + len]).await?
+        }
+        Found::Cached(Block::Disk(d)) => {
+            // Opened before the answer starts, so a vanished file is still
+            // an error frame rather than a cut connection.
+            let mut r = match disk::RangeReader::new(sh.store.engine(), d, req.offset, req.length) {
+                Ok(r) => r,
+                Err(e) => {
+                    sh.store.drop_broken(d, &e);
+                    let e = WorkerError::NotFound(format!(
+                        "block {} was lost from its disk tier ({e}); read it again",
+                        req.block_id
+                    ));
+                    return send_error(sock, &e).await;
+                }
+            };
+            write_frame(sock, Kind::ReadOk, &eddy_wire::u64_body(req.length)).await?;
+            while let Some(piece) = r.next().await {
+                match piece {
+                    Ok((buf, range)) => {
+                        sock.write_all(&buf.as_slice()[range]).await?;
+                        r.recycle(buf);
+                    }
+                    Err(e) => {
+                        // Bytes were promised: the connection has to go.
+                        sh.store.drop_broken(d, &e);
+                        return Err(WireError::Io(e));
+                    }
+                }
+            }
+            Stats::add(&sh.store.stats.disk_reads, 1);
+        }
+        Found::Through(b) => {
+            write_frame(sock, Kind::ReadOk, &eddy_wire::u64_body(req.length)).await?;
+            sock.write_all(b).await?
+        }
     }
     Stats::add(&sh.store.stats.bytes_served, req.length);
     Ok(())
 }
 
 async fn find(sh: &Shared, req: &ReadRequest, load_only: bool) -> Result<Found> {
-    let check = |seg: Arc<Segment>| {
-        if seg.len() != req.block_length {
-            return Err(WorkerError::InvalidArgument(format!(
-                "block {} is {} bytes here, the request says {}",
-                req.block_id,
-                seg.len(),
-                req.block_length
-            )));
-        }
-        Ok(Found::Cached(seg))
-    };
     if req.read_type == ReadType::NoCache && !load_only {
-        if let Some(seg) = sh.store.get(req.block_id) {
+        if let Some(b) = sh.store.get(req.block_id) {
             Stats::add(&sh.store.stats.cache_hits, 1);
-            return check(seg);
+            return checked(req, b).map(Found::Cached);
         }
         return read_through(sh, req).await;
     }
-    match sh.store.get_or_fill(req.block_id, || fill(sh, req)).await {
-        Ok(seg) => check(seg),
+    match cached(sh, req).await {
+        Ok(b) => Ok(Found::Cached(b)),
         // No room to cache (the rest is pinned or being read): serve the
         // bytes from the under-storage anyway, as Alluxio does.
         Err(WorkerError::NoSpace(_)) if !load_only && req.source.is_some() => {
@@ -181,6 +209,43 @@ async fn find(sh: &Shared, req: &ReadRequest, load_only: bool) -> Result<Found> 
         }
         Err(e) => Err(e),
     }
+}
+
+/// The block, from whichever tier holds it (moved up to memory first for
+/// CACHE_PROMOTE), or filled from the under-storage into memory. A disk
+/// block whose file cannot be opened is forgotten and filled again.
+pub(crate) async fn cached(sh: &Shared, req: &ReadRequest) -> Result<Block> {
+    for _ in 0..2 {
+        match sh.store.get_or_fill(req.block_id, || fill(sh, req)).await? {
+            Block::Disk(d) if req.read_type == ReadType::CachePromote => {
+                drop(d);
+                if let Some(b) = sh.store.promote(req.block_id).await {
+                    return checked(req, b);
+                }
+            }
+            Block::Disk(d) => match d.file() {
+                Ok(_) => return checked(req, Block::Disk(d)),
+                Err(e) => sh.store.drop_broken(&d, &e),
+            },
+            b => return checked(req, b),
+        }
+    }
+    Err(WorkerError::NotFound(format!(
+        "block {} keeps failing on this worker's disk tiers",
+        req.block_id
+    )))
+}
+
+fn checked(req: &ReadRequest, b: Block) -> Result<Block> {
+    if b.len() != req.block_length {
+        return Err(WorkerError::InvalidArgument(format!(
+            "block {} is {} bytes here, the request says {}",
+            req.block_id,
+            b.len(),
+            req.block_length
+        )));
+    }
+    Ok(b)
 }
 
 /// Reads just the requested range from the under-storage; caches nothing.
@@ -224,7 +289,7 @@ pub(crate) async fn fill(sh: &Shared, req: &ReadRequest) -> Result<Arc<Segment>>
     let src = source(req)?;
     let ufs = sh.link.ufs(src.mount_id).await?;
     let key = ufs_key(&src.key)?;
-    let res = sh.store.reserve(req.block_length)?;
+    let res = sh.store.reserve(req.block_length).await?;
     let mut w = SegmentWriter::create(
         &format!("eddy-block-{}", req.block_id),
         req.block_length,
@@ -329,16 +394,17 @@ async fn write(sh: &Shared, sock: &mut TcpStream, open: WriteOpen) -> Result<(),
                         }
                         // The segment's size is virtual until written; the
                         // reservation grows with the bytes that arrive.
-                        let opened =
-                            sh.store
-                                .reserve(0)
-                                .map_err(WorkerError::from)
-                                .and_then(|res| {
-                                    let name = format!("eddy-write-{}-{index}", open.file_id);
-                                    let w = SegmentWriter::create(&name, bs, false)
-                                        .map_err(WorkerError::Memory)?;
-                                    Ok(Open { w, res, pos: 0 })
-                                });
+                        let opened = sh
+                            .store
+                            .reserve(0)
+                            .await
+                            .map_err(WorkerError::from)
+                            .and_then(|res| {
+                                let name = format!("eddy-write-{}-{index}", open.file_id);
+                                let w = SegmentWriter::create(&name, bs, false)
+                                    .map_err(WorkerError::Memory)?;
+                                Ok(Open { w, res, pos: 0 })
+                            });
                         match opened {
                             Ok(o) => cur = Some(o),
                             Err(e) => {
@@ -354,7 +420,7 @@ async fn write(sh: &Shared, sock: &mut TcpStream, open: WriteOpen) -> Result<(),
                         let step = (need - o.res.bytes())
                             .max(WRITE_RESERVE_STEP)
                             .min(bs - o.res.bytes());
-                        if let Err(e) = sh.store.grow(&mut o.res, step) {
+                        if let Err(e) = sh.store.grow(&mut o.res, step).await {
                             failed = Some(e.into());
                             continue;
                         }

@@ -31,8 +31,8 @@ use tokio::task::JoinSet;
 
 use crate::error::WorkerError;
 use crate::segment::{Segment, SegmentWriter};
-use crate::server::{Shared, commit_written, fill, stats, ufs_key};
-use crate::store::{Reservation, Stats};
+use crate::server::{Shared, cached, commit_written, stats, ufs_key};
+use crate::store::{Block, Reservation, Stats};
 
 /// Limits for co-located clients.
 #[derive(Debug, Clone)]
@@ -93,8 +93,8 @@ pub async fn accept_loop(
 
 struct Held {
     block_id: u64,
-    /// Holding the segment is what the lease means.
-    _pin: Arc<Segment>,
+    /// Holding the block (segment or disk file) is what the lease means.
+    _pin: Block,
     since: Instant,
 }
 
@@ -200,7 +200,8 @@ async fn dispatch(
             let items = decode_lease(&body)?;
             table.expire(policy.ttl);
             let mut grants = Vec::with_capacity(items.len());
-            let mut segs: Vec<Arc<Segment>> = Vec::new();
+            // What the granted descriptors come from, in grant order.
+            let mut handed: Vec<Handed> = Vec::new();
             for it in &items {
                 let refuse = |e: WorkerError| LeaseGrant {
                     block_id: it.block_id,
@@ -217,36 +218,49 @@ async fn dispatch(
                     })));
                     continue;
                 }
-                let seg = sh.store.get_or_fill(it.block_id, || fill(sh, it)).await;
-                match seg {
-                    Ok(seg) if seg.len() == it.block_length => {
+                // A memory block hands its sealed segment; a disk-tier block
+                // a read-only descriptor of its file (never changed after it
+                // is written), and the grant names the tier.
+                let got = cached(sh, it).await.and_then(|b| {
+                    let h = match &b {
+                        Block::Mem(s) => Handed::Mem(s.clone()),
+                        Block::Disk(d) => Handed::File(d.client_fd().map_err(|e| {
+                            sh.store.drop_broken(d, &e);
+                            WorkerError::NotFound(format!(
+                                "block {} was lost from its disk tier ({e}); ask again",
+                                it.block_id
+                            ))
+                        })?),
+                    };
+                    Ok((b, h))
+                });
+                match got {
+                    Ok((b, h)) => {
                         let id = table.next_id;
                         table.next_id += 1;
+                        let tier = match &b {
+                            Block::Mem(_) => String::new(),
+                            d => sh.store.tier_name(d),
+                        };
                         grants.push(LeaseGrant {
                             block_id: it.block_id,
                             lease_id: id,
-                            length: seg.len(),
+                            length: b.len(),
                             code: 0,
-                            message: String::new(),
+                            message: tier,
                         });
-                        segs.push(seg.clone());
+                        handed.push(h);
                         table.held.insert(
                             id,
                             Held {
                                 block_id: it.block_id,
-                                _pin: seg,
+                                _pin: b,
                                 since: Instant::now(),
                             },
                         );
                         Stats::add(&sh.store.stats.leases, 1);
                         Stats::add(&sh.store.stats.leases_granted, 1);
                     }
-                    Ok(seg) => grants.push(refuse(WorkerError::InvalidArgument(format!(
-                        "block {} is {} bytes here, the request says {}",
-                        it.block_id,
-                        seg.len(),
-                        it.block_length
-                    )))),
                     Err(e) => grants.push(refuse(e)),
                 }
             }
@@ -258,7 +272,13 @@ async fn dispatch(
             .encode()
             .to_vec();
             frame.write_all(&body).expect("Vec write");
-            let fds: Vec<BorrowedFd<'_>> = segs.iter().map(|s| s.fd()).collect();
+            let fds: Vec<BorrowedFd<'_>> = handed
+                .iter()
+                .map(|h| match h {
+                    Handed::Mem(s) => s.fd(),
+                    Handed::File(f) => f.as_fd(),
+                })
+                .collect();
             send_with_fds(sock.get_ref(), &frame, &fds).await?;
             Ok(())
         }
@@ -290,6 +310,12 @@ async fn dispatch(
             got: other,
         }),
     }
+}
+
+/// A descriptor to hand with a lease grant.
+enum Handed {
+    Mem(Arc<Segment>),
+    File(std::fs::File),
 }
 
 /// Sends `bytes` with `fds` attached to its first byte, so the receiver gets
@@ -423,6 +449,7 @@ async fn write_step(
             let made = sh
                 .store
                 .reserve(capacity)
+                .await
                 .map_err(WorkerError::from)
                 .and_then(|res| {
                     let name = format!("eddy-write-{}-{}", w.open.file_id, w.next_index);

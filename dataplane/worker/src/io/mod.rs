@@ -9,32 +9,74 @@ mod uring;
 use std::fs::File;
 use std::sync::Arc;
 
-pub use buf::{ALIGN, AlignedBuf};
+pub use buf::{ALIGN, AlignedBuf, FixedPool};
 use tokio::sync::oneshot;
 
 /// A result with the buffer handed back.
 pub type BufResult<T> = (std::io::Result<T>, AlignedBuf);
 
+/// Bytes per disk I/O operation for block copies and streaming reads, and
+/// the size of a registered buffer.
+pub const IO_CHUNK: usize = 1 << 20;
+
 pub struct Engine {
     uring: Option<uring::Uring>,
+    /// Why the pread engine is in use, when io_uring was wanted.
+    fallback: Option<String>,
 }
 
 impl Engine {
     /// io_uring with a ring of `depth` entries when it works here, else the
-    /// `pread` engine (the reason is logged once).
-    pub fn detect(depth: u32) -> Self {
-        match uring::Uring::start(depth.max(1)) {
-            Ok(u) => Self { uring: Some(u) },
+    /// `pread` engine (the reason is logged once). Up to `fixed_bytes` of
+    /// registered buffers.
+    pub fn detect(depth: u32, fixed_bytes: u64) -> Self {
+        match Self::uring(depth, fixed_bytes) {
+            Ok(e) => e,
             Err(e) => {
                 tracing::warn!("io_uring unavailable ({e}); disk tiers use the pread engine");
-                Self::pread()
+                Self {
+                    uring: None,
+                    fallback: Some(format!("io_uring unavailable: {e}")),
+                }
             }
         }
     }
 
+    /// io_uring or the reason it cannot run here.
+    pub fn uring(depth: u32, fixed_bytes: u64) -> std::io::Result<Self> {
+        let u = uring::Uring::start(depth.max(1), fixed_bytes, IO_CHUNK)?;
+        Ok(Self {
+            uring: Some(u),
+            fallback: None,
+        })
+    }
+
     /// The thread-pool `pread`/`pwrite` engine.
     pub fn pread() -> Self {
-        Self { uring: None }
+        Self {
+            uring: None,
+            fallback: None,
+        }
+    }
+
+    /// The engine and its setup in a few words, for logs and `eddy report`.
+    pub fn describe(&self) -> String {
+        match (&self.uring, &self.fallback) {
+            (Some(u), _) => format!("io_uring ({})", u.pool_note),
+            (None, Some(why)) => format!("pread ({why})"),
+            (None, None) => "pread".into(),
+        }
+    }
+
+    /// A buffer of at least `cap` bytes: a registered one when the pool has
+    /// a free slot that fits, else a fresh allocation.
+    pub fn buffer(&self, cap: usize) -> AlignedBuf {
+        self.uring
+            .as_ref()
+            .and_then(|u| u.pool.as_ref())
+            .filter(|p| p.slot_size() >= cap)
+            .and_then(|p| p.take())
+            .unwrap_or_else(|| AlignedBuf::new(cap))
     }
 
     pub fn name(&self) -> &'static str {
@@ -202,8 +244,57 @@ mod tests {
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn the_detected_engine_passes_the_suite() {
-        let e = Engine::detect(32);
-        eprintln!("engine in use: {}", e.name());
+        let e = Engine::detect(32, 0);
+        eprintln!("engine in use: {}", e.describe());
+        suite(&e).await;
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn registered_buffers_pass_the_suite_and_come_back() {
+        let e = Engine::detect(32, 2 * IO_CHUNK as u64);
+        eprintln!("engine in use: {}", e.describe());
+        let pool = e.uring.as_ref().and_then(|u| u.pool.clone());
+        if let Some(p) = &pool {
+            assert_eq!(
+                p.bytes(),
+                2 * IO_CHUNK,
+                "within the 8 MiB locked-memory limit"
+            );
+            let (a, b) = (e.buffer(4096), e.buffer(IO_CHUNK));
+            assert!(a.fixed_index().is_some() && b.fixed_index().is_some());
+            assert!(
+                e.buffer(4096).fixed_index().is_none(),
+                "pool exhausted: plain buffer"
+            );
+            assert!(
+                e.buffer(2 * IO_CHUNK).fixed_index().is_none(),
+                "too big for a slot"
+            );
+            drop((a, b));
+            // Fixed reads and writes through a registered slot.
+            let dir = tempfile::tempdir().unwrap();
+            let f = Arc::new(
+                std::fs::OpenOptions::new()
+                    .read(true)
+                    .write(true)
+                    .create(true)
+                    .truncate(true)
+                    .open(dir.path().join("f"))
+                    .unwrap(),
+            );
+            let mut w = e.buffer(8192);
+            assert!(w.fixed_index().is_some());
+            w.fill(&[7u8; 8192]);
+            let (r, _) = e.write_at(f.clone(), 4096, w).await;
+            assert_eq!(r.unwrap(), 8192);
+            let (r, got) = e.read_at(f, 0, e.buffer(IO_CHUNK), 16384).await;
+            assert_eq!(r.unwrap(), 12288);
+            assert!(got.fixed_index().is_some());
+            assert!(got.as_slice()[..4096].iter().all(|b| *b == 0));
+            assert!(got.as_slice()[4096..].iter().all(|b| *b == 7));
+            drop(got);
+            assert_eq!(p.free_slots(), 2, "every slot came back");
+        }
         suite(&e).await;
     }
 }

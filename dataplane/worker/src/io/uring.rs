@@ -11,8 +11,10 @@ use std::sync::mpsc;
 use io_uring::{IoUring, opcode, types};
 use tokio::sync::oneshot;
 
+use super::buf::FixedPool;
 use super::{AlignedBuf, BufResult};
 
+#[derive(Clone, Copy)]
 pub(super) enum Kind {
     Read,
     Write,
@@ -30,12 +32,18 @@ pub(super) struct Op {
 
 pub(super) struct Uring {
     tx: mpsc::Sender<Op>,
+    /// Registered buffers, when registration worked.
+    pub pool: Option<Arc<FixedPool>>,
+    /// Why there are no registered buffers (for the log and reports).
+    pub pool_note: String,
 }
 
 impl Uring {
     /// A ring of `depth` entries on its own thread, or the reason it cannot
-    /// work here (no kernel support, io_uring_disabled, seccomp).
-    pub fn start(depth: u32) -> std::io::Result<Self> {
+    /// work here (no kernel support, io_uring_disabled, seccomp). Registers
+    /// up to `fixed_bytes` of buffers in `slot`-byte slots, held within the
+    /// locked-memory limit; without them, unregistered buffers are used.
+    pub fn start(depth: u32, fixed_bytes: u64, slot: usize) -> std::io::Result<Self> {
         let mut ring = IoUring::new(depth)?;
         // Setup can succeed where submission is filtered: prove a NOP runs.
         let nop = opcode::Nop::new().build().user_data(u64::MAX);
@@ -50,11 +58,21 @@ impl Uring {
         if cqe.result() < 0 {
             return Err(std::io::Error::from_raw_os_error(-cqe.result()));
         }
+        let (pool, pool_note) = register(&ring, fixed_bytes, slot);
         let (tx, rx) = mpsc::channel::<Op>();
+        let keep = pool.clone();
         std::thread::Builder::new()
             .name("eddy-uring".into())
-            .spawn(move || run(ring, rx, depth as usize))?;
-        Ok(Self { tx })
+            .spawn(move || {
+                run(ring, rx, depth as usize);
+                // The ring (and its registration) is gone: the pool may go.
+                drop(keep);
+            })?;
+        Ok(Self {
+            tx,
+            pool,
+            pool_note,
+        })
     }
 
     pub fn submit(&self, op: Op) {
@@ -63,6 +81,64 @@ impl Uring {
                 Err(std::io::Error::other("the io_uring thread stopped")),
                 op.buf,
             ));
+        }
+    }
+}
+
+/// Registers a buffer pool sized within RLIMIT_MEMLOCK (raised to the hard
+/// limit where allowed). Registered memory is locked, and the kernel counts
+/// it against that limit; `ENOMEM` or `EPERM` leaves the ring without.
+fn register(ring: &IoUring, want: u64, slot: usize) -> (Option<Arc<FixedPool>>, String) {
+    if want < slot as u64 {
+        return (None, "registered buffers off".into());
+    }
+    let mut lim = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    // SAFETY: getrlimit writes one rlimit into the struct we own.
+    if unsafe { libc::getrlimit(libc::RLIMIT_MEMLOCK, &mut lim) } == 0
+        && lim.rlim_cur < lim.rlim_max
+    {
+        let raised = libc::rlimit {
+            rlim_cur: lim.rlim_max,
+            rlim_max: lim.rlim_max,
+        };
+        // SAFETY: setrlimit reads the struct; failure leaves the limit as is.
+        if unsafe { libc::setrlimit(libc::RLIMIT_MEMLOCK, &raised) } == 0 {
+            lim = raised;
+        }
+    }
+    // Half the limit: other locked memory (the ring itself on older
+    // kernels, other libraries) needs room too.
+    let budget = if lim.rlim_cur == libc::RLIM_INFINITY {
+        want
+    } else {
+        want.min(lim.rlim_cur / 2)
+    };
+    let count = (budget / slot as u64).min(u16::MAX as u64) as usize;
+    if count == 0 {
+        return (
+            None,
+            format!(
+                "no registered buffers: the locked-memory limit is {} bytes",
+                lim.rlim_cur
+            ),
+        );
+    }
+    let pool = FixedPool::new(slot, count);
+    let iov = pool.iovecs();
+    // SAFETY: the iovecs describe the pool's allocation, which the ring
+    // thread keeps alive (an Arc) until after the ring is dropped.
+    match unsafe { ring.submitter().register_buffers(&iov) } {
+        Ok(()) => {
+            let note = format!("{count} registered buffers of {slot} bytes");
+            (Some(pool), note)
+        }
+        Err(e) => {
+            let note = format!("registered buffers unavailable ({e}); using unregistered buffers");
+            tracing::info!("{note}");
+            (None, note)
         }
     }
 }
@@ -127,14 +203,21 @@ fn push(ring: &mut IoUring, inflight: &mut HashMap<u64, Op>, next: &mut u64, mut
     let fd = types::Fd(op.file.as_raw_fd());
     let ptr = op.buf.as_mut_ptr();
     let len = op.len.min(op.buf.capacity()) as u32;
-    let entry = match op.kind {
-        Kind::Read => opcode::Read::new(fd, ptr, len).offset(op.offset).build(),
-        Kind::Write => opcode::Write::new(fd, ptr, len).offset(op.offset).build(),
+    let entry = match (op.kind, op.buf.fixed_index()) {
+        (Kind::Read, None) => opcode::Read::new(fd, ptr, len).offset(op.offset).build(),
+        (Kind::Write, None) => opcode::Write::new(fd, ptr, len).offset(op.offset).build(),
+        (Kind::Read, Some(i)) => opcode::ReadFixed::new(fd, ptr, len, i)
+            .offset(op.offset)
+            .build(),
+        (Kind::Write, Some(i)) => opcode::WriteFixed::new(fd, ptr, len, i)
+            .offset(op.offset)
+            .build(),
     }
     .user_data(id);
     // SAFETY: the buffer (`len` bytes at `ptr`) and the file stay owned by
     // `op`, which stays in `inflight` until this entry's completion is
-    // reaped, so both outlive the kernel's use of them.
+    // reaped, so both outlive the kernel's use of them. A fixed buffer's
+    // index names the registered slot that `ptr` points into.
     let pushed = unsafe { ring.submission().push(&entry) }.is_ok();
     if pushed {
         inflight.insert(id, op);

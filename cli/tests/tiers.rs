@@ -1,0 +1,261 @@
+//! Disk tiers end to end: real worker processes with memory over SSD and
+//! HDD directories, io_uring (or its fallback) underneath, read through
+//! TCP and short-circuit clients.
+
+mod common;
+
+use std::collections::HashMap;
+use std::path::Path;
+use std::time::Duration;
+
+use common::{Cluster, WorkerProc, eventually, pattern};
+use eddy_client::{FileSystem, OpenOptions, ReadType};
+
+const BS: usize = 1 << 20;
+const SMALL_BLOCKS: &str = "default_block_size = 1048576";
+
+/// `[worker]` keys: `mem` MiB of memory over the given disk tiers, each
+/// tier `(alias, [(dir, MiB)])`. Background promotion is off so tiers only
+/// change when a test says so.
+fn tiers(mem: u64, tiers: &[(&str, &[(&Path, u64)])]) -> String {
+    let mut s = format!(
+        "memory_capacity = {}\npromote_interval_ms = 0\ntiers = [\n",
+        mem << 20
+    );
+    for (alias, dirs) in tiers {
+        let paths: Vec<String> = dirs
+            .iter()
+            .map(|(p, _)| format!("{:?}", p.display().to_string()))
+            .collect();
+        let quotas: Vec<String> = dirs.iter().map(|(_, q)| (q << 20).to_string()).collect();
+        s += &format!(
+            "  {{ alias = {alias:?}, dirs = [{}], quotas = [{}] }},\n",
+            paths.join(", "),
+            quotas.join(", ")
+        );
+    }
+    s + "]\n"
+}
+
+/// Writes `n` files of `blocks` blocks straight into the under-storage.
+fn ufs_files(c: &Cluster, n: usize, blocks: usize) -> Vec<Vec<u8>> {
+    std::fs::create_dir_all(c.ufs()).unwrap();
+    (0..n)
+        .map(|i| {
+            let d = pattern(blocks * BS, 500 + i as u64);
+            std::fs::write(c.ufs().join(format!("f{i}")), &d).unwrap();
+            d
+        })
+        .collect()
+}
+
+async fn read(fs: &FileSystem, path: &str, rt: ReadType) -> Vec<u8> {
+    fs.open(path, &OpenOptions { read_type: rt })
+        .await
+        .unwrap()
+        .read_to_end()
+        .await
+        .unwrap()
+}
+
+/// Blocks per tier as the master lists them, over files `f0..fn`.
+async fn master_tiers(fs: &FileSystem, n: usize) -> HashMap<String, usize> {
+    let mut out = HashMap::new();
+    for i in 0..n {
+        let r = fs.master().file_blocks(format!("/f{i}")).await.unwrap();
+        for b in r.blocks {
+            for l in b.locations {
+                *out.entry(l.tier).or_default() += 1;
+            }
+        }
+    }
+    out
+}
+
+/// The tier the master lists for file `f{i}`'s first block.
+async fn tier_of(fs: &FileSystem, i: usize) -> String {
+    let r = fs.master().file_blocks(format!("/f{i}")).await.unwrap();
+    r.blocks[0]
+        .locations
+        .first()
+        .map(|l| l.tier.clone())
+        .unwrap_or_default()
+}
+
+fn stat(stats: &[(String, u64)], name: &str) -> u64 {
+    stats.iter().find(|(k, _)| k == name).map_or(0, |(_, v)| *v)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn blocks_spill_down_the_tiers_and_every_file_stays_readable() {
+    let dir = tempfile::tempdir().unwrap();
+    let (ssd, hdd) = (dir.path().join("ssd"), dir.path().join("hdd"));
+    let cfg = tiers(4, &[("SSD", &[(&ssd, 6)]), ("HDD", &[(&hdd, 6)])]);
+    let c = Cluster::start(dir.path(), 1, SMALL_BLOCKS, &cfg);
+    // 20 blocks for 16 blocks of room: memory, SSD and HDD fill, HDD evicts.
+    let files = ufs_files(&c, 10, 2);
+    let fs = c.fs().await;
+    for (i, d) in files.iter().enumerate() {
+        assert!(
+            read(&fs, &format!("/f{i}"), ReadType::Cache).await == *d,
+            "cold f{i}"
+        );
+    }
+    let w = &c.workers[0].addr;
+    let s = fs.worker_stats(w).await.unwrap();
+    assert!(stat(&s, "demotions") >= 12, "{s:?}");
+    assert_eq!(stat(&s, "evictions"), 4, "only the last tier evicts");
+    assert!(stat(&s, "memory_used") <= 4 * BS as u64);
+    // The master's locations follow the moves (on the next heartbeats).
+    eventually(
+        Duration::from_secs(10),
+        "locations follow the tiers",
+        || async {
+            let t = master_tiers(&fs, 10).await;
+            t.get("MEM") == Some(&4) && t.get("SSD") == Some(&6) && t.get("HDD") == Some(&6)
+        },
+    )
+    .await;
+
+    // Warm reads, over TCP and short-circuit (disk blocks by descriptor),
+    // are byte-exact and touch the under-storage only for evicted blocks.
+    let ufs_before = stat(&fs.worker_stats(w).await.unwrap(), "ufs_reads");
+    let local = c.fs_local().await;
+    for (i, d) in files.iter().enumerate().rev() {
+        assert!(
+            read(&local, &format!("/f{i}"), ReadType::NoCache).await == *d,
+            "local f{i}"
+        );
+        assert!(
+            read(&fs, &format!("/f{i}"), ReadType::NoCache).await == *d,
+            "tcp f{i}"
+        );
+    }
+    let s = fs.worker_stats(w).await.unwrap();
+    assert!(stat(&s, "disk_reads") > 0);
+    assert!(
+        stat(&s, "leases_granted") >= 16,
+        "disk blocks were leased too: {s:?}"
+    );
+    assert!(
+        stat(&s, "ufs_reads") - ufs_before <= 2 * 4,
+        "only the four evicted blocks come from the under-storage (twice at most)"
+    );
+
+    // A CACHE_PROMOTE read moves a disk block up to memory.
+    let mut on_disk = None;
+    for i in 0..10 {
+        if tier_of(&fs, i).await == "HDD" {
+            on_disk = Some(i);
+            break;
+        }
+    }
+    let i = on_disk.expect("a file on HDD");
+    assert!(read(&fs, &format!("/f{i}"), ReadType::CachePromote).await == files[i]);
+    eventually(
+        Duration::from_secs(10),
+        "the promoted block is listed in memory",
+        || async { tier_of(&fs, i).await == "MEM" },
+    )
+    .await;
+    assert!(stat(&fs.worker_stats(w).await.unwrap(), "promotions") >= 1);
+
+    // `eddy report` shows every tier, its directory and the engine.
+    let out = c.master.cli(&["report"]);
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{text}");
+    for want in [
+        "Tier SSD",
+        "Tier HDD",
+        "io engine: ",
+        "MEM",
+        &ssd.display().to_string(),
+    ] {
+        assert!(text.contains(want), "report lacks {want:?}:\n{text}");
+    }
+    assert!(!text.contains("BAD"), "{text}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn disk_tier_blocks_survive_a_worker_restart() {
+    let dir = tempfile::tempdir().unwrap();
+    let ssd = dir.path().join("ssd");
+    let cfg = tiers(2, &[("SSD", &[(&ssd, 8)])]);
+    let c = Cluster::start(dir.path(), 1, SMALL_BLOCKS, &cfg);
+    let files = ufs_files(&c, 6, 1);
+    let fs = c.fs().await;
+    for (i, d) in files.iter().enumerate() {
+        assert!(read(&fs, &format!("/f{i}"), ReadType::Cache).await == *d);
+    }
+    eventually(
+        Duration::from_secs(10),
+        "4 blocks listed on SSD",
+        || async { master_tiers(&fs, 6).await.get("SSD") == Some(&4) },
+    )
+    .await;
+    let Cluster {
+        master, workers, ..
+    } = c;
+    let waddr = workers[0].addr.clone();
+    for w in workers {
+        w.kill9();
+    }
+    // Same address: the worker takes its old place and reports what its
+    // directory scan found. Memory is gone, and the master learns so.
+    let w = WorkerProc::start_bound(dir.path(), &master.addr, &waddr, &cfg);
+    let t = master_tiers(&fs, 6).await;
+    assert_eq!(t.get("SSD"), Some(&4), "{t:?}");
+    assert_eq!(t.get("MEM"), None, "{t:?}");
+    for (i, d) in files.iter().enumerate() {
+        assert!(read(&fs, &format!("/f{i}"), ReadType::Cache).await == *d);
+    }
+    let s = fs.worker_stats(&w.addr).await.unwrap();
+    assert_eq!(
+        stat(&s, "ufs_reads"),
+        2,
+        "only the two memory blocks are read again: {s:?}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_failed_disk_directory_is_reported_and_reads_go_on() {
+    let dir = tempfile::tempdir().unwrap();
+    let (a, b) = (dir.path().join("a"), dir.path().join("b"));
+    let cfg = tiers(2, &[("SSD", &[(&a, 4), (&b, 4)])]);
+    let c = Cluster::start(dir.path(), 1, SMALL_BLOCKS, &cfg);
+    let files = ufs_files(&c, 6, 1);
+    let fs = c.fs().await;
+    for (i, d) in files.iter().enumerate() {
+        assert!(read(&fs, &format!("/f{i}"), ReadType::Cache).await == *d);
+    }
+    // Directory a stops being usable (here: its block folder is replaced by
+    // a file, which even root cannot write into).
+    let blocks = a.join("eddy-blocks");
+    std::fs::remove_dir_all(&blocks).unwrap();
+    std::fs::write(&blocks, b"not a directory").unwrap();
+    eventually(
+        Duration::from_secs(10),
+        "report shows the bad directory",
+        || async {
+            let out = c.master.cli(&["report"]);
+            String::from_utf8_lossy(&out.stdout).contains("BAD: ")
+        },
+    )
+    .await;
+    // Every file still reads right: lost blocks come from the under-storage,
+    // and new demotions go to directory b.
+    for round in 0..2 {
+        for (i, d) in files.iter().enumerate() {
+            assert!(
+                read(&fs, &format!("/f{i}"), ReadType::Cache).await == *d,
+                "round {round} f{i}"
+            );
+        }
+    }
+    let out = c.master.cli(&["report"]);
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        text.contains(&format!("{} ", a.display())) && text.contains("not a directory"),
+        "{text}"
+    );
+}
