@@ -116,8 +116,69 @@ pub enum FsCommand {
     },
     /// Files, directories and bytes under a path.
     Count { path: OsString },
+    /// Act on a path once DURATION has passed since its last modification:
+    /// `delete` removes it (and its under-storage copy), `free` drops its
+    /// cached copies. DURATION: 500ms, 30s, 10m, 2h, 7d, or milliseconds.
+    #[command(name = "setTtl", alias = "set-ttl")]
+    SetTtl {
+        #[arg(long, default_value = "delete", value_parser = parse_ttl_action)]
+        action: pb::TtlAction,
+        path: OsString,
+        #[arg(value_parser = parse_duration_ms)]
+        duration: i64,
+    },
+    /// Remove a path's TTL.
+    #[command(name = "unsetTtl", alias = "unset-ttl")]
+    UnsetTtl { path: OsString },
+    /// Bound how many workers cache each block of a file (or of every file
+    /// under a directory); the master adds or drops copies to stay within.
+    #[command(name = "setReplication", alias = "set-replication")]
+    SetReplication {
+        /// At least this many cached copies (0: no lower bound).
+        #[arg(long)]
+        min: Option<u32>,
+        /// At most this many cached copies (0: no upper bound).
+        #[arg(long)]
+        max: Option<u32>,
+        /// Apply to everything below a directory.
+        #[arg(short = 'R', long)]
+        recursive: bool,
+        path: OsString,
+    },
     /// Same as `eddy report`.
     Report,
+}
+
+fn parse_ttl_action(s: &str) -> Result<pb::TtlAction, String> {
+    match s.to_ascii_lowercase().as_str() {
+        "delete" => Ok(pb::TtlAction::Delete),
+        "free" => Ok(pb::TtlAction::Free),
+        _ => Err(format!("unknown TTL action {s:?}: delete or free")),
+    }
+}
+
+/// `500ms`, `30s`, `10m`, `2h`, `7d`, or a bare number of milliseconds.
+pub fn parse_duration_ms(s: &str) -> Result<i64, String> {
+    let t = s.trim();
+    let split = t.find(|c: char| !c.is_ascii_digit()).unwrap_or(t.len());
+    let (num, unit) = t.split_at(split);
+    let n: i64 = num
+        .parse()
+        .map_err(|_| format!("invalid duration {s:?}: expected e.g. 500ms, 30s, 10m, 2h, 7d"))?;
+    let scale = match unit.trim().to_ascii_lowercase().as_str() {
+        "" | "ms" => 1,
+        "s" | "sec" => 1_000,
+        "m" | "min" => 60_000,
+        "h" | "hour" => 3_600_000,
+        "d" | "day" => 86_400_000,
+        other => {
+            return Err(format!(
+                "invalid duration unit {other:?} in {s:?}: ms, s, m, h or d"
+            ));
+        }
+    };
+    n.checked_mul(scale)
+        .ok_or_else(|| format!("duration {s:?} is too long"))
 }
 
 fn parse_write_type(s: &str) -> Result<pb::WriteType, String> {
@@ -272,6 +333,64 @@ pub async fn run(master: &str, short_circuit: bool, cmd: FsCommand) -> Result<()
             path,
         } => super::data::du(&fs(c), &path_arg(&path), summary, human).await?,
         FsCommand::Count { path } => super::data::count(&fs(c), &path_arg(&path)).await?,
+        FsCommand::SetTtl {
+            action,
+            path,
+            duration,
+        } => {
+            c.set_attribute(pb::SetAttributeRequest {
+                path: path_arg(&path),
+                ttl_ms: Some(duration),
+                ttl_action: action as i32,
+                ..Default::default()
+            })
+            .await
+            .map_err(e)?;
+        }
+        FsCommand::UnsetTtl { path } => {
+            c.set_attribute(pb::SetAttributeRequest {
+                path: path_arg(&path),
+                ttl_ms: Some(-1),
+                ..Default::default()
+            })
+            .await
+            .map_err(e)?;
+        }
+        FsCommand::SetReplication {
+            min,
+            max,
+            recursive,
+            path,
+        } => {
+            if min.is_none() && max.is_none() {
+                return Err("give --min, --max or both".into());
+            }
+            let st = c
+                .set_attribute(pb::SetAttributeRequest {
+                    path: path_arg(&path),
+                    replication_min: min,
+                    replication_max: max,
+                    recursive,
+                    ..Default::default()
+                })
+                .await
+                .map_err(e)?;
+            // Accepted, but say so when the cluster cannot meet it yet.
+            let live = c
+                .cluster_info()
+                .await
+                .map_err(e)?
+                .workers
+                .iter()
+                .filter(|w| w.live)
+                .count() as u32;
+            if st.replication_min > live {
+                eprintln!(
+                    "warning: replication min {} cannot be met: {live} live worker(s); the master adds copies as workers join",
+                    st.replication_min
+                );
+            }
+        }
         FsCommand::Report => unreachable!("handled above"),
     }
     Ok(())

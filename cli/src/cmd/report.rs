@@ -16,6 +16,12 @@ pub async fn run(master: &str) -> Result<(), String> {
     println!("    Inodes:         {}", info.inode_count);
     println!("    Cached blocks:  {}", info.block_count);
     println!("    Mounts:         {}", info.mount_count);
+    if info.under_replicated_blocks > 0 {
+        println!(
+            "    Under-replicated blocks: {} ({} cannot reach their min with the live workers)",
+            info.under_replicated_blocks, info.unsatisfiable_blocks
+        );
+    }
     if info.tiers.is_empty() {
         println!("    Capacity:       no live worker");
     }

@@ -22,6 +22,10 @@ pub struct MasterConfig {
     pub worker_heartbeat_interval_ms: u64,
     /// A worker silent this long is declared lost.
     pub worker_lost_after_ms: u64,
+    /// How often expired TTLs are acted on.
+    pub ttl_check_interval_ms: u64,
+    /// How often replication bounds are checked and enforced.
+    pub replication_check_interval_ms: u64,
 }
 
 impl Default for MasterConfig {
@@ -34,6 +38,8 @@ impl Default for MasterConfig {
             default_block_size: 64 << 20,
             worker_heartbeat_interval_ms: 1_000,
             worker_lost_after_ms: 10_000,
+            ttl_check_interval_ms: 60_000,
+            replication_check_interval_ms: 5_000,
         }
     }
 }

@@ -15,6 +15,7 @@ pub mod mount;
 pub mod namespace;
 pub mod path;
 pub mod placement;
+pub mod replication;
 pub mod server;
 pub mod service;
 pub mod table;

@@ -584,6 +584,59 @@ impl Namespace {
         Ok(id)
     }
 
+    /// The path of inode `id` (None if it is not in the tree).
+    pub fn path_of(&self, id: u64) -> Option<EddyPath> {
+        let mut names = Vec::new();
+        let mut at = id;
+        while at != ROOT_ID {
+            let ino = self.inodes.get(&at)?;
+            names.push(ino.name.clone());
+            at = ino.parent;
+        }
+        let mut p = EddyPath::root();
+        for n in names.iter().rev() {
+            p = p.join(n);
+        }
+        Some(p)
+    }
+
+    /// Entries whose TTL has run out at `now` (mtime + ttl), outermost
+    /// first, with their action. An entry below an expired directory is
+    /// left to the directory's action.
+    pub fn expired_ttls(&self, now: i64) -> Vec<(EddyPath, TtlAction)> {
+        let mut out: Vec<(EddyPath, TtlAction)> = self
+            .inodes
+            .values()
+            .filter(|i| i.id != ROOT_ID && i.ttl_ms >= 0)
+            .filter(|i| i.mtime_ms.saturating_add(i.ttl_ms) <= now)
+            .filter_map(|i| Some((self.path_of(i.id)?, i.ttl_action)))
+            .collect();
+        out.sort_by_key(|(p, _)| p.depth());
+        let mut kept: Vec<(EddyPath, TtlAction)> = Vec::new();
+        for (p, a) in out {
+            if !kept.iter().any(|(k, _)| p.starts_with(k)) {
+                kept.push((p, a));
+            }
+        }
+        kept
+    }
+
+    /// Complete files with a replication bound (min > 0 or max > 0), with
+    /// their block ids and bounds.
+    pub fn replicated_files(&self) -> Vec<(u64, Vec<u64>, u32, u32)> {
+        self.inodes
+            .values()
+            .filter(|i| !i.is_dir() && i.flag(FLAG_COMPLETE))
+            .filter(|i| i.replication_min > 0 || i.replication_max > 0)
+            .map(|i| {
+                let blocks = (0..i.block_count())
+                    .map(|k| eddy_proto::block_id(i.id, k))
+                    .collect();
+                (i.id, blocks, i.replication_min, i.replication_max)
+            })
+            .collect()
+    }
+
     /// The pinned files and the version of that set.
     pub fn pinned_files(&self) -> (u64, Vec<u64>) {
         (self.pin_version, self.pinned.iter().copied().collect())
@@ -1091,6 +1144,57 @@ mod tests {
 
     fn fx() -> Effects {
         Effects::default()
+    }
+
+    #[test]
+    fn expired_ttls_are_found_outermost_first_and_bounds_listed() {
+        let mut n = ns();
+        let mut f = fx();
+        let a = NewAttrs::default();
+        n.mkdir(&p("/d"), false, false, &a, true, NOW, &mut f)
+            .unwrap();
+        for name in ["/d/x", "/y", "/z"] {
+            n.create_file(&p(name), false, &a, true, NOW, &mut f)
+                .unwrap();
+            n.complete_file(&p(name), 100 << 20, true, "", NOW, &mut f)
+                .unwrap();
+        }
+        let ttl = |ms, action| AttrChange {
+            ttl_ms: Some(ms),
+            ttl_action: Some(action),
+            ..Default::default()
+        };
+        n.set_attribute(&p("/d"), &ttl(1000, TtlAction::Free), &mut f)
+            .unwrap();
+        n.set_attribute(&p("/d/x"), &ttl(10, TtlAction::Delete), &mut f)
+            .unwrap();
+        n.set_attribute(&p("/y"), &ttl(5000, TtlAction::Delete), &mut f)
+            .unwrap();
+        assert!(n.expired_ttls(NOW + 5).is_empty());
+        // Only /d/x has run out.
+        let got = n.expired_ttls(NOW + 10);
+        assert_eq!(got.len(), 1);
+        assert_eq!((got[0].0.as_str(), got[0].1), ("/d/x", TtlAction::Delete));
+        // /d too: its action covers /d/x, which is left out.
+        let got = n.expired_ttls(NOW + 1000);
+        assert_eq!(got.len(), 1);
+        assert_eq!((got[0].0.as_str(), got[0].1), ("/d", TtlAction::Free));
+        assert_eq!(n.expired_ttls(NOW + 6000).len(), 2);
+        assert_eq!(
+            n.path_of(n.resolve(&p("/d/x")).unwrap()).unwrap().as_str(),
+            "/d/x"
+        );
+
+        assert!(n.replicated_files().is_empty());
+        let bounds = AttrChange {
+            replication_min: Some(2),
+            replication_max: Some(3),
+            ..Default::default()
+        };
+        let z = n.set_attribute(&p("/z"), &bounds, &mut f).unwrap();
+        let r = n.replicated_files();
+        assert_eq!(r.len(), 1);
+        assert_eq!((r[0].0, r[0].1.len(), r[0].2, r[0].3), (z, 2, 2, 3));
     }
 
     #[test]

@@ -120,6 +120,37 @@ pub async fn start(cfg: MasterConfig) -> Result<RunningMaster> {
         }
     });
 
+    let ttl = Arc::downgrade(&state);
+    let period = Duration::from_millis(cfg.ttl_check_interval_ms.max(10));
+    tokio::spawn(async move {
+        let mut tick = tokio::time::interval(period);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            tick.tick().await;
+            match ttl.upgrade() {
+                Some(s) => {
+                    s.check_ttls().await;
+                }
+                None => return,
+            }
+        }
+    });
+
+    let repl = Arc::downgrade(&state);
+    let period = Duration::from_millis(cfg.replication_check_interval_ms.max(10));
+    tokio::spawn(async move {
+        let mut tick = tokio::time::interval(period);
+        loop {
+            tick.tick().await;
+            match repl.upgrade() {
+                Some(s) => {
+                    s.check_replication();
+                }
+                None => return,
+            }
+        }
+    });
+
     let rpc = MasterRpc(state.clone());
     let (stop_tx, stop_rx) = oneshot::channel::<()>();
     let incoming = tonic::transport::server::TcpIncoming::from(listener).with_nodelay(Some(true));

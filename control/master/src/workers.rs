@@ -21,6 +21,8 @@ pub struct Worker {
     /// The disk I/O engine the worker reports.
     pub io_engine: String,
     pending_removals: Vec<u64>,
+    /// Copies to ask for on the next heartbeat (replication bounds).
+    pending_copies: Vec<pb::ReplicateBlock>,
 }
 
 impl Worker {
@@ -57,11 +59,20 @@ impl BlockMeta {
     }
 }
 
+/// How long a copy asked of a worker counts as coming before it is asked
+/// of another (a worker that failed or was too slow).
+pub const COPY_TIMEOUT_MS: u64 = 30_000;
+
 #[derive(Debug, Default)]
 pub struct Registry {
     workers: HashMap<u64, Worker>,
     next_worker_id: u64,
     blocks: HashMap<u64, BlockMeta>,
+    /// Copies asked for and not yet committed: (block, worker) -> deadline.
+    copying: HashMap<(u64, u64), u64>,
+    /// From the last replication check (see `GetClusterInfoResponse`).
+    pub under_replicated: u64,
+    pub unsatisfiable: u64,
 }
 
 impl Registry {
@@ -107,6 +118,7 @@ impl Registry {
             registered_ms: now_ms,
             io_engine: String::new(),
             pending_removals: Vec::new(),
+            pending_copies: Vec::new(),
         };
         for b in blocks {
             if valid(b.block_id, b.length) {
@@ -186,6 +198,14 @@ impl Registry {
             self.link(b.block_id, b.length, &b.tier, id);
         }
         let mut cmds = Vec::new();
+        let copies = std::mem::take(&mut self.workers.get_mut(&id).expect("live").pending_copies);
+        if !copies.is_empty() {
+            cmds.push(pb::WorkerCommand {
+                command: Some(pb::worker_command::Command::ReplicateBlocks(
+                    pb::ReplicateBlocks { blocks: copies },
+                )),
+            });
+        }
         if !removals.is_empty() {
             cmds.push(pb::WorkerCommand {
                 command: Some(pb::worker_command::Command::RemoveBlocks(
@@ -198,7 +218,33 @@ impl Registry {
         Ok(cmds)
     }
 
+    /// Copies asked for and still within their deadline.
+    pub fn copies_coming(&mut self, now_mono: u64) -> std::collections::HashSet<(u64, u64)> {
+        self.copying.retain(|_, deadline| *deadline > now_mono);
+        self.copying.keys().copied().collect()
+    }
+
+    /// Asks `worker` (on its next heartbeat) to cache a copy.
+    pub fn ask_copy(&mut self, worker: u64, cmd: pb::ReplicateBlock, now_mono: u64) {
+        if let Some(w) = self.workers.get_mut(&worker).filter(|w| w.live) {
+            self.copying
+                .insert((cmd.block_id, worker), now_mono + COPY_TIMEOUT_MS);
+            w.pending_copies.push(cmd);
+        }
+    }
+
+    /// Tells `worker` to drop its copy of `block`, and forgets that copy now.
+    pub fn ask_drop(&mut self, worker: u64, block: u64) {
+        if let Some(w) = self.workers.get_mut(&worker) {
+            if w.blocks.remove(&block) {
+                w.pending_removals.push(block);
+            }
+            self.unlink(block, worker);
+        }
+    }
+
     fn link(&mut self, block: u64, length: u64, tier: &str, worker: u64) {
+        self.copying.remove(&(block, worker));
         let meta = self.blocks.entry(block).or_default();
         meta.length = length;
         match meta.workers.iter().position(|w| *w == worker) {
@@ -275,6 +321,7 @@ impl Registry {
             let w = self.workers.get_mut(&id).expect("listed above");
             w.live = false;
             w.pending_removals.clear();
+            w.pending_copies.clear();
         }
         lost
     }

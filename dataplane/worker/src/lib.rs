@@ -18,6 +18,7 @@ pub mod error;
 pub mod evict;
 pub mod io;
 pub mod master_link;
+pub mod replicate;
 pub mod segment;
 pub mod server;
 pub mod store;
@@ -128,7 +129,8 @@ pub async fn start(cfg: WorkerConfig) -> Result<RunningWorker, StartError> {
             .map(|(_, p)| p.display().to_string())
             .unwrap_or_default(),
     };
-    let link = Arc::new(MasterLink::new(master, address, store.clone()));
+    let (copy_tx, copy_rx) = tokio::sync::mpsc::unbounded_channel();
+    let link = Arc::new(MasterLink::new(master, address, store.clone(), copy_tx));
     let worker_id = link
         .register_until_ok(&mut stop_rx)
         .await
@@ -141,6 +143,7 @@ pub async fn start(cfg: WorkerConfig) -> Result<RunningWorker, StartError> {
         store: store.clone(),
         link,
     });
+    tasks.spawn(replicate::run(shared.clone(), copy_rx, stop.subscribe()));
     if let Some((l, path)) = uds {
         let policy = uds::LeasePolicy {
             ttl: Duration::from_millis(cfg.lease_ttl_ms.max(1)),

@@ -9,7 +9,7 @@ use std::time::Duration;
 use eddy_client::{ClientError, EddyCode, MasterClient, pb};
 use eddy_ufs::UnderFileSystem;
 use parking_lot::Mutex;
-use tokio::sync::watch;
+use tokio::sync::{mpsc, watch};
 
 use crate::error::Result;
 use crate::store::BlockStore;
@@ -26,14 +26,22 @@ pub struct MasterLink {
     mounts: Mutex<HashMap<u64, Arc<dyn UnderFileSystem>>>,
     /// Serialises re-registration.
     registering: tokio::sync::Mutex<()>,
+    /// Copy requests, to the replicator task.
+    copies: mpsc::UnboundedSender<Vec<pb::ReplicateBlock>>,
 }
 
 impl MasterLink {
-    pub fn new(master: MasterClient, address: pb::WorkerAddress, store: Arc<BlockStore>) -> Self {
+    pub fn new(
+        master: MasterClient,
+        address: pb::WorkerAddress,
+        store: Arc<BlockStore>,
+        copies: mpsc::UnboundedSender<Vec<pb::ReplicateBlock>>,
+    ) -> Self {
         Self {
             master,
             address,
             store,
+            copies,
             worker_id: AtomicU64::new(0),
             interval_ms: AtomicU64::new(1_000),
             mounts: Mutex::new(HashMap::new()),
@@ -232,6 +240,10 @@ impl MasterLink {
             match c.command {
                 Some(pb::worker_command::Command::RemoveBlocks(r)) => {
                     self.store.remove(&r.block_ids);
+                }
+                Some(pb::worker_command::Command::ReplicateBlocks(r)) => {
+                    // Copies take a while: the heartbeat goes on meanwhile.
+                    let _ = self.copies.send(r.blocks);
                 }
                 Some(pb::worker_command::Command::Reregister(_)) => {
                     self.register().await?;

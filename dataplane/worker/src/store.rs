@@ -49,6 +49,8 @@ pub struct Stats {
     pub promotions: AtomicU64,
     /// Reads served from a disk tier.
     pub disk_reads: AtomicU64,
+    /// Copies made at the master's request (replication bounds).
+    pub replicas_made: AtomicU64,
 }
 
 impl Stats {
