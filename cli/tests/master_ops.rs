@@ -100,6 +100,7 @@ async fn namespace_operations() {
             replication_min: Some(1),
             replication_max: Some(3),
             recursive: false,
+            pin_allow_demotion: Some(true),
         })
         .await
         .unwrap();
@@ -107,7 +108,7 @@ async fn namespace_operations() {
         (s.mode, s.owner.as_str(), s.group.as_str()),
         (0o600, "alice", "ml")
     );
-    assert!(s.pinned);
+    assert!(s.pinned && s.pin_allows_demotion);
     assert_eq!(
         (s.ttl_ms, s.ttl_action),
         (60_000, pb::TtlAction::Free as i32)

@@ -259,3 +259,81 @@ async fn a_failed_disk_directory_is_reported_and_reads_go_on() {
         "{text}"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn pinned_data_survives_pressure_and_full_tiers_refuse_new_writes() {
+    let dir = tempfile::tempdir().unwrap();
+    let ssd = dir.path().join("ssd");
+    let cfg = tiers(2, &[("SSD", &[(&ssd, 2)])]);
+    let c = Cluster::start(dir.path(), 1, SMALL_BLOCKS, &cfg);
+    let files = ufs_files(&c, 6, 1);
+    let fs = c.fs().await;
+    let w = &c.workers[0].addr;
+    for (i, d) in files.iter().enumerate().take(2) {
+        assert!(read(&fs, &format!("/f{i}"), ReadType::Cache).await == *d);
+    }
+    // f0 and f1 are pinned to memory; f2 may move down, never out.
+    for args in [
+        &["fs", "pin", "/f0"][..],
+        &["fs", "pin", "/f1"],
+        &["fs", "pin", "--allow-demotion", "/f2"],
+    ] {
+        let out = c.master.cli(args);
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+    eventually(
+        Duration::from_secs(10),
+        "the worker learns the pins",
+        || async { stat(&fs.worker_stats(w).await.unwrap(), "pinned_version") >= 3 },
+    )
+    .await;
+    // Memory is all pinned: new blocks go to the SSD tier instead.
+    for (i, d) in files.iter().enumerate().skip(2) {
+        assert!(
+            read(&fs, &format!("/f{i}"), ReadType::Cache).await == *d,
+            "f{i}"
+        );
+    }
+    assert_eq!(tier_of(&fs, 0).await, "MEM");
+    assert_eq!(tier_of(&fs, 1).await, "MEM");
+    assert_eq!(
+        tier_of(&fs, 2).await,
+        "SSD",
+        "the demotable pin stays on the worker"
+    );
+    for i in 0..3 {
+        assert_eq!(
+            fs.stat(format!("/f{i}")).await.unwrap().percent_cached,
+            100,
+            "pinned f{i} stays"
+        );
+    }
+    let st = fs.stat("/f2").await.unwrap();
+    assert!(st.pinned && st.pin_allows_demotion);
+    // Every tier is full of pinned data: a MUST_CACHE write is refused with
+    // a clear error instead of evicting anything.
+    let mut wr = fs
+        .create(
+            "/new",
+            &eddy_client::CreateOptions {
+                write_type: eddy_client::pb::WriteType::MustCache,
+                ..Default::default()
+            },
+        )
+        .await
+        .unwrap();
+    let data = pattern(3 * BS, 9);
+    let e = match wr.write(&data).await {
+        Err(e) => e,
+        Ok(()) => wr.close().await.unwrap_err(),
+    };
+    assert_eq!(e.code(), eddy_client::EddyCode::NoSpace, "{e}");
+    assert!(e.to_string().contains("pinned"), "{e}");
+    for (i, d) in files.iter().enumerate().take(3) {
+        assert!(read(&fs, &format!("/f{i}"), ReadType::Cache).await == *d);
+    }
+}

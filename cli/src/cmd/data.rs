@@ -252,10 +252,11 @@ pub async fn load(fs: &FileSystem, path: &[u8]) -> Result<(), String> {
         .map_err(err)?;
     pb.finish_and_clear();
     println!(
-        "loaded {} ({} files) in {:.2}s",
+        "loaded {} ({} files) in {:.2}s, {}",
         bytes(p.bytes_total),
         p.files_total,
-        start.elapsed().as_secs_f64()
+        start.elapsed().as_secs_f64(),
+        rate(p.bytes_total, start.elapsed())
     );
     Ok(())
 }

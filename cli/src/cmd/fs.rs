@@ -60,8 +60,13 @@ pub enum FsCommand {
     Unmount { path: OsString },
     /// List the mount table.
     Mounts,
-    /// Keep a file's blocks cached.
-    Pin { path: OsString },
+    /// Keep a file's blocks cached: never evicted from the worker. They stay
+    /// in memory unless --allow-demotion lets them move to disk tiers.
+    Pin {
+        #[arg(long)]
+        allow_demotion: bool,
+        path: OsString,
+    },
     /// Undo `pin`.
     Unpin { path: OsString },
     /// Print a file to stdout.
@@ -297,8 +302,11 @@ pub async fn run(master: &str, short_circuit: bool, cmd: FsCommand) -> Result<()
                 );
             }
         }
-        FsCommand::Pin { path } => pin(&c, &path, true).await.map_err(e)?,
-        FsCommand::Unpin { path } => pin(&c, &path, false).await.map_err(e)?,
+        FsCommand::Pin {
+            allow_demotion,
+            path,
+        } => pin(&c, &path, true, allow_demotion).await.map_err(e)?,
+        FsCommand::Unpin { path } => pin(&c, &path, false, false).await.map_err(e)?,
         FsCommand::Cat { path } => {
             super::data::cat_range(&fs(c), &path_arg(&path), None, None, false).await?
         }
@@ -396,10 +404,16 @@ pub async fn run(master: &str, short_circuit: bool, cmd: FsCommand) -> Result<()
     Ok(())
 }
 
-async fn pin(c: &MasterClient, path: &OsString, on: bool) -> Result<(), eddy_client::ClientError> {
+async fn pin(
+    c: &MasterClient,
+    path: &OsString,
+    on: bool,
+    allow_demotion: bool,
+) -> Result<(), eddy_client::ClientError> {
     c.set_attribute(pb::SetAttributeRequest {
         path: path_arg(path),
         pinned: Some(on),
+        pin_allow_demotion: Some(allow_demotion),
         recursive: true,
         ..Default::default()
     })
@@ -502,7 +516,15 @@ fn print_stat(s: &pb::FileStatus) {
     println!("group:           {}", s.group);
     println!("modified:        {}", time_ms(s.mtime_ms));
     println!("persisted:       {}", s.persisted);
-    println!("pinned:          {}", s.pinned);
+    println!(
+        "pinned:          {}{}",
+        s.pinned,
+        if s.pin_allows_demotion {
+            " (may move to disk tiers)"
+        } else {
+            ""
+        }
+    );
     println!("ttl:             {ttl}");
     println!(
         "replication:     min {} max {}",

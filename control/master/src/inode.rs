@@ -15,6 +15,8 @@ pub const FLAG_COMPLETE: u8 = 1 << 1;
 pub const FLAG_PERSISTED: u8 = 1 << 2;
 pub const FLAG_PINNED: u8 = 1 << 3;
 pub const FLAG_MOUNT_POINT: u8 = 1 << 4;
+/// With FLAG_PINNED: the pin lets blocks move down to disk tiers.
+pub const FLAG_PIN_DEMOTE: u8 = 1 << 5;
 
 /// One file or directory, as held in the master's memory.
 #[derive(Debug, Clone)]

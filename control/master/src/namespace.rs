@@ -82,6 +82,9 @@ pub struct AttrChange {
     pub owner: Option<String>,
     pub group: Option<String>,
     pub pinned: Option<bool>,
+    /// With `pinned: Some(true)`: whether the pin lets blocks move down to
+    /// disk tiers (they still never leave the worker).
+    pub pin_allow_demotion: Option<bool>,
     pub ttl_ms: Option<i64>,
     pub ttl_action: Option<TtlAction>,
     pub replication_min: Option<u32>,
@@ -98,6 +101,8 @@ pub struct Namespace {
     /// Pinned files (workers never evict their blocks), and a version that
     /// changes with the set so heartbeats send it only when it changed.
     pinned: BTreeSet<u64>,
+    /// Pinned files whose pin allows demotion to disk tiers.
+    pin_demotable: BTreeSet<u64>,
     pin_version: u64,
     pub default_block_size: u64,
 }
@@ -129,6 +134,7 @@ impl Namespace {
             mounts: MountTable::default(),
             owners: HashSet::new(),
             pinned: BTreeSet::new(),
+            pin_demotable: BTreeSet::new(),
             pin_version: 1,
             default_block_size,
         };
@@ -158,6 +164,7 @@ impl Namespace {
             mounts: MountTable::default(),
             owners: HashSet::new(),
             pinned: BTreeSet::new(),
+            pin_demotable: BTreeSet::new(),
             pin_version: 1,
             default_block_size,
         };
@@ -169,6 +176,9 @@ impl Namespace {
             max_id = max_id.max(ino.id);
             if !ino.is_dir() && ino.flag(FLAG_PINNED) {
                 ns.pinned.insert(ino.id);
+                if ino.flag(FLAG_PIN_DEMOTE) {
+                    ns.pin_demotable.insert(ino.id);
+                }
             }
             ns.inodes.insert(ino.id, ino);
         }
@@ -557,12 +567,19 @@ impl Namespace {
                 ino.mode = m;
             }
             if let Some(p) = ch.pinned {
+                let demote = p && ch.pin_allow_demotion.unwrap_or(false);
                 ino.set_flag(FLAG_PINNED, p);
+                ino.set_flag(FLAG_PIN_DEMOTE, demote);
                 if !ino.is_dir() {
-                    let changed = if p {
+                    let mut changed = if p {
                         self.pinned.insert(i)
                     } else {
                         self.pinned.remove(&i)
+                    };
+                    changed |= if demote {
+                        self.pin_demotable.insert(i)
+                    } else {
+                        self.pin_demotable.remove(&i)
                     };
                     self.pin_version += u64::from(changed);
                 }
@@ -640,6 +657,11 @@ impl Namespace {
     /// The pinned files and the version of that set.
     pub fn pinned_files(&self) -> (u64, Vec<u64>) {
         (self.pin_version, self.pinned.iter().copied().collect())
+    }
+
+    /// The pinned files whose pin allows demotion to disk tiers.
+    pub fn pin_demotable(&self) -> Vec<u64> {
+        self.pin_demotable.iter().copied().collect()
     }
 
     pub fn pin_version(&self) -> u64 {
@@ -766,6 +788,7 @@ impl Namespace {
         for i in ids {
             let ino = self.inodes.remove(&i).expect("subtree ids exist");
             if self.pinned.remove(&i) {
+                self.pin_demotable.remove(&i);
                 self.pin_version += 1;
             }
             fx.dropped_blocks.extend(file_blocks(&ino));

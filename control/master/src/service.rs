@@ -430,6 +430,7 @@ impl MasterState {
             group: ino.owner.group.to_string(),
             persisted: ino.flag(FLAG_PERSISTED),
             pinned: ino.flag(FLAG_PINNED),
+            pin_allows_demotion: ino.flag(FLAG_PIN_DEMOTE),
             ttl_ms: ino.ttl_ms,
             ttl_action: ino.ttl_action as i32,
             percent_cached: reg.map_or(0, |r| Self::percent_cached(r, ino)),
@@ -710,6 +711,7 @@ impl MasterState {
             owner: r.owner,
             group: r.group,
             pinned: r.pinned,
+            pin_allow_demotion: r.pin_allow_demotion,
             ttl_ms: r.ttl_ms,
             ttl_action: (r.ttl_action != 0)
                 .then(|| pb::TtlAction::try_from(r.ttl_action).unwrap_or_default()),
@@ -1289,7 +1291,7 @@ impl pb::block_master_server::BlockMaster for MasterRpc {
                 pb::PinnedFiles {
                     version,
                     file_ids,
-                    demotable_file_ids: Vec::new(),
+                    demotable_file_ids: ns.pin_demotable(),
                 }
             })
         };

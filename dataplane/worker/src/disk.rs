@@ -129,6 +129,9 @@ fn open_read(path: &Path, direct: bool) -> std::io::Result<File> {
 pub enum Source {
     Mem(Arc<Segment>),
     Disk(Arc<DiskBlock>),
+    /// Bytes read from the under-storage for a block that goes straight
+    /// to a disk tier (memory had no room).
+    Bytes(bytes::Bytes),
 }
 
 impl Source {
@@ -136,6 +139,7 @@ impl Source {
         match self {
             Source::Mem(s) => s.len(),
             Source::Disk(d) => d.len,
+            Source::Bytes(b) => b.len() as u64,
         }
     }
 
@@ -179,7 +183,7 @@ async fn write_tmp(engine: &Arc<Engine>, tmp: &Path, src: &Source) -> std::io::R
     let len = src.len();
     let src_file = match src {
         Source::Disk(d) => Some(d.file()?),
-        Source::Mem(_) => None,
+        Source::Mem(_) | Source::Bytes(_) => None,
     };
     let mut inflight = tokio::task::JoinSet::new();
     let mut off = 0u64;
@@ -189,6 +193,9 @@ async fn write_tmp(engine: &Arc<Engine>, tmp: &Path, src: &Source) -> std::io::R
         match (src, &src_file) {
             (Source::Mem(seg), _) => {
                 buf.fill(&seg.as_slice()[off as usize..off as usize + n]);
+            }
+            (Source::Bytes(b), _) => {
+                buf.fill(&b[off as usize..off as usize + n]);
             }
             (Source::Disk(_), Some(f)) => {
                 let (r, b) = engine

@@ -132,11 +132,21 @@ impl MasterLink {
     /// Records a newly cached block with the master. A master that forgot
     /// this worker gets a registration (which reports the block).
     pub async fn commit(&self, block_id: u64, length: u64) -> Result<(), ClientError> {
+        self.commit_in(block_id, length, TIER_MEM).await
+    }
+
+    /// As [`MasterLink::commit`], for a block held in `tier`.
+    pub async fn commit_in(
+        &self,
+        block_id: u64,
+        length: u64,
+        tier: &str,
+    ) -> Result<(), ClientError> {
         let req = pb::CommitBlockRequest {
             worker_id: self.worker_id(),
             block_id,
             length,
-            tier: TIER_MEM.into(),
+            tier: tier.into(),
         };
         match self.master.block_service().commit_block(req).await {
             Ok(_) => Ok(()),
@@ -147,7 +157,7 @@ impl MasterLink {
                     // The master is away: the next heartbeat carries it.
                     EddyCode::Unavailable => {
                         self.store
-                            .restore_changes(vec![(block_id, length, TIER_MEM.into())], vec![]);
+                            .restore_changes(vec![(block_id, length, tier.into())], vec![]);
                         Ok(())
                     }
                     _ => Err(e),

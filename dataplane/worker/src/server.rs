@@ -286,11 +286,17 @@ pub(crate) fn ufs_key(key: &str) -> Result<eddy_ufs::UfsPath> {
 /// Reads the whole block from the under-storage into a new segment, caches
 /// it and records it with the master. Whole blocks: one sequential read per
 /// miss, and every later read of the block is a hit (docs/DATA-PROTOCOL.md).
-pub(crate) async fn fill(sh: &Shared, req: &ReadRequest) -> Result<Arc<Segment>> {
+pub(crate) async fn fill(sh: &Shared, req: &ReadRequest) -> Result<Block> {
     let src = source(req)?;
     let ufs = sh.link.ufs(src.mount_id).await?;
     let key = ufs_key(&src.key)?;
-    let res = sh.store.reserve(req.block_length).await?;
+    let res = match sh.store.reserve(req.block_length).await {
+        Ok(r) => r,
+        // Memory is all pinned or in use: the block goes to the first
+        // disk tier with room instead.
+        Err(e) if sh.store.has_disk() => return fill_to_disk(sh, req, &*ufs, e).await,
+        Err(e) => return Err(e.into()),
+    };
     let mut w = SegmentWriter::create(
         &format!("eddy-block-{}", req.block_id),
         req.block_length,
@@ -319,7 +325,46 @@ pub(crate) async fn fill(sh: &Shared, req: &ReadRequest) -> Result<Arc<Segment>>
         tracing::warn!("block {} not kept: {e}", req.block_id);
         sh.store.remove(&[req.block_id]);
     }
-    Ok(seg)
+    Ok(Block::Mem(seg))
+}
+
+async fn fill_to_disk(
+    sh: &Shared,
+    req: &ReadRequest,
+    ufs: &dyn eddy_ufs::UnderFileSystem,
+    no_room: crate::store::NoSpace,
+) -> Result<Block> {
+    let src = source(req)?;
+    let key = ufs_key(&src.key)?;
+    let start = req.file_offset;
+    let b = ufs.read(&key, start..start + req.block_length).await?;
+    Stats::add(&sh.store.stats.ufs_reads, 1);
+    Stats::add(&sh.store.stats.ufs_bytes_read, b.len() as u64);
+    if b.len() as u64 != req.block_length {
+        return Err(WorkerError::UfsChanged {
+            key: src.key.clone(),
+            offset: start,
+            expected: req.block_length,
+            found: b.len() as u64,
+        });
+    }
+    let block = match sh.store.insert_on_disk(req.block_id, b).await {
+        Ok(b) => b,
+        Err(why) => {
+            tracing::debug!("block {} has no room on disk either: {why}", req.block_id);
+            return Err(no_room.into());
+        }
+    };
+    let tier = sh.store.tier_name(&block);
+    if let Err(e) = sh
+        .link
+        .commit_in(req.block_id, req.block_length, &tier)
+        .await
+    {
+        tracing::warn!("block {} not kept: {e}", req.block_id);
+        sh.store.remove(&[req.block_id]);
+    }
+    Ok(block)
 }
 
 /// Memory a write session reserves at a time (up to the block size).

@@ -720,6 +720,29 @@ impl BlockStore {
         true
     }
 
+    /// Whether any disk tier has a healthy directory.
+    pub fn has_disk(&self) -> bool {
+        let g = self.inner.lock();
+        g.disk
+            .iter()
+            .any(|t| t.state.iter().any(|s| s.bad.is_none()))
+    }
+
+    /// Puts a block straight on the first disk tier with room (memory had
+    /// none). The caller commits it to the master, naming the tier returned.
+    pub async fn insert_on_disk(&self, id: u64, bytes: bytes::Bytes) -> Result<Block, String> {
+        let turn = self.moves.lock().await;
+        let d = self.place(0, id, Source::Bytes(bytes), false).await?;
+        let mut g = self.inner.lock();
+        g.forget(id);
+        g.evicted.retain(|e| *e != id);
+        g.account(&d);
+        g.blocks.insert(id, Block::Disk(d.clone()));
+        drop(g);
+        drop(turn);
+        Ok(Block::Disk(d))
+    }
+
     /// Takes a directory out of service, with the reason (shown by `eddy report`).
     pub fn mark_bad(&self, t: usize, d: usize, why: String) {
         let mut g = self.inner.lock();
@@ -967,7 +990,7 @@ impl BlockStore {
     pub async fn get_or_fill<F, Fut, E>(&self, block: u64, fill: F) -> Result<Block, E>
     where
         F: FnOnce() -> Fut,
-        Fut: Future<Output = Result<Arc<Segment>, E>>,
+        Fut: Future<Output = Result<Block, E>>,
     {
         if let Some(s) = self.get(block) {
             Stats::add(&self.stats.cache_hits, 1);
@@ -983,7 +1006,7 @@ impl BlockStore {
                 }
                 None => {
                     Stats::add(&self.stats.cache_misses, 1);
-                    fill().await.map(Block::Mem)
+                    fill().await
                 }
             }
         };
@@ -1065,7 +1088,7 @@ mod tests {
                     fills.fetch_add(1, Ordering::SeqCst);
                     tokio::task::yield_now().await;
                     let r = s2.reserve(10).await.unwrap();
-                    Ok::<_, ()>(s2.insert(9, seg(10), r, false))
+                    Ok::<_, ()>(Block::Mem(s2.insert(9, seg(10), r, false)))
                 })
                 .await
                 .unwrap()
