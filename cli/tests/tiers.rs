@@ -337,3 +337,27 @@ async fn pinned_data_survives_pressure_and_full_tiers_refuse_new_writes() {
         assert!(read(&fs, &format!("/f{i}"), ReadType::Cache).await == *d);
     }
 }
+
+#[test]
+fn a_bad_tier_layout_stops_the_worker_with_a_clear_error() {
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = dir.path().join("w.toml");
+    std::fs::write(
+        &cfg,
+        "[worker]\nmaster = \"127.0.0.1:1\"\nbind = \"127.0.0.1:0\"\n\
+         tiers = [{ alias = \"SSD\", dirs = [\"/a\", \"/b\"], quotas = [1] }]\n",
+    )
+    .unwrap();
+    let out = std::process::Command::new(common::EDDY)
+        .arg("--config")
+        .arg(&cfg)
+        .arg("worker")
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("tier SSD has 2 directories but 1 quotas"),
+        "{err}"
+    );
+}

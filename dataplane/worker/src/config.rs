@@ -137,3 +137,57 @@ impl WorkerConfig {
         Ok(())
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn tier(alias: &str, dirs: &[&str], quotas: &[u64]) -> TierConfig {
+        TierConfig {
+            alias: alias.into(),
+            dirs: dirs.iter().map(|d| d.to_string()).collect(),
+            quotas: quotas.to_vec(),
+        }
+    }
+
+    #[test]
+    fn tier_layouts_are_checked_with_clear_errors() {
+        let mut c = WorkerConfig::default();
+        assert!(c.validate().is_ok());
+        c.tiers = vec![
+            tier("SSD", &["/a", "/b"], &[1, 2]),
+            tier("HDD", &["/c"], &[3]),
+        ];
+        assert!(c.validate().is_ok());
+        let bad = |tiers: Vec<TierConfig>, want: &str| {
+            let c = WorkerConfig {
+                tiers,
+                ..Default::default()
+            };
+            let e = c.validate().unwrap_err();
+            assert!(e.contains(want), "{e}");
+        };
+        bad(vec![tier("mem", &["/a"], &[1])], "used twice");
+        bad(
+            vec![tier("SSD", &["/a"], &[1]), tier("ssd", &["/b"], &[1])],
+            "used twice",
+        );
+        bad(vec![tier(" ", &["/a"], &[1])], "needs an alias");
+        bad(vec![tier("SSD", &[], &[])], "no directories");
+        bad(
+            vec![tier("SSD", &["/a", "/b"], &[1])],
+            "one quota per directory",
+        );
+        bad(vec![tier("SSD", &["/a"], &[0])], "quota of 0");
+        let c = WorkerConfig {
+            io_engine: "spdk".into(),
+            ..Default::default()
+        };
+        assert!(c.validate().unwrap_err().contains("io_engine"));
+        let c = WorkerConfig {
+            io_queue_depth: 0,
+            ..Default::default()
+        };
+        assert!(c.validate().unwrap_err().contains("io_queue_depth"));
+    }
+}

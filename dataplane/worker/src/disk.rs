@@ -27,7 +27,7 @@ const SOLE_SUFFIX: &str = ".sole";
 /// Bytes per I/O operation when copying or streaming blocks.
 pub const CHUNK: usize = crate::io::IO_CHUNK;
 /// Operations kept in flight by one block copy or read.
-const DEPTH: usize = 4;
+const DEPTH: usize = 8;
 
 /// One directory of a disk tier.
 #[derive(Debug, Clone)]
@@ -216,7 +216,8 @@ async fn write_tmp(engine: &Arc<Engine>, tmp: &Path, src: &Source) -> std::io::R
         let (engine, file) = (engine.clone(), file.clone());
         inflight.spawn(async move {
             let want = buf.len();
-            let (r, _) = engine.write_at(file, off, buf).await;
+            let (r, buf) = engine.write_at(file, off, buf).await;
+            engine.recycle(buf);
             match r {
                 Ok(k) if k == want => Ok(()),
                 Ok(k) => Err(std::io::Error::new(
@@ -252,12 +253,11 @@ async fn join_one(set: &mut tokio::task::JoinSet<std::io::Result<()>>) -> std::i
 pub struct RangeReader {
     engine: Arc<Engine>,
     file: Arc<File>,
-    block_len: u64,
     start: u64,
     end: u64,
     /// Aligned offsets still to submit.
     next: u64,
-    queue: std::collections::VecDeque<(u64, tokio::task::JoinHandle<crate::io::BufResult<usize>>)>,
+    queue: std::collections::VecDeque<(u64, crate::io::Pending)>,
     spare: Vec<AlignedBuf>,
     path: PathBuf,
 }
@@ -283,10 +283,10 @@ impl RangeReader {
         Ok(Self {
             engine: engine.clone(),
             file: block.file()?,
-            block_len: block.len,
             start: offset,
             end: offset + len,
-            next: offset / CHUNK as u64 * CHUNK as u64,
+            // Only the 4 KiB-aligned span around the range is read.
+            next: offset / ALIGN as u64 * ALIGN as u64,
             queue: Default::default(),
             spare: Vec::new(),
             path: block.path.clone(),
@@ -302,27 +302,21 @@ impl RangeReader {
                 .pop()
                 .unwrap_or_else(|| self.engine.buffer(CHUNK));
             let at = self.next;
-            let want = (self.block_len - at).min(CHUNK as u64) as usize;
-            let (engine, file) = (self.engine.clone(), self.file.clone());
-            let job = tokio::spawn(async move {
-                engine
-                    .read_at(file, at, buf, want.div_ceil(ALIGN) * ALIGN)
-                    .await
-            });
+            let span_end = self.end.div_ceil(ALIGN as u64) * ALIGN as u64;
+            let want = (span_end - at).min(CHUNK as u64) as usize;
+            let job = self.engine.start_read(self.file.clone(), at, buf, want);
             self.queue.push_back((at, job));
             self.next += CHUNK as u64;
         }
         let (at, job) = self.queue.pop_front()?;
-        let (r, buf) = match job.await {
-            Ok(x) => x,
-            Err(e) => return Some(Err(std::io::Error::other(e.to_string()))),
-        };
+        let (r, buf) = job.await;
         let got = match r {
             Ok(n) => n as u64,
             Err(e) => return Some(Err(e)),
         };
         let lo = self.start.max(at) - at;
         let hi = self.end.min(at + CHUNK as u64) - at;
+        // `got` may stop at the file's end, inside the last aligned unit.
         if got < hi {
             return Some(Err(std::io::Error::new(
                 std::io::ErrorKind::UnexpectedEof,
@@ -336,8 +330,18 @@ impl RangeReader {
     }
 
     pub fn recycle(&mut self, buf: AlignedBuf) {
-        if self.spare.len() < 2 {
+        if self.spare.len() < DEPTH {
             self.spare.push(buf);
+        } else {
+            self.engine.recycle(buf);
+        }
+    }
+}
+
+impl Drop for RangeReader {
+    fn drop(&mut self) {
+        for b in self.spare.drain(..) {
+            self.engine.recycle(b);
         }
     }
 }
@@ -430,7 +434,8 @@ mod tests {
                 .unwrap();
             let b = Arc::new(DiskBlock::new(id, len as u64, path, 0, 0, id == 2));
             // Any range reads back the same bytes.
-            for (off, n) in [(0, len), (len / 3, len / 2), (len, 0)] {
+            let small = (len / 7, 5000.min(len - len / 7));
+            for (off, n) in [(0, len), (len / 3, len / 2), (len, 0), small] {
                 let got = read_all(&engine, &b, off as u64, n as u64).await.unwrap();
                 assert!(
                     got == data[off..off + n],

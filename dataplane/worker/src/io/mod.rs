@@ -23,7 +23,14 @@ pub struct Engine {
     uring: Option<uring::Uring>,
     /// Why the pread engine is in use, when io_uring was wanted.
     fallback: Option<String>,
+    /// Plain [`IO_CHUNK`] buffers given back, reused before allocating: a
+    /// fresh allocation of that size is a fresh mapping, and faulting its
+    /// pages in costs more than a 4 KiB read.
+    spare: parking_lot::Mutex<Vec<AlignedBuf>>,
 }
+
+/// Most plain buffers an engine keeps for reuse (16 MiB).
+const SPARE_BUFFERS: usize = 16;
 
 impl Engine {
     /// io_uring with a ring of `depth` entries when it works here, else the
@@ -37,6 +44,7 @@ impl Engine {
                 Self {
                     uring: None,
                     fallback: Some(format!("io_uring unavailable: {e}")),
+                    spare: Default::default(),
                 }
             }
         }
@@ -48,6 +56,7 @@ impl Engine {
         Ok(Self {
             uring: Some(u),
             fallback: None,
+            spare: Default::default(),
         })
     }
 
@@ -56,6 +65,7 @@ impl Engine {
         Self {
             uring: None,
             fallback: None,
+            spare: Default::default(),
         }
     }
 
@@ -71,12 +81,33 @@ impl Engine {
     /// A buffer of at least `cap` bytes: a registered one when the pool has
     /// a free slot that fits, else a fresh allocation.
     pub fn buffer(&self, cap: usize) -> AlignedBuf {
-        self.uring
+        if let Some(b) = self
+            .uring
             .as_ref()
             .and_then(|u| u.pool.as_ref())
             .filter(|p| p.slot_size() >= cap)
             .and_then(|p| p.take())
-            .unwrap_or_else(|| AlignedBuf::new(cap))
+        {
+            return b;
+        }
+        if cap <= IO_CHUNK
+            && let Some(mut b) = self.spare.lock().pop()
+        {
+            b.set_len(0);
+            return b;
+        }
+        AlignedBuf::new(cap.max(if cap <= IO_CHUNK { IO_CHUNK } else { cap }))
+    }
+
+    /// Gives a buffer back for reuse (registered slots go back to their
+    /// pool on drop anyway).
+    pub fn recycle(&self, buf: AlignedBuf) {
+        if buf.fixed_index().is_none() && buf.capacity() == IO_CHUNK {
+            let mut s = self.spare.lock();
+            if s.len() < SPARE_BUFFERS {
+                s.push(buf);
+            }
+        }
     }
 
     pub fn name(&self) -> &'static str {
@@ -119,6 +150,23 @@ impl Engine {
         buf: AlignedBuf,
         len: usize,
     ) -> BufResult<usize> {
+        self.start(kind, file, offset, buf, len).await
+    }
+
+    /// Submits a read now and returns its completion: the operation is in
+    /// flight before the caller awaits (no task needed to keep reads ahead).
+    pub fn start_read(&self, file: Arc<File>, offset: u64, buf: AlignedBuf, len: usize) -> Pending {
+        self.start(uring::Kind::Read, file, offset, buf, len)
+    }
+
+    fn start(
+        &self,
+        kind: uring::Kind,
+        file: Arc<File>,
+        offset: u64,
+        buf: AlignedBuf,
+        len: usize,
+    ) -> Pending {
         match &self.uring {
             Some(u) => {
                 let (done, rx) = oneshot::channel();
@@ -130,40 +178,62 @@ impl Engine {
                     len,
                     done,
                 });
-                rx.await.unwrap_or_else(|_| {
-                    (
-                        Err(std::io::Error::other(
-                            "the io_uring thread dropped an operation",
-                        )),
-                        AlignedBuf::new(0),
-                    )
-                })
+                Pending::Ring(rx)
             }
-            None => {
-                let job = tokio::task::spawn_blocking(move || {
-                    use std::os::unix::fs::FileExt;
-                    let mut buf = buf;
-                    let r = match kind {
-                        uring::Kind::Read => {
-                            let n = len.min(buf.capacity());
-                            let r = file.read_at(&mut buf.as_mut_slice()[..n], offset);
-                            if let Ok(k) = r {
-                                buf.set_len(k);
-                            }
-                            r
+            None => Pending::Pool(tokio::task::spawn_blocking(move || {
+                use std::os::unix::fs::FileExt;
+                let mut buf = buf;
+                let r = match kind {
+                    uring::Kind::Read => {
+                        let n = len.min(buf.capacity());
+                        let r = file.read_at(&mut buf.as_mut_slice()[..n], offset);
+                        if let Ok(k) = r {
+                            buf.set_len(k);
                         }
-                        // Straight from the aligned buffer (O_DIRECT needs it).
-                        uring::Kind::Write => file.write_at(buf.as_slice(), offset),
-                    };
-                    (r, buf)
-                });
-                job.await.unwrap_or_else(|e| {
-                    (
-                        Err(std::io::Error::other(e.to_string())),
-                        AlignedBuf::new(0),
-                    )
-                })
-            }
+                        r
+                    }
+                    // Straight from the aligned buffer (O_DIRECT needs it).
+                    uring::Kind::Write => file.write_at(buf.as_slice(), offset),
+                };
+                (r, buf)
+            })),
+        }
+    }
+}
+
+/// An operation in flight; resolves to its result and the buffer.
+pub enum Pending {
+    Ring(oneshot::Receiver<BufResult<usize>>),
+    Pool(tokio::task::JoinHandle<BufResult<usize>>),
+}
+
+impl std::future::Future for Pending {
+    type Output = BufResult<usize>;
+
+    fn poll(
+        self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Self::Output> {
+        use std::task::Poll;
+        match self.get_mut() {
+            Pending::Ring(rx) => match std::pin::Pin::new(rx).poll(cx) {
+                Poll::Ready(Ok(r)) => Poll::Ready(r),
+                Poll::Ready(Err(_)) => Poll::Ready((
+                    Err(std::io::Error::other(
+                        "the io_uring thread dropped an operation",
+                    )),
+                    AlignedBuf::new(0),
+                )),
+                Poll::Pending => Poll::Pending,
+            },
+            Pending::Pool(job) => match std::pin::Pin::new(job).poll(cx) {
+                Poll::Ready(Ok(r)) => Poll::Ready(r),
+                Poll::Ready(Err(e)) => Poll::Ready((
+                    Err(std::io::Error::other(e.to_string())),
+                    AlignedBuf::new(0),
+                )),
+                Poll::Pending => Poll::Pending,
+            },
         }
     }
 }
