@@ -361,3 +361,50 @@ fn a_bad_tier_layout_stops_the_worker_with_a_clear_error() {
         "{err}"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn without_io_uring_the_pread_engine_serves_and_says_so() {
+    let dir = tempfile::tempdir().unwrap();
+    let ssd = dir.path().join("ssd");
+    let master = common::MasterProc::start(dir.path(), SMALL_BLOCKS);
+    let cfg = tiers(1, &[("SSD", &[(&ssd, 8)])]);
+    // A host where io_uring cannot run (the failpoint stands in for
+    // io_uring_disabled or a seccomp filter).
+    let w = WorkerProc::start_full(
+        dir.path(),
+        &master.addr,
+        "127.0.0.1:0",
+        &cfg,
+        &[("EDDY_FAILPOINT", "io-uring-unavailable")],
+    );
+    std::fs::create_dir_all(master.ufs()).unwrap();
+    let files: Vec<Vec<u8>> = (0..4)
+        .map(|i| {
+            let d = pattern(BS, 700 + i);
+            std::fs::write(master.ufs().join(format!("f{i}")), &d).unwrap();
+            d
+        })
+        .collect();
+    let fs = FileSystem::connect_with(
+        &master.addr,
+        eddy_client::ClientOptions {
+            short_circuit: false,
+        },
+    )
+    .await
+    .unwrap();
+    for _round in 0..2 {
+        for (i, d) in files.iter().enumerate() {
+            assert!(read(&fs, &format!("/f{i}"), ReadType::Cache).await == *d);
+        }
+    }
+    let s = fs.worker_stats(&w.addr).await.unwrap();
+    assert!(stat(&s, "disk_reads") > 0, "{s:?}");
+    assert_eq!(stat(&s, "ufs_reads"), 4, "every warm read hit a tier");
+    let out = master.cli(&["report"]);
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        text.contains("io engine: pread (io_uring unavailable: disabled by EDDY_FAILPOINT)"),
+        "{text}"
+    );
+}

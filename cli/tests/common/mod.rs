@@ -138,6 +138,17 @@ impl WorkerProc {
     }
 
     pub fn start_bound(dir: &Path, master: &str, bind: &str, extra: &str) -> Self {
+        Self::start_full(dir, master, bind, extra, &[])
+    }
+
+    /// As `start_bound`, with environment variables for the process.
+    pub fn start_full(
+        dir: &Path,
+        master: &str,
+        bind: &str,
+        extra: &str,
+        env: &[(&str, &str)],
+    ) -> Self {
         std::fs::create_dir_all(dir).unwrap();
         let cfg = dir.join(format!("worker-{}.toml", std::process::id()));
         let cfg = unique(cfg);
@@ -157,6 +168,7 @@ bind = {bind:?}
             .arg(&cfg)
             .arg("worker")
             .env("EDDY_LOG", "warn")
+            .envs(env.iter().copied())
             .stdout(Stdio::piped())
             .stderr(Stdio::inherit())
             .spawn()

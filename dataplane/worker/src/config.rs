@@ -36,6 +36,9 @@ pub struct WorkerConfig {
     /// Bytes of registered (fixed) io_uring buffers; held within the
     /// locked-memory limit (RLIMIT_MEMLOCK). 0: none.
     pub io_registered_buffer_bytes: u64,
+    /// SQPOLL: a kernel thread polls the submission queue, idling this many
+    /// milliseconds before it sleeps. 0 (default): off.
+    pub io_sqpoll_idle_ms: u32,
     /// How often hot disk-tier blocks are considered for promotion to
     /// memory, in milliseconds; 0 turns background promotion off.
     pub promote_interval_ms: u64,
@@ -67,6 +70,7 @@ impl Default for WorkerConfig {
             io_engine: "auto".into(),
             io_queue_depth: 64,
             io_registered_buffer_bytes: 4 << 20,
+            io_sqpoll_idle_ms: 0,
             promote_interval_ms: 1000,
         }
     }

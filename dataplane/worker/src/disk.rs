@@ -216,16 +216,26 @@ async fn write_tmp(engine: &Arc<Engine>, tmp: &Path, src: &Source) -> std::io::R
         let (engine, file) = (engine.clone(), file.clone());
         inflight.spawn(async move {
             let want = buf.len();
-            let (r, buf) = engine.write_at(file, off, buf).await;
-            engine.recycle(buf);
-            match r {
+            let (r, buf) = engine.write_at(file.clone(), off, buf).await;
+            let r = match r {
                 Ok(k) if k == want => Ok(()),
-                Ok(k) => Err(std::io::Error::new(
-                    std::io::ErrorKind::WriteZero,
-                    format!("short write: {k} of {want} bytes"),
-                )),
+                // A short write (typically a full disk): writing the rest
+                // tells why (ENOSPC, EIO), so the directory is marked with
+                // the real reason. Rare path: a plain blocking call.
+                Ok(k) => {
+                    use std::os::unix::fs::FileExt;
+                    match file.write_at(&buf.as_slice()[k..], off + k as u64) {
+                        Err(e) => Err(e),
+                        Ok(_) => Err(std::io::Error::new(
+                            std::io::ErrorKind::WriteZero,
+                            format!("short write: {k} of {want} bytes"),
+                        )),
+                    }
+                }
                 Err(e) => Err(e),
-            }
+            };
+            engine.recycle(buf);
+            r
         });
         while inflight.len() >= DEPTH {
             join_one(&mut inflight).await?;

@@ -84,11 +84,16 @@ pub async fn start(cfg: WorkerConfig) -> Result<RunningWorker, StartError> {
         data_addr.ip().to_string()
     };
     cfg.validate().map_err(StartError::Config)?;
+    let ring = io::UringOptions {
+        depth: cfg.io_queue_depth,
+        fixed_bytes: cfg.io_registered_buffer_bytes,
+        sqpoll_idle_ms: cfg.io_sqpoll_idle_ms,
+    };
     let engine = match cfg.io_engine.as_str() {
         "pread" => io::Engine::pread(),
-        "io_uring" => io::Engine::uring(cfg.io_queue_depth, cfg.io_registered_buffer_bytes)
+        "io_uring" => io::Engine::uring_with(&ring)
             .map_err(|e| StartError::Config(format!("io_engine = \"io_uring\": {e}")))?,
-        _ => io::Engine::detect(cfg.io_queue_depth, cfg.io_registered_buffer_bytes),
+        _ => io::Engine::detect_with(&ring),
     };
     tracing::info!("disk I/O engine: {}", engine.describe());
     let tiers = cfg

@@ -1354,4 +1354,62 @@ mod tests {
         put(&s, 7, K).await;
         assert!(matches!(s.get(bid(6)), Some(Block::Disk(d)) if d.dir == 1));
     }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_full_directory_is_taken_out_and_the_next_one_takes_the_blocks() {
+        // SAFETY: geteuid has no preconditions.
+        if unsafe { libc::geteuid() } != 0 {
+            eprintln!("skipped: mounting a small filesystem needs root");
+            return;
+        }
+        let dir = tempfile::tempdir().unwrap();
+        let small = dir.path().join("small");
+        std::fs::create_dir_all(&small).unwrap();
+        // A real filesystem smaller than its quota claims: writes hit ENOSPC.
+        let ok = std::process::Command::new("mount")
+            .args(["-t", "tmpfs", "-o", "size=256k", "tmpfs"])
+            .arg(&small)
+            .status()
+            .unwrap()
+            .success();
+        assert!(ok, "mount a 256 KiB tmpfs");
+        struct Unmount(std::path::PathBuf);
+        impl Drop for Unmount {
+            fn drop(&mut self) {
+                let _ = std::process::Command::new("umount").arg(&self.0).status();
+            }
+        }
+        let _unmount = Unmount(small.clone());
+        let specs = vec![TierSpec {
+            alias: "SSD".into(),
+            dirs: vec![
+                Dir::new(&small, 10 * K),
+                Dir::new(dir.path().join("big"), 4 * K),
+            ],
+        }];
+        let s = BlockStore::with_tiers(K, specs, Arc::new(Engine::detect(8, 0)));
+        for f in 1..=5 {
+            put(&s, f, K).await;
+        }
+        let ssd = &s.tiers()[1];
+        assert!(
+            ssd.dirs[0].error.contains("No space left on device"),
+            "{ssd:?}"
+        );
+        assert!(ssd.dirs[1].error.is_empty());
+        let on = |f| match s.get(bid(f)) {
+            Some(Block::Disk(d)) => d.dir,
+            _ => 9,
+        };
+        assert_eq!((on(1), on(2), on(3), on(4)), (0, 0, 1, 1));
+        for f in 1..=5 {
+            assert!(bytes_of(&s, f).await.unwrap() == data(f, K), "file {f}");
+        }
+        // Nothing half-written is left in the full directory.
+        let names: Vec<String> = std::fs::read_dir(small.join(crate::disk::BLOCKS_DIR))
+            .unwrap()
+            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+            .collect();
+        assert_eq!(names.len(), 2, "{names:?}");
+    }
 }

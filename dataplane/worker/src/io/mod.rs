@@ -19,6 +19,18 @@ pub type BufResult<T> = (std::io::Result<T>, AlignedBuf);
 /// the size of a registered buffer.
 pub const IO_CHUNK: usize = 1 << 20;
 
+/// How an io_uring ring is set up.
+#[derive(Debug, Clone)]
+pub struct UringOptions {
+    /// Submission queue entries (operations in flight).
+    pub depth: u32,
+    /// Bytes of registered buffers wanted (held within RLIMIT_MEMLOCK).
+    pub fixed_bytes: u64,
+    /// 0: no SQPOLL (the default: a kernel polling thread costs a whole
+    /// core). Otherwise the kernel thread's idle time before it sleeps.
+    pub sqpoll_idle_ms: u32,
+}
+
 pub struct Engine {
     uring: Option<uring::Uring>,
     /// Why the pread engine is in use, when io_uring was wanted.
@@ -37,7 +49,16 @@ impl Engine {
     /// `pread` engine (the reason is logged once). Up to `fixed_bytes` of
     /// registered buffers.
     pub fn detect(depth: u32, fixed_bytes: u64) -> Self {
-        match Self::uring(depth, fixed_bytes) {
+        Self::detect_with(&UringOptions {
+            depth,
+            fixed_bytes,
+            sqpoll_idle_ms: 0,
+        })
+    }
+
+    /// [`Engine::detect`] with every io_uring option.
+    pub fn detect_with(o: &UringOptions) -> Self {
+        match Self::uring_with(o) {
             Ok(e) => e,
             Err(e) => {
                 tracing::warn!("io_uring unavailable ({e}); disk tiers use the pread engine");
@@ -52,7 +73,21 @@ impl Engine {
 
     /// io_uring or the reason it cannot run here.
     pub fn uring(depth: u32, fixed_bytes: u64) -> std::io::Result<Self> {
-        let u = uring::Uring::start(depth.max(1), fixed_bytes, IO_CHUNK)?;
+        Self::uring_with(&UringOptions {
+            depth,
+            fixed_bytes,
+            sqpoll_idle_ms: 0,
+        })
+    }
+
+    /// [`Engine::uring`] with every io_uring option.
+    pub fn uring_with(o: &UringOptions) -> std::io::Result<Self> {
+        // Test-only: stands in for a host where io_uring cannot run
+        // (io_uring_disabled, seccomp), which tests cannot arrange.
+        if std::env::var("EDDY_FAILPOINT").as_deref() == Ok("io-uring-unavailable") {
+            return Err(std::io::Error::other("disabled by EDDY_FAILPOINT"));
+        }
+        let u = uring::Uring::start(o.depth.max(1), o.fixed_bytes, IO_CHUNK, o.sqpoll_idle_ms)?;
         Ok(Self {
             uring: Some(u),
             fallback: None,
@@ -315,6 +350,17 @@ mod tests {
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn the_detected_engine_passes_the_suite() {
         let e = Engine::detect(32, 0);
+        eprintln!("engine in use: {}", e.describe());
+        suite(&e).await;
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn an_sqpoll_ring_passes_the_suite() {
+        let e = Engine::detect_with(&UringOptions {
+            depth: 32,
+            fixed_bytes: 0,
+            sqpoll_idle_ms: 10,
+        });
         eprintln!("engine in use: {}", e.describe());
         suite(&e).await;
     }

@@ -43,8 +43,19 @@ impl Uring {
     /// work here (no kernel support, io_uring_disabled, seccomp). Registers
     /// up to `fixed_bytes` of buffers in `slot`-byte slots, held within the
     /// locked-memory limit; without them, unregistered buffers are used.
-    pub fn start(depth: u32, fixed_bytes: u64, slot: usize) -> std::io::Result<Self> {
-        let mut ring = IoUring::new(depth)?;
+    pub fn start(
+        depth: u32,
+        fixed_bytes: u64,
+        slot: usize,
+        sqpoll_idle_ms: u32,
+    ) -> std::io::Result<Self> {
+        let mut ring = if sqpoll_idle_ms > 0 {
+            IoUring::builder()
+                .setup_sqpoll(sqpoll_idle_ms)
+                .build(depth)?
+        } else {
+            IoUring::new(depth)?
+        };
         // Setup can succeed where submission is filtered: prove a NOP runs.
         let nop = opcode::Nop::new().build().user_data(u64::MAX);
         // SAFETY: a NOP references no memory.
@@ -68,6 +79,11 @@ impl Uring {
                 // The ring (and its registration) is gone: the pool may go.
                 drop(keep);
             })?;
+        let pool_note = if sqpoll_idle_ms > 0 {
+            format!("{pool_note}; SQPOLL")
+        } else {
+            pool_note
+        };
         Ok(Self {
             tx,
             pool,
