@@ -7,39 +7,13 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use common::{
-    Cluster, MasterProc, WRITE_TYPES, WorkerProc, eventually, file_shapes, memfds, pattern,
+    Cluster, MasterProc, WRITE_TYPES, WorkerProc, eventually, file_shapes, get, memfds, pattern,
+    put,
 };
 use eddy_client::{CreateOptions, EddyCode, FileSystem, OpenOptions, ReadType, pb};
 
 const BS: u64 = 1 << 20;
 const SMALL_BLOCKS: &str = "default_block_size = 1048576";
-
-async fn put(fs: &FileSystem, path: &str, data: &[u8], wt: pb::WriteType) -> pb::FileStatus {
-    let mut w = fs
-        .create(
-            path,
-            &CreateOptions {
-                write_type: wt,
-                ..Default::default()
-            },
-        )
-        .await
-        .unwrap();
-    // Odd-sized writes exercise buffering across block boundaries.
-    for chunk in data.chunks(300_007) {
-        w.write(chunk).await.unwrap();
-    }
-    w.close().await.unwrap()
-}
-
-async fn get(fs: &FileSystem, path: &str) -> Vec<u8> {
-    fs.open(path, &OpenOptions::default())
-        .await
-        .unwrap()
-        .read_to_end()
-        .await
-        .unwrap()
-}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn every_size_and_write_type_reads_back() {

@@ -5,34 +5,10 @@ mod common;
 
 use std::time::Duration;
 
-use common::{Cluster, eventually, pattern};
-use eddy_client::{CreateOptions, FileSystem, OpenOptions, pb};
+use common::{Cluster, eventually, get, pattern, put};
+use eddy_client::{FileSystem, pb};
 
 const BS: usize = 1 << 20;
-
-async fn put(fs: &FileSystem, path: &str, data: &[u8], wt: pb::WriteType) {
-    let mut w = fs
-        .create(
-            path,
-            &CreateOptions {
-                write_type: wt,
-                ..Default::default()
-            },
-        )
-        .await
-        .unwrap();
-    w.write(data).await.unwrap();
-    w.close().await.unwrap();
-}
-
-async fn get(fs: &FileSystem, path: &str) -> Vec<u8> {
-    fs.open(path, &OpenOptions::default())
-        .await
-        .unwrap()
-        .read_to_end()
-        .await
-        .unwrap()
-}
 
 /// Copies of each block of `path`, as the master lists them.
 async fn copies(fs: &FileSystem, path: &str) -> Vec<usize> {

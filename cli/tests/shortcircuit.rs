@@ -10,22 +10,12 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use common::{
-    Cluster, WRITE_TYPES, WorkerProc, eventually, file_shapes, memfds, pattern, recv_with_fds,
+    Cluster, WRITE_TYPES, WorkerProc, eventually, file_shapes, memfds, pattern, put, recv_with_fds,
 };
 use eddy_client::{CreateOptions, EddyCode, FileSystem, OpenOptions, pb};
 
 const BS: u64 = 1 << 20;
 const SMALL_BLOCKS: &str = "default_block_size = 1048576";
-
-async fn put(fs: &FileSystem, path: &str, data: &[u8], wt: pb::WriteType) {
-    let o = CreateOptions {
-        write_type: wt,
-        ..Default::default()
-    };
-    let mut w = fs.create(path, &o).await.unwrap();
-    w.write(data).await.unwrap();
-    w.close().await.unwrap();
-}
 
 async fn stat(fs: &FileSystem, c: &Cluster, i: usize, name: &str) -> u64 {
     let s = fs.worker_stats(&c.workers[i].addr).await.unwrap();

@@ -366,3 +366,32 @@ impl Drop for MasterProc {
 pub fn code_of(e: eddy_client::ClientError) -> eddy_client::EddyCode {
     e.code()
 }
+
+/// Writes `data` to a new Eddy file with write type `wt`, in odd-sized
+/// pieces (they exercise buffering across block boundaries).
+pub async fn put(
+    fs: &eddy_client::FileSystem,
+    path: &str,
+    data: &[u8],
+    wt: eddy_client::pb::WriteType,
+) -> eddy_client::pb::FileStatus {
+    let o = eddy_client::CreateOptions {
+        write_type: wt,
+        ..Default::default()
+    };
+    let mut w = fs.create(path, &o).await.unwrap();
+    for chunk in data.chunks(300_007) {
+        w.write(chunk).await.unwrap();
+    }
+    w.close().await.unwrap()
+}
+
+/// A whole Eddy file (default read type).
+pub async fn get(fs: &eddy_client::FileSystem, path: &str) -> Vec<u8> {
+    fs.open(path, &eddy_client::OpenOptions::default())
+        .await
+        .unwrap()
+        .read_to_end()
+        .await
+        .unwrap()
+}

@@ -37,15 +37,23 @@ impl Mapping {
                 "the handed segment is shorter than its block",
             ));
         }
+        // The memfd is sealed against writes, shrinking and growing (checked
+        // above) and is at least `len` bytes long: the mapped bytes can
+        // neither change nor disappear while the mapping lives.
+        Self::map_immutable(&file, len)
+    }
+
+    /// Maps `len` bytes of `file`, which the caller has checked cannot
+    /// change or shrink (a sealed memfd, or a block file, which Eddy never
+    /// rewrites). The mapping keeps the pages after `file` is closed.
+    fn map_immutable(file: &File, len: u64) -> std::io::Result<Self> {
         let len = usize::try_from(len).map_err(std::io::Error::other)?;
         if len == 0 {
             return Ok(Self { map: None, len: 0 });
         }
-        // SAFETY: the memfd is sealed against writes, shrinking and growing
-        // (checked above) and is at least `len` bytes long, so the mapped
-        // bytes can neither change nor disappear while the mapping lives.
-        // The mapping keeps the pages after `file` is closed here.
-        let map = unsafe { MmapOptions::new().len(len).map(&file)? };
+        // SAFETY: both callers check `file` is at least `len` bytes long and
+        // cannot change or shrink while mapped (see `map_immutable`'s doc).
+        let map = unsafe { MmapOptions::new().len(len).map(file)? };
         Ok(Self {
             map: Some(map),
             len,
@@ -71,19 +79,10 @@ impl Mapping {
                 "the handed block file is not a regular file of the block's length",
             ));
         }
-        let len = usize::try_from(len).map_err(std::io::Error::other)?;
-        if len == 0 {
-            return Ok(Self { map: None, len: 0 });
-        }
-        // SAFETY: the file is a regular file at least `len` bytes long, open
-        // read-only, and Eddy's worker never writes or truncates a block file
-        // once it is in place (docs/TIERS.md); unlinking it leaves the pages
-        // mapped. The mapping outlives `file`, which is closed here.
-        let map = unsafe { MmapOptions::new().len(len).map(&file)? };
-        Ok(Self {
-            map: Some(map),
-            len,
-        })
+        // A regular file at least `len` bytes long, open read-only, and
+        // Eddy's worker never writes or truncates a block file once it is in
+        // place (docs/TIERS.md); unlinking it leaves the pages mapped.
+        Self::map_immutable(&file, len)
     }
 
     pub fn as_slice(&self) -> &[u8] {

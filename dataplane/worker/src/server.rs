@@ -253,20 +253,32 @@ fn checked(req: &ReadRequest, b: Block) -> Result<Block> {
 async fn read_through(sh: &Shared, req: &ReadRequest) -> Result<Found> {
     let src = source(req)?;
     let ufs = sh.link.ufs(src.mount_id).await?;
+    let b = ufs_read_exact(sh, &*ufs, src, req.file_offset + req.offset, req.length).await?;
+    Ok(Found::Through(b))
+}
+
+/// Reads exactly `len` bytes at `start` of the block's under-storage file;
+/// fewer means the file changed under Eddy.
+async fn ufs_read_exact(
+    sh: &Shared,
+    ufs: &dyn eddy_ufs::UnderFileSystem,
+    src: &eddy_wire::UfsSource,
+    start: u64,
+    len: u64,
+) -> Result<bytes::Bytes> {
     let key = ufs_key(&src.key)?;
-    let start = req.file_offset + req.offset;
-    let b = ufs.read(&key, start..start + req.length).await?;
+    let b = ufs.read(&key, start..start + len).await?;
     Stats::add(&sh.store.stats.ufs_reads, 1);
     Stats::add(&sh.store.stats.ufs_bytes_read, b.len() as u64);
-    if b.len() as u64 != req.length {
+    if b.len() as u64 != len {
         return Err(WorkerError::UfsChanged {
             key: src.key.clone(),
             offset: start,
-            expected: req.length,
+            expected: len,
             found: b.len() as u64,
         });
     }
-    Ok(Found::Through(b))
+    Ok(b)
 }
 
 fn source(req: &ReadRequest) -> Result<&eddy_wire::UfsSource> {
@@ -335,19 +347,7 @@ async fn fill_to_disk(
     no_room: crate::store::NoSpace,
 ) -> Result<Block> {
     let src = source(req)?;
-    let key = ufs_key(&src.key)?;
-    let start = req.file_offset;
-    let b = ufs.read(&key, start..start + req.block_length).await?;
-    Stats::add(&sh.store.stats.ufs_reads, 1);
-    Stats::add(&sh.store.stats.ufs_bytes_read, b.len() as u64);
-    if b.len() as u64 != req.block_length {
-        return Err(WorkerError::UfsChanged {
-            key: src.key.clone(),
-            offset: start,
-            expected: req.block_length,
-            found: b.len() as u64,
-        });
-    }
+    let b = ufs_read_exact(sh, ufs, src, req.file_offset, req.block_length).await?;
     let block = match sh.store.insert_on_disk(req.block_id, b).await {
         Ok(b) => b,
         Err(why) => {

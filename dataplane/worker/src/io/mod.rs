@@ -31,6 +31,17 @@ pub struct UringOptions {
     pub sqpoll_idle_ms: u32,
 }
 
+impl UringOptions {
+    /// `depth` entries and up to `fixed_bytes` of registered buffers, no SQPOLL.
+    pub fn new(depth: u32, fixed_bytes: u64) -> Self {
+        Self {
+            depth,
+            fixed_bytes,
+            sqpoll_idle_ms: 0,
+        }
+    }
+}
+
 pub struct Engine {
     uring: Option<uring::Uring>,
     /// Why the pread engine is in use, when io_uring was wanted.
@@ -49,11 +60,7 @@ impl Engine {
     /// `pread` engine (the reason is logged once). Up to `fixed_bytes` of
     /// registered buffers.
     pub fn detect(depth: u32, fixed_bytes: u64) -> Self {
-        Self::detect_with(&UringOptions {
-            depth,
-            fixed_bytes,
-            sqpoll_idle_ms: 0,
-        })
+        Self::detect_with(&UringOptions::new(depth, fixed_bytes))
     }
 
     /// [`Engine::detect`] with every io_uring option.
@@ -73,11 +80,7 @@ impl Engine {
 
     /// io_uring or the reason it cannot run here.
     pub fn uring(depth: u32, fixed_bytes: u64) -> std::io::Result<Self> {
-        Self::uring_with(&UringOptions {
-            depth,
-            fixed_bytes,
-            sqpoll_idle_ms: 0,
-        })
+        Self::uring_with(&UringOptions::new(depth, fixed_bytes))
     }
 
     /// [`Engine::uring`] with every io_uring option.
@@ -163,7 +166,7 @@ impl Engine {
         buf: AlignedBuf,
         len: usize,
     ) -> BufResult<usize> {
-        self.op(uring::Kind::Read, file, offset, buf, len).await
+        self.start(uring::Kind::Read, file, offset, buf, len).await
     }
 
     /// Writes the buffer's bytes at `offset`.
@@ -174,18 +177,7 @@ impl Engine {
         buf: AlignedBuf,
     ) -> BufResult<usize> {
         let len = buf.len();
-        self.op(uring::Kind::Write, file, offset, buf, len).await
-    }
-
-    async fn op(
-        &self,
-        kind: uring::Kind,
-        file: Arc<File>,
-        offset: u64,
-        buf: AlignedBuf,
-        len: usize,
-    ) -> BufResult<usize> {
-        self.start(kind, file, offset, buf, len).await
+        self.start(uring::Kind::Write, file, offset, buf, len).await
     }
 
     /// Submits a read now and returns its completion: the operation is in
