@@ -49,6 +49,20 @@ install_pyspark() {
     export EDDY_PYSPARK_JARS
 }
 
+# A real S3-compatible server for the object-store tests: moto's server on
+# loopback (eddy_ufs::testkit starts it; EDDY_MOTO_SERVER points at it).
+MOTO_VERSION=5.2.5
+install_moto() {
+    stage "moto $MOTO_VERSION (S3-compatible server for tests)"
+    local venv=target/moto-venv
+    if ! "$venv/bin/python" -c "import moto, sys; sys.exit(moto.__version__ != '$MOTO_VERSION')" 2>/dev/null; then
+        python3 -m venv "$venv"
+        "$venv/bin/pip" install --quiet --disable-pip-version-check "moto[server]==$MOTO_VERSION"
+    fi
+    EDDY_MOTO_SERVER="$PWD/$venv/bin/moto_server"
+    export EDDY_MOTO_SERVER
+}
+
 # The Hadoop FileSystem connector: target/eddy-hadoop.jar (plain javac).
 build_java() {
     stage "Java connector (target/eddy-hadoop.jar)"
@@ -91,6 +105,7 @@ main() {
     check_format
     check_lints
     install_pyspark
+    install_moto
     build_java
     build_ffi
     run_tests

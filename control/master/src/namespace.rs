@@ -944,14 +944,37 @@ impl Namespace {
             if ino.is_dir() == st.is_dir {
                 let changed = !st.is_dir && ino.fingerprint != Fingerprint::of(&st.fingerprint);
                 if changed {
-                    let dropped = file_blocks(ino);
-                    fx.dropped_blocks.extend(dropped);
-                    let ino = self.inode_mut(id);
+                    // New content gets a new inode id, hence new block ids:
+                    // a worker still holding the old blocks (until it hears
+                    // they are dropped) can never serve them for the new
+                    // bytes. Attributes (mode, owner, pin, TTL, bounds) carry over.
+                    let mut ino = self.inodes.remove(&id).expect("listed above");
+                    fx.dropped_blocks.extend(file_blocks(&ino));
+                    fx.ops.push(MetaOp::DeleteInode(id));
+                    let new_id = self.alloc_id(fx);
+                    if self.pinned.remove(&id) {
+                        self.pinned.insert(new_id);
+                        if self.pin_demotable.remove(&id) {
+                            self.pin_demotable.insert(new_id);
+                        }
+                        self.pin_version += 1;
+                    }
+                    ino.id = new_id;
                     ino.length = st.length;
                     ino.mtime_ms = st.mtime_ms;
                     ino.fingerprint = Fingerprint::of(&st.fingerprint);
                     ino.set_flag(FLAG_COMPLETE, true);
-                    fx.ops.push(metastore::put(ino));
+                    ino.synced_ms = now;
+                    fx.ops.push(metastore::put(&ino));
+                    let name = ino.name.clone();
+                    self.inodes.insert(new_id, ino);
+                    self.inode_mut(parent)
+                        .dir
+                        .as_mut()
+                        .expect("parent is a directory")
+                        .children
+                        .insert(name, new_id);
+                    return Some(new_id);
                 }
                 self.inode_mut(id).synced_ms = now;
                 return Some(id);
@@ -1002,11 +1025,24 @@ impl Namespace {
         let Some(children) = self.inodes.get(&dir).and_then(|d| d.children()) else {
             return;
         };
-        let lo = after.map_or(Bound::Unbounded, Bound::Excluded);
+        // The page covers listing keys (after, upto] (eddy_ufs::listing_key:
+        // a directory is its name and `/`). By name, that is a superset
+        // starting at the part of `after` before its first byte <= `/`:
+        // only such prefixes of `after` can be directories whose key sorts
+        // after it.
+        let lo = after.map_or(Bound::Unbounded, |a| {
+            let cut = a.bytes().position(|b| b <= b'/').unwrap_or(a.len());
+            Bound::Included(&a[..cut])
+        });
         let hi = upto.map_or(Bound::Unbounded, Bound::Included);
+        let in_page = |key: &str| after.is_none_or(|a| key > a) && upto.is_none_or(|u| key <= u);
         let gone: Vec<u64> = children
             .range::<str, _>((lo, hi))
             .filter(|(n, _)| !listed.contains(&***n))
+            .filter(|(n, id)| {
+                let is_dir = self.inodes.get(id).is_some_and(|i| i.is_dir());
+                in_page(&eddy_ufs::listing_key(n, is_dir))
+            })
             .map(|(_, &id)| id)
             .collect();
         for id in gone {
@@ -1532,9 +1568,17 @@ mod tests {
         let mut f = fx();
         let mut changed = st("f", false, "b");
         changed.length = 200 << 20;
-        assert_eq!(n.merge_ufs_child(ROOT_ID, &changed, NOW, &mut f), Some(id));
+        let new_id = n.merge_ufs_child(ROOT_ID, &changed, NOW, &mut f).unwrap();
+        assert_ne!(new_id, id, "new content, new block ids");
         assert_eq!(f.dropped_blocks, vec![eddy_proto::block_id(id, 0)]);
-        assert_eq!(n.get(id).unwrap().length, 200 << 20);
+        assert!(n.get(id).is_none());
+        assert_eq!(n.get(new_id).unwrap().length, 200 << 20);
+        assert_eq!(n.lookup(&p("/f")), Some(new_id));
+        // Unchanged: same id.
+        assert_eq!(
+            n.merge_ufs_child(ROOT_ID, &changed, NOW, &mut f),
+            Some(new_id)
+        );
         // Eddy-only files are never replaced or dropped by a sync.
         n.create_file(&p("/mine"), false, &NewAttrs::default(), true, NOW, &mut f)
             .unwrap();
@@ -1546,6 +1590,32 @@ mod tests {
         n.drop_unlisted(ROOT_ID, None, None, &listed, &mut f);
         assert!(n.lookup(&p("/f")).is_none(), "gone from the under-storage");
         assert!(n.lookup(&p("/mine")).is_some(), "Eddy-only file kept");
+
+        // Pages in listing order (a directory sorts as `name/`): each page
+        // drops only what falls in its own key range and was not listed.
+        for (name, dir) in [
+            ("abb", false),
+            ("abc", true),
+            ("abc-1", false),
+            ("abc.txt", false),
+        ] {
+            n.merge_ufs_child(ROOT_ID, &st(name, dir, "x"), NOW, &mut f)
+                .unwrap();
+        }
+        let page1: HashSet<&str> = ["abc-1", "abc.txt"].into();
+        n.drop_unlisted(ROOT_ID, Some("abb0"), Some("abc.txt"), &page1, &mut f);
+        assert!(
+            n.lookup(&p("/abc")).is_some(),
+            "the directory `abc/` sorts after abc.txt"
+        );
+        assert!(n.lookup(&p("/abb")).is_some(), "outside the page");
+        let page2: HashSet<&str> = ["abc"].into();
+        n.drop_unlisted(ROOT_ID, Some("abc.txt"), Some("abc/"), &page2, &mut f);
+        assert!(n.lookup(&p("/abc")).is_some() && n.lookup(&p("/abc-1")).is_some());
+        let none: HashSet<&str> = HashSet::new();
+        n.drop_unlisted(ROOT_ID, None, Some("abb"), &none, &mut f);
+        assert!(n.lookup(&p("/abb")).is_none(), "unlisted in its own range");
+        assert!(n.lookup(&p("/abc.txt")).is_some());
     }
 
     #[test]

@@ -225,6 +225,27 @@ pub async fn list_paginates_in_order(ufs: &dyn UnderFileSystem) {
         ufs.list(&p("c5/f000"), None, 10).await,
         Err(UfsError::NotADirectory(_))
     ));
+
+    // Listing order: a directory sorts as its name followed by `/`, the
+    // order object stores list keys in, one page at a time.
+    for f in ["c5b/abc.txt", "c5b/abc-1", "c5b/abc/x", "c5b/abd"] {
+        ufs.write(&p(f), Bytes::from_static(b"x")).await.unwrap();
+    }
+    let mut keys = Vec::new();
+    let mut after: Option<String> = None;
+    loop {
+        let page = ufs.list(&p("c5b"), after.as_deref(), 1).await.unwrap();
+        keys.extend(
+            page.entries
+                .iter()
+                .map(|e| crate::listing_key(&e.name, e.is_dir).into_owned()),
+        );
+        match page.next_start_after {
+            Some(n) => after = Some(n),
+            None => break,
+        }
+    }
+    assert_eq!(keys, ["abc-1", "abc.txt", "abc/", "abd"]);
 }
 
 pub async fn mkdir_and_delete(ufs: &dyn UnderFileSystem) {

@@ -10,7 +10,9 @@
 
 pub mod contract;
 mod local;
+mod object;
 mod path;
+pub mod testkit;
 
 use std::collections::BTreeMap;
 use std::fmt::Debug;
@@ -21,6 +23,7 @@ use async_trait::async_trait;
 use bytes::Bytes;
 
 pub use local::LocalUfs;
+pub use object::ObjectUfs;
 pub use path::UfsPath;
 
 /// What a backend can and cannot do natively.
@@ -47,12 +50,25 @@ pub struct UfsStatus {
     pub fingerprint: String,
 }
 
-/// One page of a directory listing, sorted by name (bytewise).
+/// One page of a directory listing, in listing order (see [`listing_key`]).
 #[derive(Debug, Clone, Default)]
 pub struct ListPage {
     pub entries: Vec<UfsStatus>,
-    /// `Some(name)`: more entries follow; pass it as `start_after`.
+    /// `Some(key)`: more entries follow; pass it as `start_after`. It is the
+    /// [`listing_key`] of the last entry.
     pub next_start_after: Option<String>,
+}
+
+/// The order listings come in: by name bytewise, where a directory counts
+/// as its name followed by `/`. That is the order object stores list keys
+/// in (`a.txt` < `a/x`), so they can page without reading ahead; every
+/// backend uses it so that callers can rely on one order across pages.
+pub fn listing_key(name: &str, is_dir: bool) -> std::borrow::Cow<'_, str> {
+    if is_dir {
+        std::borrow::Cow::Owned(format!("{name}/"))
+    } else {
+        std::borrow::Cow::Borrowed(name)
+    }
 }
 
 /// Errors of the under-storage layer.
@@ -95,8 +111,9 @@ pub trait UnderFileSystem: Send + Sync + Debug {
     /// Status of `path`, or `NotFound`.
     async fn stat(&self, path: &UfsPath) -> Result<UfsStatus>;
 
-    /// One page of the direct children of directory `dir`, names sorted
-    /// bytewise, starting strictly after `start_after`, at most `limit` (>= 1).
+    /// One page of the direct children of directory `dir`, in listing order
+    /// ([`listing_key`]), starting strictly after the key `start_after`, at
+    /// most `limit` (>= 1).
     async fn list(
         &self,
         dir: &UfsPath,
@@ -149,13 +166,21 @@ pub trait UfsWriter: Send {
     async fn abort(self: Box<Self>);
 }
 
-/// Opens the under-storage named by `uri`. Supported now: `file:///abs/dir`
-/// and a bare absolute path. The root must exist and be a directory.
+/// Opens the under-storage named by `uri`: `file:///abs/dir` (or a bare
+/// absolute path; the root must exist and be a directory), `s3://` or
+/// `s3a://BUCKET/PREFIX`, `gs://BUCKET/PREFIX`, `az://CONTAINER/PREFIX`.
+/// Object stores take their endpoint and credentials from `options` (see
+/// docs/UFS.md), falling back to the provider's standard environment.
 pub async fn open(
     uri: &str,
     options: &BTreeMap<String, String>,
 ) -> Result<Arc<dyn UnderFileSystem>> {
-    let _ = options; // Local storage takes no options; object stores will.
+    let scheme = uri.split_once("://").map(|(s, _)| s);
+    if matches!(scheme, Some("s3" | "s3a" | "gs" | "az")) {
+        return Ok(Arc::new(ObjectUfs::open(uri, options).await?));
+    }
+    // A local directory uses no options; they are kept (and shown, secrets
+    // masked) like any mount's, as Alluxio does.
     if let Some(rest) = uri.strip_prefix("file://") {
         return Ok(Arc::new(LocalUfs::open(rest).await?));
     }
@@ -166,7 +191,7 @@ pub async fn open(
     Err(UfsError::InvalidUri {
         uri: uri.to_string(),
         reason: match scheme {
-            Some(s) => format!("scheme `{s}` is not supported (supported: file)"),
+            Some(s) => format!("scheme `{s}` is not supported (supported: file, s3, s3a, gs, az)"),
             None => "expected `file:///absolute/dir` or an absolute path".to_string(),
         },
     })

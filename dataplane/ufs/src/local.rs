@@ -162,7 +162,8 @@ impl UnderFileSystem for LocalUfs {
         let mut rd = tokio::fs::read_dir(&full)
             .await
             .map_err(|e| self.io_err(dir, e))?;
-        let mut names = Vec::new();
+        // (listing key, name)
+        let mut names: Vec<(String, String)> = Vec::new();
         while let Some(entry) = rd.next_entry().await.map_err(|e| self.io_err(dir, e))? {
             // Names that are not UTF-8 cannot be Eddy paths; they stay invisible.
             let Ok(name) = entry.file_name().into_string() else {
@@ -171,15 +172,20 @@ impl UnderFileSystem for LocalUfs {
             if name.starts_with(TMP_PREFIX) {
                 continue;
             }
-            if start_after.is_none_or(|s| name.as_str() > s) {
-                names.push(name);
+            // Through symlinks, as the stat below does.
+            let is_dir = tokio::fs::metadata(entry.path())
+                .await
+                .is_ok_and(|m| m.is_dir());
+            let key = crate::listing_key(&name, is_dir).into_owned();
+            if start_after.is_none_or(|s| key.as_str() > s) {
+                names.push((key, name));
             }
         }
         names.sort_unstable();
         let more = names.len() > limit;
         names.truncate(limit);
         let mut entries = Vec::with_capacity(names.len());
-        for name in names {
+        for (_, name) in names {
             // An entry deleted between read_dir and stat is simply skipped.
             match tokio::fs::metadata(full.join(&name)).await {
                 Ok(m) => entries.push(status_of(&name, &m)),
@@ -188,7 +194,9 @@ impl UnderFileSystem for LocalUfs {
             }
         }
         let next_start_after = if more {
-            entries.last().map(|e| e.name.clone())
+            entries
+                .last()
+                .map(|e| crate::listing_key(&e.name, e.is_dir).into_owned())
         } else {
             None
         };

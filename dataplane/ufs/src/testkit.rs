@@ -1,0 +1,111 @@
+//! A real S3-compatible server for tests: moto's server (PyPI `moto[server]`,
+//! installed by ci/test.sh into target/moto-venv) on a loopback port chosen
+//! by the kernel, killed and reaped on drop.
+
+use std::io::{BufRead, BufReader, Read, Write};
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::time::Duration;
+
+pub struct S3Server {
+    child: Child,
+    /// `http://127.0.0.1:PORT`
+    pub endpoint: String,
+}
+
+/// Where moto's server is: `EDDY_MOTO_SERVER`, else target/moto-venv.
+fn moto_server() -> PathBuf {
+    if let Ok(p) = std::env::var("EDDY_MOTO_SERVER") {
+        return p.into();
+    }
+    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../..");
+    root.join("target/moto-venv/bin/moto_server")
+}
+
+impl S3Server {
+    /// Starts a server and waits until it answers.
+    pub fn start() -> Self {
+        let exe = moto_server();
+        assert!(
+            exe.exists(),
+            "{} is missing: run ci/test.sh once (it installs moto[server]) or set EDDY_MOTO_SERVER",
+            exe.display()
+        );
+        let mut child = Command::new(&exe)
+            .args(["-H", "127.0.0.1", "-p", "0"])
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("spawn moto_server");
+        // Werkzeug prints " * Running on http://127.0.0.1:PORT" on stderr.
+        let stderr = child.stderr.take().expect("piped");
+        let (tx, rx) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            let mut tx = Some(tx);
+            for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+                if let Some(at) = line.find("http://127.0.0.1:")
+                    && let Some(tx) = tx.take()
+                {
+                    let _ = tx.send(line[at..].trim().to_string());
+                }
+            }
+        });
+        let endpoint = match rx.recv_timeout(Duration::from_secs(60)) {
+            Ok(e) => e,
+            Err(_) => {
+                let _ = child.kill();
+                let _ = child.wait();
+                panic!("moto_server did not report its address within 60 s");
+            }
+        };
+        Self { child, endpoint }
+    }
+
+    /// Creates a bucket (moto accepts unsigned requests).
+    pub fn create_bucket(&self, name: &str) {
+        let status = self.raw("PUT", &format!("/{name}"));
+        assert!(status == 200, "creating bucket {name}: HTTP {status}");
+    }
+
+    /// Sends a bodiless request; returns the HTTP status.
+    pub fn raw(&self, method: &str, path: &str) -> u16 {
+        let host = self.endpoint.trim_start_matches("http://");
+        let mut s = std::net::TcpStream::connect(host).expect("connect to moto");
+        write!(
+            s,
+            "{method} {path} HTTP/1.1\r\nHost: {host}\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"
+        )
+        .unwrap();
+        let mut resp = String::new();
+        s.read_to_string(&mut resp).unwrap();
+        resp.split_whitespace()
+            .nth(1)
+            .and_then(|c| c.parse().ok())
+            .unwrap_or(0)
+    }
+
+    /// Mount options for this server (any key pair works against moto).
+    pub fn options(&self) -> std::collections::BTreeMap<String, String> {
+        [
+            ("endpoint", self.endpoint.as_str()),
+            ("region", "us-east-1"),
+            ("access_key", "eddy-test"),
+            ("secret_key", "eddy-test-secret"),
+        ]
+        .into_iter()
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .collect()
+    }
+
+    /// Stops the server (SIGKILL), e.g. to test retries.
+    pub fn kill(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+impl Drop for S3Server {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}

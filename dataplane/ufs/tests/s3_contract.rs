@@ -1,0 +1,86 @@
+//! The under-storage contract against a real S3-compatible server (moto's
+//! server on loopback), and the errors a bad mount gets.
+
+use std::collections::BTreeMap;
+
+use eddy_ufs::UfsError;
+use eddy_ufs::testkit::S3Server;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn s3_passes_the_contract_at_the_root_and_under_a_prefix() {
+    let s3 = S3Server::start();
+    s3.create_bucket("contract");
+    s3.create_bucket("prefixed");
+    let root = eddy_ufs::open("s3://contract", &s3.options())
+        .await
+        .unwrap();
+    eddy_ufs::contract::run_all(root.as_ref()).await;
+    let sub = eddy_ufs::open("s3://prefixed/some/prefix/", &s3.options())
+        .await
+        .unwrap();
+    eddy_ufs::contract::run_all(sub.as_ref()).await;
+    // The prefix holds everything: nothing leaked to the bucket's root.
+    let top = eddy_ufs::open("s3://prefixed", &s3.options())
+        .await
+        .unwrap();
+    let names: Vec<String> = top
+        .list(&eddy_ufs::UfsPath::root(), None, 100)
+        .await
+        .unwrap()
+        .entries
+        .into_iter()
+        .map(|e| e.name)
+        .collect();
+    assert_eq!(names, ["some"]);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn large_streamed_writes_use_multipart_and_read_back() {
+    let s3 = S3Server::start();
+    s3.create_bucket("big");
+    let ufs = eddy_ufs::open("s3://big", &s3.options()).await.unwrap();
+    let data: Vec<u8> = (0..20_000_003u32).map(|i| (i % 251) as u8).collect();
+    let p = eddy_ufs::UfsPath::parse("a/b.bin").unwrap();
+    let mut w = ufs.create(&p).await.unwrap();
+    for chunk in data.chunks(3_000_017) {
+        w.write(chunk).await.unwrap();
+    }
+    let st = w.complete().await.unwrap();
+    assert_eq!(st.length, data.len() as u64);
+    assert_eq!(ufs.stat(&p).await.unwrap().fingerprint, st.fingerprint);
+    let back = ufs.read(&p, 7_000_000..15_000_000).await.unwrap();
+    assert!(back == data[7_000_000..15_000_000]);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bad_mounts_fail_at_open_with_the_reason() {
+    let s3 = S3Server::start();
+    let e = eddy_ufs::open("s3://no-such-bucket/x", &s3.options())
+        .await
+        .unwrap_err();
+    assert!(matches!(e, UfsError::Unavailable { .. }), "{e}");
+    assert!(e.to_string().contains("no-such-bucket"), "{e}");
+    // Nothing listens there: refused quickly, not retried for minutes.
+    let mut o = s3.options();
+    o.insert("endpoint".into(), "http://127.0.0.1:9".into());
+    o.insert("retries".into(), "0".into());
+    let t = std::time::Instant::now();
+    let e = eddy_ufs::open("s3://b", &o).await.unwrap_err();
+    assert!(matches!(e, UfsError::Unavailable { .. }), "{e}");
+    assert!(t.elapsed() < std::time::Duration::from_secs(20));
+    for (uri, opts, want) in [
+        ("s3://", BTreeMap::new(), "bucket"),
+        ("s3://b/../x", BTreeMap::new(), "`..`"),
+        (
+            "s3://b",
+            [("virtual_hosted".to_string(), "maybe".to_string())].into(),
+            "expected true or false",
+        ),
+    ] {
+        let e = eddy_ufs::open(uri, &opts).await.unwrap_err();
+        assert!(
+            matches!(e, UfsError::InvalidUri { .. }) && e.to_string().contains(want),
+            "{uri}: {e}"
+        );
+    }
+}
