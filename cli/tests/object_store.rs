@@ -200,3 +200,56 @@ async fn a_bad_bucket_is_refused_at_mount_time() {
     assert!(!String::from_utf8_lossy(&out.stdout).contains("/s3"));
     let _ = Duration::from_secs(0);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn load_metadata_syncs_on_demand() {
+    let s3 = S3Server::start();
+    let dir = tempfile::tempdir().unwrap();
+    let c = Cluster::start(dir.path(), 1, SMALL_BLOCKS, "");
+    // Never re-checked on its own: only loadMetadata brings changes in.
+    let bucket = mount(&c, &s3, "lazy", "-1").await;
+    let fs = c.fs().await;
+    let v1 = pattern(BS + 1, 1);
+    bucket
+        .write(&ufs_path("d/f"), Bytes::from(v1.clone()))
+        .await
+        .unwrap();
+    assert!(get(&fs, "/s3/d/f").await == v1);
+    let names = |v: Vec<pb::FileStatus>| -> Vec<String> {
+        v.into_iter()
+            .map(|s| String::from_utf8(s.name).unwrap())
+            .collect()
+    };
+    assert_eq!(names(fs.list("/s3/d").await.unwrap()), ["f"]);
+    let v2 = pattern(BS + 1, 2);
+    bucket
+        .write(&ufs_path("d/f"), Bytes::from(v2.clone()))
+        .await
+        .unwrap();
+    bucket
+        .write(&ufs_path("d/sub/g"), Bytes::from_static(b"g"))
+        .await
+        .unwrap();
+    fs.invalidate(b"/s3");
+    assert!(get(&fs, "/s3/d/f").await == v1, "not re-checked yet");
+    assert_eq!(
+        names(fs.list("/s3/d").await.unwrap()),
+        ["f"],
+        "not listed again yet"
+    );
+    let out = c.master.cli(&["fs", "loadMetadata", "-R", "/s3"]);
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(text.contains("(2 files, 2 directories)"), "{text}");
+    fs.invalidate(b"/s3");
+    assert!(
+        get(&fs, "/s3/d/f").await == v2,
+        "the change is in after loadMetadata"
+    );
+    assert!(get(&fs, "/s3/d/sub/g").await == b"g");
+    assert_eq!(names(fs.list("/s3/d").await.unwrap()), ["f", "sub"]);
+}

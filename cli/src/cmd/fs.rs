@@ -150,6 +150,15 @@ pub enum FsCommand {
         recursive: bool,
         path: OsString,
     },
+    /// Re-check a path against its under-storage now (files created,
+    /// changed or deleted there directly), whatever the sync interval.
+    #[command(name = "loadMetadata", alias = "load-metadata")]
+    LoadMetadata {
+        /// Everything below a directory too.
+        #[arg(short = 'R', long)]
+        recursive: bool,
+        path: OsString,
+    },
     /// Same as `eddy report`.
     Report,
 }
@@ -399,6 +408,29 @@ pub async fn run(master: &str, short_circuit: bool, cmd: FsCommand) -> Result<()
                 );
             }
         }
+        FsCommand::LoadMetadata { recursive, path } => {
+            let start = std::time::Instant::now();
+            let p = path_arg(&path);
+            // The stat syncs the path itself; the listings sync what is below.
+            let root = c.stat_synced(&p, 0).await.map_err(e)?;
+            let (mut files, mut dirs) = (0u64, 0u64);
+            if root.is_dir {
+                walk(&c, &p, recursive, Some(0), |s| {
+                    if s.is_dir {
+                        dirs += 1;
+                    } else {
+                        files += 1;
+                    }
+                })
+                .await
+                .map_err(e)?;
+            }
+            println!(
+                "loaded metadata of {} ({files} files, {dirs} directories) in {:.2}s",
+                show(&p),
+                start.elapsed().as_secs_f64()
+            );
+        }
         FsCommand::Report => unreachable!("handled above"),
     }
     Ok(())
@@ -460,7 +492,18 @@ async fn ls(
     recursive: bool,
     force_sync: bool,
 ) -> Result<(), eddy_client::ClientError> {
-    let sync = force_sync.then_some(0);
+    walk(c, path, recursive, force_sync.then_some(0), ls_line).await
+}
+
+/// Lists `path` (and below it with `recursive`), depth-first in name order,
+/// page by page, calling `each` for every entry.
+async fn walk(
+    c: &MasterClient,
+    path: &[u8],
+    recursive: bool,
+    sync: Option<i64>,
+    mut each: impl FnMut(&pb::FileStatus),
+) -> Result<(), eddy_client::ClientError> {
     let mut stack = vec![path.to_vec()];
     while let Some(dir) = stack.pop() {
         let mut after = Vec::new();
@@ -468,7 +511,7 @@ async fn ls(
         loop {
             let (entries, next) = c.list_page(&dir, &after, 0, sync).await?;
             for s in &entries {
-                ls_line(s);
+                each(s);
                 if recursive && s.is_dir && s.path != dir {
                     subdirs.push(s.path.clone());
                 }
