@@ -432,13 +432,6 @@ async fn bad_requests_get_clear_errors() {
         .err()
         .unwrap();
     assert_eq!(e.code(), EddyCode::AlreadyExists, "files are write-once");
-    let async_through = CreateOptions {
-        write_type: pb::WriteType::AsyncThrough,
-        ..Default::default()
-    };
-    let e = fs.create("/async", &async_through).await.err().unwrap();
-    assert_eq!(e.code(), EddyCode::Unsupported);
-    assert!(!fs.master().exists("/async").await.unwrap());
     let mut r = fs.open("/once", &OpenOptions::default()).await.unwrap();
     assert!(r.seek(std::io::SeekFrom::Current(-5)).is_err());
     assert_eq!(r.seek(std::io::SeekFrom::End(5)).unwrap(), 6);

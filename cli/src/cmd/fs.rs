@@ -88,7 +88,7 @@ pub enum FsCommand {
     /// Copy a local file or directory into Eddy.
     #[command(alias = "copyFromLocal")]
     Put {
-        /// MUST_CACHE, CACHE_THROUGH or THROUGH.
+        /// MUST_CACHE, CACHE_THROUGH, THROUGH or ASYNC_THROUGH.
         #[arg(long, default_value = "MUST_CACHE", value_parser = parse_write_type)]
         write_type: pb::WriteType,
         /// Block size in bytes (0: the master's default).
@@ -150,6 +150,9 @@ pub enum FsCommand {
         recursive: bool,
         path: OsString,
     },
+    /// Write a file (or every unpersisted file under a directory) from the
+    /// workers to the under-storage, and wait until it is there.
+    Persist { path: OsString },
     /// Re-check a path against its under-storage now (files created,
     /// changed or deleted there directly), whatever the sync interval.
     #[command(name = "loadMetadata", alias = "load-metadata")]
@@ -200,9 +203,9 @@ fn parse_write_type(s: &str) -> Result<pb::WriteType, String> {
         "MUST_CACHE" => Ok(pb::WriteType::MustCache),
         "CACHE_THROUGH" => Ok(pb::WriteType::CacheThrough),
         "THROUGH" => Ok(pb::WriteType::Through),
-        "ASYNC_THROUGH" => Err("ASYNC_THROUGH is not available yet; use CACHE_THROUGH".into()),
+        "ASYNC_THROUGH" => Ok(pb::WriteType::AsyncThrough),
         _ => Err(format!(
-            "unknown write type {s:?}: MUST_CACHE, CACHE_THROUGH or THROUGH"
+            "unknown write type {s:?}: MUST_CACHE, CACHE_THROUGH, THROUGH or ASYNC_THROUGH"
         )),
     }
 }
@@ -407,6 +410,42 @@ pub async fn run(master: &str, short_circuit: bool, cmd: FsCommand) -> Result<()
                     st.replication_min
                 );
             }
+        }
+        FsCommand::Persist { path } => {
+            let p = path_arg(&path);
+            let start = std::time::Instant::now();
+            let n = c.persist(&p).await.map_err(e)?;
+            // Poll until nothing under the path waits any more (bounded:
+            // a store that stays down is reported, not waited on forever).
+            let deadline = start + std::time::Duration::from_secs(3600);
+            loop {
+                let mut waiting = 0u64;
+                let st = c.stat(&p).await.map_err(e)?;
+                if st.is_dir {
+                    walk(&c, &p, true, None, |s| {
+                        waiting += u64::from(s.persist_pending);
+                    })
+                    .await
+                    .map_err(e)?;
+                } else {
+                    waiting = u64::from(st.persist_pending);
+                }
+                if waiting == 0 {
+                    break;
+                }
+                if std::time::Instant::now() > deadline {
+                    return Err(format!(
+                        "{}: {waiting} file(s) still waiting to be persisted after an hour; the master keeps retrying",
+                        show(&p)
+                    ));
+                }
+                tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+            }
+            println!(
+                "persisted {} ({n} file(s)) in {:.2}s",
+                show(&p),
+                start.elapsed().as_secs_f64()
+            );
         }
         FsCommand::LoadMetadata { recursive, path } => {
             let start = std::time::Instant::now();

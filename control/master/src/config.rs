@@ -24,7 +24,8 @@ pub struct MasterConfig {
     pub worker_lost_after_ms: u64,
     /// How often expired TTLs are acted on.
     pub ttl_check_interval_ms: u64,
-    /// How often replication bounds are checked and enforced.
+    /// How often replication bounds are checked and enforced, and files
+    /// waiting to be persisted are handed to workers.
     pub replication_check_interval_ms: u64,
 }
 

@@ -17,6 +17,8 @@ pub const FLAG_PINNED: u8 = 1 << 3;
 pub const FLAG_MOUNT_POINT: u8 = 1 << 4;
 /// With FLAG_PINNED: the pin lets blocks move down to disk tiers.
 pub const FLAG_PIN_DEMOTE: u8 = 1 << 5;
+/// Waiting for a worker to persist it (ASYNC_THROUGH, `eddy fs persist`).
+pub const FLAG_PERSIST_PENDING: u8 = 1 << 6;
 
 /// One file or directory, as held in the master's memory.
 #[derive(Debug, Clone)]

@@ -103,6 +103,8 @@ pub struct Namespace {
     pinned: BTreeSet<u64>,
     /// Pinned files whose pin allows demotion to disk tiers.
     pin_demotable: BTreeSet<u64>,
+    /// Files waiting to be persisted; workers treat them as pinned.
+    persist_pending: BTreeSet<u64>,
     pin_version: u64,
     pub default_block_size: u64,
 }
@@ -135,6 +137,7 @@ impl Namespace {
             owners: HashSet::new(),
             pinned: BTreeSet::new(),
             pin_demotable: BTreeSet::new(),
+            persist_pending: BTreeSet::new(),
             pin_version: 1,
             default_block_size,
         };
@@ -165,6 +168,7 @@ impl Namespace {
             owners: HashSet::new(),
             pinned: BTreeSet::new(),
             pin_demotable: BTreeSet::new(),
+            persist_pending: BTreeSet::new(),
             pin_version: 1,
             default_block_size,
         };
@@ -174,6 +178,9 @@ impl Namespace {
             let ino = Inode::decode(rec, &mut |u, g| intern(owners, u, g))
                 .map_err(MasterError::Metastore)?;
             max_id = max_id.max(ino.id);
+            if !ino.is_dir() && ino.flag(FLAG_PERSIST_PENDING) {
+                ns.persist_pending.insert(ino.id);
+            }
             if !ino.is_dir() && ino.flag(FLAG_PINNED) {
                 ns.pinned.insert(ino.id);
                 if ino.flag(FLAG_PIN_DEMOTE) {
@@ -654,9 +661,63 @@ impl Namespace {
             .collect()
     }
 
-    /// The pinned files and the version of that set.
+    /// The pinned files (files waiting to be persisted count as pinned) and
+    /// the version of that set.
     pub fn pinned_files(&self) -> (u64, Vec<u64>) {
-        (self.pin_version, self.pinned.iter().copied().collect())
+        let all: BTreeSet<u64> = self
+            .pinned
+            .iter()
+            .chain(&self.persist_pending)
+            .copied()
+            .collect();
+        (self.pin_version, all.into_iter().collect())
+    }
+
+    /// Files waiting to be persisted.
+    pub fn persist_pending(&self) -> Vec<u64> {
+        self.persist_pending.iter().copied().collect()
+    }
+
+    /// Marks complete, unpersisted files at `path` (a file, or every such
+    /// file below a directory) as waiting to be persisted. Returns how many
+    /// are waiting now.
+    pub fn mark_persist(&mut self, path: &EddyPath, fx: &mut Effects) -> Result<u64> {
+        let id = self.resolve(path)?;
+        let mut n = 0;
+        for i in self.subtree(id) {
+            let ino = &self.inodes[&i];
+            if ino.is_dir() || ino.flag(FLAG_PERSISTED) {
+                continue;
+            }
+            if !ino.flag(FLAG_COMPLETE) {
+                if i == id {
+                    return Err(MasterError::FileIncomplete(path.to_string()));
+                }
+                continue;
+            }
+            n += 1;
+            if self.persist_pending.insert(i) {
+                let ino = self.inode_mut(i);
+                ino.set_flag(FLAG_PERSIST_PENDING, true);
+                fx.ops.push(metastore::put(ino));
+                self.pin_version += 1;
+            }
+        }
+        Ok(n)
+    }
+
+    /// Records that file `id` is now persisted with `fingerprint`.
+    pub fn persist_done(&mut self, id: u64, fingerprint: &str, fx: &mut Effects) {
+        if !self.persist_pending.remove(&id) {
+            return;
+        }
+        self.pin_version += 1;
+        if let Some(ino) = self.inodes.get_mut(&id) {
+            ino.set_flag(FLAG_PERSIST_PENDING, false);
+            ino.set_flag(FLAG_PERSISTED, true);
+            ino.fingerprint = Fingerprint::of(fingerprint);
+            fx.ops.push(metastore::put(ino));
+        }
     }
 
     /// The pinned files whose pin allows demotion to disk tiers.
@@ -789,6 +850,9 @@ impl Namespace {
             let ino = self.inodes.remove(&i).expect("subtree ids exist");
             if self.pinned.remove(&i) {
                 self.pin_demotable.remove(&i);
+                self.pin_version += 1;
+            }
+            if self.persist_pending.remove(&i) {
                 self.pin_version += 1;
             }
             fx.dropped_blocks.extend(file_blocks(&ino));

@@ -145,6 +145,7 @@ pub async fn start(cfg: MasterConfig) -> Result<RunningMaster> {
             match repl.upgrade() {
                 Some(s) => {
                     s.check_replication();
+                    s.check_persists();
                 }
                 None => return,
             }

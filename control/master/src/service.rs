@@ -431,6 +431,7 @@ impl MasterState {
             persisted: ino.flag(FLAG_PERSISTED),
             pinned: ino.flag(FLAG_PINNED),
             pin_allows_demotion: ino.flag(FLAG_PIN_DEMOTE),
+            persist_pending: ino.flag(FLAG_PERSIST_PENDING),
             ttl_ms: ino.ttl_ms,
             ttl_action: ino.ttl_action as i32,
             percent_cached: reg.map_or(0, |r| Self::percent_cached(r, ino)),
@@ -550,11 +551,151 @@ impl MasterState {
     pub async fn complete_file(&self, r: pb::CompleteFileRequest) -> Result<pb::FileStatus> {
         let path = EddyPath::parse_bytes(&r.path)?;
         let now = now_ms();
+        let persist_async = r.persist_async && !r.persisted;
         self.mutate(|ns, fx| {
-            ns.complete_file(&path, r.length, r.persisted, &r.ufs_fingerprint, now, fx)
+            ns.complete_file(&path, r.length, r.persisted, &r.ufs_fingerprint, now, fx)?;
+            if persist_async {
+                ns.mark_persist(&path, fx)?;
+            }
+            Ok(())
         })
         .await?;
         self.status_of(&path)
+    }
+
+    /// Has the unpersisted files at `path` persisted in the background.
+    pub async fn persist(&self, r: pb::PersistRequest) -> Result<u64> {
+        let path = EddyPath::parse_bytes(&r.path)?;
+        self.check_writable_ufs(&path)?;
+        let mut n = 0;
+        self.mutate(|ns, fx| {
+            n = ns.mark_persist(&path, fx)?;
+            Ok(())
+        })
+        .await?;
+        Ok(n)
+    }
+
+    fn check_writable_ufs(&self, path: &EddyPath) -> Result<()> {
+        let ns = self.ns.read();
+        let (m, _) = ns.mounts.ufs_path(path);
+        if m.read_only {
+            return Err(MasterError::ReadOnly(format!(
+                "{path} is in read-only mount {}",
+                m.path
+            )));
+        }
+        Ok(())
+    }
+
+    /// Asks workers to persist files waiting for it: one holding every
+    /// block of the file, at most one attempt in flight per file, failed
+    /// attempts retried with backoff. Returns how many were asked.
+    pub fn check_persists(&self) -> usize {
+        let now = self.mono_ms();
+        // The requests, built under the namespace lock; workers chosen after.
+        let jobs: Vec<pb::PersistFile> = {
+            let ns = self.ns.read();
+            let reg = self.reg.lock();
+            ns.persist_pending()
+                .into_iter()
+                .filter(|id| reg.persist_due(*id, now))
+                .filter_map(|id| {
+                    let ino = ns.get(id)?;
+                    let path = ns.path_of(id)?;
+                    let (m, key) = ns.mounts.ufs_path(&path);
+                    Some(pb::PersistFile {
+                        file_id: id,
+                        ufs: Some(pb::UfsLocation {
+                            mount_id: m.id,
+                            key: key.as_str().to_string(),
+                        }),
+                        blocks: (0..ino.block_count())
+                            .map(|i| pb::BlockReport {
+                                block_id: eddy_proto::block_id(id, i),
+                                length: ino.block_length(i),
+                                tier: String::new(),
+                            })
+                            .collect(),
+                        length: ino.length,
+                    })
+                })
+                .collect()
+        };
+        let mut reg = self.reg.lock();
+        let mut asked = 0;
+        for cmd in jobs {
+            let ids: Vec<u64> = cmd.blocks.iter().map(|b| b.block_id).collect();
+            let Some(worker) = reg.holder_of_all(&ids) else {
+                tracing::warn!(
+                    "file {} waits to be persisted but no live worker holds all its blocks",
+                    cmd.file_id
+                );
+                reg.persist_failed(cmd.file_id, now);
+                continue;
+            };
+            reg.ask_persist(worker, cmd, now);
+            asked += 1;
+        }
+        asked
+    }
+
+    /// A worker's answer to a persist request.
+    pub async fn file_persisted(&self, r: pb::FilePersistedRequest) -> Result<()> {
+        let now = self.mono_ms();
+        if !r.error.is_empty() {
+            let attempts = self.reg.lock().persist_failed(r.file_id, now);
+            tracing::warn!(
+                "persisting file {} failed (attempt {attempts}), retrying: {}",
+                r.file_id,
+                r.error
+            );
+            return Ok(());
+        }
+        let ufs = r.ufs.unwrap_or_default();
+        // Still the same file at the same place? Renamed or deleted in the
+        // meantime: the object written is not the file's; remove it.
+        let current = {
+            let ns = self.ns.read();
+            ns.get(r.file_id)
+                .filter(|i| i.flag(FLAG_PERSIST_PENDING) && i.length == r.length)
+                .and_then(|_| ns.path_of(r.file_id))
+                .map(|p| {
+                    let (m, key) = ns.mounts.ufs_path(&p);
+                    (m.id, key.as_str().to_string(), m.clone())
+                })
+        };
+        match current {
+            Some((mount_id, key, _)) if mount_id == ufs.mount_id && key == ufs.key => {
+                self.reg.lock().persist_finished(r.file_id);
+                self.mutate(|ns, fx| {
+                    ns.persist_done(r.file_id, &r.fingerprint, fx);
+                    Ok(())
+                })
+                .await?;
+                tracing::info!("file {} persisted to {}", r.file_id, ufs.key);
+                Ok(())
+            }
+            other => {
+                self.reg.lock().persist_finished(r.file_id);
+                let mount = {
+                    let ns = self.ns.read();
+                    ns.mounts.iter().find(|m| m.id == ufs.mount_id).cloned()
+                };
+                if let (Some(m), Some(key)) = (mount, UfsPath::parse(&ufs.key))
+                    && let Ok(u) = self.ufs(&m).await
+                {
+                    let _ = u.delete(&key, false).await;
+                }
+                if other.is_some() {
+                    tracing::info!(
+                        "file {} moved while persisting; persisting again",
+                        r.file_id
+                    );
+                }
+                Ok(())
+            }
+        }
     }
 
     pub async fn get_status(&self, r: pb::GetStatusRequest) -> Result<pb::FileStatus> {
@@ -1270,6 +1411,10 @@ impl pb::file_system_master_server::FileSystemMaster for MasterRpc {
         let blocks_freed = self.0.free(r.into_inner()).await?;
         Ok(Response::new(pb::FreeResponse { blocks_freed }))
     }
+    async fn persist(&self, r: Request<pb::PersistRequest>) -> Rpc<pb::PersistResponse> {
+        let files = self.0.persist(r.into_inner()).await?;
+        Ok(Response::new(pb::PersistResponse { files }))
+    }
 }
 
 #[tonic::async_trait]
@@ -1307,6 +1452,13 @@ impl pb::block_master_server::BlockMaster for MasterRpc {
     ) -> Rpc<pb::CommitBlockResponse> {
         self.0.commit_block(r.into_inner())?;
         Ok(Response::new(pb::CommitBlockResponse {}))
+    }
+    async fn file_persisted(
+        &self,
+        r: Request<pb::FilePersistedRequest>,
+    ) -> Rpc<pb::FilePersistedResponse> {
+        self.0.file_persisted(r.into_inner()).await?;
+        Ok(Response::new(pb::FilePersistedResponse {}))
     }
     async fn select_worker(
         &self,

@@ -23,6 +23,8 @@ pub struct Worker {
     pending_removals: Vec<u64>,
     /// Copies to ask for on the next heartbeat (replication bounds).
     pending_copies: Vec<pb::ReplicateBlock>,
+    /// Files to persist, asked on the next heartbeat.
+    pending_persists: Vec<pb::PersistFile>,
 }
 
 impl Worker {
@@ -59,6 +61,23 @@ impl BlockMeta {
     }
 }
 
+/// How long a persist asked of a worker may take before it is asked again.
+pub const PERSIST_TIMEOUT_MS: u64 = 120_000;
+
+/// A file being persisted (ASYNC_THROUGH): asked of a worker, or waiting
+/// out a backoff after a failed attempt.
+#[derive(Debug, Clone, Default)]
+struct Persisting {
+    in_flight_until: Option<u64>,
+    not_before: u64,
+    attempts: u32,
+}
+
+/// Backoff after the n-th failed attempt: 1 s, 2 s, 4 s ... at most 60 s.
+pub fn persist_backoff_ms(attempts: u32) -> u64 {
+    (1000u64 << attempts.saturating_sub(1).min(6)).min(60_000)
+}
+
 /// How long a copy asked of a worker counts as coming before it is asked
 /// of another (a worker that failed or was too slow).
 pub const COPY_TIMEOUT_MS: u64 = 30_000;
@@ -70,6 +89,8 @@ pub struct Registry {
     blocks: HashMap<u64, BlockMeta>,
     /// Copies asked for and not yet committed: (block, worker) -> deadline.
     copying: HashMap<(u64, u64), u64>,
+    /// Files being persisted, by file id.
+    persisting: HashMap<u64, Persisting>,
     /// From the last replication check (see `GetClusterInfoResponse`).
     pub under_replicated: u64,
     pub unsatisfiable: u64,
@@ -119,6 +140,7 @@ impl Registry {
             io_engine: String::new(),
             pending_removals: Vec::new(),
             pending_copies: Vec::new(),
+            pending_persists: Vec::new(),
         };
         for b in blocks {
             if valid(b.block_id, b.length) {
@@ -198,7 +220,14 @@ impl Registry {
             self.link(b.block_id, b.length, &b.tier, id);
         }
         let mut cmds = Vec::new();
-        let copies = std::mem::take(&mut self.workers.get_mut(&id).expect("live").pending_copies);
+        let mut cmds_persist = Vec::new();
+        let w = self.workers.get_mut(&id).expect("live");
+        let copies = std::mem::take(&mut w.pending_copies);
+        for p in std::mem::take(&mut w.pending_persists) {
+            cmds_persist.push(pb::WorkerCommand {
+                command: Some(pb::worker_command::Command::PersistFile(p)),
+            });
+        }
         if !copies.is_empty() {
             cmds.push(pb::WorkerCommand {
                 command: Some(pb::worker_command::Command::ReplicateBlocks(
@@ -215,6 +244,7 @@ impl Registry {
                 )),
             });
         }
+        cmds.extend(cmds_persist);
         Ok(cmds)
     }
 
@@ -231,6 +261,46 @@ impl Registry {
                 .insert((cmd.block_id, worker), now_mono + COPY_TIMEOUT_MS);
             w.pending_copies.push(cmd);
         }
+    }
+
+    /// Whether file `file` should be (re)asked to persist now.
+    pub fn persist_due(&self, file: u64, now_mono: u64) -> bool {
+        self.persisting.get(&file).is_none_or(|p| {
+            p.in_flight_until.is_none_or(|d| now_mono >= d) && now_mono >= p.not_before
+        })
+    }
+
+    /// A live worker holding every one of `blocks`, the emptiest first.
+    pub fn holder_of_all(&self, blocks: &[u64]) -> Option<u64> {
+        let mut ids: Vec<&Worker> = self
+            .workers
+            .values()
+            .filter(|w| w.live && blocks.iter().all(|b| w.blocks.contains(b)))
+            .collect();
+        ids.sort_by_key(|w| (std::cmp::Reverse(w.free_bytes()), w.id));
+        ids.first().map(|w| w.id)
+    }
+
+    /// Asks `worker` (on its next heartbeat) to persist a file.
+    pub fn ask_persist(&mut self, worker: u64, cmd: pb::PersistFile, now_mono: u64) {
+        if let Some(w) = self.workers.get_mut(&worker).filter(|w| w.live) {
+            let p = self.persisting.entry(cmd.file_id).or_default();
+            p.in_flight_until = Some(now_mono + PERSIST_TIMEOUT_MS);
+            p.attempts += 1;
+            w.pending_persists.push(cmd);
+        }
+    }
+
+    /// A persist attempt failed: wait out the backoff, then ask again.
+    pub fn persist_failed(&mut self, file: u64, now_mono: u64) -> u32 {
+        let p = self.persisting.entry(file).or_default();
+        p.in_flight_until = None;
+        p.not_before = now_mono + persist_backoff_ms(p.attempts);
+        p.attempts
+    }
+
+    pub fn persist_finished(&mut self, file: u64) {
+        self.persisting.remove(&file);
     }
 
     /// Tells `worker` to drop its copy of `block`, and forgets that copy now.
@@ -322,6 +392,7 @@ impl Registry {
             w.live = false;
             w.pending_removals.clear();
             w.pending_copies.clear();
+            w.pending_persists.clear();
         }
         lost
     }
@@ -377,6 +448,60 @@ mod tests {
             length: 10,
             tier: "MEM".into(),
         }
+    }
+
+    #[test]
+    fn persists_are_asked_once_and_retried_with_backoff() {
+        assert_eq!(
+            [1, 2, 3, 7, 20].map(persist_backoff_ms),
+            [1000, 2000, 4000, 60_000, 60_000]
+        );
+        let mut r = Registry::default();
+        let all = |_: u64, _: u64| true;
+        let a = r
+            .register(addr("a", 1), vec![], &[rep(100), rep(101)], all, 0, 0)
+            .unwrap();
+        let b = r
+            .register(addr("b", 1), vec![], &[rep(100)], all, 0, 0)
+            .unwrap();
+        assert_eq!(r.holder_of_all(&[100, 101]), Some(a));
+        assert_eq!(r.holder_of_all(&[102]), None);
+        assert!(r.persist_due(7, 0));
+        let cmd = pb::PersistFile {
+            file_id: 7,
+            ..Default::default()
+        };
+        r.ask_persist(a, cmd, 0);
+        assert!(!r.persist_due(7, 10), "in flight");
+        assert!(
+            r.persist_due(7, PERSIST_TIMEOUT_MS),
+            "asked again after the timeout"
+        );
+        let hb = |r: &mut Registry, id| {
+            r.heartbeat(
+                &pb::HeartbeatRequest {
+                    worker_id: id,
+                    ..Default::default()
+                },
+                all,
+                1,
+            )
+            .unwrap()
+        };
+        let cmds = hb(&mut r, a);
+        assert!(matches!(
+            cmds.as_slice(),
+            [pb::WorkerCommand {
+                command: Some(pb::worker_command::Command::PersistFile(p))
+            }] if p.file_id == 7
+        ));
+        assert!(hb(&mut r, a).is_empty(), "asked once");
+        assert!(hb(&mut r, b).is_empty());
+        assert_eq!(r.persist_failed(7, 100), 1);
+        assert!(!r.persist_due(7, 500), "backing off");
+        assert!(r.persist_due(7, 1100));
+        r.persist_finished(7);
+        assert!(r.persist_due(7, 0));
     }
 
     #[test]

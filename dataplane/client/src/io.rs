@@ -625,6 +625,8 @@ pub struct FileWriter {
     buf: Vec<u8>,
     written: u64,
     persisted: bool,
+    /// ASYNC_THROUGH: the master has the file persisted after close.
+    persist_async: bool,
     /// Short-circuit: writing straight into segments of a worker on this host.
     shm: Option<ShmWrite>,
 }
@@ -752,6 +754,7 @@ impl FileWriter {
             buf: Vec::new(),
             written: 0,
             persisted: false,
+            persist_async: false,
             shm: None,
         };
         match w.open_session(&status, created.ufs, opts.write_type).await {
@@ -774,11 +777,11 @@ impl FileWriter {
             pb::WriteType::Unspecified | pb::WriteType::MustCache => WriteType::MustCache,
             pb::WriteType::CacheThrough => WriteType::CacheThrough,
             pb::WriteType::Through => WriteType::Through,
+            // The workers keep the bytes (as MUST_CACHE); the master has one
+            // of them persist the file after close.
             pb::WriteType::AsyncThrough => {
-                return Err(ClientError::Rpc(RpcError::new(
-                    EddyCode::Unsupported,
-                    "ASYNC_THROUGH is not available yet; use CACHE_THROUGH",
-                )));
+                self.persist_async = true;
+                WriteType::MustCache
             }
         };
         self.persisted = wt != WriteType::MustCache;
@@ -895,11 +898,7 @@ impl FileWriter {
                 }
             };
             let path = std::mem::take(&mut self.path);
-            return self
-                .fs
-                .master()
-                .complete_file_persisted(&path, ok.length, self.persisted, &ok.fingerprint)
-                .await;
+            return self.complete(path, ok.length, &ok.fingerprint).await;
         }
         let mut c = self.conn.take().ok_or_else(|| {
             ClientError::InvalidArgument("the writer failed earlier; nothing was kept".into())
@@ -927,9 +926,24 @@ impl FileWriter {
         };
         self.fs.inner.pool.put(&self.addr, c);
         let path = std::mem::take(&mut self.path);
+        self.complete(path, ok.length, &ok.fingerprint).await
+    }
+
+    async fn complete(
+        &self,
+        path: Vec<u8>,
+        length: u64,
+        fingerprint: &str,
+    ) -> Result<pb::FileStatus> {
         self.fs
             .master()
-            .complete_file_persisted(&path, ok.length, self.persisted, &ok.fingerprint)
+            .complete_file_with(pb::CompleteFileRequest {
+                path,
+                length,
+                persisted: self.persisted,
+                ufs_fingerprint: fingerprint.to_string(),
+                persist_async: self.persist_async,
+            })
             .await
     }
 

@@ -317,17 +317,34 @@ impl MasterClient {
         persisted: bool,
         fingerprint: &str,
     ) -> Result<pb::FileStatus> {
+        self.complete_file_with(pb::CompleteFileRequest {
+            path: path_bytes(path),
+            length,
+            persisted,
+            ufs_fingerprint: fingerprint.to_string(),
+            persist_async: false,
+        })
+        .await
+    }
+
+    /// `complete_file` with every field of the request (ASYNC_THROUGH sets
+    /// `persist_async`).
+    pub async fn complete_file_with(&self, r: pb::CompleteFileRequest) -> Result<pb::FileStatus> {
+        let r = self.fs.clone().complete_file(r).await?;
+        Ok(r.into_inner().status.unwrap_or_default())
+    }
+
+    /// Has the unpersisted files at `path` persisted in the background;
+    /// returns how many are waiting.
+    pub async fn persist(&self, path: impl AsRef<[u8]>) -> Result<u64> {
         let r = self
             .fs
             .clone()
-            .complete_file(pb::CompleteFileRequest {
+            .persist(pb::PersistRequest {
                 path: path_bytes(path),
-                length,
-                persisted,
-                ufs_fingerprint: fingerprint.to_string(),
             })
             .await?;
-        Ok(r.into_inner().status.unwrap_or_default())
+        Ok(r.into_inner().files)
     }
 
     pub async fn rename(&self, src: impl AsRef<[u8]>, dst: impl AsRef<[u8]>) -> Result<()> {

@@ -58,6 +58,7 @@ const S3_OPTIONS: &[&str] = &[
     "virtual_hosted",
     "allow_http",
     "retries",
+    "timeout_ms",
 ];
 const GCS_OPTIONS: &[&str] = &[
     "endpoint",
@@ -65,6 +66,7 @@ const GCS_OPTIONS: &[&str] = &[
     "service_account_path",
     "anonymous",
     "retries",
+    "timeout_ms",
 ];
 const AZURE_OPTIONS: &[&str] = &[
     "account",
@@ -73,6 +75,7 @@ const AZURE_OPTIONS: &[&str] = &[
     "use_emulator",
     "allow_http",
     "retries",
+    "timeout_ms",
 ];
 
 fn bad_uri(uri: &str, reason: impl Into<String>) -> UfsError {
@@ -142,13 +145,19 @@ impl ObjectUfs {
             retry_timeout: Duration::from_secs(30),
             ..Default::default()
         };
+        let timeout = match options.get("timeout_ms") {
+            None => Duration::from_secs(60),
+            Some(v) => Duration::from_millis(v.parse().map_err(|_| {
+                bad_uri(uri, format!("option timeout_ms={v}: expected milliseconds"))
+            })?),
+        };
         let endpoint = options.get("endpoint").cloned();
         let http = endpoint
             .as_deref()
             .is_some_and(|e| e.starts_with("http://"));
         let client = ClientOptions::new()
             .with_connect_timeout(Duration::from_secs(5))
-            .with_timeout(Duration::from_secs(60))
+            .with_timeout(timeout)
             .with_allow_http(flag(uri, options, "allow_http")?.unwrap_or(http));
         let built: std::result::Result<Arc<dyn ObjectStore>, object_store::Error> = match scheme {
             "s3" | "s3a" => {
@@ -592,7 +601,7 @@ struct ObjectWriter {
 impl ObjectWriter {
     fn err(&self, e: object_store::Error) -> UfsError {
         UfsError::Io {
-            path: format!("{}/{}", self.ufs_uri, self.path),
+            path: format!("{}{}", self.ufs_uri.trim_end_matches('/'), self.path),
             source: std::io::Error::other(e.to_string()),
         }
     }

@@ -97,7 +97,26 @@ impl S3Server {
         .collect()
     }
 
-    /// Stops the server (SIGKILL), e.g. to test retries.
+    /// Freezes the server (SIGSTOP): connections open but nothing answers.
+    pub fn pause(&self) {
+        self.signal("-STOP");
+    }
+
+    /// Undoes [`S3Server::pause`] (SIGCONT).
+    pub fn resume(&self) {
+        self.signal("-CONT");
+    }
+
+    fn signal(&self, sig: &str) {
+        let ok = Command::new("kill")
+            .arg(sig)
+            .arg(self.child.id().to_string())
+            .status()
+            .is_ok_and(|s| s.success());
+        assert!(ok, "kill {sig} moto_server");
+    }
+
+    /// Stops the server (SIGKILL).
     pub fn kill(&mut self) {
         let _ = self.child.kill();
         let _ = self.child.wait();
@@ -106,6 +125,7 @@ impl S3Server {
 
 impl Drop for S3Server {
     fn drop(&mut self) {
+        // A paused server is killed too (SIGKILL works on stopped processes).
         self.kill();
     }
 }

@@ -18,6 +18,7 @@ pub mod error;
 pub mod evict;
 pub mod io;
 pub mod master_link;
+pub mod persist;
 pub mod replicate;
 pub mod segment;
 pub mod server;

@@ -27,7 +27,7 @@ pub struct MasterLink {
     /// Serialises re-registration.
     registering: tokio::sync::Mutex<()>,
     /// Copy requests, to the replicator task.
-    copies: mpsc::UnboundedSender<Vec<pb::ReplicateBlock>>,
+    copies: mpsc::UnboundedSender<crate::replicate::Job>,
 }
 
 impl MasterLink {
@@ -35,7 +35,7 @@ impl MasterLink {
         master: MasterClient,
         address: pb::WorkerAddress,
         store: Arc<BlockStore>,
-        copies: mpsc::UnboundedSender<Vec<pb::ReplicateBlock>>,
+        copies: mpsc::UnboundedSender<crate::replicate::Job>,
     ) -> Self {
         Self {
             master,
@@ -166,6 +166,29 @@ impl MasterLink {
         }
     }
 
+    /// Tells the master how a persist request went (`error` empty: done).
+    pub async fn file_persisted(
+        &self,
+        file_id: u64,
+        ufs: pb::UfsLocation,
+        fingerprint: String,
+        length: u64,
+        error: String,
+    ) -> Result<(), ClientError> {
+        self.master
+            .block_service()
+            .file_persisted(pb::FilePersistedRequest {
+                worker_id: self.worker_id(),
+                file_id,
+                ufs: Some(ufs),
+                fingerprint,
+                length,
+                error,
+            })
+            .await?;
+        Ok(())
+    }
+
     /// The under-storage of mount `id`, opened on first use.
     pub async fn ufs(&self, id: u64) -> Result<Arc<dyn UnderFileSystem>> {
         if let Some(u) = self.mounts.lock().get(&id) {
@@ -253,7 +276,10 @@ impl MasterLink {
                 }
                 Some(pb::worker_command::Command::ReplicateBlocks(r)) => {
                     // Copies take a while: the heartbeat goes on meanwhile.
-                    let _ = self.copies.send(r.blocks);
+                    let _ = self.copies.send(crate::replicate::Job::Replicate(r.blocks));
+                }
+                Some(pb::worker_command::Command::PersistFile(p)) => {
+                    let _ = self.copies.send(crate::replicate::Job::Persist(p));
                 }
                 Some(pb::worker_command::Command::Reregister(_)) => {
                     self.register().await?;

@@ -18,26 +18,39 @@ use crate::store::Stats;
 /// How long one copy from a peer may take before the next source is tried.
 const PEER_TIMEOUT: Duration = Duration::from_secs(30);
 
-/// Works through copy requests one at a time until `stop`.
+/// Background work the master asks for in heartbeat answers.
+pub enum Job {
+    /// Cache copies of blocks (replication bounds).
+    Replicate(Vec<pb::ReplicateBlock>),
+    /// Write a file's blocks to the under-storage (ASYNC_THROUGH, persist).
+    Persist(pb::PersistFile),
+}
+
+/// Works through jobs one at a time until `stop`.
 pub async fn run(
     sh: Arc<Shared>,
-    mut rx: mpsc::UnboundedReceiver<Vec<pb::ReplicateBlock>>,
+    mut rx: mpsc::UnboundedReceiver<Job>,
     mut stop: watch::Receiver<bool>,
 ) {
     loop {
-        let batch = tokio::select! {
+        let job = tokio::select! {
             b = rx.recv() => match b {
                 Some(b) => b,
                 None => return,
             },
             _ = stop.changed() => return,
         };
-        for b in batch {
-            match copy(&sh, &b).await {
-                Ok(()) => Stats::add(&sh.store.stats.replicas_made, 1),
-                // The master asks again (or elsewhere) after its timeout.
-                Err(e) => tracing::warn!("could not copy block {}: {e}", b.block_id),
+        match job {
+            Job::Replicate(batch) => {
+                for b in batch {
+                    match copy(&sh, &b).await {
+                        Ok(()) => Stats::add(&sh.store.stats.replicas_made, 1),
+                        // The master asks again (or elsewhere) after its timeout.
+                        Err(e) => tracing::warn!("could not copy block {}: {e}", b.block_id),
+                    }
+                }
             }
+            Job::Persist(p) => crate::persist::persist(&sh, p).await,
         }
     }
 }

@@ -105,6 +105,8 @@ pub(crate) fn stats(sh: &Shared) -> Vec<(String, u64)> {
         ("promotions", s.promotions.load(Relaxed)),
         ("disk_reads", s.disk_reads.load(Relaxed)),
         ("replicas_made", s.replicas_made.load(Relaxed)),
+        ("persists", s.persists.load(Relaxed)),
+        ("persist_failures", s.persist_failures.load(Relaxed)),
         ("blocks_cached", sh.store.block_count() as u64),
         ("memory_used", sh.store.used()),
         ("memory_capacity", sh.store.capacity()),

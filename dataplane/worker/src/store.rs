@@ -51,6 +51,9 @@ pub struct Stats {
     pub disk_reads: AtomicU64,
     /// Copies made at the master's request (replication bounds).
     pub replicas_made: AtomicU64,
+    /// Files persisted at the master's request, and attempts that failed.
+    pub persists: AtomicU64,
+    pub persist_failures: AtomicU64,
 }
 
 impl Stats {
@@ -903,6 +906,27 @@ impl BlockStore {
     /// eviction never picks them.
     pub fn keep_sole_copies(&self, blocks: impl IntoIterator<Item = u64>) {
         self.inner.lock().sole_copies.extend(blocks);
+    }
+
+    /// The blocks are no longer the only copy (their file was persisted):
+    /// they may be evicted again. Disk-tier files lose their `.sole` mark.
+    pub fn release_sole(&self, blocks: &[u64]) {
+        let mut g = self.inner.lock();
+        for &b in blocks {
+            g.sole_copies.remove(&b);
+            let Some(Block::Disk(d)) = g.blocks.get(&b).cloned() else {
+                continue;
+            };
+            if !d.sole {
+                continue;
+            }
+            let dir = g.disk[d.tier].dirs[d.dir].clone();
+            let plain = dir.block_path(b, false);
+            if std::fs::rename(&d.path, &plain).is_ok() {
+                let nd = Arc::new(DiskBlock::new(b, d.len, plain, d.tier, d.dir, false));
+                g.blocks.insert(b, Block::Disk(nd));
+            }
+        }
     }
 
     /// Adds a sealed block to memory, consuming its reservation. With
