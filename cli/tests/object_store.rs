@@ -356,3 +356,70 @@ async fn async_through_persists_in_the_background_and_survives_an_outage() {
     let direct = bucket.read(&ufs_path("c.bin"), 0..u64::MAX).await.unwrap();
     assert!(direct == d3);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_restarted_worker_resumes_pending_persists_from_its_disk_tier() {
+    let s3 = S3Server::start();
+    let dir = tempfile::tempdir().unwrap();
+    let ssd = dir.path().join("ssd");
+    // 1 MiB of memory over a disk tier: written blocks move down to disk.
+    let tiers = format!(
+        "memory_capacity = 1048576\ntiers = [{{ alias = \"SSD\", dirs = [{:?}], quotas = [16777216] }}]",
+        ssd.display().to_string()
+    );
+    let c = Cluster::start(dir.path(), 1, FAST_CHECKS, &tiers);
+    let fs = c.fs().await;
+    let bucket = mount_with(
+        &fs,
+        &s3,
+        "resume",
+        &[("timeout_ms", "1000"), ("retries", "0")],
+    )
+    .await;
+    fs.list("/s3").await.unwrap();
+    let o = eddy_client::CreateOptions {
+        write_type: pb::WriteType::AsyncThrough,
+        ..Default::default()
+    };
+    let d = pattern(2 * BS, 21);
+    let mut w = fs.create("/s3/a.bin", &o).await.unwrap();
+    s3.pause();
+    w.write(&d).await.unwrap();
+    w.close().await.unwrap();
+    // Another write pushes the rest of a.bin out of memory.
+    put(&fs, "/push", &pattern(BS, 22), pb::WriteType::MustCache).await;
+    eventually(
+        Duration::from_secs(20),
+        "a.bin is all on the SSD tier",
+        || async {
+            let r = fs.master().file_blocks("/s3/a.bin").await.unwrap();
+            r.blocks
+                .iter()
+                .all(|b| b.locations.iter().any(|l| l.tier == "SSD"))
+        },
+    )
+    .await;
+    // The worker dies with the persist still failing; it comes back on the
+    // same address with its disk tier, and the store comes back too.
+    let waddr = c.workers[0].addr.clone();
+    let Cluster {
+        master, workers, ..
+    } = c;
+    for w in workers {
+        w.kill9();
+    }
+    let extra = format!(
+        "domain_socket = {:?}\n{tiers}",
+        dir.path().join("w0.sock").display().to_string()
+    );
+    let _w = common::WorkerProc::start_bound(dir.path(), &master.addr, &waddr, &extra);
+    s3.resume();
+    eventually(
+        Duration::from_secs(90),
+        "the persist resumes and finishes",
+        || async { fs.stat("/s3/a.bin").await.unwrap().persisted },
+    )
+    .await;
+    let direct = bucket.read(&ufs_path("a.bin"), 0..u64::MAX).await.unwrap();
+    assert!(direct == d, "the bucket has every byte");
+}

@@ -720,9 +720,16 @@ impl Namespace {
         }
     }
 
-    /// The pinned files whose pin allows demotion to disk tiers.
+    /// The pinned files whose pin allows demotion to disk tiers. Files that
+    /// are pinned only because they wait to be persisted may move down too:
+    /// they must stay on the worker, not in its memory.
     pub fn pin_demotable(&self) -> Vec<u64> {
-        self.pin_demotable.iter().copied().collect()
+        let waiting = self
+            .persist_pending
+            .iter()
+            .filter(|id| !self.pinned.contains(id));
+        let all: BTreeSet<u64> = self.pin_demotable.iter().chain(waiting).copied().collect();
+        all.into_iter().collect()
     }
 
     pub fn pin_version(&self) -> u64 {

@@ -68,6 +68,8 @@ pub const PERSIST_TIMEOUT_MS: u64 = 120_000;
 /// out a backoff after a failed attempt.
 #[derive(Debug, Clone, Default)]
 struct Persisting {
+    /// The worker asked last.
+    worker: u64,
     in_flight_until: Option<u64>,
     not_before: u64,
     attempts: u32,
@@ -129,6 +131,13 @@ impl Registry {
             }
         };
         self.drop_worker_blocks(id);
+        // A restarted worker forgot what it was asked to persist: ask again
+        // now rather than after the timeout.
+        for p in self.persisting.values_mut() {
+            if p.worker == id && p.in_flight_until.is_some() {
+                p.in_flight_until = None;
+            }
+        }
         let mut w = Worker {
             id,
             address,
@@ -285,6 +294,7 @@ impl Registry {
     pub fn ask_persist(&mut self, worker: u64, cmd: pb::PersistFile, now_mono: u64) {
         if let Some(w) = self.workers.get_mut(&worker).filter(|w| w.live) {
             let p = self.persisting.entry(cmd.file_id).or_default();
+            p.worker = worker;
             p.in_flight_until = Some(now_mono + PERSIST_TIMEOUT_MS);
             p.attempts += 1;
             w.pending_persists.push(cmd);
@@ -502,6 +512,16 @@ mod tests {
         assert!(r.persist_due(7, 1100));
         r.persist_finished(7);
         assert!(r.persist_due(7, 0));
+        // A worker that registers again is asked again at once.
+        let cmd = pb::PersistFile {
+            file_id: 8,
+            ..Default::default()
+        };
+        r.ask_persist(a, cmd, 0);
+        assert!(!r.persist_due(8, 10));
+        r.register(addr("a", 1), vec![], &[rep(100)], all, 10, 10)
+            .unwrap();
+        assert!(r.persist_due(8, 10));
     }
 
     #[test]

@@ -402,7 +402,16 @@ async fn write(sh: &Shared, sock: &mut TcpStream, open: WriteOpen) -> Result<(),
     write_frame(sock, Kind::Ok, &eddy_wire::u64_body(0)).await?;
 
     let bs = open.block_size;
-    let mut done: Vec<(u64, Segment, Reservation)> = Vec::new();
+    // Each block goes into the store as soon as it is full (so it can move
+    // down a tier and memory holds one block of the write, not the whole
+    // file); the master hears of them only at close. Dropped if the write
+    // fails, is cancelled or the connection goes.
+    let mut done = Uncommitted {
+        store: &sh.store,
+        blocks: Vec::new(),
+        keep: false,
+    };
+    let sole = open.write_type == WriteType::MustCache;
     let mut cur: Option<Open> = None;
     let mut total: u64 = 0;
     // After a failure the rest of the stream is read and dropped, and the
@@ -488,7 +497,7 @@ async fn write(sh: &Shared, sock: &mut TcpStream, open: WriteOpen) -> Result<(),
                     if o.pos == bs {
                         let o = cur.take().expect("open");
                         match seal(o, total / bs - 1, open.file_id) {
-                            Ok(b) => done.push(b),
+                            Ok(b) => done.add(b, sole),
                             Err(e) => failed = Some(e),
                         }
                     }
@@ -513,7 +522,7 @@ async fn write(sh: &Shared, sock: &mut TcpStream, open: WriteOpen) -> Result<(),
                     && let Some(o) = cur.take()
                 {
                     match seal(o, total / bs, open.file_id) {
-                        Ok(b) => done.push(b),
+                        Ok(b) => done.add(b, sole),
                         Err(e) => failed = Some(e),
                     }
                 }
@@ -530,11 +539,9 @@ async fn write(sh: &Shared, sock: &mut TcpStream, open: WriteOpen) -> Result<(),
                     },
                     None => String::new(),
                 };
-                let blocks = done.len() as u32;
-                if open.write_type == WriteType::MustCache {
-                    sh.store.keep_sole_copies(done.iter().map(|(id, _, _)| *id));
-                }
-                let committed = commit_written(sh, done).await;
+                let blocks = done.blocks.len() as u32;
+                let committed = commit_ids(sh, &done.blocks).await;
+                done.keep = committed.is_ok();
                 if let Err(e) = committed {
                     if open.write_type == WriteType::MustCache {
                         return send_error(sock, &e).await;
@@ -576,6 +583,36 @@ fn seal(o: Open, index: u64, file_id: u64) -> Result<(u64, Segment, Reservation)
 
 /// Caches a closed file's blocks and records them with the master. On
 /// failure the blocks are dropped again.
+/// Blocks of a write in progress: in the store, not yet known to the
+/// master. Removed on drop unless `keep` (the commit went through).
+struct Uncommitted<'a> {
+    store: &'a BlockStore,
+    blocks: Vec<(u64, u64)>,
+    keep: bool,
+}
+
+impl Uncommitted<'_> {
+    fn add(&mut self, (id, seg, res): (u64, Segment, Reservation), sole: bool) {
+        let len = seg.len();
+        self.store.insert(id, seg, res, false);
+        if sole {
+            // A MUST_CACHE block may move down a tier but never be evicted.
+            self.store.keep_sole_copies([id]);
+        }
+        Stats::add(&self.store.stats.blocks_written, 1);
+        self.blocks.push((id, len));
+    }
+}
+
+impl Drop for Uncommitted<'_> {
+    fn drop(&mut self) {
+        if !self.keep {
+            let ids: Vec<u64> = self.blocks.iter().map(|b| b.0).collect();
+            self.store.remove(&ids);
+        }
+    }
+}
+
 pub(crate) async fn commit_written(
     sh: &Shared,
     done: Vec<(u64, Segment, Reservation)>,
@@ -587,6 +624,12 @@ pub(crate) async fn commit_written(
         ids.push((id, len));
         Stats::add(&sh.store.stats.blocks_written, 1);
     }
+    commit_ids(sh, &ids).await
+}
+
+/// Records written blocks with the master; on failure drops the ones not
+/// recorded.
+async fn commit_ids(sh: &Shared, ids: &[(u64, u64)]) -> Result<()> {
     for (i, &(id, len)) in ids.iter().enumerate() {
         if let Err(e) = sh.link.commit(id, len).await {
             let rest: Vec<u64> = ids[i..].iter().map(|(b, _)| *b).collect();
