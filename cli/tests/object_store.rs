@@ -74,11 +74,17 @@ async fn a_bucket_reads_cold_then_warm_and_takes_every_write_type() {
     assert!(get(&fs, "/s3/in/obj.bin").await == data, "cold read");
     let cold = worker_stat(&fs, &c, "ufs_reads").await;
     assert_eq!(cold, 4, "one ranged GET per block");
+    let requests = s3.requests();
     assert!(get(&fs, "/s3/in/obj.bin").await == data, "warm read");
     assert_eq!(
         worker_stat(&fs, &c, "ufs_reads").await,
         cold,
         "warm reads stay in Eddy"
+    );
+    assert_eq!(
+        s3.requests(),
+        requests,
+        "the server sees no request on a warm read"
     );
 
     // Every write type; persisted ones land in the bucket.

@@ -5,12 +5,19 @@
 use std::io::{BufRead, BufReader, Read, Write};
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
+use std::sync::{Arc, Condvar, Mutex};
 use std::time::Duration;
+
+/// A request that only marks a point in the server's log.
+const MARKER: &str = "/moto-api/data.json?eddy-marker";
 
 pub struct S3Server {
     child: Child,
     /// `http://127.0.0.1:PORT`
     pub endpoint: String,
+    /// (requests answered, marker requests answered), from the server's log,
+    /// with a signal for each line.
+    log: Arc<(Mutex<(u64, u64)>, Condvar)>,
 }
 
 /// Where moto's server is: `EDDY_MOTO_SERVER`, else target/moto-venv.
@@ -25,6 +32,12 @@ fn moto_server() -> PathBuf {
 impl S3Server {
     /// Starts a server and waits until it answers.
     pub fn start() -> Self {
+        Self::start_with_env(&[])
+    }
+
+    /// As [`S3Server::start`], with environment variables for moto (e.g.
+    /// `INITIAL_NO_AUTH_ACTION_COUNT=0` to check credentials).
+    pub fn start_with_env(env: &[(&str, &str)]) -> Self {
         let exe = moto_server();
         assert!(
             exe.exists(),
@@ -35,11 +48,14 @@ impl S3Server {
             .args(["-H", "127.0.0.1", "-p", "0"])
             .stdout(Stdio::null())
             .stderr(Stdio::piped())
+            .envs(env.iter().copied())
             .spawn()
             .expect("spawn moto_server");
         // Werkzeug prints " * Running on http://127.0.0.1:PORT" on stderr.
         let stderr = child.stderr.take().expect("piped");
         let (tx, rx) = std::sync::mpsc::channel();
+        let log = Arc::new((Mutex::new((0u64, 0u64)), Condvar::new()));
+        let counted = log.clone();
         std::thread::spawn(move || {
             let mut tx = Some(tx);
             for line in BufReader::new(stderr).lines().map_while(Result::ok) {
@@ -47,6 +63,17 @@ impl S3Server {
                     && let Some(tx) = tx.take()
                 {
                     let _ = tx.send(line[at..].trim().to_string());
+                }
+                // Werkzeug logs each answered request: `... "GET /b/k HTTP/1.1" 200 -`.
+                if line.contains(" HTTP/1.1\" ") {
+                    let (m, cv) = &*counted;
+                    let mut c = m.lock().unwrap();
+                    if line.contains(MARKER) {
+                        c.1 += 1;
+                    } else {
+                        c.0 += 1;
+                    }
+                    cv.notify_all();
                 }
             }
         });
@@ -58,7 +85,30 @@ impl S3Server {
                 panic!("moto_server did not report its address within 60 s");
             }
         };
-        Self { child, endpoint }
+        Self {
+            child,
+            endpoint,
+            log,
+        }
+    }
+
+    /// Requests answered so far (markers aside). A marker request is sent
+    /// first and its log line awaited: every request answered before it
+    /// has been logged by then.
+    pub fn requests(&self) -> u64 {
+        let (m, cv) = &*self.log;
+        let markers = m.lock().unwrap().1;
+        self.raw("GET", MARKER);
+        let (c, timeout) = cv
+            .wait_timeout_while(m.lock().unwrap(), Duration::from_secs(10), |c| {
+                c.1 == markers
+            })
+            .unwrap();
+        assert!(
+            !timeout.timed_out(),
+            "moto logged no line for the marker request"
+        );
+        c.0
     }
 
     /// Creates a bucket (moto accepts unsigned requests).

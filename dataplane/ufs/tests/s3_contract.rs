@@ -84,3 +84,56 @@ async fn bad_mounts_fail_at_open_with_the_reason() {
         );
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_page_of_a_large_prefix_costs_one_list_request() {
+    use futures::StreamExt;
+    let s3 = S3Server::start();
+    s3.create_bucket("many");
+    let ufs = eddy_ufs::open("s3://many", &s3.options()).await.unwrap();
+    // More objects than one S3 listing page (1,000 keys) holds, three times.
+    let n = 3_000;
+    futures::stream::iter(0..n)
+        .for_each_concurrent(32, |i| {
+            let ufs = ufs.clone();
+            async move {
+                let p = eddy_ufs::UfsPath::parse(&format!("d/f{i:05}")).unwrap();
+                ufs.write(&p, bytes::Bytes::from_static(b"x"))
+                    .await
+                    .unwrap();
+            }
+        })
+        .await;
+    let d = eddy_ufs::UfsPath::parse("d").unwrap();
+    let before = s3.requests();
+    let page = ufs.list(&d, None, 10).await.unwrap();
+    let names: Vec<&str> = page.entries.iter().map(|e| e.name.as_str()).collect();
+    assert_eq!(names[0], "f00000");
+    assert_eq!(names.len(), 10);
+    // At most a HEAD (is `d` a file?) and one listing page: the other
+    // listing pages (three in all) are never asked for.
+    let used = s3.requests() - before;
+    assert!((1..=2).contains(&used), "{used} requests for one page");
+    // Paging through every entry holds one page at a time.
+    let mut after = page.next_start_after;
+    let mut seen = 10;
+    while let Some(a) = after {
+        let p = ufs.list(&d, Some(&a), 1000).await.unwrap();
+        seen += p.entries.len();
+        after = p.next_start_after;
+    }
+    assert_eq!(seen, n);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn wrong_credentials_fail_at_open() {
+    // Moto checks signatures against its IAM users when told to.
+    let s3 = S3Server::start_with_env(&[("INITIAL_NO_AUTH_ACTION_COUNT", "0")]);
+    let e = eddy_ufs::open("s3://any", &s3.options()).await.unwrap_err();
+    assert!(matches!(e, UfsError::Unavailable { .. }), "{e}");
+    let msg = e.to_string();
+    assert!(
+        msg.contains("403") || msg.contains("InvalidAccessKeyId"),
+        "{msg}"
+    );
+}
