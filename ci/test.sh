@@ -17,10 +17,14 @@ install_tools() {
     if ! cargo clippy --version >/dev/null 2>&1; then rustup component add clippy; fi
     # The C ABI tests compile C with gcc and C++ with g++ (gcc alone is
     # promised; g++ may need installing).
-    if ! command -v g++ >/dev/null 2>&1; then
+    local need=""
+    if ! command -v g++ >/dev/null 2>&1; then need="$need g++"; fi
+    # Azurite (the Azure Blob emulator the object-store tests run) is an npm package.
+    if ! command -v npm >/dev/null 2>&1; then need="$need nodejs npm"; fi
+    if [ -n "$need" ]; then
         local sudo=""
         if [ "$(id -u)" != 0 ]; then sudo="sudo"; fi
-        $sudo apt-get update -qq && $sudo apt-get install -y -qq g++
+        $sudo apt-get update -qq && $sudo apt-get install -y -qq $need
     fi
 }
 
@@ -61,6 +65,19 @@ install_moto() {
     fi
     EDDY_MOTO_SERVER="$PWD/$venv/bin/moto_server"
     export EDDY_MOTO_SERVER
+}
+
+# Azure Blob Storage's emulator for the object-store tests (eddy_ufs::testkit
+# starts it; EDDY_AZURITE points at it).
+AZURITE_VERSION=3.37.0
+install_azurite() {
+    stage "azurite $AZURITE_VERSION (Azure Blob emulator for tests)"
+    local dir=target/azurite
+    if ! grep -q "\"version\": \"$AZURITE_VERSION\"" "$dir/node_modules/azurite/package.json" 2>/dev/null; then
+        npm install --silent --no-audit --no-fund --prefix "$dir" "azurite@$AZURITE_VERSION"
+    fi
+    EDDY_AZURITE="$PWD/$dir/node_modules/.bin/azurite-blob"
+    export EDDY_AZURITE
 }
 
 # The Hadoop FileSystem connector: target/eddy-hadoop.jar (plain javac).
@@ -106,6 +123,7 @@ main() {
     check_lints
     install_pyspark
     install_moto
+    install_azurite
     build_java
     build_ffi
     run_tests

@@ -179,3 +179,132 @@ impl Drop for S3Server {
         self.kill();
     }
 }
+
+/// Azurite's blob service (npm `azurite`, installed by ci/test.sh into
+/// target/azurite) on a loopback port chosen by the kernel, with its data in
+/// a temporary directory; killed and reaped on drop.
+pub struct AzureServer {
+    child: Child,
+    /// `http://127.0.0.1:PORT`
+    pub endpoint: String,
+    _data: tempfile::TempDir,
+}
+
+/// Azurite's well-known development account and key.
+pub const AZURITE_ACCOUNT: &str = "devstoreaccount1";
+pub const AZURITE_KEY: &str =
+    "Eby8vdM02xNOcqFlqUwJPLlmEtlCDXJ1OUzFT50uSRZ6IFsuFq2UVErCz4I6tq/K1SZFPTOtr/KBHBeksoGMGw==";
+
+/// Creates a container with a SharedKey-signed request (Python's standard
+/// library does the HMAC; no SDK needed).
+const CREATE_CONTAINER: &str = r#"
+import base64, email.utils, hashlib, hmac, sys, urllib.request
+host, container, account, key = sys.argv[1:5]
+date = email.utils.formatdate(usegmt=True)
+version = "2021-08-06"
+sts = ("PUT" + "\n" * 12 + f"x-ms-date:{date}\nx-ms-version:{version}\n"
+       + f"/{account}/{account}/{container}\nrestype:container")
+sig = base64.b64encode(hmac.new(base64.b64decode(key), sts.encode(), hashlib.sha256).digest()).decode()
+req = urllib.request.Request(
+    f"http://{host}/{account}/{container}?restype=container", method="PUT",
+    headers={"x-ms-date": date, "x-ms-version": version,
+             "Authorization": f"SharedKey {account}:{sig}", "Content-Length": "0"})
+print(urllib.request.urlopen(req).status)
+"#;
+
+impl AzureServer {
+    pub fn start() -> Self {
+        let exe = std::env::var("EDDY_AZURITE")
+            .map(PathBuf::from)
+            .unwrap_or_else(|_| {
+                std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+                    .join("../../target/azurite/node_modules/.bin/azurite-blob")
+            });
+        assert!(
+            exe.exists(),
+            "{} is missing: run ci/test.sh once (it installs azurite) or set EDDY_AZURITE",
+            exe.display()
+        );
+        let data = tempfile::tempdir().expect("temp dir");
+        let mut child = Command::new(&exe)
+            .args([
+                "--blobHost",
+                "127.0.0.1",
+                "--blobPort",
+                "0",
+                "--skipApiVersionCheck",
+                "--loose",
+                "--location",
+            ])
+            .arg(data.path())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("spawn azurite-blob");
+        let stdout = child.stdout.take().expect("piped");
+        let (tx, rx) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            let mut tx = Some(tx);
+            for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+                if let Some(at) = line.find("http://127.0.0.1:")
+                    && let Some(tx) = tx.take()
+                {
+                    let _ = tx.send(line[at..].trim().to_string());
+                }
+            }
+        });
+        let endpoint = match rx.recv_timeout(Duration::from_secs(60)) {
+            Ok(e) => e,
+            Err(_) => {
+                let _ = child.kill();
+                let _ = child.wait();
+                panic!("azurite did not report its address within 60 s");
+            }
+        };
+        Self {
+            child,
+            endpoint,
+            _data: data,
+        }
+    }
+
+    pub fn create_container(&self, name: &str) {
+        let host = self.endpoint.trim_start_matches("http://");
+        let out = Command::new("python3")
+            .args([
+                "-c",
+                CREATE_CONTAINER,
+                host,
+                name,
+                AZURITE_ACCOUNT,
+                AZURITE_KEY,
+            ])
+            .output()
+            .expect("python3 runs");
+        assert!(
+            out.status.success() && String::from_utf8_lossy(&out.stdout).trim() == "201",
+            "creating container {name}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+
+    /// Mount options for this server.
+    pub fn options(&self) -> std::collections::BTreeMap<String, String> {
+        let endpoint = format!("{}/{AZURITE_ACCOUNT}", self.endpoint);
+        [
+            ("endpoint", endpoint.as_str()),
+            ("account", AZURITE_ACCOUNT),
+            ("access_key", AZURITE_KEY),
+        ]
+        .into_iter()
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .collect()
+    }
+}
+
+impl Drop for AzureServer {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
