@@ -53,38 +53,21 @@ impl S3Server {
             .expect("spawn moto_server");
         // Werkzeug prints " * Running on http://127.0.0.1:PORT" on stderr.
         let stderr = child.stderr.take().expect("piped");
-        let (tx, rx) = std::sync::mpsc::channel();
         let log = Arc::new((Mutex::new((0u64, 0u64)), Condvar::new()));
         let counted = log.clone();
-        std::thread::spawn(move || {
-            let mut tx = Some(tx);
-            for line in BufReader::new(stderr).lines().map_while(Result::ok) {
-                if let Some(at) = line.find("http://127.0.0.1:")
-                    && let Some(tx) = tx.take()
-                {
-                    let _ = tx.send(line[at..].trim().to_string());
+        let endpoint = wait_for_address(&mut child, stderr, "moto_server", move |line| {
+            // Werkzeug logs each answered request: `... "GET /b/k HTTP/1.1" 200 -`.
+            if line.contains(" HTTP/1.1\" ") {
+                let (m, cv) = &*counted;
+                let mut c = m.lock().unwrap();
+                if line.contains(MARKER) {
+                    c.1 += 1;
+                } else {
+                    c.0 += 1;
                 }
-                // Werkzeug logs each answered request: `... "GET /b/k HTTP/1.1" 200 -`.
-                if line.contains(" HTTP/1.1\" ") {
-                    let (m, cv) = &*counted;
-                    let mut c = m.lock().unwrap();
-                    if line.contains(MARKER) {
-                        c.1 += 1;
-                    } else {
-                        c.0 += 1;
-                    }
-                    cv.notify_all();
-                }
+                cv.notify_all();
             }
         });
-        let endpoint = match rx.recv_timeout(Duration::from_secs(60)) {
-            Ok(e) => e,
-            Err(_) => {
-                let _ = child.kill();
-                let _ = child.wait();
-                panic!("moto_server did not report its address within 60 s");
-            }
-        };
         Self {
             child,
             endpoint,
@@ -242,25 +225,7 @@ impl AzureServer {
             .spawn()
             .expect("spawn azurite-blob");
         let stdout = child.stdout.take().expect("piped");
-        let (tx, rx) = std::sync::mpsc::channel();
-        std::thread::spawn(move || {
-            let mut tx = Some(tx);
-            for line in BufReader::new(stdout).lines().map_while(Result::ok) {
-                if let Some(at) = line.find("http://127.0.0.1:")
-                    && let Some(tx) = tx.take()
-                {
-                    let _ = tx.send(line[at..].trim().to_string());
-                }
-            }
-        });
-        let endpoint = match rx.recv_timeout(Duration::from_secs(60)) {
-            Ok(e) => e,
-            Err(_) => {
-                let _ = child.kill();
-                let _ = child.wait();
-                panic!("azurite did not report its address within 60 s");
-            }
-        };
+        let endpoint = wait_for_address(&mut child, stdout, "azurite", |_| {});
         Self {
             child,
             endpoint,
@@ -306,5 +271,36 @@ impl Drop for AzureServer {
     fn drop(&mut self) {
         let _ = self.child.kill();
         let _ = self.child.wait();
+    }
+}
+
+/// Reads `out` of `child` until a line names `http://127.0.0.1:PORT` and
+/// returns that address; every line (then and later) also goes to
+/// `on_line`. Kills the child and panics if no address comes in 60 s.
+fn wait_for_address<R: Read + Send + 'static>(
+    child: &mut Child,
+    out: R,
+    what: &str,
+    on_line: impl Fn(&str) + Send + 'static,
+) -> String {
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let mut tx = Some(tx);
+        for line in BufReader::new(out).lines().map_while(Result::ok) {
+            if let Some(at) = line.find("http://127.0.0.1:")
+                && let Some(tx) = tx.take()
+            {
+                let _ = tx.send(line[at..].trim().to_string());
+            }
+            on_line(&line);
+        }
+    });
+    match rx.recv_timeout(Duration::from_secs(60)) {
+        Ok(e) => e,
+        Err(_) => {
+            let _ = child.kill();
+            let _ = child.wait();
+            panic!("{what} did not report its address within 60 s");
+        }
     }
 }
