@@ -429,3 +429,50 @@ async fn a_restarted_worker_resumes_pending_persists_from_its_disk_tier() {
     let direct = bucket.read(&ufs_path("a.bin"), 0..u64::MAX).await.unwrap();
     assert!(direct == d, "the bucket has every byte");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn an_azure_container_mounts_reads_warm_and_persists() {
+    let az = eddy_ufs::testkit::AzureServer::start();
+    az.create_container("eddy");
+    let dir = tempfile::tempdir().unwrap();
+    let c = Cluster::start(dir.path(), 1, FAST_CHECKS, "");
+    let fs = c.fs().await;
+    let o = az.options();
+    fs.master()
+        .mount(
+            "/az",
+            "az://eddy/data",
+            false,
+            o.clone().into_iter().collect(),
+            Some(-1),
+        )
+        .await
+        .unwrap();
+    let container = eddy_ufs::open("az://eddy/data", &o).await.unwrap();
+    let d = pattern(2 * BS + 9, 31);
+    container
+        .write(&ufs_path("in.bin"), Bytes::from(d.clone()))
+        .await
+        .unwrap();
+    assert!(get(&fs, "/az/in.bin").await == d, "cold");
+    let cold = worker_stat(&fs, &c, "ufs_reads").await;
+    assert!(get(&fs, "/az/in.bin").await == d, "warm");
+    assert_eq!(worker_stat(&fs, &c, "ufs_reads").await, cold);
+    for (i, wt) in [pb::WriteType::CacheThrough, pb::WriteType::AsyncThrough]
+        .into_iter()
+        .enumerate()
+    {
+        let d = pattern(BS + i, 40 + i as u64);
+        let path = format!("/az/out{i}.bin");
+        put(&fs, &path, &d, wt).await;
+        eventually(Duration::from_secs(20), "persisted", || async {
+            fs.stat(&path).await.unwrap().persisted
+        })
+        .await;
+        let direct = container
+            .read(&ufs_path(&format!("out{i}.bin")), 0..u64::MAX)
+            .await
+            .unwrap();
+        assert!(direct == d, "{wt:?}");
+    }
+}
