@@ -172,10 +172,15 @@ impl UnderFileSystem for LocalUfs {
             if name.starts_with(TMP_PREFIX) {
                 continue;
             }
-            // Through symlinks, as the stat below does.
-            let is_dir = tokio::fs::metadata(entry.path())
-                .await
-                .is_ok_and(|m| m.is_dir());
+            // The entry type comes with the directory read (no stat per
+            // entry); only symlinks are followed, as the stat below does.
+            let is_dir = match entry.file_type().await {
+                Ok(t) if t.is_symlink() => tokio::fs::metadata(entry.path())
+                    .await
+                    .is_ok_and(|m| m.is_dir()),
+                Ok(t) => t.is_dir(),
+                Err(_) => false,
+            };
             let key = crate::listing_key(&name, is_dir).into_owned();
             if start_after.is_none_or(|s| key.as_str() > s) {
                 names.push((key, name));

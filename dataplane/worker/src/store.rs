@@ -815,8 +815,9 @@ impl BlockStore {
     /// block where it is afterwards: in memory, or still on disk when
     /// memory has no room.
     pub async fn promote(self: &Arc<Self>, block: u64) -> Option<Block> {
-        let Some(Block::Disk(d)) = self.get(block) else {
-            return self.get(block);
+        let d = match self.get(block) {
+            Some(Block::Disk(d)) => d,
+            other => return other,
         };
         match self.reserve(d.len).await {
             Ok(res) => self.promote_with(d, res).await,
