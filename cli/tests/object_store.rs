@@ -337,6 +337,12 @@ async fn async_through_persists_in_the_background_and_survives_an_outage() {
         get(&fs, "/s3/b.bin").await == d2,
         "readable from the worker meanwhile"
     );
+    let out = c.master.cli(&["fs", "stat", "/s3/b.bin"]);
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        text.contains("waiting to be persisted") && text.contains("pinned:          true"),
+        "{text}"
+    );
     s3.resume();
     eventually(
         Duration::from_secs(60),

@@ -597,7 +597,15 @@ fn print_stat(s: &pb::FileStatus) {
     println!("owner:           {}", s.owner);
     println!("group:           {}", s.group);
     println!("modified:        {}", time_ms(s.mtime_ms));
-    println!("persisted:       {}", s.persisted);
+    println!(
+        "persisted:       {}{}",
+        s.persisted,
+        if s.persist_pending {
+            " (waiting to be persisted by a worker)"
+        } else {
+            ""
+        }
+    );
     println!(
         "pinned:          {}{}",
         s.pinned,

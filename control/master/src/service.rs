@@ -429,7 +429,8 @@ impl MasterState {
             owner: ino.owner.user.to_string(),
             group: ino.owner.group.to_string(),
             persisted: ino.flag(FLAG_PERSISTED),
-            pinned: ino.flag(FLAG_PINNED),
+            // A file waiting to be persisted is pinned until it is.
+            pinned: ino.flag(FLAG_PINNED) || ino.flag(FLAG_PERSIST_PENDING),
             pin_allows_demotion: ino.flag(FLAG_PIN_DEMOTE),
             persist_pending: ino.flag(FLAG_PERSIST_PENDING),
             ttl_ms: ino.ttl_ms,
