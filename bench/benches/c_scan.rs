@@ -21,7 +21,7 @@ fn main() {
         );
         std::process::exit(2);
     }
-    let bytes = std::env::var("EDDY_BENCH_BYTES").unwrap_or_else(|_| (1u64 << 30).to_string());
+    let bytes = eddy_bench::bench_bytes().to_string();
     let dir = tempfile::tempdir().unwrap();
     let exe = dir.path().join("scan");
     let o = Command::new("gcc")

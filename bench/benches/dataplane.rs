@@ -32,15 +32,7 @@ fn main() {
     if let Some(i) = args.iter().position(|a| a == "--child-pump") {
         return pump_sender(&args[i + 1], args[i + 2].parse().unwrap());
     }
-    let bytes: u64 = std::env::var("EDDY_BENCH_BYTES")
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(1 << 30);
-    let rt = tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-        .unwrap();
-    rt.block_on(run(bytes));
+    eddy_bench::run_main(run);
 }
 
 /// Child: connects to `addr` and sends `n` bytes.

@@ -22,15 +22,7 @@ fn main() {
     if eddy_bench::handled_before_main() {
         return;
     }
-    let bytes: u64 = std::env::var("EDDY_BENCH_BYTES")
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(1 << 30);
-    let rt = tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-        .unwrap();
-    rt.block_on(run(bytes));
+    eddy_bench::run_main(run);
 }
 
 fn mbps(bytes: u64, d: Duration) -> f64 {

@@ -26,15 +26,7 @@ fn main() {
     if eddy_bench::handled_before_main() {
         return;
     }
-    let bytes: u64 = std::env::var("EDDY_BENCH_BYTES")
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(1 << 30);
-    tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-        .unwrap()
-        .block_on(run(bytes));
+    eddy_bench::run_main(run);
 }
 
 /// The read-sum both scans use: 8 bytes at a time, so it runs at memory speed.

@@ -103,3 +103,25 @@ pub async fn read_all(r: &mut eddy_client::FileReader, buf: &mut [u8]) -> u64 {
         got += n as u64;
     }
 }
+
+/// The bytes a benchmark moves: `EDDY_BENCH_BYTES`, else 1 GiB.
+pub fn bench_bytes() -> u64 {
+    std::env::var("EDDY_BENCH_BYTES")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(1 << 30)
+}
+
+/// Runs `run(bench_bytes())` to completion on a multi-threaded runtime: the
+/// body of every harness-less benchmark's `main`.
+pub fn run_main<F, Fut>(run: F)
+where
+    F: FnOnce(u64) -> Fut,
+    Fut: std::future::Future<Output = ()>,
+{
+    tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .unwrap()
+        .block_on(run(bench_bytes()));
+}
