@@ -38,17 +38,24 @@ check_lints() {
     cargo clippy --workspace --all-targets --locked -- -D warnings
 }
 
+# Installs SPEC from PyPI into the venv DIR unless MODULE there already
+# reports VERSION. Venvs live under target/ so nothing outside the clone
+# changes; they are kept between runs.
+pip_venv() {
+    local dir=$1 module=$2 version=$3 spec=$4
+    if ! "$dir/bin/python" -c "import $module, sys; sys.exit($module.__version__ != '$version')" 2>/dev/null; then
+        python3 -m venv "$dir"
+        "$dir/bin/pip" install --quiet --disable-pip-version-check "$spec"
+    fi
+}
+
 # PySpark from PyPI brings the Spark and Hadoop jars the Java connector
-# compiles against (and, later, runs Spark jobs with). Installed into a venv
-# under target/ so nothing outside the clone changes; kept between runs.
+# compiles against (and, later, runs Spark jobs with).
 PYSPARK_VERSION=4.3.0
 install_pyspark() {
     stage "pyspark $PYSPARK_VERSION (Spark and Hadoop jars)"
     local venv=target/pyspark-venv
-    if ! "$venv/bin/python" -c "import pyspark, sys; sys.exit(pyspark.__version__ != '$PYSPARK_VERSION')" 2>/dev/null; then
-        python3 -m venv "$venv"
-        "$venv/bin/pip" install --quiet --disable-pip-version-check "pyspark==$PYSPARK_VERSION"
-    fi
+    pip_venv "$venv" pyspark "$PYSPARK_VERSION" "pyspark==$PYSPARK_VERSION"
     EDDY_PYSPARK_JARS=$("$venv/bin/python" -c "import os, pyspark; print(os.path.join(os.path.dirname(pyspark.__file__), 'jars'))")
     export EDDY_PYSPARK_JARS
 }
@@ -59,10 +66,7 @@ MOTO_VERSION=5.2.5
 install_moto() {
     stage "moto $MOTO_VERSION (S3-compatible server for tests)"
     local venv=target/moto-venv
-    if ! "$venv/bin/python" -c "import moto, sys; sys.exit(moto.__version__ != '$MOTO_VERSION')" 2>/dev/null; then
-        python3 -m venv "$venv"
-        "$venv/bin/pip" install --quiet --disable-pip-version-check "moto[server]==$MOTO_VERSION"
-    fi
+    pip_venv "$venv" moto "$MOTO_VERSION" "moto[server]==$MOTO_VERSION"
     EDDY_MOTO_SERVER="$PWD/$venv/bin/moto_server"
     export EDDY_MOTO_SERVER
 }
