@@ -8,6 +8,10 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
+# A CI build starts from a clean target/, where incremental state only costs
+# disk (it doubled target/'s size).
+export CARGO_INCREMENTAL=0
+
 stage() { printf '\n=== %s ===\n' "$*"; }
 
 install_tools() {
