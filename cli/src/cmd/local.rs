@@ -25,6 +25,7 @@ pub async fn run(mut cfg: MasterConfig, args: LocalArgs) -> Result<(), String> {
     cfg.bind = format!("127.0.0.1:{}", args.port);
     super::init_logging();
     let stop = super::master::Signals::install()?;
+    let ufs = cfg.ufs.clone();
     let master = eddy_master::start(cfg).await.map_err(|e| e.to_string())?;
     let wcfg = WorkerConfig {
         master: master.addr.to_string(),
@@ -32,6 +33,7 @@ pub async fn run(mut cfg: MasterConfig, args: LocalArgs) -> Result<(), String> {
         memory_capacity: args.memory,
         // Clients on this host map cached blocks instead of streaming them.
         domain_socket: args.data_dir.join("worker.sock").display().to_string(),
+        ufs,
         ..Default::default()
     };
     let capacity = wcfg.effective_memory_capacity();

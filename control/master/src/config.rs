@@ -27,6 +27,10 @@ pub struct MasterConfig {
     /// How often replication bounds are checked and enforced, and files
     /// waiting to be persisted are handed to workers.
     pub replication_check_interval_ms: u64,
+    /// Object-store defaults: the config file's top-level `[ufs.*]` tables,
+    /// shared with the worker in the same file (not a `[master]` key).
+    #[serde(skip)]
+    pub ufs: eddy_ufs::UfsDefaults,
 }
 
 impl Default for MasterConfig {
@@ -41,6 +45,7 @@ impl Default for MasterConfig {
             worker_lost_after_ms: 10_000,
             ttl_check_interval_ms: 60_000,
             replication_check_interval_ms: 5_000,
+            ufs: Default::default(),
         }
     }
 }

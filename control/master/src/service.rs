@@ -207,7 +207,7 @@ impl MasterState {
         if let Some(u) = self.ufs.lock().get(&mount.id) {
             return Ok(u.clone());
         }
-        let u = eddy_ufs::open(&mount.uri, &mount.options).await?;
+        let u = eddy_ufs::open_configured(&mount.uri, &mount.options, &self.cfg.ufs).await?;
         self.ufs.lock().insert(mount.id, u.clone());
         Ok(u)
     }
@@ -881,7 +881,7 @@ impl MasterState {
         }
         let options: BTreeMap<String, String> = r.options.into_iter().collect();
         // Reachability first: a mount that cannot be opened is refused.
-        let ufs = eddy_ufs::open(&r.ufs_uri, &options).await?;
+        let ufs = eddy_ufs::open_configured(&r.ufs_uri, &options, &self.cfg.ufs).await?;
         self.load_parent(&path).await?;
         self.sync_listing(&path, None).await?;
         let now = now_ms();

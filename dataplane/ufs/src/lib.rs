@@ -23,7 +23,7 @@ use async_trait::async_trait;
 use bytes::Bytes;
 
 pub use local::LocalUfs;
-pub use object::ObjectUfs;
+pub use object::{ObjectUfs, UfsDefaults};
 pub use path::UfsPath;
 
 /// What a backend can and cannot do natively.
@@ -175,9 +175,22 @@ pub async fn open(
     uri: &str,
     options: &BTreeMap<String, String>,
 ) -> Result<Arc<dyn UnderFileSystem>> {
+    open_configured(uri, options, &UfsDefaults::default()).await
+}
+
+/// As [`open`], with this process's per-scheme defaults from the config
+/// file under the mount's options: a mount option wins over a default, and
+/// a default over the provider's environment variables.
+pub async fn open_configured(
+    uri: &str,
+    options: &BTreeMap<String, String>,
+    defaults: &UfsDefaults,
+) -> Result<Arc<dyn UnderFileSystem>> {
     let scheme = uri.split_once("://").map(|(s, _)| s);
-    if matches!(scheme, Some("s3" | "s3a" | "gs" | "az")) {
-        return Ok(Arc::new(ObjectUfs::open(uri, options).await?));
+    if let Some(s @ ("s3" | "s3a" | "gs" | "az")) = scheme {
+        let mut merged = defaults.for_scheme(s).clone();
+        merged.extend(options.iter().map(|(k, v)| (k.clone(), v.clone())));
+        return Ok(Arc::new(ObjectUfs::open(uri, &merged).await?));
     }
     // A local directory uses no options; they are kept (and shown, secrets
     // masked) like any mount's, as Alluxio does.

