@@ -96,6 +96,10 @@
 // A handle that is NULL, already closed or released, or never issued.
 #define EDDY_ERR_BAD_HANDLE -21
 
+// The file's only copies were on workers that are gone and it was never
+// persisted: its bytes cannot be read. Delete or rewrite it.
+#define EDDY_ERR_DATA_LOST -22
+
 // Read types for `eddy_open`.
 // A miss is cached (default).
 #define EDDY_READ_CACHE 0

@@ -577,3 +577,91 @@ async fn credentials_can_come_from_the_config_file_and_are_never_stored() {
         "config-file credentials are not mount options: {text}"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn an_unpersisted_file_whose_worker_memory_is_gone_shows_as_lost() {
+    let s3 = S3Server::start();
+    let dir = tempfile::tempdir().unwrap();
+    let c = Cluster::start(dir.path(), 1, FAST_CHECKS, "");
+    let fs = c.fs().await;
+    let _bucket = mount_with(
+        &fs,
+        &s3,
+        "lost",
+        &[("timeout_ms", "1000"), ("retries", "0")],
+    )
+    .await;
+    fs.list("/s3").await.unwrap();
+    // The store is down: the ASYNC_THROUGH file lives only in the worker's
+    // memory when the worker dies.
+    let o = eddy_client::CreateOptions {
+        write_type: pb::WriteType::AsyncThrough,
+        ..Default::default()
+    };
+    let d = pattern(2 * BS + 5, 71);
+    let mut w = fs.create("/s3/a.bin", &o).await.unwrap();
+    s3.pause();
+    w.write(&d).await.unwrap();
+    w.close().await.unwrap();
+    assert!(get(&fs, "/s3/a.bin").await == d);
+    assert!(!fs.stat("/s3/a.bin").await.unwrap().lost);
+    let waddr = c.workers[0].addr.clone();
+    let Cluster {
+        master, workers, ..
+    } = c;
+    for w in workers {
+        w.kill9();
+    }
+    let extra = format!(
+        "domain_socket = {:?}",
+        dir.path().join("w0.sock").display().to_string()
+    );
+    let _w = common::WorkerProc::start_bound(dir.path(), &master.addr, &waddr, &extra);
+    s3.resume();
+    // The worker is back without the blocks (memory does not survive).
+    eventually(
+        Duration::from_secs(30),
+        "the file shows as lost",
+        || async {
+            fs.invalidate(b"/s3/a.bin");
+            fs.stat("/s3/a.bin").await.unwrap().lost
+        },
+    )
+    .await;
+    let st = fs.stat("/s3/a.bin").await.unwrap();
+    assert!(!st.persisted && st.persist_pending && st.length == d.len() as u64);
+    // Reading fails with the promised code: never short or zero-filled bytes.
+    let mut r = fs.open("/s3/a.bin", &Default::default()).await.unwrap();
+    let mut buf = vec![0u8; d.len()];
+    let e = r.read(&mut buf).await.unwrap_err();
+    assert_eq!(e.code(), EddyCode::DataLost, "{e}");
+    assert!(e.to_string().contains("/s3/a.bin is lost"), "{e}");
+    // So does a client that maps blocks of workers on this host.
+    let local = FileSystem::connect(&master.addr).await.unwrap();
+    let mut r = local.open("/s3/a.bin", &Default::default()).await.unwrap();
+    let e = r.read(&mut buf).await.unwrap_err();
+    assert_eq!(e.code(), EddyCode::DataLost, "{e}");
+    // The CLI says so.
+    let out = master.cli(&["fs", "stat", "/s3/a.bin"]);
+    assert!(String::from_utf8_lossy(&out.stdout).contains("LOST"));
+    let out = master.cli(&["fs", "ls", "/s3"]);
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        text.lines()
+            .any(|l| l.contains("LOST") && l.ends_with("/s3/a.bin")),
+        "{text}"
+    );
+    let out = master.cli(&["fs", "persist", "/s3/a.bin"]);
+    assert!(!out.status.success());
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("DATA_LOST"),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    // Nothing half-written reached the bucket, and the file can be removed.
+    assert!(
+        _bucket.stat(&ufs_path("a.bin")).await.is_err(),
+        "no partial object"
+    );
+    fs.delete("/s3/a.bin", false).await.unwrap();
+}

@@ -73,6 +73,9 @@ pub const EDDY_ERR_UNAVAILABLE: c_int = -18;
 pub const EDDY_ERR_NO_SPACE: c_int = -19;
 /// A handle that is NULL, already closed or released, or never issued.
 pub const EDDY_ERR_BAD_HANDLE: c_int = -21;
+/// The file's only copies were on workers that are gone and it was never
+/// persisted: its bytes cannot be read. Delete or rewrite it.
+pub const EDDY_ERR_DATA_LOST: c_int = -22;
 
 /// Read types for `eddy_open`.
 /// A miss is cached (default).

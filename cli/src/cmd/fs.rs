@@ -419,16 +419,24 @@ pub async fn run(master: &str, short_circuit: bool, cmd: FsCommand) -> Result<()
             // a store that stays down is reported, not waited on forever).
             let deadline = start + std::time::Duration::from_secs(3600);
             loop {
-                let mut waiting = 0u64;
+                let (mut waiting, mut lost) = (0u64, 0u64);
                 let st = c.stat(&p).await.map_err(e)?;
                 if st.is_dir {
                     walk(&c, &p, true, None, |s| {
                         waiting += u64::from(s.persist_pending);
+                        lost += u64::from(s.persist_pending && s.lost);
                     })
                     .await
                     .map_err(e)?;
                 } else {
                     waiting = u64::from(st.persist_pending);
+                    lost = u64::from(st.persist_pending && st.lost);
+                }
+                if lost > 0 && lost == waiting {
+                    return Err(format!(
+                        "{}: {lost} file(s) are lost (cached only on workers that are gone, never persisted) and cannot be persisted; `eddy fs ls -R` marks them LOST",
+                        show(&p)
+                    ));
                 }
                 if waiting == 0 {
                     break;
@@ -514,6 +522,8 @@ fn ls_line(s: &pb::FileStatus) {
         s.length,
         if !s.complete {
             "INCOMPLETE"
+        } else if s.lost {
+            "LOST"
         } else if s.persisted {
             "PERSISTED"
         } else {
@@ -600,7 +610,9 @@ fn print_stat(s: &pb::FileStatus) {
     println!(
         "persisted:       {}{}",
         s.persisted,
-        if s.persist_pending {
+        if s.lost {
+            " (LOST: a block was cached only on workers that are gone; the bytes cannot be read)"
+        } else if s.persist_pending {
             " (waiting to be persisted by a worker)"
         } else {
             ""

@@ -33,6 +33,10 @@ pub enum MasterError {
     NoWorkerAvailable(String),
     #[error("{0}")]
     Unsupported(String),
+    #[error(
+        "{0} is lost: a block was cached only on workers that are gone and the file was never persisted; delete or rewrite it"
+    )]
+    DataLost(String),
     #[error(transparent)]
     Ufs(#[from] UfsError),
     #[error("metastore: {0}")]
@@ -56,6 +60,7 @@ impl MasterError {
             MasterError::UnknownWorker(_) => EddyCode::UnknownWorker,
             MasterError::NoWorkerAvailable(_) => EddyCode::NoWorkerAvailable,
             MasterError::Unsupported(_) => EddyCode::Unsupported,
+            MasterError::DataLost(_) => EddyCode::DataLost,
             MasterError::Ufs(e) => match e {
                 UfsError::Unavailable { .. } => EddyCode::UfsUnavailable,
                 UfsError::InvalidUri { .. } => EddyCode::InvalidArgument,

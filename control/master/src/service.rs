@@ -403,6 +403,15 @@ impl MasterState {
         (cached.saturating_mul(100) / ino.length) as u32
     }
 
+    /// Complete, never persisted, and some block has no copy on a live
+    /// worker: nothing can serve those bytes (docs/UFS.md, "lost files").
+    fn lost(reg: &Registry, ino: &Inode) -> bool {
+        !ino.is_dir()
+            && ino.flag(FLAG_COMPLETE)
+            && !ino.flag(FLAG_PERSISTED)
+            && (0..ino.block_count()).any(|i| reg.block(eddy_proto::block_id(ino.id, i)).is_none())
+    }
+
     fn status(
         ns: &Namespace,
         reg: Option<&Registry>,
@@ -436,6 +445,7 @@ impl MasterState {
             ttl_ms: ino.ttl_ms,
             ttl_action: ino.ttl_action as i32,
             percent_cached: reg.map_or(0, |r| Self::percent_cached(r, ino)),
+            lost: reg.is_some_and(|r| Self::lost(r, ino)),
             complete: ino.flag(FLAG_COMPLETE),
             replication_min: ino.replication_min,
             replication_max: ino.replication_max,
@@ -568,6 +578,14 @@ impl MasterState {
     pub async fn persist(&self, r: pb::PersistRequest) -> Result<u64> {
         let path = EddyPath::parse_bytes(&r.path)?;
         self.check_writable_ufs(&path)?;
+        {
+            // A lost file can never be persisted: say so instead of queueing.
+            let ns = self.ns.read();
+            let ino = ns.get(ns.resolve(&path)?).expect("resolved");
+            if Self::lost(&self.reg.lock(), ino) {
+                return Err(MasterError::DataLost(path.to_string()));
+            }
+        }
         let mut n = 0;
         self.mutate(|ns, fx| {
             n = ns.mark_persist(&path, fx)?;
@@ -628,10 +646,17 @@ impl MasterState {
         for cmd in jobs {
             let ids: Vec<u64> = cmd.blocks.iter().map(|b| b.block_id).collect();
             let Some(worker) = reg.holder_of_all(&ids) else {
-                tracing::warn!(
-                    "file {} waits to be persisted but no live worker holds all its blocks",
-                    cmd.file_id
-                );
+                if ids.iter().any(|b| reg.block(*b).is_none()) {
+                    tracing::warn!(
+                        "file {} waits to be persisted but is lost: a block has no copy on any live worker (retried in case its worker returns)",
+                        cmd.file_id
+                    );
+                } else {
+                    tracing::warn!(
+                        "file {} waits to be persisted but no live worker holds all its blocks",
+                        cmd.file_id
+                    );
+                }
                 reg.persist_failed(cmd.file_id, now);
                 continue;
             };

@@ -34,6 +34,7 @@ impl EddyCode {
             EddyCode::NoSpace => Code::ResourceExhausted,
             EddyCode::Protocol | EddyCode::BadHandle => Code::InvalidArgument,
             EddyCode::UfsError | EddyCode::Internal | EddyCode::Unspecified => Code::Internal,
+            EddyCode::DataLost => Code::DataLoss,
         }
     }
 

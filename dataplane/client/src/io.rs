@@ -437,6 +437,21 @@ impl FileReader {
             if let Some(c) = self.chosen.lock().get(&index) {
                 candidates.push(c.clone());
             }
+            if candidates.is_empty() && req.source.is_none() && info.status.complete {
+                // No worker holds it and there is no under-storage copy to
+                // fill from: a worker asked would only say NOT_FOUND.
+                if round < 2 {
+                    continue;
+                }
+                self.fs.invalidate(&info.path);
+                return Err(ClientError::Rpc(RpcError::new(
+                    EddyCode::DataLost,
+                    format!(
+                        "{} is lost: block {index} was cached only on workers that are gone and the file was never persisted; delete or rewrite it",
+                        String::from_utf8_lossy(&info.path)
+                    ),
+                )));
+            }
             let mut asked = false;
             loop {
                 let next = candidates.iter().find(|c| !failed.contains(c)).cloned();
