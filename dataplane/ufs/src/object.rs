@@ -57,6 +57,7 @@ const S3_OPTIONS: &[&str] = &[
     "session_token",
     "virtual_hosted",
     "allow_http",
+    "proxy",
     "retries",
     "timeout_ms",
 ];
@@ -65,6 +66,7 @@ const GCS_OPTIONS: &[&str] = &[
     "service_account_key",
     "service_account_path",
     "anonymous",
+    "proxy",
     "retries",
     "timeout_ms",
 ];
@@ -74,6 +76,7 @@ const AZURE_OPTIONS: &[&str] = &[
     "endpoint",
     "use_emulator",
     "allow_http",
+    "proxy",
     "retries",
     "timeout_ms",
 ];
@@ -178,6 +181,20 @@ fn flag(uri: &str, options: &BTreeMap<String, String>, key: &str) -> Result<Opti
     }
 }
 
+/// The endpoint of `bucket` under virtual-hosted addressing: the service
+/// endpoint with the bucket as the first label of its host
+/// (`http://s3.example:9000` -> `http://bucket.s3.example:9000`), unless it
+/// already starts with it. object_store wants the bucket's own endpoint;
+/// users give the service's, as with path-style addressing.
+fn bucket_host(endpoint: &str, bucket: &str) -> String {
+    let (scheme, host) = endpoint.split_once("://").unwrap_or(("https", endpoint));
+    if host.starts_with(&format!("{bucket}.")) {
+        endpoint.to_string()
+    } else {
+        format!("{scheme}://{bucket}.{host}")
+    }
+}
+
 /// Splits `scheme://bucket/prefix`.
 fn split(uri: &str) -> Result<(&str, &str, String)> {
     let (scheme, rest) = uri
@@ -236,10 +253,13 @@ impl ObjectUfs {
         let http = endpoint
             .as_deref()
             .is_some_and(|e| e.starts_with("http://"));
-        let client = ClientOptions::new()
+        let mut client = ClientOptions::new()
             .with_connect_timeout(Duration::from_secs(5))
             .with_timeout(timeout)
             .with_allow_http(flag(uri, options, "allow_http")?.unwrap_or(http));
+        if let Some(p) = options.get("proxy") {
+            client = client.with_proxy_url(p);
+        }
         let built: std::result::Result<Arc<dyn ObjectStore>, object_store::Error> = match scheme {
             "s3" | "s3a" => {
                 // AWS_* environment variables first; mount options win.
@@ -247,8 +267,13 @@ impl ObjectUfs {
                     .with_bucket_name(bucket)
                     .with_retry(retry)
                     .with_client_options(client);
+                let virtual_hosted = flag(uri, options, "virtual_hosted")?.unwrap_or(false);
                 if let Some(e) = endpoint {
-                    b = b.with_endpoint(e);
+                    b = b.with_endpoint(if virtual_hosted {
+                        bucket_host(&e, bucket)
+                    } else {
+                        e
+                    });
                 }
                 if let Some(r) = options.get("region") {
                     b = b.with_region(r);
@@ -262,9 +287,7 @@ impl ObjectUfs {
                 if let Some(t) = options.get("session_token") {
                     b = b.with_token(t);
                 }
-                if let Some(v) = flag(uri, options, "virtual_hosted")? {
-                    b = b.with_virtual_hosted_style_request(v);
-                }
+                b = b.with_virtual_hosted_style_request(virtual_hosted);
                 b.build().map(|s| Arc::new(s) as Arc<dyn ObjectStore>)
             }
             "gs" => {
@@ -755,6 +778,9 @@ mod tests {
         assert!(flag("u", &o, "allow_http").is_err());
         assert_eq!(fingerprint(Some("\"abc\""), 1, 2), "etag:abc");
         assert_eq!(fingerprint(None, 1, 2), "size:1,mtime:2");
+        assert_eq!(bucket_host("http://s3.x:9000", "b"), "http://b.s3.x:9000");
+        assert_eq!(bucket_host("https://b.s3.x", "b"), "https://b.s3.x");
+        assert_eq!(bucket_host("s3.x", "b"), "https://b.s3.x");
     }
 
     #[tokio::test]

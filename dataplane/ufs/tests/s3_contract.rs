@@ -137,3 +137,28 @@ async fn wrong_credentials_fail_at_open() {
         "{msg}"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn virtual_hosted_addressing_passes_the_contract_through_a_proxy() {
+    // `vhost.s3.eddy.test` resolves nowhere: the requests go through an
+    // HTTP proxy (moto answers absolute-form requests itself), and moto
+    // takes the bucket from the Host header's first label.
+    let s3 = S3Server::start();
+    s3.create_bucket("vhost");
+    let port = s3.endpoint.rsplit(':').next().unwrap();
+    let mut o = s3.options();
+    o.insert("endpoint".into(), format!("http://s3.eddy.test:{port}"));
+    o.insert("virtual_hosted".into(), "true".into());
+    o.insert("proxy".into(), s3.endpoint.clone());
+    let ufs = eddy_ufs::open("s3://vhost/v", &o).await.unwrap();
+    eddy_ufs::contract::run_all(ufs.as_ref()).await;
+    // The objects are in that bucket, as path-style addressing sees it.
+    let path_style = eddy_ufs::open("s3://vhost/v", &s3.options()).await.unwrap();
+    let f = eddy_ufs::UfsPath::parse("c2/r").unwrap();
+    assert_eq!(path_style.stat(&f).await.unwrap().length, 10_000);
+    // Without the proxy the host does not resolve: refused at open.
+    o.remove("proxy");
+    o.insert("retries".into(), "0".into());
+    let e = eddy_ufs::open("s3://vhost/v", &o).await.unwrap_err();
+    assert!(matches!(e, UfsError::Unavailable { .. }), "{e}");
+}
