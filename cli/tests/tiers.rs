@@ -333,6 +333,23 @@ async fn pinned_data_survives_pressure_and_full_tiers_refuse_new_writes() {
     };
     assert_eq!(e.code(), eddy_client::EddyCode::NoSpace, "{e}");
     assert!(e.to_string().contains("pinned"), "{e}");
+    // The same code reaches a short-circuit writer.
+    let local = c.fs_local().await;
+    let mut wr = local
+        .create(
+            "/new-local",
+            &eddy_client::CreateOptions {
+                write_type: eddy_client::pb::WriteType::MustCache,
+                ..Default::default()
+            },
+        )
+        .await
+        .unwrap();
+    let e = match wr.write(&data).await {
+        Err(e) => e,
+        Ok(()) => wr.close().await.unwrap_err(),
+    };
+    assert_eq!(e.code(), eddy_client::EddyCode::NoSpace, "{e}");
     for (i, d) in files.iter().enumerate().take(3) {
         assert!(read(&fs, &format!("/f{i}"), ReadType::Cache).await == *d);
     }
@@ -407,4 +424,34 @@ async fn without_io_uring_the_pread_engine_serves_and_says_so() {
         text.contains("io engine: pread (io_uring unavailable: disabled by EDDY_FAILPOINT)"),
         "{text}"
     );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_write_larger_than_memory_spills_to_disk_over_tcp_and_short_circuit() {
+    let dir = tempfile::tempdir().unwrap();
+    let ssd = dir.path().join("ssd");
+    let cfg = tiers(2, &[("SSD", &[(&ssd, 32)])]);
+    let c = Cluster::start(dir.path(), 1, SMALL_BLOCKS, &cfg);
+    let tcp = c.fs().await;
+    let local = c.fs_local().await;
+    // Six blocks each for two blocks of memory: each full block joins the
+    // store as it is written, so earlier ones move down to the SSD.
+    for (i, fs) in [&tcp, &local].into_iter().enumerate() {
+        for wt in [
+            eddy_client::pb::WriteType::MustCache,
+            eddy_client::pb::WriteType::CacheThrough,
+        ] {
+            let path = format!("/big-{i}-{}", wt.as_str_name());
+            let d = pattern(6 * BS + 77, 900 + i as u64);
+            let st = common::put(fs, &path, &d, wt).await;
+            assert_eq!(st.length, d.len() as u64);
+            assert!(common::get(fs, &path).await == d, "{path}");
+        }
+    }
+    let s = tcp.worker_stats(&c.workers[0].addr).await.unwrap();
+    assert!(stat(&s, "memory_used") <= 2 * BS as u64, "{s:?}");
+    assert!(stat(&s, "demotions") >= 4 * 4, "{s:?}");
+    let out = c.master.cli(&["fs", "ls", "/"]);
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(text.matches(" 100% ").count(), 4, "all cached:\n{text}");
 }

@@ -42,6 +42,9 @@ fn worker_err(addr: &str, e: ErrorFrame) -> ClientError {
 }
 
 fn wire_err(addr: &str, e: WireError) -> ClientError {
+    if let WireError::Remote(e) = e {
+        return worker_err(addr, e);
+    }
     ClientError::Worker {
         addr: addr.to_string(),
         code: match e {
@@ -614,10 +617,7 @@ pub(crate) async fn worker_stats(fs: &FileSystem, addr: &str) -> Result<Vec<(Str
         write_frame(&mut c, Kind::Stats, &[]).await?;
         match eddy_wire::expect(&mut c, Kind::StatsOk).await? {
             Ok(b) => Ok(eddy_wire::decode_stats(&b)?),
-            Err(e) => Err(WireError::Malformed {
-                kind: Kind::Error,
-                reason: e.message,
-            }),
+            Err(e) => Err(WireError::Remote(e)),
         }
     }
     .await;
@@ -666,35 +666,19 @@ impl ShmWrite {
                 block_size: open.block_size,
                 seg: None,
             }),
-            Err(e) => Err(WireError::Malformed {
-                kind: Kind::Error,
-                reason: e.message,
-            }),
+            Err(e) => Err(WireError::Remote(e)),
         }
     }
 
     fn err(&self, e: WireError) -> ClientError {
-        match e {
-            WireError::Malformed {
-                kind: Kind::Error,
-                reason,
-            } => ClientError::Worker {
-                addr: self.path.clone(),
-                code: EddyCode::InvalidArgument,
-                message: reason,
-            },
-            e => wire_err(&self.path, e),
-        }
+        wire_err(&self.path, e)
     }
 
     async fn step(&mut self, kind: Kind, body: &[u8], want: Kind) -> Result<Vec<u8>, WireError> {
         write_frame(&mut self.sock, kind, body).await?;
         eddy_wire::expect(&mut self.sock, want)
             .await?
-            .map_err(|e| WireError::Malformed {
-                kind: Kind::Error,
-                reason: format!("{} ({})", e.message, e.code.name()),
-            })
+            .map_err(WireError::Remote)
     }
 
     /// Copies `data` into segments (the one copy), committing full ones.
@@ -710,10 +694,7 @@ impl ShmWrite {
                 let (h, body, fds) = crate::shm::recv_frame_with_fds(&mut self.sock, 1).await?;
                 if h.kind == Kind::Error {
                     let e = eddy_wire::ErrorFrame::decode(&body)?;
-                    return Err(WireError::Malformed {
-                        kind: Kind::Error,
-                        reason: format!("{} ({})", e.message, e.code.name()),
-                    });
+                    return Err(WireError::Remote(e));
                 }
                 let (id, cap) = eddy_wire::decode_u64_pair(Kind::SegmentOk, &body)?;
                 let fd = fds.into_iter().next().ok_or_else(|| WireError::Malformed {

@@ -50,4 +50,7 @@ pub enum WireError {
     Closed,
     #[error("I/O error on the data connection: {0}")]
     Io(#[from] std::io::Error),
+    /// The peer answered with an `Error` frame: its code is kept.
+    #[error("{} ({})", .0.message, .0.code.name())]
+    Remote(ErrorFrame),
 }

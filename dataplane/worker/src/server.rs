@@ -406,11 +406,7 @@ async fn write(sh: &Shared, sock: &mut TcpStream, open: WriteOpen) -> Result<(),
     // down a tier and memory holds one block of the write, not the whole
     // file); the master hears of them only at close. Dropped if the write
     // fails, is cancelled or the connection goes.
-    let mut done = Uncommitted {
-        store: &sh.store,
-        blocks: Vec::new(),
-        keep: false,
-    };
+    let mut done = Uncommitted::new(sh.store.clone());
     let sole = open.write_type == WriteType::MustCache;
     let mut cur: Option<Open> = None;
     let mut total: u64 = 0;
@@ -581,18 +577,27 @@ fn seal(o: Open, index: u64, file_id: u64) -> Result<(u64, Segment, Reservation)
     Ok((eddy_proto::block_id(file_id, index), seg, o.res))
 }
 
-/// Caches a closed file's blocks and records them with the master. On
-/// failure the blocks are dropped again.
-/// Blocks of a write in progress: in the store, not yet known to the
-/// master. Removed on drop unless `keep` (the commit went through).
-struct Uncommitted<'a> {
-    store: &'a BlockStore,
-    blocks: Vec<(u64, u64)>,
-    keep: bool,
+/// Blocks of a write in progress (TCP or short-circuit): each full block
+/// joins the store as soon as it is written, so it can move down a tier
+/// and a write larger than memory spills to disk, but the master hears of
+/// them only at close. Removed on drop unless `keep` (the commit went
+/// through).
+pub(crate) struct Uncommitted {
+    store: Arc<BlockStore>,
+    pub(crate) blocks: Vec<(u64, u64)>,
+    pub(crate) keep: bool,
 }
 
-impl Uncommitted<'_> {
-    fn add(&mut self, (id, seg, res): (u64, Segment, Reservation), sole: bool) {
+impl Uncommitted {
+    pub(crate) fn new(store: Arc<BlockStore>) -> Self {
+        Self {
+            store,
+            blocks: Vec::new(),
+            keep: false,
+        }
+    }
+
+    pub(crate) fn add(&mut self, (id, seg, res): (u64, Segment, Reservation), sole: bool) {
         let len = seg.len();
         self.store.insert(id, seg, res, false);
         if sole {
@@ -604,7 +609,7 @@ impl Uncommitted<'_> {
     }
 }
 
-impl Drop for Uncommitted<'_> {
+impl Drop for Uncommitted {
     fn drop(&mut self) {
         if !self.keep {
             let ids: Vec<u64> = self.blocks.iter().map(|b| b.0).collect();
@@ -613,24 +618,16 @@ impl Drop for Uncommitted<'_> {
     }
 }
 
-pub(crate) async fn commit_written(
-    sh: &Shared,
-    done: Vec<(u64, Segment, Reservation)>,
-) -> Result<()> {
-    let mut ids = Vec::with_capacity(done.len());
-    for (id, seg, res) in done {
-        let len = seg.len();
-        sh.store.insert(id, seg, res, false);
-        ids.push((id, len));
-        Stats::add(&sh.store.stats.blocks_written, 1);
-    }
-    commit_ids(sh, &ids).await
-}
-
 /// Records written blocks with the master; on failure drops the ones not
 /// recorded.
-async fn commit_ids(sh: &Shared, ids: &[(u64, u64)]) -> Result<()> {
+pub(crate) async fn commit_ids(sh: &Shared, ids: &[(u64, u64)]) -> Result<()> {
     for (i, &(id, len)) in ids.iter().enumerate() {
+        // A CACHE_THROUGH block may have been evicted from the last tier
+        // while the write went on: the under-storage has it, the master
+        // must not list this worker for it.
+        if !sh.store.contains(id) {
+            continue;
+        }
         if let Err(e) = sh.link.commit(id, len).await {
             let rest: Vec<u64> = ids[i..].iter().map(|(b, _)| *b).collect();
             sh.store.remove(&rest);

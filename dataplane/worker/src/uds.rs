@@ -31,7 +31,7 @@ use tokio::task::JoinSet;
 
 use crate::error::WorkerError;
 use crate::segment::{Segment, SegmentWriter};
-use crate::server::{Shared, cached, commit_written, stats, ufs_key};
+use crate::server::{Shared, Uncommitted, cached, commit_ids, stats, ufs_key};
 use crate::store::{Block, Reservation, Stats};
 
 /// Limits for co-located clients.
@@ -365,12 +365,13 @@ impl std::fmt::Debug for Held {
 /// A short-circuit write: the client fills segments the worker hands it,
 /// one block each, and commits them; the worker seals each (which fails if
 /// the client still maps it writable), persists it from the sealed bytes
-/// when the write type says so, and caches the blocks at close.
+/// when the write type says so, and puts each block in the store as it is
+/// committed (recorded with the master at close).
 pub struct ScWrite {
     open: WriteOpen,
     ufs_w: Option<Box<dyn UfsWriter>>,
     pending: Option<(u64, SegmentWriter, Reservation)>,
-    done: Vec<(u64, Segment, Reservation)>,
+    done: Uncommitted,
     total: u64,
     next_index: u64,
     next_segment: u64,
@@ -414,7 +415,7 @@ async fn write_step(
                 open,
                 ufs_w,
                 pending: None,
-                done: Vec::new(),
+                done: Uncommitted::new(sh.store.clone()),
                 total: 0,
                 next_index: 0,
                 next_segment: 1,
@@ -508,7 +509,8 @@ async fn write_step(
             }
             if w.open.write_type != WriteType::Through {
                 let block = eddy_proto::block_id(w.open.file_id, w.next_index);
-                w.done.push((block, sealed, res));
+                let sole = w.open.write_type == WriteType::MustCache;
+                w.done.add((block, sealed, res), sole);
             }
             w.next_index += 1;
             w.total += len;
@@ -526,7 +528,7 @@ async fn write_step(
         _ => {
             // WriteClose
             let length = eddy_wire::decode_u64(Kind::WriteClose, body)?;
-            let Some(w) = session.take() else {
+            let Some(mut w) = session.take() else {
                 let e = WorkerError::InvalidArgument("no write is open on this connection".into());
                 return write_frame(out, Kind::Error, &fail(e)).await;
             };
@@ -552,12 +554,10 @@ async fn write_step(
                 },
                 None => String::new(),
             };
-            let blocks = w.done.len() as u32;
-            if w.open.write_type == WriteType::MustCache {
-                sh.store
-                    .keep_sole_copies(w.done.iter().map(|(id, _, _)| *id));
-            }
-            if let Err(e) = commit_written(sh, w.done).await {
+            let blocks = w.done.blocks.len() as u32;
+            let committed = commit_ids(sh, &w.done.blocks).await;
+            w.done.keep = committed.is_ok();
+            if let Err(e) = committed {
                 if w.open.write_type == WriteType::MustCache {
                     return write_frame(out, Kind::Error, &fail(e)).await;
                 }
