@@ -307,7 +307,7 @@ async fn workers_re_register_after_a_master_restart_and_their_own() {
         1,
         "same host and port: same worker entry"
     );
-    // Its memory is gone, so the MUST_CACHE file has no copy left.
+    // Its memory is gone, so the MUST_CACHE file has no copy left: lost.
     let e = fs
         .open("/mem", &OpenOptions::default())
         .await
@@ -315,7 +315,8 @@ async fn workers_re_register_after_a_master_restart_and_their_own() {
         .read_to_end()
         .await
         .unwrap_err();
-    assert_eq!(e.code(), EddyCode::NotFound, "{e}");
+    assert_eq!(e.code(), EddyCode::DataLost, "{e}");
+    assert!(fs.stat("/mem").await.unwrap().lost);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]

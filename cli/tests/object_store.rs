@@ -413,18 +413,7 @@ async fn a_restarted_worker_resumes_pending_persists_from_its_disk_tier() {
     .await;
     // The worker dies with the persist still failing; it comes back on the
     // same address with its disk tier, and the store comes back too.
-    let waddr = c.workers[0].addr.clone();
-    let Cluster {
-        master, workers, ..
-    } = c;
-    for w in workers {
-        w.kill9();
-    }
-    let extra = format!(
-        "domain_socket = {:?}\n{tiers}",
-        dir.path().join("w0.sock").display().to_string()
-    );
-    let _w = common::WorkerProc::start_bound(dir.path(), &master.addr, &waddr, &extra);
+    let (_master, _w) = c.restart_first_worker(&tiers);
     s3.resume();
     eventually(
         Duration::from_secs(90),
@@ -605,18 +594,7 @@ async fn an_unpersisted_file_whose_worker_memory_is_gone_shows_as_lost() {
     w.close().await.unwrap();
     assert!(get(&fs, "/s3/a.bin").await == d);
     assert!(!fs.stat("/s3/a.bin").await.unwrap().lost);
-    let waddr = c.workers[0].addr.clone();
-    let Cluster {
-        master, workers, ..
-    } = c;
-    for w in workers {
-        w.kill9();
-    }
-    let extra = format!(
-        "domain_socket = {:?}",
-        dir.path().join("w0.sock").display().to_string()
-    );
-    let _w = common::WorkerProc::start_bound(dir.path(), &master.addr, &waddr, &extra);
+    let (master, _w) = c.restart_first_worker("");
     s3.resume();
     // The worker is back without the blocks (memory does not survive).
     eventually(

@@ -193,16 +193,9 @@ async fn disk_tier_blocks_survive_a_worker_restart() {
         || async { master_tiers(&fs, 6).await.get("SSD") == Some(&4) },
     )
     .await;
-    let Cluster {
-        master, workers, ..
-    } = c;
-    let waddr = workers[0].addr.clone();
-    for w in workers {
-        w.kill9();
-    }
     // Same address: the worker takes its old place and reports what its
     // directory scan found. Memory is gone, and the master learns so.
-    let w = WorkerProc::start_bound(dir.path(), &master.addr, &waddr, &cfg);
+    let (_master, w) = c.restart_first_worker(&cfg);
     let t = master_tiers(&fs, 6).await;
     assert_eq!(t.get("SSD"), Some(&4), "{t:?}");
     assert_eq!(t.get("MEM"), None, "{t:?}");

@@ -237,6 +237,27 @@ impl Cluster {
         }
     }
 
+    /// Kills every worker (SIGKILL) and starts the first again on its old
+    /// address and socket with `worker_extra`: memory is gone, disk tiers
+    /// stay. Returns the master and the new worker.
+    pub fn restart_first_worker(self, worker_extra: &str) -> (MasterProc, WorkerProc) {
+        let Cluster {
+            master,
+            workers,
+            dir,
+        } = self;
+        let waddr = workers[0].addr.clone();
+        for w in workers {
+            w.kill9();
+        }
+        let extra = format!(
+            "domain_socket = {:?}\n{worker_extra}",
+            dir.join("w0.sock").display().to_string()
+        );
+        let w = WorkerProc::start_bound(&dir, &master.addr, &waddr, &extra);
+        (master, w)
+    }
+
     /// A client that reads over TCP only.
     pub async fn fs(&self) -> eddy_client::FileSystem {
         let opts = eddy_client::ClientOptions {

@@ -15,9 +15,47 @@ pub struct S3Server {
     child: Child,
     /// `http://127.0.0.1:PORT`
     pub endpoint: String,
-    /// (requests answered, marker requests answered), from the server's log,
-    /// with a signal for each line.
-    log: Arc<(Mutex<(u64, u64)>, Condvar)>,
+    log: RequestLog,
+}
+
+/// Requests a test server answered, counted from its access log, and a
+/// way to know the count is current: a marker request is sent and its own
+/// log line awaited (every request answered before it is logged by then).
+#[derive(Clone, Default)]
+struct RequestLog(Arc<(Mutex<(u64, u64)>, Condvar)>);
+
+impl RequestLog {
+    /// Counts `line` if it is a request (`contains` `request`): as a marker
+    /// when it also names `marker`.
+    fn note(&self, line: &str, request: &str, marker: &str) {
+        if line.contains(request) {
+            let (m, cv) = &*self.0;
+            let mut c = m.lock().unwrap();
+            if line.contains(marker) {
+                c.1 += 1;
+            } else {
+                c.0 += 1;
+            }
+            cv.notify_all();
+        }
+    }
+
+    /// Requests answered so far (markers aside); `send_marker` sends one.
+    fn count(&self, what: &str, send_marker: impl FnOnce()) -> u64 {
+        let (m, cv) = &*self.0;
+        let markers = m.lock().unwrap().1;
+        send_marker();
+        let (c, timeout) = cv
+            .wait_timeout_while(m.lock().unwrap(), Duration::from_secs(10), |c| {
+                c.1 == markers
+            })
+            .unwrap();
+        assert!(
+            !timeout.timed_out(),
+            "{what} logged no line for the marker request"
+        );
+        c.0
+    }
 }
 
 /// Where moto's server is: `EDDY_MOTO_SERVER`, else target/moto-venv.
@@ -53,20 +91,11 @@ impl S3Server {
             .expect("spawn moto_server");
         // Werkzeug prints " * Running on http://127.0.0.1:PORT" on stderr.
         let stderr = child.stderr.take().expect("piped");
-        let log = Arc::new((Mutex::new((0u64, 0u64)), Condvar::new()));
+        let log = RequestLog::default();
         let counted = log.clone();
         let endpoint = wait_for_address(&mut child, stderr, "moto_server", move |line| {
             // Werkzeug logs each answered request: `... "GET /b/k HTTP/1.1" 200 -`.
-            if line.contains(" HTTP/1.1\" ") {
-                let (m, cv) = &*counted;
-                let mut c = m.lock().unwrap();
-                if line.contains(MARKER) {
-                    c.1 += 1;
-                } else {
-                    c.0 += 1;
-                }
-                cv.notify_all();
-            }
+            counted.note(line, " HTTP/1.1\" ", MARKER);
         });
         Self {
             child,
@@ -79,19 +108,9 @@ impl S3Server {
     /// first and its log line awaited: every request answered before it
     /// has been logged by then.
     pub fn requests(&self) -> u64 {
-        let (m, cv) = &*self.log;
-        let markers = m.lock().unwrap().1;
-        self.raw("GET", MARKER);
-        let (c, timeout) = cv
-            .wait_timeout_while(m.lock().unwrap(), Duration::from_secs(10), |c| {
-                c.1 == markers
-            })
-            .unwrap();
-        assert!(
-            !timeout.timed_out(),
-            "moto logged no line for the marker request"
-        );
-        c.0
+        self.log.count("moto", || {
+            self.raw("GET", MARKER);
+        })
     }
 
     /// Creates a bucket (moto accepts unsigned requests).
@@ -287,8 +306,7 @@ pub struct GcsServer {
     child: Child,
     /// `http://127.0.0.1:PORT`
     pub endpoint: String,
-    /// (requests answered, marker requests answered), from the access log.
-    log: Arc<(Mutex<(u64, u64)>, Condvar)>,
+    log: RequestLog,
 }
 
 /// A request that only marks a point in fake-gcs-server's log.
@@ -332,7 +350,7 @@ impl GcsServer {
             .spawn()
             .expect("spawn fake-gcs-server");
         let stderr = child.stderr.take().expect("piped");
-        let log = Arc::new((Mutex::new((0u64, 0u64)), Condvar::new()));
+        let log = RequestLog::default();
         let counted = log.clone();
         let (tx, rx) = std::sync::mpsc::channel();
         std::thread::spawn(move || {
@@ -346,16 +364,7 @@ impl GcsServer {
                     let _ = tx.send(());
                 }
                 // Each answered request: `msg="127.0.0.1 - - [..] \"GET /b?.. HTTP/1.1\" 200 5"`.
-                if line.contains(" HTTP/1.1\\\" ") {
-                    let (m, cv) = &*counted;
-                    let mut c = m.lock().unwrap();
-                    if line.contains(GCS_MARKER) {
-                        c.1 += 1;
-                    } else {
-                        c.0 += 1;
-                    }
-                    cv.notify_all();
-                }
+                counted.note(&line, " HTTP/1.1\\\" ", GCS_MARKER);
             }
         });
         if rx.recv_timeout(Duration::from_secs(60)).is_err() {
@@ -410,20 +419,10 @@ impl GcsServer {
 
     /// Requests answered so far (markers aside); see [`S3Server::requests`].
     pub fn requests(&self) -> u64 {
-        let (m, cv) = &*self.log;
-        let markers = m.lock().unwrap().1;
-        let (status, _) = self.request("GET", GCS_MARKER, &[]);
-        assert!(status == 200, "fake-gcs-server health check: HTTP {status}");
-        let (c, timeout) = cv
-            .wait_timeout_while(m.lock().unwrap(), Duration::from_secs(10), |c| {
-                c.1 == markers
-            })
-            .unwrap();
-        assert!(
-            !timeout.timed_out(),
-            "fake-gcs-server logged no line for the marker request"
-        );
-        c.0
+        self.log.count("fake-gcs-server", || {
+            let (status, _) = self.request("GET", GCS_MARKER, &[]);
+            assert!(status == 200, "fake-gcs-server health check: HTTP {status}");
+        })
     }
 
     /// Mount options for this server: its endpoint, no credentials.
