@@ -19,6 +19,8 @@ fn eddy_local_serves_put_and_cat_and_stops_on_sigterm() {
             "0",
             "--memory",
             "268435456",
+            "--metrics-port",
+            "0",
             "--data-dir",
         ])
         .arg(dir.path().join("data"))
@@ -29,8 +31,12 @@ fn eddy_local_serves_put_and_cat_and_stops_on_sigterm() {
         .unwrap();
     let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
     let mut master = None;
+    let mut metrics = None;
     for line in lines.by_ref() {
         let line = line.unwrap();
+        if let Some(a) = line.strip_prefix("eddy local metrics on http://") {
+            metrics = Some(a.trim_end_matches("/metrics").to_string());
+        }
         if let Some(a) = line.strip_prefix("eddy master listening on ") {
             master = Some(a.to_string());
         }
@@ -79,6 +85,10 @@ fn eddy_local_serves_put_and_cat_and_stops_on_sigterm() {
     );
     let report = String::from_utf8(eddy(&["report"])).unwrap();
     assert!(report.contains("Live workers:   1"), "{report}");
+    // One endpoint for both halves of the process.
+    let text = common::scrape(&metrics.expect("the metrics address is printed"));
+    assert!(text.contains("eddy_master_rpc_requests_total{"), "{text}");
+    assert!(text.contains("eddy_worker_blocks_written_total{"), "{text}");
     // SAFETY: kill(2) on our own child's pid; no memory is involved.
     assert_eq!(unsafe { libc::kill(child.id() as i32, libc::SIGTERM) }, 0);
     drop(lines);

@@ -17,6 +17,10 @@ pub struct LocalArgs {
     /// Worker memory tier in bytes (0: a quarter of this machine's memory).
     #[arg(long, default_value_t = 0, value_name = "BYTES")]
     memory: u64,
+    /// Port of the Prometheus endpoint (`/metrics`) the master and the
+    /// worker share (0 picks a free one).
+    #[arg(long, default_value_t = 19999)]
+    metrics_port: u16,
 }
 
 pub async fn run(mut cfg: MasterConfig, args: LocalArgs) -> Result<(), String> {
@@ -42,6 +46,15 @@ pub async fn run(mut cfg: MasterConfig, args: LocalArgs) -> Result<(), String> {
         Err(e) => {
             master.shutdown().await;
             return Err(e.to_string());
+        }
+    };
+    let metrics = super::serve_metrics("local", &format!("127.0.0.1:{}", args.metrics_port)).await;
+    let _metrics = match metrics {
+        Ok(m) => m,
+        Err(e) => {
+            worker.shutdown().await;
+            master.shutdown().await;
+            return Err(e);
         }
     };
     println!("eddy master listening on {}", master.addr);

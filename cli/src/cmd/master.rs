@@ -4,8 +4,16 @@ use eddy_master::MasterConfig;
 
 pub async fn run(cfg: MasterConfig) -> Result<(), String> {
     super::init_logging();
+    let metrics_bind = cfg.metrics_bind.clone();
     let master = eddy_master::start(cfg).await.map_err(|e| e.to_string())?;
     let stop = Signals::install()?;
+    let _metrics = match super::serve_metrics("master", &metrics_bind).await {
+        Ok(m) => m,
+        Err(e) => {
+            master.shutdown().await;
+            return Err(e);
+        }
+    };
     // Scripts and tests wait for this exact line to learn the bound address.
     println!("eddy master listening on {}", master.addr);
     stop.wait().await;

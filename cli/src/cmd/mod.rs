@@ -28,3 +28,19 @@ pub fn init_logging() {
         .with_writer(std::io::stderr)
         .try_init();
 }
+
+/// Starts the Prometheus endpoint at `bind` (empty: none) and says where,
+/// on a line scripts and tests read (`eddy WHO metrics on http://ADDR/metrics`).
+pub async fn serve_metrics(
+    who: &str,
+    bind: &str,
+) -> Result<Option<eddy_metrics::MetricsServer>, String> {
+    if bind.is_empty() {
+        return Ok(None);
+    }
+    let srv = eddy_metrics::serve(bind).await.map_err(|e| {
+        format!("cannot serve metrics on {bind}: {e} (set metrics_bind, or \"\" for none)")
+    })?;
+    println!("eddy {who} metrics on http://{}/metrics", srv.addr);
+    Ok(Some(srv))
+}

@@ -16,6 +16,8 @@ pub struct MasterProc {
     child: Child,
     pub addr: String,
     pub dir: PathBuf,
+    /// The Prometheus endpoint's `host:port`.
+    pub metrics: String,
 }
 
 impl MasterProc {
@@ -37,7 +39,7 @@ impl MasterProc {
         std::fs::write(
             &cfg,
             format!(
-                "[master]\nbind = {bind:?}\nmetastore_dir = {:?}\nroot_ufs = {:?}\n{extra}\n",
+                "[master]\nbind = {bind:?}\nmetastore_dir = {:?}\nroot_ufs = {:?}\nmetrics_bind = \"127.0.0.1:0\"\n{extra}\n",
                 dir.join("meta").display().to_string(),
                 dir.join("ufs").display().to_string()
             ),
@@ -53,10 +55,11 @@ impl MasterProc {
             .stderr(Stdio::inherit())
             .spawn()
             .expect("spawn eddy master");
-        let addr = wait_for_line(&mut child, "eddy master listening on ");
+        let (addr, metrics) = wait_for_line(&mut child, "eddy master listening on ");
         MasterProc {
             child,
             addr,
+            metrics,
             dir: dir.to_path_buf(),
         }
     }
@@ -100,17 +103,24 @@ impl MasterProc {
 /// Waits for the stdout line starting with `prefix` and returns the first
 /// word after it, then keeps draining stdout so the child never blocks on a
 /// full pipe. Kills the child and panics if the line does not come.
-fn wait_for_line(child: &mut Child, prefix: &'static str) -> String {
+/// Reads the child's stdout until a line starts with `prefix`; returns the
+/// word after it and the metrics endpoint announced before it (`eddy WHO
+/// metrics on http://ADDR/metrics`; empty if none was).
+fn wait_for_line(child: &mut Child, prefix: &'static str) -> (String, String) {
     let stdout = child.stdout.take().unwrap();
     let (tx, rx) = mpsc::channel();
     std::thread::spawn(move || {
         let mut tx = Some(tx);
+        let mut metrics = String::new();
         for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+            if let Some((_, rest)) = line.split_once(" metrics on http://") {
+                metrics = rest.trim_end_matches("/metrics").to_string();
+            }
             if let Some(rest) = line.strip_prefix(prefix)
                 && let Some(tx) = tx.take()
             {
                 let word = rest.split_whitespace().next().unwrap_or("").to_string();
-                let _ = tx.send(word);
+                let _ = tx.send((word, metrics.clone()));
             }
         }
     });
@@ -129,6 +139,8 @@ pub struct WorkerProc {
     child: Child,
     /// The data server's `host:port`.
     pub addr: String,
+    /// The Prometheus endpoint's `host:port`.
+    pub metrics: String,
 }
 
 impl WorkerProc {
@@ -158,6 +170,7 @@ impl WorkerProc {
                 "[worker]
 master = {master:?}
 bind = {bind:?}
+metrics_bind = \"127.0.0.1:0\"
 {extra}
 "
             ),
@@ -173,8 +186,12 @@ bind = {bind:?}
             .stderr(Stdio::inherit())
             .spawn()
             .expect("spawn eddy worker");
-        let addr = wait_for_line(&mut child, "eddy worker listening on ");
-        WorkerProc { child, addr }
+        let (addr, metrics) = wait_for_line(&mut child, "eddy worker listening on ");
+        WorkerProc {
+            child,
+            addr,
+            metrics,
+        }
     }
 
     pub fn pid(&self) -> u32 {
@@ -415,4 +432,28 @@ pub async fn get(fs: &eddy_client::FileSystem, path: &str) -> Vec<u8> {
         .read_to_end()
         .await
         .unwrap()
+}
+
+/// Scrapes a Prometheus endpoint (`host:port`); returns the exposition text.
+pub fn scrape(addr: &str) -> String {
+    use std::io::{Read, Write};
+    let mut s = std::net::TcpStream::connect(addr).expect("connect to the metrics endpoint");
+    write!(s, "GET /metrics HTTP/1.1\r\nHost: {addr}\r\n\r\n").unwrap();
+    let mut out = String::new();
+    s.read_to_string(&mut out).unwrap();
+    let (head, body) = out.split_once("\r\n\r\n").expect("an HTTP answer");
+    assert!(head.starts_with("HTTP/1.1 200"), "{head}");
+    body.to_string()
+}
+
+/// The value of the sample `name{labels}` (labels as printed, `""` for
+/// none) in exposition `text`, or None.
+pub fn sample(text: &str, series: &str) -> Option<f64> {
+    text.lines().filter(|l| !l.starts_with('#')).find_map(|l| {
+        l.strip_prefix(series)?
+            .strip_prefix(' ')?
+            .trim()
+            .parse()
+            .ok()
+    })
 }

@@ -27,6 +27,9 @@ pub struct MasterConfig {
     /// How often replication bounds are checked and enforced, and files
     /// waiting to be persisted are handed to workers.
     pub replication_check_interval_ms: u64,
+    /// Where `eddy master` serves Prometheus metrics (`GET /metrics`);
+    /// empty: nowhere. Port 0 picks a free port.
+    pub metrics_bind: String,
     /// Object-store defaults: the config file's top-level `[ufs.*]` tables,
     /// shared with the worker in the same file (not a `[master]` key).
     #[serde(skip)]
@@ -45,6 +48,7 @@ impl Default for MasterConfig {
             worker_lost_after_ms: 10_000,
             ttl_check_interval_ms: 60_000,
             replication_check_interval_ms: 5_000,
+            metrics_bind: "127.0.0.1:19999".into(),
             ufs: Default::default(),
         }
     }

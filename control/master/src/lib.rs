@@ -11,6 +11,7 @@ pub mod error;
 pub mod inode;
 pub mod intent;
 pub mod metastore;
+pub mod metrics;
 pub mod mount;
 pub mod namespace;
 pub mod path;

@@ -152,11 +152,13 @@ pub async fn start(cfg: MasterConfig) -> Result<RunningMaster> {
         }
     });
 
+    crate::metrics::register(&state);
     let rpc = MasterRpc(state.clone());
     let (stop_tx, stop_rx) = oneshot::channel::<()>();
     let incoming = tonic::transport::server::TcpIncoming::from(listener).with_nodelay(Some(true));
     let task = tokio::spawn(
         tonic::transport::Server::builder()
+            .layer(crate::metrics::RpcMetricsLayer)
             .add_service(pb::file_system_master_server::FileSystemMasterServer::new(
                 rpc.clone(),
             ))

@@ -1295,6 +1295,11 @@ impl MasterState {
         }
     }
 
+    /// Files waiting to be persisted.
+    pub fn persist_pending_count(&self) -> usize {
+        self.ns.read().persist_pending().len()
+    }
+
     pub fn cluster_info(&self) -> pb::GetClusterInfoResponse {
         let (inode_count, mount_count) = {
             let ns = self.ns.read();

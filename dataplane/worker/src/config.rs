@@ -42,6 +42,9 @@ pub struct WorkerConfig {
     /// How often hot disk-tier blocks are considered for promotion to
     /// memory, in milliseconds; 0 turns background promotion off.
     pub promote_interval_ms: u64,
+    /// Where `eddy worker` serves Prometheus metrics (`GET /metrics`);
+    /// empty: nowhere. Port 0 picks a free port.
+    pub metrics_bind: String,
     /// Object-store defaults: the config file's top-level `[ufs.*]` tables,
     /// shared with the master in the same file (not a `[worker]` key).
     #[serde(skip)]
@@ -76,6 +79,7 @@ impl Default for WorkerConfig {
             io_registered_buffer_bytes: 4 << 20,
             io_sqpoll_idle_ms: 0,
             promote_interval_ms: 1000,
+            metrics_bind: "127.0.0.1:30000".into(),
             ufs: Default::default(),
         }
     }

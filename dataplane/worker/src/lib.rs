@@ -18,6 +18,7 @@ pub mod error;
 pub mod evict;
 pub mod io;
 pub mod master_link;
+mod metrics;
 pub mod persist;
 pub mod replicate;
 pub mod segment;
@@ -155,6 +156,7 @@ pub async fn start(cfg: WorkerConfig) -> Result<RunningWorker, StartError> {
         store: store.clone(),
         link,
     });
+    metrics::register(&shared, store.engine().name().to_string());
     tasks.spawn(replicate::run(shared.clone(), copy_rx, stop.subscribe()));
     if let Some((l, path)) = uds {
         let policy = uds::LeasePolicy {
