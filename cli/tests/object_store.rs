@@ -287,21 +287,32 @@ async fn mount_with(
 
 const FAST_CHECKS: &str = "default_block_size = 1048576\nreplication_check_interval_ms = 100";
 
+/// Mounts `s3://bucket/data` at /s3 with short timeouts, so attempts against
+/// a paused server fail quickly, and lists it once.
+async fn mount_short_timeouts(
+    fs: &FileSystem,
+    s3: &S3Server,
+    bucket: &str,
+) -> std::sync::Arc<dyn UnderFileSystem> {
+    let b = mount_with(fs, s3, bucket, &[("timeout_ms", "1000"), ("retries", "0")]).await;
+    fs.list("/s3").await.unwrap();
+    b
+}
+
+fn async_through() -> eddy_client::CreateOptions {
+    eddy_client::CreateOptions {
+        write_type: pb::WriteType::AsyncThrough,
+        ..Default::default()
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn async_through_persists_in_the_background_and_survives_an_outage() {
     let s3 = S3Server::start();
     let dir = tempfile::tempdir().unwrap();
     let c = Cluster::start(dir.path(), 1, FAST_CHECKS, "");
     let fs = c.fs().await;
-    // Short timeouts so an unanswering server fails attempts quickly.
-    let bucket = mount_with(
-        &fs,
-        &s3,
-        "async",
-        &[("timeout_ms", "1000"), ("retries", "0")],
-    )
-    .await;
-    fs.list("/s3").await.unwrap();
+    let bucket = mount_short_timeouts(&fs, &s3, "async").await;
 
     let d = pattern(3 * BS + 5, 7);
     let st = put(&fs, "/s3/a.bin", &d, pb::WriteType::AsyncThrough).await;
@@ -319,10 +330,7 @@ async fn async_through_persists_in_the_background_and_survives_an_outage() {
     // The server stops answering mid-persist: attempts fail, the master
     // retries with backoff, and the persist finishes once it is back.
     let d2 = pattern(2 * BS, 8);
-    let o = eddy_client::CreateOptions {
-        write_type: pb::WriteType::AsyncThrough,
-        ..Default::default()
-    };
+    let o = async_through();
     // (Creating checks the bucket for the name, so the outage starts after.)
     let mut w = fs.create("/s3/b.bin", &o).await.unwrap();
     s3.pause();
@@ -381,18 +389,8 @@ async fn a_restarted_worker_resumes_pending_persists_from_its_disk_tier() {
     );
     let c = Cluster::start(dir.path(), 1, FAST_CHECKS, &tiers);
     let fs = c.fs().await;
-    let bucket = mount_with(
-        &fs,
-        &s3,
-        "resume",
-        &[("timeout_ms", "1000"), ("retries", "0")],
-    )
-    .await;
-    fs.list("/s3").await.unwrap();
-    let o = eddy_client::CreateOptions {
-        write_type: pb::WriteType::AsyncThrough,
-        ..Default::default()
-    };
+    let bucket = mount_short_timeouts(&fs, &s3, "resume").await;
+    let o = async_through();
     let d = pattern(2 * BS, 21);
     let mut w = fs.create("/s3/a.bin", &o).await.unwrap();
     s3.pause();
@@ -573,20 +571,10 @@ async fn an_unpersisted_file_whose_worker_memory_is_gone_shows_as_lost() {
     let dir = tempfile::tempdir().unwrap();
     let c = Cluster::start(dir.path(), 1, FAST_CHECKS, "");
     let fs = c.fs().await;
-    let _bucket = mount_with(
-        &fs,
-        &s3,
-        "lost",
-        &[("timeout_ms", "1000"), ("retries", "0")],
-    )
-    .await;
-    fs.list("/s3").await.unwrap();
+    let _bucket = mount_short_timeouts(&fs, &s3, "lost").await;
     // The store is down: the ASYNC_THROUGH file lives only in the worker's
     // memory when the worker dies.
-    let o = eddy_client::CreateOptions {
-        write_type: pb::WriteType::AsyncThrough,
-        ..Default::default()
-    };
+    let o = async_through();
     let d = pattern(2 * BS + 5, 71);
     let mut w = fs.create("/s3/a.bin", &o).await.unwrap();
     s3.pause();
