@@ -1,5 +1,5 @@
 //! `eddy fs` commands that move bytes: cat, head, tail, put/copyFromLocal,
-//! get/copyToLocal, load, free, du, count.
+//! get/copyToLocal, cp, checksum, load, free, du, count.
 
 use std::io::Write;
 use std::path::{Path, PathBuf};
@@ -237,6 +237,135 @@ pub async fn get(fs: &FileSystem, src: &[u8], local: &Path) -> Result<(), String
         start.elapsed().as_secs_f64(),
         rate(total, start.elapsed())
     );
+    Ok(())
+}
+
+/// The last component of an Eddy path.
+fn base_name(p: &[u8]) -> &[u8] {
+    p.rsplit(|&c| c == b'/').next().unwrap_or(p)
+}
+
+fn child(dir: &[u8], name: &[u8]) -> Vec<u8> {
+    let mut p = dir.to_vec();
+    if !p.ends_with(b"/") {
+        p.push(b'/');
+    }
+    p.extend_from_slice(name);
+    p
+}
+
+/// Copies an Eddy file, or a tree with `recursive`, to `dst` (into it when
+/// it is a directory, keeping the source's name). Reads and writes go
+/// through Eddy, so the copy may cross mounts (`/s3/a` to `/gs/b`). One
+/// progress bar covers every byte; a file that fails to copy leaves nothing
+/// at its destination.
+pub async fn cp(
+    fs: &FileSystem,
+    src: &[u8],
+    dst: &[u8],
+    recursive: bool,
+    o: &PutOptions,
+) -> Result<(), String> {
+    let st = fs.stat(src).await.map_err(err)?;
+    if st.is_dir && !recursive {
+        return Err(format!("{}: is a directory (copy it with -r)", show(src)));
+    }
+    let src = st.path.clone();
+    let dst = match fs.stat(dst).await {
+        Ok(d) if d.is_dir => child(&d.path, base_name(&src)),
+        Ok(d) => d.path,
+        Err(e) if e.code() == eddy_client::EddyCode::NotFound => dst.to_vec(),
+        Err(e) => return Err(err(e)),
+    };
+    if dst == src || (st.is_dir && dst.starts_with(&child(&src, b""))) {
+        return Err(format!(
+            "cannot copy {} into itself ({})",
+            show(&src),
+            show(&dst)
+        ));
+    }
+    // The plan first: directories to make, files with their lengths.
+    let mut dirs: Vec<Vec<u8>> = Vec::new();
+    let mut files: Vec<(pb::FileStatus, Vec<u8>)> = Vec::new();
+    let mut todo = vec![(st, dst.clone())];
+    while let Some((s, d)) = todo.pop() {
+        if s.is_dir {
+            for c in fs.list(&s.path).await.map_err(err)? {
+                let to = child(&d, &c.name);
+                todo.push((c, to));
+            }
+            dirs.push(d);
+        } else {
+            files.push((s, d));
+        }
+    }
+    dirs.sort();
+    files.sort_by(|a, b| a.1.cmp(&b.1));
+    let total: u64 = files.iter().map(|(s, _)| s.length).sum();
+    let start = Instant::now();
+    for d in &dirs {
+        fs.mkdir(d, true).await.map_err(err)?;
+    }
+    let pb = bar(total, &format!("copying {}", show(&src)));
+    let mut buf = vec![0u8; CHUNK];
+    for (s, d) in &files {
+        let opts = CreateOptions {
+            block_size: if o.block_size == 0 {
+                s.block_size
+            } else {
+                o.block_size
+            },
+            write_type: o.write_type,
+            ..Default::default()
+        };
+        let mut r = fs
+            .open(&s.path, &OpenOptions::default())
+            .await
+            .map_err(err)?;
+        let mut w = fs.create(d, &opts).await.map_err(err)?;
+        loop {
+            let n = match r.read(&mut buf).await {
+                Ok(n) => n,
+                Err(e) => {
+                    let _ = w.cancel().await;
+                    return Err(format!("{}: {e}", show(&s.path)));
+                }
+            };
+            if n == 0 {
+                break;
+            }
+            w.write(&buf[..n]).await.map_err(err)?;
+            pb.inc(n as u64);
+        }
+        w.close().await.map_err(err)?;
+    }
+    pb.finish_and_clear();
+    println!(
+        "copied {} ({} files) to {} in {:.2}s ({})",
+        bytes(total),
+        files.len(),
+        show(&dst),
+        start.elapsed().as_secs_f64(),
+        rate(total, start.elapsed())
+    );
+    Ok(())
+}
+
+/// Prints the MD5 of a file's bytes as `HEX  PATH`.
+pub async fn checksum(fs: &FileSystem, path: &[u8]) -> Result<(), String> {
+    use md5::{Digest, Md5};
+    let mut r = fs.open(path, &OpenOptions::default()).await.map_err(err)?;
+    let mut h = Md5::new();
+    let mut buf = vec![0u8; CHUNK];
+    loop {
+        let n = r.read(&mut buf).await.map_err(err)?;
+        if n == 0 {
+            break;
+        }
+        h.update(&buf[..n]);
+    }
+    let hex: String = h.finalize().iter().map(|b| format!("{b:02x}")).collect();
+    println!("{hex}  {}", show(path));
     Ok(())
 }
 

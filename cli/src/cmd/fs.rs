@@ -100,6 +100,22 @@ pub enum FsCommand {
     /// Copy an Eddy file to a local path.
     #[command(alias = "copyToLocal")]
     Get { path: OsString, local: PathBuf },
+    /// Copy a file (or a tree, with -r) within Eddy, across mounts too.
+    Cp {
+        /// Copy directories and everything below them.
+        #[arg(short = 'r', short_alias = 'R', long)]
+        recursive: bool,
+        /// MUST_CACHE, CACHE_THROUGH, THROUGH or ASYNC_THROUGH.
+        #[arg(long, default_value = "MUST_CACHE", value_parser = parse_write_type)]
+        write_type: pb::WriteType,
+        /// Block size in bytes (0: each source file's own).
+        #[arg(long, default_value_t = 0)]
+        block_size: u64,
+        src: OsString,
+        dst: OsString,
+    },
+    /// Print a file's MD5 (`HEX  PATH`, as md5sum prints it).
+    Checksum { path: OsString },
     /// Cache a file or directory in the workers now.
     Load { path: OsString },
     /// Drop a file's or directory's cached copies (the under-storage keeps it).
@@ -343,6 +359,20 @@ pub async fn run(master: &str, short_circuit: bool, cmd: FsCommand) -> Result<()
         FsCommand::Get { path, local } => {
             super::data::get(&fs(c), &path_arg(&path), &local).await?
         }
+        FsCommand::Cp {
+            recursive,
+            write_type,
+            block_size,
+            src,
+            dst,
+        } => {
+            let o = super::data::PutOptions {
+                write_type,
+                block_size,
+            };
+            super::data::cp(&fs(c), &path_arg(&src), &path_arg(&dst), recursive, &o).await?
+        }
+        FsCommand::Checksum { path } => super::data::checksum(&fs(c), &path_arg(&path)).await?,
         FsCommand::Load { path } => super::data::load(&fs(c), &path_arg(&path)).await?,
         FsCommand::Free { force, path } => {
             super::data::free(&fs(c), &path_arg(&path), force).await?

@@ -101,11 +101,10 @@ impl MasterProc {
 }
 
 /// Waits for the stdout line starting with `prefix` and returns the first
-/// word after it, then keeps draining stdout so the child never blocks on a
-/// full pipe. Kills the child and panics if the line does not come.
-/// Reads the child's stdout until a line starts with `prefix`; returns the
-/// word after it and the metrics endpoint announced before it (`eddy WHO
-/// metrics on http://ADDR/metrics`; empty if none was).
+/// word after it, with the metrics endpoint announced before it (`eddy WHO
+/// metrics on http://ADDR/metrics`; empty if none was); then keeps draining
+/// stdout so the child never blocks on a full pipe. Kills the child and
+/// panics if the line does not come.
 fn wait_for_line(child: &mut Child, prefix: &'static str) -> (String, String) {
     let stdout = child.stdout.take().unwrap();
     let (tx, rx) = mpsc::channel();
