@@ -617,6 +617,9 @@ async fn an_unpersisted_file_whose_worker_memory_is_gone_shows_as_lost() {
             .any(|l| l.contains("LOST") && l.ends_with("/s3/a.bin")),
         "{text}"
     );
+    let out = master.cli(&["report"]);
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(text.contains("Waiting to persist: 1 files"), "{text}");
     let out = master.cli(&["fs", "persist", "/s3/a.bin"]);
     assert!(!out.status.success());
     assert!(

@@ -22,6 +22,12 @@ pub async fn run(master: &str) -> Result<(), String> {
             info.under_replicated_blocks, info.unsatisfiable_blocks
         );
     }
+    if info.persist_pending_files > 0 {
+        println!(
+            "    Waiting to persist: {} files (ASYNC_THROUGH or `eddy fs persist`)",
+            info.persist_pending_files
+        );
+    }
     if info.tiers.is_empty() {
         println!("    Capacity:       no live worker");
     }

@@ -32,7 +32,7 @@ pub fn register(state: &Arc<MasterState>) {
                 .set(t.capacity_bytes as f64);
             gauge!("eddy_master_used_bytes", "tier" => tier).set(t.used_bytes as f64);
         }
-        gauge!("eddy_master_persist_pending_files").set(s.persist_pending_count() as f64);
+        gauge!("eddy_master_persist_pending_files").set(info.persist_pending_files as f64);
         gauge!("eddy_master_uptime_seconds").set(info.uptime_ms as f64 / 1000.0);
     });
 }

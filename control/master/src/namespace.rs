@@ -678,6 +678,11 @@ impl Namespace {
         self.persist_pending.iter().copied().collect()
     }
 
+    /// How many files wait to be persisted.
+    pub fn persist_pending_count(&self) -> usize {
+        self.persist_pending.len()
+    }
+
     /// Marks complete, unpersisted files at `path` (a file, or every such
     /// file below a directory) as waiting to be persisted. Returns how many
     /// are waiting now.

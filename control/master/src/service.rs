@@ -1295,15 +1295,14 @@ impl MasterState {
         }
     }
 
-    /// Files waiting to be persisted.
-    pub fn persist_pending_count(&self) -> usize {
-        self.ns.read().persist_pending().len()
-    }
-
     pub fn cluster_info(&self) -> pb::GetClusterInfoResponse {
-        let (inode_count, mount_count) = {
+        let (inode_count, mount_count, persist_pending_files) = {
             let ns = self.ns.read();
-            (ns.inode_count() as u64, ns.mounts.len() as u32)
+            (
+                ns.inode_count() as u64,
+                ns.mounts.len() as u32,
+                ns.persist_pending_count() as u64,
+            )
         };
         let reg = self.reg.lock();
         let now = self.mono_ms();
@@ -1351,6 +1350,7 @@ impl MasterState {
             mount_count,
             under_replicated_blocks: reg.under_replicated,
             unsatisfiable_blocks: reg.unsatisfiable,
+            persist_pending_files,
         }
     }
 }
