@@ -180,3 +180,43 @@ fn master_stops_cleanly_on_sigterm() {
     let status = m.wait();
     assert!(status.success(), "{status:?}");
 }
+
+#[test]
+fn chmod_chown_and_chgrp_change_the_namespace() {
+    let dir = tempfile::tempdir().unwrap();
+    let m = MasterProc::start(dir.path(), "");
+    let ok = |args: &[&str]| {
+        let o = m.cli(args);
+        assert!(o.status.success(), "{args:?}: {}", stderr(&o));
+        stdout(&o)
+    };
+    ok(&["fs", "mkdir", "-p", "/d/e"]);
+    ok(&["fs", "touch", "/d/e/f"]);
+    ok(&["fs", "chmod", "640", "/d/e/f"]);
+    let st = ok(&["fs", "stat", "/d/e/f"]);
+    assert!(st.contains("-rw-r----- (640)"), "{st}");
+    ok(&["fs", "chmod", "-R", "0700", "/d"]);
+    for p in ["/d", "/d/e", "/d/e/f"] {
+        assert!(ok(&["fs", "stat", p]).contains("(700)"), "{p}");
+    }
+    ok(&["fs", "chown", "alice:staff", "/d/e/f"]);
+    let st = ok(&["fs", "stat", "/d/e/f"]);
+    assert!(st.contains("owner:           alice"), "{st}");
+    assert!(st.contains("group:           staff"), "{st}");
+    ok(&["fs", "chgrp", "-R", "ops", "/d"]);
+    let ls = ok(&["fs", "ls", "-R", "/d"]);
+    assert_eq!(ls.matches(" ops ").count(), 2, "{ls}");
+    assert!(ls.contains(" alice "), "{ls}");
+    // Bad input: one clear line, nothing changed.
+    for (args, want) in [
+        (&["fs", "chmod", "rwx", "/d"][..], "expected octal"),
+        (&["fs", "chmod", "17777", "/d"][..], "expected octal"),
+        (&["fs", "chown", ":g", "/d"][..], "OWNER:GROUP"),
+        (&["fs", "chmod", "755", "/missing"][..], "NOT_FOUND"),
+    ] {
+        let o = m.cli(args);
+        assert!(!o.status.success(), "{args:?}");
+        assert!(stderr(&o).contains(want), "{args:?}: {}", stderr(&o));
+    }
+    assert!(ok(&["fs", "stat", "/d"]).contains("(700)"));
+}

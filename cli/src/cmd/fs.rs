@@ -69,6 +69,29 @@ pub enum FsCommand {
     },
     /// Undo `pin`.
     Unpin { path: OsString },
+    /// Set permission bits, octal (`755`, `0644`), in Eddy's namespace.
+    Chmod {
+        /// Every path below too.
+        #[arg(short = 'R', long)]
+        recursive: bool,
+        #[arg(value_parser = parse_mode)]
+        mode: u32,
+        path: OsString,
+    },
+    /// Set the owner, and the group with OWNER:GROUP.
+    Chown {
+        #[arg(short = 'R', long)]
+        recursive: bool,
+        owner: String,
+        path: OsString,
+    },
+    /// Set the group.
+    Chgrp {
+        #[arg(short = 'R', long)]
+        recursive: bool,
+        group: String,
+        path: OsString,
+    },
     /// Print a file to stdout.
     Cat { path: OsString },
     /// Print the first bytes of a file.
@@ -335,6 +358,41 @@ pub async fn run(master: &str, short_circuit: bool, cmd: FsCommand) -> Result<()
             path,
         } => pin(&c, &path, true, allow_demotion).await.map_err(e)?,
         FsCommand::Unpin { path } => pin(&c, &path, false, false).await.map_err(e)?,
+        FsCommand::Chmod {
+            recursive,
+            mode,
+            path,
+        } => attr(&c, &path, recursive, Some(mode), None, None)
+            .await
+            .map_err(e)?,
+        FsCommand::Chown {
+            recursive,
+            owner,
+            path,
+        } => {
+            let (user, group) = match owner.split_once(':') {
+                Some((u, g)) => (u.to_string(), Some(g.to_string())),
+                None => (owner, None),
+            };
+            if user.is_empty() || group.as_deref() == Some("") {
+                return Err("chown: expected OWNER or OWNER:GROUP".into());
+            }
+            attr(&c, &path, recursive, None, Some(user), group)
+                .await
+                .map_err(e)?
+        }
+        FsCommand::Chgrp {
+            recursive,
+            group,
+            path,
+        } => {
+            if group.is_empty() {
+                return Err("chgrp: the group is empty".into());
+            }
+            attr(&c, &path, recursive, None, None, Some(group))
+                .await
+                .map_err(e)?
+        }
         FsCommand::Cat { path } => {
             super::data::cat_range(&fs(c), &path_arg(&path), None, None, false).await?
         }
@@ -511,6 +569,39 @@ pub async fn run(master: &str, short_circuit: bool, cmd: FsCommand) -> Result<()
         FsCommand::Report => unreachable!("handled above"),
     }
     Ok(())
+}
+
+/// Mode, owner or group of `path` (and below it with `recursive`).
+async fn attr(
+    c: &MasterClient,
+    path: &OsString,
+    recursive: bool,
+    mode: Option<u32>,
+    owner: Option<String>,
+    group: Option<String>,
+) -> Result<(), eddy_client::ClientError> {
+    c.set_attribute(pb::SetAttributeRequest {
+        path: path_arg(path),
+        mode,
+        owner,
+        group,
+        recursive,
+        ..Default::default()
+    })
+    .await?;
+    Ok(())
+}
+
+/// Octal permission bits: `755`, `0644`, `1777`.
+fn parse_mode(s: &str) -> Result<u32, String> {
+    let digits = s.strip_prefix("0o").unwrap_or(s);
+    if digits.is_empty() || digits.len() > 4 {
+        return Err(format!(
+            "{s:?}: expected octal permission bits such as 755 or 0644"
+        ));
+    }
+    u32::from_str_radix(digits, 8)
+        .map_err(|_| format!("{s:?}: expected octal permission bits such as 755 or 0644"))
 }
 
 async fn pin(
