@@ -2,6 +2,7 @@
 //! counted and timed by a tower layer around the gRPC server, and the
 //! namespace and cluster read at scrape time.
 
+use std::collections::HashMap;
 use std::future::Future;
 use std::pin::Pin;
 use std::sync::Arc;
@@ -58,16 +59,20 @@ pub struct RpcMetrics<S> {
 /// The label for a request path: the RPC name of an Eddy service
 /// (`/eddy.v1.FileSystemMaster/CreateFile` -> `CreateFile`), else `other`,
 /// so a client sending arbitrary paths cannot grow the label set.
-fn method_label(path: &str) -> String {
+fn method_label(path: &str) -> &str {
     match path.strip_prefix("/eddy.").and_then(|p| p.rsplit_once('/')) {
         Some((_, m))
             if !m.is_empty() && m.len() <= 64 && m.bytes().all(|b| b.is_ascii_alphanumeric()) =>
         {
-            m.to_string()
+            m
         }
-        _ => "other".to_string(),
+        _ => "other",
     }
 }
+
+/// Distinct method labels kept; Eddy has about 25 RPCs. Past this, names
+/// (from clients calling methods that do not exist) count as `other`.
+const MAX_METHODS: usize = 64;
 
 /// The outcome of a gRPC response from its headers: `None` for success
 /// (the status of a successful call comes in trailers), else the Eddy code
@@ -88,6 +93,37 @@ fn error_label(headers: &http::HeaderMap) -> Option<String> {
     })
 }
 
+/// One RPC's series, registered once and shared: the hot path does a map
+/// lookup by method name, no label allocation.
+struct RpcSeries {
+    method: String,
+    requests: eddy_metrics::Counter,
+    duration: eddy_metrics::Histogram,
+}
+
+fn series(path: &str) -> Arc<RpcSeries> {
+    type Map = parking_lot::RwLock<HashMap<String, Arc<RpcSeries>>>;
+    static SERIES: std::sync::OnceLock<Map> = std::sync::OnceLock::new();
+    let map = SERIES.get_or_init(Default::default);
+    let mut label = method_label(path);
+    if let Some(s) = map.read().get(label) {
+        return s.clone();
+    }
+    let mut m = map.write();
+    if m.len() >= MAX_METHODS && !m.contains_key(label) {
+        label = "other";
+    }
+    m.entry(label.to_string())
+        .or_insert_with(|| {
+            Arc::new(RpcSeries {
+                method: label.to_string(),
+                requests: counter!("eddy_master_rpc_requests_total", "method" => label.to_string()),
+                duration: histogram!("eddy_master_rpc_duration_seconds", "method" => label.to_string()),
+            })
+        })
+        .clone()
+}
+
 impl<S, B, R> tower_service::Service<http::Request<B>> for RpcMetrics<S>
 where
     S: tower_service::Service<http::Request<B>, Response = http::Response<R>>,
@@ -102,22 +138,22 @@ where
     }
 
     fn call(&mut self, req: http::Request<B>) -> Self::Future {
-        let method = method_label(req.uri().path());
+        let s = series(req.uri().path());
         let start = Instant::now();
         let fut = self.inner.call(req);
         Box::pin(async move {
             let r = fut.await;
-            counter!("eddy_master_rpc_requests_total", "method" => method.clone()).increment(1);
+            s.requests.increment(1);
             let failed = match &r {
                 Ok(resp) => error_label(resp.headers()),
                 Err(_) => Some("TRANSPORT".to_string()),
             };
             if let Some(code) = failed {
-                counter!("eddy_master_rpc_errors_total", "method" => method.clone(), "code" => code)
+                // Errors are rare: labels built on the spot.
+                counter!("eddy_master_rpc_errors_total", "method" => s.method.clone(), "code" => code)
                     .increment(1);
             }
-            histogram!("eddy_master_rpc_duration_seconds", "method" => method)
-                .record(start.elapsed().as_secs_f64());
+            s.duration.record(start.elapsed().as_secs_f64());
             r
         })
     }
@@ -142,5 +178,16 @@ mod tests {
         assert_eq!(error_label(&h).as_deref(), Some("GRPC_5"));
         h.insert(CODE_METADATA_KEY, "2".parse().unwrap());
         assert_eq!(error_label(&h).as_deref(), Some("NOT_FOUND"));
+    }
+
+    #[test]
+    fn made_up_method_names_cannot_grow_the_series_without_bound() {
+        for i in 0..3 * MAX_METHODS {
+            series(&format!("/eddy.v1.Made/Up{i}"));
+        }
+        assert_eq!(series("/eddy.v1.Made/Up0").method, "Up0");
+        let last = format!("/eddy.v1.Made/Up{}", 3 * MAX_METHODS - 1);
+        assert_eq!(series(&last).method, "other");
+        assert_eq!(series("/eddy.v1.Made/x-y").method, "other");
     }
 }

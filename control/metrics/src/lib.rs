@@ -24,7 +24,10 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::task::JoinHandle;
 
-pub use metrics::{counter, gauge, histogram};
+pub use metrics::{Counter, Gauge, Histogram, counter, gauge, histogram};
+
+/// How often queued histogram samples are folded into their summaries.
+const UPKEEP_EVERY: Duration = Duration::from_secs(5);
 
 /// A function run before each render; it returns false once what it reads
 /// is gone (its owner shut down) and is then dropped.
@@ -42,7 +45,26 @@ fn process() -> &'static Process {
         // embedding program's own): then Eddy records nothing of its own
         // and the endpoint says so.
         let handle = match PrometheusBuilder::new().install_recorder() {
-            Ok(h) => Some(h),
+            Ok(h) => {
+                // Histogram samples queue up until upkeep folds them into
+                // their summaries: without it a process nobody scrapes
+                // would grow with every recorded sample.
+                let up = h.clone();
+                let spawned = std::thread::Builder::new()
+                    .name("eddy-metrics-upkeep".into())
+                    .spawn(move || {
+                        loop {
+                            std::thread::sleep(UPKEEP_EVERY);
+                            up.run_upkeep();
+                        }
+                    });
+                if let Err(e) = spawned {
+                    tracing::warn!(
+                        "metrics: no upkeep thread ({e}); histograms fold at scrape time only"
+                    );
+                }
+                Some(h)
+            }
             Err(e) => {
                 tracing::warn!(
                     "metrics: cannot install Eddy's recorder ({e}); /metrics stays empty"
