@@ -123,6 +123,11 @@ pub enum FsCommand {
     /// Copy an Eddy file to a local path.
     #[command(alias = "copyToLocal")]
     Get { path: OsString, local: PathBuf },
+    /// Compare persisted files at or below PATH with the under-storage
+    /// (present, length, fingerprint); changes nothing. Exits 1 when some
+    /// differ.
+    #[command(name = "checkConsistency", alias = "check-consistency")]
+    CheckConsistency { path: OsString },
     /// Copy a file (or a tree, with -r) within Eddy, across mounts too.
     Cp {
         /// Copy directories and everything below them.
@@ -429,6 +434,28 @@ pub async fn run(master: &str, short_circuit: bool, cmd: FsCommand) -> Result<()
                 block_size,
             };
             super::data::cp(&fs(c), &path_arg(&src), &path_arg(&dst), recursive, &o).await?
+        }
+        FsCommand::CheckConsistency { path } => {
+            let p = path_arg(&path);
+            let r = c.check_consistency(&p).await.map_err(e)?;
+            for x in &r.inconsistent {
+                println!("{}: {}", show(&x.path), x.reason);
+            }
+            if r.inconsistent.is_empty() {
+                println!(
+                    "{} is consistent with its under-storage ({} persisted files checked)",
+                    show(&p),
+                    r.files_checked
+                );
+            } else {
+                return Err(format!(
+                    "{}{} of {} persisted files differ from the under-storage; `eddy fs loadMetadata -R {}` brings Eddy up to date",
+                    if r.truncated { "more than " } else { "" },
+                    r.inconsistent.len(),
+                    r.files_checked,
+                    show(&p)
+                ));
+            }
         }
         FsCommand::Checksum { path } => super::data::checksum(&fs(c), &path_arg(&path)).await?,
         FsCommand::Load { path } => super::data::load(&fs(c), &path_arg(&path)).await?,

@@ -595,6 +595,84 @@ impl MasterState {
         Ok(n)
     }
 
+    /// See `CheckConsistencyRequest`: the persisted files at or below the
+    /// path against their under-storage copies, 32 stats at a time.
+    pub async fn check_consistency(
+        &self,
+        r: pb::CheckConsistencyRequest,
+    ) -> Result<pb::CheckConsistencyResponse> {
+        use futures::StreamExt;
+        const MAX_LISTED: usize = 1000;
+        let path = EddyPath::parse_bytes(&r.path)?;
+        // What Eddy believes, gathered under the lock; the stores asked after.
+        let files: Vec<(EddyPath, MountPoint, UfsPath, u64, Fingerprint)> = {
+            let ns = self.ns.read();
+            let id = ns.resolve(&path)?;
+            ns.subtree(id)
+                .into_iter()
+                .filter_map(|i| {
+                    let ino = ns.get(i)?;
+                    if ino.is_dir() || !ino.flag(FLAG_COMPLETE) || !ino.flag(FLAG_PERSISTED) {
+                        return None;
+                    }
+                    let p = ns.path_of(i)?;
+                    let (m, key) = ns.mounts.ufs_path(&p);
+                    Some((p, m.clone(), key, ino.length, ino.fingerprint))
+                })
+                .collect()
+        };
+        let files_checked = files.len() as u64;
+        let mut found = futures::stream::iter(files)
+            .map(|(p, m, key, length, fingerprint)| async move {
+                let reason = match self.ufs(&m).await {
+                    Err(e) => Some(format!("the under-storage cannot be opened: {e}")),
+                    Ok(u) => match u.stat(&key).await {
+                        Err(eddy_ufs::UfsError::NotFound(_)) => {
+                            Some("missing from the under-storage".to_string())
+                        }
+                        Err(e) => Some(format!("cannot stat it in the under-storage: {e}")),
+                        Ok(st) if st.is_dir => Some("a directory in the under-storage".to_string()),
+                        Ok(st) if st.length != length => Some(format!(
+                            "{length} bytes in Eddy, {} in the under-storage",
+                            st.length
+                        )),
+                        Ok(st)
+                            if !fingerprint.is_none()
+                                && Fingerprint::of(&st.fingerprint) != fingerprint =>
+                        {
+                            Some(
+                                "changed in the under-storage (its fingerprint differs)"
+                                    .to_string(),
+                            )
+                        }
+                        Ok(_) => None,
+                    },
+                };
+                reason.map(|reason| pb::Inconsistency {
+                    path: p.as_str().as_bytes().to_vec(),
+                    reason,
+                })
+            })
+            .buffer_unordered(32);
+        let mut inconsistent = Vec::new();
+        let mut truncated = false;
+        while let Some(x) = found.next().await {
+            if let Some(x) = x {
+                if inconsistent.len() < MAX_LISTED {
+                    inconsistent.push(x);
+                } else {
+                    truncated = true;
+                }
+            }
+        }
+        inconsistent.sort_by(|a, b| a.path.cmp(&b.path));
+        Ok(pb::CheckConsistencyResponse {
+            files_checked,
+            inconsistent,
+            truncated,
+        })
+    }
+
     fn check_writable_ufs(&self, path: &EddyPath) -> Result<()> {
         let ns = self.ns.read();
         let (m, _) = ns.mounts.ufs_path(path);
@@ -1441,6 +1519,14 @@ impl pb::file_system_master_server::FileSystemMaster for MasterRpc {
     async fn free(&self, r: Request<pb::FreeRequest>) -> Rpc<pb::FreeResponse> {
         let blocks_freed = self.0.free(r.into_inner()).await?;
         Ok(Response::new(pb::FreeResponse { blocks_freed }))
+    }
+    async fn check_consistency(
+        &self,
+        r: Request<pb::CheckConsistencyRequest>,
+    ) -> Rpc<pb::CheckConsistencyResponse> {
+        Ok(Response::new(
+            self.0.check_consistency(r.into_inner()).await?,
+        ))
     }
     async fn persist(&self, r: Request<pb::PersistRequest>) -> Rpc<pb::PersistResponse> {
         let files = self.0.persist(r.into_inner()).await?;

@@ -336,6 +336,21 @@ impl MasterClient {
 
     /// Has the unpersisted files at `path` persisted in the background;
     /// returns how many are waiting.
+    /// Compares persisted files at or below `path` with the under-storage.
+    pub async fn check_consistency(
+        &self,
+        path: impl AsRef<[u8]>,
+    ) -> Result<pb::CheckConsistencyResponse> {
+        let r = self
+            .fs
+            .clone()
+            .check_consistency(pb::CheckConsistencyRequest {
+                path: path_bytes(path),
+            })
+            .await?;
+        Ok(r.into_inner())
+    }
+
     pub async fn persist(&self, path: impl AsRef<[u8]>) -> Result<u64> {
         let r = self
             .fs
