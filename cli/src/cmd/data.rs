@@ -116,12 +116,7 @@ fn join(dir: &[u8], local: &Path) -> Result<Vec<u8>, String> {
     let name = local
         .file_name()
         .ok_or_else(|| format!("{} has no file name", local.display()))?;
-    let mut p = dir.to_vec();
-    if !p.ends_with(b"/") {
-        p.push(b'/');
-    }
-    p.extend_from_slice(name.as_bytes());
-    Ok(p)
+    Ok(child(dir, name.as_bytes()))
 }
 
 async fn put_dir(

@@ -121,19 +121,7 @@ impl S3Server {
 
     /// Sends a bodiless request; returns the HTTP status.
     pub fn raw(&self, method: &str, path: &str) -> u16 {
-        let host = self.endpoint.trim_start_matches("http://");
-        let mut s = std::net::TcpStream::connect(host).expect("connect to moto");
-        write!(
-            s,
-            "{method} {path} HTTP/1.1\r\nHost: {host}\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"
-        )
-        .unwrap();
-        let mut resp = String::new();
-        s.read_to_string(&mut resp).unwrap();
-        resp.split_whitespace()
-            .nth(1)
-            .and_then(|c| c.parse().ok())
-            .unwrap_or(0)
+        http(&self.endpoint, method, path, &[]).0
     }
 
     /// Mount options for this server (any key pair works against moto).
@@ -433,28 +421,39 @@ impl GcsServer {
             .collect()
     }
 
-    /// One HTTP/1.1 request; returns the status and body.
     fn request(&self, method: &str, path: &str, body: &[u8]) -> (u16, String) {
-        let host = self.endpoint.trim_start_matches("http://");
-        let mut s = std::net::TcpStream::connect(host).expect("connect to fake-gcs-server");
-        write!(
-            s,
-            "{method} {path} HTTP/1.1\r\nHost: {host}\r\nContent-Type: application/octet-stream\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
-            body.len()
-        )
-        .unwrap();
-        s.write_all(body).unwrap();
-        let mut resp = Vec::new();
-        s.read_to_end(&mut resp).unwrap();
-        let resp = String::from_utf8_lossy(&resp);
-        let status = resp
-            .split_whitespace()
-            .nth(1)
-            .and_then(|c| c.parse().ok())
-            .unwrap_or(0);
-        let body = resp.split_once("\r\n\r\n").map(|(_, b)| b).unwrap_or("");
-        (status, body.to_string())
+        http(&self.endpoint, method, path, body)
     }
+}
+
+/// One HTTP/1.1 request to a test server at `endpoint` (`http://HOST:PORT`),
+/// unsigned; returns the status and body. A body goes as octet-stream.
+fn http(endpoint: &str, method: &str, path: &str, body: &[u8]) -> (u16, String) {
+    let host = endpoint.trim_start_matches("http://");
+    let mut s = std::net::TcpStream::connect(host)
+        .unwrap_or_else(|e| panic!("connect to the test server at {host}: {e}"));
+    let ctype = if body.is_empty() {
+        ""
+    } else {
+        "Content-Type: application/octet-stream\r\n"
+    };
+    write!(
+        s,
+        "{method} {path} HTTP/1.1\r\nHost: {host}\r\n{ctype}Content-Length: {}\r\nConnection: close\r\n\r\n",
+        body.len()
+    )
+    .unwrap();
+    s.write_all(body).unwrap();
+    let mut resp = Vec::new();
+    s.read_to_end(&mut resp).unwrap();
+    let resp = String::from_utf8_lossy(&resp);
+    let status = resp
+        .split_whitespace()
+        .nth(1)
+        .and_then(|c| c.parse().ok())
+        .unwrap_or(0);
+    let body = resp.split_once("\r\n\r\n").map(|(_, b)| b).unwrap_or("");
+    (status, body.to_string())
 }
 
 impl Drop for GcsServer {
