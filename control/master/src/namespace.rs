@@ -141,7 +141,10 @@ impl Namespace {
             pin_version: 1,
             default_block_size,
         };
-        let root = ns.new_inode(ROOT_ID, 0, "", true, &NewAttrs::default(), now);
+        let mut root = ns.new_inode(ROOT_ID, 0, "", true, &NewAttrs::default(), now);
+        // The flags go on before the record is made: a root recorded without
+        // them comes back from a restart unpersisted, and sync skips it.
+        root.set_flag(FLAG_PERSISTED | FLAG_MOUNT_POINT, true);
         let mut fx = Effects::default();
         fx.ops.push(metastore::put(&root));
         fx.ops.push(MetaOp::PutMount {
@@ -151,8 +154,6 @@ impl Namespace {
         fx.next_id = Some(ns.next_id);
         ns.inodes.insert(ROOT_ID, root);
         ns.mounts.insert(root_mount);
-        ns.inode_mut(ROOT_ID)
-            .set_flag(FLAG_PERSISTED | FLAG_MOUNT_POINT, true);
         (ns, fx)
     }
 
@@ -209,8 +210,12 @@ impl Namespace {
                 }
             }
         }
-        if !ns.inodes.contains_key(&ROOT_ID) {
-            return Err(MasterError::Metastore("the root inode is missing".into()));
+        match ns.inodes.get_mut(&ROOT_ID) {
+            // Metastores written before the root was recorded with its flags
+            // hold it without them; the root is always the root mount's
+            // point and always exists in its under-storage.
+            Some(root) => root.set_flag(FLAG_PERSISTED | FLAG_MOUNT_POINT, true),
+            None => return Err(MasterError::Metastore("the root inode is missing".into())),
         }
         for (path, rec) in &loaded.mounts {
             ns.mounts
@@ -296,7 +301,12 @@ impl Namespace {
             .expect("parent is a directory")
             .children
             .insert(name, id);
-        p.mtime_ms = p.mtime_ms.max(mtime);
+        if mtime > p.mtime_ms {
+            // The parent's new mtime is durable with the child, or a restart
+            // rolls it back.
+            p.mtime_ms = mtime;
+            fx.ops.push(metastore::put(p));
+        }
         id
     }
 
@@ -842,10 +852,15 @@ impl Namespace {
         path: &EddyPath,
         recursive: bool,
         eddy_only: bool,
+        now: i64,
         fx: &mut Effects,
     ) -> Result<()> {
         let (id, _) = self.check_delete(path, recursive, eddy_only)?;
+        let parent = self.inodes[&id].parent;
         self.remove_subtree(id, fx);
+        let p = self.inode_mut(parent);
+        p.mtime_ms = now;
+        fx.ops.push(metastore::put(p));
         Ok(())
     }
 
@@ -931,8 +946,15 @@ impl Namespace {
         ino.parent = new_parent;
         ino.name = name.clone();
         fx.ops.push(metastore::put(ino));
-        for p in [old_parent, new_parent] {
-            self.inode_mut(p).mtime_ms = now;
+        let parents = if old_parent == new_parent {
+            &[old_parent][..]
+        } else {
+            &[old_parent, new_parent][..]
+        };
+        for &p in parents {
+            let p = self.inode_mut(p);
+            p.mtime_ms = now;
+            fx.ops.push(metastore::put(p));
         }
         self.inode_mut(new_parent)
             .dir
@@ -1365,11 +1387,11 @@ mod tests {
         assert!(e.to_string().contains("not persisted"), "{e}");
         let e = n.free_targets(&p("/d"), false, false).unwrap_err();
         assert_eq!(e.code(), eddy_proto::EddyCode::DirectoryNotEmpty);
-        n.delete(&p("/d/mem"), false, false, &mut f).unwrap();
+        n.delete(&p("/d/mem"), false, false, NOW, &mut f).unwrap();
         assert_eq!(n.free_targets(&p("/d"), true, true).unwrap().len(), 4);
 
         // Deleting a pinned file unpins it.
-        n.delete(&p("/d/a"), false, false, &mut f).unwrap();
+        n.delete(&p("/d/a"), false, false, NOW, &mut f).unwrap();
         let (v2, pinned) = n.pinned_files();
         assert!(v2 > v1);
         assert!(pinned.is_empty());
@@ -1529,7 +1551,11 @@ mod tests {
         let id = n.lookup(&p("/a/b/c")).unwrap();
         let mut f = fx();
         n.rename(&p("/a/b"), &p("/moved"), NOW, &mut f).unwrap();
-        assert_eq!(f.ops.len(), 1, "a rename is one record");
+        assert_eq!(
+            f.ops.len(),
+            3,
+            "a rename is the moved inode's record and both parents' (their mtimes)"
+        );
         assert_eq!(n.lookup(&p("/moved/c")), Some(id));
         assert!(n.lookup(&p("/a/b")).is_none());
     }
@@ -1549,15 +1575,15 @@ mod tests {
         )
         .unwrap();
         assert!(matches!(
-            n.delete(&p("/d"), false, false, &mut f),
+            n.delete(&p("/d"), false, false, NOW, &mut f),
             Err(MasterError::DirectoryNotEmpty(_))
         ));
         assert!(matches!(
-            n.delete(&p("/"), true, false, &mut f),
+            n.delete(&p("/"), true, false, NOW, &mut f),
             Err(MasterError::InvalidArgument(_))
         ));
         let before = n.inode_count();
-        n.delete(&p("/d"), true, false, &mut f).unwrap();
+        n.delete(&p("/d"), true, false, NOW, &mut f).unwrap();
         assert_eq!(n.inode_count(), before - 2);
         assert!(n.lookup(&p("/d")).is_none());
     }
@@ -1589,7 +1615,7 @@ mod tests {
             Err(MasterError::ReadOnly(_))
         ));
         assert!(matches!(
-            n.delete(&p("/ro"), true, false, &mut f),
+            n.delete(&p("/ro"), true, false, NOW, &mut f),
             Err(MasterError::MountConflict(_))
         ));
         assert!(matches!(

@@ -186,7 +186,7 @@ impl MasterState {
                 .mutate(|ns, fx| {
                     match &intent {
                         Intent::Rename { src, dst } => ns.rename(src, dst, now, fx)?,
-                        Intent::Delete { path } => ns.delete(path, true, false, fx)?,
+                        Intent::Delete { path } => ns.delete(path, true, false, now, fx)?,
                     }
                     fx.ops.push(MetaOp::DeleteIntent(id));
                     Ok(())
@@ -940,8 +940,9 @@ impl MasterState {
         }
         // Should this fail after the store's delete, the intent stays and
         // the next start finishes the delete in Eddy.
+        let now = now_ms();
         self.mutate(|ns, fx| {
-            ns.delete(&path, r.recursive, r.eddy_only, fx)?;
+            ns.delete(&path, r.recursive, r.eddy_only, now, fx)?;
             fx.ops.extend(intent.map(MetaOp::DeleteIntent));
             Ok(())
         })
