@@ -263,6 +263,10 @@ int eddy_mount(struct eddy_client_t *client, const char *path, const char *uri, 
 
 // Opens a complete file for reading (`read_type`: EDDY_READ_*). Free the
 // handle with `eddy_close`. Thread-safe.
+// A file is readable as soon as its writer's `eddy_close` succeeded, here
+// or in any other client. A file that another client deleted, renamed or
+// replaced may still open for up to 1 s (this client keeps a complete
+// file's metadata that long); this client's own changes are seen at once.
 //
 // # Safety
 // `path` is NUL-terminated; `out` is writable.

@@ -3,8 +3,8 @@
 
 mod common;
 
-use common::{MasterProc, code_of};
-use eddy_client::{CreateOptions, EddyCode};
+use common::{Cluster, MasterProc, code_of};
+use eddy_client::{CreateOptions, EddyCode, OpenOptions};
 
 /// The root stays the root mount's persisted point across restarts, so files
 /// the under-storage gains later are still found, and directory mtimes
@@ -70,6 +70,42 @@ async fn parent_mtimes_do_not_roll_back() {
     let c = m.client().await;
     assert_eq!(c.stat("/p").await.unwrap().mtime_ms, p_before);
     assert_eq!(c.stat("/q").await.unwrap().mtime_ms, q_before);
+}
+
+/// A file is readable the moment its writer's close returns: in the writing
+/// client (which asked about it while it was incomplete) and in another
+/// client that did the same, over TCP and short-circuit alike.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_closed_file_is_readable_at_once() {
+    let dir = tempfile::tempdir().unwrap();
+    let c = Cluster::start(dir.path(), 1, "", "");
+    for fs in [c.fs().await, c.fs_local().await] {
+        let other = c.fs().await;
+        let path = format!("/raw-{}", rand_suffix());
+        let mut w = fs.create(&path, &CreateOptions::default()).await.unwrap();
+        w.write(b"payload").await.unwrap();
+        for client in [&fs, &other] {
+            let e = client
+                .open(&path, &OpenOptions::default())
+                .await
+                .err()
+                .expect("an incomplete file does not open");
+            assert_eq!(code_of(e), EddyCode::FileIncomplete);
+        }
+        w.close().await.unwrap();
+        for client in [&fs, &other] {
+            let mut r = client
+                .open(&path, &OpenOptions::default())
+                .await
+                .expect("readable right after close");
+            assert_eq!(r.read_to_end().await.unwrap(), b"payload");
+        }
+    }
+}
+
+fn rand_suffix() -> usize {
+    static N: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+    N.fetch_add(1, std::sync::atomic::Ordering::Relaxed)
 }
 
 fn eddy_now() -> i64 {

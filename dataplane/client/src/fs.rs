@@ -75,8 +75,10 @@ const LOCAL_HINT_TTL: Duration = Duration::from_secs(5);
 /// Path -> (when fetched, what was fetched).
 type MetaCache = HashMap<Vec<u8>, (Instant, Arc<FileInfo>)>;
 
-/// How long file metadata (status, block list, locations) is reused
-/// without asking the master again. Any error on a read drops it early.
+/// How long a complete file's metadata (status, block list, locations) is
+/// reused without asking the master again. Any error on a read drops it
+/// early; this client's own writes, renames and deletes drop it at once, and
+/// incomplete files are never kept (read-after-write holds across clients).
 const METADATA_TTL: Duration = Duration::from_secs(1);
 
 impl FileSystem {
@@ -233,10 +235,14 @@ impl FileSystem {
             blocks: r.blocks,
             ufs: r.ufs,
         });
-        self.inner
-            .meta
-            .lock()
-            .insert(path.to_vec(), (Instant::now(), info.clone()));
+        // An incomplete file is never kept: its writer may close it any
+        // moment (in this client or another), and readers must see it then.
+        if info.status.complete {
+            self.inner
+                .meta
+                .lock()
+                .insert(path.to_vec(), (Instant::now(), info.clone()));
+        }
         Ok(info)
     }
 

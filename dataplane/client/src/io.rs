@@ -741,6 +741,9 @@ impl ShmWrite {
 impl FileWriter {
     pub(crate) async fn create(fs: FileSystem, path: &[u8], opts: &CreateOptions) -> Result<Self> {
         let created = fs.master().create_file_full(path, opts).await?;
+        // Whatever this client cached about an earlier file at this path is
+        // about another inode now.
+        fs.invalidate(path);
         let status = created.status.unwrap_or_default();
         let mut w = Self {
             fs: fs.clone(),
@@ -931,16 +934,21 @@ impl FileWriter {
         length: u64,
         fingerprint: &str,
     ) -> Result<pb::FileStatus> {
-        self.fs
+        let r = self
+            .fs
             .master()
             .complete_file_with(pb::CompleteFileRequest {
-                path,
+                path: path.clone(),
                 length,
                 persisted: self.persisted,
                 ufs_fingerprint: fingerprint.to_string(),
                 persist_async: self.persist_async,
             })
-            .await
+            .await;
+        // Read-after-write in this client: an open after close must not be
+        // answered from metadata fetched while the file was incomplete.
+        self.fs.invalidate(&path);
+        r
     }
 
     /// Discards the file.
@@ -952,6 +960,7 @@ impl FileWriter {
             let _ = write_frame(&mut c, Kind::WriteCancel, &[]).await;
         }
         let path = std::mem::take(&mut self.path);
+        self.fs.invalidate(&path);
         self.fs.master().delete(&path, false).await
     }
 }
