@@ -4,7 +4,7 @@
 mod common;
 
 use common::{Cluster, MasterProc, code_of};
-use eddy_client::{CreateOptions, EddyCode, OpenOptions};
+use eddy_client::{CreateOptions, EddyCode, OpenOptions, pb};
 
 /// The root stays the root mount's persisted point across restarts, so files
 /// the under-storage gains later are still found, and directory mtimes
@@ -115,8 +115,114 @@ fn eddy_now() -> i64 {
         .as_millis() as i64
 }
 
-#[allow(dead_code)]
 fn assert_code<T: std::fmt::Debug>(r: eddy_client::Result<T>, want: EddyCode) {
     let e = r.expect_err("the call must fail");
     assert_eq!(code_of(e), want);
+}
+
+/// Enum numbers no client can mean are refused, not read as the default.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn unknown_enum_values_are_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let m = MasterProc::start(dir.path(), "");
+    let c = m.client().await;
+    let create = |write_type: i32, ttl_action: i32| pb::CreateFileRequest {
+        path: b"/f".to_vec(),
+        write_type,
+        ttl_action,
+        ..Default::default()
+    };
+    for req in [create(99, 0), create(0, 42), create(-1, 0)] {
+        let r = c.fs_service().create_file(req).await;
+        assert_code(r.map_err(Into::into), EddyCode::InvalidArgument);
+    }
+    assert!(!c.exists("/f").await.unwrap(), "nothing was created");
+    c.mkdir("/d", false).await.unwrap();
+    let r = c
+        .fs_service()
+        .set_attribute(pb::SetAttributeRequest {
+            path: b"/d".to_vec(),
+            ttl_ms: Some(1000),
+            ttl_action: 7,
+            ..Default::default()
+        })
+        .await;
+    assert_code(r.map_err(Into::into), EddyCode::InvalidArgument);
+    assert_eq!(c.stat("/d").await.unwrap().ttl_ms, -1, "no TTL was set");
+    let r = c
+        .block_service()
+        .select_worker(pb::SelectWorkerRequest {
+            policy: 12,
+            ..Default::default()
+        })
+        .await;
+    assert_code(r.map_err(Into::into), EddyCode::InvalidArgument);
+}
+
+/// Owners, groups and mount options too long for a metastore record are
+/// refused up front; the master stays up, and nothing of the refused change
+/// is in memory or comes back after a restart.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn oversized_strings_are_refused_and_never_half_applied() {
+    let dir = tempfile::tempdir().unwrap();
+    let m = MasterProc::start(dir.path(), "");
+    let c = m.client().await;
+    c.mkdir("/d", false).await.unwrap();
+    let huge = "o".repeat(70_000);
+    for (owner, group) in [(Some(huge.clone()), None), (None, Some(huge.clone()))] {
+        let r = c
+            .set_attribute(pb::SetAttributeRequest {
+                path: b"/d".to_vec(),
+                owner,
+                group,
+                ..Default::default()
+            })
+            .await;
+        assert_code(r, EddyCode::InvalidArgument);
+    }
+    let r = c
+        .fs_service()
+        .create_file(pb::CreateFileRequest {
+            path: b"/d/f".to_vec(),
+            owner: huge.clone(),
+            ..Default::default()
+        })
+        .await;
+    assert_code(r.map_err(Into::into), EddyCode::InvalidArgument);
+    let ext = tempfile::tempdir().unwrap();
+    let r = c
+        .mount(
+            "/m",
+            ext.path().to_str().unwrap(),
+            false,
+            [("k".to_string(), huge.clone())].into(),
+            None,
+        )
+        .await;
+    assert_code(r, EddyCode::InvalidArgument);
+    // Just inside the limits works, and survives a restart.
+    let ok = "o".repeat(eddy_master::limits::MAX_OWNER);
+    c.set_attribute(pb::SetAttributeRequest {
+        path: b"/d".to_vec(),
+        owner: Some(ok.clone()),
+        ..Default::default()
+    })
+    .await
+    .unwrap();
+    let before = c.stat("/d").await.unwrap();
+    assert!(!c.exists("/m").await.unwrap());
+    m.kill9();
+    let m = MasterProc::start(dir.path(), "");
+    let c = m.client().await;
+    let after = c.stat("/d").await.unwrap();
+    assert_eq!(after.owner, ok);
+    assert_eq!(after.group, before.group);
+    assert!(!c.exists("/d/f").await.unwrap());
+    assert!(
+        c.list_mounts()
+            .await
+            .unwrap()
+            .iter()
+            .all(|m| m.path != b"/m")
+    );
 }

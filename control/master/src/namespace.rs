@@ -5,7 +5,7 @@
 //! submits to the metastore while still holding the namespace lock. Under-
 //! storage I/O happens outside, in `service.rs`, before or after these calls.
 
-use std::collections::{BTreeSet, HashSet};
+use std::collections::{BTreeSet, HashMap, HashSet};
 use std::sync::Arc;
 
 use eddy_proto::pb::TtlAction;
@@ -116,6 +116,11 @@ fn validate_replication(min: u32, max: u32) -> Result<()> {
         )));
     }
     Ok(())
+}
+
+fn validate_owner(owner: &str, group: &str) -> Result<()> {
+    crate::limits::owner("owner", owner)?;
+    crate::limits::owner("group", group)
 }
 
 fn validate_mode(mode: u32) -> Result<()> {
@@ -421,6 +426,7 @@ impl Namespace {
         if let Some(m) = attrs.mode {
             validate_mode(m)?;
         }
+        validate_owner(&attrs.owner, &attrs.group)?;
         self.check_writable(path)?;
         self.parent_for_create(path, recursive)?;
         Ok(None)
@@ -471,6 +477,7 @@ impl Namespace {
         if let Some(m) = attrs.mode {
             validate_mode(m)?;
         }
+        validate_owner(&attrs.owner, &attrs.group)?;
         validate_replication(attrs.replication_min, attrs.replication_max)?;
         self.check_writable(path)?;
         self.parent_for_create(path, recursive)?;
@@ -549,6 +556,10 @@ impl Namespace {
         if let Some(m) = ch.mode {
             validate_mode(m)?;
         }
+        validate_owner(
+            ch.owner.as_deref().unwrap_or(""),
+            ch.group.as_deref().unwrap_or(""),
+        )?;
         if let Some(t) = ch.ttl_ms
             && t < -1
         {
@@ -719,6 +730,42 @@ impl Namespace {
             }
         }
         Ok(n)
+    }
+
+    /// Records the under-storage fingerprints of the persisted files at or
+    /// below `path`, keyed by their path relative to it ("" for `path`
+    /// itself); files the map does not name keep theirs.
+    pub fn set_fingerprints(
+        &mut self,
+        path: &EddyPath,
+        fps: &HashMap<String, String>,
+        fx: &mut Effects,
+    ) {
+        let Some(top) = self.lookup(path) else {
+            return;
+        };
+        let mut stack = vec![(top, String::new())];
+        while let Some((id, rel)) = stack.pop() {
+            let ino = self.inode_mut(id);
+            if let Some(d) = &ino.dir {
+                for (name, &child) in &d.children {
+                    let r = if rel.is_empty() {
+                        name.to_string()
+                    } else {
+                        format!("{rel}/{name}")
+                    };
+                    stack.push((child, r));
+                }
+                continue;
+            }
+            if let Some(fp) = fps.get(&rel).map(|f| Fingerprint::of(f))
+                && ino.flag(FLAG_PERSISTED)
+                && ino.fingerprint != fp
+            {
+                ino.fingerprint = fp;
+                fx.ops.push(metastore::put(ino));
+            }
+        }
     }
 
     /// Records that file `id` is now persisted with `fingerprint`.

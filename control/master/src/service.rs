@@ -18,6 +18,7 @@ use crate::config::MasterConfig;
 use crate::error::{MasterError, Result};
 use crate::inode::*;
 use crate::intent::Intent;
+use crate::limits;
 use crate::metastore::{MetaOp, Metastore};
 use crate::mount::{MountPoint, SYNC_NEVER};
 use crate::namespace::{AttrChange, Effects, Namespace, NewAttrs};
@@ -534,8 +535,11 @@ impl MasterState {
             replication_min: r.replication_min,
             replication_max: r.replication_max,
             ttl_ms: if r.ttl_ms == 0 { -1 } else { r.ttl_ms },
-            ttl_action: pb::TtlAction::try_from(r.ttl_action).unwrap_or_default(),
+            ttl_action: limits::ttl_action(r.ttl_action)?,
         };
+        // The master does not act on it, but a value no client can mean is
+        // refused all the same.
+        limits::write_type(r.write_type)?;
         if r.ttl_ms < -1 {
             return Err(MasterError::InvalidArgument(format!(
                 "ttl {} ms is negative",
@@ -870,7 +874,17 @@ impl MasterState {
             let moved = ufs.rename(&from, &to).await;
             failpoint("after-ufs-rename");
             match moved {
-                Ok(()) => Some((ufs, from, to, intent)),
+                Ok(()) => {
+                    // A failure here only leaves the old fingerprints, which
+                    // the next sync corrects; the rename itself happened.
+                    let fps = crate::refingerprint::after_rename(&ufs, &to)
+                        .await
+                        .unwrap_or_else(|e| {
+                            tracing::warn!("fingerprints after renaming {from} -> {to}: {e}");
+                            None
+                        });
+                    Some((ufs, from, to, intent, fps))
+                }
                 Err(e) => {
                     self.drop_intent(intent);
                     match e {
@@ -885,15 +899,19 @@ impl MasterState {
         };
         let now = now_ms();
         let intent = ufs_move.as_ref().map(|m| m.3);
+        let fps = ufs_move.as_ref().and_then(|m| m.4.as_ref());
         let result = self
             .mutate(|ns, fx| {
                 ns.rename(&src, &dst, now, fx)?;
+                if let Some(fps) = fps {
+                    ns.set_fingerprints(&dst, fps, fx);
+                }
                 fx.ops.extend(intent.map(MetaOp::DeleteIntent));
                 Ok(())
             })
             .await;
         if result.is_err()
-            && let Some((ufs, from, to, intent)) = ufs_move
+            && let Some((ufs, from, to, intent, _)) = ufs_move
         {
             // Something changed between check and apply: put the store back.
             match ufs.rename(&to, &from).await {
@@ -959,8 +977,10 @@ impl MasterState {
             pinned: r.pinned,
             pin_allow_demotion: r.pin_allow_demotion,
             ttl_ms: r.ttl_ms,
-            ttl_action: (r.ttl_action != 0)
-                .then(|| pb::TtlAction::try_from(r.ttl_action).unwrap_or_default()),
+            ttl_action: match r.ttl_action {
+                0 => None,
+                a => Some(limits::ttl_action(a)?),
+            },
             replication_min: r.replication_min,
             replication_max: r.replication_max,
             recursive: r.recursive,
@@ -984,6 +1004,7 @@ impl MasterState {
             )));
         }
         let options: BTreeMap<String, String> = r.options.into_iter().collect();
+        limits::mount(&r.ufs_uri, &options)?;
         // Reachability first: a mount that cannot be opened is refused.
         let ufs = eddy_ufs::open_configured(&r.ufs_uri, &options, &self.cfg.ufs).await?;
         self.load_parent(&path).await?;
@@ -1342,7 +1363,7 @@ impl MasterState {
             client_host: r.client_host,
             bytes_needed: r.bytes_needed,
         };
-        let chosen = match pb::PlacementKind::try_from(r.policy).unwrap_or_default() {
+        let chosen = match limits::placement(r.policy)? {
             pb::PlacementKind::DeterministicHash => DeterministicHash.choose(&candidates, &req),
             _ => LocalFirst.choose(&candidates, &req),
         };
