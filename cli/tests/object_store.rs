@@ -648,6 +648,7 @@ async fn an_s3_rename_records_the_new_fingerprint() {
     let fs = c.fs().await;
     // Past the 8 MiB part size, a streamed write is a multipart upload.
     let data = pattern((8 << 20) + 4096, 7);
+    fs.mkdir("/s3/d", false).await.unwrap();
     let before = put(&fs, "/s3/d/big.bin", &data, pb::WriteType::CacheThrough).await;
     put(&fs, "/s3/d/also.bin", &data, pb::WriteType::CacheThrough).await;
     fs.rename("/s3/d/big.bin", "/s3/big.bin").await.unwrap();
