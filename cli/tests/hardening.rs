@@ -226,3 +226,74 @@ async fn oversized_strings_are_refused_and_never_half_applied() {
             .all(|m| m.path != b"/m")
     );
 }
+
+/// Credentials given as mount options never come back over the client RPCs
+/// (only a live registered worker, which fills misses with them, gets them
+/// in clear), and the files that hold them or cached data are the owner's.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn secrets_are_masked_and_state_is_owner_only() {
+    use std::os::unix::fs::PermissionsExt;
+    let dir = tempfile::tempdir().unwrap();
+    let tier = dir.path().join("ssd");
+    let c = Cluster::start(
+        dir.path(),
+        1,
+        "",
+        &format!(
+            "tiers = [{{ alias = \"SSD\", dirs = [{:?}], quotas = [67108864] }}]",
+            tier.display().to_string()
+        ),
+    );
+    let m = c.master.client().await;
+    let ext = tempfile::tempdir().unwrap();
+    let opts = [
+        ("secret_key", "hunter2"),
+        ("access_key", "AKIDEXAMPLE"),
+        ("region", "eu-west-1"),
+    ]
+    .map(|(k, v)| (k.to_string(), v.to_string()));
+    m.mount(
+        "/ext",
+        ext.path().to_str().unwrap(),
+        false,
+        opts.into(),
+        None,
+    )
+    .await
+    .unwrap();
+    let mounts = m.list_mounts().await.unwrap();
+    let ext_mount = mounts.iter().find(|x| x.path == b"/ext").unwrap();
+    assert_eq!(ext_mount.options["secret_key"], "******");
+    assert_eq!(ext_mount.options["access_key"], "******");
+    assert_eq!(ext_mount.options["region"], "eu-west-1");
+    for worker_id in [0, 987_654] {
+        let got = m
+            .block_service()
+            .get_mount(pb::GetMountRequest {
+                mount_id: ext_mount.mount_id,
+                worker_id,
+            })
+            .await
+            .unwrap()
+            .into_inner()
+            .mount
+            .unwrap();
+        assert_eq!(got.options["secret_key"], "******", "worker id {worker_id}");
+    }
+    let out = c.master.cli(&["fs", "mounts"]);
+    assert!(!String::from_utf8_lossy(&out.stdout).contains("hunter2"));
+
+    let mode = |p: &std::path::Path| std::fs::metadata(p).unwrap().permissions().mode() & 0o777;
+    let meta = dir.path().join("meta");
+    assert_eq!(mode(&meta), 0o700);
+    assert_eq!(mode(&meta.join("metastore.redb")), 0o600);
+    assert_eq!(mode(&dir.path().join("w0.sock")), 0o600);
+    let blocks: Vec<_> = std::fs::read_dir(&tier).unwrap().collect();
+    assert!(!blocks.is_empty());
+    for b in blocks {
+        let p = b.unwrap().path();
+        if p.is_dir() {
+            assert_eq!(mode(&p), 0o700, "{}", p.display());
+        }
+    }
+}

@@ -648,14 +648,11 @@ async fn pin(
     Ok(())
 }
 
-/// Secrets given as mount options are never printed back.
+/// Secrets given as mount options are never printed back (the master masks
+/// them already; this holds for an older master too).
 fn mask<'a>(key: &str, value: &'a str) -> &'a str {
-    let k = key.to_ascii_lowercase();
-    if ["secret", "password", "token", "key", "credential"]
-        .iter()
-        .any(|s| k.contains(s))
-    {
-        "******"
+    if eddy_ufs::is_secret_option(key) {
+        eddy_ufs::MASKED
     } else {
         value
     }

@@ -48,6 +48,29 @@ fn failpoint(name: &str) {
     }
 }
 
+fn mount_info(m: &MountPoint, mask: bool) -> pb::MountInfo {
+    let options = m
+        .options
+        .iter()
+        .map(|(k, v)| {
+            let v = if mask && eddy_ufs::is_secret_option(k) {
+                eddy_ufs::MASKED.to_string()
+            } else {
+                v.clone()
+            };
+            (k.clone(), v)
+        })
+        .collect();
+    pb::MountInfo {
+        path: m.path.as_str().as_bytes().to_vec(),
+        ufs_uri: m.uri.clone(),
+        read_only: m.read_only,
+        options,
+        sync_interval_ms: m.sync_interval_ms,
+        mount_id: m.id,
+    }
+}
+
 pub fn now_ms() -> i64 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)
@@ -1039,19 +1062,13 @@ impl MasterState {
         Ok(())
     }
 
+    /// Every mount, secret options masked.
     pub fn list_mounts(&self) -> Vec<pb::MountInfo> {
         self.ns
             .read()
             .mounts
             .iter()
-            .map(|m| pb::MountInfo {
-                path: m.path.as_str().as_bytes().to_vec(),
-                ufs_uri: m.uri.clone(),
-                read_only: m.read_only,
-                options: m.options.clone().into_iter().collect(),
-                sync_interval_ms: m.sync_interval_ms,
-                mount_id: m.id,
-            })
+            .map(|m| mount_info(m, true))
             .collect()
     }
 
@@ -1282,10 +1299,15 @@ impl MasterState {
     }
 
     /// A mount's under-storage URI and options (for workers filling misses).
-    pub fn get_mount(&self, mount_id: u64) -> Result<pb::MountInfo> {
-        self.list_mounts()
-            .into_iter()
-            .find(|m| m.mount_id == mount_id)
+    /// Mount `mount_id`, secrets in clear only for a live registered worker
+    /// (which fills misses with them).
+    pub fn get_mount(&self, mount_id: u64, worker_id: u64) -> Result<pb::MountInfo> {
+        let mask = !self.reg.lock().worker(worker_id).is_some_and(|w| w.live);
+        let ns = self.ns.read();
+        ns.mounts
+            .iter()
+            .find(|m| m.id == mount_id)
+            .map(|m| mount_info(m, mask))
             .ok_or_else(|| {
                 MasterError::NotFound(format!(
                     "mount id {mount_id} (it was unmounted; re-read the file's metadata)"
@@ -1582,7 +1604,8 @@ impl pb::block_master_server::BlockMaster for MasterRpc {
         Ok(Response::new(pb::HeartbeatResponse { commands, pinned }))
     }
     async fn get_mount(&self, r: Request<pb::GetMountRequest>) -> Rpc<pb::GetMountResponse> {
-        let mount = self.0.get_mount(r.into_inner().mount_id)?;
+        let r = r.into_inner();
+        let mount = self.0.get_mount(r.mount_id, r.worker_id)?;
         Ok(Response::new(pb::GetMountResponse { mount: Some(mount) }))
     }
     async fn commit_block(
