@@ -297,3 +297,57 @@ async fn secrets_are_masked_and_state_is_owner_only() {
         }
     }
 }
+
+/// Client calls end at their deadline: against a master that accepts but
+/// never answers, and against a worker that stopped (SIGSTOP) mid-service.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn client_calls_end_at_their_deadline() {
+    let silent = common::SilentServer::start();
+    let limit = std::time::Duration::from_millis(300);
+    let start = std::time::Instant::now();
+    let r = match eddy_client::MasterClient::connect_with_timeout(&silent.addr, limit).await {
+        Ok(c) => c.stat("/").await.map(|_| ()),
+        Err(e) => Err(e),
+    };
+    assert_code(r, EddyCode::DeadlineExceeded);
+    assert!(start.elapsed() < std::time::Duration::from_secs(5));
+
+    let dir = tempfile::tempdir().unwrap();
+    let c = Cluster::start(dir.path(), 1, "", "");
+    let fs = c.fs().await;
+    common::put(&fs, "/f", b"bytes", pb::WriteType::MustCache).await;
+    let quick = eddy_client::FileSystem::connect_with(
+        &c.master.addr,
+        eddy_client::ClientOptions {
+            short_circuit: false,
+            timeout: limit,
+        },
+    )
+    .await
+    .unwrap();
+    let pid = c.workers[0].pid().to_string();
+    let signal = |s: &str| {
+        assert!(
+            std::process::Command::new("kill")
+                .args([s, &pid])
+                .status()
+                .unwrap()
+                .success()
+        )
+    };
+    signal("-STOP");
+    let start = std::time::Instant::now();
+    let r = async {
+        let mut r = quick.open("/f", &OpenOptions::default()).await?;
+        r.read_to_end().await
+    }
+    .await;
+    signal("-CONT");
+    assert_code(r, EddyCode::DeadlineExceeded);
+    assert!(start.elapsed() < std::time::Duration::from_secs(5));
+    assert_eq!(
+        common::get(&fs, "/f").await,
+        b"bytes",
+        "served again once resumed"
+    );
+}

@@ -267,7 +267,13 @@ fn path_arg(p: &OsString) -> Vec<u8> {
 }
 
 fn fs(c: MasterClient, short_circuit: bool) -> FileSystem {
-    FileSystem::with_master_opts(c, eddy_client::ClientOptions { short_circuit })
+    FileSystem::with_master_opts(
+        c,
+        eddy_client::ClientOptions {
+            short_circuit,
+            ..Default::default()
+        },
+    )
 }
 
 fn show(p: &[u8]) -> String {

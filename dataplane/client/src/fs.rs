@@ -22,12 +22,18 @@ pub struct ClientOptions {
     /// (mapped, no copy through a socket). Falls back to TCP, logged once,
     /// when there is no such worker or its socket cannot be reached.
     pub short_circuit: bool,
+    /// The longest one exchange with the master or a worker may wait for its
+    /// answer, connecting included (a block read or write on a worker, one
+    /// RPC). Past it the call fails with `DEADLINE_EXCEEDED`; reads try
+    /// another worker first.
+    pub timeout: Duration,
 }
 
 impl Default for ClientOptions {
     fn default() -> Self {
         Self {
             short_circuit: true,
+            timeout: crate::transport::DEFAULT_TIMEOUT,
         }
     }
 }
@@ -88,7 +94,7 @@ impl FileSystem {
     }
 
     pub async fn connect_with(addr: &str, opts: ClientOptions) -> Result<Self> {
-        let master = MasterClient::connect(addr).await?;
+        let master = MasterClient::connect_with_timeout(addr, opts.timeout).await?;
         Ok(Self::with_master_opts(master, opts))
     }
 
@@ -164,7 +170,7 @@ impl FileSystem {
             .locals
             .lock()
             .entry(socket.to_string())
-            .or_insert_with(|| LocalWorker::new(socket))
+            .or_insert_with(|| LocalWorker::new(socket, self.inner.opts.timeout))
             .clone()
     }
 
