@@ -114,12 +114,14 @@ pub extern "system" fn Java_io_eddy_hadoop_NativeEddy_connect(
     _c: JClass,
     master: JString,
     short_circuit: jboolean,
+    timeout_ms: jlong,
 ) -> jlong {
     run(&mut env, 0, |env| {
         let addr = path(env, &master)?;
         let opts = ClientOptions {
             short_circuit: short_circuit != 0,
-            ..Default::default()
+            // The Java side refuses values below 1.
+            timeout: std::time::Duration::from_millis(timeout_ms.max(1) as u64),
         };
         let fs = runtime().block_on(FileSystem::connect_with(&addr, opts))?;
         Ok(CLIENTS.add(Client { fs }) as jlong)

@@ -27,7 +27,10 @@ import org.apache.hadoop.util.Progressable;
  * (CACHE, NO_CACHE, CACHE_PROMOTE), {@code eddy.user.file.writetype.default}
  * (MUST_CACHE, CACHE_THROUGH, THROUGH; default CACHE_THROUGH so Spark output
  * survives the cache), {@code eddy.user.block.size.bytes.default} (0: the
- * master's), {@code eddy.user.short.circuit.enabled} (true) and
+ * master's), {@code eddy.user.short.circuit.enabled} (true),
+ * {@code eddy.user.network.timeout.ms} (60000: the longest one exchange with
+ * the master or a worker may wait; past it the call throws an IOException
+ * with code DEADLINE_EXCEEDED) and
  * {@code eddy.native.library} (a path to libeddy.so instead of
  * java.library.path).
  */
@@ -60,7 +63,12 @@ public class EddyFileSystem extends FileSystem {
     writeType = writeType(conf.get("eddy.user.file.writetype.default", "CACHE_THROUGH"));
     blockSize = conf.getLong("eddy.user.block.size.bytes.default", 0);
     boolean shortCircuit = conf.getBoolean("eddy.user.short.circuit.enabled", true);
-    client = NativeEddy.connect(master, shortCircuit);
+    long timeoutMs = conf.getLong("eddy.user.network.timeout.ms", 60000);
+    if (timeoutMs < 1) {
+      throw new IllegalArgumentException(
+          "eddy.user.network.timeout.ms must be 1 or more, not " + timeoutMs);
+    }
+    client = NativeEddy.connect(master, shortCircuit, timeoutMs);
     long handle = client;
     clientCleanable = CLEANER.register(this, () -> NativeEddy.disconnect(handle));
     uri = URI.create("eddy://" + master);

@@ -40,7 +40,7 @@ final class NativeEddy {
     }
   }
 
-  static native long connect(String master, boolean shortCircuit);
+  static native long connect(String master, boolean shortCircuit, long timeoutMs);
 
   static native void disconnect(long client);
 
