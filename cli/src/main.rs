@@ -3,18 +3,26 @@
 
 mod cmd;
 mod config;
+mod error;
 mod format;
+mod out;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
+use error::CliError;
 
 #[derive(Parser)]
 #[command(
     name = "eddy",
     version,
-    about = "Eddy: a memory-speed virtual distributed storage layer"
+    about = "Eddy: a memory-speed virtual distributed storage layer",
+    after_help = "The master is, first to last: the master named by eddy://HOST:PORT/PATH \
+arguments (all of a command's must name the same one), --master, EDDY_MASTER, the config \
+file's [client] master, 127.0.0.1:19998.\n\n\
+Exit status: 0 success; 1 the command failed (stderr has one line, `eddy: MESSAGE (CODE)`, \
+CODE from docs/ERRORS.md); 2 a usage error (bad arguments, unreadable config file)."
 )]
 struct Cli {
     /// Config file (TOML). See `eddy --print-sample-config`.
@@ -52,13 +60,16 @@ fn main() -> ExitCode {
         return ExitCode::SUCCESS;
     }
     let Some(command) = cli.command else {
-        eprintln!("eddy: no command given; try `eddy --help`");
+        eprintln!(
+            "eddy: {}",
+            CliError::usage("no command given; try `eddy --help`")
+        );
         return ExitCode::from(2);
     };
     let cfg = match config::Config::load(cli.config.as_deref()) {
         Ok(c) => c,
         Err(e) => {
-            eprintln!("eddy: {e}");
+            eprintln!("eddy: {}", CliError::usage(e));
             return ExitCode::from(2);
         }
     };
@@ -74,7 +85,11 @@ fn main() -> ExitCode {
     {
         Ok(rt) => rt,
         Err(e) => {
-            eprintln!("eddy: cannot start the runtime: {e}");
+            let e = CliError::new(
+                eddy_proto::EddyCode::Internal,
+                format!("cannot start the runtime: {e}"),
+            );
+            eprintln!("eddy: {e}");
             return ExitCode::FAILURE;
         }
     };
@@ -97,7 +112,7 @@ fn main() -> ExitCode {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("eddy: {e}");
-            ExitCode::FAILURE
+            ExitCode::from(e.exit_status())
         }
     }
 }

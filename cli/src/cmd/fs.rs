@@ -7,21 +7,26 @@ use std::os::unix::ffi::OsStrExt;
 use std::path::PathBuf;
 
 use clap::Subcommand;
-use eddy_client::{CreateOptions, FileSystem, MasterClient, pb};
+use eddy_client::{CreateOptions, EddyCode, FileSystem, MasterClient, pb};
 
+use crate::error::CliError;
 use crate::format::{bytes, mode_string, time_ms};
+use crate::out::outln;
 
 #[derive(Subcommand)]
 pub enum FsCommand {
-    /// List a directory (or show a file).
+    /// List directories (or show files), under a header line.
     Ls {
         /// Recurse into subdirectories.
         #[arg(short = 'R', long)]
         recursive: bool,
-        /// Re-check the under-storage first.
+        /// Re-check the under-storage first, whatever the sync interval
+        /// (otherwise a listed directory shows files added there directly
+        /// only once its mount's sync interval has passed).
         #[arg(short = 'f', long)]
         force_sync: bool,
-        path: OsString,
+        #[arg(required = true)]
+        paths: Vec<OsString>,
     },
     /// Show everything Eddy knows about a path.
     Stat { path: OsString },
@@ -41,7 +46,8 @@ pub enum FsCommand {
     },
     /// Rename (atomic within Eddy).
     Mv { src: OsString, dst: OsString },
-    /// Create an empty, complete file.
+    /// Create an empty, complete file. An existing file or directory is
+    /// left as it is (Eddy files are write-once; its mtime does not change).
     Touch { path: OsString },
     /// Mount an under-storage at an Eddy path.
     Mount {
@@ -78,7 +84,8 @@ pub enum FsCommand {
         mode: u32,
         path: OsString,
     },
-    /// Set the owner, and the group with OWNER:GROUP.
+    /// Set the owner (OWNER), the owner and group (OWNER:GROUP), or only the
+    /// group (:GROUP).
     Chown {
         #[arg(short = 'R', long)]
         recursive: bool,
@@ -120,9 +127,16 @@ pub enum FsCommand {
         local: PathBuf,
         path: OsString,
     },
-    /// Copy an Eddy file to a local path.
+    /// Copy an Eddy file to a local path. An existing local file is kept
+    /// (the command fails) unless -f is given.
     #[command(alias = "copyToLocal")]
-    Get { path: OsString, local: PathBuf },
+    Get {
+        /// Overwrite an existing local file.
+        #[arg(short = 'f', long)]
+        force: bool,
+        path: OsString,
+        local: PathBuf,
+    },
     /// Compare persisted files at or below PATH with the under-storage
     /// (present, length, fingerprint); changes nothing. Exits 1 when some
     /// differ.
@@ -142,8 +156,11 @@ pub enum FsCommand {
         src: OsString,
         dst: OsString,
     },
-    /// Print a file's MD5 (`HEX  PATH`, as md5sum prints it).
-    Checksum { path: OsString },
+    /// Print each file's MD5 (`HEX  PATH`, as md5sum prints it).
+    Checksum {
+        #[arg(required = true)]
+        paths: Vec<OsString>,
+    },
     /// Cache a file or directory in the workers now.
     Load { path: OsString },
     /// Drop a file's or directory's cached copies (the under-storage keeps it).
@@ -254,16 +271,86 @@ fn parse_write_type(s: &str) -> Result<pb::WriteType, String> {
     }
 }
 
-/// Accepts `/path` and `eddy://host:port/path`.
-fn path_arg(p: &OsString) -> Vec<u8> {
+/// Splits `eddy://HOST[:PORT]/PATH` into the master it names (the default
+/// port when none is given; none for `eddy:///PATH`) and the path. Other
+/// arguments are paths as they are.
+fn split_uri(p: &OsString) -> (Option<String>, Vec<u8>) {
     let b = p.as_bytes();
-    if let Some(rest) = b.strip_prefix(b"eddy://") {
-        return match rest.iter().position(|&c| c == b'/') {
-            Some(i) => rest[i..].to_vec(),
-            None => b"/".to_vec(),
-        };
+    let Some(rest) = b.strip_prefix(b"eddy://") else {
+        return (None, b.to_vec());
+    };
+    let (authority, path) = match rest.iter().position(|&c| c == b'/') {
+        Some(i) => (&rest[..i], rest[i..].to_vec()),
+        None => (rest, b"/".to_vec()),
+    };
+    let master = match String::from_utf8_lossy(authority).into_owned() {
+        a if a.is_empty() => None,
+        a if a.contains(':') => Some(a),
+        host => Some(format!("{host}:{}", eddy_proto::DEFAULT_MASTER_PORT)),
+    };
+    (master, path)
+}
+
+/// The Eddy path of an argument (`/path` or `eddy://host:port/path`).
+fn path_arg(p: &OsString) -> Vec<u8> {
+    split_uri(p).1
+}
+
+/// The master a command talks to: the one its `eddy://` arguments name,
+/// which wins over `--master`, EDDY_MASTER and the config file (`default`);
+/// two different ones in one command are a usage error.
+fn command_master(default: &str, cmd: &FsCommand) -> Result<String, CliError> {
+    let mut named: Option<String> = None;
+    for p in cmd.eddy_paths() {
+        let Some(m) = split_uri(p).0 else { continue };
+        match &named {
+            Some(n) if *n != m => {
+                return Err(CliError::usage(format!(
+                    "the paths name two masters, {n} and {m}; one command talks to one master"
+                )));
+            }
+            _ => named = Some(m),
+        }
     }
-    b.to_vec()
+    Ok(named.unwrap_or_else(|| default.to_string()))
+}
+
+impl FsCommand {
+    /// Every argument that is an Eddy path (not a local path or a URI).
+    fn eddy_paths(&self) -> Vec<&OsString> {
+        use FsCommand as F;
+        match self {
+            F::Ls { paths, .. } | F::Checksum { paths } => paths.iter().collect(),
+            F::Mv { src, dst } | F::Cp { src, dst, .. } => vec![src, dst],
+            F::Stat { path }
+            | F::Mkdir { path, .. }
+            | F::Rm { path, .. }
+            | F::Touch { path }
+            | F::Mount { path, .. }
+            | F::Unmount { path }
+            | F::Pin { path, .. }
+            | F::Unpin { path }
+            | F::Chmod { path, .. }
+            | F::Chown { path, .. }
+            | F::Chgrp { path, .. }
+            | F::Cat { path }
+            | F::Head { path, .. }
+            | F::Tail { path, .. }
+            | F::Put { path, .. }
+            | F::Get { path, .. }
+            | F::CheckConsistency { path }
+            | F::Load { path }
+            | F::Free { path, .. }
+            | F::Du { path, .. }
+            | F::Count { path }
+            | F::SetTtl { path, .. }
+            | F::UnsetTtl { path }
+            | F::SetReplication { path, .. }
+            | F::Persist { path }
+            | F::LoadMetadata { path, .. } => vec![path],
+            F::Mounts | F::Report => Vec::new(),
+        }
+    }
 }
 
 fn fs(c: MasterClient, short_circuit: bool) -> FileSystem {
@@ -280,42 +367,62 @@ fn show(p: &[u8]) -> String {
     String::from_utf8_lossy(p).into_owned()
 }
 
-pub async fn run(master: &str, short_circuit: bool, cmd: FsCommand) -> Result<(), String> {
+pub async fn run(master: &str, short_circuit: bool, cmd: FsCommand) -> Result<(), CliError> {
     let fs = |c| fs(c, short_circuit);
+    let master = command_master(master, &cmd)?;
     if let FsCommand::Report = cmd {
-        return super::report::run(master).await;
+        return super::report::run(&master).await;
     }
-    let c = super::connect(master).await?;
-    let e = |e: eddy_client::ClientError| e.to_string();
+    let c = super::connect(&master).await?;
     match cmd {
         FsCommand::Ls {
             recursive,
             force_sync,
-            path,
+            paths,
         } => {
-            ls(&c, &path_arg(&path), recursive, force_sync)
-                .await
-                .map_err(e)?;
+            let paths: Vec<Vec<u8>> = paths.iter().map(path_arg).collect();
+            // The header once, above the first entry (none above an error).
+            let header = std::cell::Cell::new(true);
+            super::data::each_path(&paths, |p| {
+                let header = &header;
+                let c = &c;
+                async move {
+                    let sync = force_sync.then_some(0);
+                    walk(c, p, recursive, sync, |s| {
+                        if header.replace(false) {
+                            outln!("{LS_HEADER}");
+                        }
+                        ls_line(s)
+                    })
+                    .await?;
+                    Ok(())
+                }
+            })
+            .await?;
         }
         FsCommand::Stat { path } => {
-            let s = c.stat(path_arg(&path)).await.map_err(e)?;
+            let s = c.stat(path_arg(&path)).await?;
             print_stat(&s);
         }
         FsCommand::Mkdir { parents, path } => {
-            c.mkdir(path_arg(&path), parents).await.map_err(e)?;
+            c.mkdir(path_arg(&path), parents).await?;
         }
         FsCommand::Rm { recursive, path } => {
-            c.delete(path_arg(&path), recursive).await.map_err(e)?;
+            c.delete(path_arg(&path), recursive).await?;
         }
         FsCommand::Mv { src, dst } => {
-            c.rename(path_arg(&src), path_arg(&dst)).await.map_err(e)?;
+            c.rename(path_arg(&src), path_arg(&dst)).await?;
         }
         FsCommand::Touch { path } => {
             let p = path_arg(&path);
-            c.create_file(&p, &CreateOptions::default())
-                .await
-                .map_err(e)?;
-            c.complete_file(&p, 0, false).await.map_err(e)?;
+            match c.create_file(&p, &CreateOptions::default()).await {
+                Ok(_) => {
+                    c.complete_file(&p, 0, false).await?;
+                }
+                // As touch(1) without times to set: the path exists, done.
+                Err(e) if e.code() == EddyCode::AlreadyExists => {}
+                Err(e) => return Err(e.into()),
+            }
         }
         FsCommand::Mount {
             readonly,
@@ -326,27 +433,26 @@ pub async fn run(master: &str, short_circuit: bool, cmd: FsCommand) -> Result<()
         } => {
             let mut opts = HashMap::new();
             for o in options {
-                let (k, v) = o
-                    .split_once('=')
-                    .ok_or_else(|| format!("mount option {o:?} is not KEY=VALUE"))?;
+                let (k, v) = o.split_once('=').ok_or_else(|| {
+                    CliError::usage(format!("mount option {o:?} is not KEY=VALUE"))
+                })?;
                 opts.insert(k.to_string(), v.to_string());
             }
             c.mount(path_arg(&path), &uri, readonly, opts, sync_interval)
-                .await
-                .map_err(e)?;
+                .await?;
         }
         FsCommand::Unmount { path } => {
-            c.unmount(path_arg(&path)).await.map_err(e)?;
+            c.unmount(path_arg(&path)).await?;
         }
         FsCommand::Mounts => {
-            for m in c.list_mounts().await.map_err(e)? {
+            for m in c.list_mounts().await? {
                 let mut opts: Vec<_> = m
                     .options
                     .iter()
                     .map(|(k, v)| format!("{k}={}", mask(k, v)))
                     .collect();
                 opts.sort();
-                println!(
+                outln!(
                     "{:<40} on {:<24} ({}{}{})",
                     m.ufs_uri,
                     show(&m.path),
@@ -367,15 +473,13 @@ pub async fn run(master: &str, short_circuit: bool, cmd: FsCommand) -> Result<()
         FsCommand::Pin {
             allow_demotion,
             path,
-        } => pin(&c, &path, true, allow_demotion).await.map_err(e)?,
-        FsCommand::Unpin { path } => pin(&c, &path, false, false).await.map_err(e)?,
+        } => pin(&c, &path, true, allow_demotion).await?,
+        FsCommand::Unpin { path } => pin(&c, &path, false, false).await?,
         FsCommand::Chmod {
             recursive,
             mode,
             path,
-        } => attr(&c, &path, recursive, Some(mode), None, None)
-            .await
-            .map_err(e)?,
+        } => attr(&c, &path, recursive, Some(mode), None, None).await?,
         FsCommand::Chown {
             recursive,
             owner,
@@ -385,12 +489,14 @@ pub async fn run(master: &str, short_circuit: bool, cmd: FsCommand) -> Result<()
                 Some((u, g)) => (u.to_string(), Some(g.to_string())),
                 None => (owner, None),
             };
-            if user.is_empty() || group.as_deref() == Some("") {
-                return Err("chown: expected OWNER or OWNER:GROUP".into());
+            // `:GROUP` sets only the group, as chown(1) does.
+            let user = Some(user).filter(|u| !u.is_empty());
+            if group.as_deref() == Some("") || (user.is_none() && group.is_none()) {
+                return Err(CliError::usage(
+                    "chown: expected OWNER, OWNER:GROUP or :GROUP",
+                ));
             }
-            attr(&c, &path, recursive, None, Some(user), group)
-                .await
-                .map_err(e)?
+            attr(&c, &path, recursive, None, user, group).await?
         }
         FsCommand::Chgrp {
             recursive,
@@ -398,11 +504,9 @@ pub async fn run(master: &str, short_circuit: bool, cmd: FsCommand) -> Result<()
             path,
         } => {
             if group.is_empty() {
-                return Err("chgrp: the group is empty".into());
+                return Err(CliError::usage("chgrp: the group is empty"));
             }
-            attr(&c, &path, recursive, None, None, Some(group))
-                .await
-                .map_err(e)?
+            attr(&c, &path, recursive, None, None, Some(group)).await?
         }
         FsCommand::Cat { path } => {
             super::data::cat_range(&fs(c), &path_arg(&path), None, None, false).await?
@@ -425,8 +529,8 @@ pub async fn run(master: &str, short_circuit: bool, cmd: FsCommand) -> Result<()
             };
             super::data::put(&fs(c), &local, &path_arg(&path), &o).await?
         }
-        FsCommand::Get { path, local } => {
-            super::data::get(&fs(c), &path_arg(&path), &local).await?
+        FsCommand::Get { force, path, local } => {
+            super::data::get(&fs(c), &path_arg(&path), &local, force).await?
         }
         FsCommand::Cp {
             recursive,
@@ -443,27 +547,33 @@ pub async fn run(master: &str, short_circuit: bool, cmd: FsCommand) -> Result<()
         }
         FsCommand::CheckConsistency { path } => {
             let p = path_arg(&path);
-            let r = c.check_consistency(&p).await.map_err(e)?;
+            let r = c.check_consistency(&p).await?;
             for x in &r.inconsistent {
-                println!("{}: {}", show(&x.path), x.reason);
+                outln!("{}: {}", show(&x.path), x.reason);
             }
             if r.inconsistent.is_empty() {
-                println!(
+                outln!(
                     "{} is consistent with its under-storage ({} persisted files checked)",
                     show(&p),
                     r.files_checked
                 );
             } else {
-                return Err(format!(
-                    "{}{} of {} persisted files differ from the under-storage; `eddy fs loadMetadata -R {}` brings Eddy up to date",
-                    if r.truncated { "more than " } else { "" },
-                    r.inconsistent.len(),
-                    r.files_checked,
-                    show(&p)
+                return Err(CliError::new(
+                    EddyCode::UfsError,
+                    format!(
+                        "{}{} of {} persisted files differ from the under-storage; `eddy fs loadMetadata -R {}` brings Eddy up to date",
+                        if r.truncated { "more than " } else { "" },
+                        r.inconsistent.len(),
+                        r.files_checked,
+                        show(&p)
+                    ),
                 ));
             }
         }
-        FsCommand::Checksum { path } => super::data::checksum(&fs(c), &path_arg(&path)).await?,
+        FsCommand::Checksum { paths } => {
+            let paths: Vec<Vec<u8>> = paths.iter().map(path_arg).collect();
+            super::data::checksum(&fs(c), &paths).await?
+        }
         FsCommand::Load { path } => super::data::load(&fs(c), &path_arg(&path)).await?,
         FsCommand::Free { force, path } => {
             super::data::free(&fs(c), &path_arg(&path), force).await?
@@ -485,8 +595,7 @@ pub async fn run(master: &str, short_circuit: bool, cmd: FsCommand) -> Result<()
                 ttl_action: action as i32,
                 ..Default::default()
             })
-            .await
-            .map_err(e)?;
+            .await?;
         }
         FsCommand::UnsetTtl { path } => {
             c.set_attribute(pb::SetAttributeRequest {
@@ -494,8 +603,7 @@ pub async fn run(master: &str, short_circuit: bool, cmd: FsCommand) -> Result<()
                 ttl_ms: Some(-1),
                 ..Default::default()
             })
-            .await
-            .map_err(e)?;
+            .await?;
         }
         FsCommand::SetReplication {
             min,
@@ -504,7 +612,7 @@ pub async fn run(master: &str, short_circuit: bool, cmd: FsCommand) -> Result<()
             path,
         } => {
             if min.is_none() && max.is_none() {
-                return Err("give --min, --max or both".into());
+                return Err(CliError::usage("give --min, --max or both"));
             }
             let st = c
                 .set_attribute(pb::SetAttributeRequest {
@@ -514,13 +622,11 @@ pub async fn run(master: &str, short_circuit: bool, cmd: FsCommand) -> Result<()
                     recursive,
                     ..Default::default()
                 })
-                .await
-                .map_err(e)?;
+                .await?;
             // Accepted, but say so when the cluster cannot meet it yet.
             let live = c
                 .cluster_info()
-                .await
-                .map_err(e)?
+                .await?
                 .workers
                 .iter()
                 .filter(|w| w.live)
@@ -535,42 +641,47 @@ pub async fn run(master: &str, short_circuit: bool, cmd: FsCommand) -> Result<()
         FsCommand::Persist { path } => {
             let p = path_arg(&path);
             let start = std::time::Instant::now();
-            let n = c.persist(&p).await.map_err(e)?;
+            let n = c.persist(&p).await?;
             // Poll until nothing under the path waits any more (bounded:
             // a store that stays down is reported, not waited on forever).
             let deadline = start + std::time::Duration::from_secs(3600);
             loop {
                 let (mut waiting, mut lost) = (0u64, 0u64);
-                let st = c.stat(&p).await.map_err(e)?;
+                let st = c.stat(&p).await?;
                 if st.is_dir {
                     walk(&c, &p, true, None, |s| {
                         waiting += u64::from(s.persist_pending);
                         lost += u64::from(s.persist_pending && s.lost);
                     })
-                    .await
-                    .map_err(e)?;
+                    .await?;
                 } else {
                     waiting = u64::from(st.persist_pending);
                     lost = u64::from(st.persist_pending && st.lost);
                 }
                 if lost > 0 && lost == waiting {
-                    return Err(format!(
-                        "{}: {lost} file(s) are lost (cached only on workers that are gone, never persisted) and cannot be persisted; `eddy fs ls -R` marks them LOST",
-                        show(&p)
+                    return Err(CliError::new(
+                        EddyCode::DataLost,
+                        format!(
+                            "{}: {lost} file(s) are lost (cached only on workers that are gone, never persisted) and cannot be persisted; `eddy fs ls -R` marks them LOST",
+                            show(&p)
+                        ),
                     ));
                 }
                 if waiting == 0 {
                     break;
                 }
                 if std::time::Instant::now() > deadline {
-                    return Err(format!(
-                        "{}: {waiting} file(s) still waiting to be persisted after an hour; the master keeps retrying",
-                        show(&p)
+                    return Err(CliError::new(
+                        EddyCode::Unavailable,
+                        format!(
+                            "{}: {waiting} file(s) still waiting to be persisted after an hour; the master keeps retrying",
+                            show(&p)
+                        ),
                     ));
                 }
                 tokio::time::sleep(std::time::Duration::from_millis(200)).await;
             }
-            println!(
+            outln!(
                 "persisted {} ({n} file(s)) in {:.2}s",
                 show(&p),
                 start.elapsed().as_secs_f64()
@@ -580,7 +691,7 @@ pub async fn run(master: &str, short_circuit: bool, cmd: FsCommand) -> Result<()
             let start = std::time::Instant::now();
             let p = path_arg(&path);
             // The stat syncs the path itself; the listings sync what is below.
-            let root = c.stat_synced(&p, 0).await.map_err(e)?;
+            let root = c.stat_synced(&p, 0).await?;
             let (mut files, mut dirs) = (0u64, 0u64);
             if root.is_dir {
                 walk(&c, &p, recursive, Some(0), |s| {
@@ -590,10 +701,9 @@ pub async fn run(master: &str, short_circuit: bool, cmd: FsCommand) -> Result<()
                         files += 1;
                     }
                 })
-                .await
-                .map_err(e)?;
+                .await?;
             }
-            println!(
+            outln!(
                 "loaded metadata of {} ({files} files, {dirs} directories) in {:.2}s",
                 show(&p),
                 start.elapsed().as_secs_f64()
@@ -664,8 +774,12 @@ fn mask<'a>(key: &str, value: &'a str) -> &'a str {
     }
 }
 
+/// The columns of [`ls_line`], printed once above a listing.
+const LS_HEADER: &str =
+    "PERMISSION      OWNER      GROUP       LENGTH PERSISTENCE    MODIFIED            CACHED PATH";
+
 fn ls_line(s: &pb::FileStatus) {
-    println!(
+    outln!(
         "{} {:>10} {:>10} {:>12} {:<14} {} {:>4}% {}",
         mode_string(s.is_dir, s.mode),
         if s.owner.is_empty() { "-" } else { &s.owner },
@@ -684,15 +798,6 @@ fn ls_line(s: &pb::FileStatus) {
         s.percent_cached,
         show(&s.path),
     );
-}
-
-async fn ls(
-    c: &MasterClient,
-    path: &[u8],
-    recursive: bool,
-    force_sync: bool,
-) -> Result<(), eddy_client::ClientError> {
-    walk(c, path, recursive, force_sync.then_some(0), ls_line).await
 }
 
 /// Lists `path` (and below it with `recursive`), depth-first in name order,
@@ -737,28 +842,28 @@ fn print_stat(s: &pb::FileStatus) {
             pb::TtlAction::try_from(s.ttl_action).unwrap_or_default()
         )
     };
-    println!("path:            {}", show(&s.path));
-    println!("id:              {}", s.id);
-    println!(
+    outln!("path:            {}", show(&s.path));
+    outln!("id:              {}", s.id);
+    outln!(
         "type:            {}",
         if s.is_dir { "directory" } else { "file" }
     );
     if !s.is_dir {
-        println!("length:          {} ({})", s.length, bytes(s.length));
-        println!("block size:      {}", bytes(s.block_size));
-        println!("blocks:          {:?}", s.block_ids);
-        println!("complete:        {}", s.complete);
-        println!("cached:          {}%", s.percent_cached);
+        outln!("length:          {} ({})", s.length, bytes(s.length));
+        outln!("block size:      {}", bytes(s.block_size));
+        outln!("blocks:          {:?}", s.block_ids);
+        outln!("complete:        {}", s.complete);
+        outln!("cached:          {}%", s.percent_cached);
     }
-    println!(
+    outln!(
         "mode:            {} ({:o})",
         mode_string(s.is_dir, s.mode),
         s.mode
     );
-    println!("owner:           {}", s.owner);
-    println!("group:           {}", s.group);
-    println!("modified:        {}", time_ms(s.mtime_ms));
-    println!(
+    outln!("owner:           {}", s.owner);
+    outln!("group:           {}", s.group);
+    outln!("modified:        {}", time_ms(s.mtime_ms));
+    outln!(
         "persisted:       {}{}",
         s.persisted,
         if s.lost {
@@ -769,7 +874,7 @@ fn print_stat(s: &pb::FileStatus) {
             ""
         }
     );
-    println!(
+    outln!(
         "pinned:          {}{}",
         s.pinned,
         if s.pin_allows_demotion {
@@ -778,8 +883,8 @@ fn print_stat(s: &pb::FileStatus) {
             ""
         }
     );
-    println!("ttl:             {ttl}");
-    println!(
+    outln!("ttl:             {ttl}");
+    outln!(
         "replication:     min {} max {}",
         s.replication_min,
         if s.replication_max == 0 {
@@ -789,9 +894,9 @@ fn print_stat(s: &pb::FileStatus) {
         }
     );
     if s.is_mount_point {
-        println!("mount point:     yes");
+        outln!("mount point:     yes");
     }
     if !s.ufs_fingerprint.is_empty() {
-        println!("ufs fingerprint: {}", s.ufs_fingerprint);
+        outln!("ufs fingerprint: {}", s.ufs_fingerprint);
     }
 }
