@@ -306,3 +306,100 @@ fn local_names_its_master_in_the_hint_and_logs_carry_no_colour() {
     assert!(err.contains("INFO"), "logs were written: {err}");
     assert!(!err.contains('\x1b'), "no ANSI codes in a pipe: {err:?}");
 }
+
+#[test]
+fn object_store_errors_say_what_to_do_and_directories_have_an_mtime() {
+    use eddy_ufs::testkit::S3Server;
+    let s3 = S3Server::start();
+    s3.create_bucket("eddy-ux");
+    let dir = tempfile::tempdir().unwrap();
+    // No credentials anywhere: the chain ends at the instance metadata
+    // service, here a closed loopback port instead of 169.254.169.254.
+    let imds = format!("http://{}", closed_port());
+    let m = MasterProc::start_full(
+        dir.path(),
+        "127.0.0.1:0",
+        "",
+        &[("AWS_METADATA_ENDPOINT", imds.as_str())],
+    );
+    let o = s3.options();
+    let endpoint = format!("endpoint={}", o["endpoint"]);
+    let mount = |extra: &[&str], at: &str, uri: &str| {
+        let mut args = vec![
+            "fs",
+            "mount",
+            "--option",
+            &endpoint,
+            "--option",
+            "region=us-east-1",
+            "--option",
+            "allow_http=true",
+            "--option",
+            "retries=0",
+        ];
+        for kv in extra {
+            args.extend(["--option", kv]);
+        }
+        args.extend([at, uri]);
+        m.cli(&args)
+    };
+    // (Unless this machine has keys in its environment: they would be used.)
+    if std::env::var_os("AWS_ACCESS_KEY_ID").is_none() {
+        let out = mount(&[], "/s3", "s3://eddy-ux/x");
+        let line = fails_with(
+            &out,
+            1,
+            "UFS_UNAVAILABLE",
+            &["no S3 credentials", "access_key"],
+        );
+        assert!(
+            !line.contains("403") && !line.contains("api/token"),
+            "{line}"
+        );
+    }
+    let keys = ["access_key=a", "secret_key=b"];
+    let out = mount(&keys, "/s3", "s3://missing-bucket/x");
+    let line = fails_with(
+        &out,
+        1,
+        "UFS_UNAVAILABLE",
+        &["bucket missing-bucket does not exist"],
+    );
+    assert!(!line.contains('<'), "no XML: {line}");
+
+    // A directory is a prefix: its mtime is its newest object's, not 1970.
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    rt.block_on(async {
+        let bucket = eddy_ufs::open("s3://eddy-ux/data", &o).await.unwrap();
+        let p = eddy_ufs::UfsPath::parse("sub/deeper/f").unwrap();
+        bucket
+            .write(&p, bytes::Bytes::from_static(b"x"))
+            .await
+            .unwrap();
+        let p = eddy_ufs::UfsPath::parse("other/g").unwrap();
+        bucket
+            .write(&p, bytes::Bytes::from_static(b"y"))
+            .await
+            .unwrap();
+    });
+    let opts: Vec<String> = o.iter().map(|(k, v)| format!("{k}={v}")).collect();
+    let opts: Vec<&str> = opts.iter().map(String::as_str).collect();
+    let out = mount(&opts, "/data", "s3://eddy-ux/data");
+    assert!(out.status.success(), "{}", stderr(&out));
+    let year = |text: &str, path: &str| {
+        let line = text
+            .lines()
+            .find(|l| l.ends_with(&format!(" {path}")))
+            .unwrap_or_else(|| panic!("{path} in {text}"));
+        assert!(!line.contains("1970-"), "{line}");
+        line.to_string()
+    };
+    // Listed (the listing walks the objects under each prefix) ...
+    let ls = stdout(&m.cli(&["fs", "ls", "/data"]));
+    year(&ls, "/data/sub");
+    // ... and looked up by name (a stat sees the first object).
+    let st = stdout(&m.cli(&["fs", "stat", "/data/other"]));
+    assert!(!st.contains("1970-"), "{st}");
+    let st = m.cli(&["fs", "stat", "/data/sub/deeper"]);
+    assert!(!stdout(&st).contains("1970-"), "{}", stdout(&st));
+}
