@@ -3,14 +3,14 @@
 
 use std::collections::HashMap;
 use std::ffi::OsString;
-use std::os::unix::ffi::OsStrExt;
 use std::path::PathBuf;
 
 use clap::Subcommand;
 use eddy_client::{CreateOptions, EddyCode, FileSystem, MasterClient, pb};
 
+use super::meta::print_stat;
+use super::paths::{command_master, path_arg};
 use crate::error::CliError;
-use crate::format::{bytes, mode_string, time_ms};
 use crate::out::outln;
 
 #[derive(Subcommand)]
@@ -271,88 +271,6 @@ fn parse_write_type(s: &str) -> Result<pb::WriteType, String> {
     }
 }
 
-/// Splits `eddy://HOST[:PORT]/PATH` into the master it names (the default
-/// port when none is given; none for `eddy:///PATH`) and the path. Other
-/// arguments are paths as they are.
-fn split_uri(p: &OsString) -> (Option<String>, Vec<u8>) {
-    let b = p.as_bytes();
-    let Some(rest) = b.strip_prefix(b"eddy://") else {
-        return (None, b.to_vec());
-    };
-    let (authority, path) = match rest.iter().position(|&c| c == b'/') {
-        Some(i) => (&rest[..i], rest[i..].to_vec()),
-        None => (rest, b"/".to_vec()),
-    };
-    let master = match String::from_utf8_lossy(authority).into_owned() {
-        a if a.is_empty() => None,
-        a if a.contains(':') => Some(a),
-        host => Some(format!("{host}:{}", eddy_proto::DEFAULT_MASTER_PORT)),
-    };
-    (master, path)
-}
-
-/// The Eddy path of an argument (`/path` or `eddy://host:port/path`).
-fn path_arg(p: &OsString) -> Vec<u8> {
-    split_uri(p).1
-}
-
-/// The master a command talks to: the one its `eddy://` arguments name,
-/// which wins over `--master`, EDDY_MASTER and the config file (`default`);
-/// two different ones in one command are a usage error.
-fn command_master(default: &str, cmd: &FsCommand) -> Result<String, CliError> {
-    let mut named: Option<String> = None;
-    for p in cmd.eddy_paths() {
-        let Some(m) = split_uri(p).0 else { continue };
-        match &named {
-            Some(n) if *n != m => {
-                return Err(CliError::usage(format!(
-                    "the paths name two masters, {n} and {m}; one command talks to one master"
-                )));
-            }
-            _ => named = Some(m),
-        }
-    }
-    Ok(named.unwrap_or_else(|| default.to_string()))
-}
-
-impl FsCommand {
-    /// Every argument that is an Eddy path (not a local path or a URI).
-    fn eddy_paths(&self) -> Vec<&OsString> {
-        use FsCommand as F;
-        match self {
-            F::Ls { paths, .. } | F::Checksum { paths } => paths.iter().collect(),
-            F::Mv { src, dst } | F::Cp { src, dst, .. } => vec![src, dst],
-            F::Stat { path }
-            | F::Mkdir { path, .. }
-            | F::Rm { path, .. }
-            | F::Touch { path }
-            | F::Mount { path, .. }
-            | F::Unmount { path }
-            | F::Pin { path, .. }
-            | F::Unpin { path }
-            | F::Chmod { path, .. }
-            | F::Chown { path, .. }
-            | F::Chgrp { path, .. }
-            | F::Cat { path }
-            | F::Head { path, .. }
-            | F::Tail { path, .. }
-            | F::Put { path, .. }
-            | F::Get { path, .. }
-            | F::CheckConsistency { path }
-            | F::Load { path }
-            | F::Free { path, .. }
-            | F::Du { path, .. }
-            | F::Count { path }
-            | F::SetTtl { path, .. }
-            | F::UnsetTtl { path }
-            | F::SetReplication { path, .. }
-            | F::Persist { path }
-            | F::LoadMetadata { path, .. } => vec![path],
-            F::Mounts | F::Report => Vec::new(),
-        }
-    }
-}
-
 fn fs(c: MasterClient, short_circuit: bool) -> FileSystem {
     FileSystem::with_master_opts(
         c,
@@ -381,24 +299,7 @@ pub async fn run(master: &str, short_circuit: bool, cmd: FsCommand) -> Result<()
             paths,
         } => {
             let paths: Vec<Vec<u8>> = paths.iter().map(path_arg).collect();
-            // The header once, above the first entry (none above an error).
-            let header = std::cell::Cell::new(true);
-            super::data::each_path(&paths, |p| {
-                let header = &header;
-                let c = &c;
-                async move {
-                    let sync = force_sync.then_some(0);
-                    walk(c, p, recursive, sync, |s| {
-                        if header.replace(false) {
-                            outln!("{LS_HEADER}");
-                        }
-                        ls_line(s)
-                    })
-                    .await?;
-                    Ok(())
-                }
-            })
-            .await?;
+            super::meta::ls(&c, &paths, recursive, force_sync).await?;
         }
         FsCommand::Stat { path } => {
             let s = c.stat(path_arg(&path)).await?;
@@ -546,29 +447,7 @@ pub async fn run(master: &str, short_circuit: bool, cmd: FsCommand) -> Result<()
             super::data::cp(&fs(c), &path_arg(&src), &path_arg(&dst), recursive, &o).await?
         }
         FsCommand::CheckConsistency { path } => {
-            let p = path_arg(&path);
-            let r = c.check_consistency(&p).await?;
-            for x in &r.inconsistent {
-                outln!("{}: {}", show(&x.path), x.reason);
-            }
-            if r.inconsistent.is_empty() {
-                outln!(
-                    "{} is consistent with its under-storage ({} persisted files checked)",
-                    show(&p),
-                    r.files_checked
-                );
-            } else {
-                return Err(CliError::new(
-                    EddyCode::UfsError,
-                    format!(
-                        "{}{} of {} persisted files differ from the under-storage; `eddy fs loadMetadata -R {}` brings Eddy up to date",
-                        if r.truncated { "more than " } else { "" },
-                        r.inconsistent.len(),
-                        r.files_checked,
-                        show(&p)
-                    ),
-                ));
-            }
+            super::meta::check_consistency(&c, &path_arg(&path)).await?
         }
         FsCommand::Checksum { paths } => {
             let paths: Vec<Vec<u8>> = paths.iter().map(path_arg).collect();
@@ -638,76 +517,9 @@ pub async fn run(master: &str, short_circuit: bool, cmd: FsCommand) -> Result<()
                 );
             }
         }
-        FsCommand::Persist { path } => {
-            let p = path_arg(&path);
-            let start = std::time::Instant::now();
-            let n = c.persist(&p).await?;
-            // Poll until nothing under the path waits any more (bounded:
-            // a store that stays down is reported, not waited on forever).
-            let deadline = start + std::time::Duration::from_secs(3600);
-            loop {
-                let (mut waiting, mut lost) = (0u64, 0u64);
-                let st = c.stat(&p).await?;
-                if st.is_dir {
-                    walk(&c, &p, true, None, |s| {
-                        waiting += u64::from(s.persist_pending);
-                        lost += u64::from(s.persist_pending && s.lost);
-                    })
-                    .await?;
-                } else {
-                    waiting = u64::from(st.persist_pending);
-                    lost = u64::from(st.persist_pending && st.lost);
-                }
-                if lost > 0 && lost == waiting {
-                    return Err(CliError::new(
-                        EddyCode::DataLost,
-                        format!(
-                            "{}: {lost} file(s) are lost (cached only on workers that are gone, never persisted) and cannot be persisted; `eddy fs ls -R` marks them LOST",
-                            show(&p)
-                        ),
-                    ));
-                }
-                if waiting == 0 {
-                    break;
-                }
-                if std::time::Instant::now() > deadline {
-                    return Err(CliError::new(
-                        EddyCode::Unavailable,
-                        format!(
-                            "{}: {waiting} file(s) still waiting to be persisted after an hour; the master keeps retrying",
-                            show(&p)
-                        ),
-                    ));
-                }
-                tokio::time::sleep(std::time::Duration::from_millis(200)).await;
-            }
-            outln!(
-                "persisted {} ({n} file(s)) in {:.2}s",
-                show(&p),
-                start.elapsed().as_secs_f64()
-            );
-        }
+        FsCommand::Persist { path } => super::meta::persist(&c, &path_arg(&path)).await?,
         FsCommand::LoadMetadata { recursive, path } => {
-            let start = std::time::Instant::now();
-            let p = path_arg(&path);
-            // The stat syncs the path itself; the listings sync what is below.
-            let root = c.stat_synced(&p, 0).await?;
-            let (mut files, mut dirs) = (0u64, 0u64);
-            if root.is_dir {
-                walk(&c, &p, recursive, Some(0), |s| {
-                    if s.is_dir {
-                        dirs += 1;
-                    } else {
-                        files += 1;
-                    }
-                })
-                .await?;
-            }
-            outln!(
-                "loaded metadata of {} ({files} files, {dirs} directories) in {:.2}s",
-                show(&p),
-                start.elapsed().as_secs_f64()
-            );
+            super::meta::load_metadata(&c, &path_arg(&path), recursive).await?
         }
         FsCommand::Report => unreachable!("handled above"),
     }
@@ -771,132 +583,5 @@ fn mask<'a>(key: &str, value: &'a str) -> &'a str {
         eddy_ufs::MASKED
     } else {
         value
-    }
-}
-
-/// The columns of [`ls_line`], printed once above a listing.
-const LS_HEADER: &str =
-    "PERMISSION      OWNER      GROUP       LENGTH PERSISTENCE    MODIFIED            CACHED PATH";
-
-fn ls_line(s: &pb::FileStatus) {
-    outln!(
-        "{} {:>10} {:>10} {:>12} {:<14} {} {:>4}% {}",
-        mode_string(s.is_dir, s.mode),
-        if s.owner.is_empty() { "-" } else { &s.owner },
-        if s.group.is_empty() { "-" } else { &s.group },
-        s.length,
-        if !s.complete {
-            "INCOMPLETE"
-        } else if s.lost {
-            "LOST"
-        } else if s.persisted {
-            "PERSISTED"
-        } else {
-            "NOT_PERSISTED"
-        },
-        time_ms(s.mtime_ms),
-        s.percent_cached,
-        show(&s.path),
-    );
-}
-
-/// Lists `path` (and below it with `recursive`), depth-first in name order,
-/// page by page, calling `each` for every entry.
-async fn walk(
-    c: &MasterClient,
-    path: &[u8],
-    recursive: bool,
-    sync: Option<i64>,
-    mut each: impl FnMut(&pb::FileStatus),
-) -> Result<(), eddy_client::ClientError> {
-    let mut stack = vec![path.to_vec()];
-    while let Some(dir) = stack.pop() {
-        let mut after = Vec::new();
-        let mut subdirs = Vec::new();
-        loop {
-            let (entries, next) = c.list_page(&dir, &after, 0, sync).await?;
-            for s in &entries {
-                each(s);
-                if recursive && s.is_dir && s.path != dir {
-                    subdirs.push(s.path.clone());
-                }
-            }
-            match next {
-                Some(n) => after = n,
-                None => break,
-            }
-        }
-        // Depth-first in name order.
-        stack.extend(subdirs.into_iter().rev());
-    }
-    Ok(())
-}
-
-fn print_stat(s: &pb::FileStatus) {
-    let ttl = if s.ttl_ms < 0 {
-        "none".to_string()
-    } else {
-        format!(
-            "{} ms ({:?})",
-            s.ttl_ms,
-            pb::TtlAction::try_from(s.ttl_action).unwrap_or_default()
-        )
-    };
-    outln!("path:            {}", show(&s.path));
-    outln!("id:              {}", s.id);
-    outln!(
-        "type:            {}",
-        if s.is_dir { "directory" } else { "file" }
-    );
-    if !s.is_dir {
-        outln!("length:          {} ({})", s.length, bytes(s.length));
-        outln!("block size:      {}", bytes(s.block_size));
-        outln!("blocks:          {:?}", s.block_ids);
-        outln!("complete:        {}", s.complete);
-        outln!("cached:          {}%", s.percent_cached);
-    }
-    outln!(
-        "mode:            {} ({:o})",
-        mode_string(s.is_dir, s.mode),
-        s.mode
-    );
-    outln!("owner:           {}", s.owner);
-    outln!("group:           {}", s.group);
-    outln!("modified:        {}", time_ms(s.mtime_ms));
-    outln!(
-        "persisted:       {}{}",
-        s.persisted,
-        if s.lost {
-            " (LOST: a block was cached only on workers that are gone; the bytes cannot be read)"
-        } else if s.persist_pending {
-            " (waiting to be persisted by a worker)"
-        } else {
-            ""
-        }
-    );
-    outln!(
-        "pinned:          {}{}",
-        s.pinned,
-        if s.pin_allows_demotion {
-            " (may move to disk tiers)"
-        } else {
-            ""
-        }
-    );
-    outln!("ttl:             {ttl}");
-    outln!(
-        "replication:     min {} max {}",
-        s.replication_min,
-        if s.replication_max == 0 {
-            "unbounded".to_string()
-        } else {
-            s.replication_max.to_string()
-        }
-    );
-    if s.is_mount_point {
-        outln!("mount point:     yes");
-    }
-    if !s.ufs_fingerprint.is_empty() {
-        outln!("ufs fingerprint: {}", s.ufs_fingerprint);
     }
 }

@@ -2,6 +2,8 @@ pub mod data;
 pub mod fs;
 pub mod local;
 pub mod master;
+pub mod meta;
+pub mod paths;
 pub mod report;
 pub mod worker;
 

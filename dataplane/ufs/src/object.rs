@@ -391,9 +391,8 @@ impl ObjectUfs {
         }
     }
 
-    /// A directory is a prefix and has no mtime of its own: it gets the
-    /// newest `last_modified` of the objects seen under it (a listing walks
-    /// them all; a stat sees the first), not 1970.
+    /// A prefix has no mtime: it gets the newest of the objects seen under
+    /// it (a listing walks them all; a stat sees the first), not 1970.
     fn dir_status(name: &str, mtime_ms: i64) -> UfsStatus {
         UfsStatus {
             name: name.to_string(),
@@ -416,14 +415,8 @@ impl ObjectUfs {
         }
     }
 
-    /// Whether any object lives under `p/` (a marker counts).
-    async fn dir_exists(&self, p: &UfsPath) -> Result<bool> {
-        Ok(self.first_under(p).await?.is_some())
-    }
-
-    /// The mtime of the first object under `p/` (a marker counts), if there
-    /// is one. The root always exists; it is the mount point, whose mtime
-    /// is Eddy's, so it costs no request.
+    /// The mtime of the first object under `p/` (a marker counts), if any
+    /// (the root, a mount point dated by Eddy, costs no request).
     async fn first_under(&self, p: &UfsPath) -> Result<Option<i64>> {
         if p.is_root() {
             return Ok(Some(0));
@@ -665,7 +658,7 @@ impl UnderFileSystem for ObjectUfs {
                 "the root of a mount cannot be renamed".into(),
             ));
         }
-        if self.head(to).await?.is_some() || self.dir_exists(to).await? {
+        if self.head(to).await?.is_some() || self.first_under(to).await?.is_some() {
             return Err(UfsError::AlreadyExists(to.to_string()));
         }
         if self.head(from).await?.is_some() {
