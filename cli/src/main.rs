@@ -28,7 +28,8 @@ struct Cli {
     /// Config file (TOML). See `eddy --print-sample-config`.
     #[arg(long, global = true, value_name = "FILE")]
     config: Option<PathBuf>,
-    /// Master address (HOST:PORT). Default: EDDY_MASTER, then the config file.
+    /// Master address (HOST:PORT). Default: EDDY_MASTER, then the config
+    /// file. An `eddy://HOST:PORT/...` path argument overrides it.
     #[arg(long, global = true, value_name = "HOST:PORT")]
     master: Option<String>,
     /// Print a commented configuration template and exit.

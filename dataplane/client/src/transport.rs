@@ -236,3 +236,36 @@ impl tower_service::Service<http::Request<Body>> for Transport {
         })
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// An HTTP/2 server that is not a gRPC one (a proxy, another service)
+    /// answers 404 without `grpc-status`: the caller hears "no Eddy master
+    /// at ADDR", not tonic's "grpc-status header missing".
+    #[tokio::test]
+    async fn a_server_that_is_not_grpc_is_not_a_master() {
+        let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = l.local_addr().unwrap().to_string();
+        tokio::spawn(async move {
+            let (s, _) = l.accept().await.unwrap();
+            let svc = hyper::service::service_fn(|_req| async {
+                http::Response::builder().status(404).body(String::new())
+            });
+            let _ = hyper::server::conn::http2::Builder::new(TokioExecutor::new())
+                .serve_connection(TokioIo::new(s), svc)
+                .await;
+        });
+        let c = crate::MasterClient::connect(&addr).await.unwrap();
+        let e = c.stat("/").await.unwrap_err();
+        assert_eq!(e.code(), eddy_proto::EddyCode::Unavailable, "{e}");
+        let text = e.to_string();
+        assert!(
+            text.contains(&format!("no Eddy master at {addr}"))
+                && text.contains("HTTP 404")
+                && !text.contains("grpc-status"),
+            "{text}"
+        );
+    }
+}
