@@ -57,7 +57,8 @@ enum Command {
 fn main() -> ExitCode {
     let cli = Cli::parse();
     if cli.print_sample_config {
-        print!("{}", config::SAMPLE);
+        // As any output: a closed pipe ends it quietly (`| head`).
+        out::line(format_args!("{}", config::SAMPLE.trim_end_matches('\n')));
         return ExitCode::SUCCESS;
     }
     let Some(command) = cli.command else {

@@ -112,6 +112,21 @@ fn a_closed_pipe_ends_a_listing_quietly() {
     let status = child.wait().unwrap();
     assert_eq!(status.code(), Some(0), "quiet success, not a panic: {err}");
     assert!(err.is_empty(), "nothing on stderr: {err}");
+
+    // A reader gone before the first byte (`eddy ... | true`).
+    for args in [&["--print-sample-config"][..], &["fs", "ls", "-R", "/"]] {
+        let mut child = Command::new(EDDY)
+            .args(["--master", &m.addr])
+            .args(args)
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        drop(child.stdout.take());
+        let o = child.wait_with_output().unwrap();
+        assert_eq!(o.status.code(), Some(0), "{args:?}: {}", stderr(&o));
+        assert!(o.stderr.is_empty(), "{args:?}: {}", stderr(&o));
+    }
 }
 
 #[test]
