@@ -48,7 +48,12 @@ enum Command {
     /// Run a whole cluster in this process with embedded defaults.
     Local(cmd::local::LocalArgs),
     /// Namespace commands against a running master.
-    #[command(subcommand)]
+    #[command(
+        subcommand,
+        after_help = "PATH arguments are `/path` or `eddy://HOST:PORT/path` (the master \
+they name wins over --master). Exit status: 0 success; 1 failed (one stderr line ending in \
+its code); 2 usage error."
+    )]
     Fs(cmd::fs::FsCommand),
     /// Show the cluster at a glance.
     Report,

@@ -190,6 +190,12 @@ fn errors_are_one_line_ending_in_their_code() {
         help.contains("Exit status: 0 success; 1") && help.contains("2 a usage error"),
         "{help}"
     );
+    let help = Command::new(EDDY).args(["fs", "--help"]).output().unwrap();
+    let help = stdout(&help);
+    assert!(
+        help.contains("eddy://HOST:PORT/path") && help.contains("Exit status"),
+        "{help}"
+    );
 }
 
 #[test]

@@ -25,6 +25,7 @@ pub enum FsCommand {
         /// only once its mount's sync interval has passed).
         #[arg(short = 'f', long)]
         force_sync: bool,
+        /// Eddy paths (`/path` or `eddy://HOST:PORT/path`).
         #[arg(required = true)]
         paths: Vec<OsString>,
     },
@@ -158,6 +159,7 @@ pub enum FsCommand {
     },
     /// Print each file's MD5 (`HEX  PATH`, as md5sum prints it).
     Checksum {
+        /// Eddy paths (`/path` or `eddy://HOST:PORT/path`).
         #[arg(required = true)]
         paths: Vec<OsString>,
     },
