@@ -58,6 +58,14 @@ impl CliError {
 
 impl From<ClientError> for CliError {
     fn from(e: ClientError) -> Self {
+        // An address that cannot be one is a mistake in the command line.
+        if let ClientError::Connect { addr, reason } = &e
+            && (reason.starts_with("invalid address") || reason.starts_with("expected host:port"))
+        {
+            return Self::usage(format!(
+                "invalid master address {addr:?}: {reason} (check --master / EDDY_MASTER)"
+            ));
+        }
         let code = e.code();
         let message = match e {
             ClientError::Rpc(r) => r.message,

@@ -157,6 +157,9 @@ fn errors_are_one_line_ending_in_their_code() {
         );
         assert!(!line.contains("grpc-status"), "{line}");
     }
+    // Not even an address: a usage error.
+    let line = fails_with(&ls_at("no-port"), 2, "INVALID_ARGUMENT", &["\"no-port\""]);
+    assert!(line.contains("host:port"), "{line}");
     // Into a missing folder: say how to make it (neither put nor cp has a
     // recursive option).
     let o = m.cli(&["fs", "put", local, "/no/such/dir/f"]);
