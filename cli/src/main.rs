@@ -3,24 +3,33 @@
 
 mod cmd;
 mod config;
+mod error;
 mod format;
+mod out;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
+use error::CliError;
 
 #[derive(Parser)]
 #[command(
     name = "eddy",
     version,
-    about = "Eddy: a memory-speed virtual distributed storage layer"
+    about = "Eddy: a memory-speed virtual distributed storage layer",
+    after_help = "The master is, first to last: the master named by eddy://HOST:PORT/PATH \
+arguments (all of a command's must name the same one), --master, EDDY_MASTER, the config \
+file's [client] master, 127.0.0.1:19998.\n\n\
+Exit status: 0 success; 1 the command failed (stderr has one line, `eddy: MESSAGE (CODE)`, \
+CODE from docs/ERRORS.md); 2 a usage error (bad arguments, unreadable config file)."
 )]
 struct Cli {
     /// Config file (TOML). See `eddy --print-sample-config`.
     #[arg(long, global = true, value_name = "FILE")]
     config: Option<PathBuf>,
-    /// Master address (HOST:PORT). Default: EDDY_MASTER, then the config file.
+    /// Master address (HOST:PORT). Default: EDDY_MASTER, then the config
+    /// file. An `eddy://HOST:PORT/...` path argument overrides it.
     #[arg(long, global = true, value_name = "HOST:PORT")]
     master: Option<String>,
     /// Print a commented configuration template and exit.
@@ -39,7 +48,12 @@ enum Command {
     /// Run a whole cluster in this process with embedded defaults.
     Local(cmd::local::LocalArgs),
     /// Namespace commands against a running master.
-    #[command(subcommand)]
+    #[command(
+        subcommand,
+        after_help = "PATH arguments are `/path` or `eddy://HOST:PORT/path` (the master \
+they name wins over --master). Exit status: 0 success; 1 failed (one stderr line ending in \
+its code); 2 usage error."
+    )]
     Fs(cmd::fs::FsCommand),
     /// Show the cluster at a glance.
     Report,
@@ -48,17 +62,21 @@ enum Command {
 fn main() -> ExitCode {
     let cli = Cli::parse();
     if cli.print_sample_config {
-        print!("{}", config::SAMPLE);
+        // As any output: a closed pipe ends it quietly (`| head`).
+        out::line(format_args!("{}", config::SAMPLE.trim_end_matches('\n')));
         return ExitCode::SUCCESS;
     }
     let Some(command) = cli.command else {
-        eprintln!("eddy: no command given; try `eddy --help`");
+        eprintln!(
+            "eddy: {}",
+            CliError::usage("no command given; try `eddy --help`")
+        );
         return ExitCode::from(2);
     };
     let cfg = match config::Config::load(cli.config.as_deref()) {
         Ok(c) => c,
         Err(e) => {
-            eprintln!("eddy: {e}");
+            eprintln!("eddy: {}", CliError::usage(e));
             return ExitCode::from(2);
         }
     };
@@ -74,7 +92,11 @@ fn main() -> ExitCode {
     {
         Ok(rt) => rt,
         Err(e) => {
-            eprintln!("eddy: cannot start the runtime: {e}");
+            let e = CliError::new(
+                eddy_proto::EddyCode::Internal,
+                format!("cannot start the runtime: {e}"),
+            );
+            eprintln!("eddy: {e}");
             return ExitCode::FAILURE;
         }
     };
@@ -97,7 +119,7 @@ fn main() -> ExitCode {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("eddy: {e}");
-            ExitCode::FAILURE
+            ExitCode::from(e.exit_status())
         }
     }
 }

@@ -5,21 +5,19 @@ use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
-use eddy_client::{ClientError, CreateOptions, FileSystem, OpenOptions, pb};
+use eddy_client::{CreateOptions, EddyCode, FileSystem, OpenOptions, pb};
 use indicatif::{ProgressBar, ProgressStyle};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
+use crate::error::CliError;
 use crate::format::bytes;
+use crate::out::outln;
 
 /// Chunk size for streaming copies.
 const CHUNK: usize = 4 << 20;
 
 fn show(p: &[u8]) -> String {
     String::from_utf8_lossy(p).into_owned()
-}
-
-fn err(e: ClientError) -> String {
-    e.to_string()
 }
 
 /// A byte progress bar on stderr (hidden when stderr is not a terminal).
@@ -48,21 +46,21 @@ pub async fn cat_range(
     from: Option<u64>,
     len: Option<u64>,
     tail: bool,
-) -> Result<(), String> {
-    let mut r = fs.open(path, &OpenOptions::default()).await.map_err(err)?;
+) -> Result<(), CliError> {
+    let mut r = fs.open(path, &OpenOptions::default()).await?;
     let size = r.len();
     let (start, n) = match (tail, len) {
         (true, Some(n)) => (size.saturating_sub(n), n.min(size)),
         (false, Some(n)) => (from.unwrap_or(0), n.min(size)),
         (_, None) => (0, size),
     };
-    r.seek(std::io::SeekFrom::Start(start)).map_err(err)?;
+    r.seek(std::io::SeekFrom::Start(start))?;
     let mut out = std::io::stdout().lock();
     let mut left = n;
     let mut buf = vec![0u8; CHUNK.min(n.max(1) as usize)];
     while left > 0 {
         let want = (left as usize).min(buf.len());
-        let got = r.read(&mut buf[..want]).await.map_err(err)?;
+        let got = r.read(&mut buf[..want]).await?;
         if got == 0 {
             break;
         }
@@ -71,7 +69,10 @@ pub async fn cat_range(
             if e.kind() == std::io::ErrorKind::BrokenPipe {
                 return Ok(());
             }
-            return Err(format!("cannot write to stdout: {e}"));
+            return Err(CliError::new(
+                EddyCode::Internal,
+                format!("cannot write to stdout: {e}"),
+            ));
         }
         left -= got as u64;
     }
@@ -86,8 +87,13 @@ pub struct PutOptions {
 }
 
 /// Copies a local file or directory tree into Eddy.
-pub async fn put(fs: &FileSystem, local: &Path, dst: &[u8], o: &PutOptions) -> Result<(), String> {
-    let meta = std::fs::metadata(local).map_err(|e| format!("{}: {e}", local.display()))?;
+pub async fn put(
+    fs: &FileSystem,
+    local: &Path,
+    dst: &[u8],
+    o: &PutOptions,
+) -> Result<(), CliError> {
+    let meta = std::fs::metadata(local).map_err(|e| CliError::local(local, &e))?;
     // Into an existing directory: keep the local name.
     let dst = match fs.stat(dst).await {
         Ok(s) if s.is_dir => join(dst, local)?,
@@ -101,7 +107,7 @@ pub async fn put(fs: &FileSystem, local: &Path, dst: &[u8], o: &PutOptions) -> R
     } else {
         put_file(fs, local, &dst, o, meta.len()).await?
     };
-    println!(
+    outln!(
         "copied {} to {} in {:.2}s ({})",
         bytes(total),
         show(&dst),
@@ -111,11 +117,14 @@ pub async fn put(fs: &FileSystem, local: &Path, dst: &[u8], o: &PutOptions) -> R
     Ok(())
 }
 
-fn join(dir: &[u8], local: &Path) -> Result<Vec<u8>, String> {
+fn join(dir: &[u8], local: &Path) -> Result<Vec<u8>, CliError> {
     use std::os::unix::ffi::OsStrExt;
-    let name = local
-        .file_name()
-        .ok_or_else(|| format!("{} has no file name", local.display()))?;
+    let name = local.file_name().ok_or_else(|| {
+        CliError::new(
+            EddyCode::InvalidArgument,
+            format!("{} has no file name", local.display()),
+        )
+    })?;
     Ok(child(dir, name.as_bytes()))
 }
 
@@ -125,16 +134,16 @@ async fn put_dir(
     dst: &[u8],
     o: &PutOptions,
     total: &mut u64,
-) -> Result<(), String> {
-    fs.mkdir(dst, true).await.map_err(err)?;
+) -> Result<(), CliError> {
+    fs.mkdir(dst, true).await?;
     let mut entries: Vec<PathBuf> = std::fs::read_dir(local)
-        .map_err(|e| format!("{}: {e}", local.display()))?
+        .map_err(|e| CliError::local(local, &e))?
         .filter_map(|e| e.ok().map(|e| e.path()))
         .collect();
     entries.sort();
     for e in entries {
         let child = join(dst, &e)?;
-        let m = std::fs::metadata(&e).map_err(|x| format!("{}: {x}", e.display()))?;
+        let m = std::fs::metadata(&e).map_err(|x| CliError::local(&e, &x))?;
         if m.is_dir() {
             Box::pin(put_dir(fs, &e, &child, o, total)).await?;
         } else {
@@ -150,16 +159,16 @@ async fn put_file(
     dst: &[u8],
     o: &PutOptions,
     len: u64,
-) -> Result<u64, String> {
+) -> Result<u64, CliError> {
     let mut f = tokio::fs::File::open(local)
         .await
-        .map_err(|e| format!("{}: {e}", local.display()))?;
+        .map_err(|e| CliError::local(local, &e))?;
     let opts = CreateOptions {
         block_size: o.block_size,
         write_type: o.write_type,
         ..Default::default()
     };
-    let mut w = fs.create(dst, &opts).await.map_err(err)?;
+    let mut w = fs.create(dst, &opts).await?;
     let pb = bar(len, &show(dst));
     let mut buf = vec![0u8; CHUNK];
     loop {
@@ -168,51 +177,59 @@ async fn put_file(
             Ok(n) => n,
             Err(e) => {
                 let _ = w.cancel().await;
-                return Err(format!("{}: {e}", local.display()));
+                return Err(CliError::local(local, &e));
             }
         };
-        w.write(&buf[..n]).await.map_err(err)?;
+        w.write(&buf[..n]).await?;
         pb.inc(n as u64);
     }
     let written = w.written();
-    w.close().await.map_err(err)?;
+    w.close().await?;
     pb.finish_and_clear();
     Ok(written)
 }
 
 /// Copies an Eddy file to a local path (into it, if it is a directory).
-pub async fn get(fs: &FileSystem, src: &[u8], local: &Path) -> Result<(), String> {
+/// An existing local file is kept unless `force`, as `cp -n` keeps it.
+pub async fn get(fs: &FileSystem, src: &[u8], local: &Path, force: bool) -> Result<(), CliError> {
     let target = if local.is_dir() {
         let name = src.rsplit(|&c| c == b'/').next().unwrap_or(b"file");
         local.join(String::from_utf8_lossy(name).as_ref())
     } else {
         local.to_path_buf()
     };
+    if !force && std::fs::symlink_metadata(&target).is_ok() {
+        return Err(CliError::new(
+            EddyCode::AlreadyExists,
+            format!(
+                "{}: already exists; pass -f to overwrite it",
+                target.display()
+            ),
+        ));
+    }
     let start = Instant::now();
-    let mut r = fs.open(src, &OpenOptions::default()).await.map_err(err)?;
+    let mut r = fs.open(src, &OpenOptions::default()).await?;
     // Write beside the target and rename at the end: no half file on failure.
     let tmp = target.with_extension("eddy-part");
     let mut f = tokio::fs::File::create(&tmp)
         .await
-        .map_err(|e| format!("{}: {e}", tmp.display()))?;
+        .map_err(|e| CliError::local(&tmp, &e))?;
     let pb = bar(r.len(), &show(src));
     let mut buf = vec![0u8; CHUNK];
-    let result: Result<u64, String> = async {
+    let result: Result<u64, CliError> = async {
         let mut total = 0u64;
         loop {
-            let n = r.read(&mut buf).await.map_err(err)?;
+            let n = r.read(&mut buf).await?;
             if n == 0 {
                 break;
             }
             f.write_all(&buf[..n])
                 .await
-                .map_err(|e| format!("{}: {e}", tmp.display()))?;
+                .map_err(|e| CliError::local(&tmp, &e))?;
             total += n as u64;
             pb.inc(n as u64);
         }
-        f.flush()
-            .await
-            .map_err(|e| format!("{}: {e}", tmp.display()))?;
+        f.flush().await.map_err(|e| CliError::local(&tmp, &e))?;
         Ok(total)
     }
     .await;
@@ -224,8 +241,8 @@ pub async fn get(fs: &FileSystem, src: &[u8], local: &Path) -> Result<(), String
             return Err(e);
         }
     };
-    std::fs::rename(&tmp, &target).map_err(|e| format!("{}: {e}", target.display()))?;
-    println!(
+    std::fs::rename(&tmp, &target).map_err(|e| CliError::local(&target, &e))?;
+    outln!(
         "copied {} to {} in {:.2}s ({})",
         bytes(total),
         target.display(),
@@ -260,23 +277,25 @@ pub async fn cp(
     dst: &[u8],
     recursive: bool,
     o: &PutOptions,
-) -> Result<(), String> {
-    let st = fs.stat(src).await.map_err(err)?;
+) -> Result<(), CliError> {
+    let st = fs.stat(src).await?;
     if st.is_dir && !recursive {
-        return Err(format!("{}: is a directory (copy it with -r)", show(src)));
+        return Err(CliError::new(
+            EddyCode::IsADirectory,
+            format!("{}: is a directory (copy it with -r)", show(src)),
+        ));
     }
     let src = st.path.clone();
     let dst = match fs.stat(dst).await {
         Ok(d) if d.is_dir => child(&d.path, base_name(&src)),
         Ok(d) => d.path,
         Err(e) if e.code() == eddy_client::EddyCode::NotFound => dst.to_vec(),
-        Err(e) => return Err(err(e)),
+        Err(e) => return Err(e.into()),
     };
     if dst == src || (st.is_dir && dst.starts_with(&child(&src, b""))) {
-        return Err(format!(
-            "cannot copy {} into itself ({})",
-            show(&src),
-            show(&dst)
+        return Err(CliError::new(
+            EddyCode::InvalidArgument,
+            format!("cannot copy {} into itself ({})", show(&src), show(&dst)),
         ));
     }
     // The plan first: directories to make, files with their lengths.
@@ -285,7 +304,7 @@ pub async fn cp(
     let mut todo = vec![(st, dst.clone())];
     while let Some((s, d)) = todo.pop() {
         if s.is_dir {
-            for c in fs.list(&s.path).await.map_err(err)? {
+            for c in fs.list(&s.path).await? {
                 let to = child(&d, &c.name);
                 todo.push((c, to));
             }
@@ -299,7 +318,7 @@ pub async fn cp(
     let total: u64 = files.iter().map(|(s, _)| s.length).sum();
     let start = Instant::now();
     for d in &dirs {
-        fs.mkdir(d, true).await.map_err(err)?;
+        fs.mkdir(d, true).await?;
     }
     let pb = bar(total, &format!("copying {}", show(&src)));
     let mut buf = vec![0u8; CHUNK];
@@ -313,29 +332,26 @@ pub async fn cp(
             write_type: o.write_type,
             ..Default::default()
         };
-        let mut r = fs
-            .open(&s.path, &OpenOptions::default())
-            .await
-            .map_err(err)?;
-        let mut w = fs.create(d, &opts).await.map_err(err)?;
+        let mut r = fs.open(&s.path, &OpenOptions::default()).await?;
+        let mut w = fs.create(d, &opts).await?;
         loop {
             let n = match r.read(&mut buf).await {
                 Ok(n) => n,
                 Err(e) => {
                     let _ = w.cancel().await;
-                    return Err(format!("{}: {e}", show(&s.path)));
+                    return Err(e.into());
                 }
             };
             if n == 0 {
                 break;
             }
-            w.write(&buf[..n]).await.map_err(err)?;
+            w.write(&buf[..n]).await?;
             pb.inc(n as u64);
         }
-        w.close().await.map_err(err)?;
+        w.close().await?;
     }
     pb.finish_and_clear();
-    println!(
+    outln!(
         "copied {} ({} files) to {} in {:.2}s ({})",
         bytes(total),
         files.len(),
@@ -346,25 +362,50 @@ pub async fn cp(
     Ok(())
 }
 
-/// Prints the MD5 of a file's bytes as `HEX  PATH`.
-pub async fn checksum(fs: &FileSystem, path: &[u8]) -> Result<(), String> {
+/// Prints the MD5 of each file's bytes as `HEX  PATH`, as md5sum does.
+pub async fn checksum(fs: &FileSystem, paths: &[Vec<u8>]) -> Result<(), CliError> {
+    each_path(paths, |p| checksum_one(fs, p)).await
+}
+
+async fn checksum_one(fs: &FileSystem, path: &[u8]) -> Result<(), CliError> {
     use md5::{Digest, Md5};
-    let mut r = fs.open(path, &OpenOptions::default()).await.map_err(err)?;
+    let mut r = fs.open(path, &OpenOptions::default()).await?;
     let mut h = Md5::new();
     let mut buf = vec![0u8; CHUNK];
     loop {
-        let n = r.read(&mut buf).await.map_err(err)?;
+        let n = r.read(&mut buf).await?;
         if n == 0 {
             break;
         }
         h.update(&buf[..n]);
     }
     let hex: String = h.finalize().iter().map(|b| format!("{b:02x}")).collect();
-    println!("{hex}  {}", show(path));
+    outln!("{hex}  {}", show(path));
     Ok(())
 }
 
-pub async fn load(fs: &FileSystem, path: &[u8]) -> Result<(), String> {
+/// Runs `f` on every path, as `ls a b` and `md5sum a b` do: a path that
+/// fails does not stop the others. Each failure is one stderr line; the
+/// last one is returned so the command exits 1.
+pub async fn each_path<'a, F, Fut>(paths: &'a [Vec<u8>], mut f: F) -> Result<(), CliError>
+where
+    F: FnMut(&'a [u8]) -> Fut,
+    Fut: std::future::Future<Output = Result<(), CliError>>,
+{
+    let mut failed: Option<CliError> = None;
+    for p in paths {
+        if let Err(e) = f(p).await
+            && let Some(earlier) = failed.replace(e)
+        {
+            eprintln!("eddy: {earlier}");
+        }
+    }
+    failed.map_or(Ok(()), Err)
+}
+
+/// Caches `path` now and says what moved: a rate only over bytes that
+/// were loaded, never over bytes that were cached already.
+pub async fn load(fs: &FileSystem, path: &[u8]) -> Result<(), CliError> {
     let start = Instant::now();
     let pb = bar(0, &format!("loading {}", show(path)));
     let p = fs
@@ -372,34 +413,46 @@ pub async fn load(fs: &FileSystem, path: &[u8]) -> Result<(), String> {
             pb.set_length(p.bytes_total);
             pb.set_position(p.bytes_done);
         })
-        .await
-        .map_err(err)?;
+        .await?;
     pb.finish_and_clear();
-    println!(
-        "loaded {} ({} files) in {:.2}s, {}",
-        bytes(p.bytes_total),
-        p.files_total,
-        start.elapsed().as_secs_f64(),
-        rate(p.bytes_total, start.elapsed())
-    );
+    let took = start.elapsed();
+    let loaded = p.bytes_done - p.bytes_already_cached;
+    if loaded == 0 {
+        outln!(
+            "{}: nothing to load; {} in {} files already cached",
+            show(path),
+            bytes(p.bytes_total),
+            p.files_total
+        );
+    } else {
+        outln!(
+            "loaded {} into the workers in {:.2}s ({}); {} in {} files, {} of it already cached",
+            bytes(loaded),
+            took.as_secs_f64(),
+            rate(loaded, took),
+            bytes(p.bytes_total),
+            p.files_total,
+            bytes(p.bytes_already_cached)
+        );
+    }
     Ok(())
 }
 
-pub async fn free(fs: &FileSystem, path: &[u8], force: bool) -> Result<(), String> {
-    let n = fs.free(path, true, force).await.map_err(err)?;
-    println!("freed {} ({n} cached block copies)", show(path));
+pub async fn free(fs: &FileSystem, path: &[u8], force: bool) -> Result<(), CliError> {
+    let n = fs.free(path, true, force).await?;
+    outln!("freed {} ({n} cached block copies)", show(path));
     Ok(())
 }
 
 /// Files, directories and bytes under `path` (which is counted itself).
-async fn walk(fs: &FileSystem, path: &[u8]) -> Result<(u64, u64, u64, u64), String> {
+async fn walk(fs: &FileSystem, path: &[u8]) -> Result<(u64, u64, u64, u64), CliError> {
     let (mut files, mut dirs, mut size, mut cached) = (0, 0, 0, 0);
-    let root = fs.stat(path).await.map_err(err)?;
+    let root = fs.stat(path).await?;
     let mut stack = vec![root];
     while let Some(s) = stack.pop() {
         if s.is_dir {
             dirs += 1;
-            stack.extend(fs.list(&s.path).await.map_err(err)?);
+            stack.extend(fs.list(&s.path).await?);
         } else {
             files += 1;
             size += s.length;
@@ -409,25 +462,25 @@ async fn walk(fs: &FileSystem, path: &[u8]) -> Result<(u64, u64, u64, u64), Stri
     Ok((files, dirs, size, cached))
 }
 
-pub async fn du(fs: &FileSystem, path: &[u8], summary: bool, human: bool) -> Result<(), String> {
+pub async fn du(fs: &FileSystem, path: &[u8], summary: bool, human: bool) -> Result<(), CliError> {
     let fmt = |n: u64| if human { bytes(n) } else { n.to_string() };
-    println!("{:>14} {:>14}  PATH", "SIZE", "IN EDDY");
-    let root = fs.stat(path).await.map_err(err)?;
+    outln!("{:>14} {:>14}  PATH", "SIZE", "IN EDDY");
+    let root = fs.stat(path).await?;
     let entries = if summary || !root.is_dir {
         vec![root]
     } else {
-        fs.list(path).await.map_err(err)?
+        fs.list(path).await?
     };
     for e in entries {
         let (_, _, size, cached) = walk(fs, &e.path).await?;
-        println!("{:>14} {:>14}  {}", fmt(size), fmt(cached), show(&e.path));
+        outln!("{:>14} {:>14}  {}", fmt(size), fmt(cached), show(&e.path));
     }
     Ok(())
 }
 
-pub async fn count(fs: &FileSystem, path: &[u8]) -> Result<(), String> {
+pub async fn count(fs: &FileSystem, path: &[u8]) -> Result<(), CliError> {
     let (files, dirs, size, _) = walk(fs, path).await?;
-    println!("{:>12} {:>12} {:>16}", "FILE COUNT", "DIR COUNT", "SIZE");
-    println!("{files:>12} {dirs:>12} {size:>16}");
+    outln!("{:>12} {:>12} {:>16}", "FILE COUNT", "DIR COUNT", "SIZE");
+    outln!("{files:>12} {dirs:>12} {size:>16}");
     Ok(())
 }

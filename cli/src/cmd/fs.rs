@@ -3,25 +3,31 @@
 
 use std::collections::HashMap;
 use std::ffi::OsString;
-use std::os::unix::ffi::OsStrExt;
 use std::path::PathBuf;
 
 use clap::Subcommand;
-use eddy_client::{CreateOptions, FileSystem, MasterClient, pb};
+use eddy_client::{CreateOptions, EddyCode, FileSystem, MasterClient, pb};
 
-use crate::format::{bytes, mode_string, time_ms};
+use super::meta::print_stat;
+use super::paths::{command_master, path_arg};
+use crate::error::CliError;
+use crate::out::outln;
 
 #[derive(Subcommand)]
 pub enum FsCommand {
-    /// List a directory (or show a file).
+    /// List directories (or show files), under a header line.
     Ls {
         /// Recurse into subdirectories.
         #[arg(short = 'R', long)]
         recursive: bool,
-        /// Re-check the under-storage first.
+        /// Re-check the under-storage first, whatever the sync interval
+        /// (otherwise a listed directory shows files added there directly
+        /// only once its mount's sync interval has passed).
         #[arg(short = 'f', long)]
         force_sync: bool,
-        path: OsString,
+        /// Eddy paths (`/path` or `eddy://HOST:PORT/path`).
+        #[arg(required = true)]
+        paths: Vec<OsString>,
     },
     /// Show everything Eddy knows about a path.
     Stat { path: OsString },
@@ -41,7 +47,8 @@ pub enum FsCommand {
     },
     /// Rename (atomic within Eddy).
     Mv { src: OsString, dst: OsString },
-    /// Create an empty, complete file.
+    /// Create an empty, complete file. An existing file or directory is
+    /// left as it is (Eddy files are write-once; its mtime does not change).
     Touch { path: OsString },
     /// Mount an under-storage at an Eddy path.
     Mount {
@@ -78,7 +85,8 @@ pub enum FsCommand {
         mode: u32,
         path: OsString,
     },
-    /// Set the owner, and the group with OWNER:GROUP.
+    /// Set the owner (OWNER), the owner and group (OWNER:GROUP), or only the
+    /// group (:GROUP).
     Chown {
         #[arg(short = 'R', long)]
         recursive: bool,
@@ -120,9 +128,16 @@ pub enum FsCommand {
         local: PathBuf,
         path: OsString,
     },
-    /// Copy an Eddy file to a local path.
+    /// Copy an Eddy file to a local path. An existing local file is kept
+    /// (the command fails) unless -f is given.
     #[command(alias = "copyToLocal")]
-    Get { path: OsString, local: PathBuf },
+    Get {
+        /// Overwrite an existing local file.
+        #[arg(short = 'f', long)]
+        force: bool,
+        path: OsString,
+        local: PathBuf,
+    },
     /// Compare persisted files at or below PATH with the under-storage
     /// (present, length, fingerprint); changes nothing. Exits 1 when some
     /// differ.
@@ -142,8 +157,12 @@ pub enum FsCommand {
         src: OsString,
         dst: OsString,
     },
-    /// Print a file's MD5 (`HEX  PATH`, as md5sum prints it).
-    Checksum { path: OsString },
+    /// Print each file's MD5 (`HEX  PATH`, as md5sum prints it).
+    Checksum {
+        /// Eddy paths (`/path` or `eddy://HOST:PORT/path`).
+        #[arg(required = true)]
+        paths: Vec<OsString>,
+    },
     /// Cache a file or directory in the workers now.
     Load { path: OsString },
     /// Drop a file's or directory's cached copies (the under-storage keeps it).
@@ -254,18 +273,6 @@ fn parse_write_type(s: &str) -> Result<pb::WriteType, String> {
     }
 }
 
-/// Accepts `/path` and `eddy://host:port/path`.
-fn path_arg(p: &OsString) -> Vec<u8> {
-    let b = p.as_bytes();
-    if let Some(rest) = b.strip_prefix(b"eddy://") {
-        return match rest.iter().position(|&c| c == b'/') {
-            Some(i) => rest[i..].to_vec(),
-            None => b"/".to_vec(),
-        };
-    }
-    b.to_vec()
-}
-
 fn fs(c: MasterClient, short_circuit: bool) -> FileSystem {
     FileSystem::with_master_opts(
         c,
@@ -280,42 +287,45 @@ fn show(p: &[u8]) -> String {
     String::from_utf8_lossy(p).into_owned()
 }
 
-pub async fn run(master: &str, short_circuit: bool, cmd: FsCommand) -> Result<(), String> {
+pub async fn run(master: &str, short_circuit: bool, cmd: FsCommand) -> Result<(), CliError> {
     let fs = |c| fs(c, short_circuit);
+    let master = command_master(master, &cmd)?;
     if let FsCommand::Report = cmd {
-        return super::report::run(master).await;
+        return super::report::run(&master).await;
     }
-    let c = super::connect(master).await?;
-    let e = |e: eddy_client::ClientError| e.to_string();
+    let c = super::connect(&master).await?;
     match cmd {
         FsCommand::Ls {
             recursive,
             force_sync,
-            path,
+            paths,
         } => {
-            ls(&c, &path_arg(&path), recursive, force_sync)
-                .await
-                .map_err(e)?;
+            let paths: Vec<Vec<u8>> = paths.iter().map(path_arg).collect();
+            super::meta::ls(&c, &paths, recursive, force_sync).await?;
         }
         FsCommand::Stat { path } => {
-            let s = c.stat(path_arg(&path)).await.map_err(e)?;
+            let s = c.stat(path_arg(&path)).await?;
             print_stat(&s);
         }
         FsCommand::Mkdir { parents, path } => {
-            c.mkdir(path_arg(&path), parents).await.map_err(e)?;
+            c.mkdir(path_arg(&path), parents).await?;
         }
         FsCommand::Rm { recursive, path } => {
-            c.delete(path_arg(&path), recursive).await.map_err(e)?;
+            c.delete(path_arg(&path), recursive).await?;
         }
         FsCommand::Mv { src, dst } => {
-            c.rename(path_arg(&src), path_arg(&dst)).await.map_err(e)?;
+            c.rename(path_arg(&src), path_arg(&dst)).await?;
         }
         FsCommand::Touch { path } => {
             let p = path_arg(&path);
-            c.create_file(&p, &CreateOptions::default())
-                .await
-                .map_err(e)?;
-            c.complete_file(&p, 0, false).await.map_err(e)?;
+            match c.create_file(&p, &CreateOptions::default()).await {
+                Ok(_) => {
+                    c.complete_file(&p, 0, false).await?;
+                }
+                // As touch(1) without times to set: the path exists, done.
+                Err(e) if e.code() == EddyCode::AlreadyExists => {}
+                Err(e) => return Err(e.into()),
+            }
         }
         FsCommand::Mount {
             readonly,
@@ -326,27 +336,26 @@ pub async fn run(master: &str, short_circuit: bool, cmd: FsCommand) -> Result<()
         } => {
             let mut opts = HashMap::new();
             for o in options {
-                let (k, v) = o
-                    .split_once('=')
-                    .ok_or_else(|| format!("mount option {o:?} is not KEY=VALUE"))?;
+                let (k, v) = o.split_once('=').ok_or_else(|| {
+                    CliError::usage(format!("mount option {o:?} is not KEY=VALUE"))
+                })?;
                 opts.insert(k.to_string(), v.to_string());
             }
             c.mount(path_arg(&path), &uri, readonly, opts, sync_interval)
-                .await
-                .map_err(e)?;
+                .await?;
         }
         FsCommand::Unmount { path } => {
-            c.unmount(path_arg(&path)).await.map_err(e)?;
+            c.unmount(path_arg(&path)).await?;
         }
         FsCommand::Mounts => {
-            for m in c.list_mounts().await.map_err(e)? {
+            for m in c.list_mounts().await? {
                 let mut opts: Vec<_> = m
                     .options
                     .iter()
                     .map(|(k, v)| format!("{k}={}", mask(k, v)))
                     .collect();
                 opts.sort();
-                println!(
+                outln!(
                     "{:<40} on {:<24} ({}{}{})",
                     m.ufs_uri,
                     show(&m.path),
@@ -367,15 +376,13 @@ pub async fn run(master: &str, short_circuit: bool, cmd: FsCommand) -> Result<()
         FsCommand::Pin {
             allow_demotion,
             path,
-        } => pin(&c, &path, true, allow_demotion).await.map_err(e)?,
-        FsCommand::Unpin { path } => pin(&c, &path, false, false).await.map_err(e)?,
+        } => pin(&c, &path, true, allow_demotion).await?,
+        FsCommand::Unpin { path } => pin(&c, &path, false, false).await?,
         FsCommand::Chmod {
             recursive,
             mode,
             path,
-        } => attr(&c, &path, recursive, Some(mode), None, None)
-            .await
-            .map_err(e)?,
+        } => attr(&c, &path, recursive, Some(mode), None, None).await?,
         FsCommand::Chown {
             recursive,
             owner,
@@ -385,12 +392,14 @@ pub async fn run(master: &str, short_circuit: bool, cmd: FsCommand) -> Result<()
                 Some((u, g)) => (u.to_string(), Some(g.to_string())),
                 None => (owner, None),
             };
-            if user.is_empty() || group.as_deref() == Some("") {
-                return Err("chown: expected OWNER or OWNER:GROUP".into());
+            // `:GROUP` sets only the group, as chown(1) does.
+            let user = Some(user).filter(|u| !u.is_empty());
+            if group.as_deref() == Some("") || (user.is_none() && group.is_none()) {
+                return Err(CliError::usage(
+                    "chown: expected OWNER, OWNER:GROUP or :GROUP",
+                ));
             }
-            attr(&c, &path, recursive, None, Some(user), group)
-                .await
-                .map_err(e)?
+            attr(&c, &path, recursive, None, user, group).await?
         }
         FsCommand::Chgrp {
             recursive,
@@ -398,11 +407,9 @@ pub async fn run(master: &str, short_circuit: bool, cmd: FsCommand) -> Result<()
             path,
         } => {
             if group.is_empty() {
-                return Err("chgrp: the group is empty".into());
+                return Err(CliError::usage("chgrp: the group is empty"));
             }
-            attr(&c, &path, recursive, None, None, Some(group))
-                .await
-                .map_err(e)?
+            attr(&c, &path, recursive, None, None, Some(group)).await?
         }
         FsCommand::Cat { path } => {
             super::data::cat_range(&fs(c), &path_arg(&path), None, None, false).await?
@@ -425,8 +432,8 @@ pub async fn run(master: &str, short_circuit: bool, cmd: FsCommand) -> Result<()
             };
             super::data::put(&fs(c), &local, &path_arg(&path), &o).await?
         }
-        FsCommand::Get { path, local } => {
-            super::data::get(&fs(c), &path_arg(&path), &local).await?
+        FsCommand::Get { force, path, local } => {
+            super::data::get(&fs(c), &path_arg(&path), &local, force).await?
         }
         FsCommand::Cp {
             recursive,
@@ -442,28 +449,12 @@ pub async fn run(master: &str, short_circuit: bool, cmd: FsCommand) -> Result<()
             super::data::cp(&fs(c), &path_arg(&src), &path_arg(&dst), recursive, &o).await?
         }
         FsCommand::CheckConsistency { path } => {
-            let p = path_arg(&path);
-            let r = c.check_consistency(&p).await.map_err(e)?;
-            for x in &r.inconsistent {
-                println!("{}: {}", show(&x.path), x.reason);
-            }
-            if r.inconsistent.is_empty() {
-                println!(
-                    "{} is consistent with its under-storage ({} persisted files checked)",
-                    show(&p),
-                    r.files_checked
-                );
-            } else {
-                return Err(format!(
-                    "{}{} of {} persisted files differ from the under-storage; `eddy fs loadMetadata -R {}` brings Eddy up to date",
-                    if r.truncated { "more than " } else { "" },
-                    r.inconsistent.len(),
-                    r.files_checked,
-                    show(&p)
-                ));
-            }
+            super::meta::check_consistency(&c, &path_arg(&path)).await?
         }
-        FsCommand::Checksum { path } => super::data::checksum(&fs(c), &path_arg(&path)).await?,
+        FsCommand::Checksum { paths } => {
+            let paths: Vec<Vec<u8>> = paths.iter().map(path_arg).collect();
+            super::data::checksum(&fs(c), &paths).await?
+        }
         FsCommand::Load { path } => super::data::load(&fs(c), &path_arg(&path)).await?,
         FsCommand::Free { force, path } => {
             super::data::free(&fs(c), &path_arg(&path), force).await?
@@ -485,8 +476,7 @@ pub async fn run(master: &str, short_circuit: bool, cmd: FsCommand) -> Result<()
                 ttl_action: action as i32,
                 ..Default::default()
             })
-            .await
-            .map_err(e)?;
+            .await?;
         }
         FsCommand::UnsetTtl { path } => {
             c.set_attribute(pb::SetAttributeRequest {
@@ -494,8 +484,7 @@ pub async fn run(master: &str, short_circuit: bool, cmd: FsCommand) -> Result<()
                 ttl_ms: Some(-1),
                 ..Default::default()
             })
-            .await
-            .map_err(e)?;
+            .await?;
         }
         FsCommand::SetReplication {
             min,
@@ -504,7 +493,7 @@ pub async fn run(master: &str, short_circuit: bool, cmd: FsCommand) -> Result<()
             path,
         } => {
             if min.is_none() && max.is_none() {
-                return Err("give --min, --max or both".into());
+                return Err(CliError::usage("give --min, --max or both"));
             }
             let st = c
                 .set_attribute(pb::SetAttributeRequest {
@@ -514,13 +503,11 @@ pub async fn run(master: &str, short_circuit: bool, cmd: FsCommand) -> Result<()
                     recursive,
                     ..Default::default()
                 })
-                .await
-                .map_err(e)?;
+                .await?;
             // Accepted, but say so when the cluster cannot meet it yet.
             let live = c
                 .cluster_info()
-                .await
-                .map_err(e)?
+                .await?
                 .workers
                 .iter()
                 .filter(|w| w.live)
@@ -532,72 +519,9 @@ pub async fn run(master: &str, short_circuit: bool, cmd: FsCommand) -> Result<()
                 );
             }
         }
-        FsCommand::Persist { path } => {
-            let p = path_arg(&path);
-            let start = std::time::Instant::now();
-            let n = c.persist(&p).await.map_err(e)?;
-            // Poll until nothing under the path waits any more (bounded:
-            // a store that stays down is reported, not waited on forever).
-            let deadline = start + std::time::Duration::from_secs(3600);
-            loop {
-                let (mut waiting, mut lost) = (0u64, 0u64);
-                let st = c.stat(&p).await.map_err(e)?;
-                if st.is_dir {
-                    walk(&c, &p, true, None, |s| {
-                        waiting += u64::from(s.persist_pending);
-                        lost += u64::from(s.persist_pending && s.lost);
-                    })
-                    .await
-                    .map_err(e)?;
-                } else {
-                    waiting = u64::from(st.persist_pending);
-                    lost = u64::from(st.persist_pending && st.lost);
-                }
-                if lost > 0 && lost == waiting {
-                    return Err(format!(
-                        "{}: {lost} file(s) are lost (cached only on workers that are gone, never persisted) and cannot be persisted; `eddy fs ls -R` marks them LOST",
-                        show(&p)
-                    ));
-                }
-                if waiting == 0 {
-                    break;
-                }
-                if std::time::Instant::now() > deadline {
-                    return Err(format!(
-                        "{}: {waiting} file(s) still waiting to be persisted after an hour; the master keeps retrying",
-                        show(&p)
-                    ));
-                }
-                tokio::time::sleep(std::time::Duration::from_millis(200)).await;
-            }
-            println!(
-                "persisted {} ({n} file(s)) in {:.2}s",
-                show(&p),
-                start.elapsed().as_secs_f64()
-            );
-        }
+        FsCommand::Persist { path } => super::meta::persist(&c, &path_arg(&path)).await?,
         FsCommand::LoadMetadata { recursive, path } => {
-            let start = std::time::Instant::now();
-            let p = path_arg(&path);
-            // The stat syncs the path itself; the listings sync what is below.
-            let root = c.stat_synced(&p, 0).await.map_err(e)?;
-            let (mut files, mut dirs) = (0u64, 0u64);
-            if root.is_dir {
-                walk(&c, &p, recursive, Some(0), |s| {
-                    if s.is_dir {
-                        dirs += 1;
-                    } else {
-                        files += 1;
-                    }
-                })
-                .await
-                .map_err(e)?;
-            }
-            println!(
-                "loaded metadata of {} ({files} files, {dirs} directories) in {:.2}s",
-                show(&p),
-                start.elapsed().as_secs_f64()
-            );
+            super::meta::load_metadata(&c, &path_arg(&path), recursive).await?
         }
         FsCommand::Report => unreachable!("handled above"),
     }
@@ -661,137 +585,5 @@ fn mask<'a>(key: &str, value: &'a str) -> &'a str {
         eddy_ufs::MASKED
     } else {
         value
-    }
-}
-
-fn ls_line(s: &pb::FileStatus) {
-    println!(
-        "{} {:>10} {:>10} {:>12} {:<14} {} {:>4}% {}",
-        mode_string(s.is_dir, s.mode),
-        if s.owner.is_empty() { "-" } else { &s.owner },
-        if s.group.is_empty() { "-" } else { &s.group },
-        s.length,
-        if !s.complete {
-            "INCOMPLETE"
-        } else if s.lost {
-            "LOST"
-        } else if s.persisted {
-            "PERSISTED"
-        } else {
-            "NOT_PERSISTED"
-        },
-        time_ms(s.mtime_ms),
-        s.percent_cached,
-        show(&s.path),
-    );
-}
-
-async fn ls(
-    c: &MasterClient,
-    path: &[u8],
-    recursive: bool,
-    force_sync: bool,
-) -> Result<(), eddy_client::ClientError> {
-    walk(c, path, recursive, force_sync.then_some(0), ls_line).await
-}
-
-/// Lists `path` (and below it with `recursive`), depth-first in name order,
-/// page by page, calling `each` for every entry.
-async fn walk(
-    c: &MasterClient,
-    path: &[u8],
-    recursive: bool,
-    sync: Option<i64>,
-    mut each: impl FnMut(&pb::FileStatus),
-) -> Result<(), eddy_client::ClientError> {
-    let mut stack = vec![path.to_vec()];
-    while let Some(dir) = stack.pop() {
-        let mut after = Vec::new();
-        let mut subdirs = Vec::new();
-        loop {
-            let (entries, next) = c.list_page(&dir, &after, 0, sync).await?;
-            for s in &entries {
-                each(s);
-                if recursive && s.is_dir && s.path != dir {
-                    subdirs.push(s.path.clone());
-                }
-            }
-            match next {
-                Some(n) => after = n,
-                None => break,
-            }
-        }
-        // Depth-first in name order.
-        stack.extend(subdirs.into_iter().rev());
-    }
-    Ok(())
-}
-
-fn print_stat(s: &pb::FileStatus) {
-    let ttl = if s.ttl_ms < 0 {
-        "none".to_string()
-    } else {
-        format!(
-            "{} ms ({:?})",
-            s.ttl_ms,
-            pb::TtlAction::try_from(s.ttl_action).unwrap_or_default()
-        )
-    };
-    println!("path:            {}", show(&s.path));
-    println!("id:              {}", s.id);
-    println!(
-        "type:            {}",
-        if s.is_dir { "directory" } else { "file" }
-    );
-    if !s.is_dir {
-        println!("length:          {} ({})", s.length, bytes(s.length));
-        println!("block size:      {}", bytes(s.block_size));
-        println!("blocks:          {:?}", s.block_ids);
-        println!("complete:        {}", s.complete);
-        println!("cached:          {}%", s.percent_cached);
-    }
-    println!(
-        "mode:            {} ({:o})",
-        mode_string(s.is_dir, s.mode),
-        s.mode
-    );
-    println!("owner:           {}", s.owner);
-    println!("group:           {}", s.group);
-    println!("modified:        {}", time_ms(s.mtime_ms));
-    println!(
-        "persisted:       {}{}",
-        s.persisted,
-        if s.lost {
-            " (LOST: a block was cached only on workers that are gone; the bytes cannot be read)"
-        } else if s.persist_pending {
-            " (waiting to be persisted by a worker)"
-        } else {
-            ""
-        }
-    );
-    println!(
-        "pinned:          {}{}",
-        s.pinned,
-        if s.pin_allows_demotion {
-            " (may move to disk tiers)"
-        } else {
-            ""
-        }
-    );
-    println!("ttl:             {ttl}");
-    println!(
-        "replication:     min {} max {}",
-        s.replication_min,
-        if s.replication_max == 0 {
-            "unbounded".to_string()
-        } else {
-            s.replication_max.to_string()
-        }
-    );
-    if s.is_mount_point {
-        println!("mount point:     yes");
-    }
-    if !s.ufs_fingerprint.is_empty() {
-        println!("ufs fingerprint: {}", s.ufs_fingerprint);
     }
 }

@@ -6,6 +6,9 @@ use std::path::PathBuf;
 use eddy_master::MasterConfig;
 use eddy_worker::WorkerConfig;
 
+use crate::error::CliError;
+use crate::out::announce;
+
 #[derive(clap::Args)]
 pub struct LocalArgs {
     /// Where metadata and the root under-storage live.
@@ -23,14 +26,16 @@ pub struct LocalArgs {
     metrics_port: u16,
 }
 
-pub async fn run(mut cfg: MasterConfig, args: LocalArgs) -> Result<(), String> {
+pub async fn run(mut cfg: MasterConfig, args: LocalArgs) -> Result<(), CliError> {
     cfg.metastore_dir = args.data_dir.join("metastore");
     cfg.root_ufs = args.data_dir.join("ufs").display().to_string();
     cfg.bind = format!("127.0.0.1:{}", args.port);
     super::init_logging();
     let stop = super::master::Signals::install()?;
     let ufs = cfg.ufs.clone();
-    let master = eddy_master::start(cfg).await.map_err(|e| e.to_string())?;
+    let master = eddy_master::start(cfg)
+        .await
+        .map_err(|e| CliError::new(e.code(), e.to_string()))?;
     let wcfg = WorkerConfig {
         master: master.addr.to_string(),
         bind: "127.0.0.1:0".into(),
@@ -45,7 +50,7 @@ pub async fn run(mut cfg: MasterConfig, args: LocalArgs) -> Result<(), String> {
         Ok(w) => w,
         Err(e) => {
             master.shutdown().await;
-            return Err(e.to_string());
+            return Err(super::worker::start_error(e));
         }
     };
     let metrics = super::serve_metrics("local", &format!("127.0.0.1:{}", args.metrics_port)).await;
@@ -57,17 +62,24 @@ pub async fn run(mut cfg: MasterConfig, args: LocalArgs) -> Result<(), String> {
             return Err(e);
         }
     };
-    println!("eddy master listening on {}", master.addr);
-    println!(
+    announce(format_args!("eddy master listening on {}", master.addr));
+    announce(format_args!(
         "eddy worker listening on {} (worker {}, memory tier {})",
         worker.data_addr,
         worker.worker_id,
         crate::format::bytes(capacity)
-    );
-    println!(
-        "root under-storage: {}; try `eddy fs put FILE /` and `eddy fs ls /` in another shell (Ctrl-C stops)",
+    ));
+    // The hint must work when pasted: name the master unless `eddy fs`
+    // finds it by default.
+    let eddy = if master.addr.port() == eddy_proto::DEFAULT_MASTER_PORT {
+        "eddy".to_string()
+    } else {
+        format!("eddy --master {}", master.addr)
+    };
+    announce(format_args!(
+        "root under-storage: {}; try `{eddy} fs put FILE /` and `{eddy} fs ls /` in another shell (Ctrl-C stops)",
         args.data_dir.join("ufs").display()
-    );
+    ));
     stop.wait().await;
     worker.shutdown().await;
     master.shutdown().await;

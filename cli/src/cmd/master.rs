@@ -1,11 +1,16 @@
 //! `eddy master`: serve until SIGINT or SIGTERM.
 
+use eddy_client::EddyCode;
 use eddy_master::MasterConfig;
 
-pub async fn run(cfg: MasterConfig) -> Result<(), String> {
+use crate::error::CliError;
+
+pub async fn run(cfg: MasterConfig) -> Result<(), CliError> {
     super::init_logging();
     let metrics_bind = cfg.metrics_bind.clone();
-    let master = eddy_master::start(cfg).await.map_err(|e| e.to_string())?;
+    let master = eddy_master::start(cfg)
+        .await
+        .map_err(|e| CliError::new(e.code(), e.to_string()))?;
     let stop = Signals::install()?;
     let _metrics = match super::serve_metrics("master", &metrics_bind).await {
         Ok(m) => m,
@@ -15,7 +20,7 @@ pub async fn run(cfg: MasterConfig) -> Result<(), String> {
         }
     };
     // Scripts and tests wait for this exact line to learn the bound address.
-    println!("eddy master listening on {}", master.addr);
+    crate::out::announce(format_args!("eddy master listening on {}", master.addr));
     stop.wait().await;
     tracing::info!("shutting down");
     master.shutdown().await;
@@ -30,9 +35,14 @@ pub struct Signals {
 }
 
 impl Signals {
-    pub fn install() -> Result<Self, String> {
+    pub fn install() -> Result<Self, CliError> {
         use tokio::signal::unix::{SignalKind, signal};
-        let err = |e: std::io::Error| format!("cannot install signal handlers: {e}");
+        let err = |e: std::io::Error| {
+            CliError::new(
+                EddyCode::Internal,
+                format!("cannot install signal handlers: {e}"),
+            )
+        };
         Ok(Self {
             int: signal(SignalKind::interrupt()).map_err(err)?,
             term: signal(SignalKind::terminate()).map_err(err)?,

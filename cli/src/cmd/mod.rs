@@ -2,21 +2,19 @@ pub mod data;
 pub mod fs;
 pub mod local;
 pub mod master;
+pub mod meta;
+pub mod paths;
 pub mod report;
 pub mod worker;
 
-use eddy_client::ClientError;
+use eddy_client::EddyCode;
 
-/// Connects to the master, saying which address failed and how to pick another.
-pub async fn connect(master: &str) -> Result<eddy_client::MasterClient, String> {
-    eddy_client::MasterClient::connect(master)
-        .await
-        .map_err(|e| match e {
-            ClientError::Connect { .. } => {
-                format!("{e} (is a master running? set the address with --master or EDDY_MASTER)")
-            }
-            other => other.to_string(),
-        })
+use crate::error::CliError;
+
+/// Connects to the master; a failure says which address failed and how to
+/// pick another (see `CliError`'s `From<ClientError>`).
+pub async fn connect(master: &str) -> Result<eddy_client::MasterClient, CliError> {
+    Ok(eddy_client::MasterClient::connect(master).await?)
 }
 
 /// Logs go to stderr so stdout stays for output a script can read.
@@ -26,6 +24,8 @@ pub fn init_logging() {
     let _ = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr)
+        // Colour codes only for a terminal: a log file or a pipe gets text.
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .try_init();
 }
 
@@ -34,13 +34,19 @@ pub fn init_logging() {
 pub async fn serve_metrics(
     who: &str,
     bind: &str,
-) -> Result<Option<eddy_metrics::MetricsServer>, String> {
+) -> Result<Option<eddy_metrics::MetricsServer>, CliError> {
     if bind.is_empty() {
         return Ok(None);
     }
     let srv = eddy_metrics::serve(bind).await.map_err(|e| {
-        format!("cannot serve metrics on {bind}: {e} (set metrics_bind, or \"\" for none)")
+        CliError::new(
+            EddyCode::Unavailable,
+            format!("cannot serve metrics on {bind}: {e} (set metrics_bind, or \"\" for none)"),
+        )
     })?;
-    println!("eddy {who} metrics on http://{}/metrics", srv.addr);
+    crate::out::announce(format_args!(
+        "eddy {who} metrics on http://{}/metrics",
+        srv.addr
+    ));
     Ok(Some(srv))
 }

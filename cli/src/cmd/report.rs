@@ -1,38 +1,41 @@
 //! `eddy report`: the cluster at a glance.
 
+use crate::error::CliError;
 use crate::format::{bytes, duration_ms, time_ms};
+use crate::out::outln;
 
-pub async fn run(master: &str) -> Result<(), String> {
+pub async fn run(master: &str) -> Result<(), CliError> {
     let c = super::connect(master).await?;
-    let info = c.cluster_info().await.map_err(|e| e.to_string())?;
+    let info = c.cluster_info().await?;
     let live = info.workers.iter().filter(|w| w.live).count();
-    println!("Eddy cluster summary");
-    println!("    Master address: {}", info.master_address);
-    println!("    Version:        {}", info.version);
-    println!("    Started:        {}", time_ms(info.started_ms));
-    println!("    Uptime:         {}", duration_ms(info.uptime_ms));
-    println!("    Live workers:   {live}");
-    println!("    Lost workers:   {}", info.workers.len() - live);
-    println!("    Inodes:         {}", info.inode_count);
-    println!("    Cached blocks:  {}", info.block_count);
-    println!("    Mounts:         {}", info.mount_count);
+    outln!("Eddy cluster summary");
+    outln!("    Master address: {}", info.master_address);
+    outln!("    Version:        {}", info.version);
+    outln!("    Started:        {}", time_ms(info.started_ms));
+    outln!("    Uptime:         {}", duration_ms(info.uptime_ms));
+    outln!("    Live workers:   {live}");
+    outln!("    Lost workers:   {}", info.workers.len() - live);
+    outln!("    Inodes:         {}", info.inode_count);
+    outln!("    Cached blocks:  {}", info.block_count);
+    outln!("    Mounts:         {}", info.mount_count);
     if info.under_replicated_blocks > 0 {
-        println!(
+        outln!(
             "    Under-replicated blocks: {} ({} cannot reach their min with the live workers)",
-            info.under_replicated_blocks, info.unsatisfiable_blocks
+            info.under_replicated_blocks,
+            info.unsatisfiable_blocks
         );
     }
     if info.persist_pending_files > 0 {
-        println!(
+        outln!(
             "    Waiting to persist: {} files (ASYNC_THROUGH or `eddy fs persist`)",
             info.persist_pending_files
         );
     }
     if info.tiers.is_empty() {
-        println!("    Capacity:       no live worker");
+        outln!("    Capacity:       no live worker");
     }
     for t in &info.tiers {
-        println!(
+        outln!(
             "    Tier {:<4}       {} used of {} ({} blocks)",
             t.tier,
             bytes(t.used_bytes),
@@ -41,16 +44,22 @@ pub async fn run(master: &str) -> Result<(), String> {
         );
     }
     if !info.workers.is_empty() {
-        println!();
-        println!(
+        outln!();
+        outln!(
             "{:<6} {:<28} {:<5} {:>10} {:>10} {:>8} {:>12}",
-            "ID", "ADDRESS", "STATE", "USED", "CAPACITY", "BLOCKS", "HEARTBEAT"
+            "ID",
+            "ADDRESS",
+            "STATE",
+            "USED",
+            "CAPACITY",
+            "BLOCKS",
+            "HEARTBEAT"
         );
         for w in &info.workers {
             let a = w.address.clone().unwrap_or_default();
             let used: u64 = w.tiers.iter().map(|t| t.used_bytes).sum();
             let cap: u64 = w.tiers.iter().map(|t| t.capacity_bytes).sum();
-            println!(
+            outln!(
                 "{:<6} {:<28} {:<5} {:>10} {:>10} {:>8} {:>12}",
                 w.worker_id,
                 format!("{}:{}", a.host, a.data_port),
@@ -61,10 +70,10 @@ pub async fn run(master: &str) -> Result<(), String> {
                 format!("{} ago", duration_ms(w.last_heartbeat_ago_ms)),
             );
             if !w.io_engine.is_empty() {
-                println!("       io engine: {}", w.io_engine);
+                outln!("       io engine: {}", w.io_engine);
             }
             for t in &w.tiers {
-                println!(
+                outln!(
                     "       {:<5} {:>10} used of {:>10} {:>8} blocks",
                     t.tier,
                     bytes(t.used_bytes),
@@ -77,7 +86,7 @@ pub async fn run(master: &str) -> Result<(), String> {
                     } else {
                         format!("  BAD: {}", d.error)
                     };
-                    println!(
+                    outln!(
                         "         {} {} used of {}{state}",
                         d.path,
                         bytes(d.used_bytes),

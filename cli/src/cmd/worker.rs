@@ -2,12 +2,14 @@
 
 use eddy_worker::WorkerConfig;
 
-pub async fn run(cfg: WorkerConfig) -> Result<(), String> {
+use crate::error::CliError;
+
+pub async fn run(cfg: WorkerConfig) -> Result<(), CliError> {
     super::init_logging();
     let stop = super::master::Signals::install()?;
     let capacity = cfg.effective_memory_capacity();
     let metrics_bind = cfg.metrics_bind.clone();
-    let worker = eddy_worker::start(cfg).await.map_err(|e| e.to_string())?;
+    let worker = eddy_worker::start(cfg).await.map_err(start_error)?;
     let _metrics = match super::serve_metrics("worker", &metrics_bind).await {
         Ok(m) => m,
         Err(e) => {
@@ -16,14 +18,24 @@ pub async fn run(cfg: WorkerConfig) -> Result<(), String> {
         }
     };
     // Scripts and tests wait for this exact line to learn the bound address.
-    println!(
+    crate::out::announce(format_args!(
         "eddy worker listening on {} (worker {}, memory tier {})",
         worker.data_addr,
         worker.worker_id,
         crate::format::bytes(capacity)
-    );
+    ));
     stop.wait().await;
     tracing::info!("shutting down");
     worker.shutdown().await;
     Ok(())
+}
+
+/// A worker that could not start, with the code of why.
+pub fn start_error(e: eddy_worker::StartError) -> CliError {
+    use eddy_worker::StartError as S;
+    let code = match &e {
+        S::Bind { .. } | S::Stopped => eddy_client::EddyCode::Unavailable,
+        S::Config(_) => eddy_client::EddyCode::InvalidArgument,
+    };
+    CliError::new(code, e.to_string())
 }

@@ -391,8 +391,10 @@ impl Namespace {
             return Err(MasterError::NotADirectory(at.to_string()));
         }
         if missing.len() > 1 && !recursive {
+            // Name the fix a user can type: neither `put` nor `cp` has a
+            // recursive option to point at.
             return Err(MasterError::NotFound(format!(
-                "{parent} (parent directory; use the recursive option to create it)"
+                "{parent} (the parent directory; create it first with `eddy fs mkdir -p {parent}`)"
             )));
         }
         Ok((id, missing))
@@ -820,7 +822,10 @@ impl Namespace {
                 if i == id {
                     path.to_string()
                 } else {
-                    format!("a file under {path} (id {i})")
+                    match self.path_of(i) {
+                        Some(p) => p.to_string(),
+                        None => format!("a file under {path}"),
+                    }
                 }
             };
             if !f.flag(FLAG_COMPLETE) || !f.flag(FLAG_PERSISTED) {

@@ -51,6 +51,8 @@ pub struct LoadProgress {
     pub bytes_total: u64,
     pub files_done: u64,
     pub bytes_done: u64,
+    /// Of `bytes_done`, the bytes that were cached already (nothing moved).
+    pub bytes_already_cached: u64,
 }
 
 /// A connection to an Eddy cluster. Cheap to clone; clones share the
@@ -358,6 +360,9 @@ impl FileSystem {
             let info = self.file_info(&f.path, true).await?;
             let reader = FileReader::new(self.clone(), info.clone(), ReadType::Cache);
             for b in &info.blocks {
+                if !b.locations.is_empty() {
+                    p.bytes_already_cached += b.length;
+                }
                 reader.load_block(b).await?;
                 p.bytes_done += b.length;
                 progress(&p);

@@ -16,6 +16,7 @@
 use std::future::Future;
 use std::pin::Pin;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::task::{Context, Poll};
 use std::time::Duration;
 
@@ -47,6 +48,9 @@ struct Inner {
     current: parking_lot::Mutex<Option<SendRequest<Body>>>,
     /// Held while dialling so concurrent callers share one new connection.
     dialing: tokio::sync::Mutex<()>,
+    /// Some gRPC answer came back: failures from now on are a lost master,
+    /// not a wrong address.
+    answered: AtomicBool,
 }
 
 impl Transport {
@@ -59,6 +63,7 @@ impl Transport {
                 timeout,
                 current: parking_lot::Mutex::new(None),
                 dialing: tokio::sync::Mutex::new(()),
+                answered: AtomicBool::new(false),
             }),
         }
     }
@@ -117,6 +122,16 @@ async fn dial(addr: &str) -> Result<SendRequest<Body>, Status> {
         let _ = conn.await;
     });
     Ok(send)
+}
+
+impl Transport {
+    /// The address answers, but not as an Eddy master does.
+    fn not_a_master(&self, why: &dyn std::fmt::Display) -> Status {
+        Status::unavailable(format!(
+            "no Eddy master at {} ({why}; is it running? check --master / EDDY_MASTER)",
+            self.inner.addr
+        ))
+    }
 }
 
 type BoxFuture<T> = Pin<Box<dyn Future<Output = T> + Send + 'static>>;
@@ -189,7 +204,11 @@ impl tower_service::Service<http::Request<Body>> for Transport {
             let head = async {
                 let mut s = this.sender().await?;
                 let lost = |e: hyper::Error| {
-                    Status::unavailable(format!("connection to {} lost: {e}", this.inner.addr))
+                    if this.inner.answered.load(Ordering::Relaxed) {
+                        Status::unavailable(format!("connection to {} lost: {e}", this.inner.addr))
+                    } else {
+                        this.not_a_master(&e)
+                    }
                 };
                 std::future::poll_fn(|cx| s.poll_ready(cx))
                     .await
@@ -199,11 +218,54 @@ impl tower_service::Service<http::Request<Body>> for Transport {
             let resp = tokio::time::timeout_at(deadline, head)
                 .await
                 .map_err(|_| this.inner.deadline_exceeded())??;
+            // Something that speaks HTTP/2 but not gRPC (a proxy, another
+            // service): say so instead of tonic's "grpc-status header missing".
+            let grpc = resp
+                .headers()
+                .get(http::header::CONTENT_TYPE)
+                .is_some_and(|v| v.as_bytes().starts_with(b"application/grpc"));
+            if !grpc {
+                return Err(this.not_a_master(&format_args!("it answered HTTP {}", resp.status())));
+            }
+            this.inner.answered.store(true, Ordering::Relaxed);
             Ok(resp.map(|inner| TimedBody {
                 inner,
                 deadline: Box::pin(tokio::time::sleep_until(deadline)),
                 transport: this.inner.clone(),
             }))
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// An HTTP/2 server that is not a gRPC one (a proxy, another service)
+    /// answers 404 without `grpc-status`: the caller hears "no Eddy master
+    /// at ADDR", not tonic's "grpc-status header missing".
+    #[tokio::test]
+    async fn a_server_that_is_not_grpc_is_not_a_master() {
+        let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = l.local_addr().unwrap().to_string();
+        tokio::spawn(async move {
+            let (s, _) = l.accept().await.unwrap();
+            let svc = hyper::service::service_fn(|_req| async {
+                http::Response::builder().status(404).body(String::new())
+            });
+            let _ = hyper::server::conn::http2::Builder::new(TokioExecutor::new())
+                .serve_connection(TokioIo::new(s), svc)
+                .await;
+        });
+        let c = crate::MasterClient::connect(&addr).await.unwrap();
+        let e = c.stat("/").await.unwrap_err();
+        assert_eq!(e.code(), eddy_proto::EddyCode::Unavailable, "{e}");
+        let text = e.to_string();
+        assert!(
+            text.contains(&format!("no Eddy master at {addr}"))
+                && text.contains("HTTP 404")
+                && !text.contains("grpc-status"),
+            "{text}"
+        );
     }
 }

@@ -12,6 +12,7 @@ pub mod contract;
 mod local;
 mod object;
 mod path;
+mod store_error;
 pub mod testkit;
 
 use std::collections::BTreeMap;

@@ -359,7 +359,7 @@ impl ObjectUfs {
     fn unavailable(&self, e: object_store::Error) -> UfsError {
         UfsError::Unavailable {
             uri: self.uri.clone(),
-            reason: e.to_string(),
+            reason: crate::store_error::describe(&self.uri, &e),
         }
     }
 
@@ -372,7 +372,7 @@ impl ObjectUfs {
             | object_store::Error::Unauthenticated { .. } => self.unavailable(e),
             e => UfsError::Io {
                 path: p.to_string(),
-                source: std::io::Error::other(e.to_string()),
+                source: std::io::Error::other(crate::store_error::describe(&self.uri, &e)),
             },
         }
     }
@@ -391,12 +391,14 @@ impl ObjectUfs {
         }
     }
 
-    fn dir_status(name: &str) -> UfsStatus {
+    /// A prefix has no mtime: it gets the newest of the objects seen under
+    /// it (a listing walks them all; a stat sees the first), not 1970.
+    fn dir_status(name: &str, mtime_ms: i64) -> UfsStatus {
         UfsStatus {
             name: name.to_string(),
             is_dir: true,
             length: 0,
-            mtime_ms: 0,
+            mtime_ms,
             fingerprint: String::new(),
         }
     }
@@ -413,14 +415,15 @@ impl ObjectUfs {
         }
     }
 
-    /// Whether any object lives under `p/` (a marker counts).
-    async fn dir_exists(&self, p: &UfsPath) -> Result<bool> {
+    /// The mtime of the first object under `p/` (a marker counts), if any
+    /// (the root, a mount point dated by Eddy, costs no request).
+    async fn first_under(&self, p: &UfsPath) -> Result<Option<i64>> {
         if p.is_root() {
-            return Ok(true);
+            return Ok(Some(0));
         }
         match self.store.list(Some(&self.key(p))).next().await {
-            None => Ok(false),
-            Some(Ok(_)) => Ok(true),
+            None => Ok(None),
+            Some(Ok(m)) => Ok(Some(m.last_modified.timestamp_millis())),
             Some(Err(e)) => Err(self.err(p, e)),
         }
     }
@@ -460,8 +463,8 @@ impl UnderFileSystem for ObjectUfs {
         if let Some(m) = self.head(path).await? {
             return Ok(Self::file_status(path.name(), &m));
         }
-        if self.dir_exists(path).await? {
-            return Ok(Self::dir_status(path.name()));
+        if let Some(mtime_ms) = self.first_under(path).await? {
+            return Ok(Self::dir_status(path.name(), mtime_ms));
         }
         Err(UfsError::NotFound(path.to_string()))
     }
@@ -506,19 +509,22 @@ impl UnderFileSystem for ObjectUfs {
             if start_after.is_some_and(|a| key.as_ref() <= a) {
                 continue;
             }
-            if let Some(last) = entries.last()
+            let mtime_ms = m.last_modified.timestamp_millis();
+            if let Some(last) = entries.last_mut()
                 && last.is_dir
                 && is_dir
                 && last.name == name
             {
-                continue; // more keys of the same subdirectory
+                // More keys of the same subdirectory: the newest dates it.
+                last.mtime_ms = last.mtime_ms.max(mtime_ms);
+                continue;
             }
             if entries.len() == limit {
                 more = true;
                 break;
             }
             entries.push(if is_dir {
-                Self::dir_status(name)
+                Self::dir_status(name, mtime_ms)
             } else {
                 Self::file_status(name, &m)
             });
@@ -652,7 +658,7 @@ impl UnderFileSystem for ObjectUfs {
                 "the root of a mount cannot be renamed".into(),
             ));
         }
-        if self.head(to).await?.is_some() || self.dir_exists(to).await? {
+        if self.head(to).await?.is_some() || self.first_under(to).await?.is_some() {
             return Err(UfsError::AlreadyExists(to.to_string()));
         }
         if self.head(from).await?.is_some() {
