@@ -5,6 +5,8 @@
 pub struct Candidate {
     pub worker_id: u64,
     pub host: String,
+    /// Room for new blocks: free bytes plus bytes the worker would evict
+    /// (`Worker::room_bytes`).
     pub free_bytes: u64,
 }
 

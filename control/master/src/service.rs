@@ -1347,7 +1347,7 @@ impl MasterState {
         };
         let id = chosen.ok_or_else(|| {
             MasterError::NoWorkerAvailable(format!(
-                "{} live workers, none with {} bytes free",
+                "{} live workers, none with room for {} bytes (free or evictable)",
                 candidates.len(),
                 req.bytes_needed
             ))
@@ -1394,6 +1394,7 @@ impl MasterState {
                             Some(x) => {
                                 x.capacity_bytes += t.capacity_bytes;
                                 x.used_bytes += t.used_bytes;
+                                x.evictable_bytes += t.evictable_bytes;
                                 x.block_count += t.block_count;
                             }
                             None => tiers.push(pb::TierUsage {

@@ -112,6 +112,9 @@ pub struct TierInfo {
     pub alias: String,
     pub capacity: u64,
     pub used: u64,
+    /// Bytes of blocks here the store would drop to make room
+    /// (`Inner::evictable`).
+    pub evictable: u64,
     pub blocks: u64,
     pub dirs: Vec<DirInfo>,
 }
@@ -192,6 +195,29 @@ impl Inner {
     /// May move between tiers but never leave the worker.
     fn must_stay(&self, b: u64) -> bool {
         self.pinned(b) || self.sole_copies.contains(&b)
+    }
+
+    /// Bytes per tier (memory first) of blocks that may leave the worker
+    /// to make room: not pinned, not a sole copy, not being read, and on
+    /// disk only in a healthy directory. What placement may count as room
+    /// besides free bytes. Blocks that could only move down a tier are
+    /// not counted: the free room below them already is. One pass over
+    /// the blocks, once a heartbeat.
+    fn evictable(&self) -> Vec<u64> {
+        let mut out = vec![0; self.disk.len() + 1];
+        for (&id, b) in &self.blocks {
+            if b.in_use() || self.must_stay(id) {
+                continue;
+            }
+            match b {
+                Block::Mem(s) => out[0] += s.len(),
+                Block::Disk(d) if self.disk[d.tier].state[d.dir].bad.is_none() => {
+                    out[d.tier + 1] += d.len
+                }
+                Block::Disk(_) => {}
+            }
+        }
+        out
     }
 
     fn alias(&self, tier: usize) -> String {
@@ -378,14 +404,16 @@ impl BlockStore {
     /// Every tier's figures, memory first.
     pub fn tiers(&self) -> Vec<TierInfo> {
         let g = self.inner.lock();
+        let evictable = g.evictable();
         let mut out = vec![TierInfo {
             alias: MEM.into(),
             capacity: self.capacity,
             used: g.used,
+            evictable: evictable[0],
             blocks: g.lru.len() as u64,
             dirs: Vec::new(),
         }];
-        for t in &g.disk {
+        for (i, t) in g.disk.iter().enumerate() {
             let dirs: Vec<DirInfo> = t
                 .dirs
                 .iter()
@@ -406,6 +434,7 @@ impl BlockStore {
                     .map(|d| d.capacity)
                     .sum(),
                 used: t.state.iter().map(|s| s.used).sum(),
+                evictable: evictable[i + 1],
                 blocks: t.state.iter().map(|s| s.blocks).sum(),
                 dirs,
             });
@@ -1098,6 +1127,31 @@ mod tests {
             "reservations leave no handle behind"
         );
         assert_eq!(s.block_count(), 0);
+    }
+
+    #[tokio::test]
+    async fn evictable_bytes_leave_out_pins_sole_copies_and_readers() {
+        let b = |f: u64| eddy_proto::block_id(f, 0);
+        let s = BlockStore::new(800);
+        for f in 1..=5 {
+            let r = s.reserve(100).await.unwrap();
+            s.insert(b(f), seg(100), r, false);
+        }
+        assert_eq!(s.tiers()[0].evictable, 500);
+        s.set_pinned(1, [1], []);
+        s.keep_sole_copies([b(2)]);
+        let reading = s.get(b(3)).unwrap();
+        assert_eq!(s.tiers()[0].evictable, 200, "only files 4 and 5");
+        drop(reading);
+        s.release_sole(&[b(2)]);
+        assert_eq!(s.tiers()[0].evictable, 400);
+        // What is counted can be dropped: with memory full, everything
+        // but the pinned block can be reserved.
+        let r = s.reserve(300).await.unwrap();
+        s.insert(b(6), seg(300), r, false);
+        assert_eq!(s.tiers()[0].evictable, 700);
+        assert!(s.reserve(700).await.is_ok());
+        assert!(s.reserve(701).await.is_err());
     }
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
