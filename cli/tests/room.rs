@@ -1,13 +1,15 @@
 //! Room for new blocks: a cache full of blocks it may drop still takes
-//! writes over TCP.
+//! writes over TCP, and a disk-tier directory taken out of service takes
+//! out only itself and comes back once it works again.
 
 mod common;
 
+use std::path::Path;
 use std::time::Duration;
 
 use common::{Cluster, eventually, pattern};
 use eddy_client::pb::WriteType;
-use eddy_client::{CreateOptions, FileSystem};
+use eddy_client::{CreateOptions, EddyCode, FileSystem};
 
 const MIB: usize = 1 << 20;
 /// 1 MiB blocks and heartbeats every 100 ms, so the master's view of the
@@ -38,6 +40,12 @@ async fn try_put(
     let mut w = fs.create(path, &o).await?;
     w.write(data).await?;
     w.close().await.map(|_| ())
+}
+
+fn report(c: &Cluster) -> String {
+    let out = c.master.cli(&["report"]);
+    assert!(out.status.success());
+    String::from_utf8_lossy(&out.stdout).into_owned()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
@@ -110,4 +118,177 @@ async fn a_memory_full_of_evictable_blocks_takes_tcp_writes() {
     let s = fs.worker_stats(&c.workers[0].addr).await.unwrap();
     let evictions = s.iter().find(|(k, _)| k == "evictions").map_or(0, |x| x.1);
     assert!(evictions >= 8, "{s:?}");
+}
+
+/// `[worker]` keys: `mem` MiB of memory over one SSD tier of `dirs`.
+fn ssd(mem: u64, dirs: &[(&Path, u64)]) -> String {
+    let paths: Vec<String> = dirs
+        .iter()
+        .map(|(p, _)| format!("{:?}", p.display().to_string()))
+        .collect();
+    let quotas: Vec<String> = dirs.iter().map(|(_, q)| (q << 20).to_string()).collect();
+    format!(
+        "memory_capacity = {}\npromote_interval_ms = 0\n\
+         tiers = [{{ alias = \"SSD\", dirs = [{}], quotas = [{}] }}]\n",
+        mem << 20,
+        paths.join(", "),
+        quotas.join(", ")
+    )
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_bad_directory_takes_out_only_itself_and_comes_back() {
+    let dir = tempfile::tempdir().unwrap();
+    let a = dir.path().join("a");
+    let c = Cluster::start(dir.path(), 1, MASTER, &ssd(2, &[(&a, 8)]));
+    let fs = c.fs().await;
+    for i in 0..6 {
+        let d = pattern(MIB, 300 + i);
+        try_put(&fs, &format!("/f{i}"), &d, WriteType::CacheThrough)
+            .await
+            .unwrap();
+    }
+    // The directory stops being usable (its block folder replaced by a
+    // file, which even root cannot write into): it is taken out.
+    let blocks = a.join("eddy-blocks");
+    std::fs::remove_dir_all(&blocks).unwrap();
+    std::fs::write(&blocks, b"not a directory").unwrap();
+    eventually(Duration::from_secs(10), "report shows the dir bad", || {
+        let c = &c;
+        async move { report(c).contains("BAD: ") }
+    })
+    .await;
+    eventually(
+        Duration::from_secs(10),
+        "the master sees memory full",
+        || {
+            let fs = &fs;
+            async move { master_used(fs, "MEM").await == 2 * MIB as u64 }
+        },
+    )
+    .await;
+
+    // Memory is full of blocks it may drop, and the only disk directory is
+    // out: writes still go to memory.
+    for i in 0..3 {
+        let d = pattern(MIB, 400 + i);
+        let r = try_put(&fs, &format!("/after{i}"), &d, WriteType::CacheThrough).await;
+        if let Err(e) = &r {
+            assert_ne!(e.code(), EddyCode::NoWorkerAvailable, "{e}");
+        }
+        r.unwrap();
+        assert!(common::get(&fs, &format!("/after{i}")).await == d);
+    }
+
+    // The directory is repaired: the worker probes it again and puts it
+    // back in service; blocks move down into it again.
+    std::fs::remove_file(&blocks).unwrap();
+    std::fs::create_dir(&blocks).unwrap();
+    eventually(Duration::from_secs(15), "report shows the dir back", || {
+        let c = &c;
+        async move { !report(c).contains("BAD: ") }
+    })
+    .await;
+    for i in 0..4 {
+        let d = pattern(MIB, 500 + i);
+        try_put(&fs, &format!("/back{i}"), &d, WriteType::CacheThrough)
+            .await
+            .unwrap();
+    }
+    eventually(
+        Duration::from_secs(10),
+        "blocks land in the dir again",
+        || {
+            let fs = &fs;
+            async move { master_used(fs, "SSD").await >= 2 * MIB as u64 }
+        },
+    )
+    .await;
+    let on_disk = std::fs::read_dir(&blocks).unwrap().count();
+    assert!(on_disk >= 2, "{on_disk} block files");
+    for i in 0..4 {
+        assert!(common::get(&fs, &format!("/back{i}")).await == pattern(MIB, 500 + i));
+    }
+}
+
+/// Unmounts a test filesystem on drop.
+struct Mounted(std::path::PathBuf);
+
+impl Drop for Mounted {
+    fn drop(&mut self) {
+        let _ = std::process::Command::new("umount").arg(&self.0).status();
+    }
+}
+
+/// A tmpfs of `mib` MiB at `at`, or None where mounting is not allowed.
+fn small_fs(at: &Path, mib: u64) -> Option<Mounted> {
+    std::fs::create_dir_all(at).unwrap();
+    let ok = std::process::Command::new("mount")
+        .args(["-t", "tmpfs", "-o", &format!("size={mib}m"), "tmpfs"])
+        .arg(at)
+        .stderr(std::process::Stdio::null())
+        .status()
+        .is_ok_and(|s| s.success());
+    ok.then(|| Mounted(at.to_path_buf()))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_full_directory_is_taken_out_alone_and_returns_once_space_is_freed() {
+    let dir = tempfile::tempdir().unwrap();
+    let (a, b) = (dir.path().join("a"), dir.path().join("b"));
+    // Directory a claims 16 MiB on a filesystem of 3: it fills up for real.
+    let Some(_mounted) = small_fs(&a, 3) else {
+        eprintln!("skipped: mounting a small filesystem needs root");
+        return;
+    };
+    let c = Cluster::start(dir.path(), 1, MASTER, &ssd(2, &[(&a, 16), (&b, 4)]));
+    let fs = c.fs().await;
+    for i in 0..8 {
+        let d = pattern(MIB, 600 + i);
+        try_put(&fs, &format!("/f{i}"), &d, WriteType::CacheThrough)
+            .await
+            .unwrap();
+    }
+    eventually(Duration::from_secs(10), "report shows a full", || {
+        let c = &c;
+        async move { report(c).contains("No space left on device") }
+    })
+    .await;
+    // Directory b and memory keep taking blocks: writes go on, though a
+    // still holds the blocks it took before it filled.
+    for i in 0..4 {
+        let d = pattern(MIB, 700 + i);
+        try_put(&fs, &format!("/g{i}"), &d, WriteType::CacheThrough)
+            .await
+            .unwrap();
+        assert!(common::get(&fs, &format!("/g{i}")).await == d);
+    }
+    for i in 0..8 {
+        assert!(common::get(&fs, &format!("/f{i}")).await == pattern(MIB, 600 + i));
+    }
+    let text = report(&c);
+    assert_eq!(text.matches("BAD: ").count(), 1, "only a is out:\n{text}");
+
+    // Space is freed (the files go, and their blocks with them): a is
+    // probed again and comes back.
+    for i in 0..8 {
+        fs.delete(format!("/f{i}"), false).await.unwrap();
+    }
+    eventually(Duration::from_secs(20), "report shows a back", || {
+        let c = &c;
+        async move { !report(c).contains("BAD: ") }
+    })
+    .await;
+    let before = std::fs::read_dir(a.join("eddy-blocks")).unwrap().count();
+    for i in 0..4 {
+        let d = pattern(MIB, 800 + i);
+        try_put(&fs, &format!("/h{i}"), &d, WriteType::CacheThrough)
+            .await
+            .unwrap();
+    }
+    let after = std::fs::read_dir(a.join("eddy-blocks")).unwrap().count();
+    assert!(
+        after > before,
+        "blocks move into a again: {before} -> {after}"
+    );
 }

@@ -192,7 +192,8 @@ pub async fn start(cfg: WorkerConfig) -> Result<RunningWorker, StartError> {
 /// compete with foreground reads for the disk.
 const PROMOTE_BUSY_READS_PER_SEC: u64 = 200;
 
-/// Background upkeep: probes disk-tier directories, and promotes hot disk
+/// Background upkeep: probes disk-tier directories (healthy ones every
+/// pass, those out of service every few seconds), and promotes hot disk
 /// blocks into free memory every `promote_ms` (0: no promotion) unless the
 /// worker is busy serving reads.
 async fn maintain(store: Arc<BlockStore>, promote_ms: u64, mut stop: watch::Receiver<bool>) {
@@ -208,6 +209,7 @@ async fn maintain(store: Arc<BlockStore>, promote_ms: u64, mut stop: watch::Rece
             _ = stop.changed() => return,
         }
         store.check_dirs();
+        store.reprobe_bad_dirs().await;
         let now = reads(&store);
         let busy =
             (now - last) * 1000 / period.as_millis().max(1) as u64 > PROMOTE_BUSY_READS_PER_SEC;

@@ -23,6 +23,8 @@ use crate::evict::Lru;
 use crate::io::Engine;
 use crate::segment::{Segment, SegmentWriter};
 
+mod dirs;
+
 /// The memory tier's name in reports and block locations.
 pub const MEM: &str = "MEM";
 
@@ -133,6 +135,11 @@ struct DirState {
     used: u64,
     blocks: u64,
     bad: Option<String>,
+    /// Bytes the write that took the directory out needed: it comes back
+    /// only with at least that much free (store/dirs.rs).
+    want: u64,
+    /// When a directory out of service was taken out or last probed.
+    probed: Option<std::time::Instant>,
 }
 
 struct DiskTier {
@@ -666,7 +673,7 @@ impl BlockStore {
                         Ok(path) => return Ok(Arc::new(DiskBlock::new(id, len, path, t, d, sole))),
                         Err(e) => {
                             why = format!("writing a block in {}: {e}", dir.root.display());
-                            self.mark_bad(t, d, why.clone());
+                            self.mark_bad(t, d, why.clone(), len);
                         }
                     }
                 }
@@ -773,57 +780,6 @@ impl BlockStore {
         drop(g);
         drop(turn);
         Ok(Block::Disk(d))
-    }
-
-    /// Takes a directory out of service, with the reason (shown by `eddy report`).
-    pub fn mark_bad(&self, t: usize, d: usize, why: String) {
-        let mut g = self.inner.lock();
-        let st = &mut g.disk[t].state[d];
-        if st.bad.is_none() {
-            tracing::error!("disk tier directory taken out: {why}");
-            st.bad = Some(why);
-        }
-    }
-
-    /// Probes every healthy disk-tier directory. One that is gone or no
-    /// longer a directory is taken out, and its blocks are forgotten (and
-    /// reported removed): they cannot be read any more.
-    pub fn check_dirs(&self) {
-        let dirs: Vec<(usize, usize, Dir)> = {
-            let g = self.inner.lock();
-            g.disk
-                .iter()
-                .enumerate()
-                .flat_map(|(t, tier)| {
-                    tier.dirs
-                        .iter()
-                        .enumerate()
-                        .filter(|(d, _)| tier.state[*d].bad.is_none())
-                        .map(move |(d, dir)| (t, d, dir.clone()))
-                })
-                .collect()
-        };
-        for (t, d, dir) in dirs {
-            if let Err(why) = dir.probe() {
-                self.mark_bad(t, d, why);
-                self.drop_dir_blocks(t, d);
-            }
-        }
-    }
-
-    fn drop_dir_blocks(&self, t: usize, d: usize) {
-        let mut g = self.inner.lock();
-        let lost: Vec<u64> = g
-            .blocks
-            .iter()
-            .filter(|(_, b)| matches!(b, Block::Disk(x) if x.tier == t && x.dir == d))
-            .map(|(id, _)| *id)
-            .collect();
-        for b in lost {
-            g.forget(b);
-            g.sole_copies.remove(&b);
-            g.note_evicted(b);
-        }
     }
 
     /// A disk block could not be read: forget it (the next read fills it
