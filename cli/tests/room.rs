@@ -120,6 +120,31 @@ async fn a_memory_full_of_evictable_blocks_takes_tcp_writes() {
     assert!(evictions >= 8, "{s:?}");
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_worker_with_less_room_than_a_block_takes_short_files() {
+    let dir = tempfile::tempdir().unwrap();
+    // The default 64 MiB blocks over 8 MiB of memory: no worker has room
+    // for a whole block, yet a short file fits.
+    let c = Cluster::start(
+        dir.path(),
+        1,
+        "worker_heartbeat_interval_ms = 100",
+        "memory_capacity = 8388608\npromote_interval_ms = 0",
+    );
+    let fs = c.fs().await;
+    let d = pattern(3 * MIB, 11);
+    try_put(&fs, "/short", &d, WriteType::MustCache)
+        .await
+        .unwrap();
+    assert!(common::get(&fs, "/short").await == d);
+    // A file that does not fit is refused by the worker, saying why.
+    let e = try_put(&fs, "/long", &pattern(12 * MIB, 12), WriteType::MustCache)
+        .await
+        .unwrap_err();
+    assert_eq!(e.code(), EddyCode::NoSpace, "{e}");
+    assert!(common::get(&fs, "/short").await == d);
+}
+
 /// `[worker]` keys: `mem` MiB of memory over one SSD tier of `dirs`.
 fn ssd(mem: u64, dirs: &[(&Path, u64)]) -> String {
     let paths: Vec<String> = dirs

@@ -1347,9 +1347,8 @@ impl MasterState {
         };
         let id = chosen.ok_or_else(|| {
             MasterError::NoWorkerAvailable(format!(
-                "{} live workers, none with room for {} bytes (free or evictable)",
-                candidates.len(),
-                req.bytes_needed
+                "{} live workers, none with room for new blocks (free or evictable)",
+                candidates.len()
             ))
         })?;
         let w = reg.worker(id).expect("candidate exists");
