@@ -316,4 +316,31 @@ async fn a_full_directory_is_taken_out_alone_and_returns_once_space_is_freed() {
         after > before,
         "blocks move into a again: {before} -> {after}"
     );
+    // It came back limited to what its filesystem holds: more blocks make
+    // it move its own down (evict) instead of filling up again.
+    for i in 0..6 {
+        let d = pattern(MIB, 900 + i);
+        try_put(&fs, &format!("/k{i}"), &d, WriteType::CacheThrough)
+            .await
+            .unwrap();
+    }
+    // Once a heartbeat newer than the writes has arrived, a is still in.
+    let written = std::time::Instant::now();
+    eventually(
+        Duration::from_secs(10),
+        "a heartbeat after the writes",
+        || {
+            let fs = &fs;
+            async move {
+                let info = fs.master().cluster_info().await.unwrap();
+                u128::from(info.workers[0].last_heartbeat_ago_ms) < written.elapsed().as_millis()
+            }
+        },
+    )
+    .await;
+    let text = report(&c);
+    assert!(!text.contains("BAD: "), "{text}");
+    for i in 0..4 {
+        assert!(common::get(&fs, &format!("/h{i}")).await == pattern(MIB, 800 + i));
+    }
 }

@@ -140,6 +140,10 @@ struct DirState {
     want: u64,
     /// When a directory out of service was taken out or last probed.
     probed: Option<std::time::Instant>,
+    /// Bytes the directory may hold when its filesystem turned out smaller
+    /// than its quota (it filled up): held bytes plus what was free when
+    /// it came back. Until a restart.
+    limit: Option<u64>,
 }
 
 struct DiskTier {
@@ -150,12 +154,19 @@ struct DiskTier {
 }
 
 impl DiskTier {
+    /// Directory `d`'s quota, lowered to what its filesystem holds if it
+    /// filled up before the quota did.
+    fn quota(&self, d: usize) -> u64 {
+        let q = self.dirs[d].quota;
+        self.state[d].limit.map_or(q, |l| l.min(q))
+    }
+
     /// The healthy directory with the most free space that fits `len`.
     fn pick(&self, len: u64, skip: &HashSet<usize>) -> Option<usize> {
         (0..self.dirs.len())
             .filter(|d| !skip.contains(d) && self.state[*d].bad.is_none())
-            .filter(|d| self.state[*d].used + len <= self.dirs[*d].quota)
-            .max_by_key(|d| self.dirs[*d].quota - self.state[*d].used)
+            .filter(|d| self.state[*d].used + len <= self.quota(*d))
+            .max_by_key(|d| self.quota(*d).saturating_sub(self.state[*d].used))
     }
 }
 
@@ -425,9 +436,10 @@ impl BlockStore {
                 .dirs
                 .iter()
                 .zip(&t.state)
-                .map(|(d, s)| DirInfo {
+                .enumerate()
+                .map(|(n, (d, s))| DirInfo {
                     path: d.root.display().to_string(),
-                    capacity: d.quota,
+                    capacity: t.quota(n),
                     used: s.used,
                     error: s.bad.clone().unwrap_or_default(),
                 })
@@ -673,7 +685,11 @@ impl BlockStore {
                         Ok(path) => return Ok(Arc::new(DiskBlock::new(id, len, path, t, d, sole))),
                         Err(e) => {
                             why = format!("writing a block in {}: {e}", dir.root.display());
-                            self.mark_bad(t, d, why.clone(), len);
+                            // A full filesystem comes back once it has room
+                            // for such a block again.
+                            let full =
+                                matches!(e.raw_os_error(), Some(libc::ENOSPC | libc::EDQUOT));
+                            self.mark_bad(t, d, why.clone(), if full { len } else { 0 });
                         }
                     }
                 }
@@ -691,9 +707,9 @@ impl BlockStore {
             let tier = &g.disk[t];
             let d = (0..tier.dirs.len())
                 .filter(|d| !skip.contains(d) && tier.state[*d].bad.is_none())
-                .filter(|d| tier.dirs[*d].quota >= len)
-                .max_by_key(|d| tier.dirs[*d].quota.saturating_sub(tier.state[*d].used))?;
-            let free = tier.dirs[d].quota.saturating_sub(tier.state[d].used);
+                .filter(|d| tier.quota(*d) >= len)
+                .max_by_key(|d| tier.quota(*d).saturating_sub(tier.state[*d].used))?;
+            let free = tier.quota(d).saturating_sub(tier.state[d].used);
             let last = t + 1 == g.disk.len();
             let v = tier.lru.victims(
                 len.saturating_sub(free),

@@ -6,7 +6,7 @@
 
 use std::time::{Duration, Instant};
 
-use super::{Block, BlockStore, Dir, disk};
+use super::{Block, BlockStore, Dir, Stats, disk};
 
 /// How long a directory stays out before it is probed again, and between
 /// probes while it keeps failing: a failing disk is not written every
@@ -15,7 +15,12 @@ pub const REPROBE_AFTER: Duration = Duration::from_secs(3);
 
 /// Free bytes a directory's filesystem must have to come back, at least
 /// (more when the write that took it out needed more).
-const MIN_ROOM: u64 = disk::CHUNK as u64;
+const MIN_ROOM: u64 = 64 * 1024;
+
+/// Room left unused when a filled-up directory's limit is set (at most
+/// half of what is free): a block file is written padded to 4 KiB, and the
+/// filesystem has metadata too.
+const LIMIT_MARGIN: u64 = 64 * 1024;
 
 impl BlockStore {
     /// Takes a directory out of service, with the reason (shown by `eddy
@@ -47,9 +52,10 @@ impl BlockStore {
     /// Probes again every directory out of service for at least
     /// [`REPROBE_AFTER`] since it was taken out or last probed: one whose
     /// block folder is a directory, takes a written, synced and removed
-    /// probe file, and whose filesystem has room comes back into service.
-    /// Runs with the move lock held, so no block is being written meanwhile.
-    /// Returns how many came back.
+    /// probe file, and whose filesystem has room (evicting blocks held in
+    /// it if that makes the room) comes back into service. Runs with the
+    /// move lock held, so no block is being written meanwhile. Returns how
+    /// many came back.
     pub async fn reprobe_bad_dirs(&self) -> usize {
         let due = |st: &super::DirState| {
             st.bad.is_some() && st.probed.is_none_or(|p| p.elapsed() >= REPROBE_AFTER)
@@ -73,9 +79,9 @@ impl BlockStore {
         let _turn = self.moves.lock().await;
         let mut back = 0;
         for (t, d, dir, want) in bad {
-            match dir.probe_writable(want.max(MIN_ROOM)) {
+            match self.probe_with_room(t, d, &dir, want.max(MIN_ROOM)) {
                 Ok(()) => {
-                    if self.bring_back(t, d, &dir) {
+                    if self.bring_back(t, d, &dir, want > 0) {
                         back += 1;
                     }
                 }
@@ -85,10 +91,62 @@ impl BlockStore {
         back
     }
 
+    /// Probes `dir`: its folder is a directory and takes a written, synced
+    /// and removed probe file, and its filesystem has `need` bytes free.
+    /// When the only trouble is room (the probe file hit a full filesystem,
+    /// or too little is free), blocks held in it are evicted first (least
+    /// recently used, only those that may leave the worker) to make up the
+    /// difference, so a directory that filled up with cached blocks is not
+    /// out for good. A directory broken otherwise loses nothing.
+    fn probe_with_room(&self, t: usize, d: usize, dir: &Dir, need: u64) -> Result<(), String> {
+        let failed = |e: std::io::Error| format!("{}: probe file: {e}", dir.blocks.display());
+        dir.probe()?;
+        let full = match dir.probe_write() {
+            Ok(()) => false,
+            Err(e) if disk::is_full(&e) => true,
+            Err(e) => return Err(failed(e)),
+        };
+        let free = dir.fs_free()?;
+        if full || free < need {
+            self.evict_from_dir(t, d, need.saturating_sub(free).max(MIN_ROOM));
+            dir.probe_write().map_err(failed)?;
+        }
+        let free = dir.fs_free()?;
+        if free < need {
+            return Err(format!(
+                "{}: {free} bytes free on its filesystem, {need} needed",
+                dir.blocks.display()
+            ));
+        }
+        Ok(())
+    }
+
+    /// Evicts at least `bytes` of blocks held in directory `d` of tier `t`
+    /// that may leave the worker, or nothing when that many cannot go.
+    fn evict_from_dir(&self, t: usize, d: usize, bytes: u64) {
+        let mut g = self.inner.lock();
+        let g2 = &*g;
+        let victims = g2.disk[t].lru.victims(
+            bytes,
+            |b| g2.blocks.get(&b).map_or(0, Block::len),
+            |b| {
+                !matches!(g2.blocks.get(&b), Some(blk @ Block::Disk(x))
+                    if x.tier == t && x.dir == d && !blk.in_use() && !g2.must_stay(b))
+            },
+        );
+        for b in victims.unwrap_or_default() {
+            g.forget(b);
+            g.note_evicted(b);
+            Stats::add(&self.stats.evictions, 1);
+        }
+    }
+
     /// Returns a probed directory to service. Block files in it that the
     /// store no longer holds (forgotten when it was taken out) are deleted,
-    /// so its quota counts only what is held.
-    fn bring_back(&self, t: usize, d: usize, dir: &Dir) -> bool {
+    /// so its quota counts only what is held. One that had filled up keeps
+    /// a limit of what it holds plus what its filesystem has free now, so
+    /// it makes room by moving blocks down instead of filling up again.
+    fn bring_back(&self, t: usize, d: usize, dir: &Dir, filled_up: bool) -> bool {
         let found = match disk::scan(dir) {
             Ok(f) => f,
             Err(e) => {
@@ -107,11 +165,18 @@ impl BlockStore {
                 let _ = std::fs::remove_file(&f.path);
             }
         }
+        let free = if filled_up { dir.fs_free().ok() } else { None };
         let st = &mut g.disk[t].state[d];
+        if let Some(free) = free {
+            st.limit = Some(st.used + free - LIMIT_MARGIN.min(free / 2));
+        }
         if let Some(was) = st.bad.take() {
             tracing::info!(
-                "disk tier directory back in service: {} (was: {was})",
-                dir.root.display()
+                "disk tier directory back in service: {} (was: {was}){}",
+                dir.root.display(),
+                st.limit
+                    .map(|l| format!("; holding at most {l} bytes"))
+                    .unwrap_or_default()
             );
         }
         st.want = 0;
@@ -223,14 +288,74 @@ mod tests {
         assert!(in_a >= 1, "{in_a}");
     }
 
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_directory_that_filled_up_makes_room_and_comes_back_with_a_limit() {
+        // SAFETY: geteuid has no preconditions.
+        if unsafe { libc::geteuid() } != 0 {
+            eprintln!("skipped: mounting a small filesystem needs root");
+            return;
+        }
+        let dir = tempfile::tempdir().unwrap();
+        let small = dir.path().join("small");
+        std::fs::create_dir_all(&small).unwrap();
+        // A filesystem of 4 blocks under a quota of 16: writes hit ENOSPC.
+        let ok = std::process::Command::new("mount")
+            .args(["-t", "tmpfs", "-o", "size=256k", "tmpfs"])
+            .arg(&small)
+            .status()
+            .unwrap()
+            .success();
+        assert!(ok, "mount a 256 KiB tmpfs");
+        struct Unmount(std::path::PathBuf);
+        impl Drop for Unmount {
+            fn drop(&mut self) {
+                let _ = std::process::Command::new("umount").arg(&self.0).status();
+            }
+        }
+        let _unmount = Unmount(small.clone());
+        let specs = vec![TierSpec {
+            alias: "SSD".into(),
+            dirs: vec![Dir::new(&small, 16 * K)],
+        }];
+        let s = BlockStore::with_tiers(K, specs, Arc::new(Engine::pread()));
+        for f in 1..=6 {
+            put(&s, f, K).await;
+        }
+        let ssd = &s.tiers()[1];
+        assert!(ssd.dirs[0].error.contains("No space left"), "{ssd:?}");
+        let held = ssd.used;
+        assert!(held >= 3 * K, "{ssd:?}");
+        // Probed again: its own evictable blocks make the room, and it
+        // comes back holding no more than its filesystem can.
+        s.inner.lock().disk[0].state[0].probed = None;
+        assert_eq!(s.reprobe_bad_dirs().await, 1);
+        let ssd = &s.tiers()[1];
+        assert!(ssd.dirs[0].error.is_empty(), "{ssd:?}");
+        assert!(ssd.used < held, "{ssd:?}");
+        assert!(ssd.capacity < 4 * K, "limited to what fits: {ssd:?}");
+        // From now on it moves blocks down (evicts) instead of filling up.
+        for f in 7..=20 {
+            put(&s, f, K).await;
+        }
+        let ssd = &s.tiers()[1];
+        assert!(ssd.dirs[0].error.is_empty(), "stays in service: {ssd:?}");
+        assert!(ssd.used <= ssd.capacity, "{ssd:?}");
+        let (_, evicted) = s.take_changes();
+        assert!(evicted.len() >= 10, "{evicted:?}");
+    }
+
     #[test]
-    fn the_writable_probe_needs_room_on_the_filesystem() {
+    fn the_writable_probe_writes_in_the_folder_and_measures_its_filesystem() {
         let dir = tempfile::tempdir().unwrap();
         let d = Dir::new(dir.path(), K);
         std::fs::create_dir_all(&d.blocks).unwrap();
-        assert!(d.probe_writable(4096).is_ok());
-        let e = d.probe_writable(u64::MAX).unwrap_err();
-        assert!(e.contains("bytes free on its filesystem"), "{e}");
+        d.probe_write().unwrap();
+        assert!(d.fs_free().unwrap() > 0);
         assert_eq!(std::fs::read_dir(&d.blocks).unwrap().count(), 0);
+        std::fs::remove_dir(&d.blocks).unwrap();
+        std::fs::write(&d.blocks, b"x").unwrap();
+        let e = d.probe_write().unwrap_err();
+        assert!(!crate::disk::is_full(&e), "{e}");
+        assert!(d.probe().unwrap_err().contains("not a directory"));
     }
 }
