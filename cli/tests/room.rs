@@ -83,10 +83,15 @@ async fn a_memory_full_of_evictable_blocks_takes_tcp_writes() {
         .unwrap();
     assert!(common::get(&fs, "/fresh").await == d);
 
-    // Many writers at once against a full cache: none is turned away.
+    // Many writers at once against a full cache, 16 over TCP and 8 through
+    // shared memory: none is turned away.
     let mut tasks = tokio::task::JoinSet::new();
-    for i in 0..16u64 {
-        let fs = c.fs().await;
+    for i in 0..24u64 {
+        let fs = if i < 16 {
+            c.fs().await
+        } else {
+            c.fs_local().await
+        };
         tasks.spawn(async move {
             let d = pattern(2 * MIB + 3, 1000 + i);
             let path = format!("/many{i}");
@@ -102,11 +107,11 @@ async fn a_memory_full_of_evictable_blocks_takes_tcp_writes() {
         out
     })
     .await
-    .expect("16 writers finish within a minute");
+    .expect("24 writers finish within a minute");
     for (i, r) in &all {
         assert!(r.is_ok(), "writer {i}: {r:?}");
     }
-    for i in 0..16u64 {
+    for i in 0..24u64 {
         let want = pattern(2 * MIB + 3, 1000 + i);
         assert!(
             common::get(&fs, &format!("/many{i}")).await == want,
