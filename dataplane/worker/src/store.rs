@@ -687,9 +687,8 @@ impl BlockStore {
                             why = format!("writing a block in {}: {e}", dir.root.display());
                             // A full filesystem comes back once it has room
                             // for such a block again.
-                            let full =
-                                matches!(e.raw_os_error(), Some(libc::ENOSPC | libc::EDQUOT));
-                            self.mark_bad(t, d, why.clone(), if full { len } else { 0 });
+                            let want = if disk::is_full(&e) { len } else { 0 };
+                            self.mark_bad(t, d, why.clone(), want);
                         }
                     }
                 }

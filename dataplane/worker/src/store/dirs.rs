@@ -41,7 +41,7 @@ impl BlockStore {
     /// longer a directory is taken out, and its blocks are forgotten (and
     /// reported removed): they cannot be read any more.
     pub fn check_dirs(&self) {
-        for (t, d, dir) in self.dirs_where(|bad| bad.is_none()) {
+        for (t, d, dir) in self.healthy_dirs() {
             if let Err(why) = dir.probe() {
                 self.mark_bad(t, d, why, 0);
                 self.drop_dir_blocks(t, d);
@@ -157,15 +157,23 @@ impl BlockStore {
                 return false;
             }
         };
-        let mut g = self.inner.lock();
-        for f in found {
-            let held = matches!(g.blocks.get(&f.id),
-                Some(Block::Disk(x)) if x.tier == t && x.dir == d && x.path == f.path);
-            if !held {
-                let _ = std::fs::remove_file(&f.path);
-            }
+        let stale: Vec<_> = {
+            let g = self.inner.lock();
+            found
+                .into_iter()
+                .filter(|f| {
+                    !matches!(g.blocks.get(&f.id),
+                        Some(Block::Disk(x)) if x.tier == t && x.dir == d && x.path == f.path)
+                })
+                .collect()
+        };
+        // No block is written meanwhile (the caller holds the move lock),
+        // and the directory takes none while it is out.
+        for f in stale {
+            let _ = std::fs::remove_file(&f.path);
         }
         let free = if filled_up { dir.fs_free().ok() } else { None };
+        let mut g = self.inner.lock();
         let st = &mut g.disk[t].state[d];
         if let Some(free) = free {
             st.limit = Some(st.used + free - LIMIT_MARGIN.min(free / 2));
@@ -184,8 +192,8 @@ impl BlockStore {
         true
     }
 
-    /// The directories whose state passes `keep`, with their indexes.
-    fn dirs_where(&self, keep: impl Fn(&Option<String>) -> bool) -> Vec<(usize, usize, Dir)> {
+    /// The directories in service, with their tier and directory indexes.
+    fn healthy_dirs(&self) -> Vec<(usize, usize, Dir)> {
         let g = self.inner.lock();
         g.disk
             .iter()
@@ -194,7 +202,7 @@ impl BlockStore {
                 tier.dirs
                     .iter()
                     .enumerate()
-                    .filter(|(d, _)| keep(&tier.state[*d].bad))
+                    .filter(|(d, _)| tier.state[*d].bad.is_none())
                     .map(move |(d, dir)| (t, d, dir.clone()))
                     .collect::<Vec<_>>()
             })
