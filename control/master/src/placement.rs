@@ -5,6 +5,8 @@
 pub struct Candidate {
     pub worker_id: u64,
     pub host: String,
+    /// Room for new blocks: free bytes plus bytes the worker would evict
+    /// (`Worker::room_bytes`).
     pub free_bytes: u64,
 }
 
@@ -23,16 +25,25 @@ pub trait PlacementPolicy: Send + Sync {
 }
 
 /// The worker on the client's own host when it has room (so the client can
-/// read through shared memory), else the worker with the most free space.
+/// read through shared memory), else the worker with the most room.
 /// Ties go to the lowest worker id, so the choice is deterministic.
+///
+/// When no worker has room for all of `bytes_needed` (a whole block; the
+/// writer does not know yet how much it will write), the same rule picks
+/// among the workers with any room: a short file fits, and a longer one
+/// gets `NO_SPACE` from the worker, which says why. `None` only when no
+/// worker has room at all.
 #[derive(Debug, Default, Clone, Copy)]
 pub struct LocalFirst;
 
 impl PlacementPolicy for LocalFirst {
     fn choose(&self, candidates: &[Candidate], req: &PlacementRequest) -> Option<u64> {
-        let fits = candidates
-            .iter()
-            .filter(|c| c.free_bytes >= req.bytes_needed);
+        let need = if candidates.iter().any(|c| c.free_bytes >= req.bytes_needed) {
+            req.bytes_needed
+        } else {
+            1
+        };
+        let fits = candidates.iter().filter(|c| c.free_bytes >= need);
         let best = |it: &mut dyn Iterator<Item = &Candidate>| {
             it.max_by(|a, b| {
                 a.free_bytes
@@ -109,9 +120,16 @@ mod tests {
         );
         assert_eq!(
             LocalFirst.choose(&ws, &req("a", 2000)),
-            None,
-            "nothing fits"
+            Some(1),
+            "no whole block fits anywhere: local first among those with room"
         );
+        assert_eq!(
+            LocalFirst.choose(&ws, &req("z", 2000)),
+            Some(2),
+            "else the most room"
+        );
+        let full = [c(1, "a", 0), c(2, "b", 0)];
+        assert_eq!(LocalFirst.choose(&full, &req("a", 10)), None, "no room");
         assert_eq!(LocalFirst.choose(&[], &req("a", 0)), None);
         let tie = [c(5, "x", 10), c(4, "y", 10)];
         assert_eq!(

@@ -1391,9 +1391,8 @@ impl MasterState {
         };
         let id = chosen.ok_or_else(|| {
             MasterError::NoWorkerAvailable(format!(
-                "{} live workers, none with {} bytes free",
-                candidates.len(),
-                req.bytes_needed
+                "{} live workers, none with room for new blocks (free or evictable)",
+                candidates.len()
             ))
         })?;
         let w = reg.worker(id).expect("candidate exists");
@@ -1438,6 +1437,7 @@ impl MasterState {
                             Some(x) => {
                                 x.capacity_bytes += t.capacity_bytes;
                                 x.used_bytes += t.used_bytes;
+                                x.evictable_bytes += t.evictable_bytes;
                                 x.block_count += t.block_count;
                             }
                             None => tiers.push(pb::TierUsage {

@@ -28,12 +28,34 @@ pub struct Worker {
 }
 
 impl Worker {
+    /// Unused room in every tier. A disk tier counts only its healthy
+    /// directories: the blocks still held in one taken out of service must
+    /// not hide the room left in the others.
     pub fn free_bytes(&self) -> u64 {
+        self.tiers.iter().map(tier_free).sum()
+    }
+
+    /// What the worker can make room for: free bytes plus the bytes of
+    /// blocks it would drop (docs/TIERS.md). A cache is normally full, of
+    /// blocks it may evict; counting only free bytes would turn writers
+    /// away from it.
+    pub fn room_bytes(&self) -> u64 {
         self.tiers
             .iter()
-            .map(|t| t.capacity_bytes.saturating_sub(t.used_bytes))
-            .sum()
+            .map(|t| tier_free(t).saturating_add(t.evictable_bytes))
+            .fold(0, u64::saturating_add)
     }
+}
+
+fn tier_free(t: &pb::TierUsage) -> u64 {
+    if t.dirs.is_empty() {
+        return t.capacity_bytes.saturating_sub(t.used_bytes);
+    }
+    t.dirs
+        .iter()
+        .filter(|d| d.error.is_empty())
+        .map(|d| d.capacity_bytes.saturating_sub(d.used_bytes))
+        .fold(0, u64::saturating_add)
 }
 
 #[derive(Debug, Clone, Default)]
@@ -423,6 +445,7 @@ impl Registry {
         self.blocks.len()
     }
 
+    /// Live workers with the room each can make (`Worker::room_bytes`).
     pub fn candidates(&self) -> Vec<Candidate> {
         let mut v: Vec<Candidate> = self
             .workers
@@ -431,7 +454,7 @@ impl Registry {
             .map(|w| Candidate {
                 worker_id: w.id,
                 host: w.address.host.clone(),
-                free_bytes: w.free_bytes(),
+                free_bytes: w.room_bytes(),
             })
             .collect();
         v.sort_by_key(|c| c.worker_id);
@@ -458,6 +481,47 @@ mod tests {
             length: 10,
             tier: "MEM".into(),
         }
+    }
+
+    #[test]
+    fn room_counts_evictable_bytes_and_only_healthy_directories() {
+        let dir = |cap, used, error: &str| pb::TierDir {
+            capacity_bytes: cap,
+            used_bytes: used,
+            error: error.into(),
+            ..Default::default()
+        };
+        let tiers = vec![
+            // Memory full, three quarters of it evictable.
+            pb::TierUsage {
+                tier: "MEM".into(),
+                capacity_bytes: 400,
+                used_bytes: 400,
+                evictable_bytes: 300,
+                ..Default::default()
+            },
+            // A full directory taken out, and a healthy one with 60 free.
+            pb::TierUsage {
+                tier: "SSD".into(),
+                capacity_bytes: 100,
+                used_bytes: 140,
+                evictable_bytes: 10,
+                dirs: vec![dir(100, 100, "full"), dir(100, 40, "")],
+                ..Default::default()
+            },
+        ];
+        let mut r = Registry::default();
+        let id = r
+            .register(addr("a", 1), tiers, &[], |_, _| true, 0, 0)
+            .unwrap();
+        let w = r.worker(id).unwrap();
+        assert_eq!(
+            w.free_bytes(),
+            60,
+            "the bad directory's blocks hide nothing"
+        );
+        assert_eq!(w.room_bytes(), 60 + 300 + 10);
+        assert_eq!(r.candidates()[0].free_bytes, 370, "placement sees the room");
     }
 
     #[test]

@@ -62,6 +62,32 @@ impl Dir {
             Err(e) => Err(format!("{}: {e}", self.blocks.display())),
         }
     }
+
+    /// Whether a probe file can be written, synced and removed in the
+    /// folder (part of the probe a directory out of service must pass to
+    /// come back). The probe file has the temporary prefix, so a crash
+    /// leaves nothing a restart keeps.
+    pub fn probe_write(&self) -> std::io::Result<()> {
+        use std::io::Write;
+        let path = self.blocks.join(format!("{TMP_PREFIX}probe"));
+        let wrote = File::create(&path)
+            .and_then(|mut f| f.write_all(&[0u8; ALIGN]).and_then(|()| f.sync_all()));
+        let removed = std::fs::remove_file(&path);
+        wrote.and(removed)
+    }
+
+    /// Bytes free (for unprivileged users) on the folder's filesystem.
+    pub fn fs_free(&self) -> Result<u64, String> {
+        let st = rustix::fs::statvfs(&self.blocks)
+            .map_err(|e| format!("{}: {e}", self.blocks.display()))?;
+        Ok(st.f_bavail.saturating_mul(st.f_frsize))
+    }
+}
+
+/// Whether a write failed because the filesystem (or the user's quota on
+/// it) is full, rather than because the directory is broken.
+pub fn is_full(e: &std::io::Error) -> bool {
+    matches!(e.raw_os_error(), Some(libc::ENOSPC | libc::EDQUOT))
 }
 
 /// A block held in a file on a disk tier.

@@ -176,6 +176,7 @@ pub async fn start(cfg: WorkerConfig) -> Result<RunningWorker, StartError> {
         cfg.promote_interval_ms,
         stop.subscribe(),
     ));
+    tasks.spawn(watch_dirs(store.clone(), stop.subscribe()));
     let stop_rx = stop.subscribe();
     tasks.spawn(accept_loop(listener, shared, stop_rx));
     Ok(RunningWorker {
@@ -192,11 +193,31 @@ pub async fn start(cfg: WorkerConfig) -> Result<RunningWorker, StartError> {
 /// compete with foreground reads for the disk.
 const PROMOTE_BUSY_READS_PER_SEC: u64 = 200;
 
-/// Background upkeep: probes disk-tier directories, and promotes hot disk
-/// blocks into free memory every `promote_ms` (0: no promotion) unless the
-/// worker is busy serving reads.
+/// How often disk-tier directories are probed (docs/TIERS.md).
+const DIR_CHECK_PERIOD: Duration = Duration::from_secs(1);
+
+/// Probes disk-tier directories every second: healthy ones are checked,
+/// and those out of service are probed again every few seconds
+/// (`store::dirs::REPROBE_AFTER`). Apart from promotion, whose period is
+/// the user's to choose.
+async fn watch_dirs(store: Arc<BlockStore>, mut stop: watch::Receiver<bool>) {
+    loop {
+        tokio::select! {
+            _ = tokio::time::sleep(DIR_CHECK_PERIOD) => {}
+            _ = stop.changed() => return,
+        }
+        store.check_dirs();
+        store.reprobe_bad_dirs().await;
+    }
+}
+
+/// Background promotion: hot disk blocks go into free memory every
+/// `promote_ms` (0: never) unless the worker is busy serving reads.
 async fn maintain(store: Arc<BlockStore>, promote_ms: u64, mut stop: watch::Receiver<bool>) {
-    let period = Duration::from_millis(if promote_ms == 0 { 1000 } else { promote_ms });
+    if promote_ms == 0 {
+        return;
+    }
+    let period = Duration::from_millis(promote_ms);
     let reads = |s: &BlockStore| {
         use std::sync::atomic::Ordering::Relaxed;
         s.stats.cache_hits.load(Relaxed) + s.stats.cache_misses.load(Relaxed)
@@ -207,16 +228,13 @@ async fn maintain(store: Arc<BlockStore>, promote_ms: u64, mut stop: watch::Rece
             _ = tokio::time::sleep(period) => {}
             _ = stop.changed() => return,
         }
-        store.check_dirs();
         let now = reads(&store);
         let busy =
             (now - last) * 1000 / period.as_millis().max(1) as u64 > PROMOTE_BUSY_READS_PER_SEC;
         last = now;
-        if promote_ms > 0 {
-            let n = store.promote_hot(busy, 8).await;
-            if n > 0 {
-                tracing::debug!("promoted {n} hot blocks to memory");
-            }
+        let n = store.promote_hot(busy, 8).await;
+        if n > 0 {
+            tracing::debug!("promoted {n} hot blocks to memory");
         }
     }
 }

@@ -65,6 +65,7 @@ impl MasterLink {
                 tier: t.alias,
                 capacity_bytes: t.capacity,
                 used_bytes: t.used,
+                evictable_bytes: t.evictable,
                 block_count: t.blocks,
                 dirs: t
                     .dirs

@@ -40,6 +40,7 @@ pub(crate) fn register(sh: &Arc<Shared>, io_engine: String) {
             let labels = [("worker", worker.clone()), ("tier", t.alias.clone())];
             gauge!("eddy_worker_tier_capacity_bytes", &labels).set(t.capacity as f64);
             gauge!("eddy_worker_tier_used_bytes", &labels).set(t.used as f64);
+            gauge!("eddy_worker_tier_evictable_bytes", &labels).set(t.evictable as f64);
             gauge!("eddy_worker_tier_blocks", &labels).set(t.blocks as f64);
             let bad = t.dirs.iter().filter(|d| !d.error.is_empty()).count();
             gauge!("eddy_worker_tier_bad_dirs", &labels).set(bad as f64);

@@ -23,6 +23,8 @@ use crate::evict::Lru;
 use crate::io::Engine;
 use crate::segment::{Segment, SegmentWriter};
 
+mod dirs;
+
 /// The memory tier's name in reports and block locations.
 pub const MEM: &str = "MEM";
 
@@ -112,6 +114,9 @@ pub struct TierInfo {
     pub alias: String,
     pub capacity: u64,
     pub used: u64,
+    /// Bytes of blocks here the store would drop to make room
+    /// (`Inner::evictable`).
+    pub evictable: u64,
     pub blocks: u64,
     pub dirs: Vec<DirInfo>,
 }
@@ -130,6 +135,15 @@ struct DirState {
     used: u64,
     blocks: u64,
     bad: Option<String>,
+    /// Bytes the write that took the directory out needed: it comes back
+    /// only with at least that much free (store/dirs.rs).
+    want: u64,
+    /// When a directory out of service was taken out or last probed.
+    probed: Option<std::time::Instant>,
+    /// Bytes the directory may hold when its filesystem turned out smaller
+    /// than its quota (it filled up): held bytes plus what was free when
+    /// it came back. Until a restart.
+    limit: Option<u64>,
 }
 
 struct DiskTier {
@@ -140,12 +154,19 @@ struct DiskTier {
 }
 
 impl DiskTier {
+    /// Directory `d`'s quota, lowered to what its filesystem holds if it
+    /// filled up before the quota did.
+    fn quota(&self, d: usize) -> u64 {
+        let q = self.dirs[d].quota;
+        self.state[d].limit.map_or(q, |l| l.min(q))
+    }
+
     /// The healthy directory with the most free space that fits `len`.
     fn pick(&self, len: u64, skip: &HashSet<usize>) -> Option<usize> {
         (0..self.dirs.len())
             .filter(|d| !skip.contains(d) && self.state[*d].bad.is_none())
-            .filter(|d| self.state[*d].used + len <= self.dirs[*d].quota)
-            .max_by_key(|d| self.dirs[*d].quota - self.state[*d].used)
+            .filter(|d| self.state[*d].used + len <= self.quota(*d))
+            .max_by_key(|d| self.quota(*d).saturating_sub(self.state[*d].used))
     }
 }
 
@@ -192,6 +213,29 @@ impl Inner {
     /// May move between tiers but never leave the worker.
     fn must_stay(&self, b: u64) -> bool {
         self.pinned(b) || self.sole_copies.contains(&b)
+    }
+
+    /// Bytes per tier (memory first) of blocks that may leave the worker
+    /// to make room: not pinned, not a sole copy, not being read, and on
+    /// disk only in a healthy directory. What placement may count as room
+    /// besides free bytes. Blocks that could only move down a tier are
+    /// not counted: the free room below them already is. One pass over
+    /// the blocks, once a heartbeat.
+    fn evictable(&self) -> Vec<u64> {
+        let mut out = vec![0; self.disk.len() + 1];
+        for (&id, b) in &self.blocks {
+            if b.in_use() || self.must_stay(id) {
+                continue;
+            }
+            match b {
+                Block::Mem(s) => out[0] += s.len(),
+                Block::Disk(d) if self.disk[d.tier].state[d.dir].bad.is_none() => {
+                    out[d.tier + 1] += d.len
+                }
+                Block::Disk(_) => {}
+            }
+        }
+        out
     }
 
     fn alias(&self, tier: usize) -> String {
@@ -378,21 +422,24 @@ impl BlockStore {
     /// Every tier's figures, memory first.
     pub fn tiers(&self) -> Vec<TierInfo> {
         let g = self.inner.lock();
+        let evictable = g.evictable();
         let mut out = vec![TierInfo {
             alias: MEM.into(),
             capacity: self.capacity,
             used: g.used,
+            evictable: evictable[0],
             blocks: g.lru.len() as u64,
             dirs: Vec::new(),
         }];
-        for t in &g.disk {
+        for (i, t) in g.disk.iter().enumerate() {
             let dirs: Vec<DirInfo> = t
                 .dirs
                 .iter()
                 .zip(&t.state)
-                .map(|(d, s)| DirInfo {
+                .enumerate()
+                .map(|(n, (d, s))| DirInfo {
                     path: d.root.display().to_string(),
-                    capacity: d.quota,
+                    capacity: t.quota(n),
                     used: s.used,
                     error: s.bad.clone().unwrap_or_default(),
                 })
@@ -406,6 +453,7 @@ impl BlockStore {
                     .map(|d| d.capacity)
                     .sum(),
                 used: t.state.iter().map(|s| s.used).sum(),
+                evictable: evictable[i + 1],
                 blocks: t.state.iter().map(|s| s.blocks).sum(),
                 dirs,
             });
@@ -637,7 +685,10 @@ impl BlockStore {
                         Ok(path) => return Ok(Arc::new(DiskBlock::new(id, len, path, t, d, sole))),
                         Err(e) => {
                             why = format!("writing a block in {}: {e}", dir.root.display());
-                            self.mark_bad(t, d, why.clone());
+                            // A full filesystem comes back once it has room
+                            // for such a block again.
+                            let want = if disk::is_full(&e) { len } else { 0 };
+                            self.mark_bad(t, d, why.clone(), want);
                         }
                     }
                 }
@@ -655,9 +706,9 @@ impl BlockStore {
             let tier = &g.disk[t];
             let d = (0..tier.dirs.len())
                 .filter(|d| !skip.contains(d) && tier.state[*d].bad.is_none())
-                .filter(|d| tier.dirs[*d].quota >= len)
-                .max_by_key(|d| tier.dirs[*d].quota.saturating_sub(tier.state[*d].used))?;
-            let free = tier.dirs[d].quota.saturating_sub(tier.state[d].used);
+                .filter(|d| tier.quota(*d) >= len)
+                .max_by_key(|d| tier.quota(*d).saturating_sub(tier.state[*d].used))?;
+            let free = tier.quota(d).saturating_sub(tier.state[d].used);
             let last = t + 1 == g.disk.len();
             let v = tier.lru.victims(
                 len.saturating_sub(free),
@@ -744,57 +795,6 @@ impl BlockStore {
         drop(g);
         drop(turn);
         Ok(Block::Disk(d))
-    }
-
-    /// Takes a directory out of service, with the reason (shown by `eddy report`).
-    pub fn mark_bad(&self, t: usize, d: usize, why: String) {
-        let mut g = self.inner.lock();
-        let st = &mut g.disk[t].state[d];
-        if st.bad.is_none() {
-            tracing::error!("disk tier directory taken out: {why}");
-            st.bad = Some(why);
-        }
-    }
-
-    /// Probes every healthy disk-tier directory. One that is gone or no
-    /// longer a directory is taken out, and its blocks are forgotten (and
-    /// reported removed): they cannot be read any more.
-    pub fn check_dirs(&self) {
-        let dirs: Vec<(usize, usize, Dir)> = {
-            let g = self.inner.lock();
-            g.disk
-                .iter()
-                .enumerate()
-                .flat_map(|(t, tier)| {
-                    tier.dirs
-                        .iter()
-                        .enumerate()
-                        .filter(|(d, _)| tier.state[*d].bad.is_none())
-                        .map(move |(d, dir)| (t, d, dir.clone()))
-                })
-                .collect()
-        };
-        for (t, d, dir) in dirs {
-            if let Err(why) = dir.probe() {
-                self.mark_bad(t, d, why);
-                self.drop_dir_blocks(t, d);
-            }
-        }
-    }
-
-    fn drop_dir_blocks(&self, t: usize, d: usize) {
-        let mut g = self.inner.lock();
-        let lost: Vec<u64> = g
-            .blocks
-            .iter()
-            .filter(|(_, b)| matches!(b, Block::Disk(x) if x.tier == t && x.dir == d))
-            .map(|(id, _)| *id)
-            .collect();
-        for b in lost {
-            g.forget(b);
-            g.sole_copies.remove(&b);
-            g.note_evicted(b);
-        }
     }
 
     /// A disk block could not be read: forget it (the next read fills it
@@ -1098,6 +1098,31 @@ mod tests {
             "reservations leave no handle behind"
         );
         assert_eq!(s.block_count(), 0);
+    }
+
+    #[tokio::test]
+    async fn evictable_bytes_leave_out_pins_sole_copies_and_readers() {
+        let b = |f: u64| eddy_proto::block_id(f, 0);
+        let s = BlockStore::new(800);
+        for f in 1..=5 {
+            let r = s.reserve(100).await.unwrap();
+            s.insert(b(f), seg(100), r, false);
+        }
+        assert_eq!(s.tiers()[0].evictable, 500);
+        s.set_pinned(1, [1], []);
+        s.keep_sole_copies([b(2)]);
+        let reading = s.get(b(3)).unwrap();
+        assert_eq!(s.tiers()[0].evictable, 200, "only files 4 and 5");
+        drop(reading);
+        s.release_sole(&[b(2)]);
+        assert_eq!(s.tiers()[0].evictable, 400);
+        // What is counted can be dropped: with memory full, everything
+        // but the pinned block can be reserved.
+        let r = s.reserve(300).await.unwrap();
+        s.insert(b(6), seg(300), r, false);
+        assert_eq!(s.tiers()[0].evictable, 700);
+        assert!(s.reserve(700).await.is_ok());
+        assert!(s.reserve(701).await.is_err());
     }
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
