@@ -32,6 +32,11 @@ struct Cli {
     /// file. An `eddy://HOST:PORT/...` path argument overrides it.
     #[arg(long, global = true, value_name = "HOST:PORT")]
     master: Option<String>,
+    /// The longest any one call to the master or a worker may wait for its
+    /// answer, connecting included (e.g. 500ms, 30s, 2m; default 60s). Past
+    /// it the command fails with DEADLINE_EXCEEDED.
+    #[arg(long, global = true, value_name = "DURATION", env = "EDDY_TIMEOUT", value_parser = parse_timeout)]
+    timeout: Option<std::time::Duration>,
     /// Print a commented configuration template and exit.
     #[arg(long)]
     print_sample_config: bool,
@@ -59,8 +64,18 @@ its code); 2 usage error."
     Report,
 }
 
+fn parse_timeout(s: &str) -> Result<std::time::Duration, String> {
+    match cmd::fs::parse_duration_ms(s)? {
+        ms if ms >= 1 => Ok(std::time::Duration::from_millis(ms as u64)),
+        _ => Err(format!("timeout {s:?} must be at least 1ms")),
+    }
+}
+
 fn main() -> ExitCode {
     let cli = Cli::parse();
+    if let Some(t) = cli.timeout {
+        cmd::set_timeout(t);
+    }
     if cli.print_sample_config {
         // As any output: a closed pipe ends it quietly (`| head`).
         out::line(format_args!("{}", config::SAMPLE.trim_end_matches('\n')));

@@ -351,3 +351,33 @@ async fn client_calls_end_at_their_deadline() {
         "served again once resumed"
     );
 }
+
+/// `eddy fs ls` against a master that accepts but never answers ends with
+/// DEADLINE_EXCEEDED after `--timeout` (and by default after 60 s, not never).
+#[test]
+fn the_cli_gives_up_at_its_timeout() {
+    let silent = common::SilentServer::start();
+    let start = std::time::Instant::now();
+    let out = std::process::Command::new(common::EDDY)
+        .args([
+            "--master",
+            &silent.addr,
+            "--timeout",
+            "500ms",
+            "fs",
+            "ls",
+            "/",
+        ])
+        .output()
+        .unwrap();
+    assert!(start.elapsed() < std::time::Duration::from_secs(10));
+    assert_eq!(out.status.code(), Some(1));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.trim_end().ends_with("(DEADLINE_EXCEEDED)"), "{err}");
+    assert_eq!(err.lines().count(), 1, "{err}");
+    let bad = std::process::Command::new(common::EDDY)
+        .args(["--timeout", "soon", "fs", "ls", "/"])
+        .output()
+        .unwrap();
+    assert_eq!(bad.status.code(), Some(2), "a bad timeout is a usage error");
+}

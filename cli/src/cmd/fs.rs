@@ -278,7 +278,7 @@ fn fs(c: MasterClient, short_circuit: bool) -> FileSystem {
         c,
         eddy_client::ClientOptions {
             short_circuit,
-            ..Default::default()
+            timeout: super::timeout(),
         },
     )
 }

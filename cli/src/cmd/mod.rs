@@ -11,10 +11,25 @@ use eddy_client::EddyCode;
 
 use crate::error::CliError;
 
+static TIMEOUT: std::sync::OnceLock<std::time::Duration> = std::sync::OnceLock::new();
+
+/// Sets `--timeout` for this process's client calls (once, at start).
+pub fn set_timeout(t: std::time::Duration) {
+    let _ = TIMEOUT.set(t);
+}
+
+/// The deadline of one client call: `--timeout`, else the client default.
+pub fn timeout() -> std::time::Duration {
+    TIMEOUT
+        .get()
+        .copied()
+        .unwrap_or_else(|| eddy_client::ClientOptions::default().timeout)
+}
+
 /// Connects to the master; a failure says which address failed and how to
 /// pick another (see `CliError`'s `From<ClientError>`).
 pub async fn connect(master: &str) -> Result<eddy_client::MasterClient, CliError> {
-    Ok(eddy_client::MasterClient::connect(master).await?)
+    Ok(eddy_client::MasterClient::connect_with_timeout(master, timeout()).await?)
 }
 
 /// Logs go to stderr so stdout stays for output a script can read.
