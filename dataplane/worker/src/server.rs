@@ -71,11 +71,17 @@ async fn dispatch(
         Kind::Read | Kind::Load => {
             let body = read_body(sock, h).await?;
             let req = ReadRequest::decode(h.kind, &body)?;
+            if let Err(m) = req.check() {
+                return send_error(sock, &WorkerError::InvalidArgument(m)).await;
+            }
             read(sh, sock, &req, h.kind == Kind::Load).await
         }
         Kind::WriteOpen => {
             let body = read_body(sock, h).await?;
             let open = WriteOpen::decode(&body)?;
+            if let Err(m) = open.check() {
+                return send_error(sock, &WorkerError::InvalidArgument(m)).await;
+            }
             write(sh, sock, open).await
         }
         Kind::Stats => {

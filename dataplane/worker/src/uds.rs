@@ -210,6 +210,10 @@ async fn dispatch(
                     code: e.code() as i32 as u16,
                     message: e.to_string(),
                 };
+                if let Err(m) = it.check() {
+                    grants.push(refuse(WorkerError::InvalidArgument(m)));
+                    continue;
+                }
                 if table.held.len() >= policy.max_per_client {
                     grants.push(refuse(WorkerError::NoSpace(crate::store::NoSpace {
                         needed: it.block_length,
@@ -391,6 +395,9 @@ async fn write_step(
     match kind {
         Kind::WriteOpen => {
             let open = WriteOpen::decode(body)?;
+            if let Err(m) = open.check() {
+                return write_frame(out, Kind::Error, &fail(WorkerError::InvalidArgument(m))).await;
+            }
             if session.is_some() {
                 let e = WorkerError::InvalidArgument(
                     "a write is already open on this connection".into(),
