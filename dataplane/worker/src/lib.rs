@@ -12,6 +12,7 @@
 //! reaches the master only through the gRPC schema (via the client's
 //! transport), like any other client.
 
+pub mod admit;
 pub mod config;
 pub mod disk;
 pub mod error;
@@ -155,6 +156,7 @@ pub async fn start(cfg: WorkerConfig) -> Result<RunningWorker, StartError> {
     let shared = Arc::new(Shared {
         store: store.clone(),
         link,
+        admit: Default::default(),
     });
     metrics::register(&shared, store.engine().name().to_string());
     tasks.spawn(replicate::run(shared.clone(), copy_rx, stop.subscribe()));

@@ -25,6 +25,8 @@ use crate::store::{Block, BlockStore, Reservation, Stats};
 pub struct Shared {
     pub store: Arc<BlockStore>,
     pub link: Arc<MasterLink>,
+    /// Checks of misses and write opens against the master.
+    pub admit: Arc<crate::admit::Admission>,
 }
 
 /// Serves one connection until the peer closes it, it breaks the protocol,
@@ -260,6 +262,7 @@ fn checked(req: &ReadRequest, b: Block) -> Result<Block> {
 /// Reads just the requested range from the under-storage; caches nothing.
 async fn read_through(sh: &Shared, req: &ReadRequest) -> Result<Found> {
     let src = source(req)?;
+    sh.admit.check_fill(&sh.link, req).await?;
     let ufs = sh.link.ufs(src.mount_id).await?;
     let b = ufs_read_exact(sh, &*ufs, src, req.file_offset + req.offset, req.length).await?;
     Ok(Found::Through(b))
@@ -308,6 +311,9 @@ pub(crate) fn ufs_key(key: &str) -> Result<eddy_ufs::UfsPath> {
 /// miss, and every later read of the block is a hit (docs/DATA-PROTOCOL.md).
 pub(crate) async fn fill(sh: &Shared, req: &ReadRequest) -> Result<Block> {
     let src = source(req)?;
+    // Before a byte is reserved: the request must describe this block's
+    // own bytes (docs/DATA-PROTOCOL.md, "Checks against the master").
+    sh.admit.check_fill(&sh.link, req).await?;
     let ufs = sh.link.ufs(src.mount_id).await?;
     let key = ufs_key(&src.key)?;
     let res = match sh.store.reserve(req.block_length).await {
@@ -390,6 +396,10 @@ struct Open {
 /// Nothing is cached or visible in the under-storage before `WriteClose`
 /// succeeds; a broken connection discards everything.
 async fn write(sh: &Shared, sock: &mut TcpStream, open: WriteOpen) -> Result<(), WireError> {
+    let _slot = match sh.admit.open_write(&sh.link, &open).await {
+        Ok(s) => s,
+        Err(e) => return send_error(sock, &e).await,
+    };
     let cache = open.write_type != WriteType::Through;
     let mut ufs_w = match &open.target {
         Some(t) if open.write_type != WriteType::MustCache => {
@@ -499,7 +509,7 @@ async fn write(sh: &Shared, sock: &mut TcpStream, open: WriteOpen) -> Result<(),
                     if o.pos == bs {
                         let o = cur.take().expect("open");
                         match seal(o, total / bs - 1, open.file_id) {
-                            Ok(b) => done.add(b, sole),
+                            Ok(b) => failed = done.add(b, sole).err(),
                             Err(e) => failed = Some(e),
                         }
                     }
@@ -524,7 +534,7 @@ async fn write(sh: &Shared, sock: &mut TcpStream, open: WriteOpen) -> Result<(),
                     && let Some(o) = cur.take()
                 {
                     match seal(o, total / bs, open.file_id) {
-                        Ok(b) => done.add(b, sole),
+                        Ok(b) => failed = done.add(b, sole).err(),
                         Err(e) => failed = Some(e),
                     }
                 }
@@ -603,7 +613,19 @@ impl Uncommitted {
         }
     }
 
-    pub(crate) fn add(&mut self, (id, seg, res): (u64, Segment, Reservation), sole: bool) {
+    /// Refuses a block this worker already holds: a write session only
+    /// makes new blocks (an incomplete file's blocks are cached nowhere),
+    /// so an id in the store is another file's copy and is left alone.
+    pub(crate) fn add(
+        &mut self,
+        (id, seg, res): (u64, Segment, Reservation),
+        sole: bool,
+    ) -> Result<()> {
+        if self.store.contains(id) {
+            return Err(WorkerError::AlreadyWriting(format!(
+                "block {id} is already cached on this worker; it is not written again"
+            )));
+        }
         let len = seg.len();
         self.store.insert(id, seg, res, false);
         if sole {
@@ -612,6 +634,7 @@ impl Uncommitted {
         }
         Stats::add(&self.store.stats.blocks_written, 1);
         self.blocks.push((id, len));
+        Ok(())
     }
 }
 
@@ -634,7 +657,7 @@ pub(crate) async fn commit_ids(sh: &Shared, ids: &[(u64, u64)]) -> Result<()> {
         if !sh.store.contains(id) {
             continue;
         }
-        if let Err(e) = sh.link.commit(id, len).await {
+        if let Err(e) = sh.link.commit_written(id, len).await {
             let rest: Vec<u64> = ids[i..].iter().map(|(b, _)| *b).collect();
             sh.store.remove(&rest);
             return Err(e.into());

@@ -372,6 +372,8 @@ impl std::fmt::Debug for Held {
 /// when the write type says so, and puts each block in the store as it is
 /// committed (recorded with the master at close).
 pub struct ScWrite {
+    /// Holds the file against other write sessions on this worker.
+    _slot: crate::admit::WriteSlot,
     open: WriteOpen,
     ufs_w: Option<Box<dyn UfsWriter>>,
     pending: Option<(u64, SegmentWriter, Reservation)>,
@@ -404,6 +406,10 @@ async fn write_step(
                 );
                 return write_frame(out, Kind::Error, &fail(e)).await;
             }
+            let slot = match sh.admit.open_write(&sh.link, &open).await {
+                Ok(s) => s,
+                Err(e) => return write_frame(out, Kind::Error, &fail(e)).await,
+            };
             let ufs_w = match &open.target {
                 Some(t) if open.write_type != WriteType::MustCache => {
                     let r = async {
@@ -419,6 +425,7 @@ async fn write_step(
                 _ => None,
             };
             *session = Some(ScWrite {
+                _slot: slot,
                 open,
                 ufs_w,
                 pending: None,
@@ -517,7 +524,9 @@ async fn write_step(
             if w.open.write_type != WriteType::Through {
                 let block = eddy_proto::block_id(w.open.file_id, w.next_index);
                 let sole = w.open.write_type == WriteType::MustCache;
-                w.done.add((block, sealed, res), sole);
+                if let Err(e) = w.done.add((block, sealed, res), sole) {
+                    return write_frame(out, Kind::Error, &fail(e)).await;
+                }
             }
             w.next_index += 1;
             w.total += len;
