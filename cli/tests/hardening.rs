@@ -9,7 +9,7 @@ use std::time::Duration;
 use common::{Cluster, get, pattern, put};
 use eddy_client::{EddyCode, pb};
 use eddy_wire::{ErrorFrame, Kind, ReadRequest, ReadType, UfsSource, WriteOpen, WriteType};
-use tokio::io::AsyncReadExt;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
 const BS: u64 = 1 << 20;
@@ -278,4 +278,229 @@ async fn requests_are_checked_against_the_master_before_anything_is_cached() {
         eddy_proto::RpcError::from(e).code,
         EddyCode::FileAlreadyComplete
     );
+}
+
+/// Reads until the worker closes `s`, for at most `limit`; returns the
+/// bytes and how long it took. Panics if the connection stays open.
+async fn until_closed<S: tokio::io::AsyncRead + Unpin>(
+    s: &mut S,
+    limit: Duration,
+) -> (Vec<u8>, Duration) {
+    let start = std::time::Instant::now();
+    let mut got = Vec::new();
+    tokio::time::timeout(limit, async {
+        let mut buf = [0u8; 4096];
+        loop {
+            match s.read(&mut buf).await {
+                Ok(0) | Err(_) => break,
+                Ok(n) => got.extend_from_slice(&buf[..n]),
+            }
+        }
+    })
+    .await
+    .expect("the worker closes the connection");
+    (got, start.elapsed())
+}
+
+/// A `Stats` round trip: the connection was accepted and is served.
+async fn served<S>(s: &mut S) -> bool
+where
+    S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin,
+{
+    if eddy_wire::write_frame(s, Kind::Stats, &[]).await.is_err() {
+        return false;
+    }
+    matches!(
+        tokio::time::timeout(ANSWER, eddy_wire::expect(s, Kind::StatsOk)).await,
+        Ok(Ok(Ok(_)))
+    )
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn idle_and_half_sent_connections_are_closed() {
+    let dir = tempfile::tempdir().unwrap();
+    let c = Cluster::start(
+        dir.path(),
+        1,
+        SMALL_BLOCKS,
+        "idle_timeout_ms = 600\nframe_timeout_ms = 300",
+    );
+    let fs = c.fs().await;
+    let w = &c.workers[0].addr;
+    let mut idle = TcpStream::connect(w).await.unwrap();
+    let mut half = TcpStream::connect(w).await.unwrap();
+    half.write_all(b"EDDY\x01").await.unwrap();
+    let sock = dir.path().join("w0.sock");
+    let mut uidle = tokio::net::UnixStream::connect(&sock).await.unwrap();
+    let (_, t) = until_closed(&mut idle, Duration::from_secs(10)).await;
+    assert!(
+        t >= Duration::from_millis(500),
+        "closed after the idle timeout, not before ({t:?})"
+    );
+    until_closed(&mut half, Duration::from_secs(10)).await;
+    until_closed(&mut uidle, Duration::from_secs(10)).await;
+    // A write session that goes quiet is closed too, on either socket.
+    let ws = fs
+        .master()
+        .create_file("/quiet", &eddy_client::CreateOptions::default())
+        .await
+        .unwrap();
+    let open = WriteOpen {
+        file_id: ws.id,
+        block_size: ws.block_size,
+        write_type: WriteType::MustCache,
+        target: None,
+    };
+    let mut s = TcpStream::connect(w).await.unwrap();
+    assert_eq!(open_code(&mut s, &open).await, None);
+    until_closed(&mut s, Duration::from_secs(10)).await;
+    let mut u = tokio::net::UnixStream::connect(&sock).await.unwrap();
+    assert_eq!(open_code(&mut u, &open).await, None, "the slot was freed");
+    until_closed(&mut u, Duration::from_secs(10)).await;
+    // Busy connections are not affected.
+    let data = pattern(BS as usize + 1, 7);
+    put(&fs, "/busy", &data, pb::WriteType::MustCache).await;
+    assert_eq!(get(&fs, "/busy").await, data);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn connections_over_the_per_peer_limit_are_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let c = Cluster::start(dir.path(), 1, SMALL_BLOCKS, "max_connections_per_peer = 8");
+    let w = &c.workers[0].addr;
+    let sock = dir.path().join("w0.sock");
+    let mut held = Vec::new();
+    for _ in 0..8 {
+        let mut s = TcpStream::connect(w).await.unwrap();
+        assert!(served(&mut s).await);
+        held.push(s);
+    }
+    let mut over = TcpStream::connect(w).await.unwrap();
+    let (bytes, _) = until_closed(&mut over, Duration::from_secs(10)).await;
+    let h = eddy_wire::Header::decode(bytes[..12].try_into().unwrap()).unwrap();
+    let e = error_of(h.kind, &bytes[12..]);
+    assert_eq!(e.code, EddyCode::Unavailable, "{e:?}");
+    assert!(
+        e.message.contains("max_connections_per_peer"),
+        "{}",
+        e.message
+    );
+    let mut uheld = Vec::new();
+    for _ in 0..8 {
+        let mut s = tokio::net::UnixStream::connect(&sock).await.unwrap();
+        assert!(served(&mut s).await);
+        uheld.push(s);
+    }
+    let mut uover = tokio::net::UnixStream::connect(&sock).await.unwrap();
+    let (bytes, _) = until_closed(&mut uover, Duration::from_secs(10)).await;
+    assert_eq!(
+        ErrorFrame::decode(&bytes[12..]).unwrap().code,
+        EddyCode::Unavailable
+    );
+    drop(held);
+    drop(uheld);
+    // Once they are gone, the same peer is served again.
+    common::eventually(Duration::from_secs(10), "a slot is free again", || async {
+        let mut s = TcpStream::connect(w).await.unwrap();
+        let mut u = tokio::net::UnixStream::connect(&sock).await.unwrap();
+        served(&mut s).await && served(&mut u).await
+    })
+    .await;
+    let fs = c.fs().await;
+    let data = pattern(3 * BS as usize, 8);
+    put(&fs, "/after", &data, pb::WriteType::MustCache).await;
+    assert_eq!(get(&fs, "/after").await, data);
+    assert_eq!(get(&c.fs_local().await, "/after").await, data);
+}
+
+async fn stat_of(fs: &eddy_client::FileSystem, addr: &str, name: &str) -> u64 {
+    let s = fs.worker_stats(addr).await.unwrap();
+    s.iter().find(|(k, _)| k == name).map_or(0, |(_, v)| *v)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn stalled_write_sessions_give_their_memory_back() {
+    const SESSIONS: usize = 50;
+    const MEM: u64 = 16 << 20;
+    let dir = tempfile::tempdir().unwrap();
+    let c = Cluster::start(
+        dir.path(),
+        1,
+        SMALL_BLOCKS,
+        &format!("memory_capacity = {MEM}\nidle_timeout_ms = 1500\nframe_timeout_ms = 1000"),
+    );
+    let fs = c.fs().await;
+    let w = c.workers[0].addr.clone();
+    let mut stalled = Vec::new();
+    for i in 0..SESSIONS {
+        let st = fs
+            .master()
+            .create_file(format!("/s{i}"), &eddy_client::CreateOptions::default())
+            .await
+            .unwrap();
+        let open = WriteOpen {
+            file_id: st.id,
+            block_size: st.block_size,
+            write_type: WriteType::MustCache,
+            target: None,
+        };
+        let mut s = TcpStream::connect(&w).await.unwrap();
+        assert_eq!(open_code(&mut s, &open).await, None);
+        // One byte, then nothing: the session reserves its block and stalls.
+        eddy_wire::write_frame(&mut s, Kind::Data, b"x")
+            .await
+            .unwrap();
+        stalled.push(s);
+    }
+    common::eventually(Duration::from_secs(10), "memory all reserved", || async {
+        stat_of(&fs, &w, "memory_reserved").await == MEM
+    })
+    .await;
+    let o = eddy_client::CreateOptions::default();
+    let data = pattern(BS as usize, 9);
+    let mut fresh = fs.create("/fresh", &o).await.unwrap();
+    fresh.write(&data).await.unwrap();
+    let e = fresh.close().await.unwrap_err();
+    assert_eq!(e.code(), EddyCode::NoSpace, "starved while they stall: {e}");
+    for s in &mut stalled {
+        until_closed(s, Duration::from_secs(20)).await;
+    }
+    common::eventually(Duration::from_secs(10), "reservations released", || async {
+        stat_of(&fs, &w, "memory_reserved").await == 0
+    })
+    .await;
+    put(&fs, "/fresh", &data, pb::WriteType::MustCache).await;
+    assert_eq!(get(&fs, "/fresh").await, data);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn servers_raise_their_open_file_limit() {
+    use rustix::process::{Resource, getrlimit, setrlimit};
+    // Children inherit a low soft limit from this process.
+    let mut l = getrlimit(Resource::Nofile);
+    let hard = l.maximum;
+    l.current = Some(hard.unwrap_or(u64::MAX).min(1024));
+    setrlimit(Resource::Nofile, l).unwrap();
+    if hard.is_some_and(|h| h <= 1024) {
+        eprintln!("the hard open-file limit is 1024 or less here: nothing to raise");
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let c = Cluster::start(dir.path(), 1, SMALL_BLOCKS, "");
+    let soft_hard = |pid: u32| {
+        let limits = std::fs::read_to_string(format!("/proc/{pid}/limits")).unwrap();
+        let line = limits
+            .lines()
+            .find(|l| l.starts_with("Max open files"))
+            .unwrap()
+            .to_string();
+        let v: Vec<&str> = line.split_whitespace().collect();
+        (v[3].to_string(), v[4].to_string())
+    };
+    for pid in [c.master.pid(), c.workers[0].pid()] {
+        let (soft, hard) = soft_hard(pid);
+        assert_eq!(
+            soft, hard,
+            "process {pid}: soft limit raised to the hard one"
+        );
+    }
 }

@@ -365,6 +365,11 @@ impl BlockStore {
         self.capacity
     }
 
+    /// Bytes set aside for fills and writes in progress.
+    pub fn reserved(&self) -> u64 {
+        self.inner.lock().reserved
+    }
+
     /// Bytes held by sealed segments.
     pub fn used(&self) -> u64 {
         self.inner.lock().used

@@ -29,6 +29,7 @@ use tokio::net::{UnixListener, UnixStream};
 use tokio::sync::watch;
 use tokio::task::JoinSet;
 
+use crate::conn::{PeerLimit, PeerSlot, Timed, Timeouts};
 use crate::error::WorkerError;
 use crate::segment::{Segment, SegmentWriter};
 use crate::server::{Shared, Uncommitted, cached, commit_ids, stats, ufs_key};
@@ -71,11 +72,21 @@ pub async fn accept_loop(
     mut stop: watch::Receiver<bool>,
 ) {
     let mut conns = JoinSet::new();
+    // Per process: each client process is one peer (SO_PEERCRED).
+    let peers = PeerLimit::new(sh.max_per_peer);
     loop {
         tokio::select! {
             r = listener.accept() => match r {
                 Ok((sock, _)) => {
-                    conns.spawn(serve(sh.clone(), sock, policy.clone(), stop.clone()));
+                    let key = rustix::net::sockopt::socket_peercred(&sock)
+                        .map(|c| (c.uid.as_raw(), c.pid.as_raw_nonzero().get()))
+                        .unwrap_or((u32::MAX, 0));
+                    let Some(slot) = peers.admit(key) else {
+                        let who = format!("process {} (uid {})", key.1, key.0);
+                        crate::server::refuse(&sock, &who, peers.max());
+                        continue;
+                    };
+                    conns.spawn(serve(sh.clone(), sock, slot, policy.clone(), stop.clone()));
                 }
                 Err(e) => {
                     tracing::warn!("unix socket accept failed: {e}");
@@ -132,12 +143,20 @@ impl Drop for Table<'_> {
 async fn serve(
     sh: Arc<Shared>,
     sock: UnixStream,
+    _slot: PeerSlot<(u32, i32)>,
     policy: LeasePolicy,
     mut stop: watch::Receiver<bool>,
 ) {
+    // The idle rule is applied below (a connection holding leases is not
+    // idle); the stream's own timers cover frames and stalled writes.
+    let idle = sh.timeouts.idle;
+    let limits = Timeouts {
+        idle: Duration::MAX,
+        frame: sh.timeouts.frame,
+    };
     // Buffered: a request's header and body (and releases sent ahead of
     // it) arrive in one read.
-    let mut sock = BufReader::with_capacity(16 << 10, sock);
+    let mut sock = BufReader::with_capacity(16 << 10, Timed::new(sock, limits));
     Stats::add(&sh.store.stats.lease_clients, 1);
     let mut table = Table {
         held: HashMap::new(),
@@ -145,18 +164,28 @@ async fn serve(
         stats: &sh.store.stats,
     };
     let mut session: Option<ScWrite> = None;
-    let mut tick = tokio::time::interval((policy.ttl / 4).max(Duration::from_millis(10)));
+    let period = (policy.ttl / 4).min(idle / 4);
+    let mut tick = tokio::time::interval(period.max(Duration::from_millis(10)));
+    let mut last = Instant::now();
     loop {
+        sock.get_mut().expect_frame();
         // Wait for bytes without consuming any (cancel-safe), so the lease
         // clock can tick between requests without cutting one in half.
         let ready = tokio::select! {
             r = sock.fill_buf() => r.map(|b| !b.is_empty()),
             _ = tick.tick() => {
                 table.expire(policy.ttl);
+                // Idle: closed unless it holds leases (and no write, whose
+                // reservations must not wait on a client that went quiet).
+                if last.elapsed() >= idle && (table.held.is_empty() || session.is_some()) {
+                    tracing::debug!("closing a short-circuit connection idle for {idle:?}");
+                    return;
+                }
                 continue;
             }
             _ = stop.changed() => return,
         };
+        last = Instant::now();
         if !matches!(ready, Ok(true)) {
             return;
         }
@@ -180,7 +209,7 @@ async fn serve(
 
 async fn dispatch(
     sh: &Shared,
-    sock: &mut BufReader<UnixStream>,
+    sock: &mut BufReader<Timed<UnixStream>>,
     h: eddy_wire::Header,
     table: &mut Table<'_>,
     policy: &LeasePolicy,
@@ -283,7 +312,7 @@ async fn dispatch(
                     Handed::File(f) => f.as_fd(),
                 })
                 .collect();
-            send_with_fds(sock.get_ref(), &frame, &fds).await?;
+            send_with_fds(sock.get_ref().get_ref(), &frame, &fds).await?;
             Ok(())
         }
         Kind::Release => {
@@ -387,7 +416,7 @@ pub struct ScWrite {
 
 async fn write_step(
     sh: &Shared,
-    sock: &mut BufReader<UnixStream>,
+    sock: &mut BufReader<Timed<UnixStream>>,
     kind: Kind,
     body: &[u8],
     session: &mut Option<ScWrite>,
@@ -486,7 +515,7 @@ async fn write_step(
             .encode()
             .to_vec();
             frame.extend_from_slice(&body);
-            send_with_fds(sock.get_ref(), &frame, &[seg.fd()]).await?;
+            send_with_fds(sock.get_ref().get_ref(), &frame, &[seg.fd()]).await?;
             w.pending = Some((id, seg, res));
             Ok(())
         }
