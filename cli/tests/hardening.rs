@@ -504,3 +504,40 @@ async fn servers_raise_their_open_file_limit() {
         );
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn the_master_closes_silent_connections_and_limits_peers() {
+    let dir = tempfile::tempdir().unwrap();
+    let m = common::MasterProc::start(
+        dir.path(),
+        "handshake_timeout_ms = 3000\nmax_connections_per_peer = 6",
+    );
+    // A connection that never sends a byte is closed after the handshake
+    // timeout.
+    let mut silent = TcpStream::connect(&m.addr).await.unwrap();
+    let mut held = Vec::new();
+    for _ in 0..5 {
+        held.push(TcpStream::connect(&m.addr).await.unwrap());
+    }
+    // The seventh from this host is closed at once, long before that.
+    let mut over = TcpStream::connect(&m.addr).await.unwrap();
+    let (_, t) = until_closed(&mut over, Duration::from_secs(10)).await;
+    assert!(t < Duration::from_millis(2500), "refused at once ({t:?})");
+    let (_, t) = until_closed(&mut silent, Duration::from_secs(20)).await;
+    assert!(
+        t >= Duration::from_millis(2000),
+        "closed by the handshake timeout ({t:?})"
+    );
+    drop(held);
+    common::eventually(
+        Duration::from_secs(20),
+        "a client is served again",
+        || async {
+            match eddy_client::MasterClient::connect(&m.addr).await {
+                Ok(c) => c.exists("/").await.is_ok(),
+                Err(_) => false,
+            }
+        },
+    )
+    .await;
+}

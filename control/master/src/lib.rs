@@ -15,6 +15,7 @@ pub mod metastore;
 pub mod metrics;
 pub mod mount;
 pub mod namespace;
+pub mod net;
 pub mod path;
 pub mod placement;
 pub mod replication;

@@ -312,7 +312,7 @@ async fn dispatch(
                     Handed::File(f) => f.as_fd(),
                 })
                 .collect();
-            send_with_fds(sock.get_ref().get_ref(), &frame, &fds).await?;
+            send_with_fds(sock.get_ref().get_ref(), &frame, &fds, sh.timeouts.idle).await?;
             Ok(())
         }
         Kind::Release => {
@@ -352,38 +352,44 @@ enum Handed {
 }
 
 /// Sends `bytes` with `fds` attached to its first byte, so the receiver gets
-/// the descriptors with the frame's header.
+/// the descriptors with the frame's header. Fails if the peer reads nothing
+/// for `limit` (the stream's own write timer is bypassed here).
 async fn send_with_fds(
     sock: &UnixStream,
     bytes: &[u8],
     fds: &[BorrowedFd<'_>],
+    limit: Duration,
 ) -> Result<(), WireError> {
     let mut sent = 0;
     while sent < bytes.len() {
-        let n = sock
-            .async_io(Interest::WRITABLE, || {
-                let attach = sent == 0 && !fds.is_empty();
-                let mut space = vec![
-                    MaybeUninit::uninit();
-                    if attach {
-                        rustix::cmsg_space!(ScmRights(fds.len()))
-                    } else {
-                        0
-                    }
-                ];
-                let mut cmsg = SendAncillaryBuffer::new(&mut space);
+        let step = sock.async_io(Interest::WRITABLE, || {
+            let attach = sent == 0 && !fds.is_empty();
+            let mut space = vec![
+                MaybeUninit::uninit();
                 if attach {
-                    cmsg.push(SendAncillaryMessage::ScmRights(fds));
+                    rustix::cmsg_space!(ScmRights(fds.len()))
+                } else {
+                    0
                 }
-                rustix::net::sendmsg(
-                    sock.as_fd(),
-                    &[IoSlice::new(&bytes[sent..])],
-                    &mut cmsg,
-                    SendFlags::NOSIGNAL,
-                )
-                .map_err(std::io::Error::from)
-            })
-            .await?;
+            ];
+            let mut cmsg = SendAncillaryBuffer::new(&mut space);
+            if attach {
+                cmsg.push(SendAncillaryMessage::ScmRights(fds));
+            }
+            rustix::net::sendmsg(
+                sock.as_fd(),
+                &[IoSlice::new(&bytes[sent..])],
+                &mut cmsg,
+                SendFlags::NOSIGNAL,
+            )
+            .map_err(std::io::Error::from)
+        });
+        let n = tokio::time::timeout(limit, step).await.map_err(|_| {
+            std::io::Error::new(
+                std::io::ErrorKind::TimedOut,
+                format!("the client read nothing for {} ms", limit.as_millis()),
+            )
+        })??;
         sent += n;
     }
     Ok(())
@@ -515,7 +521,13 @@ async fn write_step(
             .encode()
             .to_vec();
             frame.extend_from_slice(&body);
-            send_with_fds(sock.get_ref().get_ref(), &frame, &[seg.fd()]).await?;
+            send_with_fds(
+                sock.get_ref().get_ref(),
+                &frame,
+                &[seg.fd()],
+                sh.timeouts.idle,
+            )
+            .await?;
             w.pending = Some((id, seg, res));
             Ok(())
         }
