@@ -145,3 +145,89 @@ fn same_location(info: &pb::GetBlockInfoResponse, s: &UfsSource, file_id: u64) -
     }
     Ok(())
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use eddy_wire::ReadType;
+
+    fn info() -> pb::GetBlockInfoResponse {
+        pb::GetBlockInfoResponse {
+            file_id: 7,
+            file_length: 150,
+            block_size: 100,
+            block_length: 50,
+            file_offset: 100,
+            ufs: Some(pb::UfsLocation {
+                mount_id: 1,
+                key: "a/b".into(),
+            }),
+            complete: true,
+            persisted: true,
+        }
+    }
+
+    fn req() -> ReadRequest {
+        ReadRequest {
+            block_id: eddy_proto::block_id(7, 1),
+            offset: 0,
+            length: 50,
+            block_length: 50,
+            file_offset: 100,
+            read_type: ReadType::Cache,
+            source: Some(UfsSource {
+                mount_id: 1,
+                key: "a/b".into(),
+            }),
+        }
+    }
+
+    #[test]
+    fn a_fill_must_describe_the_block_the_master_knows() {
+        assert!(fill_matches(&info(), &req()).is_ok());
+        let code =
+            |i: pb::GetBlockInfoResponse, r: ReadRequest| fill_matches(&i, &r).unwrap_err().code();
+        use eddy_proto::EddyCode as C;
+        let other_key = ReadRequest {
+            source: Some(UfsSource {
+                mount_id: 1,
+                key: "a/c".into(),
+            }),
+            ..req()
+        };
+        assert_eq!(code(info(), other_key), C::InvalidArgument);
+        let other_mount = ReadRequest {
+            source: Some(UfsSource {
+                mount_id: 2,
+                key: "a/b".into(),
+            }),
+            ..req()
+        };
+        assert_eq!(code(info(), other_mount), C::InvalidArgument);
+        let longer = ReadRequest {
+            block_length: 100,
+            ..req()
+        };
+        assert_eq!(code(info(), longer), C::InvalidArgument);
+        let moved = ReadRequest {
+            file_offset: 0,
+            ..req()
+        };
+        assert_eq!(code(info(), moved), C::InvalidArgument);
+        let writing = pb::GetBlockInfoResponse {
+            complete: false,
+            ..info()
+        };
+        assert_eq!(code(writing, req()), C::FileIncomplete);
+        let unpersisted = pb::GetBlockInfoResponse {
+            persisted: false,
+            ..info()
+        };
+        assert_eq!(code(unpersisted, req()), C::NotFound);
+        let no_source = ReadRequest {
+            source: None,
+            ..req()
+        };
+        assert_eq!(code(info(), no_source), C::NotFound);
+    }
+}
