@@ -541,3 +541,28 @@ async fn the_master_closes_silent_connections_and_limits_peers() {
     )
     .await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn clients_survive_the_worker_closing_their_pooled_connections() {
+    let dir = tempfile::tempdir().unwrap();
+    let c = Cluster::start(dir.path(), 1, SMALL_BLOCKS, "idle_timeout_ms = 300");
+    let fs = c.fs().await;
+    let data = pattern(2 * BS as usize + 3, 11);
+    put(&fs, "/p", &data, pb::WriteType::MustCache).await;
+    let before = c.workers[0].fd_count();
+    assert_eq!(get(&fs, "/p").await, data);
+    // The reads left connections in the client's pool; the worker closes
+    // them once idle (its descriptors go).
+    common::eventually(
+        Duration::from_secs(10),
+        "pooled connections closed",
+        || async { c.workers[0].fd_count() < before },
+    )
+    .await;
+    // A write session opens on a pooled connection, without retries.
+    put(&fs, "/q", &data, pb::WriteType::MustCache).await;
+    for _ in 0..3 {
+        assert_eq!(get(&fs, "/p").await, data, "read again");
+    }
+    assert_eq!(get(&fs, "/q").await, data);
+}
