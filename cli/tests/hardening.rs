@@ -139,6 +139,38 @@ async fn lengths_from_the_wire_are_checked_not_trusted() {
     };
     let (k, body) = ask(&mut s, Kind::WriteOpen, &open.encode()).await;
     assert_eq!(error_of(k, &body).code, EddyCode::InvalidArgument);
+    // Short-circuit leases: each bad item is refused in its grant; a good
+    // one in the same batch is granted.
+    let items = [
+        ReadRequest {
+            block_length: u64::MAX,
+            length: u64::MAX,
+            ..base.clone()
+        },
+        ReadRequest {
+            offset: u64::MAX,
+            length: 2,
+            ..base.clone()
+        },
+        ReadRequest {
+            length: b0.length,
+            ..base.clone()
+        },
+    ];
+    let sock = dir.path().join("w0.sock");
+    let mut u = tokio::net::UnixStream::connect(&sock).await.unwrap();
+    eddy_wire::write_frame(&mut u, Kind::Lease, &eddy_wire::encode_lease(&items))
+        .await
+        .unwrap();
+    let body = tokio::time::timeout(ANSWER, eddy_wire::expect(&mut u, Kind::LeaseOk))
+        .await
+        .unwrap()
+        .unwrap()
+        .unwrap();
+    let (_, grants) = eddy_wire::decode_lease_ok(&body).unwrap();
+    let codes: Vec<u16> = grants.iter().map(|g| g.code).collect();
+    let bad = EddyCode::InvalidArgument as i32 as u16;
+    assert_eq!(codes, [bad, bad, 0], "{grants:?}");
     assert_eq!(get(&fs, "/f").await, data, "the worker is still up");
 }
 
