@@ -106,6 +106,7 @@ impl WorkerConfig {
     pub fn timeouts(&self) -> crate::conn::Timeouts {
         crate::conn::Timeouts {
             idle: std::time::Duration::from_millis(self.idle_timeout_ms),
+            write: std::time::Duration::from_millis(self.idle_timeout_ms),
             frame: std::time::Duration::from_millis(self.frame_timeout_ms),
         }
     }

@@ -20,9 +20,10 @@ use tokio::time::Sleep;
 #[derive(Debug, Clone, Copy)]
 pub struct Timeouts {
     /// Longest wait for the first byte of the next request (and for a
-    /// write session's next frame), and longest a write to the peer may
-    /// make no progress.
+    /// write session's next frame).
     pub idle: Duration,
+    /// Longest a write to the peer may make no progress.
+    pub write: Duration,
     /// Once a frame's first byte is in: longest until its header and
     /// control body are all in, and longest a `Data` body may make no
     /// progress.
@@ -144,8 +145,8 @@ impl<S: AsyncWrite + Unpin> AsyncWrite for Timed<S> {
                 Poll::Ready(r)
             }
             Poll::Pending => {
-                if expired(&mut me.write_timer, me.limits.idle, cx) {
-                    let e = Self::timed_out("the peer read nothing", me.limits.idle);
+                if expired(&mut me.write_timer, me.limits.write, cx) {
+                    let e = Self::timed_out("the peer read nothing", me.limits.write);
                     return Poll::Ready(Err(e));
                 }
                 Poll::Pending
@@ -237,6 +238,7 @@ mod tests {
 
     const LIMITS: Timeouts = Timeouts {
         idle: Duration::from_millis(300),
+        write: Duration::from_millis(300),
         frame: Duration::from_millis(100),
     };
 

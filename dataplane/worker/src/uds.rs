@@ -152,7 +152,7 @@ async fn serve(
     let idle = sh.timeouts.idle;
     let limits = Timeouts {
         idle: Duration::MAX,
-        frame: sh.timeouts.frame,
+        ..sh.timeouts
     };
     // Buffered: a request's header and body (and releases sent ahead of
     // it) arrive in one read.
