@@ -1,6 +1,6 @@
-//! Network hardening of the worker: lengths from the wire, requests checked
-//! against the master, idle and stalled connections. Real processes on
-//! loopback, raw frames from the test.
+//! Network hardening of the worker and the master (issue 13, items 10-12):
+//! lengths from the wire, requests checked against the master, idle and
+//! stalled connections. Real processes on loopback, raw frames from the test.
 
 mod common;
 
