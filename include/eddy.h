@@ -18,7 +18,10 @@
  *   the library. A NULL, closed or never-issued handle is EDDY_ERR_BAD_HANDLE,
  *   never undefined behaviour.
  * - Strings are NUL-terminated; paths are absolute Eddy paths ("/a/b").
- * - No function blocks forever: network errors come back as error codes.
+ * - No function blocks forever: network errors come back as error codes, and
+ *   a master or worker that stops answering fails the call with
+ *   EDDY_ERR_DEADLINE_EXCEEDED once the client's timeout passes (option
+ *   "timeout_ms" of eddy_connect, default 60000 ms per exchange).
  */
 
 #ifndef EDDY_H
@@ -100,6 +103,10 @@
 // persisted: its bytes cannot be read. Delete or rewrite it.
 #define EDDY_ERR_DATA_LOST -22
 
+// A master or worker did not answer within the client's timeout (option
+// "timeout_ms" of `eddy_connect`; connecting included). Retry later.
+#define EDDY_ERR_DEADLINE_EXCEEDED -23
+
 // Read types for `eddy_open`.
 // A miss is cached (default).
 #define EDDY_READ_CACHE 0
@@ -174,7 +181,12 @@ const char *eddy_last_error_message(void);
 // Connects to the master at `master` ("host:port"). `keys`/`values` hold
 // `n_options` options (both may be NULL when `n_options` is 0):
 // "short_circuit" = "true" | "false" (default "true": map blocks of a
-// worker on this host instead of copying them over TCP).
+// worker on this host instead of copying them over TCP);
+// "timeout_ms" = a decimal number of milliseconds, 1 or more (default
+// 60000): the longest any one exchange with the master or a worker may
+// wait for its answer, connecting included; past it the call fails with
+// EDDY_ERR_DEADLINE_EXCEEDED. This call itself waits at most 5 s (or
+// timeout_ms if smaller) for the master.
 // On success `*out` is a client handle; free it with `eddy_disconnect`.
 // Thread-safe.
 //
@@ -263,6 +275,10 @@ int eddy_mount(struct eddy_client_t *client, const char *path, const char *uri, 
 
 // Opens a complete file for reading (`read_type`: EDDY_READ_*). Free the
 // handle with `eddy_close`. Thread-safe.
+// A file is readable as soon as its writer's `eddy_close` succeeded, here
+// or in any other client. A file that another client deleted, renamed or
+// replaced may still open for up to 1 s (this client keeps a complete
+// file's metadata that long); this client's own changes are seen at once.
 //
 // # Safety
 // `path` is NUL-terminated; `out` is writable.

@@ -108,6 +108,7 @@ async fn run(bytes: u64) {
     let (mut cluster, master) = eddy_bench::spawn_cluster(dir.path());
     let opts = eddy_client::ClientOptions {
         short_circuit: false,
+        ..Default::default()
     };
     let fs = FileSystem::connect_with(&master, opts).await.unwrap();
     let data = vec![0xa5u8; CHUNK];

@@ -63,6 +63,7 @@ async fn run(bytes: u64) {
         &master,
         ClientOptions {
             short_circuit: false,
+            ..Default::default()
         },
     )
     .await

@@ -118,3 +118,25 @@ fn c_and_cpp_programs_use_the_abi() {
     );
     run(&cpp, &c.master.addr, &[]);
 }
+
+/// A master that accepts but never answers: C calls end with
+/// EDDY_ERR_DEADLINE_EXCEEDED within the connect option's timeout.
+#[test]
+fn c_calls_end_at_their_deadline() {
+    let dir = tempfile::tempdir().unwrap();
+    let silent = common::SilentServer::start();
+    let exe = dir.path().join("deadline");
+    build(
+        "gcc",
+        "ffi/tests/c/deadline.c",
+        &exe,
+        &[
+            "-Wall",
+            "-Wextra",
+            "-Werror",
+            "-std=c11",
+            "-D_DEFAULT_SOURCE",
+        ],
+    );
+    run(&exe, &silent.addr, &[]);
+}

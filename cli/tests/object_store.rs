@@ -634,3 +634,39 @@ async fn an_unpersisted_file_whose_worker_memory_is_gone_shows_as_lost() {
     );
     fs.delete("/s3/a.bin", false).await.unwrap();
 }
+
+/// Renaming an object larger than a part (a multipart upload, whose copy
+/// gets a new ETag), alone and inside a directory, records the copy's
+/// fingerprint: checkConsistency finds nothing, and a re-check of the store
+/// keeps the same inode and its cached blocks.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn an_s3_rename_records_the_new_fingerprint() {
+    let s3 = S3Server::start();
+    let dir = tempfile::tempdir().unwrap();
+    let c = Cluster::start(dir.path(), 1, "", "");
+    let _bucket = mount(&c, &s3, "renames", "-1").await;
+    let fs = c.fs().await;
+    // Past the 8 MiB part size, a streamed write is a multipart upload.
+    let data = pattern((8 << 20) + 4096, 7);
+    fs.mkdir("/s3/d", false).await.unwrap();
+    let before = put(&fs, "/s3/d/big.bin", &data, pb::WriteType::CacheThrough).await;
+    put(&fs, "/s3/d/also.bin", &data, pb::WriteType::CacheThrough).await;
+    fs.rename("/s3/d/big.bin", "/s3/big.bin").await.unwrap();
+    fs.rename("/s3/d", "/s3/moved").await.unwrap();
+    let m = fs.master();
+    let report = m.check_consistency("/s3").await.unwrap();
+    assert_eq!(report.files_checked, 2);
+    assert!(
+        report.inconsistent.is_empty(),
+        "no drift after renames: {:?}",
+        report.inconsistent
+    );
+    for path in ["/s3/big.bin", "/s3/moved/also.bin"] {
+        let st = m.stat_synced(path, 0).await.unwrap();
+        assert_eq!(st.percent_cached, 100, "{path} kept its cached blocks");
+        if path == "/s3/big.bin" {
+            assert_eq!(st.id, before.id, "the same inode");
+        }
+        assert!(get(&fs, path).await == data);
+    }
+}

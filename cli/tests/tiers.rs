@@ -399,6 +399,7 @@ async fn without_io_uring_the_pread_engine_serves_and_says_so() {
         &master.addr,
         eddy_client::ClientOptions {
             short_circuit: false,
+            ..Default::default()
         },
     )
     .await

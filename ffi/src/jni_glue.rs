@@ -119,6 +119,7 @@ pub extern "system" fn Java_io_eddy_hadoop_NativeEddy_connect(
         let addr = path(env, &master)?;
         let opts = ClientOptions {
             short_circuit: short_circuit != 0,
+            ..Default::default()
         };
         let fs = runtime().block_on(FileSystem::connect_with(&addr, opts))?;
         Ok(CLIENTS.add(Client { fs }) as jlong)

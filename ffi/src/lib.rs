@@ -76,6 +76,9 @@ pub const EDDY_ERR_BAD_HANDLE: c_int = -21;
 /// The file's only copies were on workers that are gone and it was never
 /// persisted: its bytes cannot be read. Delete or rewrite it.
 pub const EDDY_ERR_DATA_LOST: c_int = -22;
+/// A master or worker did not answer within the client's timeout (option
+/// "timeout_ms" of `eddy_connect`; connecting included). Retry later.
+pub const EDDY_ERR_DEADLINE_EXCEEDED: c_int = -23;
 
 /// Read types for `eddy_open`.
 /// A miss is cached (default).
@@ -339,7 +342,12 @@ pub extern "C" fn eddy_last_error_message() -> *const c_char {
 /// Connects to the master at `master` ("host:port"). `keys`/`values` hold
 /// `n_options` options (both may be NULL when `n_options` is 0):
 /// "short_circuit" = "true" | "false" (default "true": map blocks of a
-/// worker on this host instead of copying them over TCP).
+/// worker on this host instead of copying them over TCP);
+/// "timeout_ms" = a decimal number of milliseconds, 1 or more (default
+/// 60000): the longest any one exchange with the master or a worker may
+/// wait for its answer, connecting included; past it the call fails with
+/// EDDY_ERR_DEADLINE_EXCEEDED. This call itself waits at most 5 s (or
+/// timeout_ms if smaller) for the master.
 /// On success `*out` is a client handle; free it with `eddy_disconnect`.
 /// Thread-safe.
 ///
@@ -371,9 +379,10 @@ pub unsafe extern "C" fn eddy_connect(
             match (k, v) {
                 (b"short_circuit", b"true") => opts.short_circuit = true,
                 (b"short_circuit", b"false") => opts.short_circuit = false,
+                (b"timeout_ms", v) => opts.timeout = parse_timeout(v)?,
                 _ => {
                     return Err(invalid(format!(
-                        "unknown option {}={} (known: short_circuit=true|false)",
+                        "unknown option {}={} (known: short_circuit=true|false, timeout_ms=N)",
                         String::from_utf8_lossy(k),
                         String::from_utf8_lossy(v)
                     )));
@@ -388,6 +397,21 @@ pub unsafe extern "C" fn eddy_connect(
         // SAFETY: checked non-NULL above; the caller promises it is writable.
         unsafe { put(out, id as *mut eddy_client_t, "out") }
     })
+}
+
+/// `timeout_ms`'s value: whole milliseconds, at least 1.
+fn parse_timeout(v: &[u8]) -> Result<std::time::Duration, Fail> {
+    std::str::from_utf8(v)
+        .ok()
+        .and_then(|s| s.parse::<u64>().ok())
+        .filter(|&ms| ms >= 1)
+        .map(std::time::Duration::from_millis)
+        .ok_or_else(|| {
+            invalid(format!(
+                "timeout_ms={} is not a whole number of milliseconds >= 1",
+                String::from_utf8_lossy(v)
+            ))
+        })
 }
 
 /// Frees a client handle. Files and views opened through it stay usable
@@ -617,6 +641,10 @@ pub unsafe extern "C" fn eddy_mount(
 
 /// Opens a complete file for reading (`read_type`: EDDY_READ_*). Free the
 /// handle with `eddy_close`. Thread-safe.
+/// A file is readable as soon as its writer's `eddy_close` succeeded, here
+/// or in any other client. A file that another client deleted, renamed or
+/// replaced may still open for up to 1 s (this client keeps a complete
+/// file's metadata that long); this client's own changes are seen at once.
 ///
 /// # Safety
 /// `path` is NUL-terminated; `out` is writable.

@@ -267,7 +267,13 @@ fn path_arg(p: &OsString) -> Vec<u8> {
 }
 
 fn fs(c: MasterClient, short_circuit: bool) -> FileSystem {
-    FileSystem::with_master_opts(c, eddy_client::ClientOptions { short_circuit })
+    FileSystem::with_master_opts(
+        c,
+        eddy_client::ClientOptions {
+            short_circuit,
+            ..Default::default()
+        },
+    )
 }
 
 fn show(p: &[u8]) -> String {
@@ -648,14 +654,11 @@ async fn pin(
     Ok(())
 }
 
-/// Secrets given as mount options are never printed back.
+/// Secrets given as mount options are never printed back (the master masks
+/// them already; this holds for an older master too).
 fn mask<'a>(key: &str, value: &'a str) -> &'a str {
-    let k = key.to_ascii_lowercase();
-    if ["secret", "password", "token", "key", "credential"]
-        .iter()
-        .any(|s| k.contains(s))
-    {
-        "******"
+    if eddy_ufs::is_secret_option(key) {
+        eddy_ufs::MASKED
     } else {
         value
     }

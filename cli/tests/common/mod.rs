@@ -278,6 +278,7 @@ impl Cluster {
     pub async fn fs(&self) -> eddy_client::FileSystem {
         let opts = eddy_client::ClientOptions {
             short_circuit: false,
+            ..Default::default()
         };
         eddy_client::FileSystem::connect_with(&self.master.addr, opts)
             .await
@@ -455,4 +456,45 @@ pub fn sample(text: &str, series: &str) -> Option<f64> {
             .parse()
             .ok()
     })
+}
+
+/// A TCP server on loopback that accepts connections, reads whatever comes
+/// and never answers: a master or worker that hangs.
+pub struct SilentServer {
+    pub addr: String,
+    stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
+}
+
+impl SilentServer {
+    pub fn start() -> Self {
+        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let addr = l.local_addr().unwrap().to_string();
+        let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let s = stop.clone();
+        std::thread::spawn(move || {
+            let mut held = Vec::new();
+            for c in l.incoming() {
+                if s.load(std::sync::atomic::Ordering::Relaxed) {
+                    return;
+                }
+                let Ok(mut c) = c else { continue };
+                let mut dup = c.try_clone().unwrap();
+                // Drain what the client sends so its writes never block.
+                std::thread::spawn(move || {
+                    let _ = std::io::copy(&mut dup, &mut std::io::sink());
+                });
+                let _ = std::io::Write::flush(&mut c);
+                held.push(c);
+            }
+        });
+        SilentServer { addr, stop }
+    }
+}
+
+impl Drop for SilentServer {
+    fn drop(&mut self) {
+        self.stop.store(true, std::sync::atomic::Ordering::Relaxed);
+        // Wake the accept loop so it sees the flag.
+        let _ = std::net::TcpStream::connect(&self.addr);
+    }
 }

@@ -66,11 +66,25 @@ pub struct Metastore {
 impl Metastore {
     /// Opens (or creates) `dir/metastore.redb` and starts the committer thread.
     pub fn open(dir: &Path) -> Result<(Self, Loaded)> {
-        std::fs::create_dir_all(dir)
+        use std::os::unix::fs::{DirBuilderExt, PermissionsExt};
+        // The metastore holds mount options, credentials among them: it is
+        // the master's own (0700 folder, 0600 file), set again on every
+        // start so a copy restored with looser bits is closed too.
+        let owner_only = |p: &Path, mode: u32| {
+            std::fs::set_permissions(p, std::fs::Permissions::from_mode(mode)).map_err(|e| {
+                MasterError::Metastore(format!("cannot restrict {} to its owner: {e}", p.display()))
+            })
+        };
+        std::fs::DirBuilder::new()
+            .recursive(true)
+            .mode(0o700)
+            .create(dir)
             .map_err(|e| MasterError::Metastore(format!("cannot create {}: {e}", dir.display())))?;
+        owner_only(dir, 0o700)?;
         let file = dir.join("metastore.redb");
         let db = Database::create(&file)
             .map_err(|e| MasterError::Metastore(format!("cannot open {}: {e}", file.display())))?;
+        owner_only(&file, 0o600)?;
         let db = Arc::new(db);
         let loaded = load(&db).map_err(MasterError::Metastore)?;
         let (tx, rx) = mpsc::channel::<Batch>();

@@ -5,7 +5,7 @@
 //! submits to the metastore while still holding the namespace lock. Under-
 //! storage I/O happens outside, in `service.rs`, before or after these calls.
 
-use std::collections::{BTreeSet, HashSet};
+use std::collections::{BTreeSet, HashMap, HashSet};
 use std::sync::Arc;
 
 use eddy_proto::pb::TtlAction;
@@ -118,6 +118,11 @@ fn validate_replication(min: u32, max: u32) -> Result<()> {
     Ok(())
 }
 
+fn validate_owner(owner: &str, group: &str) -> Result<()> {
+    crate::limits::owner("owner", owner)?;
+    crate::limits::owner("group", group)
+}
+
 fn validate_mode(mode: u32) -> Result<()> {
     if mode > 0o7777 {
         return Err(MasterError::InvalidArgument(format!(
@@ -141,7 +146,10 @@ impl Namespace {
             pin_version: 1,
             default_block_size,
         };
-        let root = ns.new_inode(ROOT_ID, 0, "", true, &NewAttrs::default(), now);
+        let mut root = ns.new_inode(ROOT_ID, 0, "", true, &NewAttrs::default(), now);
+        // The flags go on before the record is made: a root recorded without
+        // them comes back from a restart unpersisted, and sync skips it.
+        root.set_flag(FLAG_PERSISTED | FLAG_MOUNT_POINT, true);
         let mut fx = Effects::default();
         fx.ops.push(metastore::put(&root));
         fx.ops.push(MetaOp::PutMount {
@@ -151,8 +159,6 @@ impl Namespace {
         fx.next_id = Some(ns.next_id);
         ns.inodes.insert(ROOT_ID, root);
         ns.mounts.insert(root_mount);
-        ns.inode_mut(ROOT_ID)
-            .set_flag(FLAG_PERSISTED | FLAG_MOUNT_POINT, true);
         (ns, fx)
     }
 
@@ -209,8 +215,12 @@ impl Namespace {
                 }
             }
         }
-        if !ns.inodes.contains_key(&ROOT_ID) {
-            return Err(MasterError::Metastore("the root inode is missing".into()));
+        match ns.inodes.get_mut(&ROOT_ID) {
+            // Metastores written before the root was recorded with its flags
+            // hold it without them; the root is always the root mount's
+            // point and always exists in its under-storage.
+            Some(root) => root.set_flag(FLAG_PERSISTED | FLAG_MOUNT_POINT, true),
+            None => return Err(MasterError::Metastore("the root inode is missing".into())),
         }
         for (path, rec) in &loaded.mounts {
             ns.mounts
@@ -296,7 +306,12 @@ impl Namespace {
             .expect("parent is a directory")
             .children
             .insert(name, id);
-        p.mtime_ms = p.mtime_ms.max(mtime);
+        if mtime > p.mtime_ms {
+            // The parent's new mtime is durable with the child, or a restart
+            // rolls it back.
+            p.mtime_ms = mtime;
+            fx.ops.push(metastore::put(p));
+        }
         id
     }
 
@@ -411,6 +426,7 @@ impl Namespace {
         if let Some(m) = attrs.mode {
             validate_mode(m)?;
         }
+        validate_owner(&attrs.owner, &attrs.group)?;
         self.check_writable(path)?;
         self.parent_for_create(path, recursive)?;
         Ok(None)
@@ -461,6 +477,7 @@ impl Namespace {
         if let Some(m) = attrs.mode {
             validate_mode(m)?;
         }
+        validate_owner(&attrs.owner, &attrs.group)?;
         validate_replication(attrs.replication_min, attrs.replication_max)?;
         self.check_writable(path)?;
         self.parent_for_create(path, recursive)?;
@@ -539,6 +556,10 @@ impl Namespace {
         if let Some(m) = ch.mode {
             validate_mode(m)?;
         }
+        validate_owner(
+            ch.owner.as_deref().unwrap_or(""),
+            ch.group.as_deref().unwrap_or(""),
+        )?;
         if let Some(t) = ch.ttl_ms
             && t < -1
         {
@@ -711,6 +732,42 @@ impl Namespace {
         Ok(n)
     }
 
+    /// Records the under-storage fingerprints of the persisted files at or
+    /// below `path`, keyed by their path relative to it ("" for `path`
+    /// itself); files the map does not name keep theirs.
+    pub fn set_fingerprints(
+        &mut self,
+        path: &EddyPath,
+        fps: &HashMap<String, String>,
+        fx: &mut Effects,
+    ) {
+        let Some(top) = self.lookup(path) else {
+            return;
+        };
+        let mut stack = vec![(top, String::new())];
+        while let Some((id, rel)) = stack.pop() {
+            let ino = self.inode_mut(id);
+            if let Some(d) = &ino.dir {
+                for (name, &child) in &d.children {
+                    let r = if rel.is_empty() {
+                        name.to_string()
+                    } else {
+                        format!("{rel}/{name}")
+                    };
+                    stack.push((child, r));
+                }
+                continue;
+            }
+            if let Some(fp) = fps.get(&rel).map(|f| Fingerprint::of(f))
+                && ino.flag(FLAG_PERSISTED)
+                && ino.fingerprint != fp
+            {
+                ino.fingerprint = fp;
+                fx.ops.push(metastore::put(ino));
+            }
+        }
+    }
+
     /// Records that file `id` is now persisted with `fingerprint`.
     pub fn persist_done(&mut self, id: u64, fingerprint: &str, fx: &mut Effects) {
         if !self.persist_pending.remove(&id) {
@@ -842,10 +899,15 @@ impl Namespace {
         path: &EddyPath,
         recursive: bool,
         eddy_only: bool,
+        now: i64,
         fx: &mut Effects,
     ) -> Result<()> {
         let (id, _) = self.check_delete(path, recursive, eddy_only)?;
+        let parent = self.inodes[&id].parent;
         self.remove_subtree(id, fx);
+        let p = self.inode_mut(parent);
+        p.mtime_ms = now;
+        fx.ops.push(metastore::put(p));
         Ok(())
     }
 
@@ -931,8 +993,15 @@ impl Namespace {
         ino.parent = new_parent;
         ino.name = name.clone();
         fx.ops.push(metastore::put(ino));
-        for p in [old_parent, new_parent] {
-            self.inode_mut(p).mtime_ms = now;
+        let parents = if old_parent == new_parent {
+            &[old_parent][..]
+        } else {
+            &[old_parent, new_parent][..]
+        };
+        for &p in parents {
+            let p = self.inode_mut(p);
+            p.mtime_ms = now;
+            fx.ops.push(metastore::put(p));
         }
         self.inode_mut(new_parent)
             .dir
@@ -1365,11 +1434,11 @@ mod tests {
         assert!(e.to_string().contains("not persisted"), "{e}");
         let e = n.free_targets(&p("/d"), false, false).unwrap_err();
         assert_eq!(e.code(), eddy_proto::EddyCode::DirectoryNotEmpty);
-        n.delete(&p("/d/mem"), false, false, &mut f).unwrap();
+        n.delete(&p("/d/mem"), false, false, NOW, &mut f).unwrap();
         assert_eq!(n.free_targets(&p("/d"), true, true).unwrap().len(), 4);
 
         // Deleting a pinned file unpins it.
-        n.delete(&p("/d/a"), false, false, &mut f).unwrap();
+        n.delete(&p("/d/a"), false, false, NOW, &mut f).unwrap();
         let (v2, pinned) = n.pinned_files();
         assert!(v2 > v1);
         assert!(pinned.is_empty());
@@ -1529,7 +1598,11 @@ mod tests {
         let id = n.lookup(&p("/a/b/c")).unwrap();
         let mut f = fx();
         n.rename(&p("/a/b"), &p("/moved"), NOW, &mut f).unwrap();
-        assert_eq!(f.ops.len(), 1, "a rename is one record");
+        assert_eq!(
+            f.ops.len(),
+            3,
+            "a rename is the moved inode's record and both parents' (their mtimes)"
+        );
         assert_eq!(n.lookup(&p("/moved/c")), Some(id));
         assert!(n.lookup(&p("/a/b")).is_none());
     }
@@ -1549,15 +1622,15 @@ mod tests {
         )
         .unwrap();
         assert!(matches!(
-            n.delete(&p("/d"), false, false, &mut f),
+            n.delete(&p("/d"), false, false, NOW, &mut f),
             Err(MasterError::DirectoryNotEmpty(_))
         ));
         assert!(matches!(
-            n.delete(&p("/"), true, false, &mut f),
+            n.delete(&p("/"), true, false, NOW, &mut f),
             Err(MasterError::InvalidArgument(_))
         ));
         let before = n.inode_count();
-        n.delete(&p("/d"), true, false, &mut f).unwrap();
+        n.delete(&p("/d"), true, false, NOW, &mut f).unwrap();
         assert_eq!(n.inode_count(), before - 2);
         assert!(n.lookup(&p("/d")).is_none());
     }
@@ -1589,7 +1662,7 @@ mod tests {
             Err(MasterError::ReadOnly(_))
         ));
         assert!(matches!(
-            n.delete(&p("/ro"), true, false, &mut f),
+            n.delete(&p("/ro"), true, false, NOW, &mut f),
             Err(MasterError::MountConflict(_))
         ));
         assert!(matches!(

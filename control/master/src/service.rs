@@ -18,6 +18,7 @@ use crate::config::MasterConfig;
 use crate::error::{MasterError, Result};
 use crate::inode::*;
 use crate::intent::Intent;
+use crate::limits;
 use crate::metastore::{MetaOp, Metastore};
 use crate::mount::{MountPoint, SYNC_NEVER};
 use crate::namespace::{AttrChange, Effects, Namespace, NewAttrs};
@@ -44,6 +45,29 @@ fn failpoint(name: &str) {
     {
         eprintln!("eddy master: failpoint {name} reached, exiting");
         std::process::exit(86);
+    }
+}
+
+fn mount_info(m: &MountPoint, mask: bool) -> pb::MountInfo {
+    let options = m
+        .options
+        .iter()
+        .map(|(k, v)| {
+            let v = if mask && eddy_ufs::is_secret_option(k) {
+                eddy_ufs::MASKED.to_string()
+            } else {
+                v.clone()
+            };
+            (k.clone(), v)
+        })
+        .collect();
+    pb::MountInfo {
+        path: m.path.as_str().as_bytes().to_vec(),
+        ufs_uri: m.uri.clone(),
+        read_only: m.read_only,
+        options,
+        sync_interval_ms: m.sync_interval_ms,
+        mount_id: m.id,
     }
 }
 
@@ -186,7 +210,7 @@ impl MasterState {
                 .mutate(|ns, fx| {
                     match &intent {
                         Intent::Rename { src, dst } => ns.rename(src, dst, now, fx)?,
-                        Intent::Delete { path } => ns.delete(path, true, false, fx)?,
+                        Intent::Delete { path } => ns.delete(path, true, false, now, fx)?,
                     }
                     fx.ops.push(MetaOp::DeleteIntent(id));
                     Ok(())
@@ -534,8 +558,11 @@ impl MasterState {
             replication_min: r.replication_min,
             replication_max: r.replication_max,
             ttl_ms: if r.ttl_ms == 0 { -1 } else { r.ttl_ms },
-            ttl_action: pb::TtlAction::try_from(r.ttl_action).unwrap_or_default(),
+            ttl_action: limits::ttl_action(r.ttl_action)?,
         };
+        // The master does not act on it, but a value no client can mean is
+        // refused all the same.
+        limits::write_type(r.write_type)?;
         if r.ttl_ms < -1 {
             return Err(MasterError::InvalidArgument(format!(
                 "ttl {} ms is negative",
@@ -870,7 +897,17 @@ impl MasterState {
             let moved = ufs.rename(&from, &to).await;
             failpoint("after-ufs-rename");
             match moved {
-                Ok(()) => Some((ufs, from, to, intent)),
+                Ok(()) => {
+                    // A failure here only leaves the old fingerprints, which
+                    // the next sync corrects; the rename itself happened.
+                    let fps = crate::refingerprint::after_rename(&ufs, &to)
+                        .await
+                        .unwrap_or_else(|e| {
+                            tracing::warn!("fingerprints after renaming {from} -> {to}: {e}");
+                            None
+                        });
+                    Some((ufs, from, to, intent, fps))
+                }
                 Err(e) => {
                     self.drop_intent(intent);
                     match e {
@@ -885,15 +922,19 @@ impl MasterState {
         };
         let now = now_ms();
         let intent = ufs_move.as_ref().map(|m| m.3);
+        let fps = ufs_move.as_ref().and_then(|m| m.4.as_ref());
         let result = self
             .mutate(|ns, fx| {
                 ns.rename(&src, &dst, now, fx)?;
+                if let Some(fps) = fps {
+                    ns.set_fingerprints(&dst, fps, fx);
+                }
                 fx.ops.extend(intent.map(MetaOp::DeleteIntent));
                 Ok(())
             })
             .await;
         if result.is_err()
-            && let Some((ufs, from, to, intent)) = ufs_move
+            && let Some((ufs, from, to, intent, _)) = ufs_move
         {
             // Something changed between check and apply: put the store back.
             match ufs.rename(&to, &from).await {
@@ -940,8 +981,9 @@ impl MasterState {
         }
         // Should this fail after the store's delete, the intent stays and
         // the next start finishes the delete in Eddy.
+        let now = now_ms();
         self.mutate(|ns, fx| {
-            ns.delete(&path, r.recursive, r.eddy_only, fx)?;
+            ns.delete(&path, r.recursive, r.eddy_only, now, fx)?;
             fx.ops.extend(intent.map(MetaOp::DeleteIntent));
             Ok(())
         })
@@ -958,8 +1000,10 @@ impl MasterState {
             pinned: r.pinned,
             pin_allow_demotion: r.pin_allow_demotion,
             ttl_ms: r.ttl_ms,
-            ttl_action: (r.ttl_action != 0)
-                .then(|| pb::TtlAction::try_from(r.ttl_action).unwrap_or_default()),
+            ttl_action: match r.ttl_action {
+                0 => None,
+                a => Some(limits::ttl_action(a)?),
+            },
             replication_min: r.replication_min,
             replication_max: r.replication_max,
             recursive: r.recursive,
@@ -983,6 +1027,7 @@ impl MasterState {
             )));
         }
         let options: BTreeMap<String, String> = r.options.into_iter().collect();
+        limits::mount(&r.ufs_uri, &options)?;
         // Reachability first: a mount that cannot be opened is refused.
         let ufs = eddy_ufs::open_configured(&r.ufs_uri, &options, &self.cfg.ufs).await?;
         self.load_parent(&path).await?;
@@ -1017,19 +1062,13 @@ impl MasterState {
         Ok(())
     }
 
+    /// Every mount, secret options masked.
     pub fn list_mounts(&self) -> Vec<pb::MountInfo> {
         self.ns
             .read()
             .mounts
             .iter()
-            .map(|m| pb::MountInfo {
-                path: m.path.as_str().as_bytes().to_vec(),
-                ufs_uri: m.uri.clone(),
-                read_only: m.read_only,
-                options: m.options.clone().into_iter().collect(),
-                sync_interval_ms: m.sync_interval_ms,
-                mount_id: m.id,
-            })
+            .map(|m| mount_info(m, true))
             .collect()
     }
 
@@ -1260,10 +1299,15 @@ impl MasterState {
     }
 
     /// A mount's under-storage URI and options (for workers filling misses).
-    pub fn get_mount(&self, mount_id: u64) -> Result<pb::MountInfo> {
-        self.list_mounts()
-            .into_iter()
-            .find(|m| m.mount_id == mount_id)
+    /// Mount `mount_id`, secrets in clear only for a live registered worker
+    /// (which fills misses with them).
+    pub fn get_mount(&self, mount_id: u64, worker_id: u64) -> Result<pb::MountInfo> {
+        let mask = !self.reg.lock().worker(worker_id).is_some_and(|w| w.live);
+        let ns = self.ns.read();
+        ns.mounts
+            .iter()
+            .find(|m| m.id == mount_id)
+            .map(|m| mount_info(m, mask))
             .ok_or_else(|| {
                 MasterError::NotFound(format!(
                     "mount id {mount_id} (it was unmounted; re-read the file's metadata)"
@@ -1347,7 +1391,7 @@ impl MasterState {
             client_host: r.client_host,
             bytes_needed: r.bytes_needed,
         };
-        let chosen = match pb::PlacementKind::try_from(r.policy).unwrap_or_default() {
+        let chosen = match limits::placement(r.policy)? {
             pb::PlacementKind::DeterministicHash => DeterministicHash.choose(&candidates, &req),
             _ => LocalFirst.choose(&candidates, &req),
         };
@@ -1566,7 +1610,8 @@ impl pb::block_master_server::BlockMaster for MasterRpc {
         Ok(Response::new(pb::HeartbeatResponse { commands, pinned }))
     }
     async fn get_mount(&self, r: Request<pb::GetMountRequest>) -> Rpc<pb::GetMountResponse> {
-        let mount = self.0.get_mount(r.into_inner().mount_id)?;
+        let r = r.into_inner();
+        let mount = self.0.get_mount(r.mount_id, r.worker_id)?;
         Ok(Response::new(pb::GetMountResponse { mount: Some(mount) }))
     }
     async fn commit_block(

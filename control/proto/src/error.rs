@@ -35,6 +35,7 @@ impl EddyCode {
             EddyCode::Protocol | EddyCode::BadHandle => Code::InvalidArgument,
             EddyCode::UfsError | EddyCode::Internal | EddyCode::Unspecified => Code::Internal,
             EddyCode::DataLost => Code::DataLoss,
+            EddyCode::DeadlineExceeded => Code::DeadlineExceeded,
         }
     }
 
@@ -89,7 +90,8 @@ impl From<Status> for RpcError {
             Code::NotFound => EddyCode::NotFound,
             Code::AlreadyExists => EddyCode::AlreadyExists,
             Code::InvalidArgument => EddyCode::InvalidArgument,
-            Code::Unavailable | Code::DeadlineExceeded | Code::Cancelled => EddyCode::Unavailable,
+            Code::DeadlineExceeded => EddyCode::DeadlineExceeded,
+            Code::Unavailable | Code::Cancelled => EddyCode::Unavailable,
             Code::Unimplemented => EddyCode::Unsupported,
             _ => EddyCode::Internal,
         });
@@ -108,7 +110,7 @@ mod tests {
 
     #[test]
     fn code_survives_status_round_trip() {
-        for n in 1..=18 {
+        for n in 1..=23 {
             let code = EddyCode::try_from(n).unwrap();
             let back = RpcError::from(Status::from(RpcError::new(code, "boom")));
             assert_eq!(back.code, code);

@@ -22,12 +22,18 @@ pub struct ClientOptions {
     /// (mapped, no copy through a socket). Falls back to TCP, logged once,
     /// when there is no such worker or its socket cannot be reached.
     pub short_circuit: bool,
+    /// The longest one exchange with the master or a worker may wait for its
+    /// answer, connecting included (a block read or write on a worker, one
+    /// RPC). Past it the call fails with `DEADLINE_EXCEEDED`; reads try
+    /// another worker first.
+    pub timeout: Duration,
 }
 
 impl Default for ClientOptions {
     fn default() -> Self {
         Self {
             short_circuit: true,
+            timeout: crate::transport::DEFAULT_TIMEOUT,
         }
     }
 }
@@ -75,8 +81,10 @@ const LOCAL_HINT_TTL: Duration = Duration::from_secs(5);
 /// Path -> (when fetched, what was fetched).
 type MetaCache = HashMap<Vec<u8>, (Instant, Arc<FileInfo>)>;
 
-/// How long file metadata (status, block list, locations) is reused
-/// without asking the master again. Any error on a read drops it early.
+/// How long a complete file's metadata (status, block list, locations) is
+/// reused without asking the master again. Any error on a read drops it
+/// early; this client's own writes, renames and deletes drop it at once, and
+/// incomplete files are never kept (read-after-write holds across clients).
 const METADATA_TTL: Duration = Duration::from_secs(1);
 
 impl FileSystem {
@@ -86,7 +94,7 @@ impl FileSystem {
     }
 
     pub async fn connect_with(addr: &str, opts: ClientOptions) -> Result<Self> {
-        let master = MasterClient::connect(addr).await?;
+        let master = MasterClient::connect_with_timeout(addr, opts.timeout).await?;
         Ok(Self::with_master_opts(master, opts))
     }
 
@@ -162,7 +170,7 @@ impl FileSystem {
             .locals
             .lock()
             .entry(socket.to_string())
-            .or_insert_with(|| LocalWorker::new(socket))
+            .or_insert_with(|| LocalWorker::new(socket, self.inner.opts.timeout))
             .clone()
     }
 
@@ -233,10 +241,14 @@ impl FileSystem {
             blocks: r.blocks,
             ufs: r.ufs,
         });
-        self.inner
-            .meta
-            .lock()
-            .insert(path.to_vec(), (Instant::now(), info.clone()));
+        // An incomplete file is never kept: its writer may close it any
+        // moment (in this client or another), and readers must see it then.
+        if info.status.complete {
+            self.inner
+                .meta
+                .lock()
+                .insert(path.to_vec(), (Instant::now(), info.clone()));
+        }
         Ok(info)
     }
 

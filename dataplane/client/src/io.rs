@@ -3,6 +3,7 @@
 use std::collections::{HashMap, HashSet};
 use std::io::SeekFrom;
 use std::sync::Arc;
+use std::time::Duration;
 
 use eddy_wire::{
     ErrorFrame, Kind, ReadRequest, ReadType, UfsSource, WireError, WriteOk, WriteOpen, WriteType,
@@ -11,6 +12,7 @@ use eddy_wire::{
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
+use crate::deadline::within;
 use crate::fs::FileSystem;
 use crate::local::{Lease, LocalWorker};
 use crate::shm::WritableSegment;
@@ -48,6 +50,7 @@ fn wire_err(addr: &str, e: WireError) -> ClientError {
     ClientError::Worker {
         addr: addr.to_string(),
         code: match e {
+            _ if crate::deadline::timed_out(&e) => EddyCode::DeadlineExceeded,
             WireError::Io(_) | WireError::Closed => EddyCode::Unavailable,
             _ => EddyCode::Protocol,
         },
@@ -546,10 +549,10 @@ impl FileReader {
 /// Sends a `Load` to `addr` and waits for the block to be cached there.
 async fn load_on(fs: &FileSystem, addr: &str, req: &ReadRequest) -> Result<()> {
     let mut c = fs.inner.pool.get(addr).await?;
-    let r = async {
+    let r = within(fs.inner.opts.timeout, async {
         write_frame(&mut c, Kind::Load, &req.encode()).await?;
         eddy_wire::expect(&mut c, Kind::Ok).await
-    }
+    })
     .await;
     match r {
         Ok(Ok(_)) => {
@@ -569,7 +572,7 @@ async fn load_on(fs: &FileSystem, addr: &str, req: &ReadRequest) -> Result<()> {
 async fn read_from(fs: &FileSystem, addr: &str, req: &ReadRequest, dst: &mut [u8]) -> Result<()> {
     for attempt in 0..2 {
         let mut c = fs.inner.pool.get(addr).await?;
-        match read_on(&mut c, req, dst).await {
+        match within(fs.inner.opts.timeout, read_on(&mut c, req, dst)).await {
             Ok(Ok(())) => {
                 fs.inner.pool.put(addr, c);
                 return Ok(());
@@ -580,7 +583,9 @@ async fn read_from(fs: &FileSystem, addr: &str, req: &ReadRequest, dst: &mut [u8
             }
             Err(e) => {
                 fs.inner.pool.forget(addr);
-                if attempt == 1 {
+                // A pooled connection that died is replaced once; a worker
+                // that did not answer in time is not asked again.
+                if attempt == 1 || crate::deadline::timed_out(&e) {
                     return Err(wire_err(addr, e));
                 }
             }
@@ -613,13 +618,13 @@ async fn read_on(
 
 pub(crate) async fn worker_stats(fs: &FileSystem, addr: &str) -> Result<Vec<(String, u64)>> {
     let mut c = fs.inner.pool.get(addr).await?;
-    let r: Result<_, WireError> = async {
+    let r: Result<_, WireError> = within(fs.inner.opts.timeout, async {
         write_frame(&mut c, Kind::Stats, &[]).await?;
         match eddy_wire::expect(&mut c, Kind::StatsOk).await? {
             Ok(b) => Ok(eddy_wire::decode_stats(&b)?),
             Err(e) => Err(WireError::Remote(e)),
         }
-    }
+    })
     .await;
     let stats = r.map_err(|e| wire_err(addr, e))?;
     fs.inner.pool.put(addr, c);
@@ -653,21 +658,27 @@ struct ShmWrite {
     block_size: u64,
     /// The segment being filled: (id, mapping, bytes written into it).
     seg: Option<(u64, WritableSegment, usize)>,
+    /// Each exchange with the worker ends within this.
+    timeout: Duration,
 }
 
 impl ShmWrite {
-    async fn open(path: &str, open: &WriteOpen) -> Result<Self, WireError> {
-        let mut sock = tokio::net::UnixStream::connect(path).await?;
-        write_frame(&mut sock, Kind::WriteOpen, &open.encode()).await?;
-        match eddy_wire::expect(&mut sock, Kind::Ok).await? {
-            Ok(_) => Ok(Self {
-                sock,
-                path: path.to_string(),
-                block_size: open.block_size,
-                seg: None,
-            }),
-            Err(e) => Err(WireError::Remote(e)),
-        }
+    async fn open(path: &str, open: &WriteOpen, timeout: Duration) -> Result<Self, WireError> {
+        within(timeout, async {
+            let mut sock = tokio::net::UnixStream::connect(path).await?;
+            write_frame(&mut sock, Kind::WriteOpen, &open.encode()).await?;
+            match eddy_wire::expect(&mut sock, Kind::Ok).await? {
+                Ok(_) => Ok(Self {
+                    sock,
+                    path: path.to_string(),
+                    block_size: open.block_size,
+                    seg: None,
+                    timeout,
+                }),
+                Err(e) => Err(WireError::Remote(e)),
+            }
+        })
+        .await
     }
 
     fn err(&self, e: WireError) -> ClientError {
@@ -675,23 +686,26 @@ impl ShmWrite {
     }
 
     async fn step(&mut self, kind: Kind, body: &[u8], want: Kind) -> Result<Vec<u8>, WireError> {
-        write_frame(&mut self.sock, kind, body).await?;
-        eddy_wire::expect(&mut self.sock, want)
-            .await?
-            .map_err(WireError::Remote)
+        let sock = &mut self.sock;
+        within(self.timeout, async {
+            write_frame(sock, kind, body).await?;
+            eddy_wire::expect(sock, want)
+                .await?
+                .map_err(WireError::Remote)
+        })
+        .await
     }
 
     /// Copies `data` into segments (the one copy), committing full ones.
     async fn write(&mut self, mut data: &[u8]) -> Result<(), WireError> {
         while !data.is_empty() {
             if self.seg.is_none() {
-                write_frame(
-                    &mut self.sock,
-                    Kind::SegmentRequest,
-                    &eddy_wire::u64_body(self.block_size),
-                )
+                let (sock, size) = (&mut self.sock, self.block_size);
+                let (h, body, fds) = within(self.timeout, async {
+                    write_frame(sock, Kind::SegmentRequest, &eddy_wire::u64_body(size)).await?;
+                    crate::shm::recv_frame_with_fds(sock, 1).await
+                })
                 .await?;
-                let (h, body, fds) = crate::shm::recv_frame_with_fds(&mut self.sock, 1).await?;
                 if h.kind == Kind::Error {
                     let e = eddy_wire::ErrorFrame::decode(&body)?;
                     return Err(WireError::Remote(e));
@@ -741,6 +755,9 @@ impl ShmWrite {
 impl FileWriter {
     pub(crate) async fn create(fs: FileSystem, path: &[u8], opts: &CreateOptions) -> Result<Self> {
         let created = fs.master().create_file_full(path, opts).await?;
+        // Whatever this client cached about an earlier file at this path is
+        // about another inode now.
+        fs.invalidate(path);
         let status = created.status.unwrap_or_default();
         let mut w = Self {
             fs: fs.clone(),
@@ -792,7 +809,7 @@ impl FileWriter {
         };
         // A worker on this host: write into its shared memory.
         if let Some(socket) = self.fs.local_write_socket().await {
-            match ShmWrite::open(&socket, &open).await {
+            match ShmWrite::open(&socket, &open, self.fs.inner.opts.timeout).await {
                 Ok(s) => {
                     self.shm = Some(s);
                     return Ok(());
@@ -825,10 +842,10 @@ impl FileWriter {
         };
         // A fresh connection: a write session holds it until close.
         let mut c = self.fs.inner.pool.get(&self.addr).await?;
-        let r = async {
+        let r = within(self.fs.inner.opts.timeout, async {
             write_frame(&mut c, Kind::WriteOpen, &open.encode()).await?;
             eddy_wire::expect(&mut c, Kind::Ok).await
-        }
+        })
         .await
         .map_err(|e| wire_err(&self.addr, e))?;
         r.map_err(|e| worker_err(&self.addr, e))?;
@@ -855,19 +872,20 @@ impl FileWriter {
             return Err(ClientError::InvalidArgument("the writer is closed".into()));
         };
         let addr = self.addr.clone();
+        let limit = self.fs.inner.opts.timeout;
         let r: Result<(), WireError> = async {
             let mut data = data;
             // Large writes go out straight from the caller's buffer.
             if self.buf.is_empty() {
                 while data.len() >= WRITE_CHUNK {
                     let n = data.len().min(eddy_wire::MAX_DATA_BODY as usize);
-                    send_data(c, &data[..n]).await?;
+                    send_data(c, &data[..n], limit).await?;
                     data = &data[n..];
                 }
             }
             self.buf.extend_from_slice(data);
             if self.buf.len() >= WRITE_CHUNK {
-                send_data(c, &self.buf).await?;
+                send_data(c, &self.buf, limit).await?;
                 self.buf.clear();
             }
             Ok(())
@@ -901,13 +919,14 @@ impl FileWriter {
         })?;
         let buf = std::mem::take(&mut self.buf);
         let written = self.written;
-        let r = async {
+        let limit = self.fs.inner.opts.timeout;
+        let r = within(limit, async {
             if !buf.is_empty() {
-                send_data(&mut c, &buf).await?;
+                send_data(&mut c, &buf, limit).await?;
             }
             write_frame(&mut c, Kind::WriteClose, &eddy_wire::u64_body(written)).await?;
             eddy_wire::expect(&mut c, Kind::WriteOk).await
-        }
+        })
         .await;
         let ok = match r {
             Ok(Ok(body)) => WriteOk::decode(&body).map_err(|e| wire_err(&self.addr, e))?,
@@ -931,16 +950,21 @@ impl FileWriter {
         length: u64,
         fingerprint: &str,
     ) -> Result<pb::FileStatus> {
-        self.fs
+        let r = self
+            .fs
             .master()
             .complete_file_with(pb::CompleteFileRequest {
-                path,
+                path: path.clone(),
                 length,
                 persisted: self.persisted,
                 ufs_fingerprint: fingerprint.to_string(),
                 persist_async: self.persist_async,
             })
-            .await
+            .await;
+        // Read-after-write in this client: an open after close must not be
+        // answered from metadata fetched while the file was incomplete.
+        self.fs.invalidate(&path);
+        r
     }
 
     /// Discards the file.
@@ -952,18 +976,24 @@ impl FileWriter {
             let _ = write_frame(&mut c, Kind::WriteCancel, &[]).await;
         }
         let path = std::mem::take(&mut self.path);
+        self.fs.invalidate(&path);
         self.fs.master().delete(&path, false).await
     }
 }
 
-async fn send_data(c: &mut TcpStream, data: &[u8]) -> Result<(), WireError> {
+/// One `Data` frame (at most `MAX_DATA_BODY` bytes), sent within `limit`:
+/// a worker that stops reading fails the write instead of stalling it.
+async fn send_data(c: &mut TcpStream, data: &[u8], limit: Duration) -> Result<(), WireError> {
     let h = eddy_wire::Header {
         kind: Kind::Data,
         body_len: data.len() as u32,
     };
-    c.write_all(&h.encode()).await?;
-    c.write_all(data).await?;
-    Ok(())
+    within(limit, async {
+        c.write_all(&h.encode()).await?;
+        c.write_all(data).await?;
+        Ok(())
+    })
+    .await
 }
 
 impl Drop for FileWriter {

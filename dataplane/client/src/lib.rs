@@ -20,6 +20,7 @@ use pb::file_system_master_client::FileSystemMasterClient;
 use pb::meta_master_client::MetaMasterClient;
 pub use transport::Transport;
 
+mod deadline;
 mod fs;
 mod io;
 mod local;
@@ -94,12 +95,25 @@ fn path_bytes(p: impl AsRef<[u8]>) -> Vec<u8> {
 }
 
 impl MasterClient {
-    /// Connects to `addr` (`host:port`, or `http://host:port`).
+    /// Connects to `addr` (`host:port`, or `http://host:port`); each call
+    /// has the default deadline ([`ClientOptions::timeout`]).
     pub async fn connect(addr: &str) -> Result<Self> {
-        let c = Self::lazy(addr)?;
-        c.channel.sender().await.map_err(|e| ClientError::Connect {
-            addr: addr.to_string(),
-            reason: e.message().to_string(),
+        Self::connect_with_timeout(addr, transport::DEFAULT_TIMEOUT).await
+    }
+
+    /// As [`MasterClient::connect`], each call ending within `timeout`.
+    pub async fn connect_with_timeout(addr: &str, timeout: std::time::Duration) -> Result<Self> {
+        let c = Self::lazy_with_timeout(addr, timeout)?;
+        c.channel.sender().await.map_err(|e| {
+            let e = RpcError::from(e);
+            if e.code == EddyCode::DeadlineExceeded {
+                ClientError::Rpc(e)
+            } else {
+                ClientError::Connect {
+                    addr: addr.to_string(),
+                    reason: e.message,
+                }
+            }
         })?;
         Ok(c)
     }
@@ -107,6 +121,11 @@ impl MasterClient {
     /// A client for `addr` that dials on first use (and again after the
     /// master restarts).
     pub fn lazy(addr: &str) -> Result<Self> {
+        Self::lazy_with_timeout(addr, transport::DEFAULT_TIMEOUT)
+    }
+
+    /// As [`MasterClient::lazy`], each call ending within `timeout`.
+    pub fn lazy_with_timeout(addr: &str, timeout: std::time::Duration) -> Result<Self> {
         let uri = if addr.contains("://") {
             addr.to_string()
         } else {
@@ -123,7 +142,7 @@ impl MasterClient {
             (Some("http"), Some(a)) if a.port().is_some() => a.to_string(),
             _ => return Err(bad("expected host:port or http://host:port".into())),
         };
-        let channel = Transport::new(&authority);
+        let channel = Transport::new(&authority, timeout);
         let user = std::env::var("USER")
             .or_else(|_| std::env::var("LOGNAME"))
             .unwrap_or_default();

@@ -16,6 +16,8 @@ use crate::{ClientError, EddyCode, Result};
 /// kept for the life of the client and re-dialled after it breaks.
 pub(crate) struct LocalWorker {
     pub path: String,
+    /// Each exchange with the worker ends within this.
+    timeout: Duration,
     conn: tokio::sync::Mutex<Option<(UnixStream, u64)>>,
     generation: AtomicU64,
     /// Leases dropped by readers, released with the next request (or by
@@ -56,9 +58,10 @@ fn unavailable(path: &str, e: impl std::fmt::Display) -> ClientError {
 }
 
 impl LocalWorker {
-    pub fn new(path: &str) -> Arc<Self> {
+    pub fn new(path: &str, timeout: Duration) -> Arc<Self> {
         Arc::new(Self {
             path: path.to_string(),
+            timeout,
             conn: tokio::sync::Mutex::new(None),
             generation: AtomicU64::new(0),
             released: parking_lot::Mutex::new(Vec::new()),
@@ -74,19 +77,30 @@ impl LocalWorker {
         for attempt in 0..2 {
             let fresh = g.is_none();
             if fresh {
-                let s = UnixStream::connect(&self.path)
+                let s = tokio::time::timeout(self.timeout, UnixStream::connect(&self.path))
                     .await
+                    .map_err(|_| {
+                        unavailable(&self.path, format!("no answer within {:?}", self.timeout))
+                    })?
                     .map_err(|e| unavailable(&self.path, format!("cannot connect: {e}")))?;
                 let generation = self.generation.fetch_add(1, Ordering::Relaxed) + 1;
                 *g = Some((s, generation));
             }
             let (sock, generation) = g.as_mut().expect("connected above");
             let generation = *generation;
-            match self.exchange(sock, generation, items).await {
+            let r = crate::deadline::within(self.timeout, self.exchange(sock, generation, items));
+            match r.await {
                 Ok(r) => return Ok(r),
                 Err(e) => {
                     // A broken connection: the worker dropped every lease it held.
                     *g = None;
+                    if crate::deadline::timed_out(&e) {
+                        return Err(ClientError::Worker {
+                            addr: self.path.clone(),
+                            code: EddyCode::DeadlineExceeded,
+                            message: e.to_string(),
+                        });
+                    }
                     if fresh || attempt == 1 {
                         return Err(unavailable(&self.path, e));
                     }
@@ -243,7 +257,8 @@ impl LocalWorker {
         let mut g = self.conn.lock().await;
         if let Some((sock, generation)) = g.as_mut() {
             let generation = *generation;
-            if self.send_releases(sock, generation).await.is_err() {
+            let sent = crate::deadline::within(self.timeout, self.send_releases(sock, generation));
+            if sent.await.is_err() {
                 *g = None;
             }
         }

@@ -8,7 +8,10 @@
 //! and hands the request straight to hyper's HTTP/2 connection task.
 //!
 //! Failure model: a call on a dead connection fails with `UNAVAILABLE`; the
-//! next call dials again (one dial at a time, others wait for it).
+//! next call dials again (one dial at a time, others wait for it). Every
+//! call, dialling included, has a deadline: a master that accepts but never
+//! answers (or stops half-way through an answer) fails the call with
+//! `DEADLINE_EXCEEDED` instead of holding it forever.
 
 use std::future::Future;
 use std::pin::Pin;
@@ -16,12 +19,19 @@ use std::sync::Arc;
 use std::task::{Context, Poll};
 use std::time::Duration;
 
+use eddy_proto::{EddyCode, RpcError};
+use hyper::body::{Bytes, Frame, Incoming, SizeHint};
 use hyper::client::conn::http2::SendRequest;
 use hyper_util::rt::{TokioExecutor, TokioIo};
+use tokio::time::{Instant, Sleep};
 use tonic::Status;
 use tonic::body::Body;
 
+/// The longest a dial may take, whatever the call's deadline.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// The default deadline of one call (see `ClientOptions::timeout`).
+pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(60);
 
 /// A cheap-to-clone handle on the connection to one master address.
 #[derive(Clone)]
@@ -32,17 +42,21 @@ pub struct Transport {
 struct Inner {
     /// `host:port`, as dialled.
     addr: String,
+    /// Each call's deadline, from its start to the end of its answer.
+    timeout: Duration,
     current: parking_lot::Mutex<Option<SendRequest<Body>>>,
     /// Held while dialling so concurrent callers share one new connection.
     dialing: tokio::sync::Mutex<()>,
 }
 
 impl Transport {
-    /// A transport for `addr` (`host:port`); nothing is dialled yet.
-    pub fn new(addr: &str) -> Self {
+    /// A transport for `addr` (`host:port`) whose calls each end within
+    /// `timeout`; nothing is dialled yet.
+    pub fn new(addr: &str, timeout: Duration) -> Self {
         Self {
             inner: Arc::new(Inner {
                 addr: addr.to_string(),
+                timeout,
                 current: parking_lot::Mutex::new(None),
                 dialing: tokio::sync::Mutex::new(()),
             }),
@@ -67,12 +81,16 @@ impl Transport {
         if let Some(s) = self.live() {
             return Ok(s);
         }
-        let s = tokio::time::timeout(CONNECT_TIMEOUT, dial(&self.inner.addr))
+        let limit = CONNECT_TIMEOUT.min(self.inner.timeout);
+        let s = tokio::time::timeout(limit, dial(&self.inner.addr))
             .await
             .map_err(|_| {
-                Status::unavailable(format!(
-                    "timed out after {CONNECT_TIMEOUT:?} connecting to {}",
-                    self.inner.addr
+                Status::from(RpcError::new(
+                    EddyCode::DeadlineExceeded,
+                    format!(
+                        "no Eddy master answered at {} within {limit:?} (is it running? check --master or EDDY_MASTER)",
+                        self.inner.addr
+                    ),
                 ))
             })??;
         *self.inner.current.lock() = Some(s.clone());
@@ -103,8 +121,59 @@ async fn dial(addr: &str) -> Result<SendRequest<Body>, Status> {
 
 type BoxFuture<T> = Pin<Box<dyn Future<Output = T> + Send + 'static>>;
 
+impl Inner {
+    fn deadline_exceeded(&self) -> Status {
+        Status::from(RpcError::new(
+            EddyCode::DeadlineExceeded,
+            format!(
+                "the Eddy master at {} did not answer within {:?}; retry, or raise the client timeout",
+                self.addr, self.timeout
+            ),
+        ))
+    }
+}
+
+/// A response body that fails with `DEADLINE_EXCEEDED` once its call's
+/// deadline passes (a master that sends headers and then stalls).
+pub struct TimedBody {
+    inner: Incoming,
+    deadline: Pin<Box<Sleep>>,
+    transport: Arc<Inner>,
+}
+
+impl hyper::body::Body for TimedBody {
+    type Data = Bytes;
+    type Error = Status;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, Status>>> {
+        let this = &mut *self;
+        if let Poll::Ready(f) = Pin::new(&mut this.inner).poll_frame(cx) {
+            return Poll::Ready(f.map(|r| {
+                r.map_err(|e| {
+                    Status::unavailable(format!("connection to {} lost: {e}", this.transport.addr))
+                })
+            }));
+        }
+        match this.deadline.as_mut().poll(cx) {
+            Poll::Ready(()) => Poll::Ready(Some(Err(this.transport.deadline_exceeded()))),
+            Poll::Pending => Poll::Pending,
+        }
+    }
+
+    fn is_end_stream(&self) -> bool {
+        hyper::body::Body::is_end_stream(&self.inner)
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        hyper::body::Body::size_hint(&self.inner)
+    }
+}
+
 impl tower_service::Service<http::Request<Body>> for Transport {
-    type Response = http::Response<hyper::body::Incoming>;
+    type Response = http::Response<TimedBody>;
     type Error = Status;
     type Future = BoxFuture<Result<Self::Response, Status>>;
 
@@ -116,14 +185,25 @@ impl tower_service::Service<http::Request<Body>> for Transport {
     fn call(&mut self, req: http::Request<Body>) -> Self::Future {
         let this = self.clone();
         Box::pin(async move {
-            let mut s = this.sender().await?;
-            let lost = |e: hyper::Error| {
-                Status::unavailable(format!("connection to {} lost: {e}", this.inner.addr))
+            let deadline = Instant::now() + this.inner.timeout;
+            let head = async {
+                let mut s = this.sender().await?;
+                let lost = |e: hyper::Error| {
+                    Status::unavailable(format!("connection to {} lost: {e}", this.inner.addr))
+                };
+                std::future::poll_fn(|cx| s.poll_ready(cx))
+                    .await
+                    .map_err(lost)?;
+                s.send_request(req).await.map_err(lost)
             };
-            std::future::poll_fn(|cx| s.poll_ready(cx))
+            let resp = tokio::time::timeout_at(deadline, head)
                 .await
-                .map_err(lost)?;
-            s.send_request(req).await.map_err(lost)
+                .map_err(|_| this.inner.deadline_exceeded())??;
+            Ok(resp.map(|inner| TimedBody {
+                inner,
+                deadline: Box::pin(tokio::time::sleep_until(deadline)),
+                transport: this.inner.clone(),
+            }))
         })
     }
 }

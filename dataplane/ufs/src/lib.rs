@@ -100,6 +100,18 @@ pub enum UfsError {
 
 pub type Result<T, E = UfsError> = std::result::Result<T, E>;
 
+/// What a secret option's value is replaced with wherever options are shown.
+pub const MASKED: &str = "******";
+
+/// Whether a mount option holds a credential (secret keys, passwords,
+/// tokens, access keys, SAS keys): such values are never shown back.
+pub fn is_secret_option(key: &str) -> bool {
+    let k = key.to_ascii_lowercase();
+    ["secret", "password", "token", "key", "credential", "sas"]
+        .iter()
+        .any(|s| k.contains(s))
+}
+
 /// The under-storage boundary. Implementations are cheap to share (`Arc`).
 #[async_trait]
 pub trait UnderFileSystem: Send + Sync + Debug {

@@ -386,7 +386,13 @@ pub struct Found {
 /// Leftover temporary files (a write cut short by a crash) are removed;
 /// names Eddy did not write are left alone.
 pub fn scan(dir: &Dir) -> std::io::Result<Vec<Found>> {
-    std::fs::create_dir_all(&dir.blocks)?;
+    use std::os::unix::fs::{DirBuilderExt, PermissionsExt};
+    // Cached blocks are other users' data: the block folder is the worker's.
+    std::fs::DirBuilder::new()
+        .recursive(true)
+        .mode(0o700)
+        .create(&dir.blocks)?;
+    std::fs::set_permissions(&dir.blocks, std::fs::Permissions::from_mode(0o700))?;
     let mut out = Vec::new();
     for e in std::fs::read_dir(&dir.blocks)? {
         let e = e?;

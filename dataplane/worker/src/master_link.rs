@@ -227,7 +227,10 @@ impl MasterLink {
         let m = self
             .master
             .block_service()
-            .get_mount(pb::GetMountRequest { mount_id: id })
+            .get_mount(pb::GetMountRequest {
+                mount_id: id,
+                worker_id: self.worker_id(),
+            })
             .await
             .map_err(ClientError::from)?
             .into_inner()

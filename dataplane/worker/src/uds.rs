@@ -60,7 +60,12 @@ pub fn bind(path: &Path) -> std::io::Result<UnixListener> {
     if let Some(dir) = path.parent() {
         std::fs::create_dir_all(dir)?;
     }
-    UnixListener::bind(path)
+    let l = UnixListener::bind(path)?;
+    // Only this worker's user may lease its segments (clients of other
+    // users read over TCP).
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600))?;
+    Ok(l)
 }
 
 /// Accepts co-located clients until `stop`; removes the socket file at the end.
