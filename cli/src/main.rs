@@ -101,6 +101,16 @@ fn main() -> ExitCode {
     let master = explicit_master
         .clone()
         .unwrap_or_else(|| cfg.client.master.clone());
+    if matches!(
+        command,
+        Command::Master | Command::Worker | Command::Local(_)
+    ) {
+        // Servers hold an fd per connection, segment and block file: the
+        // usual soft limit of 1,024 is far too low for them.
+        if let Err(e) = eddy_worker::conn::raise_nofile_limit() {
+            eprintln!("eddy: warning: cannot raise the open-file limit to its hard limit: {e}");
+        }
+    }
     let rt = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()

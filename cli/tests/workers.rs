@@ -80,6 +80,7 @@ async fn workers_register_heartbeat_get_lost_and_come_back() {
         block_id: b1,
         length: 100,
         tier: "MEM".into(),
+        written: false,
     })
     .await
     .unwrap();
@@ -89,6 +90,7 @@ async fn workers_register_heartbeat_get_lost_and_come_back() {
             block_id: b1,
             length: 5,
             tier: "MEM".into(),
+            written: false,
         })
         .await
         .unwrap_err(),
@@ -104,6 +106,7 @@ async fn workers_register_heartbeat_get_lost_and_come_back() {
             block_id: b1,
             length: 100,
             tier: "MEM".into(),
+            written: false,
         })
         .await
         .unwrap_err(),

@@ -27,6 +27,20 @@ pub struct MasterConfig {
     /// How often replication bounds are checked and enforced, and files
     /// waiting to be persisted are handed to workers.
     pub replication_check_interval_ms: u64,
+    /// A new gRPC connection must send its first bytes within this (ms).
+    pub handshake_timeout_ms: u64,
+    /// A gRPC connection from which nothing arrives for this long is closed
+    /// (ms). The master pings every connection every `keepalive_interval_ms`
+    /// and live clients answer, so only dead or silent peers reach it.
+    pub idle_timeout_ms: u64,
+    /// HTTP/2 keepalive: ping interval, and how long an answer may take
+    /// before the connection is closed (ms).
+    pub keepalive_interval_ms: u64,
+    pub keepalive_timeout_ms: u64,
+    /// Open gRPC connections one peer IP may hold; more are closed at once.
+    pub max_connections_per_peer: usize,
+    /// Concurrent RPCs (HTTP/2 streams) one connection may have in flight.
+    pub max_concurrent_streams: u32,
     /// Where `eddy master` serves Prometheus metrics (`GET /metrics`);
     /// empty: nowhere. Port 0 picks a free port.
     pub metrics_bind: String,
@@ -48,6 +62,12 @@ impl Default for MasterConfig {
             worker_lost_after_ms: 10_000,
             ttl_check_interval_ms: 60_000,
             replication_check_interval_ms: 5_000,
+            handshake_timeout_ms: 10_000,
+            idle_timeout_ms: 120_000,
+            keepalive_interval_ms: 30_000,
+            keepalive_timeout_ms: 20_000,
+            max_connections_per_peer: 512,
+            max_concurrent_streams: 1024,
             metrics_bind: "127.0.0.1:19999".into(),
             ufs: Default::default(),
         }

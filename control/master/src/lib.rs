@@ -5,6 +5,7 @@
 //! no I/O (`namespace`, `placement`, `workers`); `service` does the I/O
 //! (under-storage, metastore) around them; `server` wires gRPC.
 
+mod block_info;
 mod codec;
 pub mod config;
 pub mod error;
@@ -15,6 +16,7 @@ pub mod metastore;
 pub mod metrics;
 pub mod mount;
 pub mod namespace;
+pub mod net;
 pub mod path;
 pub mod placement;
 mod refingerprint;

@@ -155,9 +155,24 @@ pub async fn start(cfg: MasterConfig) -> Result<RunningMaster> {
     crate::metrics::register(&state);
     let rpc = MasterRpc(state.clone());
     let (stop_tx, stop_rx) = oneshot::channel::<()>();
-    let incoming = tonic::transport::server::TcpIncoming::from(listener).with_nodelay(Some(true));
+    let ms = Duration::from_millis;
+    let incoming = crate::net::incoming(
+        listener,
+        crate::net::NetLimits {
+            handshake: ms(cfg.handshake_timeout_ms.max(1)),
+            idle: ms(cfg.idle_timeout_ms.max(1)),
+            max_per_peer: cfg.max_connections_per_peer.max(1),
+        },
+    );
     let task = tokio::spawn(
         tonic::transport::Server::builder()
+            // Dead peers are found by pings; one connection cannot open
+            // unbounded streams or send unbounded headers.
+            .http2_keepalive_interval(Some(ms(cfg.keepalive_interval_ms.max(1))))
+            .http2_keepalive_timeout(Some(ms(cfg.keepalive_timeout_ms.max(1))))
+            .max_concurrent_streams(Some(cfg.max_concurrent_streams.max(1)))
+            .http2_max_header_list_size(Some(64 << 10))
+            .http2_max_pending_accept_reset_streams(Some(64))
             .layer(crate::metrics::RpcMetricsLayer)
             .add_service(pb::file_system_master_server::FileSystemMasterServer::new(
                 rpc.clone(),

@@ -1364,6 +1364,12 @@ impl MasterState {
                     r.block_id
                 )));
             }
+            if r.written && ns.get(file).is_some_and(|f| f.flag(FLAG_COMPLETE)) {
+                return Err(MasterError::FileAlreadyComplete(format!(
+                    "block {} belongs to file id {file}, which is complete: its blocks are not written again",
+                    r.block_id
+                )));
+            }
             if !Self::block_valid(&ns, r.block_id, r.length) {
                 return Err(MasterError::InvalidArgument(format!(
                     "block {} of length {} does not match its file",
@@ -1614,6 +1620,12 @@ impl pb::block_master_server::BlockMaster for MasterRpc {
     ) -> Rpc<pb::CommitBlockResponse> {
         self.0.commit_block(r.into_inner())?;
         Ok(Response::new(pb::CommitBlockResponse {}))
+    }
+    async fn get_block_info(
+        &self,
+        r: Request<pb::GetBlockInfoRequest>,
+    ) -> Rpc<pb::GetBlockInfoResponse> {
+        Ok(Response::new(self.0.block_info(r.into_inner().block_id)?))
     }
     async fn file_persisted(
         &self,

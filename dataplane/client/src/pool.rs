@@ -23,8 +23,15 @@ pub struct Pool {
 
 impl Pool {
     pub async fn get(&self, addr: &str) -> Result<TcpStream> {
-        if let Some(c) = self.idle.lock().get_mut(addr).and_then(|v| v.pop()) {
-            return Ok(c);
+        while let Some(c) = self.idle.lock().get_mut(addr).and_then(|v| v.pop()) {
+            // Workers close connections idle past their idle timeout: one
+            // that shows an end of stream (or stray bytes) is dropped here
+            // rather than failing the request sent on it.
+            let mut probe = [0u8; 1];
+            if matches!(c.try_read(&mut probe), Err(e) if e.kind() == std::io::ErrorKind::WouldBlock)
+            {
+                return Ok(c);
+            }
         }
         let unreachable = |message: String| ClientError::Worker {
             addr: addr.to_string(),

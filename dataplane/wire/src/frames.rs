@@ -4,7 +4,9 @@ use eddy_proto::EddyCode;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 
 use crate::codec::{BodyReader, BodyWriter};
-use crate::{HEADER_LEN, MAGIC, MAX_CONTROL_BODY, MAX_DATA_BODY, VERSION, WireError};
+use crate::{
+    HEADER_LEN, MAGIC, MAX_BLOCK_LENGTH, MAX_CONTROL_BODY, MAX_DATA_BODY, VERSION, WireError,
+};
 
 /// What a frame is. Client -> worker kinds are below 64, answers from 64.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -230,6 +232,35 @@ pub struct ReadRequest {
 }
 
 impl ReadRequest {
+    /// Checks the lengths and offsets against each other and the protocol's
+    /// limits, with overflow: a receiver calls this before using any of them
+    /// (an error here answers `INVALID_ARGUMENT`; the connection stays).
+    pub fn check(&self) -> Result<(), String> {
+        if self.block_length > MAX_BLOCK_LENGTH {
+            return Err(format!(
+                "block {}: a block length of {} bytes is over the limit of {MAX_BLOCK_LENGTH}",
+                self.block_id, self.block_length
+            ));
+        }
+        if self
+            .offset
+            .checked_add(self.length)
+            .is_none_or(|e| e > self.block_length)
+        {
+            return Err(format!(
+                "block {}: range {}+{} is outside the block's {} bytes",
+                self.block_id, self.offset, self.length, self.block_length
+            ));
+        }
+        if self.file_offset.checked_add(self.block_length).is_none() {
+            return Err(format!(
+                "block {}: file offset {} + block length {} overflows",
+                self.block_id, self.file_offset, self.block_length
+            ));
+        }
+        Ok(())
+    }
+
     pub fn encode(&self) -> Vec<u8> {
         let mut w = BodyWriter::default();
         w.u64(self.block_id)
@@ -261,16 +292,6 @@ impl ReadRequest {
                 source: get_source(&mut r)?,
             };
             r.end()?;
-            if req
-                .offset
-                .checked_add(req.length)
-                .is_none_or(|e| e > req.block_length)
-            {
-                return Err(format!(
-                    "range {}+{} is outside the block's {} bytes",
-                    req.offset, req.length, req.block_length
-                ));
-            }
             Ok(req)
         })()
         .map_err(m)?;
@@ -300,6 +321,18 @@ pub struct WriteOpen {
 }
 
 impl WriteOpen {
+    /// Checks the block size against the protocol's limit (as
+    /// [`ReadRequest::check`]).
+    pub fn check(&self) -> Result<(), String> {
+        if self.block_size > MAX_BLOCK_LENGTH {
+            return Err(format!(
+                "file {}: a block size of {} bytes is over the limit of {MAX_BLOCK_LENGTH}",
+                self.file_id, self.block_size
+            ));
+        }
+        Ok(())
+    }
+
     pub fn encode(&self) -> Vec<u8> {
         let mut w = BodyWriter::default();
         w.u64(self.file_id)
@@ -653,13 +686,26 @@ mod tests {
             length: 10,
             ..r.clone()
         };
-        assert!(ReadRequest::decode(Kind::Read, &out_of_block.encode()).is_err());
+        assert!(r.check().is_ok());
+        assert!(out_of_block.check().is_err());
         let overflow = ReadRequest {
             offset: u64::MAX,
             length: 2,
             ..r.clone()
         };
-        assert!(ReadRequest::decode(Kind::Read, &overflow.encode()).is_err());
+        assert!(overflow.check().is_err());
+        let huge = ReadRequest {
+            offset: 0,
+            length: 0,
+            block_length: u64::MAX,
+            ..r.clone()
+        };
+        assert!(huge.check().is_err(), "a 2^64-1 block");
+        let past_the_file = ReadRequest {
+            file_offset: u64::MAX - 50,
+            ..r.clone()
+        };
+        assert!(past_the_file.check().is_err());
         let mut trailing = b.clone();
         trailing.push(0);
         assert!(ReadRequest::decode(Kind::Read, &trailing).is_err());

@@ -30,6 +30,11 @@ pub const MAX_CONTROL_BODY: u32 = 64 << 10;
 /// Largest body of a `Data` frame.
 pub const MAX_DATA_BODY: u32 = 8 << 20;
 
+/// Largest block length (and write block size) a request may name: the
+/// master's largest block size, 1 TiB. Anything larger is refused before a
+/// byte is reserved or allocated.
+pub const MAX_BLOCK_LENGTH: u64 = 1 << 40;
+
 /// A protocol violation: the peer sent something this side cannot accept.
 /// The connection is closed; other connections are unaffected.
 #[derive(Debug, thiserror::Error)]

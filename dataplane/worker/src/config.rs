@@ -42,6 +42,19 @@ pub struct WorkerConfig {
     /// How often hot disk-tier blocks are considered for promotion to
     /// memory, in milliseconds; 0 turns background promotion off.
     pub promote_interval_ms: u64,
+    /// A data or short-circuit connection with no request for this long is
+    /// closed (a write session too: its memory reservations go with it; a
+    /// short-circuit connection holding leases and no write stays), and a
+    /// write to a peer that reads nothing for this long fails. Milliseconds.
+    pub idle_timeout_ms: u64,
+    /// Once a frame's first byte is in, its header and control body must all
+    /// be in within this, and a `Data` body may go this long without a byte.
+    /// Milliseconds.
+    pub frame_timeout_ms: u64,
+    /// Open connections one peer may have on the data port (per IP) and on
+    /// the Unix socket (per process); more are answered `UNAVAILABLE` and
+    /// closed.
+    pub max_connections_per_peer: usize,
     /// Where `eddy worker` serves Prometheus metrics (`GET /metrics`);
     /// empty: nowhere. Port 0 picks a free port.
     pub metrics_bind: String,
@@ -79,6 +92,9 @@ impl Default for WorkerConfig {
             io_registered_buffer_bytes: 4 << 20,
             io_sqpoll_idle_ms: 0,
             promote_interval_ms: 1000,
+            idle_timeout_ms: 60_000,
+            frame_timeout_ms: 10_000,
+            max_connections_per_peer: 256,
             metrics_bind: "127.0.0.1:30000".into(),
             ufs: Default::default(),
         }
@@ -86,6 +102,15 @@ impl Default for WorkerConfig {
 }
 
 impl WorkerConfig {
+    /// The connection timeouts, as durations.
+    pub fn timeouts(&self) -> crate::conn::Timeouts {
+        crate::conn::Timeouts {
+            idle: std::time::Duration::from_millis(self.idle_timeout_ms),
+            write: std::time::Duration::from_millis(self.idle_timeout_ms),
+            frame: std::time::Duration::from_millis(self.frame_timeout_ms),
+        }
+    }
+
     /// The memory tier's capacity after applying the `0 = auto` rule.
     pub fn effective_memory_capacity(&self) -> u64 {
         if self.memory_capacity > 0 {
@@ -140,6 +165,12 @@ impl WorkerConfig {
                 "io_engine {:?}: expected \"auto\", \"io_uring\" or \"pread\"",
                 self.io_engine
             ));
+        }
+        if self.idle_timeout_ms == 0 || self.frame_timeout_ms == 0 {
+            return Err("idle_timeout_ms and frame_timeout_ms must be at least 1".into());
+        }
+        if self.max_connections_per_peer == 0 {
+            return Err("max_connections_per_peer must be at least 1".into());
         }
         if self.io_queue_depth == 0 || self.io_queue_depth > 4096 {
             return Err(format!(

@@ -26,6 +26,16 @@ pub enum WorkerError {
         expected: u64,
         found: u64,
     },
+    /// The request does not match what the master says about the block.
+    #[error("{0}")]
+    Mismatch(String),
+    #[error("{0}")]
+    FileIncomplete(String),
+    #[error("{0}")]
+    FileAlreadyComplete(String),
+    /// Another write session on this worker holds the file.
+    #[error("{0}")]
+    AlreadyWriting(String),
     #[error("shared memory: {0}")]
     Memory(std::io::Error),
 }
@@ -49,6 +59,10 @@ impl WorkerError {
             WorkerError::NotFound(_) => EddyCode::NotFound,
             WorkerError::InvalidArgument(_) => EddyCode::InvalidArgument,
             WorkerError::UfsChanged { .. } => EddyCode::UfsError,
+            WorkerError::Mismatch(_) => EddyCode::InvalidArgument,
+            WorkerError::FileIncomplete(_) => EddyCode::FileIncomplete,
+            WorkerError::FileAlreadyComplete(_) => EddyCode::FileAlreadyComplete,
+            WorkerError::AlreadyWriting(_) => EddyCode::AlreadyExists,
             WorkerError::Memory(_) => EddyCode::Internal,
         }
     }

@@ -12,7 +12,9 @@
 //! reaches the master only through the gRPC schema (via the client's
 //! transport), like any other client.
 
+pub mod admit;
 pub mod config;
+pub mod conn;
 pub mod disk;
 pub mod error;
 pub mod evict;
@@ -155,6 +157,9 @@ pub async fn start(cfg: WorkerConfig) -> Result<RunningWorker, StartError> {
     let shared = Arc::new(Shared {
         store: store.clone(),
         link,
+        admit: Default::default(),
+        timeouts: cfg.timeouts(),
+        max_per_peer: cfg.max_connections_per_peer,
     });
     metrics::register(&shared, store.engine().name().to_string());
     tasks.spawn(replicate::run(shared.clone(), copy_rx, stop.subscribe()));
@@ -253,12 +258,17 @@ async fn accept_loop(
     mut stop: watch::Receiver<bool>,
 ) {
     let mut conns = JoinSet::new();
+    let peers = conn::PeerLimit::new(sh.max_per_peer);
     loop {
         tokio::select! {
             r = listener.accept() => match r {
                 Ok((sock, peer)) => {
+                    let Some(slot) = peers.admit(peer.ip()) else {
+                        server::refuse(&sock, &format!("{}", peer.ip()), peers.max());
+                        continue;
+                    };
                     let _ = sock.set_nodelay(true);
-                    conns.spawn(server::serve(sh.clone(), sock, peer, stop.clone()));
+                    conns.spawn(server::serve(sh.clone(), sock, peer, slot, stop.clone()));
                 }
                 Err(e) => {
                     // Out of fds, typically: back off instead of spinning.

@@ -147,11 +147,37 @@ impl MasterLink {
         length: u64,
         tier: &str,
     ) -> Result<(), ClientError> {
+        self.commit_block(block_id, length, tier, false).await
+    }
+
+    /// As [`MasterLink::commit`], for a block a write session wrote: the
+    /// master refuses it once the file is complete.
+    pub async fn commit_written(&self, block_id: u64, length: u64) -> Result<(), ClientError> {
+        self.commit_block(block_id, length, TIER_MEM, true).await
+    }
+
+    /// What the master says about a block (its file, length, location).
+    pub async fn block_info(&self, block_id: u64) -> Result<pb::GetBlockInfoResponse, ClientError> {
+        let req = pb::GetBlockInfoRequest { block_id };
+        match self.master.block_service().get_block_info(req).await {
+            Ok(r) => Ok(r.into_inner()),
+            Err(s) => Err(ClientError::from(s)),
+        }
+    }
+
+    async fn commit_block(
+        &self,
+        block_id: u64,
+        length: u64,
+        tier: &str,
+        written: bool,
+    ) -> Result<(), ClientError> {
         let req = pb::CommitBlockRequest {
             worker_id: self.worker_id(),
             block_id,
             length,
             tier: tier.into(),
+            written,
         };
         match self.master.block_service().commit_block(req).await {
             Ok(_) => Ok(()),

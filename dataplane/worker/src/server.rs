@@ -4,7 +4,8 @@
 //! usable. A protocol violation (bad magic, unknown or oversized frame, a
 //! body that does not parse) is logged and closes that connection only.
 
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
+use std::os::fd::AsFd;
 use std::sync::Arc;
 
 use eddy_wire::{
@@ -15,6 +16,7 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tokio::sync::watch;
 
+use crate::conn::{PeerSlot, Timed, Timeouts};
 use crate::disk;
 use crate::error::{Result, WorkerError};
 use crate::master_link::MasterLink;
@@ -25,17 +27,55 @@ use crate::store::{Block, BlockStore, Reservation, Stats};
 pub struct Shared {
     pub store: Arc<BlockStore>,
     pub link: Arc<MasterLink>,
+    /// Checks of misses and write opens against the master.
+    pub admit: Arc<crate::admit::Admission>,
+    pub timeouts: Timeouts,
+    /// Connections one peer may hold (per IP on TCP, per process on the
+    /// Unix socket).
+    pub max_per_peer: usize,
+}
+
+/// A data connection: every read and write under the worker's timeouts.
+pub type Conn = Timed<TcpStream>;
+
+/// Answers a connection over its peer's limit with one `Error` frame
+/// (`UNAVAILABLE`), without waiting for the peer, and closes it.
+pub fn refuse<S: AsFd>(sock: &S, peer: &str, max: usize) {
+    let f = ErrorFrame::new(
+        eddy_proto::EddyCode::Unavailable,
+        format!(
+            "{peer} already has {max} connections open to this worker (max_connections_per_peer); close idle ones and retry"
+        ),
+    );
+    let body = f.encode();
+    let mut frame = eddy_wire::Header {
+        kind: Kind::Error,
+        body_len: body.len() as u32,
+    }
+    .encode()
+    .to_vec();
+    frame.extend_from_slice(&body);
+    // Non-blocking: a fresh socket's send buffer takes one small frame.
+    let _ = rustix::net::send(
+        sock,
+        &frame,
+        rustix::net::SendFlags::NOSIGNAL | rustix::net::SendFlags::DONTWAIT,
+    );
+    tracing::debug!("refused a connection from {peer}: {max} already open");
 }
 
 /// Serves one connection until the peer closes it, it breaks the protocol,
 /// or the worker shuts down (between requests).
 pub async fn serve(
     sh: Arc<Shared>,
-    mut sock: TcpStream,
+    sock: TcpStream,
     peer: SocketAddr,
+    _slot: PeerSlot<IpAddr>,
     mut stop: watch::Receiver<bool>,
 ) {
+    let mut sock = Timed::new(sock, sh.timeouts);
     loop {
+        sock.expect_frame();
         let h = tokio::select! {
             h = read_header(&mut sock) => h,
             _ = stop.changed() => return,
@@ -62,20 +102,22 @@ pub async fn serve(
     }
 }
 
-async fn dispatch(
-    sh: &Shared,
-    sock: &mut TcpStream,
-    h: eddy_wire::Header,
-) -> Result<(), WireError> {
+async fn dispatch(sh: &Shared, sock: &mut Conn, h: eddy_wire::Header) -> Result<(), WireError> {
     match h.kind {
         Kind::Read | Kind::Load => {
             let body = read_body(sock, h).await?;
             let req = ReadRequest::decode(h.kind, &body)?;
+            if let Err(m) = req.check() {
+                return send_error(sock, &WorkerError::InvalidArgument(m)).await;
+            }
             read(sh, sock, &req, h.kind == Kind::Load).await
         }
         Kind::WriteOpen => {
             let body = read_body(sock, h).await?;
             let open = WriteOpen::decode(&body)?;
+            if let Err(m) = open.check() {
+                return send_error(sock, &WorkerError::InvalidArgument(m)).await;
+            }
             write(sh, sock, open).await
         }
         Kind::Stats => {
@@ -110,6 +152,7 @@ pub(crate) fn stats(sh: &Shared) -> Vec<(String, u64)> {
         ("blocks_cached", sh.store.block_count() as u64),
         ("memory_used", sh.store.used()),
         ("memory_capacity", sh.store.capacity()),
+        ("memory_reserved", sh.store.reserved()),
         ("pinned_version", sh.store.pinned_version()),
         ("leases", s.leases.load(Relaxed)),
         ("lease_clients", s.lease_clients.load(Relaxed)),
@@ -120,7 +163,7 @@ pub(crate) fn stats(sh: &Shared) -> Vec<(String, u64)> {
     .collect()
 }
 
-async fn send_error(sock: &mut TcpStream, e: &WorkerError) -> Result<(), WireError> {
+async fn send_error(sock: &mut Conn, e: &WorkerError) -> Result<(), WireError> {
     write_frame(sock, Kind::Error, &e.frame().encode()).await
 }
 
@@ -132,7 +175,7 @@ enum Found {
 
 async fn read(
     sh: &Shared,
-    sock: &mut TcpStream,
+    sock: &mut Conn,
     req: &ReadRequest,
     load_only: bool,
 ) -> Result<(), WireError> {
@@ -254,6 +297,7 @@ fn checked(req: &ReadRequest, b: Block) -> Result<Block> {
 /// Reads just the requested range from the under-storage; caches nothing.
 async fn read_through(sh: &Shared, req: &ReadRequest) -> Result<Found> {
     let src = source(req)?;
+    sh.admit.check_fill(&sh.link, req).await?;
     let ufs = sh.link.ufs(src.mount_id).await?;
     let b = ufs_read_exact(sh, &*ufs, src, req.file_offset + req.offset, req.length).await?;
     Ok(Found::Through(b))
@@ -302,6 +346,9 @@ pub(crate) fn ufs_key(key: &str) -> Result<eddy_ufs::UfsPath> {
 /// miss, and every later read of the block is a hit (docs/DATA-PROTOCOL.md).
 pub(crate) async fn fill(sh: &Shared, req: &ReadRequest) -> Result<Block> {
     let src = source(req)?;
+    // Before a byte is reserved: the request must describe this block's
+    // own bytes (docs/DATA-PROTOCOL.md, "Checks against the master").
+    sh.admit.check_fill(&sh.link, req).await?;
     let ufs = sh.link.ufs(src.mount_id).await?;
     let key = ufs_key(&src.key)?;
     let res = match sh.store.reserve(req.block_length).await {
@@ -383,7 +430,11 @@ struct Open {
 /// `WriteClose` (answered `WriteOk`) or `WriteCancel` (answered `Ok`).
 /// Nothing is cached or visible in the under-storage before `WriteClose`
 /// succeeds; a broken connection discards everything.
-async fn write(sh: &Shared, sock: &mut TcpStream, open: WriteOpen) -> Result<(), WireError> {
+async fn write(sh: &Shared, sock: &mut Conn, open: WriteOpen) -> Result<(), WireError> {
+    let _slot = match sh.admit.open_write(&sh.link, &open).await {
+        Ok(s) => s,
+        Err(e) => return send_error(sock, &e).await,
+    };
     let cache = open.write_type != WriteType::Through;
     let mut ufs_w = match &open.target {
         Some(t) if open.write_type != WriteType::MustCache => {
@@ -415,9 +466,13 @@ async fn write(sh: &Shared, sock: &mut TcpStream, open: WriteOpen) -> Result<(),
     let mut failed: Option<WorkerError> = None;
     let mut scratch: Vec<u8> = Vec::new();
     loop {
+        // Between frames a session may wait up to the idle timeout; past it
+        // the connection goes and every reservation of the session with it.
+        sock.expect_frame();
         let h = read_header(sock).await?;
         match h.kind {
             Kind::Data => {
+                sock.expect_bulk();
                 let mut left = h.body_len as u64;
                 while left > 0 {
                     if failed.is_some() {
@@ -493,7 +548,7 @@ async fn write(sh: &Shared, sock: &mut TcpStream, open: WriteOpen) -> Result<(),
                     if o.pos == bs {
                         let o = cur.take().expect("open");
                         match seal(o, total / bs - 1, open.file_id) {
-                            Ok(b) => done.add(b, sole),
+                            Ok(b) => failed = done.add(b, sole).err(),
                             Err(e) => failed = Some(e),
                         }
                     }
@@ -518,7 +573,7 @@ async fn write(sh: &Shared, sock: &mut TcpStream, open: WriteOpen) -> Result<(),
                     && let Some(o) = cur.take()
                 {
                     match seal(o, total / bs, open.file_id) {
-                        Ok(b) => done.add(b, sole),
+                        Ok(b) => failed = done.add(b, sole).err(),
                         Err(e) => failed = Some(e),
                     }
                 }
@@ -562,7 +617,7 @@ async fn write(sh: &Shared, sock: &mut TcpStream, open: WriteOpen) -> Result<(),
     }
 }
 
-async fn discard(sock: &mut TcpStream, mut n: u64, scratch: &mut Vec<u8>) -> Result<(), WireError> {
+async fn discard(sock: &mut Conn, mut n: u64, scratch: &mut Vec<u8>) -> Result<(), WireError> {
     scratch.resize(1 << 20, 0);
     while n > 0 {
         let k = n.min(scratch.len() as u64) as usize;
@@ -597,7 +652,19 @@ impl Uncommitted {
         }
     }
 
-    pub(crate) fn add(&mut self, (id, seg, res): (u64, Segment, Reservation), sole: bool) {
+    /// Refuses a block this worker already holds: a write session only
+    /// makes new blocks (an incomplete file's blocks are cached nowhere),
+    /// so an id in the store is another file's copy and is left alone.
+    pub(crate) fn add(
+        &mut self,
+        (id, seg, res): (u64, Segment, Reservation),
+        sole: bool,
+    ) -> Result<()> {
+        if self.store.contains(id) {
+            return Err(WorkerError::AlreadyWriting(format!(
+                "block {id} is already cached on this worker; it is not written again"
+            )));
+        }
         let len = seg.len();
         self.store.insert(id, seg, res, false);
         if sole {
@@ -606,6 +673,7 @@ impl Uncommitted {
         }
         Stats::add(&self.store.stats.blocks_written, 1);
         self.blocks.push((id, len));
+        Ok(())
     }
 }
 
@@ -628,7 +696,7 @@ pub(crate) async fn commit_ids(sh: &Shared, ids: &[(u64, u64)]) -> Result<()> {
         if !sh.store.contains(id) {
             continue;
         }
-        if let Err(e) = sh.link.commit(id, len).await {
+        if let Err(e) = sh.link.commit_written(id, len).await {
             let rest: Vec<u64> = ids[i..].iter().map(|(b, _)| *b).collect();
             sh.store.remove(&rest);
             return Err(e.into());

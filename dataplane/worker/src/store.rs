@@ -409,6 +409,11 @@ impl BlockStore {
         self.capacity
     }
 
+    /// Bytes set aside for fills and writes in progress.
+    pub fn reserved(&self) -> u64 {
+        self.inner.lock().reserved
+    }
+
     /// Bytes held by sealed segments.
     pub fn used(&self) -> u64 {
         self.inner.lock().used
@@ -511,7 +516,7 @@ impl BlockStore {
     /// Sets aside `bytes` only if memory has that much free now (nothing moves).
     fn reserve_free(self: &Arc<Self>, bytes: u64) -> Option<Reservation> {
         let mut g = self.inner.lock();
-        if g.used + g.reserved + bytes > self.capacity {
+        if (g.used + g.reserved).saturating_add(bytes) > self.capacity {
             return None;
         }
         g.reserved += bytes;
@@ -531,12 +536,22 @@ impl BlockStore {
     async fn make_room(&self, bytes: u64) -> Result<(), NoSpace> {
         // Blocks that could not move down (a sole copy with nowhere to go).
         let mut stuck: HashSet<u64> = HashSet::new();
+        if bytes > self.capacity {
+            // Could never fit: refused before anything is evicted for it.
+            return Err(NoSpace {
+                needed: bytes,
+                used: self.inner.lock().used,
+                capacity: self.capacity,
+            });
+        }
         loop {
             // Registered before looking, so a move finishing in between is seen.
             let moved = self.moved.notified();
             let victims = {
                 let mut g = self.inner.lock();
-                let want = g.used + g.reserved + bytes;
+                // Saturating: a request larger than anything (a length from
+                // the wire) is refused as too big, never wrapped.
+                let want = (g.used + g.reserved).saturating_add(bytes);
                 if want <= self.capacity {
                     g.reserved += bytes;
                     return Ok(());

@@ -29,6 +29,7 @@ use tokio::net::{UnixListener, UnixStream};
 use tokio::sync::watch;
 use tokio::task::JoinSet;
 
+use crate::conn::{PeerLimit, PeerSlot, Timed, Timeouts};
 use crate::error::WorkerError;
 use crate::segment::{Segment, SegmentWriter};
 use crate::server::{Shared, Uncommitted, cached, commit_ids, stats, ufs_key};
@@ -76,11 +77,21 @@ pub async fn accept_loop(
     mut stop: watch::Receiver<bool>,
 ) {
     let mut conns = JoinSet::new();
+    // Per process: each client process is one peer (SO_PEERCRED).
+    let peers = PeerLimit::new(sh.max_per_peer);
     loop {
         tokio::select! {
             r = listener.accept() => match r {
                 Ok((sock, _)) => {
-                    conns.spawn(serve(sh.clone(), sock, policy.clone(), stop.clone()));
+                    let key = rustix::net::sockopt::socket_peercred(&sock)
+                        .map(|c| (c.uid.as_raw(), c.pid.as_raw_nonzero().get()))
+                        .unwrap_or((u32::MAX, 0));
+                    let Some(slot) = peers.admit(key) else {
+                        let who = format!("process {} (uid {})", key.1, key.0);
+                        crate::server::refuse(&sock, &who, peers.max());
+                        continue;
+                    };
+                    conns.spawn(serve(sh.clone(), sock, slot, policy.clone(), stop.clone()));
                 }
                 Err(e) => {
                     tracing::warn!("unix socket accept failed: {e}");
@@ -137,12 +148,20 @@ impl Drop for Table<'_> {
 async fn serve(
     sh: Arc<Shared>,
     sock: UnixStream,
+    _slot: PeerSlot<(u32, i32)>,
     policy: LeasePolicy,
     mut stop: watch::Receiver<bool>,
 ) {
+    // The idle rule is applied below (a connection holding leases is not
+    // idle); the stream's own timers cover frames and stalled writes.
+    let idle = sh.timeouts.idle;
+    let limits = Timeouts {
+        idle: Duration::MAX,
+        ..sh.timeouts
+    };
     // Buffered: a request's header and body (and releases sent ahead of
     // it) arrive in one read.
-    let mut sock = BufReader::with_capacity(16 << 10, sock);
+    let mut sock = BufReader::with_capacity(16 << 10, Timed::new(sock, limits));
     Stats::add(&sh.store.stats.lease_clients, 1);
     let mut table = Table {
         held: HashMap::new(),
@@ -150,18 +169,28 @@ async fn serve(
         stats: &sh.store.stats,
     };
     let mut session: Option<ScWrite> = None;
-    let mut tick = tokio::time::interval((policy.ttl / 4).max(Duration::from_millis(10)));
+    let period = (policy.ttl / 4).min(idle / 4);
+    let mut tick = tokio::time::interval(period.max(Duration::from_millis(10)));
+    let mut last = Instant::now();
     loop {
+        sock.get_mut().expect_frame();
         // Wait for bytes without consuming any (cancel-safe), so the lease
         // clock can tick between requests without cutting one in half.
         let ready = tokio::select! {
             r = sock.fill_buf() => r.map(|b| !b.is_empty()),
             _ = tick.tick() => {
                 table.expire(policy.ttl);
+                // Idle: closed unless it holds leases (and no write, whose
+                // reservations must not wait on a client that went quiet).
+                if last.elapsed() >= idle && (table.held.is_empty() || session.is_some()) {
+                    tracing::debug!("closing a short-circuit connection idle for {idle:?}");
+                    return;
+                }
                 continue;
             }
             _ = stop.changed() => return,
         };
+        last = Instant::now();
         if !matches!(ready, Ok(true)) {
             return;
         }
@@ -185,7 +214,7 @@ async fn serve(
 
 async fn dispatch(
     sh: &Shared,
-    sock: &mut BufReader<UnixStream>,
+    sock: &mut BufReader<Timed<UnixStream>>,
     h: eddy_wire::Header,
     table: &mut Table<'_>,
     policy: &LeasePolicy,
@@ -215,6 +244,10 @@ async fn dispatch(
                     code: e.code() as i32 as u16,
                     message: e.to_string(),
                 };
+                if let Err(m) = it.check() {
+                    grants.push(refuse(WorkerError::InvalidArgument(m)));
+                    continue;
+                }
                 if table.held.len() >= policy.max_per_client {
                     grants.push(refuse(WorkerError::NoSpace(crate::store::NoSpace {
                         needed: it.block_length,
@@ -284,7 +317,7 @@ async fn dispatch(
                     Handed::File(f) => f.as_fd(),
                 })
                 .collect();
-            send_with_fds(sock.get_ref(), &frame, &fds).await?;
+            send_with_fds(sock.get_ref().get_ref(), &frame, &fds, sh.timeouts.idle).await?;
             Ok(())
         }
         Kind::Release => {
@@ -324,38 +357,44 @@ enum Handed {
 }
 
 /// Sends `bytes` with `fds` attached to its first byte, so the receiver gets
-/// the descriptors with the frame's header.
+/// the descriptors with the frame's header. Fails if the peer reads nothing
+/// for `limit` (the stream's own write timer is bypassed here).
 async fn send_with_fds(
     sock: &UnixStream,
     bytes: &[u8],
     fds: &[BorrowedFd<'_>],
+    limit: Duration,
 ) -> Result<(), WireError> {
     let mut sent = 0;
     while sent < bytes.len() {
-        let n = sock
-            .async_io(Interest::WRITABLE, || {
-                let attach = sent == 0 && !fds.is_empty();
-                let mut space = vec![
-                    MaybeUninit::uninit();
-                    if attach {
-                        rustix::cmsg_space!(ScmRights(fds.len()))
-                    } else {
-                        0
-                    }
-                ];
-                let mut cmsg = SendAncillaryBuffer::new(&mut space);
+        let step = sock.async_io(Interest::WRITABLE, || {
+            let attach = sent == 0 && !fds.is_empty();
+            let mut space = vec![
+                MaybeUninit::uninit();
                 if attach {
-                    cmsg.push(SendAncillaryMessage::ScmRights(fds));
+                    rustix::cmsg_space!(ScmRights(fds.len()))
+                } else {
+                    0
                 }
-                rustix::net::sendmsg(
-                    sock.as_fd(),
-                    &[IoSlice::new(&bytes[sent..])],
-                    &mut cmsg,
-                    SendFlags::NOSIGNAL,
-                )
-                .map_err(std::io::Error::from)
-            })
-            .await?;
+            ];
+            let mut cmsg = SendAncillaryBuffer::new(&mut space);
+            if attach {
+                cmsg.push(SendAncillaryMessage::ScmRights(fds));
+            }
+            rustix::net::sendmsg(
+                sock.as_fd(),
+                &[IoSlice::new(&bytes[sent..])],
+                &mut cmsg,
+                SendFlags::NOSIGNAL,
+            )
+            .map_err(std::io::Error::from)
+        });
+        let n = tokio::time::timeout(limit, step).await.map_err(|_| {
+            std::io::Error::new(
+                std::io::ErrorKind::TimedOut,
+                format!("the client read nothing for {} ms", limit.as_millis()),
+            )
+        })??;
         sent += n;
     }
     Ok(())
@@ -373,6 +412,8 @@ impl std::fmt::Debug for Held {
 /// when the write type says so, and puts each block in the store as it is
 /// committed (recorded with the master at close).
 pub struct ScWrite {
+    /// Holds the file against other write sessions on this worker.
+    _slot: crate::admit::WriteSlot,
     open: WriteOpen,
     ufs_w: Option<Box<dyn UfsWriter>>,
     pending: Option<(u64, SegmentWriter, Reservation)>,
@@ -386,7 +427,7 @@ pub struct ScWrite {
 
 async fn write_step(
     sh: &Shared,
-    sock: &mut BufReader<UnixStream>,
+    sock: &mut BufReader<Timed<UnixStream>>,
     kind: Kind,
     body: &[u8],
     session: &mut Option<ScWrite>,
@@ -396,12 +437,19 @@ async fn write_step(
     match kind {
         Kind::WriteOpen => {
             let open = WriteOpen::decode(body)?;
+            if let Err(m) = open.check() {
+                return write_frame(out, Kind::Error, &fail(WorkerError::InvalidArgument(m))).await;
+            }
             if session.is_some() {
                 let e = WorkerError::InvalidArgument(
                     "a write is already open on this connection".into(),
                 );
                 return write_frame(out, Kind::Error, &fail(e)).await;
             }
+            let slot = match sh.admit.open_write(&sh.link, &open).await {
+                Ok(s) => s,
+                Err(e) => return write_frame(out, Kind::Error, &fail(e)).await,
+            };
             let ufs_w = match &open.target {
                 Some(t) if open.write_type != WriteType::MustCache => {
                     let r = async {
@@ -417,6 +465,7 @@ async fn write_step(
                 _ => None,
             };
             *session = Some(ScWrite {
+                _slot: slot,
                 open,
                 ufs_w,
                 pending: None,
@@ -477,7 +526,13 @@ async fn write_step(
             .encode()
             .to_vec();
             frame.extend_from_slice(&body);
-            send_with_fds(sock.get_ref(), &frame, &[seg.fd()]).await?;
+            send_with_fds(
+                sock.get_ref().get_ref(),
+                &frame,
+                &[seg.fd()],
+                sh.timeouts.idle,
+            )
+            .await?;
             w.pending = Some((id, seg, res));
             Ok(())
         }
@@ -515,7 +570,9 @@ async fn write_step(
             if w.open.write_type != WriteType::Through {
                 let block = eddy_proto::block_id(w.open.file_id, w.next_index);
                 let sole = w.open.write_type == WriteType::MustCache;
-                w.done.add((block, sealed, res), sole);
+                if let Err(e) = w.done.add((block, sealed, res), sole) {
+                    return write_frame(out, Kind::Error, &fail(e)).await;
+                }
             }
             w.next_index += 1;
             w.total += len;

@@ -1,0 +1,163 @@
+//! Connection policy of the gRPC port. tonic bounds streams and frames per
+//! connection but not connections: without this, idle sockets that never
+//! send a byte hold fds until the master has none left. Each accepted
+//! connection must send its first bytes within the handshake timeout and
+//! then never go silent longer than the idle timeout (the server pings
+//! every connection over HTTP/2, and a live client always answers, so only
+//! dead or silent peers hit it); one peer IP may hold a bounded number.
+
+use std::collections::HashMap;
+use std::io;
+use std::net::IpAddr;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::{Context, Poll};
+use std::time::Duration;
+
+use parking_lot::Mutex;
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::mpsc;
+use tokio::time::Sleep;
+use tonic::transport::server::{Connected, TcpConnectInfo};
+
+/// Limits of the gRPC port (`[master]` keys).
+#[derive(Debug, Clone, Copy)]
+pub struct NetLimits {
+    pub handshake: Duration,
+    pub idle: Duration,
+    pub max_per_peer: usize,
+}
+
+type Counts = Arc<Mutex<HashMap<IpAddr, usize>>>;
+
+/// An accepted connection under the limits.
+pub struct Guarded {
+    inner: TcpStream,
+    /// Until the first byte: the handshake deadline; then `idle` without
+    /// any byte read.
+    limit: Duration,
+    idle: Duration,
+    timer: Option<Pin<Box<Sleep>>>,
+    counts: Counts,
+    ip: IpAddr,
+}
+
+impl Drop for Guarded {
+    fn drop(&mut self) {
+        let mut c = self.counts.lock();
+        if let Some(n) = c.get_mut(&self.ip) {
+            *n -= 1;
+            if *n == 0 {
+                c.remove(&self.ip);
+            }
+        }
+    }
+}
+
+impl Connected for Guarded {
+    type ConnectInfo = TcpConnectInfo;
+    fn connect_info(&self) -> TcpConnectInfo {
+        self.inner.connect_info()
+    }
+}
+
+impl AsyncRead for Guarded {
+    fn poll_read(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
+        let me = self.get_mut();
+        let before = buf.filled().len();
+        match Pin::new(&mut me.inner).poll_read(cx, buf) {
+            Poll::Pending => {
+                let limit = me.limit;
+                let t = me
+                    .timer
+                    .get_or_insert_with(|| Box::pin(tokio::time::sleep(limit)));
+                if t.as_mut().poll(cx).is_ready() {
+                    return Poll::Ready(Err(io::Error::new(
+                        io::ErrorKind::TimedOut,
+                        format!("no bytes for {} ms", limit.as_millis()),
+                    )));
+                }
+                Poll::Pending
+            }
+            r => {
+                if buf.filled().len() > before {
+                    me.limit = me.idle;
+                    me.timer = None;
+                }
+                r
+            }
+        }
+    }
+}
+
+impl AsyncWrite for Guarded {
+    fn poll_write(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        Pin::new(&mut self.get_mut().inner).poll_write(cx, buf)
+    }
+    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.get_mut().inner).poll_flush(cx)
+    }
+    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.get_mut().inner).poll_shutdown(cx)
+    }
+}
+
+/// Accepts on `listener` (in a task of its own) and yields the connections
+/// within the per-peer limit; one over it is closed at once. Ends when the
+/// server drops the stream.
+pub fn incoming(
+    listener: TcpListener,
+    limits: NetLimits,
+) -> tokio_stream::wrappers::ReceiverStream<io::Result<Guarded>> {
+    let (tx, rx) = mpsc::channel(64);
+    let counts: Counts = Default::default();
+    tokio::spawn(async move {
+        loop {
+            let r = tokio::select! {
+                r = listener.accept() => r,
+                _ = tx.closed() => return,
+            };
+            let (sock, peer) = match r {
+                Ok(x) => x,
+                Err(e) => {
+                    // Out of fds, typically: back off instead of spinning.
+                    tracing::warn!("gRPC accept failed: {e}");
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                    continue;
+                }
+            };
+            let ip = peer.ip();
+            {
+                let mut c = counts.lock();
+                let n = c.entry(ip).or_default();
+                if *n >= limits.max_per_peer {
+                    tracing::debug!("refused a gRPC connection from {ip}: {n} already open");
+                    continue;
+                }
+                *n += 1;
+            }
+            let _ = sock.set_nodelay(true);
+            let g = Guarded {
+                inner: sock,
+                limit: limits.handshake,
+                idle: limits.idle,
+                timer: None,
+                counts: counts.clone(),
+                ip,
+            };
+            if tx.send(Ok(g)).await.is_err() {
+                return;
+            }
+        }
+    });
+    tokio_stream::wrappers::ReceiverStream::new(rx)
+}
