@@ -120,7 +120,18 @@ impl MasterState {
         let mut fx = Effects::default();
         let (value, commit) = {
             let mut ns = self.ns.write();
-            let value = f(&mut ns, &mut fx)?;
+            // A mutation that panics half-way leaves memory the metastore
+            // will never have (and the lock does not poison): serving on
+            // would hand out state a restart loses. Stop, as a failed commit
+            // does; the restart recovers what is durable. Inputs are checked
+            // before this point (`limits`), so this is a bug, not a request.
+            let applied =
+                std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| f(&mut ns, &mut fx)));
+            let Ok(value) = applied else {
+                tracing::error!("a namespace change panicked half-way; stopping the master");
+                std::process::abort();
+            };
+            let value = value?;
             let dropped = (
                 std::mem::take(&mut fx.dropped_blocks),
                 std::mem::take(&mut fx.dropped_files),
