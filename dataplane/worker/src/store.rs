@@ -1420,31 +1420,42 @@ mod tests {
         assert!(matches!(s.get(bid(6)), Some(Block::Disk(d)) if d.dir == 1));
     }
 
-    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-    async fn a_full_directory_is_taken_out_and_the_next_one_takes_the_blocks() {
+    /// Unmounts on drop.
+    pub(crate) struct Unmount(std::path::PathBuf);
+
+    impl Drop for Unmount {
+        fn drop(&mut self) {
+            let _ = std::process::Command::new("umount").arg(&self.0).status();
+        }
+    }
+
+    /// A 256 KiB tmpfs at `small` (created), for real ENOSPC; `None` (the
+    /// test skips) when not root, since mounting needs it.
+    pub(crate) fn small_tmpfs(small: &Path) -> Option<Unmount> {
         // SAFETY: geteuid has no preconditions.
         if unsafe { libc::geteuid() } != 0 {
             eprintln!("skipped: mounting a small filesystem needs root");
-            return;
+            return None;
         }
-        let dir = tempfile::tempdir().unwrap();
-        let small = dir.path().join("small");
-        std::fs::create_dir_all(&small).unwrap();
-        // A real filesystem smaller than its quota claims: writes hit ENOSPC.
+        std::fs::create_dir_all(small).unwrap();
         let ok = std::process::Command::new("mount")
             .args(["-t", "tmpfs", "-o", "size=256k", "tmpfs"])
-            .arg(&small)
+            .arg(small)
             .status()
             .unwrap()
             .success();
         assert!(ok, "mount a 256 KiB tmpfs");
-        struct Unmount(std::path::PathBuf);
-        impl Drop for Unmount {
-            fn drop(&mut self) {
-                let _ = std::process::Command::new("umount").arg(&self.0).status();
-            }
-        }
-        let _unmount = Unmount(small.clone());
+        Some(Unmount(small.to_path_buf()))
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_full_directory_is_taken_out_and_the_next_one_takes_the_blocks() {
+        let dir = tempfile::tempdir().unwrap();
+        let small = dir.path().join("small");
+        // A real filesystem smaller than its quota claims: writes hit ENOSPC.
+        let Some(_unmount) = small_tmpfs(&small) else {
+            return;
+        };
         let specs = vec![TierSpec {
             alias: "SSD".into(),
             dirs: vec![

@@ -298,29 +298,12 @@ mod tests {
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn a_directory_that_filled_up_makes_room_and_comes_back_with_a_limit() {
-        // SAFETY: geteuid has no preconditions.
-        if unsafe { libc::geteuid() } != 0 {
-            eprintln!("skipped: mounting a small filesystem needs root");
-            return;
-        }
         let dir = tempfile::tempdir().unwrap();
         let small = dir.path().join("small");
-        std::fs::create_dir_all(&small).unwrap();
         // A filesystem of 4 blocks under a quota of 16: writes hit ENOSPC.
-        let ok = std::process::Command::new("mount")
-            .args(["-t", "tmpfs", "-o", "size=256k", "tmpfs"])
-            .arg(&small)
-            .status()
-            .unwrap()
-            .success();
-        assert!(ok, "mount a 256 KiB tmpfs");
-        struct Unmount(std::path::PathBuf);
-        impl Drop for Unmount {
-            fn drop(&mut self) {
-                let _ = std::process::Command::new("umount").arg(&self.0).status();
-            }
-        }
-        let _unmount = Unmount(small.clone());
+        let Some(_unmount) = super::super::tests::small_tmpfs(&small) else {
+            return;
+        };
         let specs = vec![TierSpec {
             alias: "SSD".into(),
             dirs: vec![Dir::new(&small, 16 * K)],
