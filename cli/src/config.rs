@@ -43,11 +43,13 @@ impl Config {
         };
         let text = std::fs::read_to_string(path)
             .map_err(|e| format!("cannot read config file {}: {e}", path.display()))?;
-        let mut cfg: Self =
-            toml::from_str(&text).map_err(|e| format!("config file {}: {e}", path.display()))?;
-        cfg.ufs
-            .check()
-            .map_err(|e| format!("config file {}: {e}", path.display()))?;
+        Self::parse(&text).map_err(|e| format!("config file {}: {e}", path.display()))
+    }
+
+    /// The text of a config file (also what the config fuzz target feeds).
+    pub fn parse(text: &str) -> Result<Self, String> {
+        let mut cfg: Self = toml::from_str(text).map_err(|e| e.to_string())?;
+        cfg.ufs.check()?;
         cfg.master.ufs = cfg.ufs.clone();
         cfg.worker.ufs = cfg.ufs.clone();
         Ok(cfg)

@@ -6,6 +6,7 @@ mod config;
 mod error;
 mod format;
 mod out;
+mod uri;
 
 use std::path::PathBuf;
 use std::process::ExitCode;

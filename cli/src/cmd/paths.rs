@@ -2,30 +2,10 @@
 //! master a command's paths name.
 
 use std::ffi::OsString;
-use std::os::unix::ffi::OsStrExt;
 
 use super::fs::FsCommand;
 use crate::error::CliError;
-
-/// Splits `eddy://HOST[:PORT]/PATH` into the master it names (the default
-/// port when none is given; none for `eddy:///PATH`) and the path. Other
-/// arguments are paths as they are.
-pub fn split_uri(p: &OsString) -> (Option<String>, Vec<u8>) {
-    let b = p.as_bytes();
-    let Some(rest) = b.strip_prefix(b"eddy://") else {
-        return (None, b.to_vec());
-    };
-    let (authority, path) = match rest.iter().position(|&c| c == b'/') {
-        Some(i) => (&rest[..i], rest[i..].to_vec()),
-        None => (rest, b"/".to_vec()),
-    };
-    let master = match String::from_utf8_lossy(authority).into_owned() {
-        a if a.is_empty() => None,
-        a if a.contains(':') => Some(a),
-        host => Some(format!("{host}:{}", eddy_proto::DEFAULT_MASTER_PORT)),
-    };
-    (master, path)
-}
+use crate::uri::split_uri;
 
 /// The Eddy path of an argument (`/path` or `eddy://host:port/path`).
 pub fn path_arg(p: &OsString) -> Vec<u8> {
