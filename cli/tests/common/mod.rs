@@ -34,6 +34,18 @@ impl MasterProc {
 
     /// As [`MasterProc::start_bound`], with extra environment variables.
     pub fn start_full(dir: &Path, bind: &str, extra: &str, env: &[(&str, &str)]) -> Self {
+        Self::start_stderr(dir, bind, extra, env, Stdio::inherit())
+    }
+
+    /// As [`MasterProc::start_full`], its stderr going to `stderr` (a log
+    /// file a test reads, e.g. for panics).
+    pub fn start_stderr(
+        dir: &Path,
+        bind: &str,
+        extra: &str,
+        env: &[(&str, &str)],
+        stderr: Stdio,
+    ) -> Self {
         std::fs::create_dir_all(dir.join("ufs")).unwrap();
         let cfg = dir.join("eddy.toml");
         std::fs::write(
@@ -52,7 +64,7 @@ impl MasterProc {
             .env("EDDY_LOG", "warn")
             .envs(env.iter().copied())
             .stdout(Stdio::piped())
-            .stderr(Stdio::inherit())
+            .stderr(stderr)
             .spawn()
             .expect("spawn eddy master");
         let (addr, metrics) = wait_for_line(&mut child, "eddy master listening on ");
@@ -160,6 +172,18 @@ impl WorkerProc {
         extra: &str,
         env: &[(&str, &str)],
     ) -> Self {
+        Self::start_stderr(dir, master, bind, extra, env, Stdio::inherit())
+    }
+
+    /// As [`WorkerProc::start_full`], its stderr going to `stderr`.
+    pub fn start_stderr(
+        dir: &Path,
+        master: &str,
+        bind: &str,
+        extra: &str,
+        env: &[(&str, &str)],
+        stderr: Stdio,
+    ) -> Self {
         std::fs::create_dir_all(dir).unwrap();
         let cfg = dir.join(format!("worker-{}.toml", std::process::id()));
         let cfg = unique(cfg);
@@ -182,7 +206,7 @@ metrics_bind = \"127.0.0.1:0\"
             .env("EDDY_LOG", "warn")
             .envs(env.iter().copied())
             .stdout(Stdio::piped())
-            .stderr(Stdio::inherit())
+            .stderr(stderr)
             .spawn()
             .expect("spawn eddy worker");
         let (addr, metrics) = wait_for_line(&mut child, "eddy worker listening on ");
