@@ -195,7 +195,13 @@ impl Namespace {
             }
             ns.inodes.insert(ino.id, ino);
         }
-        ns.next_id = ns.next_id.max(max_id + 1);
+        // A corrupt record may carry any id; the top one leaves no next id.
+        let after_max = max_id.checked_add(1).ok_or_else(|| {
+            MasterError::Metastore(format!(
+                "inode id {max_id} leaves no id for the next inode; the metastore is corrupt"
+            ))
+        })?;
+        ns.next_id = ns.next_id.max(after_max);
         // Children are derived from parent links, never stored.
         let links: Vec<(u64, u64, Arc<str>)> = ns
             .inodes
@@ -1845,5 +1851,25 @@ mod tests {
         assert_eq!(back.lookup(&p("/c/f")), n.lookup(&p("/c/f")));
         assert!(back.lookup(&p("/a/b")).is_none());
         assert_eq!(back.next_id, n.next_id);
+    }
+
+    #[test]
+    fn an_inode_id_at_the_top_of_the_range_is_an_error_not_a_panic() {
+        // Found by the metastore fuzz target (ci/fuzz): `max_id + 1` overflowed.
+        let n = ns();
+        let root = n.inodes.get(&ROOT_ID).unwrap().encode();
+        let mut top = crate::inode::tests::sample(u64::MAX);
+        top.parent = ROOT_ID;
+        let loaded = Loaded {
+            inodes: vec![root, top.encode()],
+            mounts: vec![("/".into(), root_mount("file:///ufs").encode())],
+            next_id: 0,
+            intents: Vec::new(),
+        };
+        let e = Namespace::load(loaded, 1 << 20).err().expect("refused");
+        assert!(
+            matches!(&e, MasterError::Metastore(m) if m.contains(&u64::MAX.to_string())),
+            "{e}"
+        );
     }
 }
