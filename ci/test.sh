@@ -14,6 +14,20 @@ export CARGO_INCREMENTAL=0
 
 stage() { printf '\n=== %s ===\n' "$*"; }
 
+# Runs one stage function and records its wall time for the closing table.
+STAGE_TIMES=()
+timed() {
+    local start=$SECONDS
+    "$@"
+    STAGE_TIMES+=("$(printf '%-16s %6ds' "$1" $((SECONDS - start)))")
+}
+
+stage_times() {
+    stage "stage times"
+    printf '%s\n' "${STAGE_TIMES[@]}"
+    printf '%-16s %6ds\n' total "$SECONDS"
+}
+
 install_tools() {
     stage "toolchain components"
     # rustfmt and clippy ship with rustup's default profile; add them if not.
@@ -35,6 +49,8 @@ install_tools() {
 check_format() {
     stage "cargo fmt --check"
     cargo fmt --all --check
+    # The fuzz crate is outside the workspace (ci/fuzz).
+    cargo fmt --manifest-path ci/fuzz/Cargo.toml --check
 }
 
 check_lints() {
@@ -133,25 +149,49 @@ summary() {
     rm -f "$TEST_LOG"
 }
 
+# Coverage-guided fuzz targets (ci/fuzz, docs/FUZZING.md): built with
+# libFuzzer's instrumentation on the stable toolchain into target/fuzz, then
+# each run for FUZZ_SECONDS on its checked-in seeds. A crash, a failed
+# assertion or a timeout fails the stage; the input is kept under
+# target/fuzz/artifacts/TARGET/ and printed by libFuzzer.
+FUZZ_SECONDS=${EDDY_FUZZ_SECONDS:-15}
+run_fuzz() {
+    stage "fuzz targets (${FUZZ_SECONDS}s each)"
+    ci/fuzz/run.sh build
+    local t dir=${EDDY_FUZZ_TARGET_DIR:-target/fuzz}
+    for t in $(ci/fuzz/run.sh list); do
+        echo "--- fuzz $t"
+        local log=$dir/$t.log
+        if ! ci/fuzz/run.sh run "$t" -max_total_time="$FUZZ_SECONDS" -timeout=10 >"$log" 2>&1; then
+            cat "$log"
+            echo "fuzz target $t failed (input kept in $dir/artifacts/$t/)" >&2
+            return 1
+        fi
+        grep -E '^(stat::number_of_executed_units|stat::peak_rss_mb|Done)' "$log" || tail -n 5 "$log"
+    done
+}
+
 build_benches() {
     stage "cargo bench --no-run"
     cargo bench --workspace --locked --no-run
 }
 
 main() {
-    install_tools
-    check_format
-    check_lints
-    install_pyspark
-    install_moto
-    install_azurite
-    install_fake_gcs
-    build_java
-    build_ffi
-    run_tests
-    build_benches
+    timed install_tools
+    timed check_format
+    timed check_lints
+    timed install_pyspark
+    timed install_moto
+    timed install_azurite
+    timed install_fake_gcs
+    timed build_java
+    timed build_ffi
+    timed run_tests
+    timed run_fuzz
+    timed build_benches
     stage "all stages passed"
     summary
+    stage_times
 }
 
 main "$@"
