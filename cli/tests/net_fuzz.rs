@@ -419,7 +419,6 @@ async fn assert_still_serving(c: &Cluster, worker_fds: usize, master_fds: usize)
     }
 }
 
-#[ignore = "the worker panics on a Read/Load/Lease naming a 2^64-1 byte block (store.rs make_room: add overflow) and on WRITE_OPEN with a 2^64-1 block size (segment.rs huge_segment: multiply overflow); fixed on branch `worker` (069f431): remove this line when it is merged"]
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn worker_data_port_survives_random_and_mutated_frames() {
     let seed = seed();
@@ -470,7 +469,6 @@ async fn poke_unix(path: std::path::PathBuf, bytes: Vec<u8>, what: String) -> Re
     .map_err(|_| format!("{what}: the worker kept the socket open after the input ended"))
 }
 
-#[ignore = "the worker panics on a Read/Load/Lease naming a 2^64-1 byte block (store.rs make_room: add overflow) and on WRITE_OPEN with a 2^64-1 block size (segment.rs huge_segment: multiply overflow); fixed on branch `worker` (069f431): remove this line when it is merged"]
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn worker_unix_socket_survives_garbage_and_mutated_messages() {
     let seed = seed();
@@ -682,12 +680,16 @@ fn random_call(c: &eddy_client::MasterClient, r: &mut Rng, existing: &str) -> Ca
         })),
         14 => call!(fs.persist(pb::PersistRequest { path: r.path() })),
         15 => call!(fs.check_consistency(pb::CheckConsistencyRequest { path: r.path() })),
-        16 => call!(block.get_mount(pb::GetMountRequest { mount_id: r.int() })),
+        16 => call!(block.get_mount(pb::GetMountRequest {
+            mount_id: r.int(),
+            worker_id: 1000 + r.int() % 1000,
+        })),
         17 => call!(block.commit_block(pb::CommitBlockRequest {
             worker_id: 1000 + r.int() % 1000,
             block_id: r.int(),
             length: r.int(),
             tier: r.text(3),
+            written: r.chance(2),
         })),
         18 => call!(block.select_worker(pb::SelectWorkerRequest {
             block_id: r.int(),
