@@ -48,12 +48,19 @@ fn decode_body(kind: Kind, body: &[u8]) {
     match kind {
         Kind::Read | Kind::Load => {
             if let Ok(r) = ReadRequest::decode(kind, body) {
+                // What the worker checks before using the numbers.
+                if r.check().is_ok() {
+                    let end = r.offset.checked_add(r.length).expect("range checked");
+                    assert!(end <= r.block_length);
+                    assert!(r.file_offset.checked_add(r.block_length).is_some());
+                }
                 // Not byte-exact: a key without a mount (id 0) is dropped.
                 assert_eq!(ReadRequest::decode(kind, &r.encode()).unwrap(), r);
             }
         }
         Kind::WriteOpen => {
             if let Ok(o) = WriteOpen::decode(body) {
+                let _ = o.check();
                 assert_eq!(WriteOpen::decode(&o.encode()).unwrap(), o);
             }
         }

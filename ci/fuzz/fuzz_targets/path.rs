@@ -11,13 +11,21 @@
 #[path = "../../../cli/src/uri.rs"]
 mod uri;
 
+use std::ffi::OsStr;
+use std::os::unix::ffi::OsStrExt;
+
 use eddy_master::path::{EddyPath, MAX_NAME_BYTES, MAX_PATH_BYTES, valid_name};
 use eddy_ufs::UfsPath;
 use libfuzzer_sys::fuzz_target;
 
 fuzz_target!(|data: &[u8]| {
     check(data);
-    check(&uri::path_arg(data));
+    // `eddy://HOST[:PORT]/PATH`: the master it names, and the path.
+    let (master, path) = uri::split_uri(OsStr::from_bytes(data));
+    if let Some(m) = master {
+        assert!(!m.is_empty() && !m.contains('/'), "{m:?}");
+    }
+    check(&path);
     if let Ok(s) = std::str::from_utf8(data) {
         ufs_key(s);
     }

@@ -7,14 +7,15 @@
 //!
 //! The first input byte picks the side, the second the descriptor count
 //! that arrived with a client-side frame; the rest is the byte stream.
-//! Properties: nothing panics, decoded requests satisfy the limits the
-//! worker relies on, and every decoded message re-encodes to its bytes.
+//! Properties: nothing panics, requests that pass their checks satisfy
+//! the limits the worker relies on, and every decoded message re-encodes
+//! to its bytes.
 #![no_main]
 
 use eddy_wire::{
-    ErrorFrame, HEADER_LEN, Header, Kind, MAX_LEASE_BATCH, WriteOk, WriteOpen, decode_lease,
-    decode_lease_ok, decode_release, decode_stats, decode_u64, decode_u64_pair, encode_lease,
-    encode_lease_ok, encode_release,
+    ErrorFrame, HEADER_LEN, Header, Kind, MAX_BLOCK_LENGTH, MAX_LEASE_BATCH, WriteOk, WriteOpen,
+    decode_lease, decode_lease_ok, decode_release, decode_stats, decode_u64, decode_u64_pair,
+    encode_lease, encode_lease_ok, encode_release,
 };
 use libfuzzer_sys::fuzz_target;
 
@@ -48,9 +49,12 @@ fn worker_reads(kind: Kind, body: &[u8]) -> bool {
         Kind::Lease => match decode_lease(body) {
             Ok(items) => {
                 assert!((1..=MAX_LEASE_BATCH).contains(&items.len()));
-                for it in &items {
+                // Each item is checked before use; one that fails is refused
+                // in its grant, and one that passes is safe to use.
+                for it in items.iter().filter(|it| it.check().is_ok()) {
                     let end = it.offset.checked_add(it.length).expect("range checked");
-                    assert!(end <= it.block_length);
+                    assert!(end <= it.block_length && it.block_length <= MAX_BLOCK_LENGTH);
+                    assert!(it.file_offset.checked_add(it.block_length).is_some());
                 }
                 assert_eq!(decode_lease(&encode_lease(&items)).unwrap(), items);
                 true
@@ -68,6 +72,9 @@ fn worker_reads(kind: Kind, body: &[u8]) -> bool {
         Kind::WriteOpen => match WriteOpen::decode(body) {
             Ok(o) => {
                 assert!(o.block_size > 0);
+                if o.check().is_ok() {
+                    assert!(o.block_size <= MAX_BLOCK_LENGTH);
+                }
                 assert_eq!(WriteOpen::decode(&o.encode()).unwrap(), o);
                 true
             }
