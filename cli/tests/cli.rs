@@ -17,11 +17,7 @@ fn stderr(o: &std::process::Output) -> String {
 fn fs_commands_work_and_errors_are_one_clear_line() {
     let dir = tempfile::tempdir().unwrap();
     let m = MasterProc::start(dir.path(), "");
-    let ok = |args: &[&str]| {
-        let o = m.cli(args);
-        assert!(o.status.success(), "eddy {args:?} failed: {}", stderr(&o));
-        stdout(&o)
-    };
+    let ok = |args: &[&str]| m.cli_ok(args);
     ok(&["fs", "mkdir", "-p", "/x/y"]);
     ok(&["fs", "touch", "/x/y/empty"]);
     std::fs::write(m.ufs().join("x/from-ufs.txt"), b"12345").unwrap();
@@ -182,11 +178,7 @@ fn master_stops_cleanly_on_sigterm() {
 fn chmod_chown_and_chgrp_change_the_namespace() {
     let dir = tempfile::tempdir().unwrap();
     let m = MasterProc::start(dir.path(), "");
-    let ok = |args: &[&str]| {
-        let o = m.cli(args);
-        assert!(o.status.success(), "{args:?}: {}", stderr(&o));
-        stdout(&o)
-    };
+    let ok = |args: &[&str]| m.cli_ok(args);
     ok(&["fs", "mkdir", "-p", "/d/e"]);
     ok(&["fs", "touch", "/d/e/f"]);
     ok(&["fs", "chmod", "640", "/d/e/f"]);

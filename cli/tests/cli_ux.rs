@@ -207,11 +207,7 @@ fn load_reports_what_it_loaded_not_a_rate_over_nothing() {
     let c = Cluster::start(dir.path(), 1, "", "");
     let local = dir.path().join("a.bin");
     std::fs::write(&local, vec![7u8; 100_000]).unwrap();
-    let ok = |args: &[&str]| {
-        let o = c.master.cli(args);
-        assert!(o.status.success(), "{args:?}: {}", stderr(&o));
-        stdout(&o)
-    };
+    let ok = |args: &[&str]| c.master.cli_ok(args);
     ok(&["fs", "put", local.to_str().unwrap(), "/a.bin"]);
     let out = ok(&["fs", "load", "/a.bin"]);
     assert!(
@@ -233,11 +229,7 @@ fn ls_checksum_touch_chown_and_get_behave_like_their_unix_namesakes() {
     let dir = tempfile::tempdir().unwrap();
     let c = Cluster::start(dir.path(), 1, "", "");
     let m = &c.master;
-    let ok = |args: &[&str]| {
-        let o = m.cli(args);
-        assert!(o.status.success(), "{args:?}: {}", stderr(&o));
-        stdout(&o)
-    };
+    let ok = |args: &[&str]| m.cli_ok(args);
     std::fs::write(m.ufs().join("a"), b"hello").unwrap();
     std::fs::write(m.ufs().join("b"), b"world").unwrap();
     // ls: a header line, several paths.

@@ -110,6 +110,17 @@ impl MasterProc {
             .output()
             .unwrap()
     }
+
+    /// As [`MasterProc::cli`] for a command that must succeed: its stdout.
+    pub fn cli_ok(&self, args: &[&str]) -> String {
+        let o = self.cli(args);
+        assert!(
+            o.status.success(),
+            "eddy {args:?} failed: {}",
+            String::from_utf8_lossy(&o.stderr)
+        );
+        String::from_utf8_lossy(&o.stdout).into_owned()
+    }
 }
 
 /// Waits for the stdout line starting with `prefix` and returns the first
