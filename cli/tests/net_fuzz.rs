@@ -614,6 +614,7 @@ fn random_call(c: &eddy_client::MasterClient, r: &mut Rng, existing: &str) -> Ca
             persisted: r.chance(2),
             ufs_fingerprint: r.text(4),
             persist_async: r.chance(2),
+            file_id: r.int(),
         })),
         3 => call!(fs.get_status(pb::GetStatusRequest {
             path: r.path(),
@@ -637,6 +638,7 @@ fn random_call(c: &eddy_client::MasterClient, r: &mut Rng, existing: &str) -> Ca
             path: r.path(),
             recursive: r.chance(2),
             eddy_only: r.chance(2),
+            file_id: r.int(),
         })),
         8 => call!(fs.set_attribute(pb::SetAttributeRequest {
             path: r.path(),

@@ -22,6 +22,12 @@ impl MasterState {
             MasterError::NotFound(format!("file id {file_id} is not in the namespace"))
         })?;
         let (mount, key) = ns.mounts.ufs_path(&path);
+        // A file being written through puts its bytes at its staging name.
+        let key = if ns.is_staged(file_id) {
+            crate::staging::key(file_id)
+        } else {
+            key
+        };
         let complete = ino.flag(FLAG_COMPLETE);
         let in_file = complete && index < ino.block_count();
         Ok(pb::GetBlockInfoResponse {
@@ -36,6 +42,7 @@ impl MasterState {
             }),
             complete,
             persisted: ino.flag(FLAG_PERSISTED),
+            ufs_fingerprint: ino.fingerprint.to_string(),
         })
     }
 }

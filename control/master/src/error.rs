@@ -37,6 +37,9 @@ pub enum MasterError {
         "{0} is lost: a block was cached only on workers that are gone and the file was never persisted; delete or rewrite it"
     )]
     DataLost(String),
+    /// Retryable: try again in a moment.
+    #[error("{0}")]
+    Unavailable(String),
     #[error(transparent)]
     Ufs(#[from] UfsError),
     #[error("metastore: {0}")]
@@ -61,6 +64,7 @@ impl MasterError {
             MasterError::NoWorkerAvailable(_) => EddyCode::NoWorkerAvailable,
             MasterError::Unsupported(_) => EddyCode::Unsupported,
             MasterError::DataLost(_) => EddyCode::DataLost,
+            MasterError::Unavailable(_) => EddyCode::Unavailable,
             MasterError::Ufs(e) => match e {
                 UfsError::Unavailable { .. } => EddyCode::UfsUnavailable,
                 UfsError::InvalidUri { .. } => EddyCode::InvalidArgument,

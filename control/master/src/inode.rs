@@ -19,6 +19,9 @@ pub const FLAG_MOUNT_POINT: u8 = 1 << 4;
 pub const FLAG_PIN_DEMOTE: u8 = 1 << 5;
 /// Waiting for a worker to persist it (ASYNC_THROUGH, `eddy fs persist`).
 pub const FLAG_PERSIST_PENDING: u8 = 1 << 6;
+/// An incomplete file whose writer puts its bytes at its staging name in
+/// the under-storage (`crate::staging`); cleared when it completes.
+pub const FLAG_STAGED: u8 = 1 << 7;
 
 /// One file or directory, as held in the master's memory.
 #[derive(Debug, Clone)]
@@ -74,21 +77,11 @@ pub struct Fingerprint(pub [u8; 16]);
 impl Fingerprint {
     pub const NONE: Fingerprint = Fingerprint([0; 16]);
 
-    /// The digest of an under-storage fingerprint string (FNV-1a, 128 bits:
-    /// stable across builds, unlike std's hasher). "" gives [`Self::NONE`].
+    /// The digest of an under-storage fingerprint string
+    /// ([`eddy_ufs::digest`]: workers compute the same one to check a fill
+    /// reads the version recorded here). "" gives [`Self::NONE`].
     pub fn of(s: &str) -> Self {
-        if s.is_empty() {
-            return Self::NONE;
-        }
-        const OFFSET: u128 = 0x6c62272e07bb014262b821756295c58d;
-        const PRIME: u128 = 0x0000000001000000000000000000013b;
-        let mut h = OFFSET;
-        for b in s.bytes() {
-            h ^= u128::from(b);
-            h = h.wrapping_mul(PRIME);
-        }
-        // A real digest of zero would read as "none"; nudge it.
-        Fingerprint(h.max(1).to_le_bytes())
+        Fingerprint(eddy_ufs::digest(s))
     }
 
     pub fn is_none(&self) -> bool {

@@ -18,6 +18,9 @@ use crate::mount::{MountPoint, MountTable};
 use crate::path::EddyPath;
 use crate::table::InodeTable;
 
+mod by_id;
+pub use by_id::Completion;
+
 /// Largest accepted block size (1 TiB) and smallest (4 KiB, a page).
 pub const MAX_BLOCK_SIZE: u64 = 1 << 40;
 pub const MIN_BLOCK_SIZE: u64 = 4096;
@@ -58,6 +61,9 @@ pub struct NewAttrs {
     pub replication_max: u32,
     pub ttl_ms: i64,
     pub ttl_action: TtlAction,
+    /// A file whose writer puts its bytes at its staging name in the
+    /// under-storage (CACHE_THROUGH, THROUGH), moved into place on complete.
+    pub staged: bool,
 }
 
 impl Default for NewAttrs {
@@ -71,6 +77,7 @@ impl Default for NewAttrs {
             replication_max: 0,
             ttl_ms: -1,
             ttl_action: TtlAction::Unspecified,
+            staged: false,
         }
     }
 }
@@ -516,11 +523,12 @@ impl Namespace {
             parent = self.attach(ino, fx);
         }
         let id = self.alloc_id(fx);
-        let ino = self.new_inode(id, parent, last, false, attrs, now);
+        let mut ino = self.new_inode(id, parent, last, false, attrs, now);
+        ino.set_flag(FLAG_STAGED, attrs.staged);
         Ok(self.attach(ino, fx))
     }
 
-    /// Marks the file complete with its final length.
+    /// Marks the file at `path` complete with its final length.
     pub fn complete_file(
         &mut self,
         path: &EddyPath,
@@ -531,26 +539,13 @@ impl Namespace {
         fx: &mut Effects,
     ) -> Result<u64> {
         let id = self.resolve(path)?;
-        let ino = &self.inodes[&id];
-        if ino.is_dir() {
-            return Err(MasterError::IsADirectory(path.to_string()));
-        }
-        if ino.flag(FLAG_COMPLETE) {
-            return Err(MasterError::FileAlreadyComplete(path.to_string()));
-        }
-        if length.div_ceil(ino.block_size) > MAX_BLOCKS_PER_FILE {
-            return Err(MasterError::InvalidArgument(format!(
-                "{path}: {length} bytes would need more than {MAX_BLOCKS_PER_FILE} blocks of {} bytes",
-                ino.block_size
-            )));
-        }
-        let ino = self.inode_mut(id);
-        ino.length = length;
-        ino.mtime_ms = now;
-        ino.set_flag(FLAG_COMPLETE, true);
-        ino.set_flag(FLAG_PERSISTED, persisted);
-        ino.fingerprint = Fingerprint::of(fingerprint);
-        fx.ops.push(metastore::put(ino));
+        let done = Completion {
+            path: path.as_str(),
+            length,
+            persisted,
+            fingerprint,
+        };
+        self.complete_id(id, &done, now, fx)?;
         Ok(id)
     }
 

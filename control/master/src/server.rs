@@ -106,6 +106,10 @@ pub async fn start(cfg: MasterConfig) -> Result<RunningMaster> {
     let addr = listener.local_addr().expect("bound");
     let state = Arc::new(MasterState::new(ns, store, cfg.clone(), addr.to_string()));
     state.resolve_intents(intents).await?;
+    // Staging objects of writes that will never finish; in the background,
+    // as an unreachable store must not hold up the start.
+    let reconcile = state.clone();
+    tokio::spawn(async move { reconcile.reconcile_staging().await });
 
     let checker = Arc::downgrade(&state);
     let period = Duration::from_millis((cfg.worker_lost_after_ms / 4).max(10));

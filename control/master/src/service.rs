@@ -36,7 +36,7 @@ const UFS_LIST_PAGE: usize = 1_000;
 /// Test-only crash injection: with `EDDY_FAILPOINT=<name>` in its
 /// environment the master exits on the spot at that point, committing
 /// nothing more, as a `kill -9` would. Read once.
-fn failpoint(name: &str) {
+pub(crate) fn failpoint(name: &str) {
     static FAILPOINT: std::sync::OnceLock<Option<String>> = std::sync::OnceLock::new();
     if FAILPOINT
         .get_or_init(|| std::env::var("EDDY_FAILPOINT").ok())
@@ -82,14 +82,16 @@ pub fn now_ms() -> i64 {
 pub struct MasterState {
     pub(crate) ns: RwLock<Namespace>,
     pub(crate) reg: Mutex<Registry>,
-    store: Metastore,
+    pub(crate) store: Metastore,
     ufs: Mutex<HashMap<u64, Arc<dyn UnderFileSystem>>>,
     pub(crate) cfg: MasterConfig,
     started: Instant,
     started_ms: i64,
     pub(crate) address: String,
     /// Next intent record id (see `crate::intent`).
-    next_intent: AtomicU64,
+    pub(crate) next_intent: AtomicU64,
+    /// Under-storage changes of one mount, one at a time (`crate::staging`).
+    pub(crate) ufs_locks: crate::staging::UfsLocks,
 }
 
 impl MasterState {
@@ -104,6 +106,7 @@ impl MasterState {
             started_ms: now_ms(),
             address,
             next_intent: AtomicU64::new(1),
+            ufs_locks: Default::default(),
         }
     }
 
@@ -113,7 +116,7 @@ impl MasterState {
 
     /// Runs a mutation under the namespace write lock, submits its durable
     /// changes before releasing the lock, and answers once they are durable.
-    async fn mutate<T>(
+    pub(crate) async fn mutate<T>(
         &self,
         f: impl FnOnce(&mut Namespace, &mut Effects) -> Result<T>,
     ) -> Result<T> {
@@ -155,7 +158,7 @@ impl MasterState {
 
     /// Durably records `intent` before its under-storage half runs; the
     /// batch that applies the Eddy half must delete it (`MetaOp::DeleteIntent`).
-    async fn begin_intent(&self, intent: &Intent) -> Result<u64> {
+    pub(crate) async fn begin_intent(&self, intent: &Intent) -> Result<u64> {
         let id = self.next_intent.fetch_add(1, Ordering::Relaxed);
         let record = intent.encode();
         self.store
@@ -167,78 +170,13 @@ impl MasterState {
     /// Forgets an intent whose under-storage half did not happen (or was
     /// undone). Not awaited: an intent that survives anyway resolves to
     /// "nothing happened" at the next start.
-    fn drop_intent(&self, id: u64) {
+    pub(crate) fn drop_intent(&self, id: u64) {
         drop(self.store.submit(vec![MetaOp::DeleteIntent(id)]));
-    }
-
-    /// Settles intents left by a master that stopped between an
-    /// under-storage change and its metastore commit (see `crate::intent`).
-    /// An intent whose store cannot be reached stays for the next start.
-    pub(crate) async fn resolve_intents(&self, intents: Vec<(u64, Vec<u8>)>) -> Result<()> {
-        for (id, record) in intents {
-            self.next_intent.fetch_max(id + 1, Ordering::Relaxed);
-            let intent = match Intent::decode(&record) {
-                Ok(i) => i,
-                Err(e) => {
-                    tracing::warn!("dropping unreadable intent {id}: {e}");
-                    self.drop_intent(id);
-                    continue;
-                }
-            };
-            let (probe, target) = match &intent {
-                Intent::Rename { src, dst } => (src, Some(dst)),
-                Intent::Delete { path } => (path, None),
-            };
-            if self.ns.read().lookup(probe).is_none() {
-                self.drop_intent(id);
-                continue;
-            }
-            let (mount, key) = self.ufs_target(probe);
-            let gone = async {
-                let ufs = self.ufs(&mount).await?;
-                let src_gone = matches!(ufs.stat(&key).await, Err(UfsError::NotFound(_)));
-                let dst_there = match target {
-                    Some(dst) => ufs.stat(&self.ufs_target(dst).1).await.is_ok(),
-                    None => true,
-                };
-                Ok::<_, MasterError>(src_gone && dst_there)
-            }
-            .await;
-            let happened = match gone {
-                Ok(h) => h,
-                Err(e) => {
-                    tracing::warn!("intent {id} ({intent:?}) left for the next start: {e}");
-                    continue;
-                }
-            };
-            if !happened {
-                self.drop_intent(id);
-                continue;
-            }
-            tracing::info!("completing in Eddy what the under-storage already did: {intent:?}");
-            let now = now_ms();
-            let applied = self
-                .mutate(|ns, fx| {
-                    match &intent {
-                        Intent::Rename { src, dst } => ns.rename(src, dst, now, fx)?,
-                        Intent::Delete { path } => ns.delete(path, true, false, now, fx)?,
-                    }
-                    fx.ops.push(MetaOp::DeleteIntent(id));
-                    Ok(())
-                })
-                .await;
-            if let Err(e) = applied {
-                // The tree no longer allows it; a sync adopts the store's state.
-                tracing::warn!("could not complete {intent:?} in Eddy: {e}");
-                self.drop_intent(id);
-            }
-        }
-        Ok(())
     }
 
     /// The under-storage of `mount`, opened on first use (so a store that is
     /// down at start-up does not stop the master; its paths fail until it is back).
-    async fn ufs(&self, mount: &MountPoint) -> Result<Arc<dyn UnderFileSystem>> {
+    pub(crate) async fn ufs(&self, mount: &MountPoint) -> Result<Arc<dyn UnderFileSystem>> {
         if let Some(u) = self.ufs.lock().get(&mount.id) {
             return Ok(u.clone());
         }
@@ -247,7 +185,7 @@ impl MasterState {
         Ok(u)
     }
 
-    fn ufs_target(&self, path: &EddyPath) -> (MountPoint, UfsPath) {
+    pub(crate) fn ufs_target(&self, path: &EddyPath) -> (MountPoint, UfsPath) {
         let ns = self.ns.read();
         let (m, key) = ns.mounts.ufs_path(path);
         (m.clone(), key)
@@ -266,7 +204,11 @@ impl MasterState {
     /// Brings Eddy's view of `path` up to date with the under-storage: loads
     /// it if Eddy has not seen it, re-checks it when the sync interval says so,
     /// and drops it if the under-storage no longer has it.
-    async fn sync_path(&self, path: &EddyPath, policy: Option<&pb::SyncPolicy>) -> Result<()> {
+    pub(crate) async fn sync_path(
+        &self,
+        path: &EddyPath,
+        policy: Option<&pb::SyncPolicy>,
+    ) -> Result<()> {
         let now = now_ms();
         enum Plan {
             Done,
@@ -297,6 +239,12 @@ impl MasterState {
             };
             (plan, m.clone(), key)
         };
+        if matches!(plan, Plan::Done) {
+            return Ok(());
+        }
+        // Not while the mount's store changes: a stat between a rename's
+        // store half and its commit would load the new name as a new file.
+        let _held = self.ufs_lock(mount.id).await;
         match plan {
             Plan::Done => Ok(()),
             Plan::Recheck { id, parent } => {
@@ -330,6 +278,10 @@ impl MasterState {
                 for d in depth + 1..=comps.len() {
                     let k = UfsPath::from_components(comps[mount_depth..d].iter().copied())
                         .expect("valid components");
+                    if crate::staging::is_reserved(&k) {
+                        // Writes in progress are not files (yet).
+                        break;
+                    }
                     match ufs.stat(&k).await {
                         Ok(mut st) => {
                             st.name = comps[d - 1].to_string();
@@ -364,7 +316,11 @@ impl MasterState {
     /// Lists directory `dir` from the under-storage and merges it, when it
     /// was never listed or the sync interval says so. Pages through the store
     /// and merges page by page, so a huge directory is never held whole.
-    async fn sync_listing(&self, path: &EddyPath, policy: Option<&pb::SyncPolicy>) -> Result<()> {
+    pub(crate) async fn sync_listing(
+        &self,
+        path: &EddyPath,
+        policy: Option<&pb::SyncPolicy>,
+    ) -> Result<()> {
         let now = now_ms();
         let (dir, mount, key) = {
             let ns = self.ns.read();
@@ -387,11 +343,14 @@ impl MasterState {
         };
         let ufs = self.ufs(&mount).await?;
         let mut after: Option<String> = None;
+        // As in `sync_path`; released before the path sync below takes it.
+        let held = self.ufs_lock(mount.id).await;
         loop {
             let page = match ufs.list(&key, after.as_deref(), UFS_LIST_PAGE).await {
                 Ok(p) => p,
                 Err(UfsError::NotFound(_)) | Err(UfsError::NotADirectory(_)) => {
                     // Gone (or now a file): the path sync sorts out which.
+                    drop(held);
                     return self
                         .sync_path(
                             path,
@@ -410,6 +369,9 @@ impl MasterState {
                 }
                 let names: HashSet<&str> = page.entries.iter().map(|e| e.name.as_str()).collect();
                 for st in &page.entries {
+                    if key.is_root() && st.name == crate::staging::DIR {
+                        continue;
+                    }
                     ns.merge_ufs_child(dir, st, now, fx);
                 }
                 ns.drop_unlisted(dir, after.as_deref(), next.as_deref(), &names, fx);
@@ -447,7 +409,7 @@ impl MasterState {
             && (0..ino.block_count()).any(|i| reg.block(eddy_proto::block_id(ino.id, i)).is_none())
     }
 
-    fn status(
+    pub(crate) fn status(
         ns: &Namespace,
         reg: Option<&Registry>,
         ino: &Inode,
@@ -490,7 +452,7 @@ impl MasterState {
         }
     }
 
-    fn status_of(&self, path: &EddyPath) -> Result<pb::FileStatus> {
+    pub(crate) fn status_of(&self, path: &EddyPath) -> Result<pb::FileStatus> {
         let ns = self.ns.read();
         let id = ns.resolve(path)?;
         let ino = ns.get(id).expect("resolved");
@@ -551,65 +513,12 @@ impl MasterState {
 
     /// Loads `path` and its parent from the under-storage if Eddy has not seen
     /// them, so creates and mkdirs see what is already there.
-    async fn load_parent(&self, path: &EddyPath) -> Result<()> {
+    pub(crate) async fn load_parent(&self, path: &EddyPath) -> Result<()> {
         self.sync_path(path, None).await?;
         if let Some(parent) = path.parent() {
             self.sync_path(&parent, None).await?;
         }
         Ok(())
-    }
-
-    pub async fn create_file(&self, r: pb::CreateFileRequest) -> Result<pb::FileStatus> {
-        let path = EddyPath::parse_bytes(&r.path)?;
-        let attrs = NewAttrs {
-            mode: r.mode,
-            owner: r.owner,
-            group: r.group,
-            block_size: r.block_size,
-            replication_min: r.replication_min,
-            replication_max: r.replication_max,
-            ttl_ms: if r.ttl_ms == 0 { -1 } else { r.ttl_ms },
-            ttl_action: limits::ttl_action(r.ttl_action)?,
-        };
-        // The master does not act on it, but a value no client can mean is
-        // refused all the same.
-        limits::write_type(r.write_type)?;
-        if r.ttl_ms < -1 {
-            return Err(MasterError::InvalidArgument(format!(
-                "ttl {} ms is negative",
-                r.ttl_ms
-            )));
-        }
-        self.load_parent(&path).await?;
-        let missing = {
-            let ns = self.ns.read();
-            ns.check_create(&path, r.recursive, &attrs)?;
-            ns.missing_ancestors(&path)
-        };
-        if missing > 0 {
-            let parent = path.parent().expect("a file is not the root");
-            let (mount, key) = self.ufs_target(&parent);
-            self.ufs(&mount).await?.mkdir(&key).await?;
-        }
-        let now = now_ms();
-        self.mutate(|ns, fx| ns.create_file(&path, r.recursive, &attrs, true, now, fx))
-            .await?;
-        self.status_of(&path)
-    }
-
-    pub async fn complete_file(&self, r: pb::CompleteFileRequest) -> Result<pb::FileStatus> {
-        let path = EddyPath::parse_bytes(&r.path)?;
-        let now = now_ms();
-        let persist_async = r.persist_async && !r.persisted;
-        self.mutate(|ns, fx| {
-            ns.complete_file(&path, r.length, r.persisted, &r.ufs_fingerprint, now, fx)?;
-            if persist_async {
-                ns.mark_persist(&path, fx)?;
-            }
-            Ok(())
-        })
-        .await?;
-        self.status_of(&path)
     }
 
     /// Has the unpersisted files at `path` persisted in the background.
@@ -738,12 +647,14 @@ impl MasterState {
                 .filter_map(|id| {
                     let ino = ns.get(id)?;
                     let path = ns.path_of(id)?;
-                    let (m, key) = ns.mounts.ufs_path(&path);
+                    let (m, _) = ns.mounts.ufs_path(&path);
+                    // Written to the staging name; moved into place when
+                    // the worker reports back (`file_persisted`).
                     Some(pb::PersistFile {
                         file_id: id,
                         ufs: Some(pb::UfsLocation {
                             mount_id: m.id,
-                            key: key.as_str().to_string(),
+                            key: crate::staging::key(id).as_str().to_string(),
                         }),
                         blocks: (0..ino.block_count())
                             .map(|i| pb::BlockReport {
@@ -780,64 +691,6 @@ impl MasterState {
             asked += 1;
         }
         asked
-    }
-
-    /// A worker's answer to a persist request.
-    pub async fn file_persisted(&self, r: pb::FilePersistedRequest) -> Result<()> {
-        let now = self.mono_ms();
-        if !r.error.is_empty() {
-            let attempts = self.reg.lock().persist_failed(r.file_id, now);
-            tracing::warn!(
-                "persisting file {} failed (attempt {attempts}), retrying: {}",
-                r.file_id,
-                r.error
-            );
-            return Ok(());
-        }
-        let ufs = r.ufs.unwrap_or_default();
-        // Still the same file at the same place? Renamed or deleted in the
-        // meantime: the object written is not the file's; remove it.
-        let current = {
-            let ns = self.ns.read();
-            ns.get(r.file_id)
-                .filter(|i| i.flag(FLAG_PERSIST_PENDING) && i.length == r.length)
-                .and_then(|_| ns.path_of(r.file_id))
-                .map(|p| {
-                    let (m, key) = ns.mounts.ufs_path(&p);
-                    (m.id, key.as_str().to_string(), m.clone())
-                })
-        };
-        match current {
-            Some((mount_id, key, _)) if mount_id == ufs.mount_id && key == ufs.key => {
-                self.reg.lock().persist_finished(r.file_id);
-                self.mutate(|ns, fx| {
-                    ns.persist_done(r.file_id, &r.fingerprint, fx);
-                    Ok(())
-                })
-                .await?;
-                tracing::info!("file {} persisted to {}", r.file_id, ufs.key);
-                Ok(())
-            }
-            other => {
-                self.reg.lock().persist_finished(r.file_id);
-                let mount = {
-                    let ns = self.ns.read();
-                    ns.mounts.iter().find(|m| m.id == ufs.mount_id).cloned()
-                };
-                if let (Some(m), Some(key)) = (mount, UfsPath::parse(&ufs.key))
-                    && let Ok(u) = self.ufs(&m).await
-                {
-                    let _ = u.delete(&key, false).await;
-                }
-                if other.is_some() {
-                    tracing::info!(
-                        "file {} moved while persisting; persisting again",
-                        r.file_id
-                    );
-                }
-                Ok(())
-            }
-        }
     }
 
     pub async fn get_status(&self, r: pb::GetStatusRequest) -> Result<pb::FileStatus> {
@@ -886,119 +739,6 @@ impl MasterState {
             entries,
             next_start_after: next.map(String::into_bytes).unwrap_or_default(),
         })
-    }
-
-    pub async fn rename(&self, r: pb::RenameRequest) -> Result<()> {
-        let src = EddyPath::parse_bytes(&r.src)?;
-        let dst = EddyPath::parse_bytes(&r.dst)?;
-        self.sync_path(&src, None).await?;
-        self.load_parent(&dst).await?;
-        let (_, persisted, _) = self.ns.read().check_rename(&src, &dst)?;
-        let ufs_move = if persisted && src != dst {
-            let (mount, from) = self.ufs_target(&src);
-            let (_, to) = self.ufs_target(&dst);
-            let ufs = self.ufs(&mount).await?;
-            let intent = self
-                .begin_intent(&Intent::Rename {
-                    src: src.clone(),
-                    dst: dst.clone(),
-                })
-                .await?;
-            failpoint("before-ufs-rename");
-            let moved = ufs.rename(&from, &to).await;
-            failpoint("after-ufs-rename");
-            match moved {
-                Ok(()) => {
-                    // A failure here only leaves the old fingerprints, which
-                    // the next sync corrects; the rename itself happened.
-                    let fps = crate::refingerprint::after_rename(&ufs, &to)
-                        .await
-                        .unwrap_or_else(|e| {
-                            tracing::warn!("fingerprints after renaming {from} -> {to}: {e}");
-                            None
-                        });
-                    Some((ufs, from, to, intent, fps))
-                }
-                Err(e) => {
-                    self.drop_intent(intent);
-                    match e {
-                        // Already gone from the under-storage: an Eddy-side move is all that is left.
-                        UfsError::NotFound(_) => None,
-                        e => return Err(e.into()),
-                    }
-                }
-            }
-        } else {
-            None
-        };
-        let now = now_ms();
-        let intent = ufs_move.as_ref().map(|m| m.3);
-        let fps = ufs_move.as_ref().and_then(|m| m.4.as_ref());
-        let result = self
-            .mutate(|ns, fx| {
-                ns.rename(&src, &dst, now, fx)?;
-                if let Some(fps) = fps {
-                    ns.set_fingerprints(&dst, fps, fx);
-                }
-                fx.ops.extend(intent.map(MetaOp::DeleteIntent));
-                Ok(())
-            })
-            .await;
-        if result.is_err()
-            && let Some((ufs, from, to, intent, _)) = ufs_move
-        {
-            // Something changed between check and apply: put the store back.
-            match ufs.rename(&to, &from).await {
-                Ok(()) => self.drop_intent(intent),
-                // The intent stays: the next start adopts the store's state.
-                Err(e) => tracing::warn!("could not undo under-storage rename {to} -> {from}: {e}"),
-            }
-        }
-        result
-    }
-
-    pub async fn delete(&self, r: pb::DeleteRequest) -> Result<()> {
-        let path = EddyPath::parse_bytes(&r.path)?;
-        self.sync_path(&path, None).await?;
-        if !r.recursive {
-            // Emptiness must count what the under-storage holds, too.
-            self.sync_listing(&path, None).await?;
-        }
-        let (_, persisted) = self
-            .ns
-            .read()
-            .check_delete(&path, r.recursive, r.eddy_only)?;
-        let mut intent = None;
-        if persisted && !r.eddy_only {
-            let (mount, key) = self.ufs_target(&path);
-            let ufs = self.ufs(&mount).await?;
-            let id = self
-                .begin_intent(&Intent::Delete { path: path.clone() })
-                .await?;
-            let deleted = ufs.delete(&key, r.recursive).await;
-            failpoint("after-ufs-delete");
-            match deleted {
-                Ok(()) | Err(UfsError::NotFound(_)) => intent = Some(id),
-                Err(e) => {
-                    self.drop_intent(id);
-                    return Err(match e {
-                        UfsError::DirectoryNotEmpty(_) => {
-                            MasterError::DirectoryNotEmpty(path.to_string())
-                        }
-                        e => e.into(),
-                    });
-                }
-            }
-        }
-        // Should this fail after the store's delete, the intent stays and
-        // the next start finishes the delete in Eddy.
-        let now = now_ms();
-        self.mutate(|ns, fx| {
-            ns.delete(&path, r.recursive, r.eddy_only, now, fx)?;
-            fx.ops.extend(intent.map(MetaOp::DeleteIntent));
-            Ok(())
-        })
-        .await
     }
 
     pub async fn set_attribute(&self, r: pb::SetAttributeRequest) -> Result<pb::FileStatus> {
@@ -1135,16 +875,6 @@ impl MasterState {
         })
     }
 
-    /// Where `path` lives in the under-storage.
-    pub fn ufs_location(&self, path: &[u8]) -> Result<pb::UfsLocation> {
-        let path = EddyPath::parse_bytes(path)?;
-        let (mount, key) = self.ufs_target(&path);
-        Ok(pb::UfsLocation {
-            mount_id: mount.id,
-            key: key.as_str().to_string(),
-        })
-    }
-
     /// Drops the cached copies of `path`'s blocks from every worker (on their
     /// next heartbeat). Returns how many block copies were dropped.
     pub async fn free(&self, r: pb::FreeRequest) -> Result<u64> {
@@ -1189,6 +919,7 @@ impl MasterState {
                         path: bytes,
                         recursive: true,
                         eddy_only: false,
+                        file_id: 0,
                     })
                     .await
                 }
@@ -1511,12 +1242,10 @@ impl pb::file_system_master_server::FileSystemMaster for MasterRpc {
         }))
     }
     async fn create_file(&self, r: Request<pb::CreateFileRequest>) -> Rpc<pb::CreateFileResponse> {
-        let r = r.into_inner();
-        let path = r.path.clone();
-        let status = self.0.create_file(r).await?;
+        let (status, ufs) = self.0.create_file(r.into_inner()).await?;
         Ok(Response::new(pb::CreateFileResponse {
             status: Some(status),
-            ufs: Some(self.0.ufs_location(&path)?),
+            ufs: Some(ufs),
         }))
     }
     async fn complete_file(

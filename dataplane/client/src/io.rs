@@ -640,6 +640,9 @@ const WRITE_CHUNK: usize = 1 << 20;
 pub struct FileWriter {
     fs: FileSystem,
     path: Vec<u8>,
+    /// The inode this writer created: completion and clean-up name it, so
+    /// they act on this file even if the path was renamed or reused.
+    file_id: u64,
     addr: String,
     conn: Option<TcpStream>,
     buf: Vec<u8>,
@@ -762,6 +765,7 @@ impl FileWriter {
         let mut w = Self {
             fs: fs.clone(),
             path: path.to_vec(),
+            file_id: status.id,
             addr: String::new(),
             conn: None,
             buf: Vec::new(),
@@ -774,7 +778,7 @@ impl FileWriter {
             Ok(()) => Ok(w),
             Err(e) => {
                 w.conn = None;
-                let _ = fs.master().delete(path, false).await;
+                w.discard().await;
                 Err(e)
             }
         }
@@ -907,7 +911,7 @@ impl FileWriter {
                 Ok(ok) => ok,
                 Err(e) => {
                     let e = s.err(e);
-                    let _ = self.fs.master().delete(&self.path, false).await;
+                    self.discard().await;
                     return Err(e);
                 }
             };
@@ -931,11 +935,11 @@ impl FileWriter {
         let ok = match r {
             Ok(Ok(body)) => WriteOk::decode(&body).map_err(|e| wire_err(&self.addr, e))?,
             Ok(Err(e)) => {
-                let _ = self.fs.master().delete(&self.path, false).await;
+                self.discard().await;
                 return Err(worker_err(&self.addr, e));
             }
             Err(e) => {
-                let _ = self.fs.master().delete(&self.path, false).await;
+                self.discard().await;
                 return Err(wire_err(&self.addr, e));
             }
         };
@@ -959,6 +963,7 @@ impl FileWriter {
                 persisted: self.persisted,
                 ufs_fingerprint: fingerprint.to_string(),
                 persist_async: self.persist_async,
+                file_id: self.file_id,
             })
             .await;
         // Read-after-write in this client: an open after close must not be
@@ -977,7 +982,29 @@ impl FileWriter {
         }
         let path = std::mem::take(&mut self.path);
         self.fs.invalidate(&path);
-        self.fs.master().delete(&path, false).await
+        match self
+            .fs
+            .master()
+            .delete_file_id(&path, false, self.file_id)
+            .await
+        {
+            // Renamed or deleted by someone else meanwhile: this file is
+            // gone from the path either way, and nothing else was touched.
+            Err(ClientError::Rpc(e)) if e.code == EddyCode::NotFound => Ok(()),
+            r => r,
+        }
+    }
+
+    /// Deletes this writer's incomplete file after a failure — this inode
+    /// only, wherever a concurrent rename put it is not chased (its
+    /// incomplete state is visible and it can be deleted by hand).
+    async fn discard(&self) {
+        let _ = self
+            .fs
+            .master()
+            .delete_file_id(&self.path, false, self.file_id)
+            .await;
+        self.fs.invalidate(&self.path);
     }
 }
 
@@ -1005,8 +1032,9 @@ impl Drop for FileWriter {
         {
             let master = self.fs.master().clone();
             let path = std::mem::take(&mut self.path);
+            let id = self.file_id;
             h.spawn(async move {
-                let _ = master.delete(&path, false).await;
+                let _ = master.delete_file_id(&path, false, id).await;
             });
         }
     }

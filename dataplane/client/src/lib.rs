@@ -342,6 +342,7 @@ impl MasterClient {
             persisted,
             ufs_fingerprint: fingerprint.to_string(),
             persist_async: false,
+            file_id: 0,
         })
         .await
     }
@@ -393,12 +394,26 @@ impl MasterClient {
     }
 
     pub async fn delete(&self, path: impl AsRef<[u8]>, recursive: bool) -> Result<()> {
+        self.delete_file_id(path, recursive, 0).await
+    }
+
+    /// Deletes `path` only if it is still inode `file_id` (0: whatever it
+    /// is); otherwise NOT_FOUND and nothing changes. A writer cleaning up
+    /// its own file uses it, so a file another client has put at the path
+    /// since is never deleted.
+    pub async fn delete_file_id(
+        &self,
+        path: impl AsRef<[u8]>,
+        recursive: bool,
+        file_id: u64,
+    ) -> Result<()> {
         self.fs
             .clone()
             .delete(pb::DeleteRequest {
                 path: path_bytes(path),
                 recursive,
                 eddy_only: false,
+                file_id,
             })
             .await?;
         Ok(())

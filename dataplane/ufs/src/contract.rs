@@ -56,6 +56,7 @@ pub async fn run_all(ufs: &dyn UnderFileSystem) {
     mkdir_and_delete(ufs).await;
     rename_moves(ufs).await;
     streamed_writes(ufs).await;
+    versions_and_place(ufs).await;
 }
 
 /// The read half of the contract: ranged reads, stat and fingerprints,
@@ -351,4 +352,61 @@ pub async fn rename_moves(ufs: &dyn UnderFileSystem) {
         .unwrap();
     ufs.rename(&p("c7/d"), &p("c7/e")).await.unwrap();
     assert_eq!(&ufs.read(&p("c7/e/x"), 0..10).await.unwrap()[..], b"1");
+}
+
+/// A versioned read reads only the version asked for: another file put at
+/// the path (same length or not) is `Changed` and nothing is read. `place`
+/// moves a staged file over whatever is at the target, creating parents.
+pub async fn versions_and_place(ufs: &dyn UnderFileSystem) {
+    let a = ufs
+        .write(&p("c10/f"), Bytes::from_static(b"first"))
+        .await
+        .unwrap();
+    let want = crate::Version {
+        length: 5,
+        digest: crate::digest_hex(&a.fingerprint),
+    };
+    let mut buf = [0u8; 8];
+    let n = ufs
+        .read_into_version(&p("c10/f"), 1, &mut buf, &want)
+        .await
+        .unwrap();
+    assert_eq!(&buf[..n], b"irst");
+    // Another file of the same length at the same path.
+    ufs.write(&p("c10/g"), Bytes::from_static(b"other"))
+        .await
+        .unwrap();
+    ufs.place(&p("c10/g"), &p("c10/f")).await.unwrap();
+    assert_eq!(ufs.read(&p("c10/f"), 0..10).await.unwrap(), &b"other"[..]);
+    assert!(
+        matches!(ufs.stat(&p("c10/g")).await, Err(UfsError::NotFound(_))),
+        "place moves, it does not copy"
+    );
+    let mut buf = [7u8; 8];
+    let r = ufs.read_into_version(&p("c10/f"), 0, &mut buf, &want).await;
+    assert!(matches!(r, Err(UfsError::Changed { .. })), "{r:?}");
+    assert_eq!(buf, [7u8; 8], "nothing of the other file was read");
+    let longer = crate::Version {
+        length: 6,
+        digest: String::new(),
+    };
+    let r = ufs
+        .read_into_version(&p("c10/f"), 0, &mut buf, &longer)
+        .await;
+    assert!(matches!(r, Err(UfsError::Changed { .. })), "{r:?}");
+    let r = ufs
+        .read_into_version(&p("c10/none"), 0, &mut buf, &want)
+        .await;
+    assert!(matches!(r, Err(UfsError::NotFound(_))), "{r:?}");
+    // Into a directory that does not exist yet.
+    ufs.write(&p("c10/h"), Bytes::from_static(b"h"))
+        .await
+        .unwrap();
+    ufs.place(&p("c10/h"), &p("c10/new/deeper/h"))
+        .await
+        .unwrap();
+    assert_eq!(
+        ufs.read(&p("c10/new/deeper/h"), 0..10).await.unwrap(),
+        &b"h"[..]
+    );
 }

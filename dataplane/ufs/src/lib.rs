@@ -14,6 +14,7 @@ mod object;
 mod path;
 mod store_error;
 pub mod testkit;
+mod version;
 
 use std::collections::BTreeMap;
 use std::fmt::Debug;
@@ -26,6 +27,7 @@ use bytes::Bytes;
 pub use local::LocalUfs;
 pub use object::{ObjectUfs, UfsDefaults};
 pub use path::UfsPath;
+pub use version::{Version, digest, digest_hex};
 
 /// What a backend can and cannot do natively.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -91,6 +93,10 @@ pub enum UfsError {
     InvalidUri { uri: String, reason: String },
     #[error("{0}")]
     Unsupported(String),
+    /// What is at the path is not the version the reader asked for
+    /// ([`UnderFileSystem::read_into_version`]).
+    #[error("{path}: the under-storage file changed ({reason}); re-read the file's metadata")]
+    Changed { path: String, reason: String },
     #[error("under-storage I/O error on {path}: {source}")]
     Io {
         path: String,
@@ -145,6 +151,35 @@ pub trait UnderFileSystem: Send + Sync + Debug {
         let data = self.read(path, offset..end).await?;
         buf[..data.len()].copy_from_slice(&data);
         Ok(data.len())
+    }
+
+    /// Like [`Self::read_into`], but only from `want`, the version of the
+    /// file the caller recorded: anything else at `path` is
+    /// [`UfsError::Changed`] and nothing is read. Backends override this to
+    /// check and read one version (an open descriptor, a conditional GET);
+    /// the default checks a stat first.
+    async fn read_into_version(
+        &self,
+        path: &UfsPath,
+        offset: u64,
+        buf: &mut [u8],
+        want: &Version,
+    ) -> Result<usize> {
+        want.check(path, &self.stat(path).await?)?;
+        self.read_into(path, offset, buf).await
+    }
+
+    /// Moves file `from` to `to`, replacing a file at `to` and creating
+    /// `to`'s parent directories as needed: how a staged write is put in
+    /// place. Atomic where [`Capabilities::atomic_rename`] says so.
+    async fn place(&self, from: &UfsPath, to: &UfsPath) -> Result<()> {
+        match self.stat(to).await {
+            Ok(st) if st.is_dir => return Err(UfsError::IsADirectory(to.to_string())),
+            Ok(_) => self.delete(to, false).await?,
+            Err(UfsError::NotFound(_)) => {}
+            Err(e) => return Err(e),
+        }
+        self.rename(from, to).await
     }
 
     /// Writes the whole object, replacing any existing file, creating parent

@@ -12,6 +12,7 @@ use tokio::io::{AsyncReadExt, AsyncSeekExt};
 
 use crate::{
     Capabilities, ListPage, Result, UfsError, UfsPath, UfsStatus, UfsWriter, UnderFileSystem,
+    Version,
 };
 
 /// Prefix of the temporary files `write` renames into place; hidden from listings.
@@ -79,6 +80,49 @@ impl LocalUfs {
                 uri: self.uri.clone(),
                 reason: e.to_string(),
             }),
+        }
+    }
+
+    /// pread straight into the caller's buffer, from the file open at
+    /// `path` — checked against `want` on that same descriptor, so the
+    /// version checked is the version read. It blocks, so on a
+    /// multi-threaded runtime the worker thread hands its other tasks off
+    /// first (block_in_place); elsewhere (tests) it just runs.
+    fn pread(
+        &self,
+        path: &UfsPath,
+        offset: u64,
+        buf: &mut [u8],
+        want: Option<&Version>,
+    ) -> Result<usize> {
+        use std::os::unix::fs::FileExt;
+        let full = self.full(path);
+        let mut read = || -> Result<usize> {
+            let f = std::fs::File::open(&full).map_err(|e| self.io_err(path, e))?;
+            let meta = f.metadata().map_err(|e| self.io_err(path, e))?;
+            if meta.is_dir() {
+                return Err(UfsError::IsADirectory(path.to_string()));
+            }
+            if let Some(want) = want {
+                want.check(path, &status_of(path.name(), &meta))?;
+            }
+            let mut done = 0;
+            while done < buf.len() {
+                match f.read_at(&mut buf[done..], offset + done as u64) {
+                    Ok(0) => break,
+                    Ok(n) => done += n,
+                    Err(e) if e.kind() == ErrorKind::Interrupted => {}
+                    Err(e) => return Err(self.io_err(path, e)),
+                }
+            }
+            Ok(done)
+        };
+        let multi = tokio::runtime::Handle::try_current()
+            .is_ok_and(|h| h.runtime_flavor() == tokio::runtime::RuntimeFlavor::MultiThread);
+        if multi {
+            tokio::task::block_in_place(read)
+        } else {
+            read()
         }
     }
 
@@ -234,35 +278,17 @@ impl UnderFileSystem for LocalUfs {
     }
 
     async fn read_into(&self, path: &UfsPath, offset: u64, buf: &mut [u8]) -> Result<usize> {
-        use std::os::unix::fs::FileExt;
-        let full = self.full(path);
-        // pread straight into the caller's buffer. It blocks, so on a
-        // multi-threaded runtime the worker thread hands its other tasks
-        // off first (block_in_place); elsewhere (tests) it just runs.
-        let mut read = || -> std::io::Result<usize> {
-            let f = std::fs::File::open(&full)?;
-            if f.metadata()?.is_dir() {
-                return Err(std::io::Error::from(ErrorKind::IsADirectory));
-            }
-            let mut done = 0;
-            while done < buf.len() {
-                match f.read_at(&mut buf[done..], offset + done as u64) {
-                    Ok(0) => break,
-                    Ok(n) => done += n,
-                    Err(e) if e.kind() == ErrorKind::Interrupted => {}
-                    Err(e) => return Err(e),
-                }
-            }
-            Ok(done)
-        };
-        let multi = tokio::runtime::Handle::try_current()
-            .is_ok_and(|h| h.runtime_flavor() == tokio::runtime::RuntimeFlavor::MultiThread);
-        let r = if multi {
-            tokio::task::block_in_place(read)
-        } else {
-            read()
-        };
-        r.map_err(|e| self.io_err(path, e))
+        self.pread(path, offset, buf, None)
+    }
+
+    async fn read_into_version(
+        &self,
+        path: &UfsPath,
+        offset: u64,
+        buf: &mut [u8],
+        want: &Version,
+    ) -> Result<usize> {
+        self.pread(path, offset, buf, Some(want))
     }
 
     async fn create(&self, path: &UfsPath) -> Result<Box<dyn UfsWriter>> {
@@ -353,6 +379,26 @@ impl UnderFileSystem for LocalUfs {
             .map_err(|e| self.io_err(from, e))?;
         if tokio::fs::symlink_metadata(&dst).await.is_ok() {
             return Err(UfsError::AlreadyExists(to.to_string()));
+        }
+        if let Some(parent) = dst.parent() {
+            tokio::fs::create_dir_all(parent)
+                .await
+                .map_err(|e| self.io_err(to, e))?;
+        }
+        tokio::fs::rename(&src, &dst)
+            .await
+            .map_err(|e| self.io_err(from, e))
+    }
+
+    /// One rename(2): atomic, and it replaces a file at `to`.
+    async fn place(&self, from: &UfsPath, to: &UfsPath) -> Result<()> {
+        if from.is_root() || to.is_root() {
+            return Err(UfsError::IsADirectory(to.to_string()));
+        }
+        self.require_root()?;
+        let (src, dst) = (self.full(from), self.full(to));
+        if tokio::fs::metadata(&dst).await.is_ok_and(|m| m.is_dir()) {
+            return Err(UfsError::IsADirectory(to.to_string()));
         }
         if let Some(parent) = dst.parent() {
             tokio::fs::create_dir_all(parent)

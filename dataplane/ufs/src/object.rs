@@ -27,6 +27,8 @@ use object_store::{
     ClientOptions, ObjectMeta, ObjectStore, ObjectStoreExt, PutPayload, RetryConfig, WriteMultipart,
 };
 
+mod version;
+
 use crate::{
     Capabilities, ListPage, Result, UfsError, UfsPath, UfsStatus, UfsWriter, UnderFileSystem,
     listing_key,
@@ -572,6 +574,16 @@ impl UnderFileSystem for ObjectUfs {
                     .map_err(|e| self.err(path, e))
             }
         }
+    }
+
+    async fn read_into_version(
+        &self,
+        path: &UfsPath,
+        offset: u64,
+        buf: &mut [u8],
+        want: &crate::Version,
+    ) -> Result<usize> {
+        self.read_version(path, offset, buf, want).await
     }
 
     async fn write(&self, path: &UfsPath, data: Bytes) -> Result<UfsStatus> {

@@ -51,22 +51,27 @@ impl Admission {
     /// Checks that a fill (or read-through) of `req` reads the block's own
     /// bytes: its file is complete and persisted, and the request's length,
     /// file offset and under-storage mount and key are the master's.
-    pub async fn check_fill(&self, link: &MasterLink, req: &ReadRequest) -> Result<()> {
+    pub async fn check_fill(
+        &self,
+        link: &MasterLink,
+        req: &ReadRequest,
+    ) -> Result<eddy_ufs::Version> {
         let kept = self.known.lock().get(&req.block_id).cloned();
         if let Some((at, info)) = kept
             && at.elapsed() < KNOWN_TTL
             && fill_matches(&info, req).is_ok()
         {
-            return Ok(());
+            return Ok(version(&info));
         }
         let info = link.block_info(req.block_id).await?;
         fill_matches(&info, req)?;
+        let want = version(&info);
         let mut known = self.known.lock();
         if known.len() >= KNOWN_MAX {
             known.clear();
         }
         known.insert(req.block_id, (Instant::now(), info));
-        Ok(())
+        Ok(want)
     }
 
     /// Admits a write session for `open.file_id`: the file exists, is not
@@ -107,6 +112,17 @@ impl Admission {
             adm: self.clone(),
             file_id: open.file_id,
         })
+    }
+}
+
+/// The version of the under-storage file a fill must read: the one the
+/// master recorded when the file was persisted or loaded. An answer kept
+/// for a moment (above) cannot make a fill read another file that has taken
+/// the path since: that file is another version.
+fn version(info: &pb::GetBlockInfoResponse) -> eddy_ufs::Version {
+    eddy_ufs::Version {
+        length: info.file_length,
+        digest: info.ufs_fingerprint.clone(),
     }
 }
 
@@ -164,6 +180,7 @@ mod tests {
             }),
             complete: true,
             persisted: true,
+            ufs_fingerprint: "00112233445566778899aabbccddeeff".into(),
         }
     }
 

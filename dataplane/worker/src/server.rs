@@ -297,34 +297,38 @@ fn checked(req: &ReadRequest, b: Block) -> Result<Block> {
 /// Reads just the requested range from the under-storage; caches nothing.
 async fn read_through(sh: &Shared, req: &ReadRequest) -> Result<Found> {
     let src = source(req)?;
-    sh.admit.check_fill(&sh.link, req).await?;
+    let want = sh.admit.check_fill(&sh.link, req).await?;
     let ufs = sh.link.ufs(src.mount_id).await?;
-    let b = ufs_read_exact(sh, &*ufs, src, req.file_offset + req.offset, req.length).await?;
+    let start = req.file_offset + req.offset;
+    let b = ufs_read_exact(sh, &*ufs, src, start, req.length, &want).await?;
     Ok(Found::Through(b))
 }
 
-/// Reads exactly `len` bytes at `start` of the block's under-storage file;
-/// fewer means the file changed under Eddy.
+/// Reads exactly `len` bytes at `start` of the block's under-storage file,
+/// of version `want` only; another version, or fewer bytes, means the file
+/// changed under Eddy.
 async fn ufs_read_exact(
     sh: &Shared,
     ufs: &dyn eddy_ufs::UnderFileSystem,
     src: &eddy_wire::UfsSource,
     start: u64,
     len: u64,
+    want: &eddy_ufs::Version,
 ) -> Result<bytes::Bytes> {
     let key = ufs_key(&src.key)?;
-    let b = ufs.read(&key, start..start + len).await?;
+    let mut buf = vec![0u8; len as usize];
+    let n = ufs.read_into_version(&key, start, &mut buf, want).await?;
     Stats::add(&sh.store.stats.ufs_reads, 1);
-    Stats::add(&sh.store.stats.ufs_bytes_read, b.len() as u64);
-    if b.len() as u64 != len {
+    Stats::add(&sh.store.stats.ufs_bytes_read, n as u64);
+    if n as u64 != len {
         return Err(WorkerError::UfsChanged {
             key: src.key.clone(),
             offset: start,
             expected: len,
-            found: b.len() as u64,
+            found: n as u64,
         });
     }
-    Ok(b)
+    Ok(bytes::Bytes::from(buf))
 }
 
 fn source(req: &ReadRequest) -> Result<&eddy_wire::UfsSource> {
@@ -348,14 +352,14 @@ pub(crate) async fn fill(sh: &Shared, req: &ReadRequest) -> Result<Block> {
     let src = source(req)?;
     // Before a byte is reserved: the request must describe this block's
     // own bytes (docs/DATA-PROTOCOL.md, "Checks against the master").
-    sh.admit.check_fill(&sh.link, req).await?;
+    let want = sh.admit.check_fill(&sh.link, req).await?;
     let ufs = sh.link.ufs(src.mount_id).await?;
     let key = ufs_key(&src.key)?;
     let res = match sh.store.reserve(req.block_length).await {
         Ok(r) => r,
         // Memory is all pinned or in use: the block goes to the first
         // disk tier with room instead.
-        Err(e) if sh.store.has_disk() => return fill_to_disk(sh, req, &*ufs, e).await,
+        Err(e) if sh.store.has_disk() => return fill_to_disk(sh, req, &*ufs, e, &want).await,
         Err(e) => return Err(e.into()),
     };
     let mut w = SegmentWriter::create(
@@ -367,7 +371,7 @@ pub(crate) async fn fill(sh: &Shared, req: &ReadRequest) -> Result<Block> {
     )
     .map_err(WorkerError::Memory)?;
     let n = ufs
-        .read_into(&key, req.file_offset, w.as_mut_slice())
+        .read_into_version(&key, req.file_offset, w.as_mut_slice(), &want)
         .await?;
     Stats::add(&sh.store.stats.ufs_reads, 1);
     Stats::add(&sh.store.stats.ufs_bytes_read, n as u64);
@@ -394,9 +398,10 @@ async fn fill_to_disk(
     req: &ReadRequest,
     ufs: &dyn eddy_ufs::UnderFileSystem,
     no_room: crate::store::NoSpace,
+    want: &eddy_ufs::Version,
 ) -> Result<Block> {
     let src = source(req)?;
-    let b = ufs_read_exact(sh, ufs, src, req.file_offset, req.block_length).await?;
+    let b = ufs_read_exact(sh, ufs, src, req.file_offset, req.block_length, want).await?;
     let block = match sh.store.insert_on_disk(req.block_id, b).await {
         Ok(b) => b,
         Err(why) => {
