@@ -20,6 +20,7 @@ pub mod net;
 pub mod path;
 pub mod placement;
 mod refingerprint;
+pub mod registration;
 pub mod replication;
 pub mod server;
 pub mod service;

@@ -90,6 +90,8 @@ pub struct MasterState {
     pub(crate) address: String,
     /// Next intent record id (see `crate::intent`).
     next_intent: AtomicU64,
+    /// The registration grace period after a restart.
+    pub(crate) grace: crate::registration::Grace,
 }
 
 impl MasterState {
@@ -104,6 +106,7 @@ impl MasterState {
             started_ms: now_ms(),
             address,
             next_intent: AtomicU64::new(1),
+            grace: Default::default(),
         }
     }
 
@@ -440,8 +443,10 @@ impl MasterState {
 
     /// Complete, never persisted, and some block has no copy on a live
     /// worker: nothing can serve those bytes (docs/UFS.md, "lost files").
+    /// Not while workers may still register again after a restart.
     fn lost(reg: &Registry, ino: &Inode) -> bool {
-        !ino.is_dir()
+        !reg.awaiting_workers
+            && !ino.is_dir()
             && ino.flag(FLAG_COMPLETE)
             && !ino.flag(FLAG_PERSISTED)
             && (0..ino.block_count()).any(|i| reg.block(eddy_proto::block_id(ino.id, i)).is_none())
@@ -1132,6 +1137,7 @@ impl MasterState {
                 mount_id: mount.id,
                 key: key.as_str().to_string(),
             }),
+            registration_grace_left_ms: self.grace.left_ms(reg.awaiting_workers, self.mono_ms()),
         })
     }
 
@@ -1349,6 +1355,8 @@ impl MasterState {
             reg.set_io_engine(id, &r.io_engine);
             id
         };
+        // Placement waiting for a worker (after a restart) looks again.
+        self.grace.bump();
         tracing::info!("worker {id} registered with {} blocks", r.blocks.len());
         Ok(pb::RegisterWorkerResponse {
             worker_id: id,
@@ -1649,7 +1657,9 @@ impl pb::block_master_server::BlockMaster for MasterRpc {
         &self,
         r: Request<pb::SelectWorkerRequest>,
     ) -> Rpc<pb::SelectWorkerResponse> {
-        Ok(Response::new(self.0.select_worker(r.into_inner())?))
+        Ok(Response::new(
+            self.0.select_worker_in_grace(r.into_inner()).await?,
+        ))
     }
 }
 

@@ -242,6 +242,7 @@ impl FileSystem {
             status: r.status.unwrap_or_default(),
             blocks: r.blocks,
             ufs: r.ufs,
+            grace_left_ms: r.registration_grace_left_ms,
         });
         // An incomplete file is never kept: its writer may close it any
         // moment (in this client or another), and readers must see it then.
