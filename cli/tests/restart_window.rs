@@ -27,6 +27,7 @@ async fn tcp_client(addr: &str, timeout: Duration) -> FileSystem {
     let opts = ClientOptions {
         short_circuit: false,
         timeout,
+        ..Default::default()
     };
     FileSystem::connect_with(addr, opts).await.unwrap()
 }

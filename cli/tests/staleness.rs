@@ -1,0 +1,176 @@
+//! The client's metadata cache: a client always reads its own changes, and
+//! another client's are seen within `ClientOptions::metadata_ttl`.
+
+mod common;
+
+use std::time::{Duration, Instant};
+
+use common::{Cluster, eventually, get, pattern, put};
+use eddy_client::{ClientOptions, EddyCode, FileSystem, OpenOptions, pb};
+
+const SMALL_BLOCKS: &str = "default_block_size = 1048576";
+const MC: pb::WriteType = pb::WriteType::MustCache;
+
+/// A TCP-only client whose metadata lives `ttl`.
+async fn client(c: &Cluster, ttl: Duration) -> FileSystem {
+    let opts = ClientOptions {
+        short_circuit: false,
+        metadata_ttl: ttl,
+        ..Default::default()
+    };
+    FileSystem::connect_with(&c.master.addr, opts)
+        .await
+        .unwrap()
+}
+
+async fn open_code(fs: &FileSystem, path: &str) -> Result<Vec<u8>, EddyCode> {
+    let mut r = fs
+        .open(path, &OpenOptions::default())
+        .await
+        .map_err(|e| e.code())?;
+    r.read_to_end().await.map_err(|e| e.code())
+}
+
+fn signal(pid: u32, sig: rustix::process::Signal) {
+    let pid = rustix::process::Pid::from_raw(pid as i32).expect("a real pid");
+    rustix::process::kill_process(pid, sig).unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_client_reads_its_own_renames_and_deletes_at_once() {
+    let dir = tempfile::tempdir().unwrap();
+    let c = Cluster::start(dir.path(), 1, SMALL_BLOCKS, "");
+    // A long bound: anything stale would show.
+    let fs = client(&c, Duration::from_secs(60)).await;
+    fs.mkdir("/d", false).await.unwrap();
+    let (one, two) = (pattern(5000, 1), pattern(7000, 2));
+    put(&fs, "/d/a", &one, MC).await;
+    assert_eq!(get(&fs, "/d/a").await, one, "read once: cached");
+
+    fs.rename("/d/a", "/d/b").await.unwrap();
+    assert_eq!(open_code(&fs, "/d/a").await.err(), Some(EddyCode::NotFound));
+    assert_eq!(get(&fs, "/d/b").await, one);
+    // A new file at the old name: its bytes, not the old ones.
+    put(&fs, "/d/a", &two, MC).await;
+    assert_eq!(get(&fs, "/d/a").await, two);
+    // Renaming over the directory moves the cached entries under it too.
+    fs.rename("/d", "/e").await.unwrap();
+    assert_eq!(open_code(&fs, "/d/b").await.err(), Some(EddyCode::NotFound));
+    assert_eq!(get(&fs, "/e/b").await, one);
+    fs.delete("/e/b", false).await.unwrap();
+    assert_eq!(open_code(&fs, "/e/b").await.err(), Some(EddyCode::NotFound));
+    assert_eq!(get(&fs, "/e/a").await, two);
+    fs.delete("/e", true).await.unwrap();
+    assert_eq!(open_code(&fs, "/e/a").await.err(), Some(EddyCode::NotFound));
+}
+
+/// An open whose request reached the master before this client's rename,
+/// and whose answer (the old file) arrives after the rename dropped the
+/// path, must not put the old file back into the cache. The master is
+/// stopped (SIGSTOP) while both requests go out, so the open's is ahead of
+/// the rename's on the connection and is answered first.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn an_open_racing_a_rename_never_caches_the_old_file_again() {
+    let dir = tempfile::tempdir().unwrap();
+    let c = Cluster::start(dir.path(), 1, SMALL_BLOCKS, "");
+    let fs = client(&c, Duration::from_secs(60)).await;
+    let master = c.master.pid();
+    let mut built = false;
+    // No signal tells when a request has left the client. It goes out at
+    // once, so a moment is plenty to have the open's ahead of the rename's;
+    // on a loaded machine a try may miss, and the next waits longer.
+    for attempt in 1..=5u64 {
+        let (old, new) = (format!("/a{attempt}"), format!("/b{attempt}"));
+        let data = pattern(3000, attempt);
+        put(&fs, &old, &data, MC).await;
+        let moment = Duration::from_millis(100 * attempt);
+        signal(master, rustix::process::Signal::STOP);
+        let open = {
+            let (fs, old) = (fs.clone(), old.clone());
+            tokio::spawn(async move { open_code(&fs, &old).await })
+        };
+        tokio::time::sleep(moment).await;
+        let rename = {
+            let (fs, old, new) = (fs.clone(), old.clone(), new.clone());
+            tokio::spawn(async move { fs.rename(&old, &new).await })
+        };
+        tokio::time::sleep(moment).await;
+        signal(master, rustix::process::Signal::CONT);
+        // Ok: the open was answered before the rename (the race built).
+        let opened = open.await.unwrap();
+        rename.await.unwrap().unwrap();
+        assert_eq!(
+            open_code(&fs, &old).await.err(),
+            Some(EddyCode::NotFound),
+            "the renamed file is not served from the cache under its old name"
+        );
+        assert_eq!(get(&fs, &new).await, data);
+        if opened == Ok(data) {
+            built = true;
+            break;
+        }
+    }
+    assert!(built, "the open was never answered before the rename");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn with_no_metadata_cache_another_clients_changes_are_seen_at_once() {
+    let dir = tempfile::tempdir().unwrap();
+    let c = Cluster::start(dir.path(), 1, SMALL_BLOCKS, "");
+    let writer = client(&c, Duration::from_secs(1)).await;
+    let reader = client(&c, Duration::ZERO).await;
+    let (one, two) = (pattern(4000, 4), pattern(4500, 5));
+    put(&writer, "/x", &one, MC).await;
+    assert_eq!(get(&reader, "/x").await, one);
+    writer.delete("/x", false).await.unwrap();
+    assert_eq!(
+        open_code(&reader, "/x").await.err(),
+        Some(EddyCode::NotFound)
+    );
+    put(&writer, "/x", &two, MC).await;
+    assert_eq!(get(&reader, "/x").await, two);
+    writer.rename("/x", "/y").await.unwrap();
+    assert_eq!(
+        open_code(&reader, "/x").await.err(),
+        Some(EddyCode::NotFound)
+    );
+    assert_eq!(get(&reader, "/y").await, two);
+}
+
+/// Another client may be stale, but for the bound at most; cached reads
+/// within it need no master (documented in README.md).
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn another_client_is_stale_for_the_bound_at_most() {
+    let dir = tempfile::tempdir().unwrap();
+    let c = Cluster::start(dir.path(), 1, SMALL_BLOCKS, "");
+    const TTL: Duration = Duration::from_secs(3);
+    let writer = client(&c, TTL).await;
+    let reader = client(&c, TTL).await;
+    let data = pattern(6000, 6);
+    put(&writer, "/s", &data, MC).await;
+    let fetched = Instant::now();
+    assert_eq!(get(&reader, "/s").await, data);
+    writer.delete("/s", false).await.unwrap();
+    eventually(
+        TTL + Duration::from_secs(2),
+        "the reader sees the delete",
+        || async { open_code(&reader, "/s").await.err() == Some(EddyCode::NotFound) },
+    )
+    .await;
+    assert!(
+        fetched.elapsed() <= TTL + Duration::from_secs(2),
+        "stale for the bound at most"
+    );
+
+    // Cached metadata serves reads with the master stopped, within the bound.
+    put(&writer, "/t", &data, MC).await;
+    assert_eq!(get(&reader, "/t").await, data);
+    signal(c.master.pid(), rustix::process::Signal::STOP);
+    let r = open_code(&reader, "/t").await;
+    signal(c.master.pid(), rustix::process::Signal::CONT);
+    assert!(
+        r == Ok(data),
+        "read with cached metadata, no master needed: {:?}",
+        r.err()
+    );
+}
