@@ -174,3 +174,24 @@ async fn another_client_is_stale_for_the_bound_at_most() {
         r.err()
     );
 }
+
+/// The CLI takes the bound as `--metadata-cache` (or EDDY_METADATA_CACHE).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_cli_takes_the_bound() {
+    let dir = tempfile::tempdir().unwrap();
+    let c = Cluster::start(dir.path(), 1, SMALL_BLOCKS, "");
+    let fs = c.fs().await;
+    put(&fs, "/c", b"cli bytes", MC).await;
+    let out = c
+        .master
+        .cli_ok(&["--metadata-cache", "0", "fs", "cat", "/c"]);
+    assert_eq!(out, "cli bytes");
+    let o = std::process::Command::new(common::EDDY)
+        .args(["--master", &c.master.addr, "fs", "cat", "/c"])
+        .env("EDDY_METADATA_CACHE", "soon")
+        .output()
+        .unwrap();
+    assert_eq!(o.status.code(), Some(2), "a bad duration is a usage error");
+    let help = c.master.cli_ok(&["--help"]);
+    assert!(help.contains("--metadata-cache"), "{help}");
+}

@@ -347,7 +347,13 @@ pub extern "C" fn eddy_last_error_message() -> *const c_char {
 /// 60000): the longest any one exchange with the master or a worker may
 /// wait for its answer, connecting included; past it the call fails with
 /// EDDY_ERR_DEADLINE_EXCEEDED. This call itself waits at most 5 s (or
-/// timeout_ms if smaller) for the master.
+/// timeout_ms if smaller) for the master;
+/// "metadata_cache_ms" = a decimal number of milliseconds, 0 or more
+/// (default 1000): how long `eddy_open` may reuse a complete file's metadata
+/// without asking the master, i.e. how long a delete, rename or rewrite by
+/// *another* client may go unseen by this one (also while no master is
+/// running); 0 caches nothing. This client's own create, close, rename and
+/// delete are always seen at once.
 /// On success `*out` is a client handle; free it with `eddy_disconnect`.
 /// Thread-safe.
 ///
@@ -380,9 +386,10 @@ pub unsafe extern "C" fn eddy_connect(
                 (b"short_circuit", b"true") => opts.short_circuit = true,
                 (b"short_circuit", b"false") => opts.short_circuit = false,
                 (b"timeout_ms", v) => opts.timeout = parse_timeout(v)?,
+                (b"metadata_cache_ms", v) => opts.metadata_ttl = parse_cache_ms(v)?,
                 _ => {
                     return Err(invalid(format!(
-                        "unknown option {}={} (known: short_circuit=true|false, timeout_ms=N)",
+                        "unknown option {}={} (known: short_circuit=true|false, timeout_ms=N, metadata_cache_ms=N)",
                         String::from_utf8_lossy(k),
                         String::from_utf8_lossy(v)
                     )));
@@ -409,6 +416,20 @@ fn parse_timeout(v: &[u8]) -> Result<std::time::Duration, Fail> {
         .ok_or_else(|| {
             invalid(format!(
                 "timeout_ms={} is not a whole number of milliseconds >= 1",
+                String::from_utf8_lossy(v)
+            ))
+        })
+}
+
+/// `metadata_cache_ms`'s value: whole milliseconds, 0 allowed.
+fn parse_cache_ms(v: &[u8]) -> Result<std::time::Duration, Fail> {
+    std::str::from_utf8(v)
+        .ok()
+        .and_then(|s| s.parse::<u64>().ok())
+        .map(std::time::Duration::from_millis)
+        .ok_or_else(|| {
+            invalid(format!(
+                "metadata_cache_ms={} is not a whole number of milliseconds >= 0",
                 String::from_utf8_lossy(v)
             ))
         })
@@ -643,8 +664,10 @@ pub unsafe extern "C" fn eddy_mount(
 /// handle with `eddy_close`. Thread-safe.
 /// A file is readable as soon as its writer's `eddy_close` succeeded, here
 /// or in any other client. A file that another client deleted, renamed or
-/// replaced may still open for up to 1 s (this client keeps a complete
-/// file's metadata that long); this client's own changes are seen at once.
+/// replaced may still open for up to the connect option "metadata_cache_ms"
+/// (default 1000 ms; 0: never), this client keeping a complete file's
+/// metadata that long, also while no master is running; this client's own
+/// changes are seen at once.
 ///
 /// # Safety
 /// `path` is NUL-terminated; `out` is writable.
