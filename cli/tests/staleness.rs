@@ -195,3 +195,57 @@ async fn the_cli_takes_the_bound() {
     let help = c.master.cli_ok(&["--help"]);
     assert!(help.contains("--metadata-cache"), "{help}");
 }
+
+/// A reader whose file was deleted and replaced under its path while it
+/// was open, and whose block no worker can give it any more, asks the
+/// master again by path: that names the new file now, whose bytes it must
+/// not return as its own.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_reader_of_a_replaced_file_never_gets_the_new_files_bytes() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut c = Cluster::start(dir.path(), 1, SMALL_BLOCKS, "memory_capacity = 67108864");
+    // A second worker with more room: placement puts new blocks there.
+    c.workers.push(common::WorkerProc::start(
+        dir.path(),
+        &c.master.addr,
+        "memory_capacity = 134217728",
+    ));
+    let fs = c.fs().await;
+    let holder = |fs: FileSystem| async move {
+        let b = fs.master().file_blocks("/r").await.unwrap().blocks;
+        b[0].locations.first().map(|l| l.worker_id)
+    };
+    let (old, new) = (pattern(5000, 7), pattern(9000, 8));
+    for attempt in 0..16 {
+        // The old file: persisted, then dropped from the workers, so a read
+        // goes to the worker the hash names for its block, which fills it
+        // from the under-storage.
+        put(&fs, "/r", &old, pb::WriteType::CacheThrough).await;
+        let big = holder(fs.clone()).await.expect("cached where written");
+        fs.free("/r", false, false).await.unwrap();
+        let mut reader = fs.open("/r", &OpenOptions::default()).await.unwrap();
+        let block = reader.status().block_ids[0];
+        let miss = fs
+            .master()
+            .select_worker(block, "", 1, pb::PlacementKind::DeterministicHash, &[])
+            .await
+            .unwrap()
+            .worker_id;
+        fs.delete("/r", false).await.unwrap();
+        if miss == big {
+            // The new file's worker would be the one that failed the read
+            // already: the client does not ask it twice. Another file id.
+            assert!(attempt < 15, "the hash never named the other worker");
+            continue;
+        }
+        // The new file, on the other worker than the one that will fail.
+        put(&fs, "/r", &new, MC).await;
+        assert_eq!(holder(fs.clone()).await, Some(big));
+        match reader.read_to_end().await {
+            Ok(bytes) => assert!(bytes == old, "another file's bytes came back"),
+            Err(e) => assert_eq!(e.code(), EddyCode::NotFound, "{e}"),
+        }
+        assert_eq!(get(&fs, "/r").await, new);
+        return;
+    }
+}

@@ -427,10 +427,7 @@ impl FileReader {
                 self.info.lock().clone()
             } else {
                 // Locations may be stale: ask the master again.
-                let path = self.info.lock().path.clone();
-                let fresh = self.fs.file_info(&path, true).await?;
-                *self.info.lock() = fresh.clone();
-                fresh
+                self.refresh_info().await?
             };
             let info = self.await_registration(info, index).await?;
             let Some(b) = info.blocks.get(index) else {
@@ -555,9 +552,32 @@ impl FileReader {
                     .min(Duration::from_millis(info.grace_left_ms)),
             )
             .await;
-            info = self.fs.file_info(&info.path, true).await?;
-            *self.info.lock() = info.clone();
+            info = self.refresh_info().await?;
         }
+    }
+
+    /// The file's metadata asked of the master again, by its path. If the
+    /// path now names another file (this one was deleted or renamed away,
+    /// and maybe another put in its place), the reader's file is gone:
+    /// NOT_FOUND, never the other file's blocks.
+    async fn refresh_info(&self) -> Result<Arc<FileInfo>> {
+        let (path, id) = {
+            let info = self.info.lock();
+            (info.path.clone(), info.status.id)
+        };
+        let fresh = self.fs.file_info(&path, true).await?;
+        if fresh.status.id != id {
+            self.fs.invalidate(&path);
+            return Err(ClientError::Rpc(RpcError::new(
+                EddyCode::NotFound,
+                format!(
+                    "{} was deleted or replaced since it was opened (its blocks are gone); open it again",
+                    String::from_utf8_lossy(&path)
+                ),
+            )));
+        }
+        *self.info.lock() = fresh.clone();
+        Ok(fresh)
     }
 
     /// The worker placement names to fill a miss of `b`.
