@@ -46,8 +46,10 @@ async fn right_after_a_restart_creates_wait_and_reads_are_not_lost() {
     let w = &workers[0];
     signal(w, rustix::process::Signal::STOP);
     master.kill9();
-    // Default grace period (3 s); the worker cannot register before SIGCONT.
-    let _m = MasterProc::start_bound(dir.path(), &addr, SMALL_BLOCKS);
+    // A long grace period, so a slow machine cannot end it before SIGCONT;
+    // the worker cannot register before that.
+    let cfg = format!("{SMALL_BLOCKS}\nworker_registration_grace_ms = 30000");
+    let _m = MasterProc::start_bound(dir.path(), &addr, &cfg);
     let fs = tcp_client(&addr, Duration::from_secs(60)).await;
     let info = fs.master().cluster_info().await.unwrap();
     assert_eq!(info.workers.iter().filter(|w| w.live).count(), 0);
