@@ -49,10 +49,13 @@ async fn right_after_a_restart_creates_wait_and_reads_are_not_lost() {
     // A long grace period, so a slow machine cannot end it before SIGCONT;
     // the worker cannot register before that.
     let cfg = format!("{SMALL_BLOCKS}\nworker_registration_grace_ms = 30000");
-    let _m = MasterProc::start_bound(dir.path(), &addr, &cfg);
+    let m = MasterProc::start_bound(dir.path(), &addr, &cfg);
     let fs = tcp_client(&addr, Duration::from_secs(60)).await;
     let info = fs.master().cluster_info().await.unwrap();
     assert_eq!(info.workers.iter().filter(|w| w.live).count(), 0);
+    assert!(info.registration_grace_left_ms > 0);
+    let report = m.cli_ok(&["report"]);
+    assert!(report.contains("workers are registering again"), "{report}");
 
     // Nothing is known of /mem's blocks yet, and that is not loss.
     let st = fs.stat("/mem").await.unwrap();

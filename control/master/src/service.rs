@@ -1498,6 +1498,7 @@ impl MasterState {
             under_replicated_blocks: reg.under_replicated,
             unsatisfiable_blocks: reg.unsatisfiable,
             persist_pending_files,
+            registration_grace_left_ms: self.grace.left_ms(reg.awaiting_workers, self.mono_ms()),
         }
     }
 }
