@@ -94,7 +94,9 @@
 // A bug in Eddy (including a caught panic); see the message.
 #define EDDY_ERR_INTERNAL -17
 
-// The master or a worker cannot be reached.
+// The master or a worker cannot be reached; or, right after a master
+// restart, a block's copy is not known yet because its worker has not
+// registered again (the read waited up to the timeout). Retry.
 #define EDDY_ERR_UNAVAILABLE -18
 
 // A worker's cache has no room (the rest is pinned or in use).
@@ -104,7 +106,8 @@
 #define EDDY_ERR_BAD_HANDLE -21
 
 // The file's only copies were on workers that are gone and it was never
-// persisted: its bytes cannot be read. Delete or rewrite it.
+// persisted: its bytes cannot be read. Delete or rewrite it. (Not while a
+// restarted master still waits for its workers to register.)
 #define EDDY_ERR_DATA_LOST -22
 
 // A master or worker did not answer within the client's timeout (option

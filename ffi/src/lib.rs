@@ -67,14 +67,17 @@ pub const EDDY_ERR_NO_WORKER_AVAILABLE: c_int = -15;
 pub const EDDY_ERR_UNSUPPORTED: c_int = -16;
 /// A bug in Eddy (including a caught panic); see the message.
 pub const EDDY_ERR_INTERNAL: c_int = -17;
-/// The master or a worker cannot be reached.
+/// The master or a worker cannot be reached; or, right after a master
+/// restart, a block's copy is not known yet because its worker has not
+/// registered again (the read waited up to the timeout). Retry.
 pub const EDDY_ERR_UNAVAILABLE: c_int = -18;
 /// A worker's cache has no room (the rest is pinned or in use).
 pub const EDDY_ERR_NO_SPACE: c_int = -19;
 /// A handle that is NULL, already closed or released, or never issued.
 pub const EDDY_ERR_BAD_HANDLE: c_int = -21;
 /// The file's only copies were on workers that are gone and it was never
-/// persisted: its bytes cannot be read. Delete or rewrite it.
+/// persisted: its bytes cannot be read. Delete or rewrite it. (Not while a
+/// restarted master still waits for its workers to register.)
 pub const EDDY_ERR_DATA_LOST: c_int = -22;
 /// A master or worker did not answer within the client's timeout (option
 /// "timeout_ms" of `eddy_connect`; connecting included). Retry later.
