@@ -22,6 +22,10 @@
  *   a master or worker that stops answering fails the call with
  *   EDDY_ERR_DEADLINE_EXCEEDED once the client's timeout passes (option
  *   "timeout_ms" of eddy_connect, default 60000 ms per exchange).
+ * - Read-your-writes: a client sees its own create, close, rename and delete
+ *   at once. Another client's may go unseen for up to "metadata_cache_ms"
+ *   (option of eddy_connect, default 1000; 0: never), the time eddy_open
+ *   reuses a complete file's metadata, also while no master is running.
  */
 
 #ifndef EDDY_H
@@ -90,7 +94,9 @@
 // A bug in Eddy (including a caught panic); see the message.
 #define EDDY_ERR_INTERNAL -17
 
-// The master or a worker cannot be reached.
+// The master or a worker cannot be reached; or, right after a master
+// restart, a block's copy is not known yet because its worker has not
+// registered again (the read waited up to the timeout). Retry.
 #define EDDY_ERR_UNAVAILABLE -18
 
 // A worker's cache has no room (the rest is pinned or in use).
@@ -100,7 +106,8 @@
 #define EDDY_ERR_BAD_HANDLE -21
 
 // The file's only copies were on workers that are gone and it was never
-// persisted: its bytes cannot be read. Delete or rewrite it.
+// persisted: its bytes cannot be read. Delete or rewrite it. (Not while a
+// restarted master still waits for its workers to register.)
 #define EDDY_ERR_DATA_LOST -22
 
 // A master or worker did not answer within the client's timeout (option
@@ -186,7 +193,13 @@ const char *eddy_last_error_message(void);
 // 60000): the longest any one exchange with the master or a worker may
 // wait for its answer, connecting included; past it the call fails with
 // EDDY_ERR_DEADLINE_EXCEEDED. This call itself waits at most 5 s (or
-// timeout_ms if smaller) for the master.
+// timeout_ms if smaller) for the master;
+// "metadata_cache_ms" = a decimal number of milliseconds, 0 or more
+// (default 1000): how long `eddy_open` may reuse a complete file's metadata
+// without asking the master, i.e. how long a delete, rename or rewrite by
+// *another* client may go unseen by this one (also while no master is
+// running); 0 caches nothing. This client's own create, close, rename and
+// delete are always seen at once.
 // On success `*out` is a client handle; free it with `eddy_disconnect`.
 // Thread-safe.
 //
@@ -277,8 +290,10 @@ int eddy_mount(struct eddy_client_t *client, const char *path, const char *uri, 
 // handle with `eddy_close`. Thread-safe.
 // A file is readable as soon as its writer's `eddy_close` succeeded, here
 // or in any other client. A file that another client deleted, renamed or
-// replaced may still open for up to 1 s (this client keeps a complete
-// file's metadata that long); this client's own changes are seen at once.
+// replaced may still open for up to the connect option "metadata_cache_ms"
+// (default 1000 ms; 0: never), this client keeping a complete file's
+// metadata that long, also while no master is running; this client's own
+// changes are seen at once.
 //
 // # Safety
 // `path` is NUL-terminated; `out` is writable.

@@ -38,6 +38,12 @@ struct Cli {
     /// it the command fails with DEADLINE_EXCEEDED.
     #[arg(long, global = true, value_name = "DURATION", env = "EDDY_TIMEOUT", value_parser = parse_timeout)]
     timeout: Option<std::time::Duration>,
+    /// How long a complete file's metadata may be reused without asking the
+    /// master (e.g. 0, 500ms, 1s; default 1s): the longest another client's
+    /// delete, rename or rewrite may go unseen by this command's reads. Its
+    /// own changes are always seen at once. 0 caches nothing.
+    #[arg(long, global = true, value_name = "DURATION", env = "EDDY_METADATA_CACHE", value_parser = parse_cache)]
+    metadata_cache: Option<std::time::Duration>,
     /// Print a commented configuration template and exit.
     #[arg(long)]
     print_sample_config: bool,
@@ -72,10 +78,19 @@ fn parse_timeout(s: &str) -> Result<std::time::Duration, String> {
     }
 }
 
+fn parse_cache(s: &str) -> Result<std::time::Duration, String> {
+    Ok(std::time::Duration::from_millis(
+        cmd::fs::parse_duration_ms(s)?.max(0) as u64,
+    ))
+}
+
 fn main() -> ExitCode {
     let cli = Cli::parse();
     if let Some(t) = cli.timeout {
         cmd::set_timeout(t);
+    }
+    if let Some(t) = cli.metadata_cache {
+        cmd::set_metadata_cache(t);
     }
     if cli.print_sample_config {
         // As any output: a closed pipe ends it quietly (`| head`).

@@ -140,3 +140,26 @@ fn c_calls_end_at_their_deadline() {
     );
     run(&exe, &silent.addr, &[]);
 }
+
+/// The "metadata_cache_ms" option of eddy_connect: 0 sees another client's
+/// delete at once, a client's own rename is seen at once, bad values are
+/// refused.
+#[test]
+fn c_clients_bound_their_metadata_cache() {
+    let dir = tempfile::tempdir().unwrap();
+    let c = Cluster::start(dir.path(), 1, "default_block_size = 1048576", "");
+    let exe = dir.path().join("metadata_cache");
+    build(
+        "gcc",
+        "ffi/tests/c/metadata_cache.c",
+        &exe,
+        &[
+            "-Wall",
+            "-Wextra",
+            "-Werror",
+            "-std=c11",
+            "-D_DEFAULT_SOURCE",
+        ],
+    );
+    run(&exe, &c.master.addr, &[]);
+}

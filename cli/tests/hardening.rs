@@ -321,6 +321,7 @@ async fn client_calls_end_at_their_deadline() {
         eddy_client::ClientOptions {
             short_circuit: false,
             timeout: limit,
+            ..Default::default()
         },
     )
     .await

@@ -115,6 +115,7 @@ pub extern "system" fn Java_io_eddy_hadoop_NativeEddy_connect(
     master: JString,
     short_circuit: jboolean,
     timeout_ms: jlong,
+    metadata_cache_ms: jlong,
 ) -> jlong {
     run(&mut env, 0, |env| {
         let addr = path(env, &master)?;
@@ -122,6 +123,8 @@ pub extern "system" fn Java_io_eddy_hadoop_NativeEddy_connect(
             short_circuit: short_circuit != 0,
             // The Java side refuses values below 1.
             timeout: std::time::Duration::from_millis(timeout_ms.max(1) as u64),
+            // The Java side refuses values below 0.
+            metadata_ttl: std::time::Duration::from_millis(metadata_cache_ms.max(0) as u64),
         };
         let fs = runtime().block_on(FileSystem::connect_with(&addr, opts))?;
         Ok(CLIENTS.add(Client { fs }) as jlong)

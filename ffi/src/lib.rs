@@ -67,14 +67,17 @@ pub const EDDY_ERR_NO_WORKER_AVAILABLE: c_int = -15;
 pub const EDDY_ERR_UNSUPPORTED: c_int = -16;
 /// A bug in Eddy (including a caught panic); see the message.
 pub const EDDY_ERR_INTERNAL: c_int = -17;
-/// The master or a worker cannot be reached.
+/// The master or a worker cannot be reached; or, right after a master
+/// restart, a block's copy is not known yet because its worker has not
+/// registered again (the read waited up to the timeout). Retry.
 pub const EDDY_ERR_UNAVAILABLE: c_int = -18;
 /// A worker's cache has no room (the rest is pinned or in use).
 pub const EDDY_ERR_NO_SPACE: c_int = -19;
 /// A handle that is NULL, already closed or released, or never issued.
 pub const EDDY_ERR_BAD_HANDLE: c_int = -21;
 /// The file's only copies were on workers that are gone and it was never
-/// persisted: its bytes cannot be read. Delete or rewrite it.
+/// persisted: its bytes cannot be read. Delete or rewrite it. (Not while a
+/// restarted master still waits for its workers to register.)
 pub const EDDY_ERR_DATA_LOST: c_int = -22;
 /// A master or worker did not answer within the client's timeout (option
 /// "timeout_ms" of `eddy_connect`; connecting included). Retry later.
@@ -347,7 +350,13 @@ pub extern "C" fn eddy_last_error_message() -> *const c_char {
 /// 60000): the longest any one exchange with the master or a worker may
 /// wait for its answer, connecting included; past it the call fails with
 /// EDDY_ERR_DEADLINE_EXCEEDED. This call itself waits at most 5 s (or
-/// timeout_ms if smaller) for the master.
+/// timeout_ms if smaller) for the master;
+/// "metadata_cache_ms" = a decimal number of milliseconds, 0 or more
+/// (default 1000): how long `eddy_open` may reuse a complete file's metadata
+/// without asking the master, i.e. how long a delete, rename or rewrite by
+/// *another* client may go unseen by this one (also while no master is
+/// running); 0 caches nothing. This client's own create, close, rename and
+/// delete are always seen at once.
 /// On success `*out` is a client handle; free it with `eddy_disconnect`.
 /// Thread-safe.
 ///
@@ -380,9 +389,10 @@ pub unsafe extern "C" fn eddy_connect(
                 (b"short_circuit", b"true") => opts.short_circuit = true,
                 (b"short_circuit", b"false") => opts.short_circuit = false,
                 (b"timeout_ms", v) => opts.timeout = parse_timeout(v)?,
+                (b"metadata_cache_ms", v) => opts.metadata_ttl = parse_cache_ms(v)?,
                 _ => {
                     return Err(invalid(format!(
-                        "unknown option {}={} (known: short_circuit=true|false, timeout_ms=N)",
+                        "unknown option {}={} (known: short_circuit=true|false, timeout_ms=N, metadata_cache_ms=N)",
                         String::from_utf8_lossy(k),
                         String::from_utf8_lossy(v)
                     )));
@@ -409,6 +419,20 @@ fn parse_timeout(v: &[u8]) -> Result<std::time::Duration, Fail> {
         .ok_or_else(|| {
             invalid(format!(
                 "timeout_ms={} is not a whole number of milliseconds >= 1",
+                String::from_utf8_lossy(v)
+            ))
+        })
+}
+
+/// `metadata_cache_ms`'s value: whole milliseconds, 0 allowed.
+fn parse_cache_ms(v: &[u8]) -> Result<std::time::Duration, Fail> {
+    std::str::from_utf8(v)
+        .ok()
+        .and_then(|s| s.parse::<u64>().ok())
+        .map(std::time::Duration::from_millis)
+        .ok_or_else(|| {
+            invalid(format!(
+                "metadata_cache_ms={} is not a whole number of milliseconds >= 0",
                 String::from_utf8_lossy(v)
             ))
         })
@@ -643,8 +667,10 @@ pub unsafe extern "C" fn eddy_mount(
 /// handle with `eddy_close`. Thread-safe.
 /// A file is readable as soon as its writer's `eddy_close` succeeded, here
 /// or in any other client. A file that another client deleted, renamed or
-/// replaced may still open for up to 1 s (this client keeps a complete
-/// file's metadata that long); this client's own changes are seen at once.
+/// replaced may still open for up to the connect option "metadata_cache_ms"
+/// (default 1000 ms; 0: never), this client keeping a complete file's
+/// metadata that long, also while no master is running; this client's own
+/// changes are seen at once.
 ///
 /// # Safety
 /// `path` is NUL-terminated; `out` is writable.

@@ -279,6 +279,7 @@ fn fs(c: MasterClient, short_circuit: bool) -> FileSystem {
         eddy_client::ClientOptions {
             short_circuit,
             timeout: super::timeout(),
+            metadata_ttl: super::metadata_cache(),
         },
     )
 }

@@ -26,6 +26,22 @@ pub fn timeout() -> std::time::Duration {
         .unwrap_or_else(|| eddy_client::ClientOptions::default().timeout)
 }
 
+static METADATA_CACHE: std::sync::OnceLock<std::time::Duration> = std::sync::OnceLock::new();
+
+/// Sets `--metadata-cache` for this process's clients (once, at start).
+pub fn set_metadata_cache(t: std::time::Duration) {
+    let _ = METADATA_CACHE.set(t);
+}
+
+/// How long a client reuses file metadata: `--metadata-cache`, else the
+/// client default.
+pub fn metadata_cache() -> std::time::Duration {
+    METADATA_CACHE
+        .get()
+        .copied()
+        .unwrap_or(eddy_client::DEFAULT_METADATA_TTL)
+}
+
 /// Connects to the master; a failure says which address failed and how to
 /// pick another (see `CliError`'s `From<ClientError>`).
 pub async fn connect(master: &str) -> Result<eddy_client::MasterClient, CliError> {

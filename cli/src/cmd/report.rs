@@ -15,6 +15,12 @@ pub async fn run(master: &str) -> Result<(), CliError> {
     outln!("    Uptime:         {}", duration_ms(info.uptime_ms));
     outln!("    Live workers:   {live}");
     outln!("    Lost workers:   {}", info.workers.len() - live);
+    if info.registration_grace_left_ms > 0 {
+        outln!(
+            "    Restarted: workers are registering again ({} left of the grace period; until then no file counts as lost)",
+            duration_ms(info.registration_grace_left_ms)
+        );
+    }
     outln!("    Inodes:         {}", info.inode_count);
     outln!("    Cached blocks:  {}", info.block_count);
     outln!("    Mounts:         {}", info.mount_count);

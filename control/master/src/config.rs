@@ -22,6 +22,11 @@ pub struct MasterConfig {
     pub worker_heartbeat_interval_ms: u64,
     /// A worker silent this long is declared lost.
     pub worker_lost_after_ms: u64,
+    /// After a restart (a metastore that already held a namespace), how
+    /// long workers have to register again (ms). Meanwhile placement waits
+    /// for a worker instead of failing, and a block with no known copy is
+    /// not yet lost (reads get a retryable UNAVAILABLE). 0: no grace.
+    pub worker_registration_grace_ms: u64,
     /// How often expired TTLs are acted on.
     pub ttl_check_interval_ms: u64,
     /// How often replication bounds are checked and enforced, and files
@@ -60,6 +65,9 @@ impl Default for MasterConfig {
             default_block_size: 64 << 20,
             worker_heartbeat_interval_ms: 1_000,
             worker_lost_after_ms: 10_000,
+            // A few heartbeat intervals: a worker that was alive re-registers
+            // on its first heartbeat after the master answers again.
+            worker_registration_grace_ms: 3_000,
             ttl_check_interval_ms: 60_000,
             replication_check_interval_ms: 5_000,
             handshake_timeout_ms: 10_000,

@@ -22,6 +22,7 @@ pub mod path;
 pub mod placement;
 mod recover;
 mod refingerprint;
+pub mod registration;
 pub mod replication;
 pub mod server;
 pub mod service;

@@ -75,8 +75,12 @@ pub async fn start(cfg: MasterConfig) -> Result<RunningMaster> {
     })?;
     let (store, mut loaded) = Metastore::open(&cfg.metastore_dir)?;
     let intents = std::mem::take(&mut loaded.intents);
+    // A restart: workers hold blocks of this namespace and will register
+    // again (see `crate::registration`).
+    let mut restarted = false;
     let ns = match Namespace::load(loaded, cfg.default_block_size)? {
         Some(ns) => {
+            restarted = true;
             tracing::info!(
                 "recovered {} inodes and {} mounts",
                 ns.inode_count(),
@@ -110,6 +114,9 @@ pub async fn start(cfg: MasterConfig) -> Result<RunningMaster> {
     // as an unreachable store must not hold up the start.
     let reconcile = state.clone();
     tokio::spawn(async move { reconcile.reconcile_staging().await });
+    if restarted {
+        state.begin_registration_grace();
+    }
 
     let checker = Arc::downgrade(&state);
     let period = Duration::from_millis((cfg.worker_lost_after_ms / 4).max(10));
@@ -147,6 +154,9 @@ pub async fn start(cfg: MasterConfig) -> Result<RunningMaster> {
         loop {
             tick.tick().await;
             match repl.upgrade() {
+                // Locations are partial until workers have registered
+                // again: copies and persists would be planned on half a map.
+                Some(s) if s.reg.lock().awaiting_workers => {}
                 Some(s) => {
                     s.check_replication();
                     s.check_persists();

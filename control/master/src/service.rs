@@ -92,6 +92,8 @@ pub struct MasterState {
     pub(crate) next_intent: AtomicU64,
     /// Under-storage changes of one mount, one at a time (`crate::staging`).
     pub(crate) ufs_locks: crate::staging::UfsLocks,
+    /// The registration grace period after a restart.
+    pub(crate) grace: crate::registration::Grace,
 }
 
 impl MasterState {
@@ -107,6 +109,7 @@ impl MasterState {
             address,
             next_intent: AtomicU64::new(1),
             ufs_locks: Default::default(),
+            grace: Default::default(),
         }
     }
 
@@ -402,8 +405,10 @@ impl MasterState {
 
     /// Complete, never persisted, and some block has no copy on a live
     /// worker: nothing can serve those bytes (docs/UFS.md, "lost files").
+    /// Not while workers may still register again after a restart.
     fn lost(reg: &Registry, ino: &Inode) -> bool {
-        !ino.is_dir()
+        !reg.awaiting_workers
+            && !ino.is_dir()
             && ino.flag(FLAG_COMPLETE)
             && !ino.flag(FLAG_PERSISTED)
             && (0..ino.block_count()).any(|i| reg.block(eddy_proto::block_id(ino.id, i)).is_none())
@@ -872,6 +877,7 @@ impl MasterState {
                 mount_id: mount.id,
                 key: key.as_str().to_string(),
             }),
+            registration_grace_left_ms: self.grace.left_ms(reg.awaiting_workers, self.mono_ms()),
         })
     }
 
@@ -1080,6 +1086,8 @@ impl MasterState {
             reg.set_io_engine(id, &r.io_engine);
             id
         };
+        // Placement waiting for a worker (after a restart) looks again.
+        self.grace.bump();
         tracing::info!("worker {id} registered with {} blocks", r.blocks.len());
         Ok(pb::RegisterWorkerResponse {
             worker_id: id,
@@ -1221,6 +1229,7 @@ impl MasterState {
             under_replicated_blocks: reg.under_replicated,
             unsatisfiable_blocks: reg.unsatisfiable,
             persist_pending_files,
+            registration_grace_left_ms: self.grace.left_ms(reg.awaiting_workers, self.mono_ms()),
         }
     }
 }
@@ -1378,7 +1387,9 @@ impl pb::block_master_server::BlockMaster for MasterRpc {
         &self,
         r: Request<pb::SelectWorkerRequest>,
     ) -> Rpc<pb::SelectWorkerResponse> {
-        Ok(Response::new(self.0.select_worker(r.into_inner())?))
+        Ok(Response::new(
+            self.0.select_worker_in_grace(r.into_inner()).await?,
+        ))
     }
 }
 

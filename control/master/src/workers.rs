@@ -118,6 +118,10 @@ pub struct Registry {
     /// From the last replication check (see `GetClusterInfoResponse`).
     pub under_replicated: u64,
     pub unsatisfiable: u64,
+    /// In the registration grace period after a restart: workers may not
+    /// have reported their blocks yet, so a block without a known copy is
+    /// not lost (`crate::registration`).
+    pub awaiting_workers: bool,
 }
 
 impl Registry {

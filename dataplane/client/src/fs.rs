@@ -27,13 +27,26 @@ pub struct ClientOptions {
     /// RPC). Past it the call fails with `DEADLINE_EXCEEDED`; reads try
     /// another worker first.
     pub timeout: Duration,
+    /// How long a complete file's metadata (status, block list, locations)
+    /// may be reused by `open` without asking the master again: the
+    /// staleness bound for changes made by *other* clients (a delete,
+    /// rename or rewrite there may go unseen here for up to this long, also
+    /// while no master is running). This client's own create, close,
+    /// rename, delete, free and unmount drop what it cached at once, so it
+    /// always reads its own writes. Zero: nothing is cached, every open
+    /// asks the master.
+    pub metadata_ttl: Duration,
 }
+
+/// The default [`ClientOptions::metadata_ttl`].
+pub const DEFAULT_METADATA_TTL: Duration = Duration::from_secs(1);
 
 impl Default for ClientOptions {
     fn default() -> Self {
         Self {
             short_circuit: true,
             timeout: crate::transport::DEFAULT_TIMEOUT,
+            metadata_ttl: DEFAULT_METADATA_TTL,
         }
     }
 }
@@ -68,7 +81,6 @@ pub(crate) struct Inner {
     /// This host as workers see it (for local-first placement).
     pub host: String,
     meta: Mutex<MetaCache>,
-    meta_ttl: Duration,
     pub opts: ClientOptions,
     locals: Mutex<HashMap<String, Arc<LocalWorker>>>,
     /// The worker on this host with a Unix socket, from the master's worker
@@ -80,14 +92,54 @@ pub(crate) struct Inner {
 /// How long the answer to "which worker is on this host" is reused.
 const LOCAL_HINT_TTL: Duration = Duration::from_secs(5);
 
-/// Path -> (when fetched, what was fetched).
-type MetaCache = HashMap<Vec<u8>, (Instant, Arc<FileInfo>)>;
+/// Complete files' metadata, reused for `ClientOptions::metadata_ttl`. Any
+/// error on a read drops an entry early; this client's own changes drop
+/// the entries under the paths they touch, and incomplete files are never
+/// kept (a file opens the moment its writer's close returns, in any client).
+#[derive(Default)]
+struct MetaCache {
+    /// Path -> (when its request was sent, what came back).
+    entries: HashMap<Vec<u8>, (Instant, Arc<FileInfo>)>,
+    /// Bumped by every invalidation. An answer is kept only if none came
+    /// between sending its request and keeping it: an open that asked
+    /// before this client's rename or delete went through must not put the
+    /// old file back after that change dropped it.
+    generation: u64,
+}
 
-/// How long a complete file's metadata (status, block list, locations) is
-/// reused without asking the master again. Any error on a read drops it
-/// early; this client's own writes, renames and deletes drop it at once, and
-/// incomplete files are never kept (read-after-write holds across clients).
-const METADATA_TTL: Duration = Duration::from_secs(1);
+/// Past this many entries the expired ones are dropped on the next insert.
+const META_PRUNE_AT: usize = 4096;
+
+impl MetaCache {
+    fn get(&self, path: &[u8], ttl: Duration) -> Option<Arc<FileInfo>> {
+        let (at, info) = self.entries.get(path)?;
+        (at.elapsed() < ttl).then(|| info.clone())
+    }
+
+    /// Keeps `info`, fetched by a request sent at `at` when the generation
+    /// was `generation`, unless something was invalidated since.
+    fn insert(&mut self, generation: u64, at: Instant, info: Arc<FileInfo>, ttl: Duration) {
+        if self.generation != generation || ttl.is_zero() {
+            return;
+        }
+        if self.entries.len() >= META_PRUNE_AT {
+            self.entries.retain(|_, (t, _)| t.elapsed() < ttl);
+        }
+        self.entries.insert(info.path.clone(), (at, info));
+    }
+
+    /// Drops `path` and everything under it.
+    fn invalidate(&mut self, path: &[u8]) {
+        self.generation = self.generation.wrapping_add(1);
+        if path == b"/" {
+            self.entries.clear();
+            return;
+        }
+        self.entries.retain(|k, _| {
+            !(k.starts_with(path) && (k.len() == path.len() || k[path.len()] == b'/'))
+        });
+    }
+}
 
 impl FileSystem {
     /// Connects to the master at `addr` (`host:port`).
@@ -111,8 +163,7 @@ impl FileSystem {
                 master,
                 pool: Pool::default(),
                 host,
-                meta: Mutex::new(HashMap::new()),
-                meta_ttl: METADATA_TTL,
+                meta: Mutex::new(MetaCache::default()),
                 opts,
                 locals: Mutex::new(HashMap::new()),
                 local_hint: Mutex::new(None),
@@ -196,7 +247,13 @@ impl FileSystem {
     /// Creates `path` and returns a writer; the file becomes visible to
     /// readers when the writer is closed.
     pub async fn create(&self, path: impl AsRef<[u8]>, opts: &CreateOptions) -> Result<FileWriter> {
-        FileWriter::create(self.clone(), path.as_ref(), opts).await
+        let path = path.as_ref();
+        // Before and after, whatever the answer: a create whose answer was
+        // lost may still have replaced what was cached for the path.
+        self.invalidate(path);
+        let r = FileWriter::create(self.clone(), path, opts).await;
+        self.invalidate(path);
+        r
     }
 
     /// Opens a complete file for reading.
@@ -223,12 +280,16 @@ impl FileSystem {
     /// Status, blocks and locations of `path`, from the cache unless stale
     /// or `refresh`.
     pub(crate) async fn file_info(&self, path: &[u8], refresh: bool) -> Result<Arc<FileInfo>> {
-        if !refresh
-            && let Some((at, info)) = self.inner.meta.lock().get(path)
-            && at.elapsed() < self.inner.meta_ttl
-        {
-            return Ok(info.clone());
-        }
+        let ttl = self.inner.opts.metadata_ttl;
+        let (generation, sent) = {
+            let m = self.inner.meta.lock();
+            if !refresh && let Some(info) = m.get(path, ttl) {
+                return Ok(info);
+            }
+            // The answer's age counts from now, so it is never older than
+            // `ttl` when reused.
+            (m.generation, Instant::now())
+        };
         let r = self.inner.master.file_blocks(path).await;
         let r = match r {
             Ok(r) => r,
@@ -242,6 +303,7 @@ impl FileSystem {
             status: r.status.unwrap_or_default(),
             blocks: r.blocks,
             ufs: r.ufs,
+            grace_left_ms: r.registration_grace_left_ms,
         });
         // An incomplete file is never kept: its writer may close it any
         // moment (in this client or another), and readers must see it then.
@@ -249,19 +311,33 @@ impl FileSystem {
             self.inner
                 .meta
                 .lock()
-                .insert(path.to_vec(), (Instant::now(), info.clone()));
+                .insert(generation, sent, info.clone(), ttl);
         }
         Ok(info)
     }
 
-    /// Drops cached metadata of `path` and everything under it.
+    /// Drops cached metadata of `path` and everything under it; an answer
+    /// on its way from the master now is not kept either.
     pub fn invalidate(&self, path: &[u8]) {
-        let mut m = self.inner.meta.lock();
-        if path == b"/" {
-            m.clear();
-            return;
+        self.inner.meta.lock().invalidate(path);
+    }
+
+    /// Runs a change of the namespace under `paths`, dropping what is cached
+    /// there before it is sent and again after it answers, success or not
+    /// (an answer lost on the way may hide a change that took effect).
+    async fn changing<T>(
+        &self,
+        paths: &[&[u8]],
+        change: impl std::future::Future<Output = Result<T>>,
+    ) -> Result<T> {
+        for p in paths {
+            self.invalidate(p);
         }
-        m.retain(|k, _| !(k.starts_with(path) && (k.len() == path.len() || k[path.len()] == b'/')));
+        let r = change.await;
+        for p in paths {
+            self.invalidate(p);
+        }
+        r
     }
 
     pub async fn stat(&self, path: impl AsRef<[u8]>) -> Result<pb::FileStatus> {
@@ -277,14 +353,15 @@ impl FileSystem {
     }
 
     pub async fn rename(&self, src: impl AsRef<[u8]>, dst: impl AsRef<[u8]>) -> Result<()> {
-        self.invalidate(src.as_ref());
-        self.invalidate(dst.as_ref());
-        self.inner.master.rename(src, dst).await
+        let (src, dst) = (src.as_ref(), dst.as_ref());
+        self.changing(&[src, dst], self.inner.master.rename(src, dst))
+            .await
     }
 
     pub async fn delete(&self, path: impl AsRef<[u8]>, recursive: bool) -> Result<()> {
-        self.invalidate(path.as_ref());
-        self.inner.master.delete(path, recursive).await
+        let path = path.as_ref();
+        self.changing(&[path], self.inner.master.delete(path, recursive))
+            .await
     }
 
     pub async fn mount(
@@ -302,15 +379,17 @@ impl FileSystem {
     }
 
     pub async fn unmount(&self, path: impl AsRef<[u8]>) -> Result<()> {
-        self.invalidate(path.as_ref());
-        self.inner.master.unmount(path).await
+        let path = path.as_ref();
+        self.changing(&[path], self.inner.master.unmount(path))
+            .await
     }
 
     /// Drops cached copies of `path` (a file, or a directory with
     /// `recursive`) from the workers; the under-storage keeps the data.
     pub async fn free(&self, path: impl AsRef<[u8]>, recursive: bool, force: bool) -> Result<u64> {
-        self.invalidate(path.as_ref());
-        self.inner.master.free(path, recursive, force).await
+        let path = path.as_ref();
+        self.changing(&[path], self.inner.master.free(path, recursive, force))
+            .await
     }
 
     /// Pins (or unpins) `path` and everything under it: workers never
@@ -390,4 +469,59 @@ fn local_host_towards(master: &str) -> String {
         })
         .map(|a| a.ip().to_string())
         .unwrap_or_else(|_| "127.0.0.1".into())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn info(path: &str) -> Arc<FileInfo> {
+        Arc::new(FileInfo {
+            path: path.as_bytes().to_vec(),
+            status: pb::FileStatus {
+                complete: true,
+                ..Default::default()
+            },
+            blocks: Vec::new(),
+            ufs: None,
+            grace_left_ms: 0,
+        })
+    }
+
+    const TTL: Duration = Duration::from_secs(60);
+
+    #[test]
+    fn an_answer_asked_for_before_an_invalidation_is_not_kept() {
+        let mut m = MetaCache::default();
+        // An open sends its request ...
+        let (generation, sent) = (m.generation, Instant::now());
+        // ... this client renames the file away meanwhile ...
+        m.invalidate(b"/d/a");
+        // ... and the old answer arrives after: it must not be cached.
+        m.insert(generation, sent, info("/d/a"), TTL);
+        assert!(m.get(b"/d/a", TTL).is_none());
+        // Asked after the change: kept.
+        m.insert(m.generation, Instant::now(), info("/d/a"), TTL);
+        assert!(m.get(b"/d/a", TTL).is_some());
+    }
+
+    #[test]
+    fn invalidation_drops_the_subtree_only_and_zero_ttl_keeps_nothing() {
+        let mut m = MetaCache::default();
+        for p in ["/d", "/d/a", "/d/b/c", "/dd", "/e"] {
+            m.insert(m.generation, Instant::now(), info(p), TTL);
+        }
+        m.invalidate(b"/d");
+        let left: Vec<bool> = ["/d", "/d/a", "/d/b/c", "/dd", "/e"]
+            .iter()
+            .map(|p| m.get(p.as_bytes(), TTL).is_some())
+            .collect();
+        assert_eq!(left, [false, false, false, true, true]);
+        m.invalidate(b"/");
+        assert!(m.entries.is_empty());
+        m.insert(m.generation, Instant::now(), info("/z"), Duration::ZERO);
+        assert!(m.entries.is_empty(), "metadata_ttl 0: nothing is cached");
+        m.insert(m.generation, Instant::now(), info("/z"), TTL);
+        assert!(m.get(b"/z", Duration::ZERO).is_none());
+    }
 }

@@ -25,6 +25,8 @@ pub(crate) struct FileInfo {
     pub status: pb::FileStatus,
     pub blocks: Vec<pb::FileBlock>,
     pub ufs: Option<pb::UfsLocation>,
+    /// What was left of the master's registration grace period (ms; 0: none).
+    pub grace_left_ms: u64,
 }
 
 fn addr_of(host: &str, port: u32) -> String {
@@ -425,11 +427,9 @@ impl FileReader {
                 self.info.lock().clone()
             } else {
                 // Locations may be stale: ask the master again.
-                let path = self.info.lock().path.clone();
-                let fresh = self.fs.file_info(&path, true).await?;
-                *self.info.lock() = fresh.clone();
-                fresh
+                self.refresh_info().await?
             };
+            let info = self.await_registration(info, index).await?;
             let Some(b) = info.blocks.get(index) else {
                 break;
             };
@@ -509,6 +509,75 @@ impl FileReader {
                 "no live worker can serve this block",
             ))
         }))
+    }
+
+    /// Right after a master restart its workers register again (within its
+    /// grace period), and until then the master knows no copy of a block
+    /// that is only in a worker's memory. Such a block is not lost: this asks
+    /// the master again until a copy is known or the period is over, within
+    /// the client's timeout, and past that answers UNAVAILABLE (retry), never
+    /// DATA_LOST.
+    async fn await_registration(
+        &self,
+        mut info: Arc<FileInfo>,
+        index: usize,
+    ) -> Result<Arc<FileInfo>> {
+        const POLL: Duration = Duration::from_millis(50);
+        let start = std::time::Instant::now();
+        loop {
+            let unknown = info.grace_left_ms > 0
+                && info.status.complete
+                && !info.status.persisted
+                && info
+                    .blocks
+                    .get(index)
+                    .is_some_and(|b| b.locations.is_empty())
+                && !self.chosen.lock().contains_key(&index);
+            if !unknown {
+                return Ok(info);
+            }
+            let left = self.fs.inner.opts.timeout.saturating_sub(start.elapsed());
+            if left.is_zero() {
+                return Err(ClientError::Rpc(RpcError::new(
+                    EddyCode::Unavailable,
+                    format!(
+                        "{}: no copy of block {index} is known yet: the master restarted and its workers are registering again ({} ms of its grace period left); retry",
+                        String::from_utf8_lossy(&info.path),
+                        info.grace_left_ms
+                    ),
+                )));
+            }
+            tokio::time::sleep(
+                POLL.min(left)
+                    .min(Duration::from_millis(info.grace_left_ms)),
+            )
+            .await;
+            info = self.refresh_info().await?;
+        }
+    }
+
+    /// The file's metadata asked of the master again, by its path. If the
+    /// path now names another file (this one was deleted or renamed away,
+    /// and maybe another put in its place), the reader's file is gone:
+    /// NOT_FOUND, never the other file's blocks.
+    async fn refresh_info(&self) -> Result<Arc<FileInfo>> {
+        let (path, id) = {
+            let info = self.info.lock();
+            (info.path.clone(), info.status.id)
+        };
+        let fresh = self.fs.file_info(&path, true).await?;
+        if fresh.status.id != id {
+            self.fs.invalidate(&path);
+            return Err(ClientError::Rpc(RpcError::new(
+                EddyCode::NotFound,
+                format!(
+                    "{} was deleted or replaced since it was opened (its blocks are gone); open it again",
+                    String::from_utf8_lossy(&path)
+                ),
+            )));
+        }
+        *self.info.lock() = fresh.clone();
+        Ok(fresh)
     }
 
     /// The worker placement names to fill a miss of `b`.

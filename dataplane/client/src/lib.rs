@@ -13,7 +13,7 @@ use std::collections::HashMap;
 pub use eddy_proto::pb;
 pub use eddy_proto::{EddyCode, RpcError};
 pub use eddy_wire::ReadType;
-pub use fs::{ClientOptions, FileSystem, LoadProgress, OpenOptions};
+pub use fs::{ClientOptions, DEFAULT_METADATA_TTL, FileSystem, LoadProgress, OpenOptions};
 pub use io::{FileReader, FileWriter, MappedRange};
 use pb::block_master_client::BlockMasterClient;
 use pb::file_system_master_client::FileSystemMasterClient;

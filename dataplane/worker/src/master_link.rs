@@ -16,6 +16,11 @@ use crate::store::BlockStore;
 
 pub use crate::store::MEM as TIER_MEM;
 
+/// How often a failing heartbeat is tried again (at most the interval).
+/// A refused connection costs next to nothing, and this is what makes a
+/// worker register again promptly with a restarted master.
+pub const RETRY_WHILE_FAILING: Duration = Duration::from_millis(100);
+
 pub struct MasterLink {
     master: MasterClient,
     address: pb::WorkerAddress,
@@ -244,10 +249,17 @@ impl MasterLink {
     }
 
     /// Heartbeats until `shutdown`; obeys the commands that come back.
+    /// While heartbeats fail (the master is away) they are tried every
+    /// [`RETRY_WHILE_FAILING`], so a restarted master hears from this worker
+    /// (and has it register again) within that of answering, not a whole
+    /// interval later: its registration grace period ends sooner for it.
     pub async fn run(self: Arc<Self>, mut shutdown: watch::Receiver<bool>) {
         let mut failing = false;
         loop {
-            let wait = Duration::from_millis(self.interval_ms.load(Ordering::Relaxed));
+            let mut wait = Duration::from_millis(self.interval_ms.load(Ordering::Relaxed));
+            if failing {
+                wait = wait.min(RETRY_WHILE_FAILING);
+            }
             tokio::select! {
                 _ = tokio::time::sleep(wait) => {}
                 _ = shutdown.changed() => return,

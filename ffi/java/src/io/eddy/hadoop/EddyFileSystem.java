@@ -30,7 +30,11 @@ import org.apache.hadoop.util.Progressable;
  * master's), {@code eddy.user.short.circuit.enabled} (true),
  * {@code eddy.user.network.timeout.ms} (60000: the longest one exchange with
  * the master or a worker may wait; past it the call throws an IOException
- * with code DEADLINE_EXCEEDED) and
+ * with code DEADLINE_EXCEEDED), {@code eddy.user.metadata.cache.ms} (1000: how
+ * long an open may reuse a complete file's metadata without asking the
+ * master, so how long another client's delete, rename or rewrite may go
+ * unseen here; 0 caches nothing; this FileSystem's own changes are always
+ * seen at once) and
  * {@code eddy.native.library} (a path to libeddy.so instead of
  * java.library.path).
  */
@@ -68,7 +72,12 @@ public class EddyFileSystem extends FileSystem {
       throw new IllegalArgumentException(
           "eddy.user.network.timeout.ms must be 1 or more, not " + timeoutMs);
     }
-    client = NativeEddy.connect(master, shortCircuit, timeoutMs);
+    long metadataCacheMs = conf.getLong("eddy.user.metadata.cache.ms", 1000);
+    if (metadataCacheMs < 0) {
+      throw new IllegalArgumentException(
+          "eddy.user.metadata.cache.ms must be 0 or more, not " + metadataCacheMs);
+    }
+    client = NativeEddy.connect(master, shortCircuit, timeoutMs, metadataCacheMs);
     long handle = client;
     clientCleanable = CLEANER.register(this, () -> NativeEddy.disconnect(handle));
     uri = URI.create("eddy://" + master);

@@ -40,7 +40,8 @@ final class NativeEddy {
     }
   }
 
-  static native long connect(String master, boolean shortCircuit, long timeoutMs);
+  static native long connect(
+      String master, boolean shortCircuit, long timeoutMs, long metadataCacheMs);
 
   static native void disconnect(long client);
 
