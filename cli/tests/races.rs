@@ -337,3 +337,42 @@ async fn a_fill_never_reads_another_files_bytes() {
     assert!(get(&a, "/q").await == old);
     drop(w);
 }
+
+/// Persist jobs write to the staging name too: a file renamed right after
+/// an ASYNC_THROUGH close is persisted where it is, and nothing is left at
+/// its old path or under the staging directory.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_persist_lands_where_the_file_is_now() {
+    let dir = tempfile::tempdir().unwrap();
+    let ufs = dir.path().join("ufs");
+    let m = MasterProc::start(
+        dir.path(),
+        "replication_check_interval_ms = 50\nworker_heartbeat_interval_ms = 50",
+    );
+    let w = WorkerProc::start(&dir.path().join("w"), &m.addr, "");
+    let fs = client(&m.addr).await;
+    for i in 0..4u64 {
+        let (a, b) = (format!("/a{i}"), format!("/b{i}"));
+        put(&fs, &a, &pattern(7000, i), pb::WriteType::AsyncThrough).await;
+        fs.rename(&a, &b).await.unwrap();
+        common::eventually(std::time::Duration::from_secs(20), "persisted", || {
+            let (fs, b) = (fs.clone(), b.clone());
+            async move { fs.stat(&b).await.is_ok_and(|s| s.persisted) }
+        })
+        .await;
+        assert!(std::fs::read(ufs.join(&b[1..])).unwrap() == pattern(7000, i));
+    }
+    // THROUGH: nothing cached, the object in place at close.
+    let st = put(&fs, "/t", b"through only", pb::WriteType::Through).await;
+    assert!(st.persisted);
+    assert_eq!(get(&fs, "/t").await, b"through only");
+    let mut files = ufs_files(&ufs);
+    files.retain(|f| !f.starts_with(".eddy-staging/"));
+    assert_eq!(files, ["b0", "b1", "b2", "b3", "t"]);
+    assert!(
+        ufs_files(&ufs).len() == files.len(),
+        "no staging object is left: {:?}",
+        ufs_files(&ufs)
+    );
+    drop(w);
+}
