@@ -18,12 +18,17 @@ use crate::{
 /// Prefix of the temporary files `write` renames into place; hidden from listings.
 const TMP_PREFIX: &str = ".eddy-tmp-";
 
+/// Numbers the temporaries of one process. Process-wide, not per instance:
+/// two instances over one directory (opened concurrently, or for two mounts
+/// of it) must never pick the same temporary name, or one writer's rename
+/// would move the other's bytes.
+static TMP_SEQ: AtomicU64 = AtomicU64::new(0);
+
 /// Under-storage rooted at a local directory. Symbolic links are followed.
 #[derive(Debug)]
 pub struct LocalUfs {
     root: PathBuf,
     uri: String,
-    tmp_seq: AtomicU64,
 }
 
 impl LocalUfs {
@@ -52,11 +57,7 @@ impl LocalUfs {
                 });
             }
         }
-        Ok(Self {
-            root,
-            uri,
-            tmp_seq: AtomicU64::new(0),
-        })
+        Ok(Self { root, uri })
     }
 
     fn full(&self, p: &UfsPath) -> PathBuf {
@@ -305,7 +306,7 @@ impl UnderFileSystem for LocalUfs {
             return Err(UfsError::IsADirectory(path.to_string()));
         }
         // Write beside the target, rename into place on completion.
-        let seq = self.tmp_seq.fetch_add(1, Ordering::Relaxed);
+        let seq = TMP_SEQ.fetch_add(1, Ordering::Relaxed);
         let tmp = parent.join(format!("{TMP_PREFIX}{}-{seq}", std::process::id()));
         let file = tokio::fs::File::create(&tmp)
             .await

@@ -36,3 +36,30 @@ async fn open_rejects_missing_root_and_unknown_schemes() {
         "{err}"
     );
 }
+
+/// Two instances over one directory (a worker that opened a mount twice at
+/// once) writing files of one directory at the same time: every file holds
+/// its own writer's bytes (their temporaries never share a name).
+#[tokio::test]
+async fn two_instances_over_one_directory_keep_their_writes_apart() {
+    let dir = tempfile::tempdir().unwrap();
+    let uri = format!("file://{}", dir.path().display());
+    let a = eddy_ufs::open(&uri, &BTreeMap::new()).await.unwrap();
+    let b = eddy_ufs::open(&uri, &BTreeMap::new()).await.unwrap();
+    let key = |n: usize| eddy_ufs::UfsPath::parse(&format!("stage/{n}")).unwrap();
+    let mut writers = Vec::new();
+    for n in 0..8 {
+        let ufs = if n % 2 == 0 { &a } else { &b };
+        writers.push(ufs.create(&key(n)).await.unwrap());
+    }
+    for (n, w) in writers.iter_mut().enumerate() {
+        w.write(&vec![n as u8; 100 + n]).await.unwrap();
+    }
+    for w in writers {
+        w.complete().await.unwrap();
+    }
+    for n in 0..8 {
+        let got = a.read(&key(n), 0..u64::MAX).await.unwrap();
+        assert_eq!(got, vec![n as u8; 100 + n], "file {n}");
+    }
+}

@@ -244,8 +244,8 @@ impl MasterLink {
             .unwrap_or_default();
         let options = m.options.into_iter().collect();
         let u = eddy_ufs::open_configured(&m.ufs_uri, &options, &self.ufs_defaults).await?;
-        self.mounts.lock().insert(id, u.clone());
-        Ok(u)
+        // Two first uses at once both open it; every caller gets the one kept.
+        Ok(self.mounts.lock().entry(id).or_insert(u).clone())
     }
 
     /// Heartbeats until `shutdown`; obeys the commands that come back.
