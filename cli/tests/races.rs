@@ -323,12 +323,9 @@ async fn a_fill_never_reads_another_files_bytes() {
                 got == old,
                 new.starts_with(&got)
             ),
-            // The version check (UFS_ERROR), or the worker's own check
-            // against the master once its kept answer expired.
-            Err(e) => assert!(
-                matches!(code_of(e), EddyCode::UfsError | EddyCode::InvalidArgument),
-                "an error that says to re-read the metadata"
-            ),
+            // The worker refuses (another version at the path); the reader
+            // re-resolves the path, which names another file now.
+            Err(e) => assert_eq!(code_of(e), EddyCode::NotFound),
         },
         Err(e) => panic!("open: {e}"),
     }
@@ -374,5 +371,45 @@ async fn a_persist_lands_where_the_file_is_now() {
         "no staging object is left: {:?}",
         ufs_files(&ufs)
     );
+    drop(w);
+}
+
+/// A reader whose cached metadata names a file that was renamed away (its
+/// blocks no longer cached) re-resolves the path when the worker refuses the
+/// stale request: the path is gone, so NOT_FOUND — not an INVALID_ARGUMENT
+/// about keys — and the renamed file reads at its new name.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stale_reader_re_resolves_the_path() {
+    let dir = tempfile::tempdir().unwrap();
+    let m = MasterProc::start(dir.path(), "worker_heartbeat_interval_ms = 50");
+    let w = WorkerProc::start(&dir.path().join("w"), &m.addr, "");
+    let (a, b) = (client(&m.addr).await, client(&m.addr).await);
+    let data = pattern(3000, 9);
+    put(&b, "/s", &data, pb::WriteType::CacheThrough).await;
+    assert!(get(&a, "/s").await == data, "cached in a's metadata");
+    b.free("/s", false, false).await.unwrap();
+    let waddr = w.addr.clone();
+    common::eventually(std::time::Duration::from_secs(10), "blocks dropped", || {
+        let (b, waddr) = (b.clone(), waddr.clone());
+        async move {
+            b.worker_stats(&waddr)
+                .await
+                .unwrap()
+                .iter()
+                .any(|(k, v)| k == "blocks_cached" && *v == 0)
+        }
+    })
+    .await;
+    b.rename("/s", "/s2").await.unwrap();
+    let r = a.open("/s", &Default::default()).await;
+    let e = match r {
+        Ok(mut r) => r
+            .read_to_end()
+            .await
+            .expect_err("the file is not at /s any more"),
+        Err(e) => e,
+    };
+    assert_eq!(code_of(e), EddyCode::NotFound);
+    assert!(get(&a, "/s2").await == data);
     drop(w);
 }

@@ -491,6 +491,17 @@ impl FileReader {
                                 | EddyCode::NoSpace
                                 | EddyCode::Protocol
                         );
+                        // The worker says the request does not describe the
+                        // file as it is now (renamed: another key; another
+                        // file at the path: another version): re-resolve the
+                        // path and try again; a path that names another file
+                        // now answers NOT_FOUND (`refresh_info`).
+                        let stale =
+                            matches!(e.code(), EddyCode::InvalidArgument | EddyCode::UfsError);
+                        if stale && round < 2 {
+                            last_err = Some(e);
+                            break;
+                        }
                         if !retry_elsewhere {
                             self.fs.invalidate(&info.path);
                             return Err(e);
