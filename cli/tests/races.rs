@@ -413,3 +413,20 @@ async fn a_stale_reader_re_resolves_the_path() {
     assert!(get(&a, "/s2").await == data);
     drop(w);
 }
+
+/// A file deleted while it is written through: its close answers NOT_FOUND
+/// and its bytes are removed from the staging directory, not left behind.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_file_deleted_while_written_through_leaves_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let ufs = dir.path().join("ufs");
+    let m = MasterProc::start(dir.path(), "");
+    let w = WorkerProc::start(&dir.path().join("w"), &m.addr, "");
+    let (a, b) = (client(&m.addr).await, client(&m.addr).await);
+    let mut wr = a.create("/del", &through()).await.unwrap();
+    wr.write(&pattern(2000, 3)).await.unwrap();
+    b.delete("/del", false).await.unwrap();
+    assert_eq!(code_of(wr.close().await.unwrap_err()), EddyCode::NotFound);
+    assert!(ufs_files(&ufs).is_empty(), "{:?}", ufs_files(&ufs));
+    drop(w);
+}

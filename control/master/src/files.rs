@@ -127,7 +127,17 @@ impl MasterState {
                 }
                 self.status_in(ns, id)
             })
-            .await?;
+            .await;
+        let status = match status {
+            Err(MasterError::NotFound(m)) if r.persisted => {
+                // Deleted while being written: what its writer put at its
+                // staging name is no one's.
+                let (mount, _) = self.ufs_target(&path);
+                self.drop_staged(&mount, vec![id]).await;
+                return Err(MasterError::NotFound(m));
+            }
+            s => s?,
+        };
         if staged {
             // Written to the cache only after all: nothing to move.
             let (mount, _) = self.ufs_target(&path);

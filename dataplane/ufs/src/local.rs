@@ -446,9 +446,13 @@ impl UfsWriter for LocalWriter {
         let r = async {
             f.flush().await?;
             f.get_ref().sync_all().await?;
+            // Of the file itself, before it is in place: once renamed, it
+            // may already be gone again (Eddy removes a staging object
+            // whose file was deleted while being written).
+            let meta = f.get_ref().metadata().await?;
             drop(f);
             tokio::fs::rename(&self.tmp, &self.full).await?;
-            tokio::fs::metadata(&self.full).await
+            Ok::<_, std::io::Error>(meta)
         }
         .await;
         let meta = r.map_err(|e| self.err(e))?;
