@@ -859,6 +859,17 @@ impl FileWriter {
             Err(e) => {
                 w.conn = None;
                 w.discard().await;
+                if e.code() == EddyCode::NotFound {
+                    // The worker found no such file: another client deleted
+                    // (or replaced) it between its creation and this.
+                    return Err(ClientError::Rpc(RpcError::new(
+                        EddyCode::NotFound,
+                        format!(
+                            "{} was created, then deleted or replaced by another client before it could be written ({e}); create it again",
+                            String::from_utf8_lossy(path)
+                        ),
+                    )));
+                }
                 Err(e)
             }
         }
