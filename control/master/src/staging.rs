@@ -13,8 +13,10 @@
 //! Under-storage changes of one mount (rename, delete, place of persisted
 //! entries) run one at a time under the mount's lock (`UfsLocks`), each
 //! between its check and its commit, so two of them never interleave on
-//! one path; Eddy-only changes take no lock and instead check, in their
-//! commit, that the entry is still as unpersisted as it was.
+//! one path; loads from the store (syncs) share the lock, so they never
+//! see a change's store half before its commit. Eddy-only changes take no
+//! lock and instead check, in their commit, that the entry is still as
+//! unpersisted as it was.
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -29,8 +31,10 @@ use crate::service::MasterState;
 /// The directory, at the root of every mount, holding staging objects.
 pub const DIR: &str = ".eddy-staging";
 
-/// One async lock per mount id.
-pub type UfsLocks = parking_lot::Mutex<HashMap<u64, Arc<tokio::sync::Mutex<()>>>>;
+/// One async lock per mount id: changes of the store take it exclusively,
+/// loads from it (syncs) shared, so loads run side by side but never
+/// between a change's store half and its commit.
+pub type UfsLocks = parking_lot::Mutex<HashMap<u64, Arc<tokio::sync::RwLock<()>>>>;
 
 /// The staging name of file `id`, relative to its mount's root.
 pub fn key(id: u64) -> UfsPath {
@@ -46,9 +50,15 @@ pub fn is_reserved(key: &UfsPath) -> bool {
 
 impl MasterState {
     /// Holds under-storage changes of mount `id` to one at a time.
-    pub(crate) async fn ufs_lock(&self, id: u64) -> tokio::sync::OwnedMutexGuard<()> {
+    pub(crate) async fn ufs_lock(&self, id: u64) -> tokio::sync::OwnedRwLockWriteGuard<()> {
         let lock = self.ufs_locks.lock().entry(id).or_default().clone();
-        lock.lock_owned().await
+        lock.write_owned().await
+    }
+
+    /// Keeps changes of mount `id`'s store out while Eddy loads from it.
+    pub(crate) async fn ufs_load_lock(&self, id: u64) -> tokio::sync::OwnedRwLockReadGuard<()> {
+        let lock = self.ufs_locks.lock().entry(id).or_default().clone();
+        lock.read_owned().await
     }
 
     /// Refuses a path that would land in a mount's staging directory.
