@@ -1,0 +1,162 @@
+//! A Jepsen-style history test of the namespace: clients on a small key
+//! space, a nemesis killing the master or a worker, and a linearizability
+//! checker over the recorded history (docs/CONSISTENCY.md).
+
+pub mod check;
+pub mod model;
+pub mod nemesis;
+pub mod workload;
+
+use std::time::{Duration, Instant};
+
+use check::{CheckOptions, Report};
+use nemesis::{ClusterHandle, LocalCluster, NemesisOptions, Target};
+use workload::{Clock, Mode, WorkloadOptions};
+
+/// One run: its workload, its nemesis, how its history is checked.
+#[derive(Debug, Clone)]
+pub struct RunOptions {
+    pub secs: Duration,
+    pub workload: WorkloadOptions,
+    pub nemesis: NemesisOptions,
+    pub check: CheckOptions,
+}
+
+impl RunOptions {
+    /// The standard run: 6 clients on 4 directories of 6 names, half the
+    /// creates CACHE_THROUGH, a kill every 3-6 s.
+    pub fn standard(mode: Mode, target: Target, secs: u64, seed: u64) -> Self {
+        RunOptions {
+            secs: Duration::from_secs(secs),
+            workload: WorkloadOptions {
+                clients: 6,
+                ks: model::KeySpace { dirs: 4, names: 6 },
+                mode,
+                seed,
+                cross_dir_renames: 0,
+                cache_through: 50,
+                timeout: Duration::from_secs(5),
+            },
+            nemesis: NemesisOptions {
+                target,
+                gap: (Duration::from_secs(3), Duration::from_secs(6)),
+                down: (Duration::from_millis(0), Duration::from_millis(300)),
+                max_kills: 1000,
+                seed,
+            },
+            check: CheckOptions {
+                // The client reuses file metadata for up to 1 s (fetched
+                // during an earlier call, hence the margin); its own changes
+                // drop it at once, which the checker holds strictly.
+                stale_bound: 1_250_000_000,
+                worker_loss: target == Target::Worker,
+                ..Default::default()
+            },
+        }
+    }
+}
+
+/// What a run did and what the checker found.
+#[derive(Debug)]
+pub struct Summary {
+    pub opts: RunOptions,
+    pub kills: u32,
+    pub report: Report,
+    pub nemesis: Vec<String>,
+}
+
+impl Summary {
+    /// The one-line summary (docs/CONSISTENCY.md records these).
+    pub fn line(&self) -> String {
+        let o = &self.opts;
+        format!(
+            "history: mode={:?} nemesis={:?} secs={} seed={} ops={} kills={} indeterminate={} partitions={} violations={} (not-linearizable={} no-rule={} garbled={}) unknown={}",
+            o.workload.mode,
+            o.nemesis.target,
+            o.secs.as_secs(),
+            o.workload.seed,
+            self.report.ops,
+            self.kills,
+            self.report.indeterminate,
+            self.report.partitions,
+            self.report.violations.len(),
+            self.report.not_linearizable,
+            self.report.no_rule,
+            self.report.garbled,
+            self.report.unknown.len()
+        )
+    }
+
+    /// The summary line, then up to `max` violation explanations of each
+    /// kind (no linearization first: those are the subtle ones).
+    pub fn print(&self, max: usize) {
+        println!("{}", self.line());
+        println!("nemesis: {}", self.nemesis.join("; "));
+        let v = &self.report.violations;
+        let (nl, other): (Vec<_>, Vec<_>) = v.iter().partition(|v| v.contains("not linearizable"));
+        for v in nl.iter().take(max).chain(other.iter().take(max)) {
+            println!("--- violation\n{v}");
+        }
+        for u in &self.report.unknown {
+            println!("--- unknown\n{u}");
+        }
+    }
+}
+
+/// Waits until the master answers and every worker is live again.
+async fn settle(fs: &eddy_client::FileSystem, workers: usize) {
+    let start = Instant::now();
+    while start.elapsed() < Duration::from_secs(20) {
+        if let Ok(info) = fs.master().cluster_info().await
+            && info.workers.iter().filter(|w| w.live).count() >= workers
+        {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    panic!("the cluster did not settle within 20 s");
+}
+
+/// Starts a cluster in a temp dir, runs clients and nemesis for
+/// `opts.secs`, reads everything back and checks the history.
+pub async fn run_once(opts: &RunOptions) -> Summary {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let mut cluster = LocalCluster::start(dir.path(), 1, "default_block_size = 65536", "");
+    let addr = cluster.master_addrs()[0].clone();
+    let ks = opts.workload.ks;
+    let setup = eddy_client::FileSystem::connect(&addr)
+        .await
+        .expect("connect");
+    settle(&setup, 1).await;
+    workload::setup(&setup, &ks).await;
+
+    let clock = Clock(Instant::now());
+    let deadline = Instant::now() + opts.secs;
+    let nopts = opts.nemesis.clone();
+    let nemesis = std::thread::spawn(move || {
+        let log = nemesis::run(&mut cluster, &nopts, clock, deadline);
+        (cluster, log)
+    });
+    let mut rec = workload::run(&addr, &opts.workload, clock, deadline).await;
+    let (cluster, nlog) =
+        tokio::task::spawn_blocking(move || nemesis.join().expect("nemesis thread"))
+            .await
+            .expect("join");
+    settle(&setup, cluster.workers()).await;
+    let timeout = opts.workload.timeout;
+    rec.entries
+        .extend(workload::final_reads(&addr, &ks, opts.workload.clients, clock, timeout).await);
+    workload::resolve_inodes(&mut rec.entries, &rec.inodes);
+    let o = opts.check.clone();
+    let entries = rec.entries;
+    let report = tokio::task::spawn_blocking(move || check::check(&entries, &ks, &o))
+        .await
+        .expect("checker");
+    drop(cluster);
+    Summary {
+        opts: opts.clone(),
+        kills: nlog.kills,
+        report,
+        nemesis: nlog.events,
+    }
+}
