@@ -45,7 +45,8 @@ pub struct CheckOptions {
     pub indeterminate_forever: bool,
     /// Search nodes per partition before answering "unknown".
     pub max_nodes: u64,
-    /// Search time per partition before answering "unknown".
+    /// Search time per partition (all its searches together) before
+    /// answering "unknown".
     pub time_limit: Duration,
     /// Violations reported per partition before its search stops.
     pub max_violations_per_partition: u32,
@@ -58,7 +59,7 @@ impl Default for CheckOptions {
             worker_loss: false,
             indeterminate_forever: false,
             max_nodes: 5_000_000,
-            time_limit: Duration::from_secs(60),
+            time_limit: Duration::from_secs(30),
             max_violations_per_partition: 10,
         }
     }
@@ -115,8 +116,9 @@ pub fn check(history: &[Entry], ks: &KeySpace, opts: &CheckOptions) -> Report {
         // and the search runs again, so one run reports more than its first
         // violation per partition (the later ones are approximate: the op
         // left out is the first unplaceable one, not necessarily the culprit).
+        let started = Instant::now();
         for _ in 0..opts.max_violations_per_partition {
-            match search(&ops, ks, opts) {
+            match search(&ops, ks, opts, started + opts.time_limit) {
                 Outcome::Ok => break,
                 Outcome::Violation(why) => {
                     report.not_linearizable += 1;
@@ -340,7 +342,7 @@ fn state_hash(s: &State) -> u128 {
     ((a.finish() as u128) << 64) | b.finish() as u128
 }
 
-fn search(ops: &[SOp], ks: &KeySpace, opts: &CheckOptions) -> Outcome {
+fn search(ops: &[SOp], ks: &KeySpace, opts: &CheckOptions, deadline: Instant) -> Outcome {
     let n = ops.len();
     let started = Instant::now();
     let mut placed = vec![false; n];
@@ -403,9 +405,7 @@ fn search(ops: &[SOp], ks: &KeySpace, opts: &CheckOptions) -> Outcome {
             continue;
         };
         nodes += 1;
-        if nodes > opts.max_nodes
-            || (nodes.is_multiple_of(4096) && started.elapsed() > opts.time_limit)
-        {
+        if nodes > opts.max_nodes || (nodes.is_multiple_of(4096) && Instant::now() > deadline) {
             return Outcome::Unknown(format!(
                 "search bound hit ({nodes} nodes, {:?}, {n} ops): unknown",
                 started.elapsed()
@@ -541,7 +541,7 @@ fn explain(ops: &[SOp], s: &Stuck, history: &[Entry], ks: &KeySpace) -> String {
     let mut order: Vec<usize> = (0..ops.len()).filter(|&i| related(&ops[i])).collect();
     order.sort_by_key(|&i| history[ops[i].entry].invoke);
     let pos = order.iter().position(|&i| i == s.at).unwrap_or(0);
-    let before = order[..pos].iter().rev().take(4).count();
+    let before = order[..pos].iter().rev().take(8).count();
     let shown = order[pos - before..]
         .iter()
         .filter(|&&i| {

@@ -147,6 +147,7 @@ pub async fn run_once(opts: &RunOptions) -> Summary {
     rec.entries
         .extend(workload::final_reads(&addr, &ks, opts.workload.clients, clock, timeout).await);
     workload::resolve_inodes(&mut rec.entries, &rec.inodes);
+    dump(opts, &rec.entries, &nlog.events);
     let o = opts.check.clone();
     let entries = rec.entries;
     let report = tokio::task::spawn_blocking(move || check::check(&entries, &ks, &o))
@@ -158,5 +159,42 @@ pub async fn run_once(opts: &RunOptions) -> Summary {
         kills: nlog.kills,
         report,
         nemesis: nlog.events,
+    }
+}
+
+/// With `EDDY_HISTORY_DUMP=DIR`, writes the run's history to
+/// `DIR/history-MODE-NEMESIS-SEED.txt`: a line per call (invocation and
+/// return in ns, client, operation, result) sorted by invocation, then the
+/// nemesis's events, for reading a violation in full.
+fn dump(opts: &RunOptions, entries: &[check::Entry], events: &[String]) {
+    let Ok(dir) = std::env::var("EDDY_HISTORY_DUMP") else {
+        return;
+    };
+    let mut sorted: Vec<&check::Entry> = entries.iter().collect();
+    sorted.sort_by_key(|e| e.invoke);
+    let ks = opts.workload.ks;
+    let mut text = String::new();
+    for e in sorted {
+        text.push_str(&format!(
+            "{} {} c{} {} -> {:?}\n",
+            e.invoke,
+            e.ret,
+            e.client,
+            e.op.show(&ks),
+            e.res
+        ));
+    }
+    for ev in events {
+        text.push_str(&format!("nemesis {ev}\n"));
+    }
+    let name = format!(
+        "history-{:?}-{:?}-{}.txt",
+        opts.workload.mode, opts.nemesis.target, opts.workload.seed
+    );
+    let path = std::path::Path::new(&dir).join(name);
+    if let Err(e) = std::fs::create_dir_all(&dir).and_then(|()| std::fs::write(&path, text)) {
+        eprintln!("cannot write {}: {e}", path.display());
+    } else {
+        println!("history written to {}", path.display());
     }
 }
