@@ -116,6 +116,7 @@ fn e(client: u32, from_ms: u64, to_ms: u64, op: Op, res: Res) -> Entry {
         res,
         invoke: from_ms * MS,
         ret,
+        note: String::new(),
     }
 }
 

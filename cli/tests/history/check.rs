@@ -31,6 +31,8 @@ pub struct Entry {
     pub res: Res,
     pub invoke: Time,
     pub ret: Time,
+    /// The error's message, when it failed (for explanations only).
+    pub note: String,
 }
 
 #[derive(Debug, Clone)]
@@ -161,11 +163,12 @@ fn prepare(history: &[Entry], ks: &KeySpace, opts: &CheckOptions, report: &mut R
         let e = &history[i];
         let line = || {
             format!(
-                "{}  [client {}] {} -> {:?}",
+                "{}  [client {}] {} -> {:?}: {}",
                 stamp(e.invoke, e.ret),
                 e.client,
                 e.op.show(ks),
-                e.res
+                e.res,
+                e.note
             )
         };
         let mut res = e.res.clone();

@@ -176,12 +176,13 @@ fn dump(opts: &RunOptions, entries: &[check::Entry], events: &[String]) {
     let mut text = String::new();
     for e in sorted {
         text.push_str(&format!(
-            "{} {} c{} {} -> {:?}\n",
+            "{} {} c{} {} -> {:?} {}\n",
             e.invoke,
             e.ret,
             e.client,
             e.op.show(&ks),
-            e.res
+            e.res,
+            e.note
         ));
     }
     for ev in events {

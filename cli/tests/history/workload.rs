@@ -280,6 +280,7 @@ where
         res: Res::Unknown(EddyCode::Unspecified),
         invoke,
         ret: 0,
+        note: String::new(),
     });
     let r = f.await;
     out.last_mut().expect("pushed").ret = clock.now();
@@ -291,7 +292,10 @@ fn finish(out: &mut [Entry], r: Result<Res, ClientError>) {
     let e = out.last_mut().expect("pushed");
     e.res = match r {
         Ok(res) => res,
-        Err(err) => res_of(err.code()),
+        Err(err) => {
+            e.note = err.to_string();
+            res_of(err.code())
+        }
     };
 }
 
