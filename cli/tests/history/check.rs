@@ -115,12 +115,14 @@ pub fn check(history: &[Entry], ks: &KeySpace, opts: &CheckOptions) -> Report {
     for (dirs, mut ops) in parts {
         ops.sort_by_key(|o| (o.inv, o.ret));
         // After a violation the op that could not be placed is made optional
-        // and the search runs again, so one run reports more than its first
-        // violation per partition (the later ones are approximate: the op
-        // left out is the first unplaceable one, not necessarily the culprit).
+        // and the search goes on from the longest prefix it found, so one run
+        // reports more than its first violation per partition. Only the first
+        // is exact: the op left out may not be the culprit, and another
+        // prefix might have gone further.
         let started = Instant::now();
+        let mut root: Option<Stuck> = None;
         for _ in 0..opts.max_violations_per_partition {
-            match search(&ops, ks, opts, started + opts.time_limit) {
+            match search(&ops, ks, opts, started + opts.time_limit, root.as_ref()) {
                 Outcome::Ok => break,
                 Outcome::Violation(why) => {
                     report.not_linearizable += 1;
@@ -133,6 +135,7 @@ pub fn check(history: &[Entry], ks: &KeySpace, opts: &CheckOptions) -> Report {
                         Some(o) => o.optional = true,
                         None => break,
                     }
+                    root = Some(why);
                 }
                 Outcome::Unknown(why) => {
                     report
@@ -345,10 +348,19 @@ fn state_hash(s: &State) -> u128 {
     ((a.finish() as u128) << 64) | b.finish() as u128
 }
 
-fn search(ops: &[SOp], ks: &KeySpace, opts: &CheckOptions, deadline: Instant) -> Outcome {
+/// Searches for a linearization of `ops`, from scratch or extending the
+/// prefix `root`.
+fn search(
+    ops: &[SOp],
+    ks: &KeySpace,
+    opts: &CheckOptions,
+    deadline: Instant,
+    root: Option<&Stuck>,
+) -> Outcome {
     let n = ops.len();
     let started = Instant::now();
-    let mut placed = vec![false; n];
+    let mut placed = root.map_or_else(|| vec![false; n], |r| r.placed.clone());
+    let state = root.map_or_else(State::default, |r| r.state.clone());
     // Zobrist keys: the placed set's fingerprint is the xor of its ops'.
     let mut rng = 0x2545_F491_4F6C_DD1Du64;
     let mut key = || {
@@ -362,8 +374,13 @@ fn search(ops: &[SOp], ks: &KeySpace, opts: &CheckOptions, deadline: Instant) ->
         k
     };
     let zob: Vec<u128> = (0..n).map(|_| key()).collect();
-    let mut set_key = 0u128;
-    let mut required_left = ops.iter().filter(|o| !o.optional).count();
+    let mut set_key = (0..n).filter(|&i| placed[i]).fold(0, |k, i| k ^ zob[i]);
+    let max_inv = (0..n)
+        .filter(|&i| placed[i])
+        .map(|i| ops[i].inv)
+        .max()
+        .unwrap_or(0);
+    let mut required_left = (0..n).filter(|&i| !placed[i] && !ops[i].optional).count();
     let mut seen: HashSet<(u128, u128)> = HashSet::new();
     let mut best: Option<Stuck> = None;
     let mut best_count = usize::MAX;
@@ -373,7 +390,7 @@ fn search(ops: &[SOp], ks: &KeySpace, opts: &CheckOptions, deadline: Instant) ->
         ks,
         worker_loss: opts.worker_loss,
     };
-    let mut stack = vec![ctx.node(&placed, State::default(), 0, 0, None)];
+    let mut stack = vec![ctx.node(&placed, state, 0, max_inv, None)];
     while let Some(top) = stack.last_mut() {
         if required_left == 0 {
             return Outcome::Ok;
