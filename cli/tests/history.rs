@@ -64,7 +64,7 @@ async fn history_ci() {
 
 /// Long runs by hand, driven by EDDY_HISTORY_SECS (per run, default 30),
 /// EDDY_HISTORY_RUNS (10), EDDY_HISTORY_MODE (shared|owner),
-/// EDDY_HISTORY_NEMESIS (master|worker), EDDY_HISTORY_SEED,
+/// EDDY_HISTORY_NEMESIS (master|worker|none), EDDY_HISTORY_SEED,
 /// EDDY_HISTORY_CT (percent of creates CACHE_THROUGH, 50),
 /// EDDY_HISTORY_STALE_MS (staleness allowed for reads of other clients'
 /// changes, 1250) and EDDY_HISTORY_CROSS (percent of renames across
@@ -78,7 +78,8 @@ async fn history_long() {
         Ok("owner") => Mode::Owner,
         _ => Mode::Shared,
     };
-    let target = match std::env::var("EDDY_HISTORY_NEMESIS").as_deref() {
+    let nemesis = std::env::var("EDDY_HISTORY_NEMESIS");
+    let target = match nemesis.as_deref() {
         Ok("worker") => Target::Worker,
         _ => Target::Master,
     };
@@ -89,6 +90,10 @@ async fn history_long() {
         o.workload.cache_through = env_or("EDDY_HISTORY_CT", 50);
         o.workload.cross_dir_renames = env_or("EDDY_HISTORY_CROSS", 0);
         o.check.stale_bound = env_or("EDDY_HISTORY_STALE_MS", 1250u64) * 1_000_000;
+        if nemesis.as_deref() == Ok("none") {
+            // No kills: races alone.
+            o.nemesis.max_kills = 0;
+        }
         let s = run_once(&o).await;
         s.print(10);
         bad += !s.report.ok() as u32;
@@ -288,6 +293,36 @@ fn checker_rejects_a_stale_read_by_the_writing_client() {
     h.push(e(0, 10, 11, Op::Rename { from: A, to: B }, Res::Done));
     h.push(e(0, 20, 21, Op::Read { path: A }, Res::Read(7)));
     assert_eq!(violations(&h, &lax).len(), 1);
+}
+
+#[test]
+fn checker_lets_a_failed_change_leave_the_cache_alone() {
+    // Client 1 read A (cached), client 0 replaced it; client 1's own create
+    // of A then failed: it changed nothing, so its next read may still be
+    // within the staleness bound of the other client's changes.
+    let mut h = Vec::new();
+    h.extend(create(0, 0, A, 7));
+    h.push(e(1, 5, 6, Op::Read { path: A }, Res::Read(7)));
+    h.push(e(0, 10, 11, Op::Delete { path: A }, Res::Done));
+    h.extend(create(0, 12, A, 8));
+    h.push(e(
+        1,
+        20,
+        21,
+        Op::Create {
+            path: A,
+            id: 9,
+            wt: WriteKind::MustCache,
+        },
+        Res::Err(EddyCode::AlreadyExists),
+    ));
+    h.push(e(1, 22, 23, Op::Read { path: A }, Res::Read(7)));
+    let lax = CheckOptions {
+        stale_bound: 15 * MS,
+        ..strict()
+    };
+    assert!(violations(&h, &lax).is_empty());
+    assert_eq!(violations(&h, &strict()).len(), 1);
 }
 
 #[test]

@@ -220,7 +220,9 @@ fn prepare(history: &[Entry], ks: &KeySpace, opts: &CheckOptions, report: &mut R
                 .max(floor)
                 .min(e.invoke);
         }
-        if e.op.is_mutation() {
+        // Only a change the client made (or may have made) binds its reads:
+        // a definite failure changed nothing, and nothing of the cache.
+        if e.op.is_mutation() && matches!(e.res, Res::Done | Res::Unknown(_)) {
             for p in touched {
                 // Strictly after it: a tie would let the read come first.
                 own.insert((e.client, p), e.ret.saturating_add(1));
@@ -551,9 +553,17 @@ fn explain(ops: &[SOp], s: &Stuck, history: &[Entry], ks: &KeySpace) -> String {
         }
         _ => None,
     };
+    // A close names no path: take its create's and where the file is now.
+    let mut paths = stuck.op.paths();
+    if let Op::Close { id } | Op::Discard { id } = stuck.op {
+        paths.extend(ops.iter().find_map(|o| match o.op {
+            Op::Create { path, id: c, .. } if c == id => Some(path),
+            _ => None,
+        }));
+        paths.extend(s.state.path_of(id));
+    }
     let related = |o: &SOp| {
-        let (a, b) = (o.op.paths(), stuck.op.paths());
-        a.iter().any(|p| b.contains(p))
+        o.op.paths().iter().any(|p| paths.contains(p))
             || (ids(o).is_some() && ids(o) == ids(stuck))
             || (matches!(o.op, Op::List { .. }) || matches!(stuck.op, Op::List { .. }))
                 && dir(o) == dir(stuck)

@@ -252,6 +252,11 @@ impl State {
             .map(|i| &self.files[i].1)
     }
 
+    /// Where the file of create `id` is.
+    pub fn path_of(&self, id: ContentId) -> Option<PathIdx> {
+        self.by_id(id).map(|i| self.files[i].0)
+    }
+
     fn by_id(&self, id: ContentId) -> Option<usize> {
         self.files.iter().position(|e| e.1.id == id)
     }
