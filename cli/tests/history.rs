@@ -104,6 +104,41 @@ async fn history_long() {
     );
 }
 
+/// Checks a history written by `EDDY_HISTORY_DUMP` again, without a
+/// cluster: `EDDY_HISTORY_REPLAY=FILE` (`EDDY_HISTORY_STALE_MS`,
+/// `EDDY_HISTORY_NEMESIS=worker` for DATA_LOST as the worker nemesis allows).
+#[test]
+#[ignore = "by hand: checks a dumped history again"]
+fn history_replay() {
+    let path = std::env::var("EDDY_HISTORY_REPLAY").expect("EDDY_HISTORY_REPLAY=FILE");
+    let text = std::fs::read_to_string(&path).expect("read the dump");
+    let o = RunOptions::standard(Mode::Shared, Target::Master, 0, 0);
+    let ks = o.workload.ks;
+    let h = history::replay::parse(&ks, &text).expect("parse the dump");
+    let opts = CheckOptions {
+        stale_bound: env_or("EDDY_HISTORY_STALE_MS", 1250u64) * MS,
+        worker_loss: std::env::var("EDDY_HISTORY_NEMESIS").as_deref() == Ok("worker"),
+        ..o.check
+    };
+    let started = std::time::Instant::now();
+    let r = check(&h, &ks, &opts);
+    println!(
+        "replay {path}: ops={} indeterminate={} violations={} (not-linearizable={} no-rule={} garbled={}) unknown={} in {:?}",
+        r.ops,
+        r.indeterminate,
+        r.violations.len(),
+        r.not_linearizable,
+        r.no_rule,
+        r.garbled,
+        r.unknown.len(),
+        started.elapsed()
+    );
+    println!("effort: {}", r.effort.join("; "));
+    for v in r.violations.iter().take(5).chain(&r.unknown) {
+        println!("---\n{v}");
+    }
+}
+
 // ---- the checker on hand-made histories ----
 
 const KS: KeySpace = KeySpace { dirs: 2, names: 4 };
@@ -164,6 +199,79 @@ fn content_names_its_create_and_catches_other_bytes() {
         assert!(parse_content(&other).is_err(), "a changed byte");
     }
     assert!(parse_content(b"").is_err());
+}
+
+#[test]
+fn a_dumped_history_reads_back_the_same() {
+    let mut h = Vec::new();
+    h.extend(create(0, 0, A, 7));
+    h.push(e(
+        1,
+        4,
+        5,
+        Op::Create {
+            path: X,
+            id: 9,
+            wt: WriteKind::CacheThrough,
+        },
+        Res::Unknown(EddyCode::DeadlineExceeded),
+    ));
+    h.push(e(1, 10, 11, Op::Read { path: A }, Res::Read(7)));
+    h.push(e(
+        1,
+        12,
+        13,
+        Op::Read { path: B },
+        Res::Garbled("8 bytes".into()),
+    ));
+    h.push(e(
+        1,
+        14,
+        15,
+        Op::Stat { path: A },
+        Res::Stat {
+            complete: true,
+            length: 99,
+            id: Some(7),
+        },
+    ));
+    h.push(e(
+        1,
+        16,
+        17,
+        Op::Stat { path: B },
+        Res::Stat {
+            complete: false,
+            length: 0,
+            id: None,
+        },
+    ));
+    h.push(e(
+        0,
+        20,
+        21,
+        Op::Rename { from: A, to: B },
+        Res::Err(EddyCode::AlreadyExists),
+    ));
+    h.push(e(
+        1,
+        34,
+        35,
+        Op::List { dir: 0 },
+        Res::List(vec![(B, true), (2, false)]),
+    ));
+    h.push(e(1, 36, 37, Op::List { dir: 1 }, Res::List(vec![])));
+    h.push(e(
+        2,
+        40,
+        41,
+        Op::Delete { path: B },
+        Res::Err(EddyCode::FileIncomplete),
+    ));
+    h[2].note = "a message (NOT_FOUND)".into();
+    let text = history::dump_text(&KS, &h, &["1.000 kill -9 master 0".into()]);
+    let back = history::replay::parse(&KS, &text).unwrap();
+    assert_eq!(format!("{back:?}"), format!("{h:?}"));
 }
 
 #[test]

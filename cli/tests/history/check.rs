@@ -67,6 +67,10 @@ impl Default for CheckOptions {
     }
 }
 
+/// The time left for finding further violations in a partition after its
+/// first (they are approximate anyway; the verdict is already known).
+const RECOUNT_TIME: Duration = Duration::from_secs(5);
+
 /// The checker's answer for a whole history.
 #[derive(Debug, Default)]
 pub struct Report {
@@ -84,6 +88,8 @@ pub struct Report {
     pub violations: Vec<String>,
     /// Partitions whose search hit a bound: neither ok nor a violation.
     pub unknown: Vec<String>,
+    /// Per partition: its ops, searches, search nodes and time.
+    pub effort: Vec<String>,
 }
 
 impl Report {
@@ -120,9 +126,12 @@ pub fn check(history: &[Entry], ks: &KeySpace, opts: &CheckOptions) -> Report {
         // is exact: the op left out may not be the culprit, and another
         // prefix might have gone further.
         let started = Instant::now();
+        let mut deadline = started + opts.time_limit;
         let mut root: Option<Stuck> = None;
+        let (mut searches, mut nodes) = (0, 0);
         for _ in 0..opts.max_violations_per_partition {
-            match search(&ops, ks, opts, started + opts.time_limit, root.as_ref()) {
+            searches += 1;
+            match search(&ops, ks, opts, deadline, root.as_ref(), &mut nodes) {
                 Outcome::Ok => break,
                 Outcome::Violation(why) => {
                     report.not_linearizable += 1;
@@ -136,7 +145,12 @@ pub fn check(history: &[Entry], ks: &KeySpace, opts: &CheckOptions) -> Report {
                         None => break,
                     }
                     root = Some(why);
+                    // The partition is known to be violated; further counting
+                    // gets a short budget of its own.
+                    deadline = deadline.min(Instant::now() + RECOUNT_TIME);
                 }
+                // Past the first violation a bound only ends the counting.
+                Outcome::Unknown(_) if root.is_some() => break,
                 Outcome::Unknown(why) => {
                     report
                         .unknown
@@ -145,6 +159,12 @@ pub fn check(history: &[Entry], ks: &KeySpace, opts: &CheckOptions) -> Report {
                 }
             }
         }
+        report.effort.push(format!(
+            "{}: {} ops, {searches} searches, {nodes} nodes, {:?}",
+            show_dirs(ks, &dirs),
+            ops.len(),
+            started.elapsed()
+        ));
     }
     report
 }
@@ -240,7 +260,7 @@ fn prepare(history: &[Entry], ks: &KeySpace, opts: &CheckOptions, report: &mut R
         }
         out.push(SOp {
             entry: i,
-            op: e.op.clone(),
+            op: e.op,
             res,
             inv,
             ret,
@@ -358,6 +378,7 @@ fn search(
     opts: &CheckOptions,
     deadline: Instant,
     root: Option<&Stuck>,
+    total_nodes: &mut u64,
 ) -> Outcome {
     let n = ops.len();
     let started = Instant::now();
@@ -427,6 +448,7 @@ fn search(
             continue;
         };
         nodes += 1;
+        *total_nodes += 1;
         if nodes > opts.max_nodes || (nodes.is_multiple_of(4096) && Instant::now() > deadline) {
             return Outcome::Unknown(format!(
                 "search bound hit ({nodes} nodes, {:?}, {n} ops): unknown",
@@ -495,9 +517,7 @@ impl Ctx<'_> {
         let free = req.iter().copied().find(|&i| {
             read_only(&ops[i])
                 && ops[i].inv <= min_opt_ret
-                && state
-                    .step(self.ks, &ops[i].op, &ops[i].res, self.worker_loss)
-                    .is_some()
+                && state.unchanged(self.ks, &ops[i].op, &ops[i].res, self.worker_loss) == Some(true)
         });
         let cands = match free {
             Some(i) => vec![i],

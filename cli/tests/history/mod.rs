@@ -5,6 +5,7 @@
 pub mod check;
 pub mod model;
 pub mod nemesis;
+pub mod replay;
 pub mod workload;
 
 use std::time::{Duration, Instant};
@@ -170,24 +171,7 @@ fn dump(opts: &RunOptions, entries: &[check::Entry], events: &[String]) {
     let Ok(dir) = std::env::var("EDDY_HISTORY_DUMP") else {
         return;
     };
-    let mut sorted: Vec<&check::Entry> = entries.iter().collect();
-    sorted.sort_by_key(|e| e.invoke);
-    let ks = opts.workload.ks;
-    let mut text = String::new();
-    for e in sorted {
-        text.push_str(&format!(
-            "{} {} c{} {} -> {:?} {}\n",
-            e.invoke,
-            e.ret,
-            e.client,
-            e.op.show(&ks),
-            e.res,
-            e.note
-        ));
-    }
-    for ev in events {
-        text.push_str(&format!("nemesis {ev}\n"));
-    }
+    let text = dump_text(&opts.workload.ks, entries, events);
     let name = format!(
         "history-{:?}-{:?}-{}.txt",
         opts.workload.mode, opts.nemesis.target, opts.workload.seed
@@ -198,4 +182,26 @@ fn dump(opts: &RunOptions, entries: &[check::Entry], events: &[String]) {
     } else {
         println!("history written to {}", path.display());
     }
+}
+
+/// The text of a dump (see [`dump`]); [`replay::parse`] reads it back.
+pub fn dump_text(ks: &model::KeySpace, entries: &[check::Entry], events: &[String]) -> String {
+    let mut sorted: Vec<&check::Entry> = entries.iter().collect();
+    sorted.sort_by_key(|e| e.invoke);
+    let mut text = String::new();
+    for e in sorted {
+        text.push_str(&format!(
+            "{} {} c{} {} -> {:?} {}\n",
+            e.invoke,
+            e.ret,
+            e.client,
+            e.op.show(ks),
+            e.res,
+            e.note
+        ));
+    }
+    for ev in events {
+        text.push_str(&format!("nemesis {ev}\n"));
+    }
+    text
 }

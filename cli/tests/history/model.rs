@@ -108,7 +108,7 @@ pub enum WriteKind {
 }
 
 /// One operation as a client invoked it.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Op {
     /// `FileSystem::create`: the path appears, incomplete, holding `id`.
     Create {
@@ -277,85 +277,78 @@ impl State {
     /// impossible in this state. An indeterminate result is its operation's
     /// success (the search may also leave it out: it never happened).
     pub fn step(&self, ks: &KeySpace, op: &Op, res: &Res, worker_loss: bool) -> Option<State> {
-        let ok = matches!(res, Res::Done | Res::Unknown(_));
-        let err = |c: EddyCode| *res == Res::Err(c);
-        let same = || Some(self.clone());
+        if let Some(legal) = self.unchanged(ks, op, res, worker_loss) {
+            return legal.then(|| self.clone());
+        }
         let mut next = self.clone();
         match *op {
-            Op::Create { path, id, wt } => match self.get(path) {
-                None if ok => {
-                    next.insert(
-                        path,
-                        File {
-                            id,
-                            complete: false,
-                            wt,
-                        },
-                    );
-                    Some(next)
-                }
-                Some(_) if err(EddyCode::AlreadyExists) => same(),
-                _ => None,
-            },
-            Op::Close { id } => match self.by_id(id) {
-                Some(i) if ok && !self.files[i].1.complete => {
-                    next.files[i].1.complete = true;
-                    Some(next)
-                }
-                None if err(EddyCode::NotFound) => same(),
-                _ => None,
-            },
-            Op::Discard { id } => {
+            Op::Create { path, id, wt } => {
+                self.get(path).is_none().then_some(())?;
+                next.insert(
+                    path,
+                    File {
+                        id,
+                        complete: false,
+                        wt,
+                    },
+                );
+            }
+            Op::Close { id } => {
                 let i = self.by_id(id)?;
-                next.files.remove(i);
-                Some(next)
+                (!self.files[i].1.complete).then_some(())?;
+                next.files[i].1.complete = true;
+            }
+            Op::Discard { id } => {
+                next.files.remove(self.by_id(id)?);
             }
             Op::Rename { from, to } => {
-                let (src, dst) = (self.get(from), self.get(to));
-                if ok && from != to && dst.is_none() {
-                    let f = next.remove(from)?;
-                    next.insert(to, f);
-                    Some(next)
-                } else if (err(EddyCode::NotFound) && src.is_none())
-                    || (err(EddyCode::AlreadyExists) && dst.is_some())
-                {
-                    same()
-                } else {
-                    None
-                }
+                (from != to && self.get(to).is_none()).then_some(())?;
+                let f = next.remove(from)?;
+                next.insert(to, f);
             }
-            Op::Delete { path } => match self.get(path) {
-                Some(_) if ok => {
-                    next.remove(path);
-                    Some(next)
-                }
-                None if err(EddyCode::NotFound) => same(),
-                _ => None,
-            },
-            Op::Stat { path } => self.check_stat(path, res).then(same)?,
-            Op::Read { path } => {
-                let f = self.get(path);
-                let legal = match (res, f) {
-                    (Res::Read(id), Some(f)) => f.complete && f.id == *id,
-                    (Res::Err(EddyCode::NotFound), None) => true,
-                    (Res::Err(EddyCode::FileIncomplete), Some(f)) => !f.complete,
-                    (Res::Err(EddyCode::DataLost), Some(f)) => {
-                        worker_loss && f.complete && f.wt == WriteKind::MustCache
-                    }
-                    _ => false,
-                };
-                legal.then(same)?
+            Op::Delete { path } => {
+                next.remove(path)?;
             }
-            Op::List { dir } => {
-                let Res::List(names) = res else { return None };
-                let have = self
-                    .files
-                    .iter()
-                    .filter(|(p, _)| ks.dir_of(*p) == dir)
-                    .map(|(p, f)| (*p, f.complete));
-                have.eq(names.iter().copied()).then(same)?
-            }
+            Op::Stat { .. } | Op::Read { .. } | Op::List { .. } => return None,
         }
+        Some(next)
+    }
+
+    /// For a call that leaves the state as it is (a read, stat or list; a
+    /// definite failure): whether its result is legal here. `None` for a
+    /// success (or indeterminate result) of a mutation.
+    pub fn unchanged(&self, ks: &KeySpace, op: &Op, res: &Res, worker_loss: bool) -> Option<bool> {
+        let present = |p: PathIdx| self.get(p).is_some();
+        Some(match (*op, res) {
+            (Op::Stat { path }, _) => self.check_stat(path, res),
+            (Op::Read { path }, _) => match (res, self.get(path)) {
+                (Res::Read(id), Some(f)) => f.complete && f.id == *id,
+                (Res::Err(EddyCode::NotFound), None) => true,
+                (Res::Err(EddyCode::FileIncomplete), Some(f)) => !f.complete,
+                (Res::Err(EddyCode::DataLost), Some(f)) => {
+                    worker_loss && f.complete && f.wt == WriteKind::MustCache
+                }
+                _ => false,
+            },
+            (Op::List { dir }, Res::List(names)) => self
+                .files
+                .iter()
+                .filter(|(p, _)| ks.dir_of(*p) == dir)
+                .map(|(p, f)| (*p, f.complete))
+                .eq(names.iter().copied()),
+            (Op::List { .. }, _) => false,
+            (Op::Create { path, .. }, Res::Err(c)) => {
+                *c == EddyCode::AlreadyExists && present(path)
+            }
+            (Op::Close { id }, Res::Err(c)) => *c == EddyCode::NotFound && self.by_id(id).is_none(),
+            (Op::Rename { from, to }, Res::Err(c)) => {
+                (*c == EddyCode::NotFound && !present(from))
+                    || (*c == EddyCode::AlreadyExists && present(to))
+            }
+            (Op::Delete { path }, Res::Err(c)) => *c == EddyCode::NotFound && !present(path),
+            (Op::Discard { .. }, Res::Err(_)) => false,
+            _ => return None,
+        })
     }
 
     fn check_stat(&self, path: PathIdx, res: &Res) -> bool {
