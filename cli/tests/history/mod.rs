@@ -93,6 +93,7 @@ impl Summary {
     pub fn print(&self, max: usize) {
         println!("{}", self.line());
         println!("nemesis: {}", self.nemesis.join("; "));
+        println!("checker: {}", self.report.effort.join("; "));
         let v = &self.report.violations;
         let (nl, other): (Vec<_>, Vec<_>) = v.iter().partition(|v| v.contains("not linearizable"));
         for v in nl.iter().take(max).chain(other.iter().take(max)) {
@@ -123,7 +124,8 @@ async fn settle(fs: &eddy_client::FileSystem, workers: usize) {
 pub async fn run_once(opts: &RunOptions) -> Summary {
     let dir = tempfile::tempdir().expect("temp dir");
     let mut cluster = LocalCluster::start(dir.path(), 1, "default_block_size = 65536", "");
-    let addr = cluster.master_addrs()[0].clone();
+    let masters = cluster.master_addrs();
+    let addr = masters[0].clone();
     let ks = opts.workload.ks;
     let setup = eddy_client::FileSystem::connect(&addr)
         .await
@@ -138,7 +140,7 @@ pub async fn run_once(opts: &RunOptions) -> Summary {
         let log = nemesis::run(&mut cluster, &nopts, clock, deadline);
         (cluster, log)
     });
-    let mut rec = workload::run(&addr, &opts.workload, clock, deadline).await;
+    let mut rec = workload::run(&masters, &opts.workload, clock, deadline).await;
     let (cluster, nlog) =
         tokio::task::spawn_blocking(move || nemesis.join().expect("nemesis thread"))
             .await
@@ -146,7 +148,7 @@ pub async fn run_once(opts: &RunOptions) -> Summary {
     settle(&setup, cluster.workers()).await;
     let timeout = opts.workload.timeout;
     rec.entries
-        .extend(workload::final_reads(&addr, &ks, opts.workload.clients, clock, timeout).await);
+        .extend(workload::final_reads(&masters, &ks, opts.workload.clients, clock, timeout).await);
     workload::resolve_inodes(&mut rec.entries, &rec.inodes);
     dump(opts, &rec.entries, &nlog.events);
     let o = opts.check.clone();

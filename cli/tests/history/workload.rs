@@ -83,9 +83,11 @@ pub async fn setup(fs: &FileSystem, ks: &KeySpace) {
     }
 }
 
-fn fs_for(addr: &str, client: u32, timeout: Duration) -> FileSystem {
+/// A client of the cluster whose masters are `masters`. The client takes
+/// one address today; with several masters it will take the list.
+fn fs_for(masters: &[String], client: u32, timeout: Duration) -> FileSystem {
     let master =
-        eddy_client::MasterClient::lazy_with_timeout(addr, timeout).expect("master address");
+        eddy_client::MasterClient::lazy_with_timeout(&masters[0], timeout).expect("master address");
     let opts = ClientOptions {
         // Half the clients read and write through shared memory.
         short_circuit: client.is_multiple_of(2),
@@ -103,11 +105,16 @@ pub struct Recorded {
 }
 
 /// Runs the clients until `deadline`; returns what they recorded.
-pub async fn run(addr: &str, opts: &WorkloadOptions, clock: Clock, deadline: Instant) -> Recorded {
+pub async fn run(
+    masters: &[String],
+    opts: &WorkloadOptions,
+    clock: Clock,
+    deadline: Instant,
+) -> Recorded {
     let opts = Arc::new(opts.clone());
     let mut tasks = Vec::new();
     for c in 0..opts.clients {
-        let fs = fs_for(addr, c, opts.timeout);
+        let fs = fs_for(masters, c, opts.timeout);
         let opts = opts.clone();
         tasks.push(tokio::spawn(async move {
             client(fs, c, &opts, clock, deadline).await
@@ -400,13 +407,13 @@ fn list_res(ks: &KeySpace, dir: u16, l: Vec<pb::FileStatus>) -> Res {
 /// Final reads by a fresh client after the nemesis stopped: every
 /// directory listed and every path read, strictly (no cache yet).
 pub async fn final_reads(
-    addr: &str,
+    masters: &[String],
     ks: &KeySpace,
     client: u32,
     clock: Clock,
     timeout: Duration,
 ) -> Vec<Entry> {
-    let fs = fs_for(addr, 1, timeout);
+    let fs = fs_for(masters, 1, timeout);
     let mut out = Vec::new();
     for d in 0..ks.dirs {
         let r = record(
