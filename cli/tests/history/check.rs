@@ -84,6 +84,9 @@ pub struct Report {
     pub no_rule: usize,
     /// Of the violations: reads of bytes that are no create's content.
     pub garbled: usize,
+    /// Of the violations: file (inode) ids that two creates were given
+    /// (found by the recorder, not the checker).
+    pub id_reused: usize,
     /// One explanation per violation.
     pub violations: Vec<String>,
     /// Partitions whose search hit a bound: neither ok nor a violation.

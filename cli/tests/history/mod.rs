@@ -71,7 +71,7 @@ impl Summary {
     pub fn line(&self) -> String {
         let o = &self.opts;
         format!(
-            "history: mode={:?} nemesis={:?} secs={} seed={} ops={} kills={} indeterminate={} partitions={} violations={} (not-linearizable={} no-rule={} garbled={}) unknown={}",
+            "history: mode={:?} nemesis={:?} secs={} seed={} ops={} kills={} indeterminate={} partitions={} violations={} (not-linearizable={} no-rule={} garbled={} id-reused={}) unknown={}",
             o.workload.mode,
             o.nemesis.target,
             o.secs.as_secs(),
@@ -84,6 +84,7 @@ impl Summary {
             self.report.not_linearizable,
             self.report.no_rule,
             self.report.garbled,
+            self.report.id_reused,
             self.report.unknown.len()
         )
     }
@@ -153,9 +154,11 @@ pub async fn run_once(opts: &RunOptions) -> Summary {
     dump(opts, &rec.entries, &nlog.events);
     let o = opts.check.clone();
     let entries = rec.entries;
-    let report = tokio::task::spawn_blocking(move || check::check(&entries, &ks, &o))
+    let mut report = tokio::task::spawn_blocking(move || check::check(&entries, &ks, &o))
         .await
         .expect("checker");
+    report.id_reused = rec.reused.len();
+    report.violations.extend(rec.reused);
     drop(cluster);
     Summary {
         opts: opts.clone(),

@@ -102,6 +102,9 @@ fn fs_for(masters: &[String], client: u32, timeout: Duration) -> FileSystem {
 pub struct Recorded {
     pub entries: Vec<Entry>,
     pub inodes: std::collections::HashMap<u64, ContentId>,
+    /// Inode ids that two successful closes reported (for two creates):
+    /// file ids are never reused (block ids are made from them).
+    pub reused: Vec<String>,
 }
 
 /// Runs the clients until `deadline`; returns what they recorded.
@@ -124,7 +127,13 @@ pub async fn run(
     for t in tasks {
         let (entries, inodes) = t.await.expect("client task");
         all.entries.extend(entries);
-        all.inodes.extend(inodes);
+        for (inode, id) in inodes {
+            if let Some(old) = all.inodes.insert(inode, id) {
+                all.reused.push(format!(
+                    "inode id {inode} was reported by the closes of two creates: {old:#x} and {id:#x}"
+                ));
+            }
+        }
     }
     all
 }
