@@ -66,9 +66,10 @@ async fn history_ci() {
 /// EDDY_HISTORY_RUNS (10), EDDY_HISTORY_MODE (shared|owner),
 /// EDDY_HISTORY_NEMESIS (master|worker|none), EDDY_HISTORY_SEED,
 /// EDDY_HISTORY_CT (percent of creates CACHE_THROUGH, 50),
-/// EDDY_HISTORY_STALE_MS (staleness allowed for reads of other clients'
-/// changes, 1250) and EDDY_HISTORY_CROSS (percent of renames across
-/// directories, 0; joins the partitions).
+/// EDDY_HISTORY_TTL_MS (the clients' metadata cache, 0: none; reads of
+/// other clients' changes may then be that stale plus 250 ms),
+/// EDDY_HISTORY_STALE_MS (overrides that allowance) and EDDY_HISTORY_CROSS
+/// (percent of renames across directories, 0; joins the partitions).
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 #[ignore = "long: run by hand (see the file's doc)"]
 async fn history_long() {
@@ -89,7 +90,14 @@ async fn history_long() {
         let mut o = RunOptions::standard(mode, target, secs, seed + r as u64);
         o.workload.cache_through = env_or("EDDY_HISTORY_CT", 50);
         o.workload.cross_dir_renames = env_or("EDDY_HISTORY_CROSS", 0);
-        o.check.stale_bound = env_or("EDDY_HISTORY_STALE_MS", 1250u64) * 1_000_000;
+        let ttl = std::time::Duration::from_millis(env_or("EDDY_HISTORY_TTL_MS", 0));
+        o = o.with_metadata_ttl(ttl);
+        if let Some(ms) = std::env::var("EDDY_HISTORY_STALE_MS")
+            .ok()
+            .and_then(|v| v.parse::<u64>().ok())
+        {
+            o.check.stale_bound = ms * MS;
+        }
         if nemesis.as_deref() == Ok("none") {
             // No kills: races alone.
             o.nemesis.max_kills = 0;
@@ -105,8 +113,9 @@ async fn history_long() {
 }
 
 /// Checks a history written by `EDDY_HISTORY_DUMP` again, without a
-/// cluster: `EDDY_HISTORY_REPLAY=FILE` (`EDDY_HISTORY_STALE_MS`,
-/// `EDDY_HISTORY_NEMESIS=worker` for DATA_LOST as the worker nemesis allows).
+/// cluster: `EDDY_HISTORY_REPLAY=FILE` (`EDDY_HISTORY_STALE_MS`, 0 unless
+/// given; `EDDY_HISTORY_NEMESIS=worker` for DATA_LOST as the worker nemesis
+/// allows).
 #[test]
 #[ignore = "by hand: checks a dumped history again"]
 fn history_replay() {
@@ -116,7 +125,7 @@ fn history_replay() {
     let ks = o.workload.ks;
     let h = history::replay::parse(&ks, &text).expect("parse the dump");
     let opts = CheckOptions {
-        stale_bound: env_or("EDDY_HISTORY_STALE_MS", 1250u64) * MS,
+        stale_bound: env_or("EDDY_HISTORY_STALE_MS", 0u64) * MS,
         worker_loss: std::env::var("EDDY_HISTORY_NEMESIS").as_deref() == Ok("worker"),
         ..o.check
     };

@@ -25,7 +25,8 @@ pub struct RunOptions {
 
 impl RunOptions {
     /// The standard run: 6 clients on 4 directories of 6 names, half the
-    /// creates CACHE_THROUGH, a kill every 3-6 s.
+    /// creates CACHE_THROUGH, a kill every 3-6 s, no metadata cache (every
+    /// read is checked strictly).
     pub fn standard(mode: Mode, target: Target, secs: u64, seed: u64) -> Self {
         RunOptions {
             secs: Duration::from_secs(secs),
@@ -37,6 +38,7 @@ impl RunOptions {
                 cross_dir_renames: 0,
                 cache_through: 50,
                 timeout: Duration::from_secs(5),
+                metadata_ttl: Duration::ZERO,
             },
             nemesis: NemesisOptions {
                 target,
@@ -46,16 +48,31 @@ impl RunOptions {
                 seed,
             },
             check: CheckOptions {
-                // The client reuses file metadata for up to 1 s (fetched
-                // during an earlier call, hence the margin); its own changes
-                // drop it at once, which the checker holds strictly.
-                stale_bound: 1_250_000_000,
+                stale_bound: 0,
                 worker_loss: target == Target::Worker,
                 ..Default::default()
             },
         }
     }
+
+    /// With the clients' metadata cache on for `ttl`: the checker lets
+    /// reads of other clients' changes be that stale, plus a margin (the
+    /// cached answer was fetched during an earlier call), and still holds
+    /// each client strictly to its own changes.
+    pub fn with_metadata_ttl(mut self, ttl: Duration) -> Self {
+        self.workload.metadata_ttl = ttl;
+        self.check.stale_bound = if ttl.is_zero() {
+            0
+        } else {
+            (ttl + STALE_MARGIN).as_nanos() as u64
+        };
+        self
+    }
 }
+
+/// How much older than the cache's TTL a cached answer may be: it was
+/// fetched during a call that began before it was stored.
+pub const STALE_MARGIN: Duration = Duration::from_millis(250);
 
 /// What a run did and what the checker found.
 #[derive(Debug)]

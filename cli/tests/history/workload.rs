@@ -37,6 +37,9 @@ pub struct WorkloadOptions {
     pub cache_through: u32,
     /// The clients' per-exchange timeout.
     pub timeout: Duration,
+    /// The clients' `ClientOptions::metadata_ttl`: how stale their view of
+    /// other clients' changes may be (zero: none).
+    pub metadata_ttl: Duration,
 }
 
 /// A small seeded generator (xorshift64*): runs repeat from their seed.
@@ -85,13 +88,19 @@ pub async fn setup(fs: &FileSystem, ks: &KeySpace) {
 
 /// A client of the cluster whose masters are `masters`. The client takes
 /// one address today; with several masters it will take the list.
-fn fs_for(masters: &[String], client: u32, timeout: Duration) -> FileSystem {
+fn fs_for(
+    masters: &[String],
+    client: u32,
+    timeout: Duration,
+    metadata_ttl: Duration,
+) -> FileSystem {
     let master =
         eddy_client::MasterClient::lazy_with_timeout(&masters[0], timeout).expect("master address");
     let opts = ClientOptions {
         // Half the clients read and write through shared memory.
         short_circuit: client.is_multiple_of(2),
         timeout,
+        metadata_ttl,
     };
     FileSystem::with_master_opts(master, opts)
 }
@@ -117,7 +126,7 @@ pub async fn run(
     let opts = Arc::new(opts.clone());
     let mut tasks = Vec::new();
     for c in 0..opts.clients {
-        let fs = fs_for(masters, c, opts.timeout);
+        let fs = fs_for(masters, c, opts.timeout, opts.metadata_ttl);
         let opts = opts.clone();
         tasks.push(tokio::spawn(async move {
             client(fs, c, &opts, clock, deadline).await
@@ -422,7 +431,7 @@ pub async fn final_reads(
     clock: Clock,
     timeout: Duration,
 ) -> Vec<Entry> {
-    let fs = fs_for(masters, 1, timeout);
+    let fs = fs_for(masters, 1, timeout, Duration::ZERO);
     let mut out = Vec::new();
     for d in 0..ks.dirs {
         let r = record(
