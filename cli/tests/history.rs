@@ -443,6 +443,48 @@ fn checker_lets_a_failed_change_leave_the_cache_alone() {
 }
 
 #[test]
+fn checker_holds_a_create_that_answered_not_found_to_its_word() {
+    // Another client deleted the new file before it could be written.
+    let c = e(
+        0,
+        0,
+        10,
+        Op::Create {
+            path: A,
+            id: 7,
+            wt: WriteKind::CacheThrough,
+        },
+        Res::Err(EddyCode::NotFound),
+    );
+    let seen = e(
+        1,
+        2,
+        3,
+        Op::Stat { path: A },
+        Res::Stat {
+            complete: false,
+            length: 0,
+            id: None,
+        },
+    );
+    let deleted = e(1, 4, 5, Op::Delete { path: A }, Res::Done);
+    assert!(violations(&[c.clone(), seen.clone(), deleted], &strict()).is_empty());
+    // Said NOT_FOUND, yet its file is still there afterwards.
+    let after = e(
+        1,
+        20,
+        21,
+        Op::Stat { path: A },
+        Res::Stat {
+            complete: false,
+            length: 0,
+            id: None,
+        },
+    );
+    assert_eq!(violations(&[c, seen, after], &strict()).len(), 1);
+}
+
+#[test]
 fn checker_accepts_an_indeterminate_create_either_way() {
     let unknown = Res::Unknown(EddyCode::Unavailable);
     let c = e(

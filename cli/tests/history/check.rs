@@ -21,6 +21,8 @@
 use std::collections::{HashMap, HashSet};
 use std::time::{Duration, Instant};
 
+use eddy_client::EddyCode;
+
 use super::model::{KeySpace, NEVER, Op, PathIdx, Res, State, Time, code_has_rule};
 
 /// One recorded call.
@@ -217,6 +219,22 @@ fn prepare(history: &[Entry], ks: &KeySpace, opts: &CheckOptions, report: &mut R
                 res = Res::Unknown(*c);
             }
             Res::Unknown(_) if !e.op.is_mutation() => continue,
+            // The file was made, then deleted or moved by another client
+            // before it could be written: the create is optional (it may have
+            // been seen), and nothing of it may be left when it answered.
+            Res::Err(EddyCode::NotFound) if matches!(e.op, Op::Create { .. }) => {
+                res = Res::Unknown(EddyCode::NotFound);
+                if let Op::Create { id, .. } = e.op {
+                    out.push(SOp {
+                        entry: i,
+                        op: Op::Gone { id },
+                        res: e.res.clone(),
+                        inv: e.ret,
+                        ret: e.ret,
+                        optional: false,
+                    });
+                }
+            }
             _ => {}
         }
         let indeterminate = matches!(res, Res::Unknown(_));
@@ -288,7 +306,7 @@ fn partition(sops: Vec<SOp>, history: &[Entry], ks: &KeySpace) -> Vec<(Vec<u16>,
     let dirs_of = |op: &Op, create_dir: &HashMap<u64, u16>| -> Vec<u16> {
         match op {
             Op::List { dir } => vec![*dir],
-            Op::Close { id } | Op::Discard { id } => {
+            Op::Close { id } | Op::Discard { id } | Op::Gone { id } => {
                 create_dir.get(id).copied().into_iter().collect()
             }
             op => op.paths().iter().map(|p| ks.dir_of(*p)).collect(),
@@ -571,14 +589,13 @@ fn explain(ops: &[SOp], s: &Stuck, history: &[Entry], ks: &KeySpace) -> String {
         _ => None,
     };
     let ids = |o: &SOp| match (&o.op, &o.res) {
-        (Op::Create { id, .. } | Op::Close { id } | Op::Discard { id }, _) | (_, Res::Read(id)) => {
-            Some(*id)
-        }
+        (Op::Create { id, .. } | Op::Close { id } | Op::Discard { id } | Op::Gone { id }, _)
+        | (_, Res::Read(id)) => Some(*id),
         _ => None,
     };
     // A close names no path: take its create's and where the file is now.
     let mut paths = stuck.op.paths();
-    if let Op::Close { id } | Op::Discard { id } = stuck.op {
+    if let Op::Close { id } | Op::Discard { id } | Op::Gone { id } = stuck.op {
         paths.extend(ops.iter().find_map(|o| match o.op {
             Op::Create { path, id: c, .. } if c == id => Some(path),
             _ => None,

@@ -127,6 +127,13 @@ pub enum Op {
     Discard {
         id: ContentId,
     },
+    /// A create that answered NOT_FOUND: another client deleted (or moved)
+    /// its file before it could be written. Never recorded by a client; the
+    /// checker adds one at the create's return: no file of create `id` is
+    /// left then.
+    Gone {
+        id: ContentId,
+    },
     Rename {
         from: PathIdx,
         to: PathIdx,
@@ -147,7 +154,10 @@ pub enum Op {
 
 impl Op {
     pub fn is_mutation(&self) -> bool {
-        !matches!(self, Op::Stat { .. } | Op::Read { .. } | Op::List { .. })
+        !matches!(
+            self,
+            Op::Stat { .. } | Op::Read { .. } | Op::List { .. } | Op::Gone { .. }
+        )
     }
 
     /// The paths whose state this operation depends on or changes (none for
@@ -159,7 +169,7 @@ impl Op {
             | Op::Stat { path }
             | Op::Read { path } => vec![path],
             Op::Rename { from, to } => vec![from, to],
-            Op::Close { .. } | Op::Discard { .. } | Op::List { .. } => vec![],
+            Op::Close { .. } | Op::Discard { .. } | Op::Gone { .. } | Op::List { .. } => vec![],
         }
     }
 
@@ -168,6 +178,7 @@ impl Op {
             Op::Create { path, id, wt } => format!("create {} id={id:#x} {wt:?}", ks.path(*path)),
             Op::Close { id } => format!("write+close id={id:#x}"),
             Op::Discard { id } => format!("(library clean-up) delete id={id:#x}"),
+            Op::Gone { id } => format!("(create answered NOT_FOUND) no file of id={id:#x} is left"),
             Op::Rename { from, to } => format!("rename {} {}", ks.path(*from), ks.path(*to)),
             Op::Delete { path } => format!("delete {}", ks.path(*path)),
             Op::Stat { path } => format!("stat {}", ks.path(*path)),
@@ -219,14 +230,14 @@ pub fn is_indeterminate(code: EddyCode) -> bool {
 pub fn code_has_rule(op: &Op, code: EddyCode, worker_loss: bool) -> bool {
     use EddyCode as C;
     match op {
-        Op::Create { .. } => code == C::AlreadyExists,
+        Op::Create { .. } => matches!(code, C::AlreadyExists | C::NotFound),
         Op::Close { .. } => code == C::NotFound,
         Op::Rename { .. } => matches!(code, C::NotFound | C::AlreadyExists),
         Op::Delete { .. } | Op::Stat { .. } => code == C::NotFound,
         Op::Read { .. } => {
             matches!(code, C::NotFound | C::FileIncomplete) || (worker_loss && code == C::DataLost)
         }
-        Op::List { .. } | Op::Discard { .. } => false,
+        Op::List { .. } | Op::Discard { .. } | Op::Gone { .. } => false,
     }
 }
 
@@ -309,7 +320,7 @@ impl State {
             Op::Delete { path } => {
                 next.remove(path)?;
             }
-            Op::Stat { .. } | Op::Read { .. } | Op::List { .. } => return None,
+            Op::Stat { .. } | Op::Read { .. } | Op::List { .. } | Op::Gone { .. } => return None,
         }
         Some(next)
     }
@@ -337,6 +348,7 @@ impl State {
                 .map(|(p, f)| (*p, f.complete))
                 .eq(names.iter().copied()),
             (Op::List { .. }, _) => false,
+            (Op::Gone { id }, _) => self.by_id(id).is_none(),
             (Op::Create { path, .. }, Res::Err(c)) => {
                 *c == EddyCode::AlreadyExists && present(path)
             }
