@@ -430,3 +430,40 @@ async fn a_file_deleted_while_written_through_leaves_nothing() {
     assert!(ufs_files(&ufs).is_empty(), "{:?}", ufs_files(&ufs));
     drop(w);
 }
+
+/// A read never answers from a change that is not durable yet: a stat
+/// racing a delete whose commit is in flight waits for it, so when the
+/// master dies before the commit the stat has not said NOT_FOUND of a file
+/// that is still there after the restart.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn reads_wait_for_what_they_saw_to_be_durable() {
+    let dir = tempfile::tempdir().unwrap();
+    // Every commit takes 400 ms: a window to read and crash in.
+    let slow = [("EDDY_COMMIT_DELAY_MS", "400")];
+    let m = MasterProc::start_full(dir.path(), "127.0.0.1:0", "", &slow);
+    let addr = m.addr.clone();
+    let (a, b) = (m.client().await, m.client().await);
+    a.create_file("/x", &CreateOptions::default())
+        .await
+        .unwrap();
+    a.complete_file("/x", 0, false).await.unwrap();
+    let deleting = tokio::spawn(async move { a.delete("/x", false).await });
+    // The delete is applied in memory at once and durable 400 ms later;
+    // there is no signal for the first, so give it a moment.
+    tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    let reading = tokio::spawn(async move { b.stat("/x").await });
+    tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    m.kill9();
+    let _ = deleting.await.unwrap();
+    match reading.await.unwrap() {
+        Ok(st) => assert_eq!(st.path, b"/x"),
+        Err(e) => assert_ne!(
+            code_of(e),
+            EddyCode::NotFound,
+            "the stat answered from a delete that was never durable"
+        ),
+    }
+    let m = MasterProc::start_bound(dir.path(), &addr, "");
+    let c = m.client().await;
+    assert!(c.exists("/x").await.unwrap(), "the delete never committed");
+}

@@ -8,6 +8,7 @@
 mod block_info;
 mod codec;
 pub mod config;
+mod durable;
 pub mod error;
 mod files;
 pub mod inode;

@@ -188,7 +188,16 @@ fn load(db: &Database) -> Result<Loaded, String> {
 }
 
 fn committer(db: &Database, rx: mpsc::Receiver<Batch>) {
+    // Test-only: `EDDY_COMMIT_DELAY_MS` holds every commit back that long,
+    // so tests can act (read, kill -9) while a change is not durable yet.
+    let delay = std::env::var("EDDY_COMMIT_DELAY_MS")
+        .ok()
+        .and_then(|v| v.parse::<u64>().ok())
+        .map(std::time::Duration::from_millis);
     while let Ok(first) = rx.recv() {
+        if let Some(d) = delay {
+            std::thread::sleep(d);
+        }
         let mut batches = vec![first];
         let mut n_ops = batches[0].ops.len();
         while n_ops < MAX_OPS_PER_TXN {

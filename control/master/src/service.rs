@@ -94,6 +94,8 @@ pub struct MasterState {
     pub(crate) ufs_locks: crate::staging::UfsLocks,
     /// The registration grace period after a restart.
     pub(crate) grace: crate::registration::Grace,
+    /// Answers wait until what they read is durable (`crate::durable`).
+    pub(crate) durability: Arc<crate::durable::Durability>,
 }
 
 impl MasterState {
@@ -110,6 +112,7 @@ impl MasterState {
             next_intent: AtomicU64::new(1),
             ufs_locks: Default::default(),
             grace: Default::default(),
+            durability: Default::default(),
         }
     }
 
@@ -142,7 +145,8 @@ impl MasterState {
                 std::mem::take(&mut fx.dropped_blocks),
                 std::mem::take(&mut fx.dropped_files),
             );
-            let commit = (!fx.is_empty()).then(|| self.store.submit(fx.into_ops()));
+            let commit = (!fx.is_empty())
+                .then(|| (self.durability.submit(), self.store.submit(fx.into_ops())));
             (value, (commit, dropped))
         };
         let (commit, (blocks, files)) = commit;
@@ -153,8 +157,20 @@ impl MasterState {
                 reg.drop_file_blocks(f);
             }
         }
-        if let Some(c) = commit {
-            c.await?;
+        if let Some((seq, c)) = commit {
+            // Marked durable by a task of its own: this call may be dropped
+            // (its client gave up) while the commit goes on, and readers
+            // wait for the mark.
+            let durability = self.durability.clone();
+            tokio::spawn(async move {
+                let r = c.await;
+                if r.is_ok() {
+                    durability.done(seq);
+                }
+                r
+            })
+            .await
+            .map_err(|e| MasterError::Metastore(format!("commit task: {e}")))??;
         }
         Ok(value)
     }
@@ -512,6 +528,9 @@ impl MasterState {
                 ns.mkdir(&path, r.recursive, r.allow_exists, &attrs, true, now, fx)
             })
             .await?;
+        } else {
+            // Already there: an answer read from the namespace, as a stat.
+            self.durability.settle().await;
         }
         self.status_of(&path)
     }
@@ -1240,18 +1259,39 @@ impl MasterState {
 #[derive(Clone)]
 pub struct MasterRpc(pub Arc<MasterState>);
 
+impl MasterRpc {
+    /// A read's answer, once everything it may have seen is durable.
+    async fn read<T>(&self, f: impl std::future::Future<Output = Result<T>>) -> Result<T> {
+        let r = f.await;
+        self.0.durability.settle().await;
+        r
+    }
+
+    /// A change's answer. Success waited for its own commit, which follows
+    /// every commit it depended on; a refusal may rest on a change not
+    /// durable yet (ALREADY_EXISTS of a file whose create is in flight), so
+    /// it waits as a read does.
+    async fn change<T>(&self, f: impl std::future::Future<Output = Result<T>>) -> Result<T> {
+        let r = f.await;
+        if r.is_err() {
+            self.0.durability.settle().await;
+        }
+        r
+    }
+}
+
 type Rpc<T> = std::result::Result<Response<T>, Status>;
 
 #[tonic::async_trait]
 impl pb::file_system_master_server::FileSystemMaster for MasterRpc {
     async fn mkdir(&self, r: Request<pb::MkdirRequest>) -> Rpc<pb::MkdirResponse> {
-        let status = self.0.mkdir(r.into_inner()).await?;
+        let status = self.change(self.0.mkdir(r.into_inner())).await?;
         Ok(Response::new(pb::MkdirResponse {
             status: Some(status),
         }))
     }
     async fn create_file(&self, r: Request<pb::CreateFileRequest>) -> Rpc<pb::CreateFileResponse> {
-        let (status, ufs) = self.0.create_file(r.into_inner()).await?;
+        let (status, ufs) = self.change(self.0.create_file(r.into_inner())).await?;
         Ok(Response::new(pb::CreateFileResponse {
             status: Some(status),
             ufs: Some(ufs),
@@ -1261,47 +1301,49 @@ impl pb::file_system_master_server::FileSystemMaster for MasterRpc {
         &self,
         r: Request<pb::CompleteFileRequest>,
     ) -> Rpc<pb::CompleteFileResponse> {
-        let status = self.0.complete_file(r.into_inner()).await?;
+        let status = self.change(self.0.complete_file(r.into_inner())).await?;
         Ok(Response::new(pb::CompleteFileResponse {
             status: Some(status),
         }))
     }
     async fn get_status(&self, r: Request<pb::GetStatusRequest>) -> Rpc<pb::GetStatusResponse> {
-        let status = self.0.get_status(r.into_inner()).await?;
+        let status = self.read(self.0.get_status(r.into_inner())).await?;
         Ok(Response::new(pb::GetStatusResponse {
             status: Some(status),
         }))
     }
     async fn exists(&self, r: Request<pb::ExistsRequest>) -> Rpc<pb::ExistsResponse> {
-        let exists = self.0.exists(r.into_inner()).await?;
+        let exists = self.read(self.0.exists(r.into_inner())).await?;
         Ok(Response::new(pb::ExistsResponse { exists }))
     }
     async fn list_status(&self, r: Request<pb::ListStatusRequest>) -> Rpc<pb::ListStatusResponse> {
-        Ok(Response::new(self.0.list_status(r.into_inner()).await?))
+        Ok(Response::new(
+            self.read(self.0.list_status(r.into_inner())).await?,
+        ))
     }
     async fn rename(&self, r: Request<pb::RenameRequest>) -> Rpc<pb::RenameResponse> {
-        self.0.rename(r.into_inner()).await?;
+        self.change(self.0.rename(r.into_inner())).await?;
         Ok(Response::new(pb::RenameResponse {}))
     }
     async fn delete(&self, r: Request<pb::DeleteRequest>) -> Rpc<pb::DeleteResponse> {
-        self.0.delete(r.into_inner()).await?;
+        self.change(self.0.delete(r.into_inner())).await?;
         Ok(Response::new(pb::DeleteResponse {}))
     }
     async fn set_attribute(
         &self,
         r: Request<pb::SetAttributeRequest>,
     ) -> Rpc<pb::SetAttributeResponse> {
-        let status = self.0.set_attribute(r.into_inner()).await?;
+        let status = self.change(self.0.set_attribute(r.into_inner())).await?;
         Ok(Response::new(pb::SetAttributeResponse {
             status: Some(status),
         }))
     }
     async fn mount(&self, r: Request<pb::MountRequest>) -> Rpc<pb::MountResponse> {
-        self.0.mount(r.into_inner()).await?;
+        self.change(self.0.mount(r.into_inner())).await?;
         Ok(Response::new(pb::MountResponse {}))
     }
     async fn unmount(&self, r: Request<pb::UnmountRequest>) -> Rpc<pb::UnmountResponse> {
-        self.0.unmount(r.into_inner()).await?;
+        self.change(self.0.unmount(r.into_inner())).await?;
         Ok(Response::new(pb::UnmountResponse {}))
     }
     async fn list_mounts(&self, _: Request<pb::ListMountsRequest>) -> Rpc<pb::ListMountsResponse> {
@@ -1313,10 +1355,12 @@ impl pb::file_system_master_server::FileSystemMaster for MasterRpc {
         &self,
         r: Request<pb::GetFileBlocksRequest>,
     ) -> Rpc<pb::GetFileBlocksResponse> {
-        Ok(Response::new(self.0.get_file_blocks(r.into_inner()).await?))
+        Ok(Response::new(
+            self.read(self.0.get_file_blocks(r.into_inner())).await?,
+        ))
     }
     async fn free(&self, r: Request<pb::FreeRequest>) -> Rpc<pb::FreeResponse> {
-        let blocks_freed = self.0.free(r.into_inner()).await?;
+        let blocks_freed = self.change(self.0.free(r.into_inner())).await?;
         Ok(Response::new(pb::FreeResponse { blocks_freed }))
     }
     async fn check_consistency(
@@ -1328,7 +1372,7 @@ impl pb::file_system_master_server::FileSystemMaster for MasterRpc {
         ))
     }
     async fn persist(&self, r: Request<pb::PersistRequest>) -> Rpc<pb::PersistResponse> {
-        let files = self.0.persist(r.into_inner()).await?;
+        let files = self.change(self.0.persist(r.into_inner())).await?;
         Ok(Response::new(pb::PersistResponse { files }))
     }
 }
