@@ -84,6 +84,22 @@ async fn racing_deletes_leave_no_intent_that_deletes_a_later_file() {
     drop(w);
 }
 
+/// Waits until worker `w` caches no block (a free reaches it with its
+/// next heartbeat).
+async fn none_cached(fs: &FileSystem, w: &WorkerProc) {
+    common::eventually(std::time::Duration::from_secs(10), "blocks dropped", || {
+        let (fs, addr) = (fs.clone(), w.addr.clone());
+        async move {
+            fs.worker_stats(&addr)
+                .await
+                .unwrap()
+                .iter()
+                .any(|(k, v)| k == "blocks_cached" && *v == 0)
+        }
+    })
+    .await;
+}
+
 /// Waits until `n` workers are registered with the master `fs` talks to
 /// (after a master restart, until each worker's next heartbeat).
 async fn wait_workers(fs: &FileSystem, n: usize) {
@@ -279,41 +295,15 @@ async fn a_fill_never_reads_another_files_bytes() {
     put(&b, "/p", &old, pb::WriteType::CacheThrough).await;
     // `a` fills the block once (the worker keeps the master's answer about
     // it for a moment) and caches the file's metadata.
-    let waddr = w.addr.clone();
-    let none_cached = || {
-        let (b, waddr) = (b.clone(), waddr.clone());
-        async move {
-            b.worker_stats(&waddr)
-                .await
-                .unwrap()
-                .iter()
-                .any(|(k, v)| k == "blocks_cached" && *v == 0)
-        }
-    };
     b.free("/p", false, false).await.unwrap();
-    common::eventually(
-        std::time::Duration::from_secs(10),
-        "blocks dropped",
-        none_cached,
-    )
-    .await;
+    none_cached(&b, &w).await;
     assert!(get(&a, "/p").await == old);
     b.free("/p", false, false).await.unwrap();
-    common::eventually(
-        std::time::Duration::from_secs(10),
-        "blocks dropped",
-        none_cached,
-    )
-    .await;
+    none_cached(&b, &w).await;
     b.rename("/p", "/q").await.unwrap();
     put(&b, "/p", &new, pb::WriteType::CacheThrough).await;
     b.free("/p", false, false).await.unwrap();
-    common::eventually(
-        std::time::Duration::from_secs(10),
-        "blocks dropped",
-        none_cached,
-    )
-    .await;
+    none_cached(&b, &w).await;
     match a.open("/p", &Default::default()).await {
         Ok(mut r) => match r.read_to_end().await {
             Ok(got) => assert!(
@@ -388,18 +378,7 @@ async fn a_stale_reader_re_resolves_the_path() {
     put(&b, "/s", &data, pb::WriteType::CacheThrough).await;
     assert!(get(&a, "/s").await == data, "cached in a's metadata");
     b.free("/s", false, false).await.unwrap();
-    let waddr = w.addr.clone();
-    common::eventually(std::time::Duration::from_secs(10), "blocks dropped", || {
-        let (b, waddr) = (b.clone(), waddr.clone());
-        async move {
-            b.worker_stats(&waddr)
-                .await
-                .unwrap()
-                .iter()
-                .any(|(k, v)| k == "blocks_cached" && *v == 0)
-        }
-    })
-    .await;
+    none_cached(&b, &w).await;
     b.rename("/s", "/s2").await.unwrap();
     let r = a.open("/s", &Default::default()).await;
     let e = match r {

@@ -160,25 +160,10 @@ impl MasterState {
                     "{shown} (file id {id}, deleted while being written)"
                 )));
             };
-            let (mount, key) = self.ufs_target(&path);
-            let _held = self.ufs_lock(mount.id).await;
-            let ufs = self.ufs(&mount).await?;
-            let intent = self
-                .begin_intent(&Intent::Place {
-                    path: path.clone(),
-                    ino: id,
-                })
-                .await?;
-            let st = match self.place(&ufs, id, &key).await {
-                Ok(st) => st,
-                Err(e) => {
-                    self.drop_intent(intent);
-                    return Err(e);
-                }
-            };
+            let placed = self.place_at(id, &path).await?;
+            let st = &placed.st;
             if st.length != r.length {
-                self.unplace(&ufs, id, &key).await;
-                self.drop_intent(intent);
+                self.unplace(&placed).await;
                 return Err(MasterError::InvalidArgument(format!(
                     "{shown}: the under-storage copy is {} bytes, the writer reported {}; write the file again",
                     st.length, r.length
@@ -197,22 +182,18 @@ impl MasterState {
                         return Ok(None);
                     }
                     ns.complete_id(id, &done, now, fx)?;
-                    fx.ops.push(MetaOp::DeleteIntent(intent));
+                    fx.ops.push(MetaOp::DeleteIntent(placed.intent));
                     self.status_in(ns, id).map(Some)
                 })
                 .await;
             match committed {
                 Ok(Some(status)) => return Ok(status),
                 // Renamed meanwhile (that takes no lock): move it again.
-                Ok(None) => {
-                    self.unplace(&ufs, id, &key).await;
-                    self.drop_intent(intent);
-                }
+                Ok(None) => self.unplace(&placed).await,
                 Err(e) => {
-                    self.unplace(&ufs, id, &key).await;
-                    self.drop_intent(intent);
+                    self.unplace(&placed).await;
                     if self.ns.read().get(id).is_none() {
-                        self.drop_staged(&mount, vec![id]).await;
+                        self.drop_staged(&placed.mount, vec![id]).await;
                     }
                     return Err(e);
                 }
@@ -256,22 +237,8 @@ impl MasterState {
                 }
                 return Ok(());
             };
-            let (mount, key) = self.ufs_target(&path);
-            let _held = self.ufs_lock(mount.id).await;
-            let ufs = self.ufs(&mount).await?;
-            let intent = self
-                .begin_intent(&Intent::Place {
-                    path: path.clone(),
-                    ino: id,
-                })
-                .await?;
-            let st = match self.place(&ufs, id, &key).await {
-                Ok(st) => st,
-                Err(e) => {
-                    self.drop_intent(intent);
-                    return Err(e);
-                }
-            };
+            let placed = self.place_at(id, &path).await?;
+            let st = &placed.st;
             let committed = self
                 .mutate(|ns, fx| {
                     let same = ns.path_of(id).as_ref() == Some(&path)
@@ -282,22 +249,18 @@ impl MasterState {
                         return Ok(false);
                     }
                     ns.persist_done(id, &st.fingerprint, fx);
-                    fx.ops.push(MetaOp::DeleteIntent(intent));
+                    fx.ops.push(MetaOp::DeleteIntent(placed.intent));
                     Ok(true)
                 })
                 .await;
             match committed {
                 Ok(true) => {
-                    tracing::info!("file {id} persisted to {key}");
+                    tracing::info!("file {id} persisted to {}", placed.key);
                     return Ok(());
                 }
-                Ok(false) => {
-                    self.unplace(&ufs, id, &key).await;
-                    self.drop_intent(intent);
-                }
+                Ok(false) => self.unplace(&placed).await,
                 Err(e) => {
-                    self.unplace(&ufs, id, &key).await;
-                    self.drop_intent(intent);
+                    self.unplace(&placed).await;
                     return Err(e);
                 }
             }

@@ -24,6 +24,7 @@ use std::sync::Arc;
 use eddy_ufs::{UfsError, UfsPath, UnderFileSystem};
 
 use crate::error::{MasterError, Result};
+use crate::intent::Intent;
 use crate::mount::MountPoint;
 use crate::path::EddyPath;
 use crate::service::MasterState;
@@ -147,34 +148,78 @@ impl MasterState {
                 .is_some_and(|i| i.flag(crate::inode::FLAG_PERSIST_PENDING))
     }
 
-    /// Moves file `id`'s staging object to `path`'s key on `ufs` and
-    /// returns what is there now (its fingerprint and length are what the
-    /// file records).
-    pub(crate) async fn place(
-        &self,
-        ufs: &Arc<dyn UnderFileSystem>,
-        id: u64,
-        to: &UfsPath,
-    ) -> Result<eddy_ufs::UfsStatus> {
-        ufs.place(&key(id), to).await.map_err(|e| match e {
+    /// Moves file `id`'s staging object to where `path` lives, under the
+    /// mount's lock and with a place intent, and returns what is there now
+    /// (its fingerprint and length are what the file records). The caller
+    /// commits (deleting `Placed::intent` in the batch) or [`Self::unplace`]s.
+    pub(crate) async fn place_at(&self, id: u64, path: &EddyPath) -> Result<Placed> {
+        let (mount, key) = self.ufs_target(path);
+        let held = self.ufs_lock(mount.id).await;
+        let ufs = self.ufs(&mount).await?;
+        let intent = self
+            .begin_intent(&Intent::Place {
+                path: path.clone(),
+                ino: id,
+            })
+            .await?;
+        let moved = ufs.place(&self::key(id), &key).await.map_err(|e| match e {
             UfsError::NotFound(_) => MasterError::NotFound(format!(
                 "the under-storage copy of file id {id} (staging name {}; the write did not finish, write the file again)",
-                key(id)
+                self::key(id)
             )),
             e => e.into(),
-        })?;
+        });
+        if let Err(e) = moved {
+            self.drop_intent(intent);
+            return Err(e);
+        }
         crate::service::failpoint("after-ufs-place");
-        Ok(ufs.stat(to).await?)
+        let st = match ufs.stat(&key).await {
+            Ok(st) => st,
+            Err(e) => {
+                self.put_back(&ufs, &key, id, intent).await;
+                return Err(e.into());
+            }
+        };
+        Ok(Placed {
+            _held: held,
+            ufs,
+            mount,
+            key,
+            id,
+            intent,
+            st,
+        })
     }
 
-    /// Undoes a [`Self::place`] whose commit did not happen: the object goes
-    /// back to its staging name. A failure leaves the intent for the next
-    /// start.
-    pub(crate) async fn unplace(&self, ufs: &Arc<dyn UnderFileSystem>, id: u64, from: &UfsPath) {
-        if let Err(e) = ufs.place(from, &key(id)).await {
-            tracing::warn!("could not move {from} back to the staging name of file {id}: {e}");
+    /// Undoes a [`Self::place_at`] whose commit did not happen: the object
+    /// goes back to its staging name and the intent goes. A failure to move
+    /// it back leaves the intent for the next start.
+    pub(crate) async fn unplace(&self, p: &Placed) {
+        self.put_back(&p.ufs, &p.key, p.id, p.intent).await;
+    }
+
+    async fn put_back(&self, ufs: &Arc<dyn UnderFileSystem>, at: &UfsPath, id: u64, intent: u64) {
+        match ufs.place(at, &key(id)).await {
+            Ok(()) => self.drop_intent(intent),
+            Err(e) => {
+                tracing::warn!("could not move {at} back to the staging name of file {id}: {e}")
+            }
         }
     }
+}
+
+/// A staged object moved into place, its commit pending; holds the mount's
+/// under-storage lock until dropped.
+pub(crate) struct Placed {
+    _held: tokio::sync::OwnedRwLockWriteGuard<()>,
+    ufs: Arc<dyn UnderFileSystem>,
+    pub mount: MountPoint,
+    pub key: UfsPath,
+    id: u64,
+    pub intent: u64,
+    /// What is at `key` now.
+    pub st: eddy_ufs::UfsStatus,
 }
 
 #[cfg(test)]
