@@ -127,6 +127,19 @@ impl LocalUfs {
         }
     }
 
+    /// rename(2) of `from` to `to`, creating `to`'s parent directories first.
+    async fn rename_creating_parent(&self, from: &UfsPath, to: &UfsPath) -> Result<()> {
+        let (src, dst) = (self.full(from), self.full(to));
+        if let Some(parent) = dst.parent() {
+            tokio::fs::create_dir_all(parent)
+                .await
+                .map_err(|e| self.io_err(to, e))?;
+        }
+        tokio::fs::rename(&src, &dst)
+            .await
+            .map_err(|e| self.io_err(from, e))
+    }
+
     /// Fails unless the root is there: creating parents must never recreate it.
     fn require_root(&self) -> Result<()> {
         self.root_gone().map_or(Ok(()), Err)
@@ -381,14 +394,7 @@ impl UnderFileSystem for LocalUfs {
         if tokio::fs::symlink_metadata(&dst).await.is_ok() {
             return Err(UfsError::AlreadyExists(to.to_string()));
         }
-        if let Some(parent) = dst.parent() {
-            tokio::fs::create_dir_all(parent)
-                .await
-                .map_err(|e| self.io_err(to, e))?;
-        }
-        tokio::fs::rename(&src, &dst)
-            .await
-            .map_err(|e| self.io_err(from, e))
+        self.rename_creating_parent(from, to).await
     }
 
     /// One rename(2): atomic, and it replaces a file at `to`.
@@ -397,18 +403,13 @@ impl UnderFileSystem for LocalUfs {
             return Err(UfsError::IsADirectory(to.to_string()));
         }
         self.require_root()?;
-        let (src, dst) = (self.full(from), self.full(to));
-        if tokio::fs::metadata(&dst).await.is_ok_and(|m| m.is_dir()) {
+        if tokio::fs::metadata(self.full(to))
+            .await
+            .is_ok_and(|m| m.is_dir())
+        {
             return Err(UfsError::IsADirectory(to.to_string()));
         }
-        if let Some(parent) = dst.parent() {
-            tokio::fs::create_dir_all(parent)
-                .await
-                .map_err(|e| self.io_err(to, e))?;
-        }
-        tokio::fs::rename(&src, &dst)
-            .await
-            .map_err(|e| self.io_err(from, e))
+        self.rename_creating_parent(from, to).await
     }
 }
 
