@@ -7,6 +7,7 @@ use std::time::Duration;
 use eddy_proto::pb;
 use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
+use tokio::time::MissedTickBehavior;
 
 use crate::config::MasterConfig;
 use crate::error::{MasterError, Result};
@@ -68,6 +69,26 @@ fn root_uri(raw: &str) -> Result<String> {
     Ok(format!("file://{}", abs.display()))
 }
 
+/// Runs `check` every `period` in a task of its own, for as long as the
+/// master's state lives (the task holds it only while a check runs, so a
+/// dropped master stops its checkers).
+fn every<F, Fut>(state: &Arc<MasterState>, period: Duration, missed: MissedTickBehavior, check: F)
+where
+    F: Fn(Arc<MasterState>) -> Fut + Send + 'static,
+    Fut: std::future::Future<Output = ()> + Send,
+{
+    let weak = Arc::downgrade(state);
+    tokio::spawn(async move {
+        let mut tick = tokio::time::interval(period);
+        tick.set_missed_tick_behavior(missed);
+        loop {
+            tick.tick().await;
+            let Some(s) = weak.upgrade() else { return };
+            check(s).await;
+        }
+    });
+}
+
 /// Opens the metastore, recovers or creates the namespace, and starts serving.
 pub async fn start(cfg: MasterConfig) -> Result<RunningMaster> {
     let addr: SocketAddr = cfg.bind.parse().map_err(|_| {
@@ -118,53 +139,34 @@ pub async fn start(cfg: MasterConfig) -> Result<RunningMaster> {
         state.begin_registration_grace();
     }
 
-    let checker = Arc::downgrade(&state);
-    let period = Duration::from_millis((cfg.worker_lost_after_ms / 4).max(10));
-    tokio::spawn(async move {
-        let mut tick = tokio::time::interval(period);
-        loop {
-            tick.tick().await;
-            match checker.upgrade() {
-                Some(s) => s.expire_workers(),
-                None => return,
+    let period = |ms: u64| Duration::from_millis(ms.max(10));
+    every(
+        &state,
+        period(cfg.worker_lost_after_ms / 4),
+        MissedTickBehavior::Burst,
+        |s| async move { s.expire_workers() },
+    );
+    every(
+        &state,
+        period(cfg.ttl_check_interval_ms),
+        MissedTickBehavior::Delay,
+        |s| async move {
+            s.check_ttls().await;
+        },
+    );
+    every(
+        &state,
+        period(cfg.replication_check_interval_ms),
+        MissedTickBehavior::Burst,
+        |s| async move {
+            // Locations are partial until workers have registered
+            // again: copies and persists would be planned on half a map.
+            if !s.reg.lock().awaiting_workers {
+                s.check_replication();
+                s.check_persists();
             }
-        }
-    });
-
-    let ttl = Arc::downgrade(&state);
-    let period = Duration::from_millis(cfg.ttl_check_interval_ms.max(10));
-    tokio::spawn(async move {
-        let mut tick = tokio::time::interval(period);
-        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-        loop {
-            tick.tick().await;
-            match ttl.upgrade() {
-                Some(s) => {
-                    s.check_ttls().await;
-                }
-                None => return,
-            }
-        }
-    });
-
-    let repl = Arc::downgrade(&state);
-    let period = Duration::from_millis(cfg.replication_check_interval_ms.max(10));
-    tokio::spawn(async move {
-        let mut tick = tokio::time::interval(period);
-        loop {
-            tick.tick().await;
-            match repl.upgrade() {
-                // Locations are partial until workers have registered
-                // again: copies and persists would be planned on half a map.
-                Some(s) if s.reg.lock().awaiting_workers => {}
-                Some(s) => {
-                    s.check_replication();
-                    s.check_persists();
-                }
-                None => return,
-            }
-        }
-    });
+        },
+    );
 
     crate::metrics::register(&state);
     let rpc = MasterRpc(state.clone());
