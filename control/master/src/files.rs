@@ -31,6 +31,34 @@ fn raced(what: &str, path: &EddyPath) -> MasterError {
 }
 
 impl MasterState {
+    pub async fn mkdir(&self, r: pb::MkdirRequest) -> Result<pb::FileStatus> {
+        let path = EddyPath::parse_bytes(&r.path)?;
+        let attrs = NewAttrs {
+            mode: r.mode,
+            owner: r.owner,
+            group: r.group,
+            ..Default::default()
+        };
+        self.load_parent(&path).await?;
+        let exists = self
+            .ns
+            .read()
+            .check_mkdir(&path, r.recursive, r.allow_exists, &attrs)?;
+        if exists.is_none() {
+            let (mount, key) = self.ufs_target(&path);
+            self.ufs(&mount).await?.mkdir(&key).await?;
+            let now = now_ms();
+            self.mutate(|ns, fx| {
+                ns.mkdir(&path, r.recursive, r.allow_exists, &attrs, true, now, fx)
+            })
+            .await?;
+        } else {
+            // Already there: an answer read from the namespace, as a stat.
+            self.durability.settle().await;
+        }
+        self.status_of(&path)
+    }
+
     /// The status of file `id` as `ns` has it (inside a mutation).
     fn status_in(&self, ns: &Namespace, id: u64) -> Result<pb::FileStatus> {
         let ino = ns

@@ -5,7 +5,10 @@
 //! no I/O (`namespace`, `placement`, `workers`); `service` does the I/O
 //! (under-storage, metastore) around them; `server` wires gRPC.
 
+mod admin;
 mod block_info;
+mod blocks;
+mod checkers;
 mod codec;
 pub mod config;
 mod durable;
@@ -25,9 +28,11 @@ mod recover;
 mod refingerprint;
 pub mod registration;
 pub mod replication;
+pub mod rpc;
 pub mod server;
 pub mod service;
 mod staging;
+mod sync;
 pub mod table;
 pub mod workers;
 
