@@ -10,7 +10,7 @@ use crate::error::{MasterError, Result};
 use crate::inode::*;
 use crate::limits;
 use crate::mount::{MountPoint, SYNC_NEVER};
-use crate::namespace::AttrChange;
+use crate::namespace::{AttrChange, FreeOpts};
 use crate::path::EddyPath;
 use crate::service::{MasterState, now_ms};
 
@@ -236,7 +236,13 @@ impl MasterState {
     pub async fn free(&self, r: pb::FreeRequest) -> Result<u64> {
         let path = EddyPath::parse_bytes(&r.path)?;
         self.sync_path(&path, None).await?;
-        let blocks = self.ns.read().free_targets(&path, r.recursive, r.force)?;
+        let blocks = self.ns.read().free_targets(
+            &path,
+            FreeOpts {
+                recursive: r.recursive,
+                force: r.force,
+            },
+        )?;
         Ok(self.reg.lock().drop_blocks(blocks))
     }
 }

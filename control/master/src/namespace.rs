@@ -103,6 +103,45 @@ pub struct AttrChange {
     pub recursive: bool,
 }
 
+/// How `mkdir` treats missing ancestors and an existing directory.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct MkdirOpts {
+    /// Create missing ancestors too (`mkdir -p`).
+    pub recursive: bool,
+    /// An existing directory is success, not ALREADY_EXISTS.
+    pub allow_exists: bool,
+    /// The new directories exist in the under-storage too.
+    pub persisted: bool,
+}
+
+/// How `create_file` treats missing ancestors.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct CreateOpts {
+    /// Create missing ancestor directories too.
+    pub recursive: bool,
+    /// Those ancestors exist in the under-storage too.
+    pub parents_persisted: bool,
+}
+
+/// What a `delete` may remove.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct DeleteOpts {
+    /// A non-empty directory is removed with everything below it.
+    pub recursive: bool,
+    /// Eddy's entry only: the under-storage copy stays (so read-only
+    /// mounts allow it).
+    pub eddy_only: bool,
+}
+
+/// What a `free` may drop.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct FreeOpts {
+    /// A non-empty directory is freed with everything below it.
+    pub recursive: bool,
+    /// Pinned files are freed too.
+    pub force: bool,
+}
+
 pub struct Namespace {
     inodes: InodeTable,
     next_id: u64,
@@ -425,16 +464,15 @@ impl Namespace {
     }
 
     /// Validates a mkdir without doing it: `Some(id)` when the directory
-    /// already exists and `allow_exists` accepts that.
+    /// already exists and `opts.allow_exists` accepts that.
     pub fn check_mkdir(
         &self,
         path: &EddyPath,
-        recursive: bool,
-        allow_exists: bool,
+        opts: MkdirOpts,
         attrs: &NewAttrs,
     ) -> Result<Option<u64>> {
         if let Some(id) = self.lookup(path) {
-            return if self.inodes[&id].is_dir() && allow_exists {
+            return if self.inodes[&id].is_dir() && opts.allow_exists {
                 Ok(Some(id))
             } else if self.inodes[&id].is_dir() {
                 Err(MasterError::AlreadyExists(path.to_string()))
@@ -447,33 +485,28 @@ impl Namespace {
         }
         validate_owner(&attrs.owner, &attrs.group)?;
         self.check_writable(path)?;
-        self.parent_for_create(path, recursive)?;
+        self.parent_for_create(path, opts.recursive)?;
         Ok(None)
     }
 
-    /// Creates directory `path` (and missing ancestors if `recursive`).
-    // Each flag is a distinct request field; a struct would only rename them.
-    #[allow(clippy::too_many_arguments)]
-    /// Returns the directory's id. `persisted`: the directory exists in the
-    /// under-storage too.
+    /// Creates directory `path` (and missing ancestors if `opts.recursive`).
+    /// Returns the directory's id.
     pub fn mkdir(
         &mut self,
         path: &EddyPath,
-        recursive: bool,
-        allow_exists: bool,
+        opts: MkdirOpts,
         attrs: &NewAttrs,
-        persisted: bool,
         now: i64,
         fx: &mut Effects,
     ) -> Result<u64> {
-        if let Some(id) = self.check_mkdir(path, recursive, allow_exists, attrs)? {
+        if let Some(id) = self.check_mkdir(path, opts, attrs)? {
             return Ok(id);
         }
-        let (mut parent, missing) = self.parent_for_create(path, recursive)?;
+        let (mut parent, missing) = self.parent_for_create(path, opts.recursive)?;
         for name in missing {
             let id = self.alloc_id(fx);
             let mut ino = self.new_inode(id, parent, name, true, attrs, now);
-            ino.set_flag(FLAG_PERSISTED, persisted);
+            ino.set_flag(FLAG_PERSISTED, opts.persisted);
             parent = self.attach(ino, fx);
         }
         Ok(parent)
@@ -507,14 +540,13 @@ impl Namespace {
     pub fn create_file(
         &mut self,
         path: &EddyPath,
-        recursive: bool,
+        opts: CreateOpts,
         attrs: &NewAttrs,
-        parents_persisted: bool,
         now: i64,
         fx: &mut Effects,
     ) -> Result<u64> {
-        self.check_create(path, recursive, attrs)?;
-        let (mut parent, missing) = self.parent_for_create(path, recursive)?;
+        self.check_create(path, opts.recursive, attrs)?;
+        let (mut parent, missing) = self.parent_for_create(path, opts.recursive)?;
         let dir_attrs = NewAttrs {
             mode: None,
             ..attrs.clone()
@@ -523,7 +555,7 @@ impl Namespace {
         for name in dirs {
             let id = self.alloc_id(fx);
             let mut ino = self.new_inode(id, parent, name, true, &dir_attrs, now);
-            ino.set_flag(FLAG_PERSISTED, parents_persisted);
+            ino.set_flag(FLAG_PERSISTED, opts.parents_persisted);
             parent = self.attach(ino, fx);
         }
         let id = self.alloc_id(fx);

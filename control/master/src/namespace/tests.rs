@@ -1,6 +1,28 @@
 use super::*;
 
 const NOW: i64 = 1_000;
+/// The options tests use most, named for the commands they mirror.
+const MKDIR: MkdirOpts = MkdirOpts {
+    recursive: false,
+    allow_exists: false,
+    persisted: true,
+};
+const MKDIR_P: MkdirOpts = MkdirOpts {
+    recursive: true,
+    ..MKDIR
+};
+const CREATE: CreateOpts = CreateOpts {
+    recursive: false,
+    parents_persisted: true,
+};
+const RM: DeleteOpts = DeleteOpts {
+    recursive: false,
+    eddy_only: false,
+};
+const RM_R: DeleteOpts = DeleteOpts {
+    recursive: true,
+    eddy_only: false,
+};
 
 fn p(s: &str) -> EddyPath {
     EddyPath::parse(s).unwrap()
@@ -30,11 +52,9 @@ fn expired_ttls_are_found_outermost_first_and_bounds_listed() {
     let mut n = ns();
     let mut f = fx();
     let a = NewAttrs::default();
-    n.mkdir(&p("/d"), false, false, &a, true, NOW, &mut f)
-        .unwrap();
+    n.mkdir(&p("/d"), MKDIR, &a, NOW, &mut f).unwrap();
     for name in ["/d/x", "/y", "/z"] {
-        n.create_file(&p(name), false, &a, true, NOW, &mut f)
-            .unwrap();
+        n.create_file(&p(name), CREATE, &a, NOW, &mut f).unwrap();
         n.complete_file(&p(name), 100 << 20, true, "", NOW, &mut f)
             .unwrap();
     }
@@ -81,11 +101,9 @@ fn pins_are_tracked_and_free_refuses_what_it_must() {
     let mut n = ns();
     let mut f = fx();
     let a = NewAttrs::default();
-    n.mkdir(&p("/d"), false, false, &a, true, NOW, &mut f)
-        .unwrap();
+    n.mkdir(&p("/d"), MKDIR, &a, NOW, &mut f).unwrap();
     for (name, persisted) in [("/d/a", true), ("/d/b", true), ("/d/mem", false)] {
-        n.create_file(&p(name), false, &a, true, NOW, &mut f)
-            .unwrap();
+        n.create_file(&p(name), CREATE, &a, NOW, &mut f).unwrap();
         n.complete_file(&p(name), 100 << 20, persisted, "", NOW, &mut f)
             .unwrap();
     }
@@ -101,19 +119,48 @@ fn pins_are_tracked_and_free_refuses_what_it_must() {
     assert_eq!(pinned, [a_id]);
 
     // Two blocks of 64 MiB for a 100 MiB file.
-    assert_eq!(n.free_targets(&p("/d/b"), false, false).unwrap().len(), 2);
-    let e = n.free_targets(&p("/d/a"), false, false).unwrap_err();
+    assert_eq!(
+        n.free_targets(&p("/d/b"), FreeOpts::default())
+            .unwrap()
+            .len(),
+        2
+    );
+    let e = n.free_targets(&p("/d/a"), FreeOpts::default()).unwrap_err();
     assert!(e.to_string().contains("pinned"), "{e}");
-    assert_eq!(n.free_targets(&p("/d/a"), false, true).unwrap().len(), 2);
-    let e = n.free_targets(&p("/d/mem"), false, false).unwrap_err();
+    assert_eq!(
+        n.free_targets(
+            &p("/d/a"),
+            FreeOpts {
+                force: true,
+                ..Default::default()
+            }
+        )
+        .unwrap()
+        .len(),
+        2
+    );
+    let e = n
+        .free_targets(&p("/d/mem"), FreeOpts::default())
+        .unwrap_err();
     assert!(e.to_string().contains("not persisted"), "{e}");
-    let e = n.free_targets(&p("/d"), false, false).unwrap_err();
+    let e = n.free_targets(&p("/d"), FreeOpts::default()).unwrap_err();
     assert_eq!(e.code(), eddy_proto::EddyCode::DirectoryNotEmpty);
-    n.delete(&p("/d/mem"), false, false, NOW, &mut f).unwrap();
-    assert_eq!(n.free_targets(&p("/d"), true, true).unwrap().len(), 4);
+    n.delete(&p("/d/mem"), RM, NOW, &mut f).unwrap();
+    assert_eq!(
+        n.free_targets(
+            &p("/d"),
+            FreeOpts {
+                recursive: true,
+                force: true
+            }
+        )
+        .unwrap()
+        .len(),
+        4
+    );
 
     // Deleting a pinned file unpins it.
-    n.delete(&p("/d/a"), false, false, NOW, &mut f).unwrap();
+    n.delete(&p("/d/a"), RM, NOW, &mut f).unwrap();
     let (v2, pinned) = n.pinned_files();
     assert!(v2 > v1);
     assert!(pinned.is_empty());
@@ -124,81 +171,42 @@ fn mkdir_create_complete() {
     let mut n = ns();
     let mut f = fx();
     assert!(matches!(
-        n.mkdir(
-            &p("/a/b"),
-            false,
-            false,
-            &NewAttrs::default(),
-            true,
-            NOW,
-            &mut f
-        ),
+        n.mkdir(&p("/a/b"), MKDIR, &NewAttrs::default(), NOW, &mut f),
         Err(MasterError::NotFound(_))
     ));
     assert!(f.is_empty(), "a refused mkdir records nothing");
-    n.mkdir(
-        &p("/a/b"),
-        true,
-        false,
-        &NewAttrs::default(),
-        true,
-        NOW,
-        &mut f,
-    )
-    .unwrap();
+    n.mkdir(&p("/a/b"), MKDIR_P, &NewAttrs::default(), NOW, &mut f)
+        .unwrap();
     assert!(n.lookup(&p("/a")).is_some());
     assert!(matches!(
-        n.mkdir(
-            &p("/a/b"),
-            true,
-            false,
-            &NewAttrs::default(),
-            true,
-            NOW,
-            &mut f
-        ),
+        n.mkdir(&p("/a/b"), MKDIR_P, &NewAttrs::default(), NOW, &mut f),
         Err(MasterError::AlreadyExists(_))
     ));
     n.mkdir(
         &p("/a/b"),
-        true,
-        true,
+        MkdirOpts {
+            allow_exists: true,
+            ..MKDIR_P
+        },
         &NewAttrs::default(),
-        true,
         NOW,
         &mut f,
     )
     .unwrap();
     let id = n
-        .create_file(&p("/a/b/f"), false, &NewAttrs::default(), true, NOW, &mut f)
+        .create_file(&p("/a/b/f"), CREATE, &NewAttrs::default(), NOW, &mut f)
         .unwrap();
     assert!(!n.get(id).unwrap().flag(FLAG_COMPLETE));
     assert!(matches!(
-        n.create_file(&p("/a/b/f"), false, &NewAttrs::default(), true, NOW, &mut f),
+        n.create_file(&p("/a/b/f"), CREATE, &NewAttrs::default(), NOW, &mut f),
         Err(MasterError::AlreadyExists(_))
     ));
     assert!(matches!(
-        n.mkdir(
-            &p("/a/b/f"),
-            true,
-            false,
-            &NewAttrs::default(),
-            true,
-            NOW,
-            &mut f
-        ),
+        n.mkdir(&p("/a/b/f"), MKDIR_P, &NewAttrs::default(), NOW, &mut f),
         Err(MasterError::AlreadyExists(_))
     ));
     assert!(matches!(
-        n.mkdir(
-            &p("/a/b/f/g"),
-            true,
-            false,
-            &NewAttrs::default(),
-            true,
-            NOW,
-            &mut f
-        ),
+        n.mkdir(&p("/a/b/f/g"), MKDIR_P, &NewAttrs::default(), NOW, &mut f),
         Err(MasterError::NotADirectory(_))
     ));
     n.complete_file(&p("/a/b/f"), 200 << 20, false, "", NOW, &mut f)
@@ -222,7 +230,7 @@ fn bad_block_sizes_and_replication_are_refused() {
             ..Default::default()
         };
         assert!(matches!(
-            n.create_file(&p("/f"), false, &a, true, NOW, &mut f),
+            n.create_file(&p("/f"), CREATE, &a, NOW, &mut f),
             Err(MasterError::InvalidArgument(_))
         ));
     }
@@ -232,7 +240,7 @@ fn bad_block_sizes_and_replication_are_refused() {
         ..Default::default()
     };
     assert!(matches!(
-        n.create_file(&p("/f"), false, &a, true, NOW, &mut f),
+        n.create_file(&p("/f"), CREATE, &a, NOW, &mut f),
         Err(MasterError::InvalidArgument(_))
     ));
     assert!(f.is_empty());
@@ -242,17 +250,9 @@ fn bad_block_sizes_and_replication_are_refused() {
 fn rename_rules() {
     let mut n = ns();
     let mut f = fx();
-    n.mkdir(
-        &p("/a/b/c"),
-        true,
-        false,
-        &NewAttrs::default(),
-        true,
-        NOW,
-        &mut f,
-    )
-    .unwrap();
-    n.create_file(&p("/x"), false, &NewAttrs::default(), true, NOW, &mut f)
+    n.mkdir(&p("/a/b/c"), MKDIR_P, &NewAttrs::default(), NOW, &mut f)
+        .unwrap();
+    n.create_file(&p("/x"), CREATE, &NewAttrs::default(), NOW, &mut f)
         .unwrap();
     assert!(matches!(
         n.rename(&p("/a"), &p("/a/b/c/d"), NOW, &mut f),
@@ -286,26 +286,18 @@ fn rename_rules() {
 fn delete_rules() {
     let mut n = ns();
     let mut f = fx();
-    n.mkdir(
-        &p("/d/e"),
-        true,
-        false,
-        &NewAttrs::default(),
-        true,
-        NOW,
-        &mut f,
-    )
-    .unwrap();
+    n.mkdir(&p("/d/e"), MKDIR_P, &NewAttrs::default(), NOW, &mut f)
+        .unwrap();
     assert!(matches!(
-        n.delete(&p("/d"), false, false, NOW, &mut f),
+        n.delete(&p("/d"), RM, NOW, &mut f),
         Err(MasterError::DirectoryNotEmpty(_))
     ));
     assert!(matches!(
-        n.delete(&p("/"), true, false, NOW, &mut f),
+        n.delete(&p("/"), RM_R, NOW, &mut f),
         Err(MasterError::InvalidArgument(_))
     ));
     let before = n.inode_count();
-    n.delete(&p("/d"), true, false, NOW, &mut f).unwrap();
+    n.delete(&p("/d"), RM_R, NOW, &mut f).unwrap();
     assert_eq!(n.inode_count(), before - 2);
     assert!(n.lookup(&p("/d")).is_none());
 }
@@ -333,32 +325,24 @@ fn mounts_guard_the_tree() {
         Err(MasterError::MountConflict(_))
     ));
     assert!(matches!(
-        n.create_file(&p("/ro/f"), false, &NewAttrs::default(), true, NOW, &mut f),
+        n.create_file(&p("/ro/f"), CREATE, &NewAttrs::default(), NOW, &mut f),
         Err(MasterError::ReadOnly(_))
     ));
     assert!(matches!(
-        n.delete(&p("/ro"), true, false, NOW, &mut f),
+        n.delete(&p("/ro"), RM_R, NOW, &mut f),
         Err(MasterError::MountConflict(_))
     ));
     assert!(matches!(
         n.rename(&p("/ro"), &p("/ro2"), NOW, &mut f),
         Err(MasterError::MountConflict(_))
     ));
-    n.mkdir(
-        &p("/full/x"),
-        true,
-        false,
-        &NewAttrs::default(),
-        true,
-        NOW,
-        &mut f,
-    )
-    .unwrap();
+    n.mkdir(&p("/full/x"), MKDIR_P, &NewAttrs::default(), NOW, &mut f)
+        .unwrap();
     assert!(matches!(
         n.mount(m(4, "/full", "file:///fourth", false), NOW, &mut f),
         Err(MasterError::MountConflict(_))
     ));
-    n.create_file(&p("/w"), false, &NewAttrs::default(), true, NOW, &mut f)
+    n.create_file(&p("/w"), CREATE, &NewAttrs::default(), NOW, &mut f)
         .unwrap();
     assert!(matches!(
         n.rename(&p("/w"), &p("/ro/w"), NOW, &mut f),
@@ -404,7 +388,7 @@ fn ufs_merge_adds_updates_and_drops() {
         Some(new_id)
     );
     // Eddy-only files are never replaced or dropped by a sync.
-    n.create_file(&p("/mine"), false, &NewAttrs::default(), true, NOW, &mut f)
+    n.create_file(&p("/mine"), CREATE, &NewAttrs::default(), NOW, &mut f)
         .unwrap();
     assert_eq!(
         n.merge_ufs_child(ROOT_ID, &st("mine", false, "z"), NOW, &mut f),
@@ -449,9 +433,8 @@ fn list_pages() {
     for i in 0..25 {
         n.create_file(
             &p(&format!("/f{i:02}")),
-            false,
+            CREATE,
             &NewAttrs::default(),
-            true,
             NOW,
             &mut f,
         )
@@ -473,17 +456,9 @@ fn list_pages() {
 #[test]
 fn load_rebuilds_the_tree() {
     let (mut n, mut f) = Namespace::new(root_mount("file:///u"), 1 << 20, NOW);
-    n.mkdir(
-        &p("/a/b"),
-        true,
-        false,
-        &NewAttrs::default(),
-        true,
-        NOW,
-        &mut f,
-    )
-    .unwrap();
-    n.create_file(&p("/a/b/f"), false, &NewAttrs::default(), true, NOW, &mut f)
+    n.mkdir(&p("/a/b"), MKDIR_P, &NewAttrs::default(), NOW, &mut f)
+        .unwrap();
+    n.create_file(&p("/a/b/f"), CREATE, &NewAttrs::default(), NOW, &mut f)
         .unwrap();
     n.rename(&p("/a/b"), &p("/c"), NOW, &mut f).unwrap();
     // Replay the ops the way the metastore would store them.

@@ -35,12 +35,7 @@ impl Namespace {
 
     /// Checks a delete without doing it; returns the id and whether the entry
     /// exists in the under-storage.
-    pub fn check_delete(
-        &self,
-        path: &EddyPath,
-        recursive: bool,
-        eddy_only: bool,
-    ) -> Result<(u64, bool)> {
+    pub fn check_delete(&self, path: &EddyPath, opts: DeleteOpts) -> Result<(u64, bool)> {
         if path.is_root() {
             return Err(MasterError::InvalidArgument(
                 "cannot delete the root directory".into(),
@@ -48,11 +43,11 @@ impl Namespace {
         }
         let id = self.resolve(path)?;
         self.check_no_mounts_below(path, "delete")?;
-        if !eddy_only {
+        if !opts.eddy_only {
             self.check_writable(path)?;
         }
         let ino = &self.inodes[&id];
-        if !recursive && ino.children().is_some_and(|c| !c.is_empty()) {
+        if !opts.recursive && ino.children().is_some_and(|c| !c.is_empty()) {
             return Err(MasterError::DirectoryNotEmpty(path.to_string()));
         }
         Ok((id, ino.flag(FLAG_PERSISTED)))
@@ -62,12 +57,11 @@ impl Namespace {
     pub fn delete(
         &mut self,
         path: &EddyPath,
-        recursive: bool,
-        eddy_only: bool,
+        opts: DeleteOpts,
         now: i64,
         fx: &mut Effects,
     ) -> Result<()> {
-        let (id, _) = self.check_delete(path, recursive, eddy_only)?;
+        let (id, _) = self.check_delete(path, opts)?;
         let parent = self.inodes[&id].parent;
         self.remove_subtree(id, fx);
         let p = self.inode_mut(parent);

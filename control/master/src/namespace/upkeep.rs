@@ -160,12 +160,12 @@ impl Namespace {
 
     /// The cached blocks `free` must drop for `path`. Only complete,
     /// persisted files can be freed (otherwise the cache holds the only
-    /// copy); pinned ones only when `force`. A directory needs `recursive`
+    /// copy); pinned ones only when `opts.force`. A directory needs `opts.recursive`
     /// unless empty.
-    pub fn free_targets(&self, path: &EddyPath, recursive: bool, force: bool) -> Result<Vec<u64>> {
+    pub fn free_targets(&self, path: &EddyPath, opts: FreeOpts) -> Result<Vec<u64>> {
         let id = self.resolve(path)?;
         let ino = &self.inodes[&id];
-        if ino.children().is_some_and(|c| !c.is_empty()) && !recursive {
+        if ino.children().is_some_and(|c| !c.is_empty()) && !opts.recursive {
             return Err(MasterError::DirectoryNotEmpty(format!(
                 "{path} is a directory; free it with the recursive option"
             )));
@@ -192,7 +192,7 @@ impl Namespace {
                     name()
                 )));
             }
-            if f.flag(FLAG_PINNED) && !force {
+            if f.flag(FLAG_PINNED) && !opts.force {
                 return Err(MasterError::InvalidArgument(format!(
                     "cannot free {}: it is pinned (unpin it, or free with force)",
                     name()
