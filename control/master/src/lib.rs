@@ -2,8 +2,10 @@
 //! table, the workers and where blocks are cached.
 //!
 //! Decisions (namespace rules, placement, lost workers) are plain code with
-//! no I/O (`namespace`, `placement`, `workers`); `service` does the I/O
-//! (under-storage, metastore) around them; `server` wires gRPC.
+//! no I/O (`namespace`, `placement`, `workers`); `service` and its
+//! siblings by responsibility (`sync`, `files`, `blocks`, `checkers`,
+//! `admin`, ...) do the I/O (under-storage, metastore) around them; `rpc`
+//! is the gRPC glue; `server` starts it all.
 
 mod admin;
 mod block_info;
