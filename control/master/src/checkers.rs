@@ -11,6 +11,10 @@ use crate::inode::*;
 use crate::replication;
 use crate::service::{MasterState, now_ms};
 
+/// A bounded file as `check_replication` plans it: its blocks (id, file
+/// offset, length), its min and max copies, its under-storage copy.
+type BoundedFile = (Vec<(u64, u64, u64)>, u32, u32, Option<pb::UfsLocation>);
+
 impl MasterState {
     /// Asks workers to persist files waiting for it: one holding every
     /// block of the file, at most one attempt in flight per file, failed
@@ -124,36 +128,39 @@ impl MasterState {
         done
     }
 
+    /// What the namespace knows of every file with replication bounds:
+    /// its blocks (id, offset, length), min, max and under-storage copy.
+    fn bounded_files(&self) -> Vec<BoundedFile> {
+        let ns = self.ns.read();
+        ns.replicated_files()
+            .into_iter()
+            .filter_map(|(id, blocks, min, max)| {
+                let ino = ns.get(id)?;
+                let ufs = if ino.flag(FLAG_PERSISTED) {
+                    let path = ns.path_of(id)?;
+                    let (mount, key) = ns.mounts.ufs_path(&path);
+                    Some(pb::UfsLocation {
+                        mount_id: mount.id,
+                        key: key.as_str().to_string(),
+                    })
+                } else {
+                    None
+                };
+                let blocks: Vec<(u64, u64, u64)> = blocks
+                    .iter()
+                    .enumerate()
+                    .map(|(i, b)| (*b, i as u64 * ino.block_size, ino.block_length(i as u64)))
+                    .collect();
+                Some((blocks, min, max, ufs))
+            })
+            .collect()
+    }
+
     /// Checks every bounded file's blocks against its replication min and
     /// max, and asks workers (on their next heartbeats) to add or drop
     /// copies. Returns the plan's figures (for tests and logs).
     pub fn check_replication(&self) -> replication::Plan {
-        // What the namespace knows: bounds, lengths, under-storage copies.
-        let files = {
-            let ns = self.ns.read();
-            ns.replicated_files()
-                .into_iter()
-                .filter_map(|(id, blocks, min, max)| {
-                    let ino = ns.get(id)?;
-                    let ufs = if ino.flag(FLAG_PERSISTED) {
-                        let path = ns.path_of(id)?;
-                        let (mount, key) = ns.mounts.ufs_path(&path);
-                        Some(pb::UfsLocation {
-                            mount_id: mount.id,
-                            key: key.as_str().to_string(),
-                        })
-                    } else {
-                        None
-                    };
-                    let blocks: Vec<(u64, u64, u64)> = blocks
-                        .iter()
-                        .enumerate()
-                        .map(|(i, b)| (*b, i as u64 * ino.block_size, ino.block_length(i as u64)))
-                        .collect();
-                    Some((blocks, min, max, ufs))
-                })
-                .collect::<Vec<_>>()
-        };
+        let files = self.bounded_files();
         let now = self.mono_ms();
         let mut reg = self.reg.lock();
         let live: Vec<u64> = reg.workers().filter(|w| w.live).map(|w| w.id).collect();

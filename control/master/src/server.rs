@@ -89,6 +89,49 @@ where
     });
 }
 
+/// Serves the three master services on `listener` until the returned
+/// sender fires (or is dropped).
+fn serve(
+    listener: tokio::net::TcpListener,
+    state: &Arc<MasterState>,
+    cfg: &MasterConfig,
+) -> (
+    oneshot::Sender<()>,
+    JoinHandle<Result<(), tonic::transport::Error>>,
+) {
+    let rpc = MasterRpc(state.clone());
+    let (stop_tx, stop_rx) = oneshot::channel::<()>();
+    let ms = Duration::from_millis;
+    let incoming = crate::net::incoming(
+        listener,
+        crate::net::NetLimits {
+            handshake: ms(cfg.handshake_timeout_ms.max(1)),
+            idle: ms(cfg.idle_timeout_ms.max(1)),
+            max_per_peer: cfg.max_connections_per_peer.max(1),
+        },
+    );
+    let task = tokio::spawn(
+        tonic::transport::Server::builder()
+            // Dead peers are found by pings; one connection cannot open
+            // unbounded streams or send unbounded headers.
+            .http2_keepalive_interval(Some(ms(cfg.keepalive_interval_ms.max(1))))
+            .http2_keepalive_timeout(Some(ms(cfg.keepalive_timeout_ms.max(1))))
+            .max_concurrent_streams(Some(cfg.max_concurrent_streams.max(1)))
+            .http2_max_header_list_size(Some(64 << 10))
+            .http2_max_pending_accept_reset_streams(Some(64))
+            .layer(crate::metrics::RpcMetricsLayer)
+            .add_service(pb::file_system_master_server::FileSystemMasterServer::new(
+                rpc.clone(),
+            ))
+            .add_service(pb::block_master_server::BlockMasterServer::new(rpc.clone()))
+            .add_service(pb::meta_master_server::MetaMasterServer::new(rpc))
+            .serve_with_incoming_shutdown(incoming, async {
+                let _ = stop_rx.await;
+            }),
+    );
+    (stop_tx, task)
+}
+
 /// Opens the metastore, recovers or creates the namespace, and starts serving.
 pub async fn start(cfg: MasterConfig) -> Result<RunningMaster> {
     let addr: SocketAddr = cfg.bind.parse().map_err(|_| {
@@ -169,36 +212,7 @@ pub async fn start(cfg: MasterConfig) -> Result<RunningMaster> {
     );
 
     crate::metrics::register(&state);
-    let rpc = MasterRpc(state.clone());
-    let (stop_tx, stop_rx) = oneshot::channel::<()>();
-    let ms = Duration::from_millis;
-    let incoming = crate::net::incoming(
-        listener,
-        crate::net::NetLimits {
-            handshake: ms(cfg.handshake_timeout_ms.max(1)),
-            idle: ms(cfg.idle_timeout_ms.max(1)),
-            max_per_peer: cfg.max_connections_per_peer.max(1),
-        },
-    );
-    let task = tokio::spawn(
-        tonic::transport::Server::builder()
-            // Dead peers are found by pings; one connection cannot open
-            // unbounded streams or send unbounded headers.
-            .http2_keepalive_interval(Some(ms(cfg.keepalive_interval_ms.max(1))))
-            .http2_keepalive_timeout(Some(ms(cfg.keepalive_timeout_ms.max(1))))
-            .max_concurrent_streams(Some(cfg.max_concurrent_streams.max(1)))
-            .http2_max_header_list_size(Some(64 << 10))
-            .http2_max_pending_accept_reset_streams(Some(64))
-            .layer(crate::metrics::RpcMetricsLayer)
-            .add_service(pb::file_system_master_server::FileSystemMasterServer::new(
-                rpc.clone(),
-            ))
-            .add_service(pb::block_master_server::BlockMasterServer::new(rpc.clone()))
-            .add_service(pb::meta_master_server::MetaMasterServer::new(rpc))
-            .serve_with_incoming_shutdown(incoming, async {
-                let _ = stop_rx.await;
-            }),
-    );
+    let (stop_tx, task) = serve(listener, &state, &cfg);
     Ok(RunningMaster {
         addr,
         state,
