@@ -5,7 +5,7 @@
 //! Run: `cargo bench -p eddy-bench --bench inode_memory`.
 
 use eddy_master::mount::MountPoint;
-use eddy_master::namespace::{Effects, Namespace, NewAttrs};
+use eddy_master::namespace::{CreateOpts, Effects, MkdirOpts, Namespace, NewAttrs};
 use eddy_master::path::EddyPath;
 
 fn main() {
@@ -32,11 +32,19 @@ fn main() {
     for d in 0..dirs {
         let mut fx = Effects::default();
         let dir = EddyPath::parse(&format!("/warehouse/date={d:04}")).unwrap();
-        ns.mkdir(&dir, true, true, &attrs, true, 0, &mut fx)
-            .unwrap();
+        let opts = MkdirOpts {
+            recursive: true,
+            allow_exists: true,
+            persisted: true,
+        };
+        ns.mkdir(&dir, opts, &attrs, 0, &mut fx).unwrap();
         for f in 0..per_dir {
             let p = dir.join(&format!("part-{f:05}.parquet"));
-            ns.create_file(&p, false, &attrs, true, 0, &mut fx).unwrap();
+            let opts = CreateOpts {
+                recursive: false,
+                parents_persisted: true,
+            };
+            ns.create_file(&p, opts, &attrs, 0, &mut fx).unwrap();
             ns.complete_file(
                 &p,
                 100 << 20,

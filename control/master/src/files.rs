@@ -14,7 +14,7 @@ use crate::inode::FLAG_PERSIST_PENDING;
 use crate::intent::Intent;
 use crate::limits;
 use crate::metastore::MetaOp;
-use crate::namespace::{Completion, Namespace, NewAttrs};
+use crate::namespace::{Completion, CreateOpts, DeleteOpts, MkdirOpts, Namespace, NewAttrs};
 use crate::path::EddyPath;
 use crate::service::{MasterState, failpoint, now_ms};
 use crate::staging;
@@ -31,6 +31,35 @@ fn raced(what: &str, path: &EddyPath) -> MasterError {
 }
 
 impl MasterState {
+    /// Creates a directory, in the under-storage first, then in Eddy.
+    pub async fn mkdir(&self, r: pb::MkdirRequest) -> Result<pb::FileStatus> {
+        let path = EddyPath::parse_bytes(&r.path)?;
+        let attrs = NewAttrs {
+            mode: r.mode,
+            owner: r.owner,
+            group: r.group,
+            ..Default::default()
+        };
+        let opts = MkdirOpts {
+            recursive: r.recursive,
+            allow_exists: r.allow_exists,
+            persisted: true,
+        };
+        self.load_parent(&path).await?;
+        let exists = self.ns.read().check_mkdir(&path, opts, &attrs)?;
+        if exists.is_none() {
+            let (mount, key) = self.ufs_target(&path);
+            self.ufs(&mount).await?.mkdir(&key).await?;
+            let now = now_ms();
+            self.mutate(|ns, fx| ns.mkdir(&path, opts, &attrs, now, fx))
+                .await?;
+        } else {
+            // Already there: an answer read from the namespace, as a stat.
+            self.durability.settle().await;
+        }
+        self.status_of(&path)
+    }
+
     /// The status of file `id` as `ns` has it (inside a mutation).
     fn status_in(&self, ns: &Namespace, id: u64) -> Result<pb::FileStatus> {
         let ino = ns
@@ -86,7 +115,16 @@ impl MasterState {
         }
         let now = now_ms();
         self.mutate(|ns, fx| {
-            let id = ns.create_file(&path, r.recursive, &attrs, true, now, fx)?;
+            let id = ns.create_file(
+                &path,
+                CreateOpts {
+                    recursive: r.recursive,
+                    parents_persisted: true,
+                },
+                &attrs,
+                now,
+                fx,
+            )?;
             let ino = ns.get(id).expect("just created");
             let status = Self::status(ns, None, ino, &path);
             let (m, key) = ns.mounts.ufs_path(&path);
@@ -381,6 +419,10 @@ impl MasterState {
 
     pub async fn delete(&self, r: pb::DeleteRequest) -> Result<()> {
         let path = EddyPath::parse_bytes(&r.path)?;
+        let opts = DeleteOpts {
+            recursive: r.recursive,
+            eddy_only: r.eddy_only,
+        };
         self.sync_path(&path, None).await?;
         if !r.recursive {
             // Emptiness must count what the under-storage holds, too.
@@ -388,10 +430,7 @@ impl MasterState {
         }
         let mut held = None;
         for _ in 0..ATTEMPTS {
-            let (id, persisted) = self
-                .ns
-                .read()
-                .check_delete(&path, r.recursive, r.eddy_only)?;
+            let (id, persisted) = self.ns.read().check_delete(&path, opts)?;
             if r.file_id != 0 && id != r.file_id {
                 return Err(MasterError::NotFound(format!(
                     "{path} (no longer file id {}; nothing was deleted)",
@@ -437,7 +476,7 @@ impl MasterState {
                         return Ok(None);
                     }
                     let staged = ns.staged_in(at);
-                    ns.delete(&path, r.recursive, r.eddy_only, now, fx)?;
+                    ns.delete(&path, opts, now, fx)?;
                     fx.ops.extend(intent.map(MetaOp::DeleteIntent));
                     Ok(Some(staged))
                 })

@@ -2,10 +2,15 @@
 //! table, the workers and where blocks are cached.
 //!
 //! Decisions (namespace rules, placement, lost workers) are plain code with
-//! no I/O (`namespace`, `placement`, `workers`); `service` does the I/O
-//! (under-storage, metastore) around them; `server` wires gRPC.
+//! no I/O (`namespace`, `placement`, `workers`); `service` and its
+//! siblings by responsibility (`sync`, `files`, `blocks`, `checkers`,
+//! `admin`, ...) do the I/O (under-storage, metastore) around them; `rpc`
+//! is the gRPC glue; `server` starts it all.
 
+mod admin;
 mod block_info;
+mod blocks;
+mod checkers;
 mod codec;
 pub mod config;
 mod durable;
@@ -25,9 +30,11 @@ mod recover;
 mod refingerprint;
 pub mod registration;
 pub mod replication;
+pub mod rpc;
 pub mod server;
 pub mod service;
 mod staging;
+mod sync;
 pub mod table;
 pub mod workers;
 

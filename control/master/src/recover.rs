@@ -6,6 +6,7 @@ use eddy_ufs::UfsError;
 use crate::error::{MasterError, Result};
 use crate::intent::Intent;
 use crate::metastore::MetaOp;
+use crate::namespace::DeleteOpts;
 use crate::service::{MasterState, now_ms};
 
 /// What recovery does with one intent.
@@ -110,7 +111,15 @@ impl MasterState {
                     }
                     Intent::Delete { path, ino } => {
                         ns.expect(path, *ino)?;
-                        ns.delete(path, true, false, now, fx)?
+                        ns.delete(
+                            path,
+                            DeleteOpts {
+                                recursive: true,
+                                eddy_only: false,
+                            },
+                            now,
+                            fx,
+                        )?
                     }
                     Intent::Place { .. } => unreachable!("places are undone, not applied"),
                 }

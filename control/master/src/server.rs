@@ -7,6 +7,7 @@ use std::time::Duration;
 use eddy_proto::pb;
 use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
+use tokio::time::MissedTickBehavior;
 
 use crate::config::MasterConfig;
 use crate::error::{MasterError, Result};
@@ -68,6 +69,69 @@ fn root_uri(raw: &str) -> Result<String> {
     Ok(format!("file://{}", abs.display()))
 }
 
+/// Runs `check` every `period` in a task of its own, for as long as the
+/// master's state lives (the task holds it only while a check runs, so a
+/// dropped master stops its checkers).
+fn every<F, Fut>(state: &Arc<MasterState>, period: Duration, missed: MissedTickBehavior, check: F)
+where
+    F: Fn(Arc<MasterState>) -> Fut + Send + 'static,
+    Fut: std::future::Future<Output = ()> + Send,
+{
+    let weak = Arc::downgrade(state);
+    tokio::spawn(async move {
+        let mut tick = tokio::time::interval(period);
+        tick.set_missed_tick_behavior(missed);
+        loop {
+            tick.tick().await;
+            let Some(s) = weak.upgrade() else { return };
+            check(s).await;
+        }
+    });
+}
+
+/// Serves the three master services on `listener` until the returned
+/// sender fires (or is dropped).
+fn serve(
+    listener: tokio::net::TcpListener,
+    state: &Arc<MasterState>,
+    cfg: &MasterConfig,
+) -> (
+    oneshot::Sender<()>,
+    JoinHandle<Result<(), tonic::transport::Error>>,
+) {
+    let rpc = MasterRpc(state.clone());
+    let (stop_tx, stop_rx) = oneshot::channel::<()>();
+    let ms = Duration::from_millis;
+    let incoming = crate::net::incoming(
+        listener,
+        crate::net::NetLimits {
+            handshake: ms(cfg.handshake_timeout_ms.max(1)),
+            idle: ms(cfg.idle_timeout_ms.max(1)),
+            max_per_peer: cfg.max_connections_per_peer.max(1),
+        },
+    );
+    let task = tokio::spawn(
+        tonic::transport::Server::builder()
+            // Dead peers are found by pings; one connection cannot open
+            // unbounded streams or send unbounded headers.
+            .http2_keepalive_interval(Some(ms(cfg.keepalive_interval_ms.max(1))))
+            .http2_keepalive_timeout(Some(ms(cfg.keepalive_timeout_ms.max(1))))
+            .max_concurrent_streams(Some(cfg.max_concurrent_streams.max(1)))
+            .http2_max_header_list_size(Some(64 << 10))
+            .http2_max_pending_accept_reset_streams(Some(64))
+            .layer(crate::metrics::RpcMetricsLayer)
+            .add_service(pb::file_system_master_server::FileSystemMasterServer::new(
+                rpc.clone(),
+            ))
+            .add_service(pb::block_master_server::BlockMasterServer::new(rpc.clone()))
+            .add_service(pb::meta_master_server::MetaMasterServer::new(rpc))
+            .serve_with_incoming_shutdown(incoming, async {
+                let _ = stop_rx.await;
+            }),
+    );
+    (stop_tx, task)
+}
+
 /// Opens the metastore, recovers or creates the namespace, and starts serving.
 pub async fn start(cfg: MasterConfig) -> Result<RunningMaster> {
     let addr: SocketAddr = cfg.bind.parse().map_err(|_| {
@@ -118,85 +182,37 @@ pub async fn start(cfg: MasterConfig) -> Result<RunningMaster> {
         state.begin_registration_grace();
     }
 
-    let checker = Arc::downgrade(&state);
-    let period = Duration::from_millis((cfg.worker_lost_after_ms / 4).max(10));
-    tokio::spawn(async move {
-        let mut tick = tokio::time::interval(period);
-        loop {
-            tick.tick().await;
-            match checker.upgrade() {
-                Some(s) => s.expire_workers(),
-                None => return,
-            }
-        }
-    });
-
-    let ttl = Arc::downgrade(&state);
-    let period = Duration::from_millis(cfg.ttl_check_interval_ms.max(10));
-    tokio::spawn(async move {
-        let mut tick = tokio::time::interval(period);
-        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-        loop {
-            tick.tick().await;
-            match ttl.upgrade() {
-                Some(s) => {
-                    s.check_ttls().await;
-                }
-                None => return,
-            }
-        }
-    });
-
-    let repl = Arc::downgrade(&state);
-    let period = Duration::from_millis(cfg.replication_check_interval_ms.max(10));
-    tokio::spawn(async move {
-        let mut tick = tokio::time::interval(period);
-        loop {
-            tick.tick().await;
-            match repl.upgrade() {
-                // Locations are partial until workers have registered
-                // again: copies and persists would be planned on half a map.
-                Some(s) if s.reg.lock().awaiting_workers => {}
-                Some(s) => {
-                    s.check_replication();
-                    s.check_persists();
-                }
-                None => return,
-            }
-        }
-    });
-
-    crate::metrics::register(&state);
-    let rpc = MasterRpc(state.clone());
-    let (stop_tx, stop_rx) = oneshot::channel::<()>();
-    let ms = Duration::from_millis;
-    let incoming = crate::net::incoming(
-        listener,
-        crate::net::NetLimits {
-            handshake: ms(cfg.handshake_timeout_ms.max(1)),
-            idle: ms(cfg.idle_timeout_ms.max(1)),
-            max_per_peer: cfg.max_connections_per_peer.max(1),
+    let period = |ms: u64| Duration::from_millis(ms.max(10));
+    every(
+        &state,
+        period(cfg.worker_lost_after_ms / 4),
+        MissedTickBehavior::Burst,
+        |s| async move { s.expire_workers() },
+    );
+    every(
+        &state,
+        period(cfg.ttl_check_interval_ms),
+        MissedTickBehavior::Delay,
+        |s| async move {
+            s.check_ttls().await;
         },
     );
-    let task = tokio::spawn(
-        tonic::transport::Server::builder()
-            // Dead peers are found by pings; one connection cannot open
-            // unbounded streams or send unbounded headers.
-            .http2_keepalive_interval(Some(ms(cfg.keepalive_interval_ms.max(1))))
-            .http2_keepalive_timeout(Some(ms(cfg.keepalive_timeout_ms.max(1))))
-            .max_concurrent_streams(Some(cfg.max_concurrent_streams.max(1)))
-            .http2_max_header_list_size(Some(64 << 10))
-            .http2_max_pending_accept_reset_streams(Some(64))
-            .layer(crate::metrics::RpcMetricsLayer)
-            .add_service(pb::file_system_master_server::FileSystemMasterServer::new(
-                rpc.clone(),
-            ))
-            .add_service(pb::block_master_server::BlockMasterServer::new(rpc.clone()))
-            .add_service(pb::meta_master_server::MetaMasterServer::new(rpc))
-            .serve_with_incoming_shutdown(incoming, async {
-                let _ = stop_rx.await;
-            }),
+    every(
+        &state,
+        period(cfg.replication_check_interval_ms),
+        MissedTickBehavior::Burst,
+        |s| async move {
+            // Locations are partial until workers have registered
+            // again: copies and persists would be planned on half a map.
+            if !s.reg.lock().awaiting_workers {
+                s.check_replication();
+                s.check_persists();
+            }
+        },
     );
+
+    crate::metrics::register(&state);
+    let (stop_tx, task) = serve(listener, &state, &cfg);
     Ok(RunningMaster {
         addr,
         state,
