@@ -4,7 +4,17 @@
 //! - [`store`]: the tiers: memory segments under a byte budget, then disk
 //!   tiers ([`disk`] block files through the [`io`] engines); LRU demotion
 //!   ([`evict`]), promotion, pinned files, single-flight fills.
-//! - [`server`]: the data protocol over TCP (`eddy-wire` frames).
+//! - [`shared`]: what every front door and job shares ([`shared::Shared`]:
+//!   store, master link, admission, limits) and the stats they report.
+//! - [`cache`]: the core of reads: a block from its tier, or filled from the
+//!   under-storage at the version the master checked.
+//! - [`session`]: blocks a write has stored but not yet recorded with the
+//!   master, and their commit at close (both front doors).
+//! - [`server`]: the data protocol over TCP (`eddy-wire` frames) and
+//!   [`uds`]: the Unix-socket short-circuit; two thin front doors over the
+//!   core above.
+//! - [`jobs`]: work the master hands out in heartbeats, done by
+//!   [`replicate`] and [`persist`].
 //! - [`master_link`]: registration, heartbeats and their commands, block
 //!   commits, mount lookups.
 //!
@@ -13,18 +23,22 @@
 //! transport), like any other client.
 
 pub mod admit;
+pub mod cache;
 pub mod config;
 pub mod conn;
 pub mod disk;
 pub mod error;
 pub mod evict;
 pub mod io;
+pub mod jobs;
 pub mod master_link;
 mod metrics;
 pub mod persist;
 pub mod replicate;
 pub mod segment;
 pub mod server;
+pub mod session;
+pub mod shared;
 pub mod store;
 pub mod uds;
 
@@ -38,7 +52,7 @@ use tokio::sync::watch;
 use tokio::task::JoinSet;
 
 use crate::master_link::MasterLink;
-use crate::server::Shared;
+use crate::shared::Shared;
 use crate::store::BlockStore;
 
 /// A started worker. Stop it with [`RunningWorker::shutdown`].
@@ -264,7 +278,7 @@ async fn accept_loop(
             r = listener.accept() => match r {
                 Ok((sock, peer)) => {
                     let Some(slot) = peers.admit(peer.ip()) else {
-                        server::refuse(&sock, &format!("{}", peer.ip()), peers.max());
+                        conn::refuse(&sock, &format!("{}", peer.ip()), peers.max());
                         continue;
                     };
                     let _ = sock.set_nodelay(true);

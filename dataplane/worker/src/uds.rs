@@ -29,10 +29,12 @@ use tokio::net::{UnixListener, UnixStream};
 use tokio::sync::watch;
 use tokio::task::JoinSet;
 
+use crate::cache::{cached, ufs_key};
 use crate::conn::{PeerLimit, PeerSlot, Timed, Timeouts};
 use crate::error::WorkerError;
 use crate::segment::{Segment, SegmentWriter};
-use crate::server::{Shared, Uncommitted, cached, commit_ids, stats, ufs_key};
+use crate::session::{Uncommitted, commit_ids};
+use crate::shared::{Shared, stats};
 use crate::store::{Block, Reservation, Stats};
 
 /// Limits for co-located clients.
@@ -88,7 +90,7 @@ pub async fn accept_loop(
                         .unwrap_or((u32::MAX, 0));
                     let Some(slot) = peers.admit(key) else {
                         let who = format!("process {} (uid {})", key.1, key.0);
-                        crate::server::refuse(&sock, &who, peers.max());
+                        crate::conn::refuse(&sock, &who, peers.max());
                         continue;
                     };
                     conns.spawn(serve(sh.clone(), sock, slot, policy.clone(), stop.clone()));
