@@ -8,8 +8,9 @@
 //!   store, master link, admission, limits) and the stats they report.
 //! - [`cache`]: the core of reads: a block from its tier, or filled from the
 //!   under-storage at the version the master checked.
-//! - [`session`]: blocks a write has stored but not yet recorded with the
-//!   master, and their commit at close (both front doors).
+//! - [`session`]: the one write session both front doors drive (blocks,
+//!   reservations, the under-storage writer, failure, commit at close,
+//!   cancel); its decisions in an I/O-free state machine.
 //! - [`server`]: the data protocol over TCP (`eddy-wire` frames) and
 //!   [`uds`]: the Unix-socket short-circuit; two thin front doors over the
 //!   core above.

@@ -8,21 +8,20 @@ use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
 
 use eddy_wire::{
-    ErrorFrame, Kind, ReadRequest, ReadType, WireError, WriteOk, WriteOpen, WriteType, read_body,
-    read_header, write_frame,
+    ErrorFrame, Kind, ReadRequest, ReadType, WireError, WriteOpen, read_body, read_header,
+    write_frame,
 };
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tokio::sync::watch;
 
-use crate::cache::{cached, checked, read_through, ufs_key};
+use crate::cache::{cached, checked, read_through};
 use crate::conn::{PeerSlot, Timed};
 use crate::disk;
 use crate::error::{Result, WorkerError};
-use crate::segment::{Segment, SegmentWriter};
-use crate::session::{Uncommitted, commit_ids};
+use crate::session::WriteSession;
 use crate::shared::{Shared, stats};
-use crate::store::{Block, Reservation, Stats};
+use crate::store::{Block, Stats};
 
 /// A data connection: every read and write under the worker's timeouts.
 pub type Conn = Timed<TcpStream>;
@@ -189,54 +188,17 @@ async fn find(sh: &Shared, req: &ReadRequest, load_only: bool) -> Result<Found> 
     }
 }
 
-/// Memory a write session reserves at a time (up to the block size).
-const WRITE_RESERVE_STEP: u64 = 4 << 20;
-
-/// A block being written in a write session.
-struct Open {
-    w: SegmentWriter,
-    res: Reservation,
-    pos: u64,
-}
-
 /// A file write session: `WriteOpen` (answered `Ok`), `Data`*, then
 /// `WriteClose` (answered `WriteOk`) or `WriteCancel` (answered `Ok`).
 /// Nothing is cached or visible in the under-storage before `WriteClose`
-/// succeeds; a broken connection discards everything.
+/// succeeds; a broken connection discards everything. The session
+/// (`crate::session`) decides; this moves the bytes.
 async fn write(sh: &Shared, sock: &mut Conn, open: WriteOpen) -> Result<(), WireError> {
-    let _slot = match sh.admit.open_write(&sh.link, &open).await {
+    let mut session = match WriteSession::open(sh, &open).await {
         Ok(s) => s,
         Err(e) => return send_error(sock, &e).await,
     };
-    let cache = open.write_type != WriteType::Through;
-    let mut ufs_w = match &open.target {
-        Some(t) if open.write_type != WriteType::MustCache => {
-            let r = async {
-                let ufs = sh.link.ufs(t.mount_id).await?;
-                Ok::<_, WorkerError>(ufs.create(&ufs_key(&t.key)?).await?)
-            }
-            .await;
-            match r {
-                Ok(w) => Some(w),
-                Err(e) => return send_error(sock, &e).await,
-            }
-        }
-        _ => None,
-    };
     write_frame(sock, Kind::Ok, &eddy_wire::u64_body(0)).await?;
-
-    let bs = open.block_size;
-    // Each block goes into the store as soon as it is full (so it can move
-    // down a tier and memory holds one block of the write, not the whole
-    // file); the master hears of them only at close. Dropped if the write
-    // fails, is cancelled or the connection goes.
-    let mut done = Uncommitted::new(sh.store.clone());
-    let sole = open.write_type == WriteType::MustCache;
-    let mut cur: Option<Open> = None;
-    let mut total: u64 = 0;
-    // After a failure the rest of the stream is read and dropped, and the
-    // error answers `WriteClose`.
-    let mut failed: Option<WorkerError> = None;
     let mut scratch: Vec<u8> = Vec::new();
     loop {
         // Between frames a session may wait up to the idle timeout; past it
@@ -244,141 +206,19 @@ async fn write(sh: &Shared, sock: &mut Conn, open: WriteOpen) -> Result<(), Wire
         sock.expect_frame();
         let h = read_header(sock).await?;
         match h.kind {
-            Kind::Data => {
-                sock.expect_bulk();
-                let mut left = h.body_len as u64;
-                while left > 0 {
-                    if failed.is_some() {
-                        discard(sock, left, &mut scratch).await?;
-                        break;
-                    }
-                    if !cache {
-                        let n = left.min(1 << 20) as usize;
-                        scratch.resize(n, 0);
-                        sock.read_exact(&mut scratch[..n]).await?;
-                        if let Some(u) = ufs_w.as_mut()
-                            && let Err(e) = u.write(&scratch[..n]).await
-                        {
-                            failed = Some(e.into());
-                        }
-                        left -= n as u64;
-                        total += n as u64;
-                        continue;
-                    }
-                    if cur.is_none() {
-                        let index = total / bs;
-                        if index >= 1 << eddy_proto::BLOCK_INDEX_BITS {
-                            failed = Some(WorkerError::InvalidArgument(format!(
-                                "a file of block size {bs} cannot have more than 2^24 blocks"
-                            )));
-                            continue;
-                        }
-                        // The segment's size is virtual until written; the
-                        // reservation grows with the bytes that arrive.
-                        let opened = sh
-                            .store
-                            .reserve(0)
-                            .await
-                            .map_err(WorkerError::from)
-                            .and_then(|res| {
-                                let name = format!("eddy-write-{}-{index}", open.file_id);
-                                let w = SegmentWriter::create(&name, bs, false)
-                                    .map_err(WorkerError::Memory)?;
-                                Ok(Open { w, res, pos: 0 })
-                            });
-                        match opened {
-                            Ok(o) => cur = Some(o),
-                            Err(e) => {
-                                failed = Some(e);
-                                continue;
-                            }
-                        }
-                    }
-                    let o = cur.as_mut().expect("opened above");
-                    let n = left.min(bs - o.pos) as usize;
-                    let need = o.pos + n as u64;
-                    if need > o.res.bytes() {
-                        let step = (need - o.res.bytes())
-                            .max(WRITE_RESERVE_STEP)
-                            .min(bs - o.res.bytes());
-                        if let Err(e) = sh.store.grow(&mut o.res, step).await {
-                            failed = Some(e.into());
-                            continue;
-                        }
-                    }
-                    let range = o.pos as usize..o.pos as usize + n;
-                    // Network bytes land directly in the block's segment.
-                    sock.read_exact(&mut o.w.as_mut_slice()[range.clone()])
-                        .await?;
-                    if let Some(u) = ufs_w.as_mut()
-                        && let Err(e) = u.write(&o.w.as_mut_slice()[range]).await
-                    {
-                        failed = Some(e.into());
-                    }
-                    o.pos += n as u64;
-                    left -= n as u64;
-                    total += n as u64;
-                    if o.pos == bs {
-                        let o = cur.take().expect("open");
-                        match seal(o, total / bs - 1, open.file_id) {
-                            Ok(b) => failed = done.add(b, sole).err(),
-                            Err(e) => failed = Some(e),
-                        }
-                    }
-                }
-            }
+            Kind::Data => data(sock, &mut session, h.body_len as u64, &mut scratch).await?,
             Kind::WriteCancel => {
                 let _ = read_body(sock, h).await?;
-                if let Some(u) = ufs_w {
-                    u.abort().await;
-                }
+                session.cancel().await;
                 return write_frame(sock, Kind::Ok, &eddy_wire::u64_body(0)).await;
             }
             Kind::WriteClose => {
                 let body = read_body(sock, h).await?;
                 let length = eddy_wire::decode_u64(Kind::WriteClose, &body)?;
-                if failed.is_none() && length != total {
-                    failed = Some(WorkerError::InvalidArgument(format!(
-                        "the writer says {length} bytes but sent {total}"
-                    )));
-                }
-                if failed.is_none()
-                    && let Some(o) = cur.take()
-                {
-                    match seal(o, total / bs, open.file_id) {
-                        Ok(b) => failed = done.add(b, sole).err(),
-                        Err(e) => failed = Some(e),
-                    }
-                }
-                if let Some(e) = failed {
-                    if let Some(u) = ufs_w {
-                        u.abort().await;
-                    }
-                    return send_error(sock, &e).await;
-                }
-                let fingerprint = match ufs_w {
-                    Some(u) => match u.complete().await {
-                        Ok(st) => st.fingerprint,
-                        Err(e) => return send_error(sock, &e.into()).await,
-                    },
-                    None => String::new(),
+                return match session.close_streamed(sh, length).await {
+                    Ok(ok) => write_frame(sock, Kind::WriteOk, &ok.encode()).await,
+                    Err(e) => send_error(sock, &e).await,
                 };
-                let blocks = done.blocks.len() as u32;
-                let committed = commit_ids(sh, &done.blocks).await;
-                done.keep = committed.is_ok();
-                if let Err(e) = committed {
-                    if open.write_type == WriteType::MustCache {
-                        return send_error(sock, &e).await;
-                    }
-                    // The under-storage has the file; only the cache copy is lost.
-                    tracing::warn!("file {}: cached blocks not recorded: {e}", open.file_id);
-                }
-                let ok = WriteOk {
-                    length: total,
-                    blocks,
-                    fingerprint,
-                };
-                return write_frame(sock, Kind::WriteOk, &ok.encode()).await;
             }
             other => {
                 return Err(WireError::Unexpected {
@@ -390,6 +230,41 @@ async fn write(sh: &Shared, sock: &mut Conn, open: WriteOpen) -> Result<(), Wire
     }
 }
 
+/// One `Data` frame's `len` bytes: read straight into the block's segment
+/// (or, for THROUGH, into `scratch` for the under-storage). After a failure
+/// the rest of the stream is read and dropped, and the error answers
+/// `WriteClose`.
+async fn data(
+    sock: &mut Conn,
+    session: &mut WriteSession,
+    len: u64,
+    scratch: &mut Vec<u8>,
+) -> Result<(), WireError> {
+    sock.expect_bulk();
+    let mut left = len;
+    while left > 0 {
+        if session.progress().failed() {
+            return discard(sock, left, scratch).await;
+        }
+        if !session.progress().caches() {
+            let n = left.min(1 << 20) as usize;
+            scratch.resize(n, 0);
+            sock.read_exact(&mut scratch[..n]).await?;
+            session.through(&scratch[..n]).await;
+            left -= n as u64;
+            continue;
+        }
+        let Some(buf) = session.stream_buf(left).await else {
+            continue;
+        };
+        let n = buf.len();
+        sock.read_exact(buf).await?;
+        session.streamed(n).await;
+        left -= n as u64;
+    }
+    Ok(())
+}
+
 async fn discard(sock: &mut Conn, mut n: u64, scratch: &mut Vec<u8>) -> Result<(), WireError> {
     scratch.resize(1 << 20, 0);
     while n > 0 {
@@ -398,9 +273,4 @@ async fn discard(sock: &mut Conn, mut n: u64, scratch: &mut Vec<u8>) -> Result<(
         n -= k as u64;
     }
     Ok(())
-}
-
-fn seal(o: Open, index: u64, file_id: u64) -> Result<(u64, Segment, Reservation)> {
-    let seg = o.w.seal(o.pos).map_err(WorkerError::Memory)?;
-    Ok((eddy_proto::block_id(file_id, index), seg, o.res))
 }
