@@ -232,94 +232,7 @@ async fn dispatch(
         }
         Kind::Lease => {
             let body = read_body(sock, h).await?;
-            let items = decode_lease(&body)?;
-            table.expire(policy.ttl);
-            let mut grants = Vec::with_capacity(items.len());
-            // What the granted descriptors come from, in grant order.
-            let mut handed: Vec<Handed> = Vec::new();
-            for it in &items {
-                let refuse = |e: WorkerError| LeaseGrant {
-                    block_id: it.block_id,
-                    lease_id: 0,
-                    length: 0,
-                    code: e.code() as i32 as u16,
-                    message: e.to_string(),
-                };
-                if let Err(m) = it.check() {
-                    grants.push(refuse(WorkerError::InvalidArgument(m)));
-                    continue;
-                }
-                if table.held.len() >= policy.max_per_client {
-                    grants.push(refuse(WorkerError::NoSpace(crate::store::NoSpace {
-                        needed: it.block_length,
-                        used: table.held.len() as u64,
-                        capacity: policy.max_per_client as u64,
-                    })));
-                    continue;
-                }
-                // A memory block hands its sealed segment; a disk-tier block
-                // a read-only descriptor of its file (never changed after it
-                // is written), and the grant names the tier.
-                let got = cached(sh, it).await.and_then(|b| {
-                    let h = match &b {
-                        Block::Mem(s) => Handed::Mem(s.clone()),
-                        Block::Disk(d) => Handed::File(d.client_fd().map_err(|e| {
-                            sh.store.drop_broken(d, &e);
-                            WorkerError::NotFound(format!(
-                                "block {} was lost from its disk tier ({e}); ask again",
-                                it.block_id
-                            ))
-                        })?),
-                    };
-                    Ok((b, h))
-                });
-                match got {
-                    Ok((b, h)) => {
-                        let id = table.next_id;
-                        table.next_id += 1;
-                        let tier = match &b {
-                            Block::Mem(_) => String::new(),
-                            d => sh.store.tier_name(d),
-                        };
-                        grants.push(LeaseGrant {
-                            block_id: it.block_id,
-                            lease_id: id,
-                            length: b.len(),
-                            code: 0,
-                            message: tier,
-                        });
-                        handed.push(h);
-                        table.held.insert(
-                            id,
-                            Held {
-                                block_id: it.block_id,
-                                _pin: b,
-                                since: Instant::now(),
-                            },
-                        );
-                        Stats::add(&sh.store.stats.leases, 1);
-                        Stats::add(&sh.store.stats.leases_granted, 1);
-                    }
-                    Err(e) => grants.push(refuse(e)),
-                }
-            }
-            let body = encode_lease_ok(policy.ttl.as_millis() as u64, &grants);
-            let mut frame = eddy_wire::Header {
-                kind: Kind::LeaseOk,
-                body_len: body.len() as u32,
-            }
-            .encode()
-            .to_vec();
-            frame.write_all(&body).expect("Vec write");
-            let fds: Vec<BorrowedFd<'_>> = handed
-                .iter()
-                .map(|h| match h {
-                    Handed::Mem(s) => s.fd(),
-                    Handed::File(f) => f.as_fd(),
-                })
-                .collect();
-            send_with_fds(sock.get_ref().get_ref(), &frame, &fds, sh.timeouts.idle).await?;
-            Ok(())
+            lease(sh, sock, &body, table, policy).await
         }
         Kind::Release => {
             let body = read_body(sock, h).await?;
@@ -349,6 +262,105 @@ async fn dispatch(
             got: other,
         }),
     }
+}
+
+/// Grants what it can of a `Lease` batch: one answer per block, with the
+/// descriptors of the granted ones attached in grant order.
+async fn lease(
+    sh: &Shared,
+    sock: &mut BufReader<Timed<UnixStream>>,
+    body: &[u8],
+    table: &mut Table<'_>,
+    policy: &LeasePolicy,
+) -> Result<(), WireError> {
+    let items = decode_lease(body)?;
+    table.expire(policy.ttl);
+    let mut grants = Vec::with_capacity(items.len());
+    // What the granted descriptors come from, in grant order.
+    let mut handed: Vec<Handed> = Vec::new();
+    for it in &items {
+        let refuse = |e: WorkerError| LeaseGrant {
+            block_id: it.block_id,
+            lease_id: 0,
+            length: 0,
+            code: e.code() as i32 as u16,
+            message: e.to_string(),
+        };
+        if let Err(m) = it.check() {
+            grants.push(refuse(WorkerError::InvalidArgument(m)));
+            continue;
+        }
+        if table.held.len() >= policy.max_per_client {
+            grants.push(refuse(WorkerError::NoSpace(crate::store::NoSpace {
+                needed: it.block_length,
+                used: table.held.len() as u64,
+                capacity: policy.max_per_client as u64,
+            })));
+            continue;
+        }
+        // A memory block hands its sealed segment; a disk-tier block
+        // a read-only descriptor of its file (never changed after it
+        // is written), and the grant names the tier.
+        let got = cached(sh, it).await.and_then(|b| {
+            let h = match &b {
+                Block::Mem(s) => Handed::Mem(s.clone()),
+                Block::Disk(d) => Handed::File(d.client_fd().map_err(|e| {
+                    sh.store.drop_broken(d, &e);
+                    WorkerError::NotFound(format!(
+                        "block {} was lost from its disk tier ({e}); ask again",
+                        it.block_id
+                    ))
+                })?),
+            };
+            Ok((b, h))
+        });
+        match got {
+            Ok((b, h)) => {
+                let id = table.next_id;
+                table.next_id += 1;
+                let tier = match &b {
+                    Block::Mem(_) => String::new(),
+                    d => sh.store.tier_name(d),
+                };
+                grants.push(LeaseGrant {
+                    block_id: it.block_id,
+                    lease_id: id,
+                    length: b.len(),
+                    code: 0,
+                    message: tier,
+                });
+                handed.push(h);
+                table.held.insert(
+                    id,
+                    Held {
+                        block_id: it.block_id,
+                        _pin: b,
+                        since: Instant::now(),
+                    },
+                );
+                Stats::add(&sh.store.stats.leases, 1);
+                Stats::add(&sh.store.stats.leases_granted, 1);
+            }
+            Err(e) => grants.push(refuse(e)),
+        }
+    }
+    let body = encode_lease_ok(policy.ttl.as_millis() as u64, &grants);
+    let mut frame = eddy_wire::Header {
+        kind: Kind::LeaseOk,
+        body_len: body.len() as u32,
+    }
+    .encode()
+    .to_vec();
+    frame.write_all(&body).expect("Vec write");
+    let fds: Vec<BorrowedFd<'_>> = handed
+        .iter()
+        .map(|h| match h {
+            Handed::Mem(s) => s.fd(),
+            Handed::File(f) => f.as_fd(),
+        })
+        .collect();
+    send_with_fds(sock.get_ref().get_ref(), &frame, &fds, sh.timeouts.idle).await?;
+    Ok(())
 }
 
 /// A descriptor to hand with a lease grant.
