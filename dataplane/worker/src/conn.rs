@@ -231,6 +231,32 @@ pub fn raise_nofile_limit() -> io::Result<u64> {
     Ok(l.current.unwrap_or(u64::MAX))
 }
 
+/// Answers a connection over its peer's limit with one `Error` frame
+/// (`UNAVAILABLE`), without waiting for the peer, and closes it.
+pub fn refuse<S: std::os::fd::AsFd>(sock: &S, peer: &str, max: usize) {
+    let f = eddy_wire::ErrorFrame::new(
+        eddy_proto::EddyCode::Unavailable,
+        format!(
+            "{peer} already has {max} connections open to this worker (max_connections_per_peer); close idle ones and retry"
+        ),
+    );
+    let body = f.encode();
+    let mut frame = eddy_wire::Header {
+        kind: eddy_wire::Kind::Error,
+        body_len: body.len() as u32,
+    }
+    .encode()
+    .to_vec();
+    frame.extend_from_slice(&body);
+    // Non-blocking: a fresh socket's send buffer takes one small frame.
+    let _ = rustix::net::send(
+        sock,
+        &frame,
+        rustix::net::SendFlags::NOSIGNAL | rustix::net::SendFlags::DONTWAIT,
+    );
+    tracing::debug!("refused a connection from {peer}: {max} already open");
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -4,7 +4,18 @@
 //! - [`store`]: the tiers: memory segments under a byte budget, then disk
 //!   tiers ([`disk`] block files through the [`io`] engines); LRU demotion
 //!   ([`evict`]), promotion, pinned files, single-flight fills.
-//! - [`server`]: the data protocol over TCP (`eddy-wire` frames).
+//! - [`shared`]: what every front door and job shares ([`shared::Shared`]:
+//!   store, master link, admission, limits) and the stats they report.
+//! - [`cache`]: the core of reads: a block from its tier, or filled from the
+//!   under-storage at the version the master checked.
+//! - [`session`]: the one write session both front doors drive (blocks,
+//!   reservations, the under-storage writer, failure, commit at close,
+//!   cancel); its decisions in an I/O-free state machine.
+//! - [`server`]: the data protocol over TCP (`eddy-wire` frames) and
+//!   [`uds`]: the Unix-socket short-circuit; two thin front doors over the
+//!   core above.
+//! - [`jobs`]: work the master hands out in heartbeats, done by
+//!   [`replicate`] and [`persist`].
 //! - [`master_link`]: registration, heartbeats and their commands, block
 //!   commits, mount lookups.
 //!
@@ -13,18 +24,22 @@
 //! transport), like any other client.
 
 pub mod admit;
+pub mod cache;
 pub mod config;
 pub mod conn;
 pub mod disk;
 pub mod error;
 pub mod evict;
 pub mod io;
+pub mod jobs;
 pub mod master_link;
 mod metrics;
 pub mod persist;
 pub mod replicate;
 pub mod segment;
 pub mod server;
+pub mod session;
+pub mod shared;
 pub mod store;
 pub mod uds;
 
@@ -38,7 +53,7 @@ use tokio::sync::watch;
 use tokio::task::JoinSet;
 
 use crate::master_link::MasterLink;
-use crate::server::Shared;
+use crate::shared::Shared;
 use crate::store::BlockStore;
 
 /// A started worker. Stop it with [`RunningWorker::shutdown`].
@@ -88,47 +103,10 @@ pub async fn start(cfg: WorkerConfig) -> Result<RunningWorker, StartError> {
         data_addr.ip().to_string()
     };
     cfg.validate().map_err(StartError::Config)?;
-    let ring = io::UringOptions {
-        depth: cfg.io_queue_depth,
-        fixed_bytes: cfg.io_registered_buffer_bytes,
-        sqpoll_idle_ms: cfg.io_sqpoll_idle_ms,
-    };
-    let engine = match cfg.io_engine.as_str() {
-        "pread" => io::Engine::pread(),
-        "io_uring" => io::Engine::uring_with(&ring)
-            .map_err(|e| StartError::Config(format!("io_engine = \"io_uring\": {e}")))?,
-        _ => io::Engine::detect_with(&ring),
-    };
-    tracing::info!("disk I/O engine: {}", engine.describe());
-    let tiers = cfg
-        .tiers
-        .iter()
-        .map(|t| store::TierSpec {
-            alias: t.alias.trim().to_string(),
-            dirs: t
-                .dirs
-                .iter()
-                .zip(&t.quotas)
-                .map(|(d, q)| disk::Dir::new(d, *q))
-                .collect(),
-        })
-        .collect();
-    let store = BlockStore::with_tiers(cfg.effective_memory_capacity(), tiers, Arc::new(engine));
+    let store = open_store(&cfg)?;
     // The master client dials lazily; registration below retries.
     let master = MasterClient::lazy(&cfg.master).map_err(|e| StartError::Config(e.to_string()))?;
-    let uds = if cfg.domain_socket.is_empty() {
-        None
-    } else {
-        let path = std::path::absolute(&cfg.domain_socket).map_err(|source| StartError::Bind {
-            addr: cfg.domain_socket.clone(),
-            source,
-        })?;
-        let l = uds::bind(&path).map_err(|source| StartError::Bind {
-            addr: path.display().to_string(),
-            source,
-        })?;
-        Some((l, path))
-    };
+    let uds = bind_socket(&cfg)?;
     let address = pb::WorkerAddress {
         host,
         rpc_port: 0,
@@ -191,6 +169,59 @@ pub async fn start(cfg: WorkerConfig) -> Result<RunningWorker, StartError> {
         stop,
         tasks,
         grace: Duration::from_millis(cfg.shutdown_grace_ms),
+    })
+}
+
+/// The block store of `cfg`: its memory, its disk tiers and their I/O engine.
+fn open_store(cfg: &WorkerConfig) -> Result<Arc<BlockStore>, StartError> {
+    let ring = io::UringOptions {
+        depth: cfg.io_queue_depth,
+        fixed_bytes: cfg.io_registered_buffer_bytes,
+        sqpoll_idle_ms: cfg.io_sqpoll_idle_ms,
+    };
+    let engine = match cfg.io_engine.as_str() {
+        "pread" => io::Engine::pread(),
+        "io_uring" => io::Engine::uring_with(&ring)
+            .map_err(|e| StartError::Config(format!("io_engine = \"io_uring\": {e}")))?,
+        _ => io::Engine::detect_with(&ring),
+    };
+    tracing::info!("disk I/O engine: {}", engine.describe());
+    let tiers = cfg
+        .tiers
+        .iter()
+        .map(|t| store::TierSpec {
+            alias: t.alias.trim().to_string(),
+            dirs: t
+                .dirs
+                .iter()
+                .zip(&t.quotas)
+                .map(|(d, q)| disk::Dir::new(d, *q))
+                .collect(),
+        })
+        .collect();
+    Ok(BlockStore::with_tiers(
+        cfg.effective_memory_capacity(),
+        tiers,
+        Arc::new(engine),
+    ))
+}
+
+/// The short-circuit's Unix socket, when `cfg` names one.
+fn bind_socket(
+    cfg: &WorkerConfig,
+) -> Result<Option<(tokio::net::UnixListener, std::path::PathBuf)>, StartError> {
+    Ok(if cfg.domain_socket.is_empty() {
+        None
+    } else {
+        let path = std::path::absolute(&cfg.domain_socket).map_err(|source| StartError::Bind {
+            addr: cfg.domain_socket.clone(),
+            source,
+        })?;
+        let l = uds::bind(&path).map_err(|source| StartError::Bind {
+            addr: path.display().to_string(),
+            source,
+        })?;
+        Some((l, path))
     })
 }
 
@@ -264,7 +295,7 @@ async fn accept_loop(
             r = listener.accept() => match r {
                 Ok((sock, peer)) => {
                     let Some(slot) = peers.admit(peer.ip()) else {
-                        server::refuse(&sock, &format!("{}", peer.ip()), peers.max());
+                        conn::refuse(&sock, &format!("{}", peer.ip()), peers.max());
                         continue;
                     };
                     let _ = sock.set_nodelay(true);

@@ -32,7 +32,7 @@ pub struct MasterLink {
     /// Serialises re-registration.
     registering: tokio::sync::Mutex<()>,
     /// Copy requests, to the replicator task.
-    copies: mpsc::UnboundedSender<crate::replicate::Job>,
+    copies: mpsc::UnboundedSender<crate::jobs::Job>,
     /// This worker's object-store defaults (the config file's `[ufs.*]`).
     ufs_defaults: eddy_ufs::UfsDefaults,
 }
@@ -42,7 +42,7 @@ impl MasterLink {
         master: MasterClient,
         address: pb::WorkerAddress,
         store: Arc<BlockStore>,
-        copies: mpsc::UnboundedSender<crate::replicate::Job>,
+        copies: mpsc::UnboundedSender<crate::jobs::Job>,
         ufs_defaults: eddy_ufs::UfsDefaults,
     ) -> Self {
         Self {
@@ -322,10 +322,10 @@ impl MasterLink {
                 }
                 Some(pb::worker_command::Command::ReplicateBlocks(r)) => {
                     // Copies take a while: the heartbeat goes on meanwhile.
-                    let _ = self.copies.send(crate::replicate::Job::Replicate(r.blocks));
+                    let _ = self.copies.send(crate::jobs::Job::Replicate(r.blocks));
                 }
                 Some(pb::worker_command::Command::PersistFile(p)) => {
-                    let _ = self.copies.send(crate::replicate::Job::Persist(p));
+                    let _ = self.copies.send(crate::jobs::Job::Persist(p));
                 }
                 Some(pb::worker_command::Command::Reregister(_)) => {
                     self.register().await?;

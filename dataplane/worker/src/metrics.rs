@@ -6,7 +6,7 @@ use std::sync::Arc;
 
 use eddy_metrics::{counter, gauge};
 
-use crate::server::{Shared, stats};
+use crate::shared::{Shared, stats};
 
 /// Values that go up and down; every other stat only ever grows.
 const GAUGES: &[&str] = &[

@@ -6,9 +6,10 @@
 
 use eddy_client::pb;
 
+use crate::cache::ufs_key;
 use crate::disk::RangeReader;
 use crate::error::{Result, WorkerError};
-use crate::server::{Shared, ufs_key};
+use crate::shared::Shared;
 use crate::store::Block;
 
 pub async fn persist(sh: &Shared, p: pb::PersistFile) {

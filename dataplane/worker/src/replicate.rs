@@ -10,21 +10,15 @@ use eddy_wire::{Kind, ReadRequest, ReadType, UfsSource, write_frame};
 use tokio::io::AsyncReadExt;
 use tokio::sync::{mpsc, watch};
 
+use crate::cache::fill;
 use crate::error::{Result, WorkerError};
+use crate::jobs::Job;
 use crate::segment::SegmentWriter;
-use crate::server::{Shared, fill};
+use crate::shared::Shared;
 use crate::store::Stats;
 
 /// How long one copy from a peer may take before the next source is tried.
 const PEER_TIMEOUT: Duration = Duration::from_secs(30);
-
-/// Background work the master asks for in heartbeat answers.
-pub enum Job {
-    /// Cache copies of blocks (replication bounds).
-    Replicate(Vec<pb::ReplicateBlock>),
-    /// Write a file's blocks to the under-storage (ASYNC_THROUGH, persist).
-    Persist(pb::PersistFile),
-}
 
 /// Works through jobs one at a time until `stop`.
 pub async fn run(

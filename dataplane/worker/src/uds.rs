@@ -18,10 +18,9 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use eddy_ufs::UfsWriter;
 use eddy_wire::{
-    ErrorFrame, Kind, LeaseGrant, WireError, WriteOk, WriteOpen, WriteType, decode_lease,
-    decode_release, encode_lease_ok, read_body, read_header, write_frame,
+    ErrorFrame, Kind, LeaseGrant, WireError, WriteOpen, decode_lease, decode_release,
+    encode_lease_ok, read_body, read_header, write_frame,
 };
 use rustix::net::{SendAncillaryBuffer, SendAncillaryMessage, SendFlags};
 use tokio::io::{AsyncBufReadExt, BufReader, Interest};
@@ -29,11 +28,13 @@ use tokio::net::{UnixListener, UnixStream};
 use tokio::sync::watch;
 use tokio::task::JoinSet;
 
+use crate::cache::cached;
 use crate::conn::{PeerLimit, PeerSlot, Timed, Timeouts};
 use crate::error::WorkerError;
-use crate::segment::{Segment, SegmentWriter};
-use crate::server::{Shared, Uncommitted, cached, commit_ids, stats, ufs_key};
-use crate::store::{Block, Reservation, Stats};
+use crate::segment::Segment;
+use crate::session::WriteSession;
+use crate::shared::{Shared, stats};
+use crate::store::{Block, Stats};
 
 /// Limits for co-located clients.
 #[derive(Debug, Clone)]
@@ -88,7 +89,7 @@ pub async fn accept_loop(
                         .unwrap_or((u32::MAX, 0));
                     let Some(slot) = peers.admit(key) else {
                         let who = format!("process {} (uid {})", key.1, key.0);
-                        crate::server::refuse(&sock, &who, peers.max());
+                        crate::conn::refuse(&sock, &who, peers.max());
                         continue;
                     };
                     conns.spawn(serve(sh.clone(), sock, slot, policy.clone(), stop.clone()));
@@ -168,7 +169,7 @@ async fn serve(
         next_id: 1,
         stats: &sh.store.stats,
     };
-    let mut session: Option<ScWrite> = None;
+    let mut session: Option<WriteSession> = None;
     let period = (policy.ttl / 4).min(idle / 4);
     let mut tick = tokio::time::interval(period.max(Duration::from_millis(10)));
     let mut last = Instant::now();
@@ -218,7 +219,7 @@ async fn dispatch(
     h: eddy_wire::Header,
     table: &mut Table<'_>,
     policy: &LeasePolicy,
-    session: &mut Option<ScWrite>,
+    session: &mut Option<WriteSession>,
 ) -> Result<(), WireError> {
     match h.kind {
         Kind::WriteOpen
@@ -231,94 +232,7 @@ async fn dispatch(
         }
         Kind::Lease => {
             let body = read_body(sock, h).await?;
-            let items = decode_lease(&body)?;
-            table.expire(policy.ttl);
-            let mut grants = Vec::with_capacity(items.len());
-            // What the granted descriptors come from, in grant order.
-            let mut handed: Vec<Handed> = Vec::new();
-            for it in &items {
-                let refuse = |e: WorkerError| LeaseGrant {
-                    block_id: it.block_id,
-                    lease_id: 0,
-                    length: 0,
-                    code: e.code() as i32 as u16,
-                    message: e.to_string(),
-                };
-                if let Err(m) = it.check() {
-                    grants.push(refuse(WorkerError::InvalidArgument(m)));
-                    continue;
-                }
-                if table.held.len() >= policy.max_per_client {
-                    grants.push(refuse(WorkerError::NoSpace(crate::store::NoSpace {
-                        needed: it.block_length,
-                        used: table.held.len() as u64,
-                        capacity: policy.max_per_client as u64,
-                    })));
-                    continue;
-                }
-                // A memory block hands its sealed segment; a disk-tier block
-                // a read-only descriptor of its file (never changed after it
-                // is written), and the grant names the tier.
-                let got = cached(sh, it).await.and_then(|b| {
-                    let h = match &b {
-                        Block::Mem(s) => Handed::Mem(s.clone()),
-                        Block::Disk(d) => Handed::File(d.client_fd().map_err(|e| {
-                            sh.store.drop_broken(d, &e);
-                            WorkerError::NotFound(format!(
-                                "block {} was lost from its disk tier ({e}); ask again",
-                                it.block_id
-                            ))
-                        })?),
-                    };
-                    Ok((b, h))
-                });
-                match got {
-                    Ok((b, h)) => {
-                        let id = table.next_id;
-                        table.next_id += 1;
-                        let tier = match &b {
-                            Block::Mem(_) => String::new(),
-                            d => sh.store.tier_name(d),
-                        };
-                        grants.push(LeaseGrant {
-                            block_id: it.block_id,
-                            lease_id: id,
-                            length: b.len(),
-                            code: 0,
-                            message: tier,
-                        });
-                        handed.push(h);
-                        table.held.insert(
-                            id,
-                            Held {
-                                block_id: it.block_id,
-                                _pin: b,
-                                since: Instant::now(),
-                            },
-                        );
-                        Stats::add(&sh.store.stats.leases, 1);
-                        Stats::add(&sh.store.stats.leases_granted, 1);
-                    }
-                    Err(e) => grants.push(refuse(e)),
-                }
-            }
-            let body = encode_lease_ok(policy.ttl.as_millis() as u64, &grants);
-            let mut frame = eddy_wire::Header {
-                kind: Kind::LeaseOk,
-                body_len: body.len() as u32,
-            }
-            .encode()
-            .to_vec();
-            frame.write_all(&body).expect("Vec write");
-            let fds: Vec<BorrowedFd<'_>> = handed
-                .iter()
-                .map(|h| match h {
-                    Handed::Mem(s) => s.fd(),
-                    Handed::File(f) => f.as_fd(),
-                })
-                .collect();
-            send_with_fds(sock.get_ref().get_ref(), &frame, &fds, sh.timeouts.idle).await?;
-            Ok(())
+            lease(sh, sock, &body, table, policy).await
         }
         Kind::Release => {
             let body = read_body(sock, h).await?;
@@ -348,6 +262,105 @@ async fn dispatch(
             got: other,
         }),
     }
+}
+
+/// Grants what it can of a `Lease` batch: one answer per block, with the
+/// descriptors of the granted ones attached in grant order.
+async fn lease(
+    sh: &Shared,
+    sock: &mut BufReader<Timed<UnixStream>>,
+    body: &[u8],
+    table: &mut Table<'_>,
+    policy: &LeasePolicy,
+) -> Result<(), WireError> {
+    let items = decode_lease(body)?;
+    table.expire(policy.ttl);
+    let mut grants = Vec::with_capacity(items.len());
+    // What the granted descriptors come from, in grant order.
+    let mut handed: Vec<Handed> = Vec::new();
+    for it in &items {
+        let refuse = |e: WorkerError| LeaseGrant {
+            block_id: it.block_id,
+            lease_id: 0,
+            length: 0,
+            code: e.code() as i32 as u16,
+            message: e.to_string(),
+        };
+        if let Err(m) = it.check() {
+            grants.push(refuse(WorkerError::InvalidArgument(m)));
+            continue;
+        }
+        if table.held.len() >= policy.max_per_client {
+            grants.push(refuse(WorkerError::NoSpace(crate::store::NoSpace {
+                needed: it.block_length,
+                used: table.held.len() as u64,
+                capacity: policy.max_per_client as u64,
+            })));
+            continue;
+        }
+        // A memory block hands its sealed segment; a disk-tier block
+        // a read-only descriptor of its file (never changed after it
+        // is written), and the grant names the tier.
+        let got = cached(sh, it).await.and_then(|b| {
+            let h = match &b {
+                Block::Mem(s) => Handed::Mem(s.clone()),
+                Block::Disk(d) => Handed::File(d.client_fd().map_err(|e| {
+                    sh.store.drop_broken(d, &e);
+                    WorkerError::NotFound(format!(
+                        "block {} was lost from its disk tier ({e}); ask again",
+                        it.block_id
+                    ))
+                })?),
+            };
+            Ok((b, h))
+        });
+        match got {
+            Ok((b, h)) => {
+                let id = table.next_id;
+                table.next_id += 1;
+                let tier = match &b {
+                    Block::Mem(_) => String::new(),
+                    d => sh.store.tier_name(d),
+                };
+                grants.push(LeaseGrant {
+                    block_id: it.block_id,
+                    lease_id: id,
+                    length: b.len(),
+                    code: 0,
+                    message: tier,
+                });
+                handed.push(h);
+                table.held.insert(
+                    id,
+                    Held {
+                        block_id: it.block_id,
+                        _pin: b,
+                        since: Instant::now(),
+                    },
+                );
+                Stats::add(&sh.store.stats.leases, 1);
+                Stats::add(&sh.store.stats.leases_granted, 1);
+            }
+            Err(e) => grants.push(refuse(e)),
+        }
+    }
+    let body = encode_lease_ok(policy.ttl.as_millis() as u64, &grants);
+    let mut frame = eddy_wire::Header {
+        kind: Kind::LeaseOk,
+        body_len: body.len() as u32,
+    }
+    .encode()
+    .to_vec();
+    frame.write_all(&body).expect("Vec write");
+    let fds: Vec<BorrowedFd<'_>> = handed
+        .iter()
+        .map(|h| match h {
+            Handed::Mem(s) => s.fd(),
+            Handed::File(f) => f.as_fd(),
+        })
+        .collect();
+    send_with_fds(sock.get_ref().get_ref(), &frame, &fds, sh.timeouts.idle).await?;
+    Ok(())
 }
 
 /// A descriptor to hand with a lease grant.
@@ -406,34 +419,22 @@ impl std::fmt::Debug for Held {
     }
 }
 
-/// A short-circuit write: the client fills segments the worker hands it,
-/// one block each, and commits them; the worker seals each (which fails if
-/// the client still maps it writable), persists it from the sealed bytes
-/// when the write type says so, and puts each block in the store as it is
-/// committed (recorded with the master at close).
-pub struct ScWrite {
-    /// Holds the file against other write sessions on this worker.
-    _slot: crate::admit::WriteSlot,
-    open: WriteOpen,
-    ufs_w: Option<Box<dyn UfsWriter>>,
-    pending: Option<(u64, SegmentWriter, Reservation)>,
-    done: Uncommitted,
-    total: u64,
-    next_index: u64,
-    next_segment: u64,
-    /// A block shorter than the block size was committed: it must be the last.
-    short_seen: bool,
-}
-
+/// A short-circuit write step: the client fills segments the worker hands
+/// it, one block each, and commits them; the session (`crate::session`)
+/// seals each (which fails if the client still maps it writable), persists
+/// it from the sealed bytes when the write type says so, and puts each
+/// block in the store as it is committed (recorded with the master at
+/// close). Every step is answered; a refused step leaves the session open.
 async fn write_step(
     sh: &Shared,
     sock: &mut BufReader<Timed<UnixStream>>,
     kind: Kind,
     body: &[u8],
-    session: &mut Option<ScWrite>,
+    session: &mut Option<WriteSession>,
 ) -> Result<(), WireError> {
     let out = sock.get_mut();
     let fail = |e: WorkerError| e.frame().encode();
+    let none_open = || WorkerError::InvalidArgument("no write is open on this connection".into());
     match kind {
         Kind::WriteOpen => {
             let open = WriteOpen::decode(body)?;
@@ -446,78 +447,21 @@ async fn write_step(
                 );
                 return write_frame(out, Kind::Error, &fail(e)).await;
             }
-            let slot = match sh.admit.open_write(&sh.link, &open).await {
-                Ok(s) => s,
+            match WriteSession::open(sh, &open).await {
+                Ok(s) => *session = Some(s),
                 Err(e) => return write_frame(out, Kind::Error, &fail(e)).await,
-            };
-            let ufs_w = match &open.target {
-                Some(t) if open.write_type != WriteType::MustCache => {
-                    let r = async {
-                        let ufs = sh.link.ufs(t.mount_id).await?;
-                        Ok::<_, WorkerError>(ufs.create(&ufs_key(&t.key)?).await?)
-                    }
-                    .await;
-                    match r {
-                        Ok(w) => Some(w),
-                        Err(e) => return write_frame(out, Kind::Error, &fail(e)).await,
-                    }
-                }
-                _ => None,
-            };
-            *session = Some(ScWrite {
-                _slot: slot,
-                open,
-                ufs_w,
-                pending: None,
-                done: Uncommitted::new(sh.store.clone()),
-                total: 0,
-                next_index: 0,
-                next_segment: 1,
-                short_seen: false,
-            });
+            }
             write_frame(out, Kind::Ok, &eddy_wire::u64_body(0)).await
         }
         Kind::SegmentRequest => {
             let capacity = eddy_wire::decode_u64(kind, body)?;
             let Some(w) = session.as_mut() else {
-                let e = WorkerError::InvalidArgument("no write is open on this connection".into());
-                return write_frame(out, Kind::Error, &fail(e)).await;
+                return write_frame(out, Kind::Error, &fail(none_open())).await;
             };
-            let bad = if w.pending.is_some() {
-                Some("commit the current segment first".to_string())
-            } else if w.short_seen {
-                Some("only the last block of a file may be shorter than the block size".to_string())
-            } else if capacity == 0 || capacity > w.open.block_size {
-                Some(format!(
-                    "segment capacity {capacity} must be 1..={}",
-                    w.open.block_size
-                ))
-            } else if w.next_index >= 1 << eddy_proto::BLOCK_INDEX_BITS {
-                Some("too many blocks for one file".to_string())
-            } else {
-                None
-            };
-            if let Some(msg) = bad {
-                return write_frame(out, Kind::Error, &fail(WorkerError::InvalidArgument(msg)))
-                    .await;
-            }
-            let made = sh
-                .store
-                .reserve(capacity)
-                .await
-                .map_err(WorkerError::from)
-                .and_then(|res| {
-                    let name = format!("eddy-write-{}-{}", w.open.file_id, w.next_index);
-                    let seg = SegmentWriter::create_for_client(&name, capacity)
-                        .map_err(WorkerError::Memory)?;
-                    Ok((seg, res))
-                });
-            let (seg, res) = match made {
-                Ok(x) => x,
+            let id = match w.hand_segment(capacity).await {
+                Ok(id) => id,
                 Err(e) => return write_frame(out, Kind::Error, &fail(e)).await,
             };
-            let id = w.next_segment;
-            w.next_segment += 1;
             let body = eddy_wire::u64_pair(id, capacity);
             let mut frame = eddy_wire::Header {
                 kind: Kind::SegmentOk,
@@ -526,111 +470,35 @@ async fn write_step(
             .encode()
             .to_vec();
             frame.extend_from_slice(&body);
-            send_with_fds(
-                sock.get_ref().get_ref(),
-                &frame,
-                &[seg.fd()],
-                sh.timeouts.idle,
-            )
-            .await?;
-            w.pending = Some((id, seg, res));
-            Ok(())
+            let fd = w.segment_fd().expect("a segment was just handed out");
+            send_with_fds(sock.get_ref().get_ref(), &frame, &[fd], sh.timeouts.idle).await
         }
         Kind::SegmentCommit => {
             let (id, len) = eddy_wire::decode_u64_pair(kind, body)?;
             let Some(w) = session.as_mut() else {
-                let e = WorkerError::InvalidArgument("no write is open on this connection".into());
-                return write_frame(out, Kind::Error, &fail(e)).await;
+                return write_frame(out, Kind::Error, &fail(none_open())).await;
             };
-            let Some((pid, seg, res)) = w.pending.take() else {
-                let e = WorkerError::InvalidArgument("no segment to commit".into());
-                return write_frame(out, Kind::Error, &fail(e)).await;
-            };
-            if pid != id || len > seg.capacity() {
-                let e = WorkerError::InvalidArgument(format!(
-                    "segment {id} of {len} bytes does not match the segment handed out ({pid}, capacity {})",
-                    seg.capacity()
-                ));
-                return write_frame(out, Kind::Error, &fail(e)).await;
+            match w.commit_segment(id, len).await {
+                Ok(total) => write_frame(out, Kind::Ok, &eddy_wire::u64_body(total)).await,
+                Err(e) => write_frame(out, Kind::Error, &fail(e)).await,
             }
-            let sealed = match seg.seal(len) {
-                Ok(s) => s,
-                Err(e) => {
-                    let e = WorkerError::InvalidArgument(format!(
-                        "cannot seal the segment ({e}): unmap it before committing"
-                    ));
-                    return write_frame(out, Kind::Error, &fail(e)).await;
-                }
-            };
-            if let Some(u) = w.ufs_w.as_mut()
-                && let Err(e) = u.write(sealed.as_slice()).await
-            {
-                return write_frame(out, Kind::Error, &fail(e.into())).await;
-            }
-            if w.open.write_type != WriteType::Through {
-                let block = eddy_proto::block_id(w.open.file_id, w.next_index);
-                let sole = w.open.write_type == WriteType::MustCache;
-                if let Err(e) = w.done.add((block, sealed, res), sole) {
-                    return write_frame(out, Kind::Error, &fail(e)).await;
-                }
-            }
-            w.next_index += 1;
-            w.total += len;
-            w.short_seen = len < w.open.block_size;
-            write_frame(out, Kind::Ok, &eddy_wire::u64_body(w.total)).await
         }
         Kind::WriteCancel => {
-            if let Some(w) = session.take()
-                && let Some(u) = w.ufs_w
-            {
-                u.abort().await;
+            if let Some(w) = session.take() {
+                w.cancel().await;
             }
             write_frame(out, Kind::Ok, &eddy_wire::u64_body(0)).await
         }
         _ => {
             // WriteClose
             let length = eddy_wire::decode_u64(Kind::WriteClose, body)?;
-            let Some(mut w) = session.take() else {
-                let e = WorkerError::InvalidArgument("no write is open on this connection".into());
-                return write_frame(out, Kind::Error, &fail(e)).await;
+            let Some(w) = session.take() else {
+                return write_frame(out, Kind::Error, &fail(none_open())).await;
             };
-            if w.pending.is_some() || length != w.total {
-                if let Some(u) = w.ufs_w {
-                    u.abort().await;
-                }
-                let e = WorkerError::InvalidArgument(format!(
-                    "the writer says {length} bytes but committed {}{}",
-                    w.total,
-                    if w.pending.is_some() {
-                        " (a segment is still uncommitted)"
-                    } else {
-                        ""
-                    }
-                ));
-                return write_frame(out, Kind::Error, &fail(e)).await;
+            match w.close_committed(sh, length).await {
+                Ok(ok) => write_frame(out, Kind::WriteOk, &ok.encode()).await,
+                Err(e) => write_frame(out, Kind::Error, &fail(e)).await,
             }
-            let fingerprint = match w.ufs_w {
-                Some(u) => match u.complete().await {
-                    Ok(st) => st.fingerprint,
-                    Err(e) => return write_frame(out, Kind::Error, &fail(e.into())).await,
-                },
-                None => String::new(),
-            };
-            let blocks = w.done.blocks.len() as u32;
-            let committed = commit_ids(sh, &w.done.blocks).await;
-            w.done.keep = committed.is_ok();
-            if let Err(e) = committed {
-                if w.open.write_type == WriteType::MustCache {
-                    return write_frame(out, Kind::Error, &fail(e)).await;
-                }
-                tracing::warn!("file {}: cached blocks not recorded: {e}", w.open.file_id);
-            }
-            let ok = WriteOk {
-                length: w.total,
-                blocks,
-                fingerprint,
-            };
-            write_frame(out, Kind::WriteOk, &ok.encode()).await
         }
     }
 }
