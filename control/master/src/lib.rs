@@ -16,6 +16,7 @@ pub mod config;
 mod durable;
 pub mod error;
 mod files;
+mod grace;
 pub mod inode;
 pub mod intent;
 pub mod limits;
@@ -36,6 +37,7 @@ pub mod service;
 mod staging;
 mod sync;
 pub mod table;
+mod ufs_lock;
 pub mod workers;
 
 pub use config::MasterConfig;

@@ -15,7 +15,8 @@ use crate::metastore::Metastore;
 use crate::mount::MountPoint;
 use crate::namespace::Namespace;
 use crate::path::EddyPath;
-use crate::service::{MasterRpc, MasterState, now_ms};
+use crate::rpc::MasterRpc;
+use crate::service::{MasterState, now_ms};
 
 /// A master serving on `addr` until [`RunningMaster::shutdown`] or drop of the runtime.
 pub struct RunningMaster {

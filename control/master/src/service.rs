@@ -28,9 +28,6 @@ use crate::namespace::{Effects, Namespace};
 use crate::path::EddyPath;
 use crate::workers::Registry;
 
-/// The gRPC front door, kept reachable here where it always was.
-pub use crate::rpc::MasterRpc;
-
 /// Largest page `list_status` returns.
 pub const MAX_LIST_PAGE: usize = 10_000;
 const DEFAULT_LIST_PAGE: usize = 1_000;
@@ -70,9 +67,9 @@ pub struct MasterState {
     /// Next intent record id (see `crate::intent`).
     pub(crate) next_intent: AtomicU64,
     /// Under-storage changes of one mount, one at a time (`crate::staging`).
-    pub(crate) ufs_locks: crate::staging::UfsLocks,
+    pub(crate) ufs_locks: crate::ufs_lock::UfsLocks,
     /// The registration grace period after a restart.
-    pub(crate) grace: crate::registration::Grace,
+    pub(crate) grace: crate::grace::Grace,
     /// Answers wait until what they read is durable (`crate::durable`).
     pub(crate) durability: Arc<crate::durable::Durability>,
 }

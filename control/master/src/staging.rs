@@ -18,7 +18,6 @@
 //! lock and instead check, in their commit, that the entry is still as
 //! unpersisted as it was.
 
-use std::collections::HashMap;
 use std::sync::Arc;
 
 use eddy_ufs::{UfsError, UfsPath, UnderFileSystem};
@@ -31,11 +30,6 @@ use crate::service::MasterState;
 
 /// The directory, at the root of every mount, holding staging objects.
 pub const DIR: &str = ".eddy-staging";
-
-/// One async lock per mount id: changes of the store take it exclusively,
-/// loads from it (syncs) shared, so loads run side by side but never
-/// between a change's store half and its commit.
-pub type UfsLocks = parking_lot::Mutex<HashMap<u64, Arc<tokio::sync::RwLock<()>>>>;
 
 /// The staging name of file `id`, relative to its mount's root.
 pub fn key(id: u64) -> UfsPath {
@@ -52,14 +46,12 @@ pub fn is_reserved(key: &UfsPath) -> bool {
 impl MasterState {
     /// Holds under-storage changes of mount `id` to one at a time.
     pub(crate) async fn ufs_lock(&self, id: u64) -> tokio::sync::OwnedRwLockWriteGuard<()> {
-        let lock = self.ufs_locks.lock().entry(id).or_default().clone();
-        lock.write_owned().await
+        self.ufs_locks.exclusive(id).await
     }
 
     /// Keeps changes of mount `id`'s store out while Eddy loads from it.
     pub(crate) async fn ufs_load_lock(&self, id: u64) -> tokio::sync::OwnedRwLockReadGuard<()> {
-        let lock = self.ufs_locks.lock().entry(id).or_default().clone();
-        lock.read_owned().await
+        self.ufs_locks.shared(id).await
     }
 
     /// Refuses a path that would land in a mount's staging directory.
