@@ -79,9 +79,45 @@ fn drop_cache(path: &std::path::Path) {
 
 async fn run(bytes: u64) {
     let dir = tempfile::tempdir_in(std::env::temp_dir()).unwrap();
-    let exe = std::env::current_exe().unwrap();
+    let pump = pump_baseline(bytes);
 
-    // Baseline 1: a raw TCP pump between two processes.
+    // The cluster in a child process. This benchmark measures the TCP
+    // path, so the client does not use the worker's Unix socket.
+    let (mut cluster, master) = eddy_bench::spawn_cluster(dir.path());
+    let opts = eddy_client::ClientOptions {
+        short_circuit: false,
+        ..Default::default()
+    };
+    let fs = FileSystem::connect_with(&master, opts).await.unwrap();
+    let (write_eddy, write_local) = writes(&fs, dir.path(), bytes).await;
+    let warm = warm_reads(&fs, bytes).await;
+    let (cold, direct) = cold_reads(&fs, dir.path(), bytes).await;
+    drop(cluster.stdin.take());
+    cluster.wait().unwrap();
+
+    let gib = bytes as f64 / (1u64 << 30) as f64;
+    println!("data plane, {gib:.2} GiB per run, median of {RUNS} runs");
+    println!(
+        "{:<44} {:>10} {:>10} {:>7} {:>7}",
+        "benchmark", "Eddy GB/s", "base GB/s", "ratio", "target"
+    );
+    let row = |name: &str, e: &[Duration], b: &[Duration], target: &str| {
+        let (e, b) = (
+            gbps(bytes, median(e.to_vec())),
+            gbps(bytes, median(b.to_vec())),
+        );
+        println!("{name:<44} {e:>10.2} {b:>10.2} {:>7.2} {target:>7}", e / b);
+    };
+    row("warm remote read vs raw TCP pump", &warm, &pump, ">=0.8");
+    let cold_name = "cold read via worker vs direct file read";
+    row(cold_name, &cold, &direct, ">=0.7");
+    let write_name = "MUST_CACHE write vs local file write";
+    row(write_name, &write_eddy, &write_local, "");
+}
+
+/// Baseline 1: a raw TCP pump between two processes.
+fn pump_baseline(bytes: u64) -> Vec<Duration> {
+    let exe = std::env::current_exe().unwrap();
     let mut pump = Vec::new();
     for _ in 0..RUNS {
         let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
@@ -102,18 +138,17 @@ async fn run(bytes: u64) {
         pump.push(start.elapsed());
         child.wait().unwrap();
     }
+    pump
+}
 
-    // The cluster in a child process. This benchmark measures the TCP
-    // path, so the client does not use the worker's Unix socket.
-    let (mut cluster, master) = eddy_bench::spawn_cluster(dir.path());
-    let opts = eddy_client::ClientOptions {
-        short_circuit: false,
-        ..Default::default()
-    };
-    let fs = FileSystem::connect_with(&master, opts).await.unwrap();
+/// Writes: MUST_CACHE vs a local file in `dir`. The last file written
+/// stays, for the warm reads.
+async fn writes(
+    fs: &FileSystem,
+    dir: &std::path::Path,
+    bytes: u64,
+) -> (Vec<Duration>, Vec<Duration>) {
     let data = vec![0xa5u8; CHUNK];
-
-    // Write: MUST_CACHE vs a local file.
     let mut write_eddy = Vec::new();
     let mut write_local = Vec::new();
     for r in 0..RUNS {
@@ -132,14 +167,17 @@ async fn run(bytes: u64) {
             fs.delete(&path, false).await.unwrap();
         }
 
-        let local = dir.path().join(format!("local-{r}"));
+        let local = dir.join(format!("local-{r}"));
         let start = Instant::now();
         write_local_file(&local, &data, bytes);
         write_local.push(start.elapsed());
         std::fs::remove_file(&local).unwrap();
     }
+    (write_eddy, write_local)
+}
 
-    // Warm read of the cached file, one stream.
+/// Warm reads of the cached file, one stream.
+async fn warm_reads(fs: &FileSystem, bytes: u64) -> Vec<Duration> {
     let mut warm = Vec::new();
     let mut buf = vec![0u8; CHUNK];
     for _ in 0..RUNS {
@@ -151,15 +189,24 @@ async fn run(bytes: u64) {
         assert_eq!(eddy_bench::read_all(&mut r, &mut buf).await, bytes);
         warm.push(start.elapsed());
     }
+    warm
+}
 
-    // Cold read: a file in the root under-storage that Eddy has never
-    // cached (a new one per run), page cache dropped, through the worker vs
-    // directly.
+/// Cold reads: a file in the root under-storage that Eddy has never
+/// cached (a new one per run), page cache dropped, through the worker vs
+/// directly.
+async fn cold_reads(
+    fs: &FileSystem,
+    dir: &std::path::Path,
+    bytes: u64,
+) -> (Vec<Duration>, Vec<Duration>) {
+    let data = vec![0xa5u8; CHUNK];
+    let mut buf = vec![0u8; CHUNK];
     let mut cold = Vec::new();
     let mut direct = Vec::new();
     for run in 0..RUNS {
         let name = format!("cold-{run}.bin");
-        let ufs_file = dir.path().join("ufs").join(&name);
+        let ufs_file = dir.join("ufs").join(&name);
         write_local_file(&ufs_file, &data, bytes);
         drop_cache(&ufs_file);
         let start = Instant::now();
@@ -185,33 +232,5 @@ async fn run(bytes: u64) {
         cold.push(start.elapsed());
         fs.delete(format!("/{name}"), false).await.unwrap();
     }
-    drop(cluster.stdin.take());
-    cluster.wait().unwrap();
-
-    let gib = bytes as f64 / (1u64 << 30) as f64;
-    println!("data plane, {gib:.2} GiB per run, median of {RUNS} runs");
-    println!(
-        "{:<44} {:>10} {:>10} {:>7} {:>7}",
-        "benchmark", "Eddy GB/s", "base GB/s", "ratio", "target"
-    );
-    let row = |name: &str, e: &[Duration], b: &[Duration], target: &str| {
-        let (e, b) = (
-            gbps(bytes, median(e.to_vec())),
-            gbps(bytes, median(b.to_vec())),
-        );
-        println!("{name:<44} {e:>10.2} {b:>10.2} {:>7.2} {target:>7}", e / b);
-    };
-    row("warm remote read vs raw TCP pump", &warm, &pump, ">=0.8");
-    row(
-        "cold read via worker vs direct file read",
-        &cold,
-        &direct,
-        ">=0.7",
-    );
-    row(
-        "MUST_CACHE write vs local file write",
-        &write_eddy,
-        &write_local,
-        "",
-    );
+    (cold, direct)
 }

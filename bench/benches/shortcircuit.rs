@@ -55,31 +55,79 @@ fn pct(v: &mut [Duration], p: f64) -> Duration {
     v[((v.len() as f64 - 1.0) * p) as usize]
 }
 
+/// What the phases measured, for the report.
+#[derive(Default)]
+struct Measured {
+    scan_eddy: Vec<Duration>,
+    scan_local: Vec<Duration>,
+    first_touch: Duration,
+    map_time: Duration,
+    blocks: u64,
+    read_at: Vec<Duration>,
+    memcpy: Vec<Duration>,
+    seq_sc: Vec<Duration>,
+    seq_tcp: Vec<Duration>,
+    seq_pread: Vec<Duration>,
+    /// open + read 4 KiB + close of a small file.
+    orc: Vec<Duration>,
+    reread: Vec<Duration>,
+    rtt: Vec<Duration>,
+    write_sc: Vec<Duration>,
+    write_memcpy: Vec<Duration>,
+}
+
+/// The two clients: short-circuit and TCP only.
+struct Clients {
+    sc: FileSystem,
+    tcp: FileSystem,
+}
+
 async fn run(bytes: u64) {
     let dir = tempfile::tempdir().unwrap();
     let (mut cluster, master) = eddy_bench::spawn_cluster(dir.path());
-    let sc = FileSystem::connect(&master).await.unwrap();
-    let tcp = FileSystem::connect_with(
-        &master,
-        ClientOptions {
-            short_circuit: false,
-            ..Default::default()
-        },
-    )
-    .await
-    .unwrap();
+    let c = Clients {
+        sc: FileSystem::connect(&master).await.unwrap(),
+        tcp: FileSystem::connect_with(
+            &master,
+            ClientOptions {
+                short_circuit: false,
+                ..Default::default()
+            },
+        )
+        .await
+        .unwrap(),
+    };
 
     // The in-process baseline data, and the same bytes in Eddy.
     let data: Vec<u8> = (0..bytes as usize).map(|i| (i * 31 % 251) as u8).collect();
-    let mut w = tcp.create("/big", &CreateOptions::default()).await.unwrap();
-    for c in data.chunks(8 * MIB) {
-        w.write(c).await.unwrap();
+    let mut w = c
+        .tcp
+        .create("/big", &CreateOptions::default())
+        .await
+        .unwrap();
+    for chunk in data.chunks(8 * MIB) {
+        w.write(chunk).await.unwrap();
     }
     w.close().await.unwrap();
-    let expect = sum(&data);
 
-    // 1. Zero-copy scan vs in-process scan.
-    let r = sc.open("/big", &OpenOptions::default()).await.unwrap();
+    let mut m = Measured::default();
+    scan_and_read_at(&c, &data, &mut m).await;
+    sequential(&c, &data, &dir.path().join("local.bin"), &mut m).await;
+    small_files(&c, &data, &mut m).await;
+    m.rtt = uds_round_trips(&dir.path().join("worker.sock"), 1000).await;
+    writes(&c, &data, &mut m).await;
+
+    drop(cluster.stdin.take());
+    cluster.wait().unwrap();
+    report(bytes, m);
+}
+
+/// Phases 1 and 2: zero-copy scan vs in-process scan, then `read_at` into
+/// 1 MiB vs `memcpy` into 1 MiB.
+async fn scan_and_read_at(c: &Clients, data: &[u8], m: &mut Measured) {
+    let bytes = data.len() as u64;
+    let expect = sum(data);
+    let r = c.sc.open("/big", &OpenOptions::default()).await.unwrap();
     let bs = r.block_size();
     let mut views = Vec::new();
     let t = Instant::now();
@@ -89,26 +137,24 @@ async fn run(bytes: u64) {
         views.push(r.map_range(off, n).await.unwrap());
         off += n;
     }
-    let map_time = t.elapsed();
+    m.map_time = t.elapsed();
+    m.blocks = bytes.div_ceil(bs);
     let t = Instant::now();
     let first: u64 = views.iter().fold(0u64, |s, v| s.wrapping_add(sum(v)));
-    let first_touch = t.elapsed();
+    m.first_touch = t.elapsed();
     assert_eq!(first, expect);
-    let (mut scan_eddy, mut scan_local) = (Vec::new(), Vec::new());
     for _ in 0..RUNS {
         let t = Instant::now();
         let s = views.iter().fold(0u64, |s, v| s.wrapping_add(sum(v)));
-        scan_eddy.push(t.elapsed());
+        m.scan_eddy.push(t.elapsed());
         assert_eq!(black_box(s), expect);
         let t = Instant::now();
-        let s = sum(black_box(&data));
-        scan_local.push(t.elapsed());
+        let s = sum(black_box(data));
+        m.scan_local.push(t.elapsed());
         assert_eq!(s, expect);
     }
 
-    // 2. read_at into 1 MiB vs memcpy into 1 MiB.
     let mut buf = vec![0u8; MIB];
-    let (mut read_at, mut memcpy) = (Vec::new(), Vec::new());
     for _ in 0..RUNS {
         let t = Instant::now();
         let mut off = 0;
@@ -116,34 +162,34 @@ async fn run(bytes: u64) {
             let n = r.read_at(off, &mut buf).await.unwrap();
             off += n as u64;
         }
-        read_at.push(t.elapsed());
+        m.read_at.push(t.elapsed());
         black_box(&buf);
         let t = Instant::now();
-        for c in data.chunks(MIB) {
-            buf[..c.len()].copy_from_slice(black_box(c));
+        for chunk in data.chunks(MIB) {
+            buf[..chunk.len()].copy_from_slice(black_box(chunk));
             black_box(&buf);
         }
-        memcpy.push(t.elapsed());
+        m.memcpy.push(t.elapsed());
     }
-    drop(views);
-    drop(r);
+}
 
-    // 3. Sequential reads: short-circuit vs TCP vs pread of a page-cached file.
-    let local = dir.path().join("local.bin");
-    std::fs::File::create(&local)
+/// Phase 3: sequential reads, short-circuit vs TCP vs `pread` of a
+/// page-cached file at `local`.
+async fn sequential(c: &Clients, data: &[u8], local: &std::path::Path, m: &mut Measured) {
+    let bytes = data.len() as u64;
+    std::fs::File::create(local)
         .unwrap()
-        .write_all(&data)
+        .write_all(data)
         .unwrap();
     let mut big = vec![0u8; 8 * MIB];
-    let (mut seq_sc, mut seq_tcp, mut seq_pread) = (Vec::new(), Vec::new(), Vec::new());
     for _ in 0..RUNS {
-        for (fs, out) in [(&sc, &mut seq_sc), (&tcp, &mut seq_tcp)] {
+        for (fs, out) in [(&c.sc, &mut m.seq_sc), (&c.tcp, &mut m.seq_tcp)] {
             let t = Instant::now();
             let mut r = fs.open("/big", &OpenOptions::default()).await.unwrap();
             assert_eq!(eddy_bench::read_all(&mut r, &mut big).await, bytes);
             out.push(t.elapsed());
         }
-        let f = std::fs::File::open(&local).unwrap();
+        let f = std::fs::File::open(local).unwrap();
         let t = Instant::now();
         let mut off = 0;
         loop {
@@ -153,118 +199,101 @@ async fn run(bytes: u64) {
             }
             off += n as u64;
         }
-        seq_pread.push(t.elapsed());
+        m.seq_pread.push(t.elapsed());
     }
+}
 
-    // 4. open + read 4 KiB + close of a cached small file, vs one round trip.
-    let mut w = tcp
+/// Phase 4: open + read 4 KiB + close of a cached small file, and a re-read
+/// of a mapped block.
+async fn small_files(c: &Clients, data: &[u8], m: &mut Measured) {
+    let mut w = c
+        .tcp
         .create("/small", &CreateOptions::default())
         .await
         .unwrap();
     w.write(&data[..4096]).await.unwrap();
     w.close().await.unwrap();
     let mut small = [0u8; 4096];
-    let mut orc = Vec::new();
     for i in 0..1200 {
         let t = Instant::now();
-        let r = sc.open("/small", &OpenOptions::default()).await.unwrap();
+        let r = c.sc.open("/small", &OpenOptions::default()).await.unwrap();
         r.read_at(0, &mut small).await.unwrap();
         drop(r);
         if i >= 200 {
-            orc.push(t.elapsed());
+            m.orc.push(t.elapsed());
         }
     }
     assert!(small[..] == data[..4096]);
-    let r = sc.open("/small", &OpenOptions::default()).await.unwrap();
+    let r = c.sc.open("/small", &OpenOptions::default()).await.unwrap();
     r.read_at(0, &mut small).await.unwrap();
-    let mut reread = Vec::new();
     for _ in 0..1000 {
         let t = Instant::now();
         r.read_at(0, &mut small).await.unwrap();
-        reread.push(t.elapsed());
+        m.reread.push(t.elapsed());
     }
-    drop(r);
-    let rtt = uds_round_trips(&dir.path().join("worker.sock"), 1000).await;
+}
 
-    // 5. Short-circuit write (MUST_CACHE) vs memcpy into fresh memory.
-    let (mut write_sc, mut write_memcpy) = (Vec::new(), Vec::new());
+/// Phase 5: short-circuit write (MUST_CACHE) vs `memcpy` into fresh memory.
+async fn writes(c: &Clients, data: &[u8], m: &mut Measured) {
     for run in 0..RUNS {
         let path = format!("/written-{run}");
         let t = Instant::now();
-        let mut w = sc.create(&path, &CreateOptions::default()).await.unwrap();
-        for c in data.chunks(8 * MIB) {
-            w.write(c).await.unwrap();
+        let mut w = c.sc.create(&path, &CreateOptions::default()).await.unwrap();
+        for chunk in data.chunks(8 * MIB) {
+            w.write(chunk).await.unwrap();
         }
         w.close().await.unwrap();
-        write_sc.push(t.elapsed());
-        sc.delete(&path, false).await.unwrap();
+        m.write_sc.push(t.elapsed());
+        c.sc.delete(&path, false).await.unwrap();
         let t = Instant::now();
         let mut fresh = vec![0u8; data.len()];
-        fresh.copy_from_slice(black_box(&data));
+        fresh.copy_from_slice(black_box(data));
         black_box(&fresh);
-        write_memcpy.push(t.elapsed());
+        m.write_memcpy.push(t.elapsed());
     }
+}
 
-    drop(cluster.stdin.take());
-    cluster.wait().unwrap();
-
+fn report(bytes: u64, mut m: Measured) {
     let gib = bytes as f64 / (1u64 << 30) as f64;
     println!("short-circuit, {gib:.2} GiB cached, single thread, best of {RUNS}");
     println!(
         "{:<52} {:>10} {:>10} {:>7} {:>7}",
         "benchmark", "Eddy GB/s", "base GB/s", "ratio", "target"
     );
-    let row = |name: &str, e: Duration, b: Duration, target: &str| {
-        let (e, b) = (gbps(bytes, e), gbps(bytes, b));
+    let row = |name: &str, e: &[Duration], b: &[Duration], target: &str| {
+        let (e, b) = (gbps(bytes, best(e)), gbps(bytes, best(b)));
         println!("{name:<52} {e:>10.2} {b:>10.2} {:>7.2} {target:>7}", e / b);
     };
-    row(
-        "zero-copy scan (map_range) vs in-process scan",
-        best(&scan_eddy),
-        best(&scan_local),
-        ">=0.9",
-    );
+    let scan = "zero-copy scan (map_range) vs in-process scan";
+    row(scan, &m.scan_eddy, &m.scan_local, ">=0.9");
     row(
         "read_at 1 MiB vs memcpy 1 MiB",
-        best(&read_at),
-        best(&memcpy),
+        &m.read_at,
+        &m.memcpy,
         ">=0.8",
     );
-    row(
-        "sequential read: short-circuit vs TCP path",
-        best(&seq_sc),
-        best(&seq_tcp),
-        "",
-    );
-    row(
-        "sequential read: short-circuit vs pread (page cache)",
-        best(&seq_sc),
-        best(&seq_pread),
-        "",
-    );
-    row(
-        "short-circuit write (MUST_CACHE) vs memcpy to fresh memory",
-        best(&write_sc),
-        best(&write_memcpy),
-        "",
-    );
+    let seq = "sequential read: short-circuit vs TCP path";
+    row(seq, &m.seq_sc, &m.seq_tcp, "");
+    let seq = "sequential read: short-circuit vs pread (page cache)";
+    row(seq, &m.seq_sc, &m.seq_pread, "");
+    let write = "short-circuit write (MUST_CACHE) vs memcpy to fresh memory";
+    row(write, &m.write_sc, &m.write_memcpy, "");
     println!(
         "first scan after mapping (page faults): {:.2} GB/s; leasing + mapping {} blocks took {:?}",
-        gbps(bytes, first_touch),
-        bytes.div_ceil(bs),
-        map_time
+        gbps(bytes, m.first_touch),
+        m.blocks,
+        m.map_time
     );
-    let (mut orc2, mut rtt2) = (orc.clone(), rtt.clone());
-    let (p50, p99) = (pct(&mut orc2, 0.5), pct(&mut orc2, 0.99));
-    let (r50, r99) = (pct(&mut rtt2, 0.5), pct(&mut rtt2, 0.99));
+    let (p50, p99) = (pct(&mut m.orc, 0.5), pct(&mut m.orc, 0.99));
+    let (r50, r99) = (pct(&mut m.rtt, 0.5), pct(&mut m.rtt, 0.99));
     println!(
         "open + read 4 KiB + close: p50 {p50:?} p99 {p99:?}; one Unix-socket round trip: p50 {r50:?} p99 {r99:?}; p50 ratio {:.2} (target <= 1.5)",
         p50.as_secs_f64() / r50.as_secs_f64()
     );
     println!(
         "re-read of a mapped 4 KiB block: p50 {:?} p99 {:?} (no round trip)",
-        pct(&mut reread, 0.5),
-        pct(&mut reread, 0.99)
+        pct(&mut m.reread, 0.5),
+        pct(&mut m.reread, 0.99)
     );
 }
 
