@@ -149,6 +149,42 @@ fn no_crate_has_an_import_cycle_among_its_modules() {
     );
 }
 
+/// The code map's section of `krate`: from its `### ` heading (which names
+/// the crate in backticks) to the next heading.
+fn code_map_section<'a>(md: &'a str, krate: &str) -> Option<&'a str> {
+    let needle = format!("(`{krate}`");
+    let start = md
+        .match_indices("\n### ")
+        .map(|(at, _)| at + 1)
+        .find(|&at| md[at..].lines().next().is_some_and(|h| h.contains(&needle)))?;
+    let rest = &md[start..];
+    let end = rest[4..].find("\n#").map_or(rest.len(), |e| e + 5);
+    Some(&rest[..end])
+}
+
+#[test]
+fn every_module_is_on_the_code_map() {
+    let md = architecture_md();
+    let mut missing = Vec::new();
+    for (krate, (dir, _)) in workspace() {
+        let Some(section) = code_map_section(&md, &krate) else {
+            missing.push(format!("{krate}: no `### ` section names it"));
+            continue;
+        };
+        for module in scan::module_graph(&dir.join("src")).keys() {
+            if !section.contains(&format!("`{module}`")) {
+                missing.push(format!("{krate}: module `{module}`"));
+            }
+        }
+    }
+    assert!(
+        missing.is_empty(),
+        "docs/ARCHITECTURE.md's code map does not name these; say in the crate's section what \
+         each is for:\n  {}",
+        missing.join("\n  ")
+    );
+}
+
 /// The files the **unsafe** line of ARCHITECTURE.md names (backticked
 /// paths; a path ending in `/` names a directory).
 fn unsafe_allowed(md: &str) -> Vec<String> {

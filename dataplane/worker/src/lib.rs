@@ -1,6 +1,7 @@
 //! The Eddy worker: caches blocks in shared memory and serves them.
 //!
-//! - [`segment`]: one sealed memfd per cached block (the only `unsafe`).
+//! - [`segment`]: one sealed memfd per cached block; with [`io`]'s buffers and
+//!   ring the only `unsafe` (docs/ARCHITECTURE.md lists it).
 //! - [`store`]: the tiers: memory segments under a byte budget, then disk
 //!   tiers ([`disk`] block files through the [`io`] engines); LRU demotion
 //!   ([`evict`]), promotion, pinned files, single-flight fills.
