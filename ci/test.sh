@@ -58,6 +58,14 @@ check_lints() {
     cargo clippy --workspace --all-targets --locked -- -D warnings
 }
 
+# docs/ARCHITECTURE.md's checkable invariants (crate edges, module cycles,
+# where unsafe lives, file and function lengths, the code map), as a stage
+# of its own so a broken one is named before the long test run.
+check_architecture() {
+    stage "architecture (cli/tests/architecture.rs)"
+    cargo test -p eddy-cli --locked --test architecture
+}
+
 # Installs SPEC from PyPI into the venv DIR unless the distribution DIST
 # there is already at VERSION. Venvs live under target/ so nothing outside
 # the clone changes; they are kept between runs.
@@ -180,6 +188,7 @@ main() {
     timed install_tools
     timed check_format
     timed check_lints
+    timed check_architecture
     timed install_pyspark
     timed install_moto
     timed install_azurite
