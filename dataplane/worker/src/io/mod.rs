@@ -295,20 +295,40 @@ mod tests {
             let (r, _) = engine.write_at(file.clone(), u64::from(i) * 65536, b).await;
             assert_eq!(r.unwrap(), 65536, "{} write", engine.name());
         }
-        // 32 concurrent aligned reads.
-        let mut tasks = Vec::new();
-        for k in 0..32u64 {
-            let (file, chunk) = (file.clone(), chunk((k % 4) as u8));
-            let e = &engine;
-            tasks.push(async move {
-                let (r, b) = e
+        // 32 concurrent aligned reads: every one is submitted (in flight)
+        // before the first is awaited, so the engine holds all 32 at once.
+        let pending: Vec<_> = (0..32u64)
+            .map(|k| {
+                engine.start_read(file.clone(), (k % 4) * 65536, AlignedBuf::new(65536), 65536)
+            })
+            .collect();
+        for (k, p) in pending.into_iter().enumerate() {
+            let (r, b) = p.await;
+            assert_eq!(r.unwrap(), 65536, "{} read {k}", engine.name());
+            assert!(
+                b.as_slice() == &chunk((k % 4) as u8)[..],
+                "{} read {k}",
+                engine.name()
+            );
+        }
+        // The same through `read_at`, polled together rather than one by one.
+        let reads = (0..32u64).map(|k| {
+            let file = file.clone();
+            async move {
+                let (r, b) = engine
                     .read_at(file, (k % 4) * 65536, AlignedBuf::new(65536), 65536)
                     .await;
-                assert_eq!(r.unwrap(), 65536);
-                assert!(b.as_slice() == &chunk[..], "{} read {k}", e.name());
-            });
+                (k, r, b)
+            }
+        });
+        for (k, r, b) in join_all(reads.map(Box::pin).collect()).await {
+            assert_eq!(r.unwrap(), 65536, "{} read_at {k}", engine.name());
+            assert!(
+                b.as_slice() == &chunk((k % 4) as u8)[..],
+                "{} read_at {k}",
+                engine.name()
+            );
         }
-        futures_join_all(tasks).await;
         // Reading past the end: 0 bytes, not an error.
         let (r, b) = engine
             .read_at(file.clone(), 4 * 65536, AlignedBuf::new(4096), 4096)
@@ -328,10 +348,28 @@ mod tests {
         assert_eq!(b.capacity(), 4096, "the buffer comes back");
     }
 
-    async fn futures_join_all<F: std::future::Future<Output = ()>>(fs: Vec<F>) {
-        for f in fs {
-            f.await;
-        }
+    /// Polls all of `fs` together (each is polled before any has to finish)
+    /// and returns their outputs in order.
+    async fn join_all<F: std::future::Future + Unpin>(mut fs: Vec<F>) -> Vec<F::Output> {
+        let mut out: Vec<Option<F::Output>> = fs.iter().map(|_| None).collect();
+        std::future::poll_fn(|cx| {
+            let mut pending = false;
+            for (f, o) in fs.iter_mut().zip(out.iter_mut()) {
+                if o.is_none() {
+                    match std::pin::Pin::new(f).poll(cx) {
+                        std::task::Poll::Ready(v) => *o = Some(v),
+                        std::task::Poll::Pending => pending = true,
+                    }
+                }
+            }
+            if pending {
+                std::task::Poll::Pending
+            } else {
+                std::task::Poll::Ready(())
+            }
+        })
+        .await;
+        out.into_iter().map(|o| o.expect("finished")).collect()
     }
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
