@@ -171,3 +171,6 @@ async fn fill_to_disk(
     }
     Ok(block)
 }
+
+#[cfg(test)]
+mod tests;

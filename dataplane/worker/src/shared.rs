@@ -9,6 +9,9 @@ use crate::conn::Timeouts;
 use crate::master_link::MasterLink;
 use crate::store::BlockStore;
 
+#[cfg(test)]
+pub(crate) mod fake_master;
+
 /// What every connection shares.
 pub struct Shared {
     pub store: Arc<BlockStore>,
