@@ -11,3 +11,6 @@ pub enum Job {
     /// Write a file's blocks to the under-storage (ASYNC_THROUGH, persist).
     Persist(pb::PersistFile),
 }
+
+#[cfg(test)]
+mod tests;
