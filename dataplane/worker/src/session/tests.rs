@@ -1,6 +1,8 @@
 //! The write session without a socket: a real block store, a master that is
 //! away (commits are then carried by the next heartbeat, so they succeed)
 //! and an under-storage writer that records what it got and can fail.
+//! `with_master` drives it from `WriteSession::open` against the stand-in
+//! master (`crate::shared::fake_master`) and a local under-storage directory.
 
 use std::future::Future;
 use std::pin::Pin;
@@ -288,4 +290,195 @@ async fn a_segment_commit_must_match_the_segment_handed_out() {
         "the writer says 10 bytes but committed 10 (a segment is still uncommitted)"
     );
     assert_eq!(sh.store.reserved(), 0);
+}
+
+// ---- with a master: admission at open, the under-storage target, commits ----
+
+mod with_master {
+    use super::*;
+    use crate::shared::fake_master::{FakeFile, FakeWorld, MOUNT};
+    use eddy_proto::EddyCode;
+
+    const FILE: u64 = 9;
+
+    /// A world whose master has file 9 being written (block size `BS`),
+    /// through to `staging/9` when written through.
+    async fn world() -> (tempfile::TempDir, FakeWorld) {
+        let dir = tempfile::tempdir().unwrap();
+        let w = FakeWorld::start(dir.path(), 1 << 20).await;
+        w.master.files.lock().insert(
+            FILE,
+            FakeFile {
+                key: "staging/9".into(),
+                length: 0,
+                block_size: BS,
+                complete: false,
+                persisted: false,
+                digest: String::new(),
+            },
+        );
+        (dir, w)
+    }
+
+    fn open(write_type: WriteType) -> WriteOpen {
+        WriteOpen {
+            file_id: FILE,
+            block_size: BS,
+            write_type,
+            target: (write_type != WriteType::MustCache).then(|| eddy_wire::UfsSource {
+                mount_id: MOUNT,
+                key: "staging/9".into(),
+            }),
+        }
+    }
+
+    async fn refused(sh: &Shared, o: &WriteOpen) -> EddyCode {
+        match WriteSession::open(sh, o).await {
+            Ok(_) => panic!("admitted"),
+            Err(e) => e.code(),
+        }
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn an_open_must_match_the_file_the_master_knows() {
+        let (_dir, w) = world().await;
+        let sh = &w.shared;
+        let wrong_size = WriteOpen {
+            block_size: BS * 2,
+            ..open(WriteType::MustCache)
+        };
+        assert_eq!(refused(sh, &wrong_size).await, EddyCode::InvalidArgument);
+        let wrong_target = WriteOpen {
+            target: Some(eddy_wire::UfsSource {
+                mount_id: MOUNT,
+                key: "elsewhere".into(),
+            }),
+            ..open(WriteType::CacheThrough)
+        };
+        assert_eq!(refused(sh, &wrong_target).await, EddyCode::InvalidArgument);
+        let unknown = WriteOpen {
+            file_id: FILE + 1,
+            ..open(WriteType::MustCache)
+        };
+        assert_eq!(refused(sh, &unknown).await, EddyCode::NotFound);
+        w.master.files.lock().get_mut(&FILE).unwrap().complete = true;
+        assert_eq!(
+            refused(sh, &open(WriteType::MustCache)).await,
+            EddyCode::FileAlreadyComplete
+        );
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn one_session_per_file_until_it_is_closed_or_cancelled() {
+        let (_dir, w) = world().await;
+        let sh = &w.shared;
+        let first = WriteSession::open(sh, &open(WriteType::MustCache))
+            .await
+            .unwrap();
+        assert_eq!(
+            refused(sh, &open(WriteType::MustCache)).await,
+            EddyCode::AlreadyExists
+        );
+        first.cancel().await;
+        let second = WriteSession::open(sh, &open(WriteType::MustCache))
+            .await
+            .unwrap();
+        // A session dropped (a broken connection) frees the file too.
+        drop(second);
+        let mut third = WriteSession::open(sh, &open(WriteType::MustCache))
+            .await
+            .unwrap();
+        stream(&mut third, &[&[5u8; 4]]).await;
+        third.close_streamed(sh, 4).await.unwrap();
+        assert!(
+            WriteSession::open(sh, &open(WriteType::MustCache))
+                .await
+                .is_ok()
+        );
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_cache_through_write_appears_in_the_ufs_only_at_close() {
+        let (dir, w) = world().await;
+        let sh = &w.shared;
+        let mut s = WriteSession::open(sh, &open(WriteType::CacheThrough))
+            .await
+            .unwrap();
+        let data: Vec<u8> = (100..125u8).collect();
+        stream(&mut s, &[&data[..13], &data[13..]]).await;
+        let target = dir.path().join("staging/9");
+        assert!(!target.exists(), "not visible before the close");
+        assert!(
+            w.master.commits.lock().is_empty(),
+            "the master hears at close"
+        );
+        let ok = s.close_streamed(sh, 25).await.unwrap();
+        assert_eq!((ok.length, ok.blocks), (25, 3));
+        assert!(!ok.fingerprint.is_empty());
+        assert_eq!(std::fs::read(&target).unwrap(), data);
+        let commits = w.master.commits.lock().clone();
+        let want: Vec<_> = [(0, 10), (1, 10), (2, 5)]
+            .into_iter()
+            .map(|(i, len)| (eddy_proto::block_id(FILE, i), len, "MEM".to_string(), true))
+            .collect();
+        assert_eq!(commits, want, "committed as written blocks");
+        assert_eq!(sh.store.block_count(), 3);
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_cancelled_cache_through_write_leaves_nothing_in_the_ufs() {
+        let (dir, w) = world().await;
+        let sh = &w.shared;
+        let mut s = WriteSession::open(sh, &open(WriteType::CacheThrough))
+            .await
+            .unwrap();
+        stream(&mut s, &[&[1u8; 12]]).await;
+        s.cancel().await;
+        let left = std::fs::read_dir(dir.path().join("staging")).map_or(0, |d| d.count());
+        assert_eq!(left, 0, "the under-storage write was aborted");
+        assert_eq!(sh.store.block_count(), 0);
+        assert!(w.master.commits.lock().is_empty());
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_must_cache_write_the_master_will_not_record_fails_and_keeps_nothing() {
+        let (_dir, w) = world().await;
+        let sh = &w.shared;
+        let second = eddy_proto::block_id(FILE, 1);
+        w.master.refuse_commits.lock().push(second);
+        let mut s = WriteSession::open(sh, &open(WriteType::MustCache))
+            .await
+            .unwrap();
+        stream(&mut s, &[&[3u8; 15]]).await;
+        let e = s.close_streamed(sh, 15).await.unwrap_err();
+        assert_eq!(e.code(), EddyCode::NotFound, "{e}");
+        // The cache held the only copy: nothing of the write stays.
+        assert_eq!(sh.store.block_count(), 0);
+        assert_eq!(sh.store.reserved(), 0);
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_cache_through_write_survives_losing_its_cache_copies() {
+        let (dir, w) = world().await;
+        let sh = &w.shared;
+        w.master
+            .refuse_commits
+            .lock()
+            .push(eddy_proto::block_id(FILE, 0));
+        let mut s = WriteSession::open(sh, &open(WriteType::CacheThrough))
+            .await
+            .unwrap();
+        stream(&mut s, &[&[4u8; 15]]).await;
+        let ok = s.close_streamed(sh, 15).await.unwrap();
+        assert_eq!(ok.length, 15);
+        assert_eq!(
+            std::fs::read(dir.path().join("staging/9")).unwrap(),
+            [4u8; 15]
+        );
+        assert_eq!(
+            sh.store.block_count(),
+            0,
+            "the unrecorded copies are dropped"
+        );
+    }
 }
