@@ -18,7 +18,7 @@ pub(crate) async fn within<T>(
         Err(_) => Err(WireError::Io(std::io::Error::new(
             std::io::ErrorKind::TimedOut,
             format!(
-                "no answer within {limit:?} (DEADLINE_EXCEEDED); the worker may be overloaded or stuck"
+                "no answer within {limit:?} (DEADLINE_EXCEEDED); the worker may be overloaded or stuck: retry, or raise the client timeout"
             ),
         ))),
     }

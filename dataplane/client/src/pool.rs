@@ -1,10 +1,16 @@
 //! Idle data connections to workers, reused across requests.
 //!
-//! A connection goes back to the pool only after a request on it finished
-//! cleanly (the stream is at a frame boundary); one that saw any error is
-//! dropped, so a half-read stream is never reused.
+//! A connection is checked out as a [`PooledConn`], which goes back to the
+//! pool when it is dropped — but only if the last exchange on it finished
+//! cleanly (the stream is at a frame boundary). Taking the stream for an
+//! exchange ([`PooledConn::stream`]) marks it unfinished until the exchange
+//! says it ended ([`PooledConn::finished`]), so a path that fails half-way
+//! (an error, a time-out, a dropped future) drops the connection instead:
+//! a half-read stream is never reused, and no path has to remember to
+//! return a good one.
 
 use std::collections::HashMap;
+use std::sync::Arc;
 use std::time::Duration;
 
 use parking_lot::Mutex;
@@ -16,13 +22,72 @@ use crate::{ClientError, EddyCode, Result};
 const MAX_IDLE: usize = 16;
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
 
-#[derive(Default)]
-pub struct Pool {
-    idle: Mutex<HashMap<String, Vec<TcpStream>>>,
+type Idle = Mutex<HashMap<String, Vec<TcpStream>>>;
+
+/// Cheap to clone; clones share the idle connections.
+#[derive(Default, Clone)]
+pub(crate) struct Pool {
+    idle: Arc<Idle>,
+}
+
+/// A connection to one worker, checked out of a [`Pool`]. Dropped, it goes
+/// back to the pool if its last exchange finished; otherwise it is closed.
+pub(crate) struct PooledConn {
+    sock: Option<TcpStream>,
+    addr: String,
+    idle: Arc<Idle>,
+    /// At a frame boundary: nothing of an exchange is left on the stream.
+    clean: bool,
+}
+
+impl PooledConn {
+    /// The stream, for an exchange: until [`PooledConn::finished`] is
+    /// called, the connection is not returned to the pool.
+    pub fn stream(&mut self) -> &mut TcpStream {
+        self.clean = false;
+        self.sock.as_mut().expect("present until dropped")
+    }
+
+    /// The exchange ended at a frame boundary (with an answer, or with the
+    /// worker's `Error` frame): the connection may serve the next request.
+    pub fn finished(&mut self) {
+        self.clean = true;
+    }
+
+    /// The worker this connection goes to.
+    pub fn addr(&self) -> &str {
+        &self.addr
+    }
+}
+
+impl Drop for PooledConn {
+    fn drop(&mut self) {
+        let Some(c) = self.sock.take() else {
+            return;
+        };
+        if !self.clean {
+            return; // closed here: the stream may be mid-frame
+        }
+        let mut idle = self.idle.lock();
+        match idle.get_mut(&self.addr) {
+            Some(v) if v.len() < MAX_IDLE => v.push(c),
+            Some(_) => {}
+            None => {
+                idle.insert(std::mem::take(&mut self.addr), vec![c]);
+            }
+        }
+    }
 }
 
 impl Pool {
-    pub async fn get(&self, addr: &str) -> Result<TcpStream> {
+    /// An idle connection to `addr`, or a new one.
+    pub async fn get(&self, addr: &str) -> Result<PooledConn> {
+        let conn = |sock| PooledConn {
+            sock: Some(sock),
+            addr: addr.to_string(),
+            idle: self.idle.clone(),
+            clean: true,
+        };
         while let Some(c) = self.idle.lock().get_mut(addr).and_then(|v| v.pop()) {
             // Workers close connections idle past their idle timeout: one
             // that shows an end of stream (or stray bytes) is dropped here
@@ -30,7 +95,7 @@ impl Pool {
             let mut probe = [0u8; 1];
             if matches!(c.try_read(&mut probe), Err(e) if e.kind() == std::io::ErrorKind::WouldBlock)
             {
-                return Ok(c);
+                return Ok(conn(c));
             }
         }
         let unreachable = |message: String| ClientError::Worker {
@@ -43,19 +108,17 @@ impl Pool {
             .map_err(|_| unreachable(format!("no answer within {CONNECT_TIMEOUT:?}")))?
             .map_err(|e| unreachable(format!("cannot connect: {e}")))?;
         let _ = sock.set_nodelay(true);
-        Ok(sock)
-    }
-
-    pub fn put(&self, addr: &str, c: TcpStream) {
-        let mut idle = self.idle.lock();
-        let v = idle.entry(addr.to_string()).or_default();
-        if v.len() < MAX_IDLE {
-            v.push(c);
-        }
+        Ok(conn(sock))
     }
 
     /// Forgets idle connections to `addr` (after it failed).
     pub fn forget(&self, addr: &str) {
         self.idle.lock().remove(addr);
+    }
+
+    /// Idle connections kept for `addr` (for tests).
+    #[cfg(test)]
+    pub fn idle_count(&self, addr: &str) -> usize {
+        self.idle.lock().get(addr).map_or(0, Vec::len)
     }
 }

@@ -12,13 +12,17 @@
 //! `docs/DATA-PROTOCOL.md`; the tests in this crate pin it.
 //!
 //! Architecture invariant: this crate knows frames and nothing else: no
-//! sockets policy, no worker or client state. Workers and clients both
+//! sockets policy, no worker or client state. The one exchange both sides
+//! run as peers (a block read, [`read_block`]) lives here so it is written
+//! once. Workers and clients both
 //! depend on it; it depends only on the schema crate (for error codes).
 
 mod codec;
+mod exchange;
 mod frames;
 
 pub use codec::{BodyReader, BodyWriter};
+pub use exchange::{host_port, read_block};
 pub use frames::*;
 
 /// `"EDDY"` in the first four bytes of every frame.

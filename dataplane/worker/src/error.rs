@@ -38,6 +38,15 @@ pub enum WorkerError {
     AlreadyWriting(String),
     #[error("shared memory: {0}")]
     Memory(std::io::Error),
+    /// A peer worker did not send a block in time (replication).
+    #[error(
+        "peer worker {peer} did not send block {block_id} within {after:?}; it may be overloaded or stuck: check it (eddy report), the master retries the copy from another source"
+    )]
+    PeerTimeout {
+        peer: String,
+        block_id: u64,
+        after: std::time::Duration,
+    },
 }
 
 pub type Result<T, E = WorkerError> = std::result::Result<T, E>;
@@ -64,6 +73,7 @@ impl WorkerError {
             WorkerError::FileAlreadyComplete(_) => EddyCode::FileAlreadyComplete,
             WorkerError::AlreadyWriting(_) => EddyCode::AlreadyExists,
             WorkerError::Memory(_) => EddyCode::Internal,
+            WorkerError::PeerTimeout { .. } => EddyCode::DeadlineExceeded,
         }
     }
 

@@ -6,8 +6,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use eddy_client::pb;
-use eddy_wire::{Kind, ReadRequest, ReadType, UfsSource, write_frame};
-use tokio::io::AsyncReadExt;
+use eddy_wire::{ReadRequest, ReadType, UfsSource, WireError, host_port};
 use tokio::sync::{mpsc, watch};
 
 use crate::cache::fill;
@@ -50,6 +49,11 @@ pub async fn run(
 }
 
 async fn copy(sh: &Shared, b: &pb::ReplicateBlock) -> Result<()> {
+    copy_within(sh, b, PEER_TIMEOUT).await
+}
+
+/// [`copy`], giving each peer `peer_limit` to send the block.
+async fn copy_within(sh: &Shared, b: &pb::ReplicateBlock, peer_limit: Duration) -> Result<()> {
     if sh.store.contains(b.block_id) {
         // Already here (a read cached it meanwhile): make sure the master knows.
         return Ok(sh.link.commit(b.block_id, b.length).await?);
@@ -59,11 +63,11 @@ async fn copy(sh: &Shared, b: &pb::ReplicateBlock) -> Result<()> {
         b.block_id
     ));
     for src in &b.sources {
-        let addr = addr_of(&src.host, src.data_port);
-        match tokio::time::timeout(PEER_TIMEOUT, from_peer(sh, &addr, b)).await {
+        let addr = host_port(&src.host, src.data_port);
+        match tokio::time::timeout(peer_limit, from_peer(sh, &addr, b)).await {
             Ok(Ok(())) => return Ok(()),
             Ok(Err(e)) => last = e,
-            Err(_) => last = WorkerError::NotFound(format!("{addr} took too long")),
+            Err(_) => last = peer_timeout(&addr, b.block_id, peer_limit),
         }
     }
     if let Some(u) = &b.ufs {
@@ -86,11 +90,12 @@ async fn copy(sh: &Shared, b: &pb::ReplicateBlock) -> Result<()> {
     Err(last)
 }
 
-fn addr_of(host: &str, port: u32) -> String {
-    if host.contains(':') {
-        format!("[{host}]:{port}")
-    } else {
-        format!("{host}:{port}")
+/// A peer that did not send a block within `after`.
+fn peer_timeout(addr: &str, block_id: u64, after: Duration) -> WorkerError {
+    WorkerError::PeerTimeout {
+        peer: addr.to_string(),
+        block_id,
+        after,
     }
 }
 
@@ -113,31 +118,24 @@ async fn from_peer(sh: &Shared, addr: &str, b: &pb::ReplicateBlock) -> Result<()
         read_type: ReadType::NoCache,
         source: None,
     };
-    write_frame(&mut sock, Kind::Read, &req.encode())
-        .await
-        .map_err(wire)?;
-    let body = match eddy_wire::expect(&mut sock, Kind::ReadOk)
-        .await
-        .map_err(wire)?
-    {
-        Ok(body) => body,
-        Err(frame) => {
+    let dst = &mut w.as_mut_slice()[..b.length as usize];
+    match eddy_wire::read_block(&mut sock, &req, dst).await {
+        Ok(Ok(())) => {}
+        Ok(Err(frame)) => {
             return Err(WorkerError::NotFound(format!(
                 "{addr} does not have block {}: {}",
                 b.block_id, frame.message
             )));
         }
-    };
-    let n = eddy_wire::decode_u64(Kind::ReadOk, &body).map_err(wire)?;
-    if n != b.length {
-        return Err(WorkerError::InvalidArgument(format!(
-            "{addr} sends {n} bytes of block {}, expected {}",
-            b.block_id, b.length
-        )));
+        // The peer announced another length than the block's.
+        Err(e @ WireError::Malformed { .. }) => {
+            return Err(WorkerError::InvalidArgument(format!(
+                "{addr} sends block {} with the wrong length: {e}",
+                b.block_id
+            )));
+        }
+        Err(e) => return Err(wire(e)),
     }
-    sock.read_exact(&mut w.as_mut_slice()[..b.length as usize])
-        .await
-        .map_err(io)?;
     let seg = w.seal(b.length).map_err(WorkerError::Memory)?;
     sh.store.insert(b.block_id, seg, res, false);
     if let Err(e) = sh.link.commit(b.block_id, b.length).await {
@@ -145,4 +143,83 @@ async fn from_peer(sh: &Shared, addr: &str, b: &pb::ReplicateBlock) -> Result<()
         return Err(e.into());
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use eddy_proto::EddyCode;
+    use eddy_wire::Kind;
+    use tokio::io::AsyncWriteExt;
+    use tokio::net::TcpListener;
+
+    use super::*;
+
+    /// A peer on loopback that reads one request, then answers with
+    /// `answer` (the bytes of a block) or, given none, never.
+    async fn peer(answer: Option<Vec<u8>>) -> (u32, tokio::task::JoinHandle<()>) {
+        let l = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let port = u32::from(l.local_addr().unwrap().port());
+        let task = tokio::spawn(async move {
+            let (mut s, _) = l.accept().await.unwrap();
+            let h = eddy_wire::read_header(&mut s).await.unwrap();
+            let body = eddy_wire::read_body(&mut s, h).await.unwrap();
+            let req = ReadRequest::decode(Kind::Read, &body).unwrap();
+            assert_eq!(
+                req.read_type,
+                ReadType::NoCache,
+                "a copy caches nothing new there"
+            );
+            let Some(bytes) = answer else {
+                std::future::pending::<()>().await;
+                return;
+            };
+            let n = eddy_wire::u64_body(bytes.len() as u64);
+            eddy_wire::write_frame(&mut s, Kind::ReadOk, &n)
+                .await
+                .unwrap();
+            s.write_all(&bytes).await.unwrap();
+        });
+        (port, task)
+    }
+
+    fn block_from(port: u32, length: u64) -> pb::ReplicateBlock {
+        pb::ReplicateBlock {
+            block_id: eddy_proto::block_id(3, 0),
+            length,
+            sources: vec![pb::WorkerAddress {
+                host: "127.0.0.1".into(),
+                data_port: port,
+                ..Default::default()
+            }],
+            ufs: None,
+            file_offset: 0,
+        }
+    }
+
+    #[tokio::test]
+    async fn a_block_is_copied_from_a_peer_that_holds_it() {
+        let sh = crate::session::tests::shared(1 << 20);
+        let (port, task) = peer(Some(b"eightbyt".to_vec())).await;
+        let b = block_from(port, 8);
+        copy_within(&sh, &b, Duration::from_secs(5)).await.unwrap();
+        let Some(crate::store::Block::Mem(seg)) = sh.store.get(b.block_id) else {
+            panic!("block {} is not cached in memory here", b.block_id);
+        };
+        assert_eq!(seg.as_slice(), b"eightbyt");
+        task.await.unwrap();
+    }
+
+    #[tokio::test]
+    async fn a_peer_that_stops_sending_is_deadline_exceeded_naming_it() {
+        let sh = crate::session::tests::shared(1 << 20);
+        let (port, _task) = peer(None).await;
+        let b = block_from(port, 8);
+        let e = copy_within(&sh, &b, Duration::from_millis(200))
+            .await
+            .unwrap_err();
+        assert_eq!(e.code(), EddyCode::DeadlineExceeded, "{e}");
+        let text = e.to_string();
+        assert!(text.contains(&format!("127.0.0.1:{port}")), "{text}");
+        assert!(!sh.store.contains(b.block_id));
+    }
 }

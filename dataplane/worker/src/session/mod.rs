@@ -300,4 +300,4 @@ impl WriteSession {
 }
 
 #[cfg(test)]
-mod tests;
+pub(crate) mod tests;

@@ -75,8 +75,9 @@ impl UfsWriter for FakeUfs {
     }
 }
 
-/// A worker's shared state whose master is away.
-fn shared(capacity: u64) -> Shared {
+/// A worker's shared state whose master is away (also for the copy
+/// tests in `replicate`).
+pub(crate) fn shared(capacity: u64) -> Shared {
     let store = BlockStore::new(capacity);
     let master =
         eddy_client::MasterClient::lazy_with_timeout("127.0.0.1:1", Duration::from_millis(500))

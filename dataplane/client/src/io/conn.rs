@@ -1,0 +1,106 @@
+//! Exchanges with a worker over a pooled TCP connection: block reads (the
+//! TCP [`BlockTransport`]), loads, stats, and the error mapping every data
+//! connection shares.
+
+use eddy_wire::{ErrorFrame, Kind, ReadRequest, WireError, write_frame};
+
+use super::block::BlockTransport;
+use crate::deadline::{timed_out, within};
+use crate::shared::Shared;
+use crate::{ClientError, EddyCode, Result};
+
+/// The worker's own refusal, with its code.
+pub(crate) fn worker_err(addr: &str, e: ErrorFrame) -> ClientError {
+    ClientError::Worker {
+        addr: addr.to_string(),
+        code: e.code,
+        message: e.message,
+    }
+}
+
+/// A failed exchange: a time-out is `DEADLINE_EXCEEDED`, a lost connection
+/// `UNAVAILABLE`, anything the worker sent that makes no sense `PROTOCOL`.
+pub(crate) fn wire_err(addr: &str, e: WireError) -> ClientError {
+    if let WireError::Remote(e) = e {
+        return worker_err(addr, e);
+    }
+    ClientError::Worker {
+        addr: addr.to_string(),
+        code: match e {
+            _ if timed_out(&e) => EddyCode::DeadlineExceeded,
+            WireError::Io(_) | WireError::Closed => EddyCode::Unavailable,
+            _ => EddyCode::Protocol,
+        },
+        message: e.to_string(),
+    }
+}
+
+/// One worker reached over TCP (`host:port`), through the client's pool.
+pub(crate) struct TcpWorker<'a> {
+    pub shared: &'a Shared,
+    pub addr: &'a str,
+}
+
+impl BlockTransport for TcpWorker<'_> {
+    /// One read request on one worker; a pooled connection that turns out
+    /// dead is replaced once.
+    async fn fetch(&self, req: &ReadRequest, dst: &mut [u8]) -> Result<()> {
+        let (pool, addr) = (&self.shared.pool, self.addr);
+        for attempt in 0..2 {
+            let mut c = pool.get(addr).await?;
+            let r = within(
+                self.shared.opts.timeout,
+                eddy_wire::read_block(c.stream(), req, dst),
+            );
+            match r.await {
+                Ok(r) => {
+                    // Answered (bytes or the worker's refusal): whole frames.
+                    c.finished();
+                    return r.map_err(|e| worker_err(addr, e));
+                }
+                Err(e) => {
+                    pool.forget(addr);
+                    // A pooled connection that died is replaced once; a worker
+                    // that did not answer in time is not asked again.
+                    if attempt == 1 || timed_out(&e) {
+                        return Err(wire_err(addr, e));
+                    }
+                }
+            }
+        }
+        unreachable!("the loop returns")
+    }
+}
+
+impl TcpWorker<'_> {
+    /// Sends a `Load` and waits for the block to be cached there.
+    pub async fn load(&self, req: &ReadRequest) -> Result<()> {
+        let mut c = self.shared.pool.get(self.addr).await?;
+        let r = within(self.shared.opts.timeout, async {
+            let s = c.stream();
+            write_frame(s, Kind::Load, &req.encode()).await?;
+            eddy_wire::expect(s, Kind::Ok).await
+        })
+        .await
+        .map_err(|e| wire_err(self.addr, e))?;
+        c.finished();
+        r.map(|_| ()).map_err(|e| worker_err(self.addr, e))
+    }
+
+    /// The worker's named counters.
+    pub async fn stats(&self) -> Result<Vec<(String, u64)>> {
+        let mut c = self.shared.pool.get(self.addr).await?;
+        let r: Result<_, WireError> = within(self.shared.opts.timeout, async {
+            let s = c.stream();
+            write_frame(s, Kind::Stats, &[]).await?;
+            match eddy_wire::expect(s, Kind::StatsOk).await? {
+                Ok(b) => Ok(eddy_wire::decode_stats(&b)?),
+                Err(e) => Err(WireError::Remote(e)),
+            }
+        })
+        .await;
+        let stats = r.map_err(|e| wire_err(self.addr, e))?;
+        c.finished();
+        Ok(stats)
+    }
+}

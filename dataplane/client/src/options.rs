@@ -1,0 +1,39 @@
+//! Client-wide options (what every reader, writer and master call obeys).
+
+use std::time::Duration;
+
+/// Client-wide options.
+#[derive(Debug, Clone)]
+pub struct ClientOptions {
+    /// Read blocks cached by a worker on this host through shared memory
+    /// (mapped, no copy through a socket). Falls back to TCP, logged once,
+    /// when there is no such worker or its socket cannot be reached.
+    pub short_circuit: bool,
+    /// The longest one exchange with the master or a worker may wait for its
+    /// answer, connecting included (a block read or write on a worker, one
+    /// RPC). Past it the call fails with `DEADLINE_EXCEEDED`; reads try
+    /// another worker first.
+    pub timeout: Duration,
+    /// How long a complete file's metadata (status, block list, locations)
+    /// may be reused by `open` without asking the master again: the
+    /// staleness bound for changes made by *other* clients (a delete,
+    /// rename or rewrite there may go unseen here for up to this long, also
+    /// while no master is running). This client's own create, close,
+    /// rename, delete, free and unmount drop what it cached at once, so it
+    /// always reads its own writes. Zero: nothing is cached, every open
+    /// asks the master.
+    pub metadata_ttl: Duration,
+}
+
+/// The default [`ClientOptions::metadata_ttl`].
+pub const DEFAULT_METADATA_TTL: Duration = Duration::from_secs(1);
+
+impl Default for ClientOptions {
+    fn default() -> Self {
+        Self {
+            short_circuit: true,
+            timeout: crate::transport::DEFAULT_TIMEOUT,
+            metadata_ttl: DEFAULT_METADATA_TTL,
+        }
+    }
+}

@@ -1,0 +1,118 @@
+//! Whole exchanges both sides of the protocol run as peers: a client reading
+//! from a worker and a worker copying a block from another (replication)
+//! send the same `Read` and take the same answer. No socket policy here
+//! (time-outs, pools, retries are the caller's); only the frames in order.
+
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite};
+
+use crate::{ErrorFrame, Kind, ReadRequest, WireError, decode_u64, expect, write_frame};
+
+/// The `host:port` to dial for a worker's advertised host and data port
+/// (an IPv6 host goes in brackets).
+pub fn host_port(host: &str, port: u32) -> String {
+    if host.contains(':') {
+        format!("[{host}]:{port}")
+    } else {
+        format!("{host}:{port}")
+    }
+}
+
+/// Sends `req` and reads the bytes it names straight into `dst`, which must
+/// be exactly `req.length` long (a `ReadOk` announcing another length is
+/// malformed). The worker's refusal is `Ok(Err(frame))`: the stream is then
+/// at a frame boundary and may be reused; any `Err` leaves it mid-exchange.
+pub async fn read_block<S: AsyncRead + AsyncWrite + Unpin>(
+    s: &mut S,
+    req: &ReadRequest,
+    dst: &mut [u8],
+) -> Result<Result<(), ErrorFrame>, WireError> {
+    write_frame(s, Kind::Read, &req.encode()).await?;
+    let body = match expect(s, Kind::ReadOk).await? {
+        Ok(b) => b,
+        Err(e) => return Ok(Err(e)),
+    };
+    let n = decode_u64(Kind::ReadOk, &body)?;
+    if n != dst.len() as u64 {
+        return Err(WireError::Malformed {
+            kind: Kind::ReadOk,
+            reason: format!("asked for {} bytes, the worker sends {n}", dst.len()),
+        });
+    }
+    s.read_exact(dst).await?;
+    Ok(Ok(()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::{Header, ReadType, u64_body};
+    use tokio::io::AsyncWriteExt;
+
+    fn req(length: u64) -> ReadRequest {
+        ReadRequest {
+            block_id: 7,
+            offset: 0,
+            length,
+            block_length: length,
+            file_offset: 0,
+            read_type: ReadType::NoCache,
+            source: None,
+        }
+    }
+
+    #[test]
+    fn ipv6_hosts_are_bracketed() {
+        assert_eq!(host_port("10.0.0.1", 29999), "10.0.0.1:29999");
+        assert_eq!(host_port("::1", 29999), "[::1]:29999");
+    }
+
+    #[tokio::test]
+    async fn the_bytes_land_in_dst_and_a_refusal_keeps_its_code() {
+        let (mut c, mut w) = tokio::io::duplex(1 << 16);
+        let peer = tokio::spawn(async move {
+            // First request: served.
+            let h = crate::read_header(&mut w).await.unwrap();
+            assert_eq!(h.kind, Kind::Read);
+            let body = crate::read_body(&mut w, h).await.unwrap();
+            assert_eq!(ReadRequest::decode(Kind::Read, &body).unwrap().length, 5);
+            write_frame(&mut w, Kind::ReadOk, &u64_body(5))
+                .await
+                .unwrap();
+            w.write_all(b"hello").await.unwrap();
+            // Second: refused.
+            let h = crate::read_header(&mut w).await.unwrap();
+            crate::read_body(&mut w, h).await.unwrap();
+            let e = ErrorFrame::new(eddy_proto::EddyCode::NotFound, "no such block");
+            write_frame(&mut w, Kind::Error, &e.encode()).await.unwrap();
+            // Third: the wrong length.
+            let h = crate::read_header(&mut w).await.unwrap();
+            crate::read_body(&mut w, h).await.unwrap();
+            let h = Header {
+                kind: Kind::ReadOk,
+                body_len: 8,
+            };
+            w.write_all(&h.encode()).await.unwrap();
+            w.write_all(&u64_body(4)).await.unwrap();
+        });
+        let mut dst = [0u8; 5];
+        read_block(&mut c, &req(5), &mut dst)
+            .await
+            .unwrap()
+            .unwrap();
+        assert_eq!(&dst, b"hello");
+        let refused = read_block(&mut c, &req(5), &mut dst).await.unwrap();
+        assert_eq!(refused.unwrap_err().code, eddy_proto::EddyCode::NotFound);
+        let e = read_block(&mut c, &req(5), &mut dst).await.unwrap_err();
+        assert!(
+            matches!(
+                e,
+                WireError::Malformed {
+                    kind: Kind::ReadOk,
+                    ..
+                }
+            ),
+            "{e}"
+        );
+        peer.await.unwrap();
+    }
+}
