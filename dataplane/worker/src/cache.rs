@@ -7,7 +7,7 @@ use eddy_wire::{ReadRequest, ReadType};
 use crate::error::{Result, WorkerError};
 use crate::segment::SegmentWriter;
 use crate::shared::Shared;
-use crate::store::{Block, Stats};
+use crate::store::{Block, NoSpace, PlaceError, Stats};
 
 /// The block, from whichever tier holds it (moved up to memory first for
 /// CACHE_PROMOTE), or filled from the under-storage into memory. A disk
@@ -148,17 +148,14 @@ async fn fill_to_disk(
     sh: &Shared,
     req: &ReadRequest,
     ufs: &dyn eddy_ufs::UnderFileSystem,
-    no_room: crate::store::NoSpace,
+    no_room: NoSpace,
     want: &eddy_ufs::Version,
 ) -> Result<Block> {
     let src = source(req)?;
     let b = ufs_read_exact(sh, ufs, src, req.file_offset, req.block_length, want).await?;
     let block = match sh.store.insert_on_disk(req.block_id, b).await {
         Ok(b) => b,
-        Err(why) => {
-            tracing::debug!("block {} has no room on disk either: {why}", req.block_id);
-            return Err(no_room.into());
-        }
+        Err(why) => return Err(disk_refused(req.block_id, no_room, why)),
     };
     let tier = sh.store.tier_name(&block);
     if let Err(e) = sh
@@ -170,6 +167,22 @@ async fn fill_to_disk(
         sh.store.remove(&[req.block_id]);
     }
     Ok(block)
+}
+
+/// The error for a block neither memory nor a disk tier took: no room
+/// (NO_SPACE) only when the disks had none either; a failed disk is not a
+/// lack of room.
+fn disk_refused(block_id: u64, no_room: NoSpace, why: PlaceError) -> WorkerError {
+    if why.is_disk_failure() {
+        tracing::warn!("block {block_id} not cached: memory is full and a disk tier failed: {why}");
+        WorkerError::DiskFailed {
+            no_room,
+            source: why,
+        }
+    } else {
+        tracing::debug!("block {block_id} has no room on disk either: {why}");
+        no_room.into()
+    }
 }
 
 #[cfg(test)]

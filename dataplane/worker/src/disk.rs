@@ -55,11 +55,14 @@ impl Dir {
     }
 
     /// Whether the folder is there and is a directory (a cheap health probe).
-    pub fn probe(&self) -> Result<(), String> {
+    pub fn probe(&self) -> Result<(), DirError> {
         match std::fs::metadata(&self.blocks) {
             Ok(m) if m.is_dir() => Ok(()),
-            Ok(_) => Err(format!("{} is not a directory", self.blocks.display())),
-            Err(e) => Err(format!("{}: {e}", self.blocks.display())),
+            Ok(_) => Err(DirError::NotADirectory(self.blocks.clone())),
+            Err(e) => Err(DirError::Io {
+                path: self.blocks.clone(),
+                source: e,
+            }),
         }
     }
 
@@ -77,11 +80,35 @@ impl Dir {
     }
 
     /// Bytes free (for unprivileged users) on the folder's filesystem.
-    pub fn fs_free(&self) -> Result<u64, String> {
-        let st = rustix::fs::statvfs(&self.blocks)
-            .map_err(|e| format!("{}: {e}", self.blocks.display()))?;
+    pub fn fs_free(&self) -> Result<u64, DirError> {
+        let st = rustix::fs::statvfs(&self.blocks).map_err(|e| DirError::Io {
+            path: self.blocks.clone(),
+            source: e.into(),
+        })?;
         Ok(st.f_bavail.saturating_mul(st.f_frsize))
     }
+}
+
+/// Why a disk-tier directory fails its probe (shown by `eddy report`).
+#[derive(Debug, thiserror::Error)]
+pub enum DirError {
+    #[error("{} is not a directory", .0.display())]
+    NotADirectory(PathBuf),
+    #[error("{}: {source}", path.display())]
+    Io {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    /// Writing, syncing or removing the probe file failed.
+    #[error("{}: probe file: {source}", path.display())]
+    ProbeFile {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("{}: {free} bytes free on its filesystem, {need} needed", path.display())]
+    TooLittleRoom { path: PathBuf, free: u64, need: u64 },
 }
 
 /// Whether a write failed because the filesystem (or the user's quota on

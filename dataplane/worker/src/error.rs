@@ -3,7 +3,7 @@
 use eddy_proto::EddyCode;
 use eddy_ufs::UfsError;
 
-use crate::store::NoSpace;
+use crate::store::{NoSpace, PlaceError};
 
 #[derive(Debug, thiserror::Error)]
 pub enum WorkerError {
@@ -13,6 +13,16 @@ pub enum WorkerError {
     Master(#[from] eddy_client::ClientError),
     #[error(transparent)]
     NoSpace(#[from] NoSpace),
+    /// Memory had no room and a disk-tier directory failed (an I/O error,
+    /// not a full filesystem) when the block went there instead.
+    #[error(
+        "{no_room}, and the disk tier failed: {source} (the directory is out of service: see `eddy report` and the worker's log)"
+    )]
+    DiskFailed {
+        no_room: NoSpace,
+        #[source]
+        source: PlaceError,
+    },
     #[error("{0}")]
     NotFound(String),
     #[error("{0}")]
@@ -65,6 +75,7 @@ impl WorkerError {
             },
             WorkerError::Master(e) => e.code(),
             WorkerError::NoSpace(_) => EddyCode::NoSpace,
+            WorkerError::DiskFailed { .. } => EddyCode::Internal,
             WorkerError::NotFound(_) => EddyCode::NotFound,
             WorkerError::InvalidArgument(_) => EddyCode::InvalidArgument,
             WorkerError::UfsChanged { .. } => EddyCode::UfsError,

@@ -181,7 +181,10 @@ async fn find(sh: &Shared, req: &ReadRequest, load_only: bool) -> Result<Found> 
         Ok(b) => Ok(Found::Cached(b)),
         // No room to cache (the rest is pinned or being read): serve the
         // bytes from the under-storage anyway, as Alluxio does.
-        Err(WorkerError::NoSpace(_)) if !load_only && req.source.is_some() => {
+        // So also when memory had no room and a disk tier failed.
+        Err(WorkerError::NoSpace(_) | WorkerError::DiskFailed { .. })
+            if !load_only && req.source.is_some() =>
+        {
             read_through(sh, req).await.map(Found::Through)
         }
         Err(e) => Err(e),

@@ -24,7 +24,10 @@ use crate::io::Engine;
 use crate::segment::{Segment, SegmentWriter};
 
 mod dirs;
+mod error;
 mod moves;
+
+pub use error::{NoSpace, PlaceError};
 
 /// The memory tier's name in reports and block locations.
 pub const MEM: &str = "MEM";
@@ -63,16 +66,6 @@ impl Stats {
     pub fn add(c: &AtomicU64, n: u64) {
         c.fetch_add(n, Ordering::Relaxed);
     }
-}
-
-#[derive(Debug, thiserror::Error)]
-#[error(
-    "the memory tier cannot fit {needed} more bytes: {used} of {capacity} used, the rest pinned or in use"
-)]
-pub struct NoSpace {
-    pub needed: u64,
-    pub used: u64,
-    pub capacity: u64,
 }
 
 /// A cached block, wherever it lives.
@@ -544,7 +537,7 @@ impl BlockStore {
 
     /// Puts a block straight on the first disk tier with room (memory had
     /// none). The caller commits it to the master, naming the tier returned.
-    pub async fn insert_on_disk(&self, id: u64, bytes: bytes::Bytes) -> Result<Block, String> {
+    pub async fn insert_on_disk(&self, id: u64, bytes: bytes::Bytes) -> Result<Block, PlaceError> {
         let turn = self.moves.lock().await;
         let d = self.place(0, id, Source::Bytes(bytes), false).await?;
         let mut g = self.inner.lock();

@@ -247,3 +247,72 @@ async fn fills_past_capacity_evict_the_least_recently_used_block() {
     assert!(bytes_of(&b1) == bytes[BS as usize..2 * BS as usize]);
     assert_eq!(ufs_reads(sh), 4);
 }
+
+/// A world whose store has memory for one block over one disk tier of one
+/// directory (`ssd`, `quota` bytes), with file 7 of two blocks.
+async fn tiered_world(quota: u64) -> (tempfile::TempDir, FakeWorld) {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::create_dir(dir.path().join("data")).unwrap();
+    std::fs::write(dir.path().join("data/f"), content(2 * BS, 3)).unwrap();
+    let tier = crate::store::TierSpec {
+        alias: "SSD".into(),
+        dirs: vec![crate::disk::Dir::new(dir.path().join("ssd"), quota)],
+    };
+    let engine = std::sync::Arc::new(crate::io::Engine::pread());
+    let store = crate::store::BlockStore::with_tiers(BS, vec![tier], engine);
+    let w = FakeWorld::start_with(dir.path(), store).await;
+    w.add_persisted(7, "data/f", BS).await;
+    (dir, w)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn memory_full_and_a_failed_disk_is_not_reported_as_no_space() {
+    let (dir, w) = tiered_world(16 * BS).await;
+    let sh = &w.shared;
+    // Block 0 fills memory and is being read: it cannot move.
+    let held = cached(sh, &read(7, 0, 2 * BS, "data/f")).await.unwrap();
+    // The disk tier's directory breaks: its block folder is now a file.
+    let blocks = dir.path().join("ssd").join(crate::disk::BLOCKS_DIR);
+    std::fs::remove_dir_all(&blocks).unwrap();
+    std::fs::write(&blocks, b"not a directory").unwrap();
+    let e = cached(sh, &read(7, 1, 2 * BS, "data/f"))
+        .await
+        .err()
+        .expect("refused");
+    assert_eq!(e.code(), EddyCode::Internal, "{e}");
+    let msg = e.to_string();
+    assert!(
+        msg.contains("the disk tier failed") && msg.contains("eddy report"),
+        "{msg}"
+    );
+    assert!(!sh.store.contains(block_id(7, 1)));
+    assert_eq!(sh.store.reserved(), 0);
+    drop(held);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn memory_full_and_no_room_on_disk_is_no_space() {
+    // The disk tier is smaller than a block.
+    let (_dir, w) = tiered_world(BS / 2).await;
+    let sh = &w.shared;
+    let held = cached(sh, &read(7, 0, 2 * BS, "data/f")).await.unwrap();
+    let e = cached(sh, &read(7, 1, 2 * BS, "data/f"))
+        .await
+        .err()
+        .expect("refused");
+    assert_eq!(e.code(), EddyCode::NoSpace, "{e}");
+    drop(held);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn memory_full_and_a_healthy_disk_takes_the_block() {
+    let (_dir, w) = tiered_world(16 * BS).await;
+    let sh = &w.shared;
+    let held = cached(sh, &read(7, 0, 2 * BS, "data/f")).await.unwrap();
+    let b = cached(sh, &read(7, 1, 2 * BS, "data/f")).await.unwrap();
+    assert!(
+        matches!(b, Block::Disk(_)),
+        "the block went to the disk tier"
+    );
+    drop(held);
+}

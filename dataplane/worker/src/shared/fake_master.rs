@@ -165,6 +165,11 @@ impl Drop for FakeWorld {
 
 impl FakeWorld {
     pub async fn start(ufs_dir: &std::path::Path, capacity: u64) -> Self {
+        Self::start_with(ufs_dir, BlockStore::new(capacity)).await
+    }
+
+    /// As [`FakeWorld::start`], over `store` (one with disk tiers, say).
+    pub async fn start_with(ufs_dir: &std::path::Path, store: Arc<BlockStore>) -> Self {
         let master = Arc::new(FakeState::default());
         *master.ufs_uri.lock() = format!("file://{}", ufs_dir.display());
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
@@ -181,7 +186,6 @@ impl FakeWorld {
                     },
                 ),
         );
-        let store = BlockStore::new(capacity);
         let (jobs, _) = tokio::sync::mpsc::unbounded_channel();
         let client = MasterClient::lazy(&addr.to_string()).unwrap();
         let address = pb::WorkerAddress {

@@ -7,6 +7,7 @@
 use std::time::{Duration, Instant};
 
 use super::{Block, BlockStore, Dir, Stats, disk};
+use crate::disk::DirError;
 
 /// How long a directory stays out before it is probed again, and between
 /// probes while it keeps failing: a failing disk is not written every
@@ -43,7 +44,7 @@ impl BlockStore {
     pub fn check_dirs(&self) {
         for (t, d, dir) in self.healthy_dirs() {
             if let Err(why) = dir.probe() {
-                self.mark_bad(t, d, why, 0);
+                self.mark_bad(t, d, why.to_string(), 0);
                 self.drop_dir_blocks(t, d);
             }
         }
@@ -98,8 +99,11 @@ impl BlockStore {
     /// recently used, only those that may leave the worker) to make up the
     /// difference, so a directory that filled up with cached blocks is not
     /// out for good. A directory broken otherwise loses nothing.
-    fn probe_with_room(&self, t: usize, d: usize, dir: &Dir, need: u64) -> Result<(), String> {
-        let failed = |e: std::io::Error| format!("{}: probe file: {e}", dir.blocks.display());
+    fn probe_with_room(&self, t: usize, d: usize, dir: &Dir, need: u64) -> Result<(), DirError> {
+        let failed = |source| DirError::ProbeFile {
+            path: dir.blocks.clone(),
+            source,
+        };
         dir.probe()?;
         let full = match dir.probe_write() {
             Ok(()) => false,
@@ -113,10 +117,11 @@ impl BlockStore {
         }
         let free = dir.fs_free()?;
         if free < need {
-            return Err(format!(
-                "{}: {free} bytes free on its filesystem, {need} needed",
-                dir.blocks.display()
-            ));
+            return Err(DirError::TooLittleRoom {
+                path: dir.blocks.clone(),
+                free,
+                need,
+            });
         }
         Ok(())
     }
@@ -347,6 +352,11 @@ mod tests {
         std::fs::write(&d.blocks, b"x").unwrap();
         let e = d.probe_write().unwrap_err();
         assert!(!crate::disk::is_full(&e), "{e}");
-        assert!(d.probe().unwrap_err().contains("not a directory"));
+        assert!(
+            d.probe()
+                .unwrap_err()
+                .to_string()
+                .contains("not a directory")
+        );
     }
 }

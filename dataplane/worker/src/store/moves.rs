@@ -146,11 +146,15 @@ impl BlockStore {
         id: u64,
         src: Source,
         sole: bool,
-    ) -> Boxed<'_, Result<Arc<DiskBlock>, String>> {
+    ) -> Boxed<'_, Result<Arc<DiskBlock>, PlaceError>> {
         Box::pin(async move {
             let len = src.len();
             let tiers = self.inner.lock().disk.len();
-            let mut why = "no disk tier below".to_string();
+            let mut why = PlaceError::NoTier;
+            // A directory that failed is what is reported even when the
+            // others then had no room: without the failure there may have
+            // been room, so it is not "no space".
+            let mut failed: Option<PlaceError> = None;
             for t in from..tiers {
                 let mut tried = HashSet::new();
                 // Bounded: each round takes one directory out of the running.
@@ -162,7 +166,7 @@ impl BlockStore {
                         None => match self.make_disk_room(t, len, &tried).await {
                             Some(d) => d,
                             None => {
-                                why = format!("tier {} has no room", self.inner.lock().alias(t));
+                                why = PlaceError::NoRoom(self.inner.lock().alias(t));
                                 break;
                             }
                         },
@@ -172,16 +176,23 @@ impl BlockStore {
                     match disk::write_block(&self.engine, &dir, id, sole, &src).await {
                         Ok(path) => return Ok(Arc::new(DiskBlock::new(id, len, path, t, d, sole))),
                         Err(e) => {
-                            why = format!("writing a block in {}: {e}", dir.root.display());
                             // A full filesystem comes back once it has room
                             // for such a block again.
                             let want = if disk::is_full(&e) { len } else { 0 };
-                            self.mark_bad(t, d, why.clone(), want);
+                            why = PlaceError::Write {
+                                dir: dir.root.clone(),
+                                source: e,
+                            };
+                            self.mark_bad(t, d, why.to_string(), want);
+                            if why.is_disk_failure() && failed.is_none() {
+                                failed = Some(why);
+                                why = PlaceError::NoTier;
+                            }
                         }
                     }
                 }
             }
-            Err(why)
+            Err(failed.unwrap_or(why))
         })
     }
 
