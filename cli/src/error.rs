@@ -104,4 +104,68 @@ mod tests {
         assert_eq!(e.exit_status(), 1);
         assert_eq!(CliError::usage("x").exit_status(), 2);
     }
+
+    /// One of each under-storage error (the match is exhaustive, so a new
+    /// variant must be added here).
+    fn every_ufs_error() -> Vec<eddy_ufs::UfsError> {
+        use eddy_ufs::UfsError as U;
+        let all = vec![
+            U::NotFound("/a".into()),
+            U::AlreadyExists("/a".into()),
+            U::NotADirectory("/a".into()),
+            U::IsADirectory("/a".into()),
+            U::DirectoryNotEmpty("/a".into()),
+            U::Unavailable {
+                uri: "file:///x".into(),
+                reason: "gone".into(),
+            },
+            U::InvalidUri {
+                uri: "x:".into(),
+                reason: "bad".into(),
+            },
+            U::Unsupported("rename".into()),
+            U::Changed {
+                path: "/a".into(),
+                reason: "another version".into(),
+            },
+            U::Io {
+                path: "/a".into(),
+                source: std::io::Error::other("disk"),
+            },
+        ];
+        for e in &all {
+            match e {
+                U::NotFound(_)
+                | U::AlreadyExists(_)
+                | U::NotADirectory(_)
+                | U::IsADirectory(_)
+                | U::DirectoryNotEmpty(_)
+                | U::Unavailable { .. }
+                | U::InvalidUri { .. }
+                | U::Unsupported(_)
+                | U::Changed { .. }
+                | U::Io { .. } => {}
+            }
+        }
+        all
+    }
+
+    #[test]
+    fn the_master_and_a_worker_give_an_under_storage_error_the_same_code() {
+        use eddy_master::error::MasterError;
+        use eddy_worker::error::WorkerError;
+        let on_worker = every_ufs_error()
+            .into_iter()
+            .map(|e| WorkerError::Ufs(e).code());
+        for (e, worker) in every_ufs_error().into_iter().zip(on_worker) {
+            let name = e.code_name();
+            let master = MasterError::Ufs(e).code();
+            assert_eq!(master, worker, "{name}");
+            assert_eq!(master.as_str_name(), name);
+        }
+        // Where the two used to differ: a path the under-storage lacks.
+        let nf = || eddy_ufs::UfsError::NotFound("/gone".into());
+        assert_eq!(MasterError::Ufs(nf()).code(), EddyCode::NotFound);
+        assert_eq!(WorkerError::Ufs(nf()).code(), EddyCode::NotFound);
+    }
 }

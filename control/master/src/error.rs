@@ -65,15 +65,16 @@ impl MasterError {
             MasterError::Unsupported(_) => EddyCode::Unsupported,
             MasterError::DataLost(_) => EddyCode::DataLost,
             MasterError::Unavailable(_) => EddyCode::Unavailable,
-            MasterError::Ufs(e) => match e {
-                UfsError::Unavailable { .. } => EddyCode::UfsUnavailable,
-                UfsError::InvalidUri { .. } => EddyCode::InvalidArgument,
-                UfsError::Unsupported(_) => EddyCode::Unsupported,
-                _ => EddyCode::UfsError,
-            },
+            MasterError::Ufs(e) => ufs_code(e),
             MasterError::Metastore(_) => EddyCode::Internal,
         }
     }
+}
+
+/// The code of an under-storage error: the one table in `eddy-ufs`, which
+/// the worker uses too.
+pub fn ufs_code(e: &UfsError) -> EddyCode {
+    EddyCode::from_str_name(e.code_name()).unwrap_or(EddyCode::UfsError)
 }
 
 impl From<MasterError> for RpcError {

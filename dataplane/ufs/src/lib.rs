@@ -105,6 +105,27 @@ pub enum UfsError {
     },
 }
 
+impl UfsError {
+    /// The name of the Eddy error code this error travels under wherever it
+    /// crosses a wire (`ErrorCode` in `master.proto`, docs/ERRORS.md). The
+    /// master and the worker both map an under-storage error by this one
+    /// table, so a client gets the same code from either. (`eddy-ufs`
+    /// depends on nothing of Eddy's, so it names the code.)
+    pub fn code_name(&self) -> &'static str {
+        match self {
+            UfsError::NotFound(_) => "NOT_FOUND",
+            UfsError::AlreadyExists(_) => "ALREADY_EXISTS",
+            UfsError::NotADirectory(_) => "NOT_A_DIRECTORY",
+            UfsError::IsADirectory(_) => "IS_A_DIRECTORY",
+            UfsError::DirectoryNotEmpty(_) => "DIRECTORY_NOT_EMPTY",
+            UfsError::Unavailable { .. } => "UFS_UNAVAILABLE",
+            UfsError::InvalidUri { .. } => "INVALID_ARGUMENT",
+            UfsError::Unsupported(_) => "UNSUPPORTED",
+            UfsError::Changed { .. } | UfsError::Io { .. } => "UFS_ERROR",
+        }
+    }
+}
+
 pub type Result<T, E = UfsError> = std::result::Result<T, E>;
 
 /// What a secret option's value is replaced with wherever options are shown.

@@ -64,15 +64,10 @@ pub type Result<T, E = WorkerError> = std::result::Result<T, E>;
 impl WorkerError {
     pub fn code(&self) -> EddyCode {
         match self {
-            WorkerError::Ufs(e) => match e {
-                UfsError::NotFound(_) => EddyCode::NotFound,
-                UfsError::IsADirectory(_) => EddyCode::IsADirectory,
-                UfsError::NotADirectory(_) => EddyCode::NotADirectory,
-                UfsError::Unavailable { .. } => EddyCode::UfsUnavailable,
-                UfsError::InvalidUri { .. } => EddyCode::InvalidArgument,
-                UfsError::Unsupported(_) => EddyCode::Unsupported,
-                _ => EddyCode::UfsError,
-            },
+            // The one table in `eddy-ufs`, which the master uses too.
+            WorkerError::Ufs(e) => {
+                EddyCode::from_str_name(e.code_name()).unwrap_or(EddyCode::UfsError)
+            }
             WorkerError::Master(e) => e.code(),
             WorkerError::NoSpace(_) => EddyCode::NoSpace,
             WorkerError::DiskFailed { .. } => EddyCode::Internal,
