@@ -1,6 +1,6 @@
 //! The config file: one TOML file with a table per component.
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 use eddy_master::MasterConfig;
 use eddy_worker::WorkerConfig;
@@ -36,19 +36,50 @@ impl Default for ClientConfig {
     }
 }
 
+/// Why the config file cannot be used (start-up stops with it).
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("cannot read config file {}: {source}", path.display())]
+    Read {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("config file {}: {source}", path.display())]
+    Invalid {
+        path: PathBuf,
+        #[source]
+        source: ParseError,
+    },
+}
+
+/// Why a config file's text is refused.
+#[derive(Debug, thiserror::Error)]
+pub enum ParseError {
+    #[error("{0}")]
+    Toml(#[from] toml::de::Error),
+    #[error(transparent)]
+    Ufs(#[from] eddy_ufs::UnknownOption),
+}
+
 impl Config {
-    pub fn load(path: Option<&Path>) -> Result<Self, String> {
+    pub fn load(path: Option<&Path>) -> Result<Self, ConfigError> {
         let Some(path) = path else {
             return Ok(Self::default());
         };
-        let text = std::fs::read_to_string(path)
-            .map_err(|e| format!("cannot read config file {}: {e}", path.display()))?;
-        Self::parse(&text).map_err(|e| format!("config file {}: {e}", path.display()))
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+            path: path.to_path_buf(),
+            source,
+        })?;
+        Self::parse(&text).map_err(|source| ConfigError::Invalid {
+            path: path.to_path_buf(),
+            source,
+        })
     }
 
     /// The text of a config file (also what the config fuzz target feeds).
-    pub fn parse(text: &str) -> Result<Self, String> {
-        let mut cfg: Self = toml::from_str(text).map_err(|e| e.to_string())?;
+    pub fn parse(text: &str) -> Result<Self, ParseError> {
+        let mut cfg: Self = toml::from_str(text)?;
         cfg.ufs.check()?;
         cfg.master.ufs = cfg.ufs.clone();
         cfg.worker.ufs = cfg.ufs.clone();
@@ -97,7 +128,7 @@ mod tests {
         assert!(!format!("{:?}", c.master).contains("hunter2"));
         // A key no s3:// mount takes stops start-up, naming the table.
         std::fs::write(&f, "[ufs.s3]\nacess_key = \"x\"\n").unwrap();
-        let e = Config::load(Some(&f)).unwrap_err();
+        let e = Config::load(Some(&f)).unwrap_err().to_string();
         assert!(e.contains("[ufs.s3]") && e.contains("acess_key"), "{e}");
     }
 }

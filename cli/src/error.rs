@@ -87,6 +87,26 @@ impl From<ClientError> for CliError {
     }
 }
 
+/// A command-line value that cannot be parsed (clap shows it as a usage
+/// error, exit status 2).
+#[derive(Debug, thiserror::Error)]
+pub enum ArgError {
+    #[error("unknown TTL action {0:?}: delete or free")]
+    TtlAction(String),
+    #[error("invalid duration {0:?}: expected e.g. 500ms, 30s, 10m, 2h, 7d")]
+    Duration(String),
+    #[error("invalid duration unit {unit:?} in {text:?}: ms, s, m, h or d")]
+    DurationUnit { unit: String, text: String },
+    #[error("duration {0:?} is too long")]
+    DurationTooLong(String),
+    #[error("timeout {0:?} must be at least 1ms")]
+    TimeoutTooShort(String),
+    #[error("unknown write type {0:?}: MUST_CACHE, CACHE_THROUGH, THROUGH or ASYNC_THROUGH")]
+    WriteType(String),
+    #[error("{0:?}: expected octal permission bits such as 755 or 0644")]
+    Mode(String),
+}
+
 /// Messages from elsewhere (an under-storage's XML body, a server's log
 /// line) may span lines; the CLI's contract is one line per error.
 fn one_line(s: &str) -> String {

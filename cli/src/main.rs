@@ -71,14 +71,14 @@ its code); 2 usage error."
     Report,
 }
 
-fn parse_timeout(s: &str) -> Result<std::time::Duration, String> {
+fn parse_timeout(s: &str) -> Result<std::time::Duration, error::ArgError> {
     match cmd::fs::parse_duration_ms(s)? {
         ms if ms >= 1 => Ok(std::time::Duration::from_millis(ms as u64)),
-        _ => Err(format!("timeout {s:?} must be at least 1ms")),
+        _ => Err(error::ArgError::TimeoutTooShort(s.to_string())),
     }
 }
 
-fn parse_cache(s: &str) -> Result<std::time::Duration, String> {
+fn parse_cache(s: &str) -> Result<std::time::Duration, error::ArgError> {
     Ok(std::time::Duration::from_millis(
         cmd::fs::parse_duration_ms(s)?.max(0) as u64,
     ))
@@ -107,7 +107,7 @@ fn main() -> ExitCode {
     let cfg = match config::Config::load(cli.config.as_deref()) {
         Ok(c) => c,
         Err(e) => {
-            eprintln!("eddy: {}", CliError::usage(e));
+            eprintln!("eddy: {}", CliError::usage(e.to_string()));
             return ExitCode::from(2);
         }
     };

@@ -10,7 +10,7 @@ use eddy_client::{CreateOptions, EddyCode, FileSystem, MasterClient, pb};
 
 use super::meta::print_stat;
 use super::paths::{command_master, path_arg};
-use crate::error::CliError;
+use crate::error::{ArgError, CliError};
 use crate::out::outln;
 
 #[derive(Subcommand)]
@@ -229,22 +229,20 @@ pub enum FsCommand {
     Report,
 }
 
-fn parse_ttl_action(s: &str) -> Result<pb::TtlAction, String> {
+fn parse_ttl_action(s: &str) -> Result<pb::TtlAction, ArgError> {
     match s.to_ascii_lowercase().as_str() {
         "delete" => Ok(pb::TtlAction::Delete),
         "free" => Ok(pb::TtlAction::Free),
-        _ => Err(format!("unknown TTL action {s:?}: delete or free")),
+        _ => Err(ArgError::TtlAction(s.to_string())),
     }
 }
 
 /// `500ms`, `30s`, `10m`, `2h`, `7d`, or a bare number of milliseconds.
-pub fn parse_duration_ms(s: &str) -> Result<i64, String> {
+pub fn parse_duration_ms(s: &str) -> Result<i64, ArgError> {
     let t = s.trim();
     let split = t.find(|c: char| !c.is_ascii_digit()).unwrap_or(t.len());
     let (num, unit) = t.split_at(split);
-    let n: i64 = num
-        .parse()
-        .map_err(|_| format!("invalid duration {s:?}: expected e.g. 500ms, 30s, 10m, 2h, 7d"))?;
+    let n: i64 = num.parse().map_err(|_| ArgError::Duration(s.to_string()))?;
     let scale = match unit.trim().to_ascii_lowercase().as_str() {
         "" | "ms" => 1,
         "s" | "sec" => 1_000,
@@ -252,24 +250,23 @@ pub fn parse_duration_ms(s: &str) -> Result<i64, String> {
         "h" | "hour" => 3_600_000,
         "d" | "day" => 86_400_000,
         other => {
-            return Err(format!(
-                "invalid duration unit {other:?} in {s:?}: ms, s, m, h or d"
-            ));
+            return Err(ArgError::DurationUnit {
+                unit: other.to_string(),
+                text: s.to_string(),
+            });
         }
     };
     n.checked_mul(scale)
-        .ok_or_else(|| format!("duration {s:?} is too long"))
+        .ok_or_else(|| ArgError::DurationTooLong(s.to_string()))
 }
 
-fn parse_write_type(s: &str) -> Result<pb::WriteType, String> {
+fn parse_write_type(s: &str) -> Result<pb::WriteType, ArgError> {
     match s.to_ascii_uppercase().as_str() {
         "MUST_CACHE" => Ok(pb::WriteType::MustCache),
         "CACHE_THROUGH" => Ok(pb::WriteType::CacheThrough),
         "THROUGH" => Ok(pb::WriteType::Through),
         "ASYNC_THROUGH" => Ok(pb::WriteType::AsyncThrough),
-        _ => Err(format!(
-            "unknown write type {s:?}: MUST_CACHE, CACHE_THROUGH, THROUGH or ASYNC_THROUGH"
-        )),
+        _ => Err(ArgError::WriteType(s.to_string())),
     }
 }
 
@@ -551,15 +548,12 @@ async fn attr(
 }
 
 /// Octal permission bits: `755`, `0644`, `1777`.
-fn parse_mode(s: &str) -> Result<u32, String> {
+fn parse_mode(s: &str) -> Result<u32, ArgError> {
     let digits = s.strip_prefix("0o").unwrap_or(s);
     if digits.is_empty() || digits.len() > 4 {
-        return Err(format!(
-            "{s:?}: expected octal permission bits such as 755 or 0644"
-        ));
+        return Err(ArgError::Mode(s.to_string()));
     }
-    u32::from_str_radix(digits, 8)
-        .map_err(|_| format!("{s:?}: expected octal permission bits such as 755 or 0644"))
+    u32::from_str_radix(digits, 8).map_err(|_| ArgError::Mode(s.to_string()))
 }
 
 async fn pin(

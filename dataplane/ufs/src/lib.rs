@@ -25,7 +25,7 @@ use async_trait::async_trait;
 use bytes::Bytes;
 
 pub use local::LocalUfs;
-pub use object::{ObjectUfs, UfsDefaults};
+pub use object::{ObjectUfs, UfsDefaults, UnknownOption};
 pub use path::UfsPath;
 pub use version::{Version, digest, digest_hex};
 

@@ -4,7 +4,7 @@
 //! - Keys are `PREFIX/path`. Directories are prefixes; an empty directory is
 //!   kept by an empty marker object `DIR/.eddy-dir` (object_store paths cannot
 //!   end in `/`), which listings and stats hide.
-//! - Reads are ranged GETs. Writes up to [`PART`] bytes are one PUT; larger
+//! - Reads are ranged GETs. Writes up to [`PART`](writer::PART) bytes are one PUT; larger
 //!   streamed writes are multipart uploads, invisible until completed.
 //! - Rename is copy + delete, object by object: **not atomic**
 //!   ([`Capabilities::atomic_rename`] is false). A crash in the middle leaves
@@ -24,10 +24,16 @@ use bytes::Bytes;
 use futures::{StreamExt, TryStreamExt};
 use object_store::path::Path;
 use object_store::{
-    ClientOptions, ObjectMeta, ObjectStore, ObjectStoreExt, PutPayload, RetryConfig, WriteMultipart,
+    ClientOptions, ObjectMeta, ObjectStore, ObjectStoreExt, PutPayload, RetryConfig,
 };
 
+mod options;
 mod version;
+mod writer;
+
+use options::{AZURE_OPTIONS, GCS_OPTIONS, S3_OPTIONS};
+pub use options::{UfsDefaults, UnknownOption};
+use writer::{ObjectWriter, fingerprint, now_ms};
 
 use crate::{
     Capabilities, ListPage, Result, UfsError, UfsPath, UfsStatus, UfsWriter, UnderFileSystem,
@@ -36,11 +42,6 @@ use crate::{
 
 /// Marker object that keeps an empty directory.
 pub const DIR_MARKER: &str = ".eddy-dir";
-/// Bytes a streamed write buffers before it becomes a multipart upload, and
-/// the size of each part.
-pub const PART: usize = 8 << 20;
-/// Parts uploaded at once by one streamed write.
-const PART_CONCURRENCY: usize = 2;
 
 #[derive(Debug)]
 pub struct ObjectUfs {
@@ -48,120 +49,6 @@ pub struct ObjectUfs {
     store: Arc<dyn ObjectStore>,
     /// Key prefix without leading or trailing `/` (empty: the bucket root).
     root: String,
-}
-
-/// Mount options each scheme accepts (values are never logged).
-const S3_OPTIONS: &[&str] = &[
-    "endpoint",
-    "region",
-    "access_key",
-    "secret_key",
-    "session_token",
-    "virtual_hosted",
-    "allow_http",
-    "proxy",
-    "retries",
-    "timeout_ms",
-];
-const GCS_OPTIONS: &[&str] = &[
-    "endpoint",
-    "service_account_key",
-    "service_account_path",
-    "anonymous",
-    "proxy",
-    "retries",
-    "timeout_ms",
-];
-const AZURE_OPTIONS: &[&str] = &[
-    "account",
-    "access_key",
-    "endpoint",
-    "use_emulator",
-    "allow_http",
-    "proxy",
-    "retries",
-    "timeout_ms",
-];
-
-/// Per-scheme defaults for object-store mounts, from the config file:
-/// `[ufs.s3]` (s3:// and s3a://), `[ufs.gcs]` (gs://) and `[ufs.azure]`
-/// (az://), with the keys mount options take. Each process (master, worker)
-/// applies its own file's defaults under the mount's options, so
-/// credentials kept here never reach the master's metastore.
-#[derive(Clone, Default, PartialEq, serde::Deserialize)]
-#[serde(default, deny_unknown_fields)]
-pub struct UfsDefaults {
-    #[serde(deserialize_with = "scalars")]
-    pub s3: BTreeMap<String, String>,
-    #[serde(deserialize_with = "scalars")]
-    pub gcs: BTreeMap<String, String>,
-    #[serde(deserialize_with = "scalars")]
-    pub azure: BTreeMap<String, String>,
-}
-
-impl UfsDefaults {
-    /// The defaults for URIs of `scheme`.
-    pub fn for_scheme(&self, scheme: &str) -> &BTreeMap<String, String> {
-        match scheme {
-            "gs" => &self.gcs,
-            "az" => &self.azure,
-            _ => &self.s3,
-        }
-    }
-
-    /// Refuses keys no mount of the table's scheme accepts, so a typo in
-    /// the config file stops the process at start-up.
-    pub fn check(&self) -> std::result::Result<(), String> {
-        for (table, map, allowed) in [
-            ("ufs.s3", &self.s3, S3_OPTIONS),
-            ("ufs.gcs", &self.gcs, GCS_OPTIONS),
-            ("ufs.azure", &self.azure, AZURE_OPTIONS),
-        ] {
-            if let Some(k) = map.keys().find(|k| !allowed.contains(&k.as_str())) {
-                return Err(format!(
-                    "[{table}] has unknown key {k:?}; accepted: {}",
-                    allowed.join(", ")
-                ));
-            }
-        }
-        Ok(())
-    }
-}
-
-/// Keys only: the values may be secrets.
-impl std::fmt::Debug for UfsDefaults {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("UfsDefaults")
-            .field("s3", &self.s3.keys().collect::<Vec<_>>())
-            .field("gcs", &self.gcs.keys().collect::<Vec<_>>())
-            .field("azure", &self.azure.keys().collect::<Vec<_>>())
-            .finish()
-    }
-}
-
-/// A table of strings, booleans or integers (`allow_http = true` as well as
-/// `"true"`), kept as the strings mount options are.
-fn scalars<'de, D: serde::Deserializer<'de>>(
-    d: D,
-) -> std::result::Result<BTreeMap<String, String>, D::Error> {
-    #[derive(serde::Deserialize)]
-    #[serde(untagged)]
-    enum Scalar {
-        S(String),
-        B(bool),
-        I(i64),
-    }
-    let m: BTreeMap<String, Scalar> = serde::Deserialize::deserialize(d)?;
-    Ok(m.into_iter()
-        .map(|(k, v)| {
-            let v = match v {
-                Scalar::S(s) => s,
-                Scalar::B(b) => b.to_string(),
-                Scalar::I(i) => i.to_string(),
-            };
-            (k, v)
-        })
-        .collect())
 }
 
 fn bad_uri(uri: &str, reason: impl Into<String>) -> UfsError {
@@ -441,13 +328,6 @@ impl ObjectUfs {
     }
 }
 
-fn fingerprint(etag: Option<&str>, size: u64, mtime_ms: i64) -> String {
-    match etag {
-        Some(t) if !t.is_empty() => format!("etag:{}", t.trim_matches('"')),
-        _ => format!("size:{size},mtime:{mtime_ms}"),
-    }
-}
-
 #[async_trait]
 impl UnderFileSystem for ObjectUfs {
     fn uri(&self) -> &str {
@@ -699,82 +579,6 @@ impl UnderFileSystem for ObjectUfs {
             self.store.delete(k).await.map_err(|e| self.err(from, e))?;
         }
         Ok(())
-    }
-}
-
-fn now_ms() -> i64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| d.as_millis() as i64)
-}
-
-/// A streamed write: small objects are one PUT at `complete`; past [`PART`]
-/// bytes the write becomes a multipart upload.
-struct ObjectWriter {
-    ufs_uri: String,
-    store: Arc<dyn ObjectStore>,
-    key: Path,
-    path: UfsPath,
-    buf: Vec<u8>,
-    upload: Option<WriteMultipart>,
-    written: u64,
-}
-
-impl ObjectWriter {
-    fn err(&self, e: object_store::Error) -> UfsError {
-        UfsError::Io {
-            path: format!("{}{}", self.ufs_uri.trim_end_matches('/'), self.path),
-            source: std::io::Error::other(e.to_string()),
-        }
-    }
-}
-
-#[async_trait]
-impl UfsWriter for ObjectWriter {
-    async fn write(&mut self, data: &[u8]) -> Result<()> {
-        self.written += data.len() as u64;
-        if self.upload.is_none() {
-            if self.buf.len() + data.len() <= PART {
-                self.buf.extend_from_slice(data);
-                return Ok(());
-            }
-            let up = self
-                .store
-                .put_multipart(&self.key)
-                .await
-                .map_err(|e| self.err(e))?;
-            let mut w = WriteMultipart::new_with_chunk_size(up, PART);
-            w.write(&std::mem::take(&mut self.buf));
-            self.upload = Some(w);
-        }
-        let w = self.upload.as_mut().expect("set above");
-        w.write(data);
-        let r = w.wait_for_capacity(PART_CONCURRENCY).await;
-        r.map_err(|e| self.err(e))
-    }
-
-    async fn complete(mut self: Box<Self>) -> Result<UfsStatus> {
-        let r = match self.upload.take() {
-            Some(w) => w.finish().await,
-            None => {
-                let data = Bytes::from(std::mem::take(&mut self.buf));
-                self.store.put(&self.key, PutPayload::from(data)).await
-            }
-        };
-        let r = r.map_err(|e| self.err(e))?;
-        Ok(UfsStatus {
-            name: self.path.name().to_string(),
-            is_dir: false,
-            length: self.written,
-            mtime_ms: now_ms(),
-            fingerprint: fingerprint(r.e_tag.as_deref(), self.written, 0),
-        })
-    }
-
-    async fn abort(mut self: Box<Self>) {
-        if let Some(w) = self.upload.take() {
-            let _ = w.abort().await;
-        }
     }
 }
 
