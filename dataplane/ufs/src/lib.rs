@@ -13,6 +13,7 @@ mod local;
 mod object;
 mod path;
 mod store_error;
+#[cfg(feature = "testkit")]
 pub mod testkit;
 mod version;
 
