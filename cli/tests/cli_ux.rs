@@ -430,3 +430,86 @@ fn object_store_errors_say_what_to_do_and_directories_have_an_mtime() {
     let st = m.cli(&["fs", "stat", "/data/sub/deeper"]);
     assert!(!stdout(&st).contains("1970-"), "{}", stdout(&st));
 }
+
+/// Runs `eddy --config CFG WHAT` (`master` or `worker`) with `toml` as its
+/// config file, to completion.
+fn run_with_config(dir: &std::path::Path, what: &str, toml: &str) -> Output {
+    let cfg = dir.join(format!("{what}.toml"));
+    std::fs::write(&cfg, toml).unwrap();
+    Command::new(EDDY)
+        .arg("--config")
+        .arg(&cfg)
+        .arg(what)
+        .env("EDDY_LOG", "warn")
+        .output()
+        .unwrap()
+}
+
+#[test]
+fn a_port_in_use_or_an_unusable_socket_path_stops_the_server_saying_what_to_do() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::create_dir_all(dir.path().join("ufs")).unwrap();
+    // Another process holds the port (here: this test).
+    let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = taken.local_addr().unwrap();
+    let in_use = format!("port {} is in use", addr.port());
+    let o = run_with_config(
+        dir.path(),
+        "master",
+        &format!(
+            "[master]\nbind = \"{addr}\"\nmetastore_dir = {:?}\nroot_ufs = {:?}\nmetrics_bind = \"\"\n",
+            dir.path().join("meta").display().to_string(),
+            dir.path().join("ufs").display().to_string()
+        ),
+    );
+    fails_with(
+        &o,
+        1,
+        "UNAVAILABLE",
+        &[
+            &format!("cannot bind the master to {addr}"),
+            &in_use,
+            "stop the other process using it or set [master] bind to another port",
+        ],
+    );
+    let worker = |extra: &str| {
+        run_with_config(
+            dir.path(),
+            "worker",
+            &format!("[worker]\nmaster = \"127.0.0.1:1\"\nmetrics_bind = \"\"\n{extra}"),
+        )
+    };
+    let o = worker(&format!("bind = \"{addr}\"\n"));
+    fails_with(
+        &o,
+        1,
+        "UNAVAILABLE",
+        &[
+            &format!("cannot bind the worker's data server to {addr}"),
+            &in_use,
+            "set [worker] bind to another port",
+        ],
+    );
+    // The short-circuit socket's directory cannot be created: a file is
+    // in the way.
+    let file = dir.path().join("a-file");
+    std::fs::write(&file, b"x").unwrap();
+    let sock = file.join("w.sock");
+    let o = worker(&format!(
+        "bind = \"127.0.0.1:0\"\ndomain_socket = {:?}\n",
+        sock.display().to_string()
+    ));
+    fails_with(
+        &o,
+        1,
+        "INVALID_ARGUMENT",
+        &[
+            &format!(
+                "cannot bind the worker's short-circuit socket to {}",
+                sock.display()
+            ),
+            "set [worker] domain_socket to such a path",
+        ],
+    );
+    drop(taken);
+}

@@ -33,9 +33,14 @@ pub async fn run(mut cfg: MasterConfig, args: LocalArgs) -> Result<(), CliError>
     super::init_logging();
     let stop = super::master::Signals::install()?;
     let ufs = cfg.ufs.clone();
-    let master = eddy_master::start(cfg)
-        .await
-        .map_err(|e| CliError::new(e.code(), e.to_string()))?;
+    // Here the addresses come from the command line, not the config file.
+    let master = eddy_master::start(cfg).await.map_err(|e| match e {
+        eddy_master::error::MasterError::Bind(mut b) => {
+            b.setting = "--port".into();
+            CliError::new(b.code(), b.to_string())
+        }
+        e => CliError::new(e.code(), e.to_string()),
+    })?;
     let wcfg = WorkerConfig {
         master: master.addr.to_string(),
         bind: "127.0.0.1:0".into(),
@@ -50,7 +55,13 @@ pub async fn run(mut cfg: MasterConfig, args: LocalArgs) -> Result<(), CliError>
         Ok(w) => w,
         Err(e) => {
             master.shutdown().await;
-            return Err(super::worker::start_error(e));
+            return Err(super::worker::start_error(match e {
+                eddy_worker::StartError::Bind(mut b) => {
+                    b.setting = "--data-dir".into();
+                    eddy_worker::StartError::Bind(b)
+                }
+                e => e,
+            }));
         }
     };
     let metrics = super::serve_metrics("local", &format!("127.0.0.1:{}", args.metrics_port)).await;

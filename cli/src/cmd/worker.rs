@@ -34,7 +34,8 @@ pub async fn run(cfg: WorkerConfig) -> Result<(), CliError> {
 pub fn start_error(e: eddy_worker::StartError) -> CliError {
     use eddy_worker::StartError as S;
     let code = match &e {
-        S::Bind { .. } | S::Stopped => eddy_client::EddyCode::Unavailable,
+        S::Bind(b) => b.code(),
+        S::Stopped => eddy_client::EddyCode::Unavailable,
         S::Config(_) => eddy_client::EddyCode::InvalidArgument,
     };
     CliError::new(code, e.to_string())

@@ -44,6 +44,8 @@ pub enum MasterError {
     Ufs(#[from] UfsError),
     #[error("metastore: {0}")]
     Metastore(String),
+    #[error(transparent)]
+    Bind(#[from] eddy_proto::BindError),
 }
 
 impl MasterError {
@@ -67,6 +69,7 @@ impl MasterError {
             MasterError::Unavailable(_) => EddyCode::Unavailable,
             MasterError::Ufs(e) => ufs_code(e),
             MasterError::Metastore(_) => EddyCode::Internal,
+            MasterError::Bind(e) => e.code(),
         }
     }
 }

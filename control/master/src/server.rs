@@ -4,7 +4,7 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
-use eddy_proto::pb;
+use eddy_proto::{Endpoint, pb};
 use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
 use tokio::time::MissedTickBehavior;
@@ -169,9 +169,9 @@ pub async fn start(cfg: MasterConfig) -> Result<RunningMaster> {
             ns
         }
     };
-    let listener = tokio::net::TcpListener::bind(addr)
-        .await
-        .map_err(|e| MasterError::InvalidArgument(format!("cannot bind {addr}: {e}")))?;
+    let listener = tokio::net::TcpListener::bind(addr).await.map_err(|e| {
+        eddy_proto::BindError::new("the master", Endpoint::Tcp, &cfg.bind, "[master] bind", e)
+    })?;
     let addr = listener.local_addr().expect("bound");
     let state = Arc::new(MasterState::new(ns, store, cfg.clone(), addr.to_string()));
     state.resolve_intents(intents).await?;

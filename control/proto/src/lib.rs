@@ -4,8 +4,10 @@
 //! Architecture invariant: this is the only crate that depends on `prost` and
 //! `tonic`'s code generation. Everything above it speaks these types.
 
+mod bind;
 mod error;
 
+pub use bind::{BindError, Endpoint};
 pub use error::{CODE_METADATA_KEY, EddyCode, RpcError};
 
 /// Generated protobuf messages and gRPC services (package `eddy.v1`).

@@ -50,6 +50,7 @@ use std::time::Duration;
 
 pub use config::WorkerConfig;
 use eddy_client::{MasterClient, pb};
+use eddy_proto::{BindError, Endpoint};
 use tokio::sync::watch;
 use tokio::task::JoinSet;
 
@@ -69,31 +70,27 @@ pub struct RunningWorker {
 
 #[derive(Debug, thiserror::Error)]
 pub enum StartError {
-    #[error("cannot bind the data server to {addr}: {source}")]
-    Bind {
-        addr: String,
-        source: std::io::Error,
-    },
+    #[error(transparent)]
+    Bind(#[from] BindError),
     #[error("invalid worker configuration: {0}")]
     Config(String),
     #[error("stopped before the master answered")]
     Stopped,
 }
 
+/// What a [`BindError`] of the worker names.
+const DATA_SERVER: &str = "the worker's data server";
+const SOCKET: &str = "the worker's short-circuit socket";
+
 /// Binds the data server, registers with the master (retrying until it
 /// answers or `stop_early` fires), and starts serving and heartbeating.
 pub async fn start(cfg: WorkerConfig) -> Result<RunningWorker, StartError> {
     let (stop, mut stop_rx) = watch::channel(false);
+    let bind_error = |e| BindError::new(DATA_SERVER, Endpoint::Tcp, &cfg.bind, "[worker] bind", e);
     let listener = tokio::net::TcpListener::bind(&cfg.bind)
         .await
-        .map_err(|source| StartError::Bind {
-            addr: cfg.bind.clone(),
-            source,
-        })?;
-    let data_addr = listener.local_addr().map_err(|source| StartError::Bind {
-        addr: cfg.bind.clone(),
-        source,
-    })?;
+        .map_err(bind_error)?;
+    let data_addr = listener.local_addr().map_err(bind_error)?;
     let host = if !cfg.host.is_empty() {
         cfg.host.clone()
     } else if data_addr.ip().is_unspecified() {
@@ -214,14 +211,12 @@ fn bind_socket(
     Ok(if cfg.domain_socket.is_empty() {
         None
     } else {
-        let path = std::path::absolute(&cfg.domain_socket).map_err(|source| StartError::Bind {
-            addr: cfg.domain_socket.clone(),
-            source,
-        })?;
-        let l = uds::bind(&path).map_err(|source| StartError::Bind {
-            addr: path.display().to_string(),
-            source,
-        })?;
+        let bind_error = |addr: String, e| {
+            BindError::new(SOCKET, Endpoint::Socket, addr, "[worker] domain_socket", e)
+        };
+        let path = std::path::absolute(&cfg.domain_socket)
+            .map_err(|e| bind_error(cfg.domain_socket.clone(), e))?;
+        let l = uds::bind(&path).map_err(|e| bind_error(path.display().to_string(), e))?;
         Some((l, path))
     })
 }
