@@ -33,6 +33,24 @@ impl BodyWriter {
     }
 }
 
+/// Why a frame body does not decode (the reason of
+/// [`crate::WireError::Malformed`]).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum BodyError {
+    #[error("body ends {0} bytes early")]
+    Short(usize),
+    #[error("string is not UTF-8")]
+    NotUtf8,
+    #[error("{0} trailing bytes")]
+    Trailing(usize),
+    /// A field holds a number its enum does not have.
+    #[error("unknown {field} {value}")]
+    Unknown { field: &'static str, value: u8 },
+    /// The fields decode but do not make a valid frame together.
+    #[error("{0}")]
+    Invalid(&'static str),
+}
+
 /// Reads fields from a frame body; every read checks the bounds.
 pub struct BodyReader<'a> {
     b: &'a [u8],
@@ -42,39 +60,39 @@ impl<'a> BodyReader<'a> {
     pub fn new(b: &'a [u8]) -> Self {
         Self { b }
     }
-    fn take(&mut self, n: usize) -> Result<&'a [u8], String> {
+    fn take(&mut self, n: usize) -> Result<&'a [u8], BodyError> {
         if self.b.len() < n {
-            return Err(format!("body ends {} bytes early", n - self.b.len()));
+            return Err(BodyError::Short(n - self.b.len()));
         }
         let (h, t) = self.b.split_at(n);
         self.b = t;
         Ok(h)
     }
-    pub fn take_bytes(&mut self, n: usize) -> Result<&'a [u8], String> {
+    pub fn take_bytes(&mut self, n: usize) -> Result<&'a [u8], BodyError> {
         self.take(n)
     }
-    pub fn u8(&mut self) -> Result<u8, String> {
+    pub fn u8(&mut self) -> Result<u8, BodyError> {
         Ok(self.take(1)?[0])
     }
-    pub fn u16(&mut self) -> Result<u16, String> {
+    pub fn u16(&mut self) -> Result<u16, BodyError> {
         Ok(u16::from_le_bytes(self.take(2)?.try_into().expect("2")))
     }
-    pub fn u32(&mut self) -> Result<u32, String> {
+    pub fn u32(&mut self) -> Result<u32, BodyError> {
         Ok(u32::from_le_bytes(self.take(4)?.try_into().expect("4")))
     }
-    pub fn u64(&mut self) -> Result<u64, String> {
+    pub fn u64(&mut self) -> Result<u64, BodyError> {
         Ok(u64::from_le_bytes(self.take(8)?.try_into().expect("8")))
     }
-    pub fn str(&mut self) -> Result<String, String> {
+    pub fn str(&mut self) -> Result<String, BodyError> {
         let n = self.u16()? as usize;
-        String::from_utf8(self.take(n)?.to_vec()).map_err(|_| "string is not UTF-8".to_string())
+        String::from_utf8(self.take(n)?.to_vec()).map_err(|_| BodyError::NotUtf8)
     }
     /// Fails if bytes are left over: a body is exactly its fields.
-    pub fn end(&self) -> Result<(), String> {
+    pub fn end(&self) -> Result<(), BodyError> {
         if self.b.is_empty() {
             Ok(())
         } else {
-            Err(format!("{} trailing bytes", self.b.len()))
+            Err(BodyError::Trailing(self.b.len()))
         }
     }
 }

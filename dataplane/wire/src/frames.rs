@@ -3,9 +3,10 @@
 use eddy_proto::EddyCode;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 
-use crate::codec::{BodyReader, BodyWriter};
+use crate::codec::{BodyError, BodyReader, BodyWriter};
 use crate::{
-    HEADER_LEN, MAGIC, MAX_BLOCK_LENGTH, MAX_CONTROL_BODY, MAX_DATA_BODY, VERSION, WireError,
+    HEADER_LEN, MAGIC, MAX_BLOCK_LENGTH, MAX_CONTROL_BODY, MAX_DATA_BODY, RangeError, VERSION,
+    WireError,
 };
 
 /// What a frame is. Client -> worker kinds are below 64, answers from 64.
@@ -177,8 +178,11 @@ fn kind_name(k: Kind) -> &'static str {
     }
 }
 
-fn malformed(kind: Kind) -> impl Fn(String) -> WireError {
-    move |reason| WireError::Malformed { kind, reason }
+fn malformed(kind: Kind) -> impl Fn(BodyError) -> WireError {
+    move |e| WireError::Malformed {
+        kind,
+        reason: e.to_string(),
+    }
 }
 
 /// How a read treats the cache.
@@ -209,7 +213,7 @@ fn put_source(w: &mut BodyWriter, s: &Option<UfsSource>) {
     };
 }
 
-fn get_source(r: &mut BodyReader) -> Result<Option<UfsSource>, String> {
+fn get_source(r: &mut BodyReader) -> Result<Option<UfsSource>, BodyError> {
     let mount_id = r.u64()?;
     let key = r.str()?;
     Ok((mount_id != 0).then_some(UfsSource { mount_id, key }))
@@ -235,28 +239,31 @@ impl ReadRequest {
     /// Checks the lengths and offsets against each other and the protocol's
     /// limits, with overflow: a receiver calls this before using any of them
     /// (an error here answers `INVALID_ARGUMENT`; the connection stays).
-    pub fn check(&self) -> Result<(), String> {
+    pub fn check(&self) -> Result<(), RangeError> {
         if self.block_length > MAX_BLOCK_LENGTH {
-            return Err(format!(
-                "block {}: a block length of {} bytes is over the limit of {MAX_BLOCK_LENGTH}",
-                self.block_id, self.block_length
-            ));
+            return Err(RangeError::BlockTooLong {
+                block_id: self.block_id,
+                block_length: self.block_length,
+            });
         }
         if self
             .offset
             .checked_add(self.length)
             .is_none_or(|e| e > self.block_length)
         {
-            return Err(format!(
-                "block {}: range {}+{} is outside the block's {} bytes",
-                self.block_id, self.offset, self.length, self.block_length
-            ));
+            return Err(RangeError::OutsideBlock {
+                block_id: self.block_id,
+                offset: self.offset,
+                length: self.length,
+                block_length: self.block_length,
+            });
         }
         if self.file_offset.checked_add(self.block_length).is_none() {
-            return Err(format!(
-                "block {}: file offset {} + block length {} overflows",
-                self.block_id, self.file_offset, self.block_length
-            ));
+            return Err(RangeError::FileOffsetOverflow {
+                block_id: self.block_id,
+                file_offset: self.file_offset,
+                block_length: self.block_length,
+            });
         }
         Ok(())
     }
@@ -287,7 +294,12 @@ impl ReadRequest {
                     0 => ReadType::Cache,
                     1 => ReadType::NoCache,
                     2 => ReadType::CachePromote,
-                    t => return Err(format!("unknown read type {t}")),
+                    value => {
+                        return Err(BodyError::Unknown {
+                            field: "read type",
+                            value,
+                        });
+                    }
                 },
                 source: get_source(&mut r)?,
             };
@@ -323,12 +335,12 @@ pub struct WriteOpen {
 impl WriteOpen {
     /// Checks the block size against the protocol's limit (as
     /// [`ReadRequest::check`]).
-    pub fn check(&self) -> Result<(), String> {
+    pub fn check(&self) -> Result<(), RangeError> {
         if self.block_size > MAX_BLOCK_LENGTH {
-            return Err(format!(
-                "file {}: a block size of {} bytes is over the limit of {MAX_BLOCK_LENGTH}",
-                self.file_id, self.block_size
-            ));
+            return Err(RangeError::BlockSizeTooLarge {
+                file_id: self.file_id,
+                block_size: self.block_size,
+            });
         }
         Ok(())
     }
@@ -353,16 +365,23 @@ impl WriteOpen {
                     2 => WriteType::CacheThrough,
                     3 => WriteType::Through,
                     4 => WriteType::AsyncThrough,
-                    t => return Err(format!("unknown write type {t}")),
+                    value => {
+                        return Err(BodyError::Unknown {
+                            field: "write type",
+                            value,
+                        });
+                    }
                 },
                 target: get_source(&mut r)?,
             };
             r.end()?;
             if o.block_size == 0 {
-                return Err("block size 0".into());
+                return Err(BodyError::Invalid("block size 0"));
             }
             if o.write_type != WriteType::MustCache && o.target.is_none() {
-                return Err("a persisted write type needs an under-storage target".into());
+                return Err(BodyError::Invalid(
+                    "a persisted write type needs an under-storage target",
+                ));
             }
             Ok(o)
         })()
@@ -602,186 +621,4 @@ pub fn decode_stats(b: &[u8]) -> Result<Vec<(String, u64)>, WireError> {
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-    use proptest::prelude::*;
-
-    #[test]
-    fn header_layout_is_pinned() {
-        let h = Header {
-            kind: Kind::Read,
-            body_len: 0x0102_0304,
-        };
-        assert_eq!(
-            h.encode(),
-            [b'E', b'D', b'D', b'Y', 1, 1, 0, 0, 0x04, 0x03, 0x02, 0x01]
-        );
-        assert!(
-            matches!(Header::decode(&h.encode()), Err(WireError::TooLarge { .. })),
-            "a control body over 64 KiB is refused"
-        );
-        let small = Header {
-            kind: Kind::Read,
-            body_len: 60,
-        };
-        assert_eq!(Header::decode(&small.encode()).unwrap(), small);
-    }
-
-    #[test]
-    fn bad_headers_are_rejected() {
-        let ok = Header {
-            kind: Kind::Data,
-            body_len: 10,
-        }
-        .encode();
-        let mut b = ok;
-        b[0] = b'X';
-        assert!(matches!(Header::decode(&b), Err(WireError::BadMagic(_))));
-        let mut b = ok;
-        b[4] = 9;
-        assert!(matches!(Header::decode(&b), Err(WireError::BadVersion(9))));
-        let mut b = ok;
-        b[5] = 200;
-        assert!(matches!(
-            Header::decode(&b),
-            Err(WireError::UnknownKind(200))
-        ));
-        let big = Header {
-            kind: Kind::Read,
-            body_len: MAX_CONTROL_BODY + 1,
-        }
-        .encode();
-        assert!(matches!(
-            Header::decode(&big),
-            Err(WireError::TooLarge { .. })
-        ));
-        let data = Header {
-            kind: Kind::Data,
-            body_len: MAX_DATA_BODY,
-        }
-        .encode();
-        assert!(Header::decode(&data).is_ok(), "data frames may be large");
-    }
-
-    #[test]
-    fn read_request_layout_and_checks() {
-        let r = ReadRequest {
-            block_id: 7,
-            offset: 8,
-            length: 9,
-            block_length: 100,
-            file_offset: 64 << 20,
-            read_type: ReadType::NoCache,
-            source: Some(UfsSource {
-                mount_id: 3,
-                key: "a/b".into(),
-            }),
-        };
-        let b = r.encode();
-        assert_eq!(b.len(), 5 * 8 + 1 + 8 + 2 + 3);
-        assert_eq!(&b[0..8], &7u64.to_le_bytes());
-        assert_eq!(ReadRequest::decode(Kind::Read, &b).unwrap(), r);
-        let out_of_block = ReadRequest {
-            offset: 95,
-            length: 10,
-            ..r.clone()
-        };
-        assert!(r.check().is_ok());
-        assert!(out_of_block.check().is_err());
-        let overflow = ReadRequest {
-            offset: u64::MAX,
-            length: 2,
-            ..r.clone()
-        };
-        assert!(overflow.check().is_err());
-        let huge = ReadRequest {
-            offset: 0,
-            length: 0,
-            block_length: u64::MAX,
-            ..r.clone()
-        };
-        assert!(huge.check().is_err(), "a 2^64-1 block");
-        let past_the_file = ReadRequest {
-            file_offset: u64::MAX - 50,
-            ..r.clone()
-        };
-        assert!(past_the_file.check().is_err());
-        let mut trailing = b.clone();
-        trailing.push(0);
-        assert!(ReadRequest::decode(Kind::Read, &trailing).is_err());
-    }
-
-    #[test]
-    fn other_bodies_round_trip() {
-        let o = WriteOpen {
-            file_id: 5,
-            block_size: 1 << 20,
-            write_type: WriteType::CacheThrough,
-            target: Some(UfsSource {
-                mount_id: 1,
-                key: "x".into(),
-            }),
-        };
-        assert_eq!(WriteOpen::decode(&o.encode()).unwrap(), o);
-        let no_target = WriteOpen {
-            target: None,
-            ..o.clone()
-        };
-        assert!(WriteOpen::decode(&no_target.encode()).is_err());
-        let w = WriteOk {
-            length: 3,
-            blocks: 1,
-            fingerprint: "3:4".into(),
-        };
-        assert_eq!(WriteOk::decode(&w.encode()).unwrap(), w);
-        let e = ErrorFrame::new(EddyCode::NotFound, "gone");
-        assert_eq!(ErrorFrame::decode(&e.encode()).unwrap(), e);
-        let s = vec![("ufs_reads".to_string(), 4)];
-        assert_eq!(decode_stats(&encode_stats(&s)).unwrap(), s);
-        let item = ReadRequest {
-            block_id: 1,
-            offset: 0,
-            length: 10,
-            block_length: 10,
-            file_offset: 0,
-            read_type: ReadType::Cache,
-            source: None,
-        };
-        let items = vec![item.clone(), item];
-        assert_eq!(decode_lease(&encode_lease(&items)).unwrap(), items);
-        assert!(decode_lease(&encode_lease(&[])).is_err(), "an empty batch");
-        let g = vec![LeaseGrant {
-            block_id: 1,
-            lease_id: 2,
-            length: 3,
-            code: 0,
-            message: String::new(),
-        }];
-        assert_eq!(
-            decode_lease_ok(&encode_lease_ok(60_000, &g)).unwrap(),
-            (60_000, g)
-        );
-        assert_eq!(
-            decode_release(&encode_release(&[4, 5])).unwrap(),
-            vec![4, 5]
-        );
-    }
-
-    proptest! {
-        /// Arbitrary bytes never panic a decoder.
-        #[test]
-        fn decoders_never_panic(b in proptest::collection::vec(any::<u8>(), 0..200)) {
-            let _ = ReadRequest::decode(Kind::Read, &b);
-            let _ = WriteOpen::decode(&b);
-            let _ = WriteOk::decode(&b);
-            let _ = ErrorFrame::decode(&b);
-            let _ = decode_stats(&b);
-            let _ = decode_lease(&b);
-            let _ = decode_lease_ok(&b);
-            let _ = decode_release(&b);
-            if b.len() >= HEADER_LEN {
-                let _ = Header::decode(b[..HEADER_LEN].try_into().unwrap());
-            }
-        }
-    }
-}
+mod tests;

@@ -21,7 +21,7 @@ mod codec;
 mod exchange;
 mod frames;
 
-pub use codec::{BodyReader, BodyWriter};
+pub use codec::{BodyError, BodyReader, BodyWriter};
 pub use exchange::{host_port, read_block};
 pub use frames::*;
 
@@ -38,6 +38,36 @@ pub const MAX_DATA_BODY: u32 = 8 << 20;
 /// master's largest block size, 1 TiB. Anything larger is refused before a
 /// byte is reserved or allocated.
 pub const MAX_BLOCK_LENGTH: u64 = 1 << 40;
+
+/// Lengths and offsets of a request that do not fit together or the
+/// protocol's limits (`ReadRequest::check`, `WriteOpen::check`): the
+/// request is answered INVALID_ARGUMENT, the connection stays.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum RangeError {
+    #[error(
+        "block {block_id}: a block length of {block_length} bytes is over the limit of {MAX_BLOCK_LENGTH}"
+    )]
+    BlockTooLong { block_id: u64, block_length: u64 },
+    #[error(
+        "block {block_id}: range {offset}+{length} is outside the block's {block_length} bytes"
+    )]
+    OutsideBlock {
+        block_id: u64,
+        offset: u64,
+        length: u64,
+        block_length: u64,
+    },
+    #[error("block {block_id}: file offset {file_offset} + block length {block_length} overflows")]
+    FileOffsetOverflow {
+        block_id: u64,
+        file_offset: u64,
+        block_length: u64,
+    },
+    #[error(
+        "file {file_id}: a block size of {block_size} bytes is over the limit of {MAX_BLOCK_LENGTH}"
+    )]
+    BlockSizeTooLarge { file_id: u64, block_size: u64 },
+}
 
 /// A protocol violation: the peer sent something this side cannot accept.
 /// The connection is closed; other connections are unaffected.

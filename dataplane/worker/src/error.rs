@@ -27,6 +27,9 @@ pub enum WorkerError {
     NotFound(String),
     #[error("{0}")]
     InvalidArgument(String),
+    /// A request's lengths and offsets do not fit together or the limits.
+    #[error(transparent)]
+    OutOfRange(#[from] eddy_wire::RangeError),
     #[error(
         "the under-storage copy of {key} changed: expected {expected} bytes at offset {offset}, found {found}; re-read the file's metadata"
     )]
@@ -72,7 +75,9 @@ impl WorkerError {
             WorkerError::NoSpace(_) => EddyCode::NoSpace,
             WorkerError::DiskFailed { .. } => EddyCode::Internal,
             WorkerError::NotFound(_) => EddyCode::NotFound,
-            WorkerError::InvalidArgument(_) => EddyCode::InvalidArgument,
+            WorkerError::InvalidArgument(_) | WorkerError::OutOfRange(_) => {
+                EddyCode::InvalidArgument
+            }
             WorkerError::UfsChanged { .. } => EddyCode::UfsError,
             WorkerError::Mismatch(_) => EddyCode::InvalidArgument,
             WorkerError::FileIncomplete(_) => EddyCode::FileIncomplete,

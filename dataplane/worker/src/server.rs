@@ -69,16 +69,16 @@ async fn dispatch(sh: &Shared, sock: &mut Conn, h: eddy_wire::Header) -> Result<
         Kind::Read | Kind::Load => {
             let body = read_body(sock, h).await?;
             let req = ReadRequest::decode(h.kind, &body)?;
-            if let Err(m) = req.check() {
-                return send_error(sock, &WorkerError::InvalidArgument(m)).await;
+            if let Err(e) = req.check() {
+                return send_error(sock, &e.into()).await;
             }
             read(sh, sock, &req, h.kind == Kind::Load).await
         }
         Kind::WriteOpen => {
             let body = read_body(sock, h).await?;
             let open = WriteOpen::decode(&body)?;
-            if let Err(m) = open.check() {
-                return send_error(sock, &WorkerError::InvalidArgument(m)).await;
+            if let Err(e) = open.check() {
+                return send_error(sock, &e.into()).await;
             }
             write(sh, sock, open).await
         }

@@ -286,8 +286,8 @@ async fn lease(
             code: e.code() as i32 as u16,
             message: e.to_string(),
         };
-        if let Err(m) = it.check() {
-            grants.push(refuse(WorkerError::InvalidArgument(m)));
+        if let Err(e) = it.check() {
+            grants.push(refuse(e.into()));
             continue;
         }
         if table.held.len() >= policy.max_per_client {
@@ -438,8 +438,8 @@ async fn write_step(
     match kind {
         Kind::WriteOpen => {
             let open = WriteOpen::decode(body)?;
-            if let Err(m) = open.check() {
-                return write_frame(out, Kind::Error, &fail(WorkerError::InvalidArgument(m))).await;
+            if let Err(e) = open.check() {
+                return write_frame(out, Kind::Error, &fail(e.into())).await;
             }
             if session.is_some() {
                 let e = WorkerError::InvalidArgument(
