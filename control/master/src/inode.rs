@@ -5,7 +5,7 @@ use std::sync::Arc;
 
 use eddy_proto::pb::TtlAction;
 
-use crate::codec::{Reader, put_str};
+use crate::codec::{Reader, RecordError, put_str};
 
 /// Id of the root directory. Ids are never reused: the next id is durable.
 pub const ROOT_ID: u64 = 1;
@@ -168,11 +168,12 @@ impl Inode {
     pub fn decode(
         bytes: &[u8],
         intern: &mut impl FnMut(&str, &str) -> Arc<Owner>,
-    ) -> Result<Self, String> {
+    ) -> Result<Self, RecordError> {
         let mut r = Reader::new(bytes);
         let version = r.u8()?;
         if version != RECORD_VERSION && version != 1 {
-            return Err(format!("unknown inode record version {version}"));
+            let what = "inode";
+            return Err(RecordError::Version { what, version });
         }
         let id = r.u64()?;
         let parent = r.u64()?;

@@ -28,7 +28,7 @@
 //! mkdir needs no intent: a directory that exists only in the store is
 //! loaded on first access like any other. Layout: docs/METASTORE.md.
 
-use crate::codec::{Reader, put_str};
+use crate::codec::{Reader, RecordError, put_str};
 use crate::path::EddyPath;
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -87,17 +87,22 @@ impl Intent {
         b
     }
 
-    pub fn decode(bytes: &[u8]) -> Result<Self, String> {
+    pub fn decode(bytes: &[u8]) -> Result<Self, RecordError> {
         let mut r = Reader::new(bytes);
         let version = r.u8()?;
+        let what = "intent";
         if version != 1 && version != VERSION {
-            return Err(format!("unknown intent record version {version}"));
+            return Err(RecordError::Version { what, version });
         }
-        let path = |r: &mut Reader| -> Result<EddyPath, String> {
-            EddyPath::parse(r.str()?).map_err(|e| format!("intent record path: {e}"))
+        let path = |r: &mut Reader| -> Result<EddyPath, RecordError> {
+            EddyPath::parse(r.str()?).map_err(|e| RecordError::Path {
+                what: "intent record",
+                source: Box::new(e),
+            })
         };
-        let ino =
-            |r: &mut Reader| -> Result<u64, String> { if version == 1 { Ok(0) } else { r.u64() } };
+        let ino = |r: &mut Reader| -> Result<u64, RecordError> {
+            if version == 1 { Ok(0) } else { r.u64() }
+        };
         match r.u8()? {
             KIND_RENAME => Ok(Intent::Rename {
                 src: path(&mut r)?,
@@ -112,7 +117,10 @@ impl Intent {
                 path: path(&mut r)?,
                 ino: ino(&mut r)?,
             }),
-            k => Err(format!("unknown intent kind {k}")),
+            value => Err(RecordError::Unknown {
+                what: "intent kind",
+                value,
+            }),
         }
     }
 }

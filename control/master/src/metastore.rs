@@ -54,7 +54,8 @@ pub struct Loaded {
 
 struct Batch {
     ops: Vec<MetaOp>,
-    done: oneshot::Sender<Result<(), String>>,
+    /// The commit failed: shared by every batch of the transaction.
+    done: oneshot::Sender<Result<(), Arc<redb::Error>>>,
 }
 
 /// Handle to the metastore's committer thread.
@@ -86,7 +87,7 @@ impl Metastore {
             .map_err(|e| MasterError::Metastore(format!("cannot open {}: {e}", file.display())))?;
         owner_only(&file, 0o600)?;
         let db = Arc::new(db);
-        let loaded = load(&db).map_err(MasterError::Metastore)?;
+        let loaded = load(&db).map_err(|e| MasterError::Metastore(e.to_string()))?;
         let (tx, rx) = mpsc::channel::<Batch>();
         std::thread::Builder::new()
             .name("eddy-metastore".into())
@@ -106,77 +107,89 @@ impl Metastore {
             }
             match rx.await {
                 Ok(Ok(())) => Ok(()),
-                Ok(Err(e)) => Err(MasterError::Metastore(e)),
+                Ok(Err(e)) => Err(MasterError::Metastore(e.to_string())),
                 Err(_) => Err(MasterError::Metastore("metastore committer stopped".into())),
             }
         }
     }
 }
 
-fn load(db: &Database) -> Result<Loaded, String> {
-    let e = |e: &dyn std::fmt::Display| e.to_string();
+/// Why the metastore cannot be read at start.
+#[derive(Debug, thiserror::Error)]
+enum LoadError {
+    #[error("{0}")]
+    Db(#[from] redb::Error),
+    #[error(
+        "metastore format version {0} is not supported by this master (expects {FORMAT_VERSION})"
+    )]
+    Format(u64),
+}
+
+fn db_error(e: impl Into<redb::Error>) -> LoadError {
+    LoadError::Db(e.into())
+}
+
+fn load(db: &Database) -> Result<Loaded, LoadError> {
     // Create tables and stamp the format on a fresh file.
     {
-        let w = db.begin_write().map_err(|x| e(&x))?;
+        let w = db.begin_write().map_err(db_error)?;
         {
-            let mut meta = w.open_table(META).map_err(|x| e(&x))?;
+            let mut meta = w.open_table(META).map_err(db_error)?;
             let existing = meta
                 .get("format_version")
-                .map_err(|x| e(&x))?
+                .map_err(db_error)?
                 .map(|v| v.value());
             match existing {
                 None => {
                     meta.insert("format_version", FORMAT_VERSION)
-                        .map_err(|x| e(&x))?;
+                        .map_err(db_error)?;
                 }
                 Some(v) if v != FORMAT_VERSION => {
-                    return Err(format!(
-                        "metastore format version {v} is not supported by this master (expects {FORMAT_VERSION})"
-                    ));
+                    return Err(LoadError::Format(v));
                 }
                 Some(_) => {}
             }
-            w.open_table(INODES).map_err(|x| e(&x))?;
-            w.open_table(MOUNTS).map_err(|x| e(&x))?;
-            w.open_table(INTENTS).map_err(|x| e(&x))?;
+            w.open_table(INODES).map_err(db_error)?;
+            w.open_table(MOUNTS).map_err(db_error)?;
+            w.open_table(INTENTS).map_err(db_error)?;
         }
-        w.commit().map_err(|x| e(&x))?;
+        w.commit().map_err(db_error)?;
     }
-    let r = db.begin_read().map_err(|x| e(&x))?;
-    let meta = r.open_table(META).map_err(|x| e(&x))?;
+    let r = db.begin_read().map_err(db_error)?;
+    let meta = r.open_table(META).map_err(db_error)?;
     let next_id = meta
         .get("next_id")
-        .map_err(|x| e(&x))?
+        .map_err(db_error)?
         .map(|v| v.value())
         .unwrap_or(0);
     let mut inodes = Vec::new();
     for row in r
         .open_table(INODES)
-        .map_err(|x| e(&x))?
+        .map_err(db_error)?
         .iter()
-        .map_err(|x| e(&x))?
+        .map_err(db_error)?
     {
-        let (_, v) = row.map_err(|x| e(&x))?;
+        let (_, v) = row.map_err(db_error)?;
         inodes.push(v.value().to_vec());
     }
     let mut mounts = Vec::new();
     for row in r
         .open_table(MOUNTS)
-        .map_err(|x| e(&x))?
+        .map_err(db_error)?
         .iter()
-        .map_err(|x| e(&x))?
+        .map_err(db_error)?
     {
-        let (k, v) = row.map_err(|x| e(&x))?;
+        let (k, v) = row.map_err(db_error)?;
         mounts.push((k.value().to_string(), v.value().to_vec()));
     }
     let mut intents = Vec::new();
     for row in r
         .open_table(INTENTS)
-        .map_err(|x| e(&x))?
+        .map_err(db_error)?
         .iter()
-        .map_err(|x| e(&x))?
+        .map_err(db_error)?
     {
-        let (k, v) = row.map_err(|x| e(&x))?;
+        let (k, v) = row.map_err(db_error)?;
         intents.push((k.value(), v.value().to_vec()));
     }
     Ok(Loaded {
@@ -209,7 +222,7 @@ fn committer(db: &Database, rx: mpsc::Receiver<Batch>) {
                 Err(_) => break,
             }
         }
-        let result = apply(db, &batches).map_err(|e| e.to_string());
+        let result = apply(db, &batches).map_err(Arc::new);
         if let Err(e) = &result {
             // The in-memory namespace already holds these changes; serving on
             // from memory that the disk does not have would lose them silently

@@ -2,7 +2,7 @@
 
 use std::collections::BTreeMap;
 
-use crate::codec::{Reader, put_str};
+use crate::codec::{Reader, RecordError, put_str};
 use crate::path::EddyPath;
 
 /// Sync interval meaning "never re-check what Eddy already knows".
@@ -37,11 +37,14 @@ impl MountPoint {
         b
     }
 
-    pub fn decode(path: &str, b: &[u8]) -> Result<Self, String> {
+    pub fn decode(path: &str, b: &[u8]) -> Result<Self, RecordError> {
         let mut r = Reader::new(b);
-        let bad = |e: String| format!("mount record for {path}: {e}");
+        let bad = |e: RecordError| RecordError::Mount {
+            path: path.to_string(),
+            source: Box::new(e),
+        };
         if r.u8().map_err(bad)? != 1 {
-            return Err(bad("unknown record version".into()));
+            return Err(bad(RecordError::MountVersion));
         }
         let id = r.u64().map_err(bad)?;
         let read_only = r.u8().map_err(bad)? != 0;
@@ -56,7 +59,7 @@ impl MountPoint {
         }
         Ok(Self {
             id,
-            path: EddyPath::parse(path).map_err(|e| e.to_string())?,
+            path: EddyPath::parse(path).map_err(|e| RecordError::BadPath(Box::new(e)))?,
             uri,
             read_only,
             options,

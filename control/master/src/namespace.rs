@@ -231,8 +231,7 @@ impl Namespace {
         let mut max_id = 0;
         for rec in &loaded.inodes {
             let owners = &mut ns.owners;
-            let ino = Inode::decode(rec, &mut |u, g| intern(owners, u, g))
-                .map_err(MasterError::Metastore)?;
+            let ino = Inode::decode(rec, &mut |u, g| intern(owners, u, g))?;
             max_id = max_id.max(ino.id);
             if !ino.is_dir() && ino.flag(FLAG_PERSIST_PENDING) {
                 ns.persist_pending.insert(ino.id);
@@ -279,8 +278,7 @@ impl Namespace {
             None => return Err(MasterError::Metastore("the root inode is missing".into())),
         }
         for (path, rec) in &loaded.mounts {
-            ns.mounts
-                .insert(MountPoint::decode(path, rec).map_err(MasterError::Metastore)?);
+            ns.mounts.insert(MountPoint::decode(path, rec)?);
         }
         if ns.mounts.get(&EddyPath::root()).is_none() {
             return Err(MasterError::Metastore("the root mount is missing".into()));
