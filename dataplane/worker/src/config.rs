@@ -128,55 +128,76 @@ impl WorkerConfig {
     }
 }
 
+/// A worker configuration that cannot work (start-up stops with it).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum ConfigError {
+    #[error("a disk tier needs an alias (such as \"SSD\")")]
+    NoAlias,
+    #[error("tier alias {0:?} is used twice (MEM is the memory tier)")]
+    AliasTwice(String),
+    #[error("tier {0} has no directories")]
+    NoDirectories(String),
+    #[error(
+        "tier {alias} has {dirs} directories but {quotas} quotas; give one quota per directory"
+    )]
+    QuotaCount {
+        alias: String,
+        dirs: usize,
+        quotas: usize,
+    },
+    #[error("tier {alias}: directory {dir} has a quota of 0 bytes")]
+    ZeroQuota { alias: String, dir: String },
+    #[error("io_engine {0:?}: expected \"auto\", \"io_uring\" or \"pread\"")]
+    IoEngine(String),
+    #[error("idle_timeout_ms and frame_timeout_ms must be at least 1")]
+    ZeroTimeout,
+    #[error("max_connections_per_peer must be at least 1")]
+    ZeroConnections,
+    #[error("io_queue_depth {0} must be 1..=4096")]
+    QueueDepth(u32),
+}
+
 impl WorkerConfig {
     /// Checks the tier layout before anything starts.
-    pub fn validate(&self) -> Result<(), String> {
+    pub fn validate(&self) -> Result<(), ConfigError> {
         let mut seen = vec!["MEM".to_string()];
         for t in &self.tiers {
             let alias = t.alias.trim();
             if alias.is_empty() {
-                return Err("a disk tier needs an alias (such as \"SSD\")".into());
+                return Err(ConfigError::NoAlias);
             }
             if seen.iter().any(|s| s.eq_ignore_ascii_case(alias)) {
-                return Err(format!(
-                    "tier alias {alias:?} is used twice (MEM is the memory tier)"
-                ));
+                return Err(ConfigError::AliasTwice(alias.to_string()));
             }
             seen.push(alias.to_string());
             if t.dirs.is_empty() {
-                return Err(format!("tier {alias} has no directories"));
+                return Err(ConfigError::NoDirectories(alias.to_string()));
             }
             if t.dirs.len() != t.quotas.len() {
-                return Err(format!(
-                    "tier {alias} has {} directories but {} quotas; give one quota per directory",
-                    t.dirs.len(),
-                    t.quotas.len()
-                ));
+                return Err(ConfigError::QuotaCount {
+                    alias: alias.to_string(),
+                    dirs: t.dirs.len(),
+                    quotas: t.quotas.len(),
+                });
             }
             if let Some(i) = t.quotas.iter().position(|q| *q == 0) {
-                return Err(format!(
-                    "tier {alias}: directory {} has a quota of 0 bytes",
-                    t.dirs[i]
-                ));
+                return Err(ConfigError::ZeroQuota {
+                    alias: alias.to_string(),
+                    dir: t.dirs[i].clone(),
+                });
             }
         }
         if !matches!(self.io_engine.as_str(), "auto" | "io_uring" | "pread") {
-            return Err(format!(
-                "io_engine {:?}: expected \"auto\", \"io_uring\" or \"pread\"",
-                self.io_engine
-            ));
+            return Err(ConfigError::IoEngine(self.io_engine.clone()));
         }
         if self.idle_timeout_ms == 0 || self.frame_timeout_ms == 0 {
-            return Err("idle_timeout_ms and frame_timeout_ms must be at least 1".into());
+            return Err(ConfigError::ZeroTimeout);
         }
         if self.max_connections_per_peer == 0 {
-            return Err("max_connections_per_peer must be at least 1".into());
+            return Err(ConfigError::ZeroConnections);
         }
         if self.io_queue_depth == 0 || self.io_queue_depth > 4096 {
-            return Err(format!(
-                "io_queue_depth {} must be 1..=4096",
-                self.io_queue_depth
-            ));
+            return Err(ConfigError::QueueDepth(self.io_queue_depth));
         }
         Ok(())
     }
@@ -208,7 +229,7 @@ mod tests {
                 tiers,
                 ..Default::default()
             };
-            let e = c.validate().unwrap_err();
+            let e = c.validate().unwrap_err().to_string();
             assert!(e.contains(want), "{e}");
         };
         bad(vec![tier("mem", &["/a"], &[1])], "used twice");
@@ -227,11 +248,16 @@ mod tests {
             io_engine: "spdk".into(),
             ..Default::default()
         };
-        assert!(c.validate().unwrap_err().contains("io_engine"));
+        assert!(c.validate().unwrap_err().to_string().contains("io_engine"));
         let c = WorkerConfig {
             io_queue_depth: 0,
             ..Default::default()
         };
-        assert!(c.validate().unwrap_err().contains("io_queue_depth"));
+        assert!(
+            c.validate()
+                .unwrap_err()
+                .to_string()
+                .contains("io_queue_depth")
+        );
     }
 }

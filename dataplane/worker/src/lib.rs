@@ -73,7 +73,11 @@ pub enum StartError {
     #[error(transparent)]
     Bind(#[from] BindError),
     #[error("invalid worker configuration: {0}")]
-    Config(String),
+    Config(#[from] config::ConfigError),
+    #[error("invalid worker configuration: {0}")]
+    MasterAddress(eddy_client::ClientError),
+    #[error("invalid worker configuration: io_engine = \"io_uring\": {0}")]
+    Uring(std::io::Error),
     #[error("stopped before the master answered")]
     Stopped,
 }
@@ -100,10 +104,10 @@ pub async fn start(cfg: WorkerConfig) -> Result<RunningWorker, StartError> {
     } else {
         data_addr.ip().to_string()
     };
-    cfg.validate().map_err(StartError::Config)?;
+    cfg.validate()?;
     let store = open_store(&cfg)?;
     // The master client dials lazily; registration below retries.
-    let master = MasterClient::lazy(&cfg.master).map_err(|e| StartError::Config(e.to_string()))?;
+    let master = MasterClient::lazy(&cfg.master).map_err(StartError::MasterAddress)?;
     let uds = bind_socket(&cfg)?;
     let address = pb::WorkerAddress {
         host,
@@ -179,8 +183,7 @@ fn open_store(cfg: &WorkerConfig) -> Result<Arc<BlockStore>, StartError> {
     };
     let engine = match cfg.io_engine.as_str() {
         "pread" => io::Engine::pread(),
-        "io_uring" => io::Engine::uring_with(&ring)
-            .map_err(|e| StartError::Config(format!("io_engine = \"io_uring\": {e}")))?,
+        "io_uring" => io::Engine::uring_with(&ring).map_err(StartError::Uring)?,
         _ => io::Engine::detect_with(&ring),
     };
     tracing::info!("disk I/O engine: {}", engine.describe());
