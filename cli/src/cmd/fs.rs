@@ -286,12 +286,39 @@ fn show(p: &[u8]) -> String {
 }
 
 pub async fn run(master: &str, short_circuit: bool, cmd: FsCommand) -> Result<(), CliError> {
-    let fs = |c| fs(c, short_circuit);
     let master = command_master(master, &cmd)?;
     if let FsCommand::Report = cmd {
         return super::report::run(&master).await;
     }
     let c = super::connect(&master).await?;
+    match cmd {
+        FsCommand::Cat { .. }
+        | FsCommand::Head { .. }
+        | FsCommand::Tail { .. }
+        | FsCommand::Put { .. }
+        | FsCommand::Get { .. }
+        | FsCommand::Cp { .. }
+        | FsCommand::Checksum { .. }
+        | FsCommand::Load { .. }
+        | FsCommand::Free { .. }
+        | FsCommand::Du { .. }
+        | FsCommand::Count { .. } => data(&fs(c, short_circuit), cmd).await,
+        FsCommand::Pin { .. }
+        | FsCommand::Unpin { .. }
+        | FsCommand::Chmod { .. }
+        | FsCommand::Chown { .. }
+        | FsCommand::Chgrp { .. }
+        | FsCommand::SetTtl { .. }
+        | FsCommand::UnsetTtl { .. }
+        | FsCommand::SetReplication { .. }
+        | FsCommand::Persist { .. }
+        | FsCommand::LoadMetadata { .. } => attributes(&c, cmd).await,
+        cmd => namespace(&c, cmd).await,
+    }
+}
+
+/// Commands on the namespace and the mount table.
+async fn namespace(c: &MasterClient, cmd: FsCommand) -> Result<(), CliError> {
     match cmd {
         FsCommand::Ls {
             recursive,
@@ -299,7 +326,7 @@ pub async fn run(master: &str, short_circuit: bool, cmd: FsCommand) -> Result<()
             paths,
         } => {
             let paths: Vec<Vec<u8>> = paths.iter().map(path_arg).collect();
-            super::meta::ls(&c, &paths, recursive, force_sync).await?;
+            super::meta::ls(c, &paths, recursive, force_sync).await?;
         }
         FsCommand::Stat { path } => {
             let s = c.stat(path_arg(&path)).await?;
@@ -371,16 +398,85 @@ pub async fn run(master: &str, short_circuit: bool, cmd: FsCommand) -> Result<()
                 );
             }
         }
+        FsCommand::CheckConsistency { path } => {
+            super::meta::check_consistency(c, &path_arg(&path)).await?
+        }
+        _ => unreachable!("dispatched by run"),
+    }
+    Ok(())
+}
+
+/// Commands that move or read file bytes, through the client.
+async fn data(fs: &FileSystem, cmd: FsCommand) -> Result<(), CliError> {
+    match cmd {
+        FsCommand::Cat { path } => {
+            super::data::cat_range(fs, &path_arg(&path), None, None, false).await?
+        }
+        FsCommand::Head { bytes, path } => {
+            super::data::cat_range(fs, &path_arg(&path), Some(0), Some(bytes), false).await?
+        }
+        FsCommand::Tail { bytes, path } => {
+            super::data::cat_range(fs, &path_arg(&path), None, Some(bytes), true).await?
+        }
+        FsCommand::Put {
+            write_type,
+            block_size,
+            local,
+            path,
+        } => {
+            let o = super::data::PutOptions {
+                write_type,
+                block_size,
+            };
+            super::data::put(fs, &local, &path_arg(&path), &o).await?
+        }
+        FsCommand::Get { force, path, local } => {
+            super::data::get(fs, &path_arg(&path), &local, force).await?
+        }
+        FsCommand::Cp {
+            recursive,
+            write_type,
+            block_size,
+            src,
+            dst,
+        } => {
+            let o = super::data::PutOptions {
+                write_type,
+                block_size,
+            };
+            super::data::cp(fs, &path_arg(&src), &path_arg(&dst), recursive, &o).await?
+        }
+        FsCommand::Checksum { paths } => {
+            let paths: Vec<Vec<u8>> = paths.iter().map(path_arg).collect();
+            super::data::checksum(fs, &paths).await?
+        }
+        FsCommand::Load { path } => super::data::load(fs, &path_arg(&path)).await?,
+        FsCommand::Free { force, path } => super::data::free(fs, &path_arg(&path), force).await?,
+        FsCommand::Du {
+            summary,
+            human,
+            path,
+        } => super::data::du(fs, &path_arg(&path), summary, human).await?,
+        FsCommand::Count { path } => super::data::count(fs, &path_arg(&path)).await?,
+        _ => unreachable!("dispatched by run"),
+    }
+    Ok(())
+}
+
+/// Commands that set what Eddy keeps of a file: pins, permissions, TTLs,
+/// replication, persistence and metadata from the under-storage.
+async fn attributes(c: &MasterClient, cmd: FsCommand) -> Result<(), CliError> {
+    match cmd {
         FsCommand::Pin {
             allow_demotion,
             path,
-        } => pin(&c, &path, true, allow_demotion).await?,
-        FsCommand::Unpin { path } => pin(&c, &path, false, false).await?,
+        } => pin(c, &path, true, allow_demotion).await?,
+        FsCommand::Unpin { path } => pin(c, &path, false, false).await?,
         FsCommand::Chmod {
             recursive,
             mode,
             path,
-        } => attr(&c, &path, recursive, Some(mode), None, None).await?,
+        } => attr(c, &path, recursive, Some(mode), None, None).await?,
         FsCommand::Chown {
             recursive,
             owner,
@@ -397,7 +493,7 @@ pub async fn run(master: &str, short_circuit: bool, cmd: FsCommand) -> Result<()
                     "chown: expected OWNER, OWNER:GROUP or :GROUP",
                 ));
             }
-            attr(&c, &path, recursive, None, user, group).await?
+            attr(c, &path, recursive, None, user, group).await?
         }
         FsCommand::Chgrp {
             recursive,
@@ -407,62 +503,8 @@ pub async fn run(master: &str, short_circuit: bool, cmd: FsCommand) -> Result<()
             if group.is_empty() {
                 return Err(CliError::usage("chgrp: the group is empty"));
             }
-            attr(&c, &path, recursive, None, None, Some(group)).await?
+            attr(c, &path, recursive, None, None, Some(group)).await?
         }
-        FsCommand::Cat { path } => {
-            super::data::cat_range(&fs(c), &path_arg(&path), None, None, false).await?
-        }
-        FsCommand::Head { bytes, path } => {
-            super::data::cat_range(&fs(c), &path_arg(&path), Some(0), Some(bytes), false).await?
-        }
-        FsCommand::Tail { bytes, path } => {
-            super::data::cat_range(&fs(c), &path_arg(&path), None, Some(bytes), true).await?
-        }
-        FsCommand::Put {
-            write_type,
-            block_size,
-            local,
-            path,
-        } => {
-            let o = super::data::PutOptions {
-                write_type,
-                block_size,
-            };
-            super::data::put(&fs(c), &local, &path_arg(&path), &o).await?
-        }
-        FsCommand::Get { force, path, local } => {
-            super::data::get(&fs(c), &path_arg(&path), &local, force).await?
-        }
-        FsCommand::Cp {
-            recursive,
-            write_type,
-            block_size,
-            src,
-            dst,
-        } => {
-            let o = super::data::PutOptions {
-                write_type,
-                block_size,
-            };
-            super::data::cp(&fs(c), &path_arg(&src), &path_arg(&dst), recursive, &o).await?
-        }
-        FsCommand::CheckConsistency { path } => {
-            super::meta::check_consistency(&c, &path_arg(&path)).await?
-        }
-        FsCommand::Checksum { paths } => {
-            let paths: Vec<Vec<u8>> = paths.iter().map(path_arg).collect();
-            super::data::checksum(&fs(c), &paths).await?
-        }
-        FsCommand::Load { path } => super::data::load(&fs(c), &path_arg(&path)).await?,
-        FsCommand::Free { force, path } => {
-            super::data::free(&fs(c), &path_arg(&path), force).await?
-        }
-        FsCommand::Du {
-            summary,
-            human,
-            path,
-        } => super::data::du(&fs(c), &path_arg(&path), summary, human).await?,
-        FsCommand::Count { path } => super::data::count(&fs(c), &path_arg(&path)).await?,
         FsCommand::SetTtl {
             action,
             path,
@@ -517,11 +559,11 @@ pub async fn run(master: &str, short_circuit: bool, cmd: FsCommand) -> Result<()
                 );
             }
         }
-        FsCommand::Persist { path } => super::meta::persist(&c, &path_arg(&path)).await?,
+        FsCommand::Persist { path } => super::meta::persist(c, &path_arg(&path)).await?,
         FsCommand::LoadMetadata { recursive, path } => {
-            super::meta::load_metadata(&c, &path_arg(&path), recursive).await?
+            super::meta::load_metadata(c, &path_arg(&path), recursive).await?
         }
-        FsCommand::Report => unreachable!("handled above"),
+        _ => unreachable!("dispatched by run"),
     }
     Ok(())
 }
