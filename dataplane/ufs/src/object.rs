@@ -100,6 +100,144 @@ fn split(uri: &str) -> Result<(&str, &str, String)> {
     Ok((scheme, bucket, prefix.to_string()))
 }
 
+/// What every scheme's store takes from the mount options.
+struct Common {
+    retry: RetryConfig,
+    client: ClientOptions,
+    endpoint: Option<String>,
+}
+
+/// Retries, timeouts, the endpoint and the HTTP client's options.
+fn common(uri: &str, options: &BTreeMap<String, String>) -> Result<Common> {
+    let retries: usize = match options.get("retries") {
+        None => 3,
+        Some(v) => v
+            .parse()
+            .map_err(|_| bad_uri(uri, format!("option retries={v}: expected a count")))?,
+    };
+    let retry = RetryConfig {
+        max_retries: retries,
+        retry_timeout: Duration::from_secs(30),
+        ..Default::default()
+    };
+    let timeout =
+        match options.get("timeout_ms") {
+            None => Duration::from_secs(60),
+            Some(v) => Duration::from_millis(v.parse().map_err(|_| {
+                bad_uri(uri, format!("option timeout_ms={v}: expected milliseconds"))
+            })?),
+        };
+    let endpoint = options.get("endpoint").cloned();
+    let http = endpoint
+        .as_deref()
+        .is_some_and(|e| e.starts_with("http://"));
+    let mut client = ClientOptions::new()
+        .with_connect_timeout(Duration::from_secs(5))
+        .with_timeout(timeout)
+        .with_allow_http(flag(uri, options, "allow_http")?.unwrap_or(http));
+    if let Some(p) = options.get("proxy") {
+        client = client.with_proxy_url(p);
+    }
+    Ok(Common {
+        retry,
+        client,
+        endpoint,
+    })
+}
+
+fn built<S: ObjectStore>(
+    uri: &str,
+    b: std::result::Result<S, object_store::Error>,
+) -> Result<Arc<dyn ObjectStore>> {
+    b.map(|s| Arc::new(s) as Arc<dyn ObjectStore>)
+        .map_err(|e| bad_uri(uri, e.to_string()))
+}
+
+fn s3(
+    uri: &str,
+    bucket: &str,
+    options: &BTreeMap<String, String>,
+    c: Common,
+) -> Result<Arc<dyn ObjectStore>> {
+    // AWS_* environment variables first; mount options win.
+    let mut b = object_store::aws::AmazonS3Builder::from_env()
+        .with_bucket_name(bucket)
+        .with_retry(c.retry)
+        .with_client_options(c.client);
+    let virtual_hosted = flag(uri, options, "virtual_hosted")?.unwrap_or(false);
+    if let Some(e) = c.endpoint {
+        b = b.with_endpoint(if virtual_hosted {
+            bucket_host(&e, bucket)
+        } else {
+            e
+        });
+    }
+    if let Some(r) = options.get("region") {
+        b = b.with_region(r);
+    }
+    if let Some(k) = options.get("access_key") {
+        b = b.with_access_key_id(k);
+    }
+    if let Some(k) = options.get("secret_key") {
+        b = b.with_secret_access_key(k);
+    }
+    if let Some(t) = options.get("session_token") {
+        b = b.with_token(t);
+    }
+    b = b.with_virtual_hosted_style_request(virtual_hosted);
+    built(uri, b.build())
+}
+
+fn gcs(
+    uri: &str,
+    bucket: &str,
+    options: &BTreeMap<String, String>,
+    c: Common,
+) -> Result<Arc<dyn ObjectStore>> {
+    let mut b = object_store::gcp::GoogleCloudStorageBuilder::from_env()
+        .with_bucket_name(bucket)
+        .with_retry(c.retry)
+        .with_client_options(c.client);
+    if let Some(e) = c.endpoint {
+        b = b.with_base_url(&e);
+    }
+    if let Some(k) = options.get("service_account_key") {
+        b = b.with_service_account_key(k);
+    }
+    if let Some(p) = options.get("service_account_path") {
+        b = b.with_service_account_path(p);
+    }
+    if let Some(v) = flag(uri, options, "anonymous")? {
+        b = b.with_skip_signature(v);
+    }
+    built(uri, b.build())
+}
+
+fn azure(
+    uri: &str,
+    bucket: &str,
+    options: &BTreeMap<String, String>,
+    c: Common,
+) -> Result<Arc<dyn ObjectStore>> {
+    let mut b = object_store::azure::MicrosoftAzureBuilder::from_env()
+        .with_container_name(bucket)
+        .with_retry(c.retry)
+        .with_client_options(c.client);
+    if let Some(a) = options.get("account") {
+        b = b.with_account(a);
+    }
+    if let Some(k) = options.get("access_key") {
+        b = b.with_access_key(k);
+    }
+    if let Some(e) = c.endpoint {
+        b = b.with_endpoint(e);
+    }
+    if let Some(v) = flag(uri, options, "use_emulator")? {
+        b = b.with_use_emulator(v);
+    }
+    built(uri, b.build())
+}
+
 impl ObjectUfs {
     /// Opens `s3://`, `s3a://`, `gs://` or `az://` URIs with mount options,
     /// and checks the bucket answers (a wrong endpoint, bad credentials or
@@ -121,104 +259,12 @@ impl ObjectUfs {
                 ),
             ));
         }
-        let retries: usize = match options.get("retries") {
-            None => 3,
-            Some(v) => v
-                .parse()
-                .map_err(|_| bad_uri(uri, format!("option retries={v}: expected a count")))?,
+        let c = common(uri, options)?;
+        let store = match scheme {
+            "s3" | "s3a" => s3(uri, bucket, options, c)?,
+            "gs" => gcs(uri, bucket, options, c)?,
+            _ => azure(uri, bucket, options, c)?,
         };
-        let retry = RetryConfig {
-            max_retries: retries,
-            retry_timeout: Duration::from_secs(30),
-            ..Default::default()
-        };
-        let timeout = match options.get("timeout_ms") {
-            None => Duration::from_secs(60),
-            Some(v) => Duration::from_millis(v.parse().map_err(|_| {
-                bad_uri(uri, format!("option timeout_ms={v}: expected milliseconds"))
-            })?),
-        };
-        let endpoint = options.get("endpoint").cloned();
-        let http = endpoint
-            .as_deref()
-            .is_some_and(|e| e.starts_with("http://"));
-        let mut client = ClientOptions::new()
-            .with_connect_timeout(Duration::from_secs(5))
-            .with_timeout(timeout)
-            .with_allow_http(flag(uri, options, "allow_http")?.unwrap_or(http));
-        if let Some(p) = options.get("proxy") {
-            client = client.with_proxy_url(p);
-        }
-        let built: std::result::Result<Arc<dyn ObjectStore>, object_store::Error> = match scheme {
-            "s3" | "s3a" => {
-                // AWS_* environment variables first; mount options win.
-                let mut b = object_store::aws::AmazonS3Builder::from_env()
-                    .with_bucket_name(bucket)
-                    .with_retry(retry)
-                    .with_client_options(client);
-                let virtual_hosted = flag(uri, options, "virtual_hosted")?.unwrap_or(false);
-                if let Some(e) = endpoint {
-                    b = b.with_endpoint(if virtual_hosted {
-                        bucket_host(&e, bucket)
-                    } else {
-                        e
-                    });
-                }
-                if let Some(r) = options.get("region") {
-                    b = b.with_region(r);
-                }
-                if let Some(k) = options.get("access_key") {
-                    b = b.with_access_key_id(k);
-                }
-                if let Some(k) = options.get("secret_key") {
-                    b = b.with_secret_access_key(k);
-                }
-                if let Some(t) = options.get("session_token") {
-                    b = b.with_token(t);
-                }
-                b = b.with_virtual_hosted_style_request(virtual_hosted);
-                b.build().map(|s| Arc::new(s) as Arc<dyn ObjectStore>)
-            }
-            "gs" => {
-                let mut b = object_store::gcp::GoogleCloudStorageBuilder::from_env()
-                    .with_bucket_name(bucket)
-                    .with_retry(retry)
-                    .with_client_options(client);
-                if let Some(e) = endpoint {
-                    b = b.with_base_url(&e);
-                }
-                if let Some(k) = options.get("service_account_key") {
-                    b = b.with_service_account_key(k);
-                }
-                if let Some(p) = options.get("service_account_path") {
-                    b = b.with_service_account_path(p);
-                }
-                if let Some(v) = flag(uri, options, "anonymous")? {
-                    b = b.with_skip_signature(v);
-                }
-                b.build().map(|s| Arc::new(s) as Arc<dyn ObjectStore>)
-            }
-            _ => {
-                let mut b = object_store::azure::MicrosoftAzureBuilder::from_env()
-                    .with_container_name(bucket)
-                    .with_retry(retry)
-                    .with_client_options(client);
-                if let Some(a) = options.get("account") {
-                    b = b.with_account(a);
-                }
-                if let Some(k) = options.get("access_key") {
-                    b = b.with_access_key(k);
-                }
-                if let Some(e) = endpoint {
-                    b = b.with_endpoint(e);
-                }
-                if let Some(v) = flag(uri, options, "use_emulator")? {
-                    b = b.with_use_emulator(v);
-                }
-                b.build().map(|s| Arc::new(s) as Arc<dyn ObjectStore>)
-            }
-        };
-        let store = built.map_err(|e| bad_uri(uri, e.to_string()))?;
         let ufs = Self {
             uri: uri.to_string(),
             store,
