@@ -91,7 +91,8 @@
 // Not supported (e.g. a zero-copy view without a worker on this host).
 #define EDDY_ERR_UNSUPPORTED -16
 
-// A bug in Eddy (including a caught panic); see the message.
+// A bug in Eddy (including a caught panic), a metastore failure, or a
+// worker's failed disk (the message names the directory); see the message.
 #define EDDY_ERR_INTERNAL -17
 
 // The master or a worker cannot be reached; or, right after a master

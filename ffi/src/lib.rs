@@ -77,7 +77,8 @@ pub const EDDY_ERR_FILE_ALREADY_COMPLETE: c_int = -13;
 pub const EDDY_ERR_NO_WORKER_AVAILABLE: c_int = -15;
 /// Not supported (e.g. a zero-copy view without a worker on this host).
 pub const EDDY_ERR_UNSUPPORTED: c_int = -16;
-/// A bug in Eddy (including a caught panic); see the message.
+/// A bug in Eddy (including a caught panic), a metastore failure, or a
+/// worker's failed disk (the message names the directory); see the message.
 pub const EDDY_ERR_INTERNAL: c_int = -17;
 /// The master or a worker cannot be reached; or, right after a master
 /// restart, a block's copy is not known yet because its worker has not
