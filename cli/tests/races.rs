@@ -364,6 +364,41 @@ async fn a_persist_lands_where_the_file_is_now() {
     drop(w);
 }
 
+/// A persist is handed out once: while the master places and commits a
+/// persisted file (slow here: every commit takes 300 ms), the persist
+/// checker, running every 50 ms, does not see the file as waiting with no
+/// job out and ask a worker to persist it again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_persist_being_placed_is_not_handed_out_again() {
+    let dir = tempfile::tempdir().unwrap();
+    let slow = [("EDDY_COMMIT_DELAY_MS", "300")];
+    let m = MasterProc::start_full(
+        dir.path(),
+        "127.0.0.1:0",
+        "replication_check_interval_ms = 50\nworker_heartbeat_interval_ms = 50",
+        &slow,
+    );
+    let w = WorkerProc::start(&dir.path().join("w"), &m.addr, "");
+    let fs = client(&m.addr).await;
+    put(&fs, "/p", &pattern(5000, 9), pb::WriteType::AsyncThrough).await;
+    common::eventually(std::time::Duration::from_secs(20), "persisted", || {
+        let fs = fs.clone();
+        async move { fs.stat("/p").await.is_ok_and(|s| s.persisted) }
+    })
+    .await;
+    // Give a second job, were one handed out, time to run and report.
+    tokio::time::sleep(std::time::Duration::from_millis(600)).await;
+    let stats: std::collections::HashMap<String, u64> = fs
+        .worker_stats(&w.addr)
+        .await
+        .unwrap()
+        .into_iter()
+        .collect();
+    assert_eq!(stats["persists"], 1, "persist jobs run: {stats:?}");
+    assert_eq!(stats["persist_failures"], 0, "{stats:?}");
+    drop(w);
+}
+
 /// A reader whose cached metadata names a file that was renamed away (its
 /// blocks no longer cached) re-resolves the path when the worker refuses the
 /// stale request: the path is gone, so NOT_FOUND — not an INVALID_ARGUMENT

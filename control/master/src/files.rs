@@ -253,7 +253,23 @@ impl MasterState {
             );
             return Ok(());
         }
-        self.reg.lock().persist_finished(r.file_id);
+        // The file stays "in flight" until its placement is committed: the
+        // persist checker would otherwise see it pending with no job out and
+        // hand the same persist to a worker again while this one places it.
+        let out = self.place_persisted(&r).await;
+        let mut reg = self.reg.lock();
+        match &out {
+            Ok(()) => reg.persist_finished(r.file_id),
+            Err(_) => {
+                reg.persist_failed(r.file_id, now);
+            }
+        }
+        out
+    }
+
+    /// Moves a persisted file's staging object to where the file is now and
+    /// records it, or drops the object if the file no longer waits for it.
+    async fn place_persisted(&self, r: &pb::FilePersistedRequest) -> Result<()> {
         let id = r.file_id;
         for _ in 0..ATTEMPTS {
             // Still waiting, with the length that was written?
