@@ -115,6 +115,16 @@
 // "timeout_ms" of `eddy_connect`; connecting included). Retry later.
 #define EDDY_ERR_DEADLINE_EXCEEDED -23
 
+// The master refused the caller's credential (security "token" mode): none
+// was given, or it is malformed, expired or signed with an unknown key. Set
+// option "token" of `eddy_connect`, EDDY_TOKEN or a token file.
+#define EDDY_ERR_UNAUTHENTICATED -24
+
+// The caller may not do this: POSIX permissions of the path or its
+// ancestors, an admin-only operation, or a worker refusing a data request
+// without a valid block token.
+#define EDDY_ERR_PERMISSION_DENIED -25
+
 // Read types for `eddy_open`.
 // A miss is cached (default).
 #define EDDY_READ_CACHE 0

@@ -17,6 +17,8 @@ pub struct Config {
     pub client: ClientConfig,
     /// Object-store defaults for this process's master and worker.
     pub ufs: eddy_ufs::UfsDefaults,
+    /// Who may do what: read by the master, workers and clients alike.
+    pub security: eddy_proto::auth::SecurityConfig,
 }
 
 #[derive(Debug, Clone, Deserialize, PartialEq)]
@@ -83,6 +85,8 @@ impl Config {
         cfg.ufs.check()?;
         cfg.master.ufs = cfg.ufs.clone();
         cfg.worker.ufs = cfg.ufs.clone();
+        cfg.master.security = cfg.security.clone();
+        cfg.worker.security = cfg.security.clone();
         Ok(cfg)
     }
 }

@@ -24,6 +24,10 @@ impl From<ClientError> for JErr {
         let class = match e.code() {
             EddyCode::NotFound => "java/io/FileNotFoundException",
             EddyCode::AlreadyExists => "org/apache/hadoop/fs/FileAlreadyExistsException",
+            // What HDFS throws for both (Spark and Hive recognise it).
+            EddyCode::PermissionDenied | EddyCode::Unauthenticated => {
+                "org/apache/hadoop/security/AccessControlException"
+            }
             _ => "java/io/IOException",
         };
         JErr(class, e.to_string())

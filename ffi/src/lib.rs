@@ -95,6 +95,14 @@ pub const EDDY_ERR_DATA_LOST: c_int = -22;
 /// A master or worker did not answer within the client's timeout (option
 /// "timeout_ms" of `eddy_connect`; connecting included). Retry later.
 pub const EDDY_ERR_DEADLINE_EXCEEDED: c_int = -23;
+/// The master refused the caller's credential (security "token" mode): none
+/// was given, or it is malformed, expired or signed with an unknown key. Set
+/// option "token" of `eddy_connect`, EDDY_TOKEN or a token file.
+pub const EDDY_ERR_UNAUTHENTICATED: c_int = -24;
+/// The caller may not do this: POSIX permissions of the path or its
+/// ancestors, an admin-only operation, or a worker refusing a data request
+/// without a valid block token.
+pub const EDDY_ERR_PERMISSION_DENIED: c_int = -25;
 
 /// Read types for `eddy_open`.
 /// A miss is cached (default).

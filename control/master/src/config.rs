@@ -53,6 +53,9 @@ pub struct MasterConfig {
     /// shared with the worker in the same file (not a `[master]` key).
     #[serde(skip)]
     pub ufs: eddy_ufs::UfsDefaults,
+    /// The config file's `[security]` table (not a key of this table).
+    #[serde(skip)]
+    pub security: eddy_proto::auth::SecurityConfig,
 }
 
 impl Default for MasterConfig {
@@ -78,6 +81,7 @@ impl Default for MasterConfig {
             max_concurrent_streams: 1024,
             metrics_bind: "127.0.0.1:19999".into(),
             ufs: Default::default(),
+            security: Default::default(),
         }
     }
 }

@@ -36,6 +36,8 @@ impl EddyCode {
             EddyCode::UfsError | EddyCode::Internal | EddyCode::Unspecified => Code::Internal,
             EddyCode::DataLost => Code::DataLoss,
             EddyCode::DeadlineExceeded => Code::DeadlineExceeded,
+            EddyCode::Unauthenticated => Code::Unauthenticated,
+            EddyCode::PermissionDenied => Code::PermissionDenied,
         }
     }
 
@@ -93,6 +95,8 @@ impl From<Status> for RpcError {
             Code::DeadlineExceeded => EddyCode::DeadlineExceeded,
             Code::Unavailable | Code::Cancelled => EddyCode::Unavailable,
             Code::Unimplemented => EddyCode::Unsupported,
+            Code::Unauthenticated => EddyCode::Unauthenticated,
+            Code::PermissionDenied => EddyCode::PermissionDenied,
             _ => EddyCode::Internal,
         });
         let message = if status.message().is_empty() {

@@ -4,6 +4,7 @@
 //! Architecture invariant: this is the only crate that depends on `prost` and
 //! `tonic`'s code generation. Everything above it speaks these types.
 
+pub mod auth;
 mod bind;
 mod error;
 

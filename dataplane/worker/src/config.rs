@@ -62,6 +62,9 @@ pub struct WorkerConfig {
     /// shared with the master in the same file (not a `[worker]` key).
     #[serde(skip)]
     pub ufs: eddy_ufs::UfsDefaults,
+    /// The config file's `[security]` table (not a key of this table).
+    #[serde(skip)]
+    pub security: eddy_proto::auth::SecurityConfig,
 }
 
 /// One disk tier: directories, each with its own quota.
@@ -97,6 +100,7 @@ impl Default for WorkerConfig {
             max_connections_per_peer: 256,
             metrics_bind: "127.0.0.1:30000".into(),
             ufs: Default::default(),
+            security: Default::default(),
         }
     }
 }
