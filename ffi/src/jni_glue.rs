@@ -129,6 +129,7 @@ pub extern "system" fn Java_io_eddy_hadoop_NativeEddy_connect(
             timeout: std::time::Duration::from_millis(timeout_ms.max(1) as u64),
             // The Java side refuses values below 0.
             metadata_ttl: std::time::Duration::from_millis(metadata_cache_ms.max(0) as u64),
+            ..Default::default()
         };
         let fs = runtime().block_on(FileSystem::connect_with(&addr, opts))?;
         Ok(CLIENTS.add(Client { fs }) as jlong)

@@ -101,6 +101,7 @@ fn fs_for(
         short_circuit: client.is_multiple_of(2),
         timeout,
         metadata_ttl,
+        ..Default::default()
     };
     FileSystem::with_master_opts(master, opts)
 }

@@ -46,6 +46,15 @@ pub enum MasterError {
     Metastore(String),
     #[error(transparent)]
     Bind(#[from] eddy_proto::BindError),
+    /// Who the caller is could not be established (docs/SECURITY.md).
+    #[error("{0}")]
+    Unauthenticated(String),
+    /// The caller may not do this.
+    #[error("{0}")]
+    PermissionDenied(String),
+    /// The master's key file cannot be used (start-up stops).
+    #[error(transparent)]
+    KeyFile(#[from] eddy_proto::auth::KeyFileError),
 }
 
 impl MasterError {
@@ -70,6 +79,9 @@ impl MasterError {
             MasterError::Ufs(e) => ufs_code(e),
             MasterError::Metastore(_) => EddyCode::Internal,
             MasterError::Bind(e) => e.code(),
+            MasterError::Unauthenticated(_) => EddyCode::Unauthenticated,
+            MasterError::PermissionDenied(_) => EddyCode::PermissionDenied,
+            MasterError::KeyFile(_) => EddyCode::InvalidArgument,
         }
     }
 }

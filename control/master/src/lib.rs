@@ -17,6 +17,7 @@ mod durable;
 pub mod error;
 mod files;
 mod grace;
+pub mod identity;
 pub mod inode;
 pub mod intent;
 pub mod limits;

@@ -121,6 +121,10 @@ fn serve(
             .http2_max_header_list_size(Some(64 << 10))
             .http2_max_pending_accept_reset_streams(Some(64))
             .layer(crate::metrics::RpcMetricsLayer)
+            .layer(crate::identity::AuthLayer {
+                mode: cfg.security.authentication,
+                keys: state.keys.clone(),
+            })
             .add_service(pb::file_system_master_server::FileSystemMasterServer::new(
                 rpc.clone(),
             ))
@@ -138,6 +142,7 @@ pub async fn start(cfg: MasterConfig) -> Result<RunningMaster> {
     let addr: SocketAddr = cfg.bind.parse().map_err(|_| {
         MasterError::InvalidArgument(format!("master bind address {:?} is not IP:PORT", cfg.bind))
     })?;
+    let keys = crate::identity::MasterKeys::load(&cfg.security, &cfg.metastore_dir)?;
     let (store, mut loaded) = Metastore::open(&cfg.metastore_dir)?;
     let intents = std::mem::take(&mut loaded.intents);
     // A restart: workers hold blocks of this namespace and will register
@@ -173,7 +178,13 @@ pub async fn start(cfg: MasterConfig) -> Result<RunningMaster> {
         eddy_proto::BindError::new("the master", Endpoint::Tcp, &cfg.bind, "[master] bind", e)
     })?;
     let addr = listener.local_addr().expect("bound");
-    let state = Arc::new(MasterState::new(ns, store, cfg.clone(), addr.to_string()));
+    let state = Arc::new(MasterState::new(
+        ns,
+        store,
+        cfg.clone(),
+        addr.to_string(),
+        keys,
+    ));
     state.resolve_intents(intents).await?;
     // Staging objects of writes that will never finish; in the background,
     // as an unreachable store must not hold up the start.

@@ -72,10 +72,18 @@ pub struct MasterState {
     pub(crate) grace: crate::grace::Grace,
     /// Answers wait until what they read is durable (`crate::durable`).
     pub(crate) durability: Arc<crate::durable::Durability>,
+    /// The keys that sign credentials and block tokens (`crate::identity`).
+    pub keys: Arc<crate::identity::MasterKeys>,
 }
 
 impl MasterState {
-    pub(crate) fn new(ns: Namespace, store: Metastore, cfg: MasterConfig, address: String) -> Self {
+    pub(crate) fn new(
+        ns: Namespace,
+        store: Metastore,
+        cfg: MasterConfig,
+        address: String,
+        keys: crate::identity::MasterKeys,
+    ) -> Self {
         Self {
             ns: RwLock::new(ns),
             reg: Mutex::new(Registry::default()),
@@ -89,6 +97,7 @@ impl MasterState {
             ufs_locks: Default::default(),
             grace: Default::default(),
             durability: Default::default(),
+            keys: Arc::new(keys),
         }
     }
 

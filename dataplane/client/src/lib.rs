@@ -10,6 +10,7 @@
 
 use std::collections::HashMap;
 
+pub use credentials::Credentials;
 pub use eddy_proto::pb;
 pub use eddy_proto::{EddyCode, RpcError};
 pub use eddy_wire::ReadType;
@@ -21,6 +22,7 @@ use pb::file_system_master_client::FileSystemMasterClient;
 use pb::meta_master_client::MetaMasterClient;
 pub use transport::Transport;
 
+mod credentials;
 mod deadline;
 mod fs;
 mod io;
@@ -107,7 +109,13 @@ impl MasterClient {
     /// As [`MasterClient::connect`], each call ending within `timeout`.
     pub async fn connect_with_timeout(addr: &str, timeout: std::time::Duration) -> Result<Self> {
         let c = Self::lazy_with_timeout(addr, timeout)?;
-        c.channel.sender().await.map_err(|e| {
+        c.check_connect(addr).await?;
+        Ok(c)
+    }
+
+    /// Dials now, so a wrong address fails here rather than at first use.
+    async fn check_connect(&self, addr: &str) -> Result<()> {
+        self.channel.sender().await.map_err(|e| {
             let e = RpcError::from(e);
             if e.code == EddyCode::DeadlineExceeded {
                 ClientError::Rpc(e)
@@ -118,7 +126,7 @@ impl MasterClient {
                 }
             }
         })?;
-        Ok(c)
+        Ok(())
     }
 
     /// A client for `addr` that dials on first use (and again after the
@@ -129,6 +137,26 @@ impl MasterClient {
 
     /// As [`MasterClient::lazy`], each call ending within `timeout`.
     pub fn lazy_with_timeout(addr: &str, timeout: std::time::Duration) -> Result<Self> {
+        Self::lazy_with(addr, timeout, &Credentials::current_user())
+    }
+
+    /// As [`MasterClient::connect_with_timeout`], calls carrying `creds`.
+    pub async fn connect_with(
+        addr: &str,
+        timeout: std::time::Duration,
+        creds: &Credentials,
+    ) -> Result<Self> {
+        let c = Self::lazy_with(addr, timeout, creds)?;
+        c.check_connect(addr).await?;
+        Ok(c)
+    }
+
+    /// As [`MasterClient::lazy_with_timeout`], calls carrying `creds`.
+    pub fn lazy_with(
+        addr: &str,
+        timeout: std::time::Duration,
+        creds: &Credentials,
+    ) -> Result<Self> {
         let uri = if addr.contains("://") {
             addr.to_string()
         } else {
@@ -145,10 +173,8 @@ impl MasterClient {
             (Some("http"), Some(a)) if a.port().is_some() => a.to_string(),
             _ => return Err(bad("expected host:port or http://host:port".into())),
         };
-        let channel = Transport::new(&authority, timeout);
-        let user = std::env::var("USER")
-            .or_else(|_| std::env::var("LOGNAME"))
-            .unwrap_or_default();
+        let channel = Transport::with_identity(&authority, timeout, creds.headers()?);
+        let user = creds.user.clone();
         Ok(Self {
             addr: addr.to_string(),
             fs: FileSystemMasterClient::with_origin(channel.clone(), origin.clone()),

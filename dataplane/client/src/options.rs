@@ -23,6 +23,9 @@ pub struct ClientOptions {
     /// always reads its own writes. Zero: nothing is cached, every open
     /// asks the master.
     pub metadata_ttl: Duration,
+    /// Who this client is to the master (`Credentials::from_config` reads
+    /// `[security]` and the environment); default: the OS user, no token.
+    pub credentials: crate::Credentials,
 }
 
 /// The default [`ClientOptions::metadata_ttl`].
@@ -34,6 +37,7 @@ impl Default for ClientOptions {
             short_circuit: true,
             timeout: crate::transport::DEFAULT_TIMEOUT,
             metadata_ttl: DEFAULT_METADATA_TTL,
+            credentials: crate::Credentials::current_user(),
         }
     }
 }

@@ -51,12 +51,23 @@ struct Inner {
     /// Some gRPC answer came back: failures from now on are a lost master,
     /// not a wrong address.
     answered: AtomicBool,
+    /// Sent with every call: who the caller is (`crate::credentials`).
+    identity: Vec<(http::HeaderName, http::HeaderValue)>,
 }
 
 impl Transport {
     /// A transport for `addr` (`host:port`) whose calls each end within
     /// `timeout`; nothing is dialled yet.
     pub fn new(addr: &str, timeout: Duration) -> Self {
+        Self::with_identity(addr, timeout, Vec::new())
+    }
+
+    /// As [`Transport::new`], every call carrying the `identity` headers.
+    pub(crate) fn with_identity(
+        addr: &str,
+        timeout: Duration,
+        identity: Vec<(http::HeaderName, http::HeaderValue)>,
+    ) -> Self {
         Self {
             inner: Arc::new(Inner {
                 addr: addr.to_string(),
@@ -64,6 +75,7 @@ impl Transport {
                 current: parking_lot::Mutex::new(None),
                 dialing: tokio::sync::Mutex::new(()),
                 answered: AtomicBool::new(false),
+                identity,
             }),
         }
     }
@@ -197,7 +209,10 @@ impl tower_service::Service<http::Request<Body>> for Transport {
         Poll::Ready(Ok(()))
     }
 
-    fn call(&mut self, req: http::Request<Body>) -> Self::Future {
+    fn call(&mut self, mut req: http::Request<Body>) -> Self::Future {
+        for (k, v) in &self.inner.identity {
+            req.headers_mut().insert(k.clone(), v.clone());
+        }
         let this = self.clone();
         Box::pin(async move {
             let deadline = Instant::now() + this.inner.timeout;

@@ -77,7 +77,8 @@ pub struct SecurityConfig {
     /// `none`, `simple` or `token` (master; clients and workers follow
     /// what the master asks for).
     pub authentication: AuthMode,
-    /// The master's key file (created 0600 at first start when absent).
+    /// The master's key file (created 0600 at first start when absent);
+    /// empty: `master.key` beside the master's metastore directory.
     pub key_file: PathBuf,
     /// The superuser's name; empty: the OS user running the master.
     pub superuser: String,
@@ -109,7 +110,7 @@ impl Default for SecurityConfig {
     fn default() -> Self {
         Self {
             authentication: AuthMode::Simple,
-            key_file: PathBuf::from("eddy-data/master.key"),
+            key_file: PathBuf::new(),
             superuser: String::new(),
             supergroup: "supergroup".into(),
             // HDFS's block token lifetime.

@@ -1,0 +1,320 @@
+//! Who is calling: the layer in front of every RPC that turns a request's
+//! headers into a [`Caller`] (put in the request's extensions, where the
+//! RPC methods find it) or refuses it with UNAUTHENTICATED before any
+//! method runs; and the master's keys.
+//!
+//! The decision is [`authenticate`], plain code over headers (unit-tested
+//! below); the layer only applies it. Authorization (what a caller may do)
+//! is the namespace's business, not this module's.
+
+use std::future::Future;
+use std::path::{Path, PathBuf};
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::{Context, Poll};
+
+use eddy_proto::auth::{
+    AUTHORIZATION_HEADER, AuthMode, BEARER, Credential, Keyring, Principal, SecurityConfig,
+    TOKEN_MAX, USER_HEADER, valid_name,
+};
+
+use crate::error::{MasterError, Result};
+
+/// What the derived block keys are labelled (docs/SECURITY.md).
+pub const BLOCK_KEY_LABEL: &str = "eddy block tokens v1";
+
+/// The master's keys: its own (they sign credentials) and the block keys
+/// derived from them (they sign block tokens; workers get these).
+#[derive(Clone, Debug)]
+pub struct MasterKeys {
+    pub credentials: Keyring,
+    pub blocks: Keyring,
+}
+
+impl MasterKeys {
+    /// The key file of `cfg`, created at first start. With authentication
+    /// `none` nothing is read: fresh keys live in memory only (no token is
+    /// checked then).
+    pub fn load(cfg: &SecurityConfig, metastore_dir: &Path) -> Result<Self> {
+        let credentials = match cfg.authentication {
+            AuthMode::None => Keyring::generate(1),
+            AuthMode::Simple | AuthMode::Token => {
+                Keyring::load_or_create(&key_file(cfg, metastore_dir))?
+            }
+        };
+        Ok(Self::from_keyring(credentials))
+    }
+
+    /// Keys from a keyring already loaded (tests, `eddy token create`).
+    pub fn from_keyring(credentials: Keyring) -> Self {
+        let blocks = credentials.derive(BLOCK_KEY_LABEL);
+        Self {
+            credentials,
+            blocks,
+        }
+    }
+}
+
+/// The key file `cfg` names, or `master.key` beside the metastore
+/// directory when it names none.
+pub fn key_file(cfg: &SecurityConfig, metastore_dir: &Path) -> PathBuf {
+    if !cfg.key_file.as_os_str().is_empty() {
+        return cfg.key_file.clone();
+    }
+    let parent = metastore_dir.parent().unwrap_or(Path::new(""));
+    parent.join("master.key")
+}
+
+/// Who made a call.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Caller {
+    pub kind: CallerKind,
+    /// The user (or the worker's name): from a verified credential, or as
+    /// claimed in `simple` mode; in `none` mode whatever was claimed
+    /// (possibly empty).
+    pub name: Arc<str>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CallerKind {
+    /// A user; namespace permissions apply.
+    User,
+    /// A worker that proved it is one (a worker credential).
+    Worker,
+    /// Authentication is `none`: nothing is checked for anyone.
+    Unchecked,
+}
+
+impl Caller {
+    /// The caller of a request that came through the layer. A request that
+    /// did not (a unit test calling a method directly) is unchecked.
+    pub fn of<T>(req: &tonic::Request<T>) -> Caller {
+        req.extensions()
+            .get::<Caller>()
+            .cloned()
+            .unwrap_or_else(Caller::unchecked)
+    }
+
+    pub fn unchecked() -> Caller {
+        Caller {
+            kind: CallerKind::Unchecked,
+            name: Arc::from(""),
+        }
+    }
+
+    pub fn user(name: &str) -> Caller {
+        Caller {
+            kind: CallerKind::User,
+            name: Arc::from(name),
+        }
+    }
+}
+
+/// Why a call is refused before any method runs. The messages say what to
+/// set; they never echo a token.
+fn unauthenticated(mode: AuthMode, why: impl std::fmt::Display) -> MasterError {
+    let fix = match mode {
+        AuthMode::Token => {
+            "this master requires a token (authentication = \"token\"): set EDDY_TOKEN, \
+             [security] token or token_file, or ~/.eddy/token, with a token from \
+             `eddy token create --user NAME` (run by an admin)"
+        }
+        _ => {
+            "this master takes the caller's user name from the eddy-user header \
+             (authentication = \"simple\"); Eddy's clients send the OS user"
+        }
+    };
+    MasterError::Unauthenticated(format!("{why}; {fix}"))
+}
+
+/// The caller of a request with these headers, or why it is refused.
+pub fn authenticate(
+    mode: AuthMode,
+    keys: &Keyring,
+    headers: &http::HeaderMap,
+    now_ms: u64,
+) -> Result<Caller> {
+    let claimed = match headers.get(USER_HEADER) {
+        None => None,
+        Some(v) => match v.to_str() {
+            Ok(s) if valid_name(s) => Some(s),
+            _ => {
+                return Err(unauthenticated(
+                    mode,
+                    "the eddy-user header is not a valid user name",
+                ));
+            }
+        },
+    };
+    if mode == AuthMode::None {
+        return Ok(Caller {
+            kind: CallerKind::Unchecked,
+            name: Arc::from(claimed.unwrap_or("")),
+        });
+    }
+    if let Some(v) = headers.get(AUTHORIZATION_HEADER) {
+        let text = v
+            .to_str()
+            .ok()
+            .filter(|t| t.len() <= TOKEN_MAX + BEARER.len())
+            .and_then(|t| t.strip_prefix(BEARER))
+            .ok_or_else(|| {
+                unauthenticated(mode, "the authorization header is not `Bearer <token>`")
+            })?;
+        let c = Credential::verify(keys, text, now_ms)
+            .map_err(|e| unauthenticated(mode, format_args!("the token was refused: {e}")))?;
+        return Ok(Caller {
+            kind: match c.principal {
+                Principal::User => CallerKind::User,
+                Principal::Worker => CallerKind::Worker,
+            },
+            name: Arc::from(c.name.as_str()),
+        });
+    }
+    match (mode, claimed) {
+        (AuthMode::Simple, Some(u)) => Ok(Caller::user(u)),
+        (AuthMode::Simple, None) => Err(unauthenticated(mode, "no user name was sent")),
+        _ => Err(unauthenticated(mode, "no token was sent")),
+    }
+}
+
+/// The tower layer: authenticates every request with [`authenticate`].
+#[derive(Clone)]
+pub struct AuthLayer {
+    pub mode: AuthMode,
+    pub keys: Arc<MasterKeys>,
+}
+
+impl<S> tower_layer::Layer<S> for AuthLayer {
+    type Service = Authenticated<S>;
+    fn layer(&self, inner: S) -> Authenticated<S> {
+        Authenticated {
+            inner,
+            layer: self.clone(),
+        }
+    }
+}
+
+#[derive(Clone)]
+pub struct Authenticated<S> {
+    inner: S,
+    layer: AuthLayer,
+}
+
+type BoxFuture<T> = Pin<Box<dyn Future<Output = T> + Send>>;
+
+impl<S, B, R> tower_service::Service<http::Request<B>> for Authenticated<S>
+where
+    S: tower_service::Service<http::Request<B>, Response = http::Response<R>>,
+    S::Future: Send + 'static,
+    R: Default + Send + 'static,
+    S::Error: Send + 'static,
+{
+    type Response = S::Response;
+    type Error = S::Error;
+    type Future = BoxFuture<std::result::Result<S::Response, S::Error>>;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<std::result::Result<(), S::Error>> {
+        self.inner.poll_ready(cx)
+    }
+
+    fn call(&mut self, mut req: http::Request<B>) -> Self::Future {
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_millis() as u64);
+        match authenticate(
+            self.layer.mode,
+            &self.layer.keys.credentials,
+            req.headers(),
+            now,
+        ) {
+            Ok(caller) => {
+                req.extensions_mut().insert(caller);
+                Box::pin(self.inner.call(req))
+            }
+            Err(e) => {
+                refused(req.uri().path());
+                tracing::debug!("refused {}: {e}", req.uri().path());
+                let status = tonic::Status::from(e);
+                Box::pin(async move { Ok(status.into_http()) })
+            }
+        }
+    }
+}
+
+/// Counts a call refused before any method ran, by service (bounded: a
+/// client sending made-up paths counts as `other`).
+fn refused(path: &str) {
+    let service = match path.strip_prefix("/eddy.v1.").and_then(|p| p.split_once('/')) {
+        Some(("FileSystemMaster", _)) => "FileSystemMaster",
+        Some(("BlockMaster", _)) => "BlockMaster",
+        Some(("MetaMaster", _)) => "MetaMaster",
+        _ => "other",
+    };
+    eddy_metrics::counter!("eddy_master_unauthenticated_total", "service" => service).increment(1);
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn headers(pairs: &[(&str, &str)]) -> http::HeaderMap {
+        let mut h = http::HeaderMap::new();
+        for (k, v) in pairs {
+            h.insert(
+                http::HeaderName::from_bytes(k.as_bytes()).unwrap(),
+                v.parse().unwrap(),
+            );
+        }
+        h
+    }
+
+    #[test]
+    fn simple_mode_takes_the_claimed_user_and_a_token_wins() {
+        let k = Keyring::generate(1);
+        let c = authenticate(AuthMode::Simple, &k, &headers(&[("eddy-user", "bob")]), 0).unwrap();
+        assert_eq!(c, Caller::user("bob"));
+        let t = Credential::sign(&k, Principal::Worker, "w1", 0, 1000).unwrap();
+        let h = headers(&[
+            ("eddy-user", "bob"),
+            ("authorization", &format!("Bearer {t}")),
+        ]);
+        let c = authenticate(AuthMode::Simple, &k, &h, 1).unwrap();
+        assert_eq!((c.kind, &*c.name), (CallerKind::Worker, "w1"));
+        let e = authenticate(AuthMode::Simple, &k, &headers(&[]), 0).unwrap_err();
+        assert_eq!(e.code(), eddy_proto::EddyCode::Unauthenticated);
+    }
+
+    #[test]
+    fn token_mode_believes_only_a_valid_token_and_says_what_to_set() {
+        let k = Keyring::generate(1);
+        for h in [
+            headers(&[("eddy-user", "root")]),
+            headers(&[("authorization", "Bearer eddy1.AAAA")]),
+            headers(&[("authorization", "Basic x")]),
+        ] {
+            let e = authenticate(AuthMode::Token, &k, &h, 0).unwrap_err();
+            assert_eq!(e.code(), eddy_proto::EddyCode::Unauthenticated);
+            let m = e.to_string();
+            assert!(m.contains("EDDY_TOKEN") && !m.contains("eddy1.AAAA"), "{m}");
+        }
+        let t = Credential::sign(&k, Principal::User, "alice", 0, 1000).unwrap();
+        let h = headers(&[
+            ("eddy-user", "root"),
+            ("authorization", &format!("Bearer {t}")),
+        ]);
+        assert_eq!(
+            authenticate(AuthMode::Token, &k, &h, 1).unwrap(),
+            Caller::user("alice")
+        );
+        let e = authenticate(AuthMode::Token, &k, &h, 5000).unwrap_err();
+        assert!(e.to_string().contains("expired"), "{e}");
+    }
+
+    #[test]
+    fn none_mode_checks_nothing() {
+        let k = Keyring::generate(1);
+        let c = authenticate(AuthMode::None, &k, &headers(&[]), 0).unwrap();
+        assert_eq!(c.kind, CallerKind::Unchecked);
+    }
+}
