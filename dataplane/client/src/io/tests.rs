@@ -27,6 +27,9 @@ enum Answer {
     Serve,
     /// An `Error` frame (NOT_FOUND): the stream stays whole.
     Refuse,
+    /// An `Error` frame INTERNAL, as a worker whose disk tier failed under
+    /// the fill answers.
+    Fail,
     /// `ReadOk` announcing one byte more than asked, then nothing.
     WrongLength,
     /// Reads the request and never answers.
@@ -124,6 +127,10 @@ impl FakeWorker {
                 let e = ErrorFrame::new(EddyCode::NotFound, "no such block here");
                 eddy_wire::write_frame(s, Kind::Error, &e.encode()).await
             }
+            Answer::Fail => {
+                let e = ErrorFrame::new(EddyCode::Internal, "the disk tier failed");
+                eddy_wire::write_frame(s, Kind::Error, &e.encode()).await
+            }
             Answer::WrongLength => {
                 let n = eddy_wire::u64_body(r.length + 1);
                 eddy_wire::write_frame(s, Kind::ReadOk, &n).await
@@ -161,19 +168,31 @@ const BS: u64 = 4;
 /// A complete 10-byte file of 4-byte blocks (0..4, 4..8, 8..10), every
 /// block cached on `w`.
 fn file_on(w: &FakeWorker) -> (Arc<FileInfo>, Vec<u8>) {
+    file_on_all(&[w])
+}
+
+/// As [`file_on`], every block cached on each of `ws` (listed in order).
+fn file_on_all(ws: &[&FakeWorker]) -> (Arc<FileInfo>, Vec<u8>) {
     let data: Vec<u8> = (0u8..10).map(|i| b'a' + i).collect();
-    let (host, port) = w.addr.rsplit_once(':').unwrap();
+    let locations: Vec<pb::BlockLocation> = ws
+        .iter()
+        .zip(1u64..)
+        .map(|(w, id)| {
+            let (host, port) = w.addr.rsplit_once(':').unwrap();
+            pb::BlockLocation {
+                worker_id: id,
+                host: host.into(),
+                data_port: port.parse().unwrap(),
+                ..Default::default()
+            }
+        })
+        .collect();
     let blocks = (0..3u64)
         .map(|i| pb::FileBlock {
             block_id: eddy_proto::block_id(1, i),
             offset: i * BS,
             length: BS.min(10 - i * BS),
-            locations: vec![pb::BlockLocation {
-                worker_id: 1,
-                host: host.into(),
-                data_port: port.parse().unwrap(),
-                ..Default::default()
-            }],
+            locations: locations.clone(),
         })
         .collect();
     let info = FileInfo {
@@ -236,6 +255,23 @@ async fn a_range_across_block_boundaries_comes_whole_over_one_pooled_connection(
     assert_eq!(&tail[..4], &data[6..]);
     assert_eq!(r.read_at(10, &mut tail).await.unwrap(), 0);
     assert_eq!(w.accepted(), 1);
+}
+
+#[tokio::test]
+async fn a_worker_failing_inside_itself_is_skipped_for_the_next_holder() {
+    let data: Vec<u8> = (0u8..10).map(|i| b'a' + i).collect();
+    let broken = FakeWorker::start(blocks_of(&data)).await;
+    let good = FakeWorker::start(blocks_of(&data)).await;
+    broken.set(Answer::Fail);
+    let (info, data) = file_on_all(&[&broken, &good]);
+    let sh = shared(Duration::from_secs(5));
+    let r = FileReader::new(sh, info, ReadType::Cache);
+    let mut buf = [0u8; 4];
+    assert_eq!(r.read_at(4, &mut buf).await.unwrap(), 4);
+    assert_eq!(&buf, &data[4..8]);
+    let b1 = eddy_proto::block_id(1, 1);
+    assert_eq!(broken.seen.lock().reads, [(b1, 0, 4)], "asked first");
+    assert_eq!(good.seen.lock().reads, [(b1, 0, 4)], "then the next");
 }
 
 #[tokio::test]
