@@ -79,8 +79,19 @@ impl FakeWorker {
             let Ok(body) = eddy_wire::read_body(&mut s, h).await else {
                 return;
             };
+            let refuse = *self.answer.lock() == Answer::Refuse;
             let answered = match h.kind {
                 Kind::Read => self.read(&mut s, &body).await,
+                // Loads, stats and opens are served or refused whole.
+                Kind::Load | Kind::Stats | Kind::WriteOpen if refuse => {
+                    let e = ErrorFrame::new(EddyCode::NotFound, "refused");
+                    eddy_wire::write_frame(&mut s, Kind::Error, &e.encode()).await
+                }
+                Kind::Load => eddy_wire::write_frame(&mut s, Kind::Ok, &[]).await,
+                Kind::Stats => {
+                    let stats = eddy_wire::encode_stats(&[("reads".into(), 1)]);
+                    eddy_wire::write_frame(&mut s, Kind::StatsOk, &stats).await
+                }
                 Kind::WriteOpen => eddy_wire::write_frame(&mut s, Kind::Ok, &[]).await,
                 Kind::Data => {
                     self.seen.lock().written.extend_from_slice(&body);
@@ -306,6 +317,30 @@ async fn a_connection_goes_back_after_an_answer_and_not_after_a_broken_exchange(
     t.fetch(&whole_block(BS), &mut dst).await.unwrap();
     assert_eq!(w.accepted(), 3, "the next read dialled a fresh connection");
     assert_eq!(sh.pool.idle_count(&w.addr), 1);
+}
+
+#[tokio::test]
+async fn a_refused_load_stats_or_open_leaves_the_connection_reusable() {
+    let w = FakeWorker::start(HashMap::new()).await;
+    let sh = shared(Duration::from_secs(5));
+    let t = TcpWorker {
+        shared: &sh,
+        addr: &w.addr,
+    };
+    t.load(&whole_block(BS)).await.unwrap();
+    assert_eq!(t.stats().await.unwrap(), [("reads".to_string(), 1)]);
+    assert_eq!(sh.pool.idle_count(&w.addr), 1);
+    // Each refusal is a whole `Error` frame: the worker's code, and the
+    // connection serves the next request.
+    w.set(Answer::Refuse);
+    let e = t.load(&whole_block(BS)).await.unwrap_err();
+    assert_eq!(e.code(), EddyCode::NotFound, "{e}");
+    let e = t.stats().await.unwrap_err();
+    assert_eq!(e.code(), EddyCode::NotFound, "{e}");
+    let e = TcpWrite::open(&sh, &w.addr, &open()).await.err().unwrap();
+    assert_eq!(e.code(), EddyCode::NotFound, "{e}");
+    assert_eq!(sh.pool.idle_count(&w.addr), 1);
+    assert_eq!(w.accepted(), 1, "one connection served all six");
 }
 
 #[tokio::test]
