@@ -349,7 +349,7 @@ impl MasterState {
             let moves_ufs = persisted && src != dst;
             if moves_ufs && held.is_none() {
                 // Checked again under the lock.
-                held = Some(self.ufs_lock(self.ufs_target(&src).0.id).await);
+                held = Some(self.ufs_locks.exclusive(self.ufs_target(&src).0.id).await);
                 continue;
             }
             let ufs_move = if moves_ufs {
@@ -470,7 +470,7 @@ impl MasterState {
             let (mount, key) = self.ufs_target(&path);
             if touches_ufs && held.is_none() {
                 // Checked again under the lock.
-                held = Some(self.ufs_lock(mount.id).await);
+                held = Some(self.ufs_locks.exclusive(mount.id).await);
                 continue;
             }
             let mut intent = None;
