@@ -1,14 +1,15 @@
 //! Room for new blocks: a cache full of blocks it may drop still takes
-//! writes over TCP, and a disk-tier directory taken out of service takes
-//! out only itself and comes back once it works again.
+//! writes over TCP, a disk-tier directory taken out of service takes out
+//! only itself and comes back once it works again, and a load moves on
+//! from a worker whose disk failed.
 
 mod common;
 
 use std::path::Path;
 use std::time::Duration;
 
-use common::{Cluster, eventually, pattern};
-use eddy_client::pb::WriteType;
+use common::{Cluster, MasterProc, WorkerProc, eventually, pattern};
+use eddy_client::pb::{PlacementKind, WriteType};
 use eddy_client::{CreateOptions, EddyCode, FileSystem};
 
 const MIB: usize = 1 << 20;
@@ -348,4 +349,96 @@ async fn a_full_directory_is_taken_out_alone_and_returns_once_space_is_freed() {
     for i in 0..4 {
         assert!(common::get(&fs, &format!("/h{i}")).await == pattern(MIB, 800 + i));
     }
+}
+
+/// A worker whose memory is taken (a block a client maps) and whose only
+/// disk directory fails under a load answers INTERNAL, not NO_SPACE; `eddy
+/// fs load` then moves on to the next worker placement names, which fills
+/// the block from the under-storage, instead of failing.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_load_moves_on_from_a_worker_whose_disk_failed() {
+    let dir = tempfile::tempdir().unwrap();
+    let ssd_dir = dir.path().join("a-ssd");
+    let m = MasterProc::start(dir.path(), MASTER);
+    // a: memory for one block over one SSD directory, and a socket for
+    // short-circuit; b: memory only.
+    let sock = dir.path().join("a.sock").display().to_string();
+    let a_cfg = format!("domain_socket = {sock:?}\n{}", ssd(1, &[(&ssd_dir, 8)]));
+    let a = WorkerProc::start(&dir.path().join("a"), &m.addr, &a_cfg);
+    let b = WorkerProc::start(
+        &dir.path().join("b"),
+        &m.addr,
+        "memory_capacity = 33554432\npromote_interval_ms = 0",
+    );
+    let fs = tcp_client(&m.addr).await;
+    eventually(Duration::from_secs(10), "both workers registered", || {
+        let fs = &fs;
+        async move { fs.master().cluster_info().await.unwrap().workers.len() == 2 }
+    })
+    .await;
+    // One-block files in the under-storage; the first two whose miss goes
+    // to a (rendezvous hashing is fixed, so this is the worker a load asks
+    // first): one to hold a's memory, one to load.
+    let a_port: u32 = a.addr.rsplit_once(':').unwrap().1.parse().unwrap();
+    let mut on_a = Vec::new();
+    for i in 0..16 {
+        let path = format!("/u{i}");
+        std::fs::write(m.ufs().join(&path[1..]), pattern(MIB, 1100 + i)).unwrap();
+        fs.stat(&path).await.unwrap();
+        let blocks = fs.master().file_blocks(&path).await.unwrap();
+        let block = blocks.blocks[0].block_id;
+        let w = fs
+            .master()
+            .select_worker(block, "", MIB as u64, PlacementKind::DeterministicHash, &[])
+            .await
+            .unwrap();
+        if w.address.unwrap().data_port == a_port {
+            on_a.push((path, i));
+        }
+    }
+    let [(held, _), (loaded, seed), ..] = on_a.as_slice() else {
+        panic!("fewer than two of 16 blocks hash to a: {on_a:?}");
+    };
+    m.cli_ok(&["fs", "load", held]);
+    // A client maps the block: it can neither leave a's memory nor move
+    // down, so the next block must go to the disk.
+    let local = eddy_client::FileSystem::connect(&m.addr).await.unwrap();
+    let r = local.open(held, &Default::default()).await.unwrap();
+    let view = r.map_range(0, MIB as u64).await.unwrap();
+    // The disk directory breaks (its block folder replaced by a file).
+    let blocks = ssd_dir.join("eddy-blocks");
+    std::fs::remove_dir_all(&blocks).unwrap();
+    std::fs::write(&blocks, b"not a directory").unwrap();
+
+    let out = m.cli(&["fs", "load", loaded]);
+    assert!(
+        out.status.success(),
+        "load moves on from a: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let blocks = fs.master().file_blocks(loaded).await.unwrap();
+    let b_port: u32 = b.addr.rsplit_once(':').unwrap().1.parse().unwrap();
+    let at: Vec<u32> = blocks.blocks[0]
+        .locations
+        .iter()
+        .map(|l| l.data_port)
+        .collect();
+    assert_eq!(at, [b_port], "cached on b only");
+    assert!(common::get(&fs, loaded).await == pattern(MIB, 1100 + seed));
+    // a did refuse: its directory is out of service.
+    eventually(Duration::from_secs(10), "report shows a's dir bad", || {
+        let m = &m;
+        async move { m.cli_ok(&["report"]).contains("BAD: ") }
+    })
+    .await;
+    drop(view);
+}
+
+/// A client that reads over TCP only.
+async fn tcp_client(master: &str) -> FileSystem {
+    let opts = eddy_client::ClientOptions {
+        short_circuit: false,
+        ..Default::default()
+    };
+    FileSystem::connect_with(master, opts).await.unwrap()
 }

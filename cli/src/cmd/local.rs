@@ -4,6 +4,7 @@
 use std::path::PathBuf;
 
 use eddy_master::MasterConfig;
+use eddy_proto::Endpoint;
 use eddy_worker::WorkerConfig;
 
 use crate::error::CliError;
@@ -56,7 +57,10 @@ pub async fn run(mut cfg: MasterConfig, args: LocalArgs) -> Result<(), CliError>
         Err(e) => {
             master.shutdown().await;
             return Err(super::worker::start_error(match e {
-                eddy_worker::StartError::Bind(mut b) => {
+                // The short-circuit socket's path comes from --data-dir
+                // here; the data port is picked free (port 0), so a TCP
+                // failure keeps the worker's own advice.
+                eddy_worker::StartError::Bind(mut b) if b.endpoint == Endpoint::Socket => {
                     b.setting = "--data-dir".into();
                     eddy_worker::StartError::Bind(b)
                 }

@@ -245,23 +245,36 @@ impl MasterState {
     pub async fn file_persisted(&self, r: pb::FilePersistedRequest) -> Result<()> {
         let now = self.mono_ms();
         if !r.error.is_empty() {
-            let attempts = self.reg.lock().persist_failed(r.file_id, now);
-            tracing::warn!(
-                "persisting file {} failed (attempt {attempts}), retrying: {}",
-                r.file_id,
-                r.error
-            );
+            let failed = self
+                .reg
+                .lock()
+                .persist_failed_by(r.file_id, r.worker_id, now);
+            match failed {
+                Some(attempts) => tracing::warn!(
+                    "persisting file {} failed (attempt {attempts}), retrying: {}",
+                    r.file_id,
+                    r.error
+                ),
+                None => tracing::info!(
+                    "an earlier attempt at persisting file {} on worker {} failed; another is in flight: {}",
+                    r.file_id,
+                    r.worker_id,
+                    r.error
+                ),
+            }
             return Ok(());
         }
-        // The file stays "in flight" until its placement is committed: the
-        // persist checker would otherwise see it pending with no job out and
+        // The file stays "in flight" until its placement is committed, with
+        // a deadline counted from now: the persist checker would otherwise
+        // see it pending with no job out (or its first deadline passed) and
         // hand the same persist to a worker again while this one places it.
+        self.reg.lock().persist_placing(r.file_id, r.worker_id, now);
         let out = self.place_persisted(&r).await;
         let mut reg = self.reg.lock();
         match &out {
             Ok(()) => reg.persist_finished(r.file_id),
             Err(_) => {
-                reg.persist_failed(r.file_id, now);
+                reg.persist_failed_by(r.file_id, r.worker_id, self.mono_ms());
             }
         }
         out
@@ -336,7 +349,7 @@ impl MasterState {
             let moves_ufs = persisted && src != dst;
             if moves_ufs && held.is_none() {
                 // Checked again under the lock.
-                held = Some(self.ufs_lock(self.ufs_target(&src).0.id).await);
+                held = Some(self.ufs_locks.exclusive(self.ufs_target(&src).0.id).await);
                 continue;
             }
             let ufs_move = if moves_ufs {
@@ -457,7 +470,7 @@ impl MasterState {
             let (mount, key) = self.ufs_target(&path);
             if touches_ufs && held.is_none() {
                 // Checked again under the lock.
-                held = Some(self.ufs_lock(mount.id).await);
+                held = Some(self.ufs_locks.exclusive(mount.id).await);
                 continue;
             }
             let mut intent = None;

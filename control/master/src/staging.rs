@@ -44,16 +44,6 @@ pub fn is_reserved(key: &UfsPath) -> bool {
 }
 
 impl MasterState {
-    /// Holds under-storage changes of mount `id` to one at a time.
-    pub(crate) async fn ufs_lock(&self, id: u64) -> tokio::sync::OwnedRwLockWriteGuard<()> {
-        self.ufs_locks.exclusive(id).await
-    }
-
-    /// Keeps changes of mount `id`'s store out while Eddy loads from it.
-    pub(crate) async fn ufs_load_lock(&self, id: u64) -> tokio::sync::OwnedRwLockReadGuard<()> {
-        self.ufs_locks.shared(id).await
-    }
-
     /// Refuses a path that would land in a mount's staging directory.
     pub(crate) fn check_not_reserved(&self, path: &EddyPath) -> Result<()> {
         let (_, key) = self.ufs_target(path);
@@ -146,7 +136,7 @@ impl MasterState {
     /// commits (deleting `Placed::intent` in the batch) or [`Self::unplace`]s.
     pub(crate) async fn place_at(&self, id: u64, path: &EddyPath) -> Result<Placed> {
         let (mount, key) = self.ufs_target(path);
-        let held = self.ufs_lock(mount.id).await;
+        let held = self.ufs_locks.exclusive(mount.id).await;
         let ufs = self.ufs(&mount).await?;
         let intent = self
             .begin_intent(&Intent::Place {

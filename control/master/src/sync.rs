@@ -71,7 +71,7 @@ impl MasterState {
         }
         // Not while the mount's store changes: a stat between a rename's
         // store half and its commit would load the new name as a new file.
-        let _held = self.ufs_load_lock(mount.id).await;
+        let _held = self.ufs_locks.shared(mount.id).await;
         match plan {
             Plan::Done => Ok(()),
             Plan::Recheck { id, parent } => {
@@ -171,7 +171,7 @@ impl MasterState {
         let ufs = self.ufs(&mount).await?;
         let mut after: Option<String> = None;
         // As in `sync_path`; released before the path sync below takes it.
-        let held = self.ufs_load_lock(mount.id).await;
+        let held = self.ufs_locks.shared(mount.id).await;
         loop {
             let page = match ufs.list(&key, after.as_deref(), UFS_LIST_PAGE).await {
                 Ok(p) => p,

@@ -1,11 +1,13 @@
 //! Exchanges with a worker over a pooled TCP connection: block reads (the
-//! TCP [`BlockTransport`]), loads, stats, and the error mapping every data
-//! connection shares.
+//! TCP [`BlockTransport`]), the one request/answer `exchange` that loads,
+//! stats and a write session's open share, and the error mapping every
+//! data connection shares.
 
 use eddy_wire::{ErrorFrame, Kind, ReadRequest, WireError, write_frame};
 
 use super::block::BlockTransport;
 use crate::deadline::{timed_out, within};
+use crate::pool::PooledConn;
 use crate::shared::Shared;
 use crate::{ClientError, EddyCode, Result};
 
@@ -75,32 +77,51 @@ impl BlockTransport for TcpWorker<'_> {
 impl TcpWorker<'_> {
     /// Sends a `Load` and waits for the block to be cached there.
     pub async fn load(&self, req: &ReadRequest) -> Result<()> {
-        let mut c = self.shared.pool.get(self.addr).await?;
-        let r = within(self.shared.opts.timeout, async {
-            let s = c.stream();
-            write_frame(s, Kind::Load, &req.encode()).await?;
-            eddy_wire::expect(s, Kind::Ok).await
-        })
-        .await
-        .map_err(|e| wire_err(self.addr, e))?;
+        let (mut c, _) =
+            exchange(self.shared, self.addr, Kind::Load, &req.encode(), Kind::Ok).await?;
         c.finished();
-        r.map(|_| ()).map_err(|e| worker_err(self.addr, e))
+        Ok(())
     }
 
     /// The worker's named counters.
     pub async fn stats(&self) -> Result<Vec<(String, u64)>> {
-        let mut c = self.shared.pool.get(self.addr).await?;
-        let r: Result<_, WireError> = within(self.shared.opts.timeout, async {
-            let s = c.stream();
-            write_frame(s, Kind::Stats, &[]).await?;
-            match eddy_wire::expect(s, Kind::StatsOk).await? {
-                Ok(b) => Ok(eddy_wire::decode_stats(&b)?),
-                Err(e) => Err(WireError::Remote(e)),
-            }
-        })
-        .await;
-        let stats = r.map_err(|e| wire_err(self.addr, e))?;
+        let (mut c, body) =
+            exchange(self.shared, self.addr, Kind::Stats, &[], Kind::StatsOk).await?;
+        // A body that does not decode closes the connection: whole frames
+        // or not, a worker sending nonsense is not asked again on it.
+        let stats = eddy_wire::decode_stats(&body).map_err(|e| wire_err(self.addr, e))?;
         c.finished();
         Ok(stats)
+    }
+}
+
+/// One request (`kind`, `body`) and its answer (`answer`) on a pooled
+/// connection to `addr`, within the client's timeout. The worker's `Error`
+/// frame is its refusal, with its code; it was read whole, so the stream is
+/// at a frame boundary and the connection goes back to the pool. A failed
+/// or timed-out exchange closes it. An answer returns the connection still
+/// marked busy with its body: the caller calls `finished` once the exchange
+/// is over (a write session keeps it until close).
+pub(crate) async fn exchange(
+    shared: &Shared,
+    addr: &str,
+    kind: Kind,
+    body: &[u8],
+    answer: Kind,
+) -> Result<(PooledConn, Vec<u8>)> {
+    let mut c = shared.pool.get(addr).await?;
+    let r = within(shared.opts.timeout, async {
+        let s = c.stream();
+        write_frame(s, kind, body).await?;
+        eddy_wire::expect(s, answer).await
+    })
+    .await
+    .map_err(|e| wire_err(addr, e))?;
+    match r {
+        Ok(body) => Ok((c, body)),
+        Err(refusal) => {
+            c.finished();
+            Err(worker_err(addr, refusal))
+        }
     }
 }

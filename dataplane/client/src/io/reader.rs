@@ -90,16 +90,77 @@ struct PrefetchCtx {
 
 impl PrefetchCtx {
     async fn load(&self, index: usize, b: &pb::FileBlock, req: &ReadRequest) -> Result<()> {
-        let (worker_id, addr) = miss_worker(&self.shared, b, &[]).await?;
-        TcpWorker {
-            shared: &self.shared,
-            addr: &addr,
-        }
-        .load(req)
-        .await?;
-        self.chosen.lock().insert(index, (worker_id, addr));
+        let chosen = load_somewhere(&self.shared, b, req).await?;
+        self.chosen.lock().insert(index, chosen);
         Ok(())
     }
+}
+
+/// Whether a worker's failure to serve a block sends the read (or load) on
+/// to the next worker that may serve it, rather than ending it: the worker
+/// is gone or garbled its answer, does not have the block, has no room, or
+/// failed inside itself. INTERNAL from a worker is about that worker — a
+/// disk tier that failed under a fill (memory full, the directory now out
+/// of service), shared memory it could not create — and another worker, or
+/// one filling from the under-storage, may well serve. Every INTERNAL a
+/// worker answers counts, including its master link's (the worker cannot
+/// check the request): telling them apart would need a code of their own,
+/// and asking one more worker costs a request, the tries are bounded and
+/// the last answer is what the caller sees. INTERNAL from the master
+/// itself (`Rpc`) is not retried here: every worker goes through the same
+/// master.
+fn try_elsewhere(e: &ClientError) -> bool {
+    match e {
+        ClientError::Worker {
+            code: EddyCode::Internal,
+            ..
+        } => true,
+        _ => matches!(
+            e.code(),
+            EddyCode::Unavailable | EddyCode::NotFound | EddyCode::NoSpace | EddyCode::Protocol
+        ),
+    }
+}
+
+/// Most workers a load asks, as a read makes three rounds of its own.
+const LOAD_TRIES: usize = 3;
+
+/// Has a worker cache block `b` (`Load`): the one placement names for a
+/// miss, and when it fails as [`try_elsewhere`] says, the next one
+/// placement names without it. Returns the worker that took it.
+async fn load_somewhere(
+    fs: &Shared,
+    b: &pb::FileBlock,
+    req: &ReadRequest,
+) -> Result<(u64, String)> {
+    let mut failed: Vec<u64> = Vec::new();
+    let mut last: Option<ClientError> = None;
+    for _ in 0..LOAD_TRIES {
+        let (worker_id, addr) = match miss_worker(fs, b, &failed).await {
+            Ok(w) => w,
+            // No worker left to ask: the last refusal says more than
+            // "no worker available".
+            Err(e) => return Err(last.unwrap_or(e)),
+        };
+        let t = TcpWorker {
+            shared: fs,
+            addr: &addr,
+        };
+        match t.load(req).await {
+            Ok(()) => return Ok((worker_id, addr)),
+            Err(e) if try_elsewhere(&e) => {
+                failed.push(worker_id);
+                last = Some(e);
+            }
+            Err(e) => return Err(e),
+        }
+    }
+    Err(last.unwrap_or_else(|| {
+        ClientError::Rpc(RpcError::new(
+            EddyCode::NoWorkerAvailable,
+            "no live worker can cache this block",
+        ))
+    }))
 }
 
 /// The worker placement names to fill a miss of `b`: the same one for every
@@ -442,13 +503,7 @@ impl FileReader {
                         return Ok(());
                     }
                     Err(e) => {
-                        let retry_elsewhere = matches!(
-                            e.code(),
-                            EddyCode::Unavailable
-                                | EddyCode::NotFound
-                                | EddyCode::NoSpace
-                                | EddyCode::Protocol
-                        );
+                        let retry_elsewhere = try_elsewhere(&e);
                         // The worker says the request does not describe the
                         // file as it is now (renamed: another key; another
                         // file at the path: another version): re-resolve the
@@ -549,7 +604,6 @@ impl FileReader {
         Ok(fresh)
     }
 
-    /// The worker placement names to fill a miss of `b`.
     /// Sequential reads: asks the worker that will serve block `index` to
     /// cache it now, so its fill overlaps the reading of the current block.
     fn prefetch(&self, index: usize) {
@@ -579,13 +633,7 @@ impl FileReader {
             return Ok(());
         }
         let req = self.request(&info, b, 0, 0);
-        let (_, addr) = miss_worker(&self.shared, b, &[]).await?;
-        TcpWorker {
-            shared: &self.shared,
-            addr: &addr,
-        }
-        .load(&req)
-        .await
+        load_somewhere(&self.shared, b, &req).await.map(|_| ())
     }
 }
 

@@ -1,7 +1,8 @@
 //! A write session over TCP: one pooled connection held from `WriteOpen`
 //! to `WriteOk`. It goes back to the pool only after the worker answered
-//! the close; a session that failed, was cancelled or was dropped closes
-//! its connection (the worker drops the session with it).
+//! the close (or refused the open: no session then); a session that
+//! failed, was cancelled or was dropped closes its connection (the worker
+//! drops the session with it).
 
 use std::time::Duration;
 
@@ -9,7 +10,7 @@ use eddy_wire::{Kind, WireError, WriteOk, WriteOpen, write_frame};
 use tokio::io::AsyncWriteExt;
 use tokio::net::TcpStream;
 
-use super::conn::{wire_err, worker_err};
+use super::conn::{exchange, wire_err, worker_err};
 use crate::Result;
 use crate::deadline::within;
 use crate::pool::PooledConn;
@@ -26,19 +27,13 @@ pub(crate) struct TcpWrite {
 }
 
 impl TcpWrite {
-    /// Opens the session on the worker at `addr`.
+    /// Opens the session on the worker at `addr`. A refused open leaves
+    /// the connection at a frame boundary, back in the pool (the worker
+    /// holds no session on it); an accepted one holds it until close.
     pub async fn open(shared: &Shared, addr: &str, open: &WriteOpen) -> Result<Self> {
-        let mut c = shared.pool.get(addr).await?;
-        let r = within(shared.opts.timeout, async {
-            let s = c.stream();
-            write_frame(s, Kind::WriteOpen, &open.encode()).await?;
-            eddy_wire::expect(s, Kind::Ok).await
-        })
-        .await
-        .map_err(|e| wire_err(addr, e))?;
-        r.map_err(|e| worker_err(addr, e))?;
+        let (conn, _) = exchange(shared, addr, Kind::WriteOpen, &open.encode(), Kind::Ok).await?;
         Ok(Self {
-            conn: c,
+            conn,
             buf: Vec::new(),
             timeout: shared.opts.timeout,
         })

@@ -27,6 +27,9 @@ enum Answer {
     Serve,
     /// An `Error` frame (NOT_FOUND): the stream stays whole.
     Refuse,
+    /// An `Error` frame INTERNAL, as a worker whose disk tier failed under
+    /// the fill answers.
+    Fail,
     /// `ReadOk` announcing one byte more than asked, then nothing.
     WrongLength,
     /// Reads the request and never answers.
@@ -76,8 +79,19 @@ impl FakeWorker {
             let Ok(body) = eddy_wire::read_body(&mut s, h).await else {
                 return;
             };
+            let refuse = *self.answer.lock() == Answer::Refuse;
             let answered = match h.kind {
                 Kind::Read => self.read(&mut s, &body).await,
+                // Loads, stats and opens are served or refused whole.
+                Kind::Load | Kind::Stats | Kind::WriteOpen if refuse => {
+                    let e = ErrorFrame::new(EddyCode::NotFound, "refused");
+                    eddy_wire::write_frame(&mut s, Kind::Error, &e.encode()).await
+                }
+                Kind::Load => eddy_wire::write_frame(&mut s, Kind::Ok, &[]).await,
+                Kind::Stats => {
+                    let stats = eddy_wire::encode_stats(&[("reads".into(), 1)]);
+                    eddy_wire::write_frame(&mut s, Kind::StatsOk, &stats).await
+                }
                 Kind::WriteOpen => eddy_wire::write_frame(&mut s, Kind::Ok, &[]).await,
                 Kind::Data => {
                     self.seen.lock().written.extend_from_slice(&body);
@@ -124,6 +138,10 @@ impl FakeWorker {
                 let e = ErrorFrame::new(EddyCode::NotFound, "no such block here");
                 eddy_wire::write_frame(s, Kind::Error, &e.encode()).await
             }
+            Answer::Fail => {
+                let e = ErrorFrame::new(EddyCode::Internal, "the disk tier failed");
+                eddy_wire::write_frame(s, Kind::Error, &e.encode()).await
+            }
             Answer::WrongLength => {
                 let n = eddy_wire::u64_body(r.length + 1);
                 eddy_wire::write_frame(s, Kind::ReadOk, &n).await
@@ -161,19 +179,31 @@ const BS: u64 = 4;
 /// A complete 10-byte file of 4-byte blocks (0..4, 4..8, 8..10), every
 /// block cached on `w`.
 fn file_on(w: &FakeWorker) -> (Arc<FileInfo>, Vec<u8>) {
+    file_on_all(&[w])
+}
+
+/// As [`file_on`], every block cached on each of `ws` (listed in order).
+fn file_on_all(ws: &[&FakeWorker]) -> (Arc<FileInfo>, Vec<u8>) {
     let data: Vec<u8> = (0u8..10).map(|i| b'a' + i).collect();
-    let (host, port) = w.addr.rsplit_once(':').unwrap();
+    let locations: Vec<pb::BlockLocation> = ws
+        .iter()
+        .zip(1u64..)
+        .map(|(w, id)| {
+            let (host, port) = w.addr.rsplit_once(':').unwrap();
+            pb::BlockLocation {
+                worker_id: id,
+                host: host.into(),
+                data_port: port.parse().unwrap(),
+                ..Default::default()
+            }
+        })
+        .collect();
     let blocks = (0..3u64)
         .map(|i| pb::FileBlock {
             block_id: eddy_proto::block_id(1, i),
             offset: i * BS,
             length: BS.min(10 - i * BS),
-            locations: vec![pb::BlockLocation {
-                worker_id: 1,
-                host: host.into(),
-                data_port: port.parse().unwrap(),
-                ..Default::default()
-            }],
+            locations: locations.clone(),
         })
         .collect();
     let info = FileInfo {
@@ -239,6 +269,23 @@ async fn a_range_across_block_boundaries_comes_whole_over_one_pooled_connection(
 }
 
 #[tokio::test]
+async fn a_worker_failing_inside_itself_is_skipped_for_the_next_holder() {
+    let data: Vec<u8> = (0u8..10).map(|i| b'a' + i).collect();
+    let broken = FakeWorker::start(blocks_of(&data)).await;
+    let good = FakeWorker::start(blocks_of(&data)).await;
+    broken.set(Answer::Fail);
+    let (info, data) = file_on_all(&[&broken, &good]);
+    let sh = shared(Duration::from_secs(5));
+    let r = FileReader::new(sh, info, ReadType::Cache);
+    let mut buf = [0u8; 4];
+    assert_eq!(r.read_at(4, &mut buf).await.unwrap(), 4);
+    assert_eq!(&buf, &data[4..8]);
+    let b1 = eddy_proto::block_id(1, 1);
+    assert_eq!(broken.seen.lock().reads, [(b1, 0, 4)], "asked first");
+    assert_eq!(good.seen.lock().reads, [(b1, 0, 4)], "then the next");
+}
+
+#[tokio::test]
 async fn a_connection_goes_back_after_an_answer_and_not_after_a_broken_exchange() {
     let data: Vec<u8> = (0u8..10).map(|i| b'a' + i).collect();
     let w = FakeWorker::start(blocks_of(&data)).await;
@@ -270,6 +317,30 @@ async fn a_connection_goes_back_after_an_answer_and_not_after_a_broken_exchange(
     t.fetch(&whole_block(BS), &mut dst).await.unwrap();
     assert_eq!(w.accepted(), 3, "the next read dialled a fresh connection");
     assert_eq!(sh.pool.idle_count(&w.addr), 1);
+}
+
+#[tokio::test]
+async fn a_refused_load_stats_or_open_leaves_the_connection_reusable() {
+    let w = FakeWorker::start(HashMap::new()).await;
+    let sh = shared(Duration::from_secs(5));
+    let t = TcpWorker {
+        shared: &sh,
+        addr: &w.addr,
+    };
+    t.load(&whole_block(BS)).await.unwrap();
+    assert_eq!(t.stats().await.unwrap(), [("reads".to_string(), 1)]);
+    assert_eq!(sh.pool.idle_count(&w.addr), 1);
+    // Each refusal is a whole `Error` frame: the worker's code, and the
+    // connection serves the next request.
+    w.set(Answer::Refuse);
+    let e = t.load(&whole_block(BS)).await.unwrap_err();
+    assert_eq!(e.code(), EddyCode::NotFound, "{e}");
+    let e = t.stats().await.unwrap_err();
+    assert_eq!(e.code(), EddyCode::NotFound, "{e}");
+    let e = TcpWrite::open(&sh, &w.addr, &open()).await.err().unwrap();
+    assert_eq!(e.code(), EddyCode::NotFound, "{e}");
+    assert_eq!(sh.pool.idle_count(&w.addr), 1);
+    assert_eq!(w.accepted(), 1, "one connection served all six");
 }
 
 #[tokio::test]

@@ -91,11 +91,13 @@ impl FileWriter {
             }
         };
         self.persisted = wt != WriteType::MustCache;
+        // One request for either front door: the shared-memory open below,
+        // or the TCP one if that is refused.
         let open = WriteOpen {
             file_id: status.id,
             block_size: status.block_size,
             write_type: wt,
-            target: ufs.clone().map(|u| UfsSource {
+            target: ufs.map(|u| UfsSource {
                 mount_id: u.mount_id,
                 key: u.key,
             }),
@@ -124,15 +126,6 @@ impl FileWriter {
             .await?;
         let a = w.address.unwrap_or_default();
         let addr = host_port(&a.host, a.data_port);
-        let open = WriteOpen {
-            file_id: status.id,
-            block_size: status.block_size,
-            write_type: wt,
-            target: ufs.map(|u| UfsSource {
-                mount_id: u.mount_id,
-                key: u.key,
-            }),
-        };
         // A write session holds its connection until close.
         self.tcp = Some(TcpWrite::open(&self.shared, &addr, &open).await?);
         Ok(())
