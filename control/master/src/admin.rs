@@ -10,6 +10,7 @@ use crate::error::{MasterError, Result};
 use crate::inode::*;
 use crate::limits;
 use crate::mount::{MountPoint, SYNC_NEVER};
+use crate::namespace::perm::{Need, WRITE};
 use crate::namespace::{AttrChange, FreeOpts};
 use crate::path::EddyPath;
 use crate::service::{MasterState, now_ms};
@@ -42,6 +43,11 @@ impl MasterState {
     pub async fn persist(&self, r: pb::PersistRequest) -> Result<u64> {
         let path = EddyPath::parse_bytes(&r.path)?;
         self.check_writable_ufs(&path)?;
+        let write = Need {
+            access: WRITE,
+            ..Need::default()
+        };
+        self.ns.read().permit(&self.who(), &path, write)?;
         {
             // A lost file can never be persisted: say so instead of queueing.
             let ns = self.ns.read();
@@ -68,6 +74,8 @@ impl MasterState {
         use futures::StreamExt;
         const MAX_LISTED: usize = 1000;
         let path = EddyPath::parse_bytes(&r.path)?;
+        self.who()
+            .require_superuser("check persisted files against their under-storage")?;
         // What Eddy believes, gathered under the lock; the stores asked after.
         let files: Vec<(EddyPath, MountPoint, UfsPath, u64, Fingerprint)> = {
             let ns = self.ns.read();
@@ -167,13 +175,18 @@ impl MasterState {
             replication_max: r.replication_max,
             recursive: r.recursive,
         };
-        self.mutate(|ns, fx| ns.set_attribute(&path, &ch, fx))
-            .await?;
+        let who = self.who();
+        self.mutate(|ns, fx| {
+            ns.permit_set_attribute(&who, &path, &ch)?;
+            ns.set_attribute(&path, &ch, fx)
+        })
+        .await?;
         self.status_of(&path)
     }
 
     pub async fn mount(&self, r: pb::MountRequest) -> Result<()> {
         let path = EddyPath::parse_bytes(&r.path)?;
+        self.who().require_superuser(&format!("mount {path}"))?;
         if r.ufs_uri.is_empty() {
             return Err(MasterError::InvalidArgument(
                 "a mount needs an under-storage URI".into(),
@@ -216,6 +229,7 @@ impl MasterState {
 
     pub async fn unmount(&self, r: pb::UnmountRequest) -> Result<()> {
         let path = EddyPath::parse_bytes(&r.path)?;
+        self.who().require_superuser(&format!("unmount {path}"))?;
         let m = self.mutate(|ns, fx| ns.unmount(&path, fx)).await?;
         self.ufs.lock().remove(&m.id);
         Ok(())
@@ -236,13 +250,16 @@ impl MasterState {
     pub async fn free(&self, r: pb::FreeRequest) -> Result<u64> {
         let path = EddyPath::parse_bytes(&r.path)?;
         self.sync_path(&path, None).await?;
-        let blocks = self.ns.read().free_targets(
+        let ns = self.ns.read();
+        ns.permit_free(&self.who(), &path)?;
+        let blocks = ns.free_targets(
             &path,
             FreeOpts {
                 recursive: r.recursive,
                 force: r.force,
             },
         )?;
+        drop(ns);
         Ok(self.reg.lock().drop_blocks(blocks))
     }
 }

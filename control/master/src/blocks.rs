@@ -47,6 +47,11 @@ impl MasterState {
         let path = EddyPath::parse_bytes(&r.path)?;
         self.sync_path(&path, None).await?;
         let ns = self.ns.read();
+        let read = crate::namespace::perm::Need {
+            access: crate::namespace::perm::READ,
+            ..Default::default()
+        };
+        ns.permit(&self.who(), &path, read)?;
         let id = ns.resolve(&path)?;
         let ino = ns.get(id).expect("resolved");
         if ino.is_dir() {
@@ -278,6 +283,17 @@ impl MasterState {
             })
             .collect();
         workers.sort_by_key(|w| w.worker_id);
+        // Public: counts, usage, versions and worker addresses (clients
+        // find workers on their host by them, and file block lists name
+        // them anyway; blocks need a token). The superuser's: the
+        // directories on the workers' hosts.
+        if !self.who().superuser {
+            for w in &mut workers {
+                for t in &mut w.tiers {
+                    t.dirs.clear();
+                }
+            }
+        }
         pb::GetClusterInfoResponse {
             version: env!("CARGO_PKG_VERSION").to_string(),
             master_address: self.address.clone(),

@@ -34,10 +34,12 @@ impl MasterState {
     /// Creates a directory, in the under-storage first, then in Eddy.
     pub async fn mkdir(&self, r: pb::MkdirRequest) -> Result<pb::FileStatus> {
         let path = EddyPath::parse_bytes(&r.path)?;
+        let who = self.who();
+        let (owner, group) = self.authz.new_owner(&who, r.owner, r.group)?;
         let attrs = NewAttrs {
             mode: r.mode,
-            owner: r.owner,
-            group: r.group,
+            owner,
+            group,
             ..Default::default()
         };
         let opts = MkdirOpts {
@@ -46,13 +48,20 @@ impl MasterState {
             persisted: true,
         };
         self.load_parent(&path).await?;
-        let exists = self.ns.read().check_mkdir(&path, opts, &attrs)?;
+        let exists = {
+            let ns = self.ns.read();
+            ns.permit_create(&who, &path)?;
+            ns.check_mkdir(&path, opts, &attrs)?
+        };
         if exists.is_none() {
             let (mount, key) = self.ufs_target(&path);
             self.ufs(&mount).await?.mkdir(&key).await?;
             let now = now_ms();
-            self.mutate(|ns, fx| ns.mkdir(&path, opts, &attrs, now, fx))
-                .await?;
+            self.mutate(|ns, fx| {
+                ns.permit_create(&who, &path)?;
+                ns.mkdir(&path, opts, &attrs, now, fx)
+            })
+            .await?;
         } else {
             // Already there: an answer read from the namespace, as a stat.
             self.durability.settle().await;
@@ -81,10 +90,12 @@ impl MasterState {
     ) -> Result<(pb::FileStatus, pb::UfsLocation)> {
         let path = EddyPath::parse_bytes(&r.path)?;
         let write_type = limits::write_type(r.write_type)?;
+        let who = self.who();
+        let (owner, group) = self.authz.new_owner(&who, r.owner, r.group)?;
         let attrs = NewAttrs {
             mode: r.mode,
-            owner: r.owner,
-            group: r.group,
+            owner,
+            group,
             block_size: r.block_size,
             replication_min: r.replication_min,
             replication_max: r.replication_max,
@@ -105,6 +116,7 @@ impl MasterState {
         self.load_parent(&path).await?;
         let missing = {
             let ns = self.ns.read();
+            ns.permit_create(&who, &path)?;
             ns.check_create(&path, r.recursive, &attrs)?;
             ns.missing_ancestors(&path)
         };
@@ -115,6 +127,7 @@ impl MasterState {
         }
         let now = now_ms();
         self.mutate(|ns, fx| {
+            ns.permit_create(&who, &path)?;
             let id = ns.create_file(
                 &path,
                 CreateOpts {
@@ -145,6 +158,9 @@ impl MasterState {
             0 => self.ns.read().resolve(&path)?,
             id => id,
         };
+        // The writer completes its file (HDFS: the lease holder): its
+        // owner, as created.
+        self.ns.read().permit_id_owner(&self.who(), id)?;
         let staged = self.ns.read().is_staged(id);
         if staged && r.persisted {
             return self.complete_staged(id, &path, &r).await;
@@ -343,9 +359,14 @@ impl MasterState {
         self.check_not_reserved(&dst)?;
         self.sync_path(&src, None).await?;
         self.load_parent(&dst).await?;
+        let who = self.who();
         let mut held = None;
         for _ in 0..ATTEMPTS {
-            let (id, persisted, _) = self.ns.read().check_rename(&src, &dst)?;
+            let (id, persisted, _) = {
+                let ns = self.ns.read();
+                ns.permit_rename(&who, &src, &dst)?;
+                ns.check_rename(&src, &dst)?
+            };
             let moves_ufs = persisted && src != dst;
             if moves_ufs && held.is_none() {
                 // Checked again under the lock.
@@ -366,6 +387,7 @@ impl MasterState {
                     if ns.persisted(at) != persisted {
                         return Ok(false);
                     }
+                    ns.permit_rename(&who, &src, &dst)?;
                     ns.rename(&src, &dst, now, fx)?;
                     if let Some(fps) = fps {
                         ns.set_fingerprints(&dst, fps, fx);
@@ -457,9 +479,14 @@ impl MasterState {
             // Emptiness must count what the under-storage holds, too.
             self.sync_listing(&path, None).await?;
         }
+        let who = self.who();
         let mut held = None;
         for _ in 0..ATTEMPTS {
-            let (id, persisted) = self.ns.read().check_delete(&path, opts)?;
+            let (id, persisted) = {
+                let ns = self.ns.read();
+                ns.permit_delete(&who, &path, r.recursive)?;
+                ns.check_delete(&path, opts)?
+            };
             if r.file_id != 0 && id != r.file_id {
                 return Err(MasterError::NotFound(format!(
                     "{path} (no longer file id {}; nothing was deleted)",

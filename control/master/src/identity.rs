@@ -245,7 +245,10 @@ where
 /// Counts a call refused before any method ran, by service (bounded: a
 /// client sending made-up paths counts as `other`).
 fn refused(path: &str) {
-    let service = match path.strip_prefix("/eddy.v1.").and_then(|p| p.split_once('/')) {
+    let service = match path
+        .strip_prefix("/eddy.v1.")
+        .and_then(|p| p.split_once('/'))
+    {
         Some(("FileSystemMaster", _)) => "FileSystemMaster",
         Some(("BlockMaster", _)) => "BlockMaster",
         Some(("MetaMaster", _)) => "MetaMaster",

@@ -8,6 +8,7 @@
 //! is the gRPC glue; `server` starts it all.
 
 mod admin;
+pub mod authz;
 mod block_info;
 mod blocks;
 mod checkers;

@@ -20,6 +20,7 @@ use crate::table::InodeTable;
 
 mod by_id;
 mod mounts;
+pub mod perm;
 mod tree;
 mod ufs_merge;
 mod upkeep;
@@ -183,8 +184,21 @@ fn validate_mode(mode: u32) -> Result<()> {
 }
 
 impl Namespace {
-    /// A fresh namespace holding only the root directory.
+    /// A fresh namespace holding only the root directory, owned by no one
+    /// recorded (that is, by the superuser).
     pub fn new(root_mount: MountPoint, default_block_size: u64, now: i64) -> (Self, Effects) {
+        Self::new_owned(root_mount, default_block_size, now, "", "")
+    }
+
+    /// A fresh namespace whose root belongs to `owner`:`group`, mode 0755
+    /// (HDFS: the superuser and the supergroup).
+    pub fn new_owned(
+        root_mount: MountPoint,
+        default_block_size: u64,
+        now: i64,
+        owner: &str,
+        group: &str,
+    ) -> (Self, Effects) {
         let mut ns = Namespace {
             inodes: InodeTable::default(),
             next_id: ROOT_ID + 1,
@@ -196,7 +210,13 @@ impl Namespace {
             pin_version: 1,
             default_block_size,
         };
-        let mut root = ns.new_inode(ROOT_ID, 0, "", true, &NewAttrs::default(), now);
+        let attrs = NewAttrs {
+            mode: Some(0o755),
+            owner: owner.into(),
+            group: group.into(),
+            ..NewAttrs::default()
+        };
+        let mut root = ns.new_inode(ROOT_ID, 0, "", true, &attrs, now);
         // The flags go on before the record is made: a root recorded without
         // them comes back from a restart unpersisted, and sync skips it.
         root.set_flag(FLAG_PERSISTED | FLAG_MOUNT_POINT, true);
@@ -320,7 +340,13 @@ impl Namespace {
         a: &NewAttrs,
         now: i64,
     ) -> Inode {
-        let owner = self.intern(&a.owner, &a.group);
+        // No group given: the parent's, as HDFS (BSD semantics), so a
+        // directory's group carries down to what is created in it.
+        let group = match self.inodes.get(&parent) {
+            Some(p) if a.group.is_empty() && id != ROOT_ID => p.owner.group.clone(),
+            _ => a.group.as_str().into(),
+        };
+        let owner = self.intern(&a.owner, &group);
         Inode {
             id,
             parent,
@@ -345,6 +371,23 @@ impl Namespace {
             fingerprint: Fingerprint::NONE,
             synced_ms: now,
             dir: is_dir.then(Default::default),
+        }
+    }
+
+    /// Attributes of an entry that first appears from the under-storage
+    /// below `parent`: the owner and group of the mount point it is under
+    /// (stores carry no Eddy owner; the mount's owner is the superuser
+    /// unless chown'ed), the default modes.
+    fn loaded_attrs(&self, parent: u64) -> NewAttrs {
+        let mut at = parent;
+        while at != ROOT_ID && !self.inodes[&at].flag(FLAG_MOUNT_POINT) {
+            at = self.inodes[&at].parent;
+        }
+        let o = &self.inodes[&at].owner;
+        NewAttrs {
+            owner: o.user.to_string(),
+            group: o.group.to_string(),
+            ..NewAttrs::default()
         }
     }
 

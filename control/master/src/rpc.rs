@@ -7,6 +7,7 @@ use eddy_proto::pb;
 use tonic::{Request, Response, Status};
 
 use crate::error::Result;
+use crate::identity::Caller;
 use crate::service::MasterState;
 
 /// Serves all three master services over one shared state.
@@ -19,6 +20,17 @@ impl MasterRpc {
         let r = f.await;
         self.0.durability.settle().await;
         r
+    }
+
+    /// Runs `f` with the access of the request's caller (`crate::authz`):
+    /// every file system call acts for its caller.
+    async fn as_caller<T>(
+        &self,
+        caller: &Caller,
+        f: impl std::future::Future<Output = Result<T>>,
+    ) -> Result<T> {
+        let who = self.0.authz.access(caller).await?;
+        crate::authz::scope(who, f).await
     }
 
     /// A change's answer. Success waited for its own commit, which follows
@@ -39,13 +51,17 @@ type Rpc<T> = std::result::Result<Response<T>, Status>;
 #[tonic::async_trait]
 impl pb::file_system_master_server::FileSystemMaster for MasterRpc {
     async fn mkdir(&self, r: Request<pb::MkdirRequest>) -> Rpc<pb::MkdirResponse> {
-        let status = self.change(self.0.mkdir(r.into_inner())).await?;
+        let status = self
+            .change(self.as_caller(&Caller::of(&r), self.0.mkdir(r.into_inner())))
+            .await?;
         Ok(Response::new(pb::MkdirResponse {
             status: Some(status),
         }))
     }
     async fn create_file(&self, r: Request<pb::CreateFileRequest>) -> Rpc<pb::CreateFileResponse> {
-        let (status, ufs) = self.change(self.0.create_file(r.into_inner())).await?;
+        let (status, ufs) = self
+            .change(self.as_caller(&Caller::of(&r), self.0.create_file(r.into_inner())))
+            .await?;
         Ok(Response::new(pb::CreateFileResponse {
             status: Some(status),
             ufs: Some(ufs),
@@ -55,52 +71,68 @@ impl pb::file_system_master_server::FileSystemMaster for MasterRpc {
         &self,
         r: Request<pb::CompleteFileRequest>,
     ) -> Rpc<pb::CompleteFileResponse> {
-        let status = self.change(self.0.complete_file(r.into_inner())).await?;
+        let status = self
+            .change(self.as_caller(&Caller::of(&r), self.0.complete_file(r.into_inner())))
+            .await?;
         Ok(Response::new(pb::CompleteFileResponse {
             status: Some(status),
         }))
     }
     async fn get_status(&self, r: Request<pb::GetStatusRequest>) -> Rpc<pb::GetStatusResponse> {
-        let status = self.read(self.0.get_status(r.into_inner())).await?;
+        let status = self
+            .read(self.as_caller(&Caller::of(&r), self.0.get_status(r.into_inner())))
+            .await?;
         Ok(Response::new(pb::GetStatusResponse {
             status: Some(status),
         }))
     }
     async fn exists(&self, r: Request<pb::ExistsRequest>) -> Rpc<pb::ExistsResponse> {
-        let exists = self.read(self.0.exists(r.into_inner())).await?;
+        let exists = self
+            .read(self.as_caller(&Caller::of(&r), self.0.exists(r.into_inner())))
+            .await?;
         Ok(Response::new(pb::ExistsResponse { exists }))
     }
     async fn list_status(&self, r: Request<pb::ListStatusRequest>) -> Rpc<pb::ListStatusResponse> {
         Ok(Response::new(
-            self.read(self.0.list_status(r.into_inner())).await?,
+            self.read(self.as_caller(&Caller::of(&r), self.0.list_status(r.into_inner())))
+                .await?,
         ))
     }
     async fn rename(&self, r: Request<pb::RenameRequest>) -> Rpc<pb::RenameResponse> {
-        self.change(self.0.rename(r.into_inner())).await?;
+        self.change(self.as_caller(&Caller::of(&r), self.0.rename(r.into_inner())))
+            .await?;
         Ok(Response::new(pb::RenameResponse {}))
     }
     async fn delete(&self, r: Request<pb::DeleteRequest>) -> Rpc<pb::DeleteResponse> {
-        self.change(self.0.delete(r.into_inner())).await?;
+        self.change(self.as_caller(&Caller::of(&r), self.0.delete(r.into_inner())))
+            .await?;
         Ok(Response::new(pb::DeleteResponse {}))
     }
     async fn set_attribute(
         &self,
         r: Request<pb::SetAttributeRequest>,
     ) -> Rpc<pb::SetAttributeResponse> {
-        let status = self.change(self.0.set_attribute(r.into_inner())).await?;
+        let status = self
+            .change(self.as_caller(&Caller::of(&r), self.0.set_attribute(r.into_inner())))
+            .await?;
         Ok(Response::new(pb::SetAttributeResponse {
             status: Some(status),
         }))
     }
     async fn mount(&self, r: Request<pb::MountRequest>) -> Rpc<pb::MountResponse> {
-        self.change(self.0.mount(r.into_inner())).await?;
+        self.change(self.as_caller(&Caller::of(&r), self.0.mount(r.into_inner())))
+            .await?;
         Ok(Response::new(pb::MountResponse {}))
     }
     async fn unmount(&self, r: Request<pb::UnmountRequest>) -> Rpc<pb::UnmountResponse> {
-        self.change(self.0.unmount(r.into_inner())).await?;
+        self.change(self.as_caller(&Caller::of(&r), self.0.unmount(r.into_inner())))
+            .await?;
         Ok(Response::new(pb::UnmountResponse {}))
     }
-    async fn list_mounts(&self, _: Request<pb::ListMountsRequest>) -> Rpc<pb::ListMountsResponse> {
+    async fn list_mounts(&self, r: Request<pb::ListMountsRequest>) -> Rpc<pb::ListMountsResponse> {
+        // Any user may see the mounts (secrets masked); a worker
+        // credential names no user.
+        self.0.authz.access(&Caller::of(&r)).await?;
         Ok(Response::new(pb::ListMountsResponse {
             mounts: self.0.list_mounts(),
         }))
@@ -110,11 +142,14 @@ impl pb::file_system_master_server::FileSystemMaster for MasterRpc {
         r: Request<pb::GetFileBlocksRequest>,
     ) -> Rpc<pb::GetFileBlocksResponse> {
         Ok(Response::new(
-            self.read(self.0.get_file_blocks(r.into_inner())).await?,
+            self.read(self.as_caller(&Caller::of(&r), self.0.get_file_blocks(r.into_inner())))
+                .await?,
         ))
     }
     async fn free(&self, r: Request<pb::FreeRequest>) -> Rpc<pb::FreeResponse> {
-        let blocks_freed = self.change(self.0.free(r.into_inner())).await?;
+        let blocks_freed = self
+            .change(self.as_caller(&Caller::of(&r), self.0.free(r.into_inner())))
+            .await?;
         Ok(Response::new(pb::FreeResponse { blocks_freed }))
     }
     async fn check_consistency(
@@ -122,11 +157,14 @@ impl pb::file_system_master_server::FileSystemMaster for MasterRpc {
         r: Request<pb::CheckConsistencyRequest>,
     ) -> Rpc<pb::CheckConsistencyResponse> {
         Ok(Response::new(
-            self.0.check_consistency(r.into_inner()).await?,
+            self.as_caller(&Caller::of(&r), self.0.check_consistency(r.into_inner()))
+                .await?,
         ))
     }
     async fn persist(&self, r: Request<pb::PersistRequest>) -> Rpc<pb::PersistResponse> {
-        let files = self.change(self.0.persist(r.into_inner())).await?;
+        let files = self
+            .change(self.as_caller(&Caller::of(&r), self.0.persist(r.into_inner())))
+            .await?;
         Ok(Response::new(pb::PersistResponse { files }))
     }
 }
@@ -181,8 +219,22 @@ impl pb::block_master_server::BlockMaster for MasterRpc {
 impl pb::meta_master_server::MetaMaster for MasterRpc {
     async fn get_cluster_info(
         &self,
-        _: Request<pb::GetClusterInfoRequest>,
+        r: Request<pb::GetClusterInfoRequest>,
     ) -> Rpc<pb::GetClusterInfoResponse> {
-        Ok(Response::new(self.0.cluster_info()))
+        // Workers call it too: their credential counts as no superuser.
+        let who = self
+            .0
+            .authz
+            .access(&Caller::of(&r))
+            .await
+            .unwrap_or_else(|_| {
+                crate::namespace::perm::Access::user(
+                    &Caller::of(&r).name,
+                    &[],
+                    &self.0.authz.superuser,
+                )
+            });
+        let info = crate::authz::scope(who, async { self.0.cluster_info() }).await;
+        Ok(Response::new(info))
     }
 }

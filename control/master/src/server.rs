@@ -143,6 +143,7 @@ pub async fn start(cfg: MasterConfig) -> Result<RunningMaster> {
         MasterError::InvalidArgument(format!("master bind address {:?} is not IP:PORT", cfg.bind))
     })?;
     let keys = crate::identity::MasterKeys::load(&cfg.security, &cfg.metastore_dir)?;
+    let authz = crate::authz::Authority::new(&cfg.security);
     let (store, mut loaded) = Metastore::open(&cfg.metastore_dir)?;
     let intents = std::mem::take(&mut loaded.intents);
     // A restart: workers hold blocks of this namespace and will register
@@ -169,7 +170,14 @@ pub async fn start(cfg: MasterConfig) -> Result<RunningMaster> {
                 options: Default::default(),
                 sync_interval_ms: cfg.root_sync_interval_ms,
             };
-            let (ns, fx) = Namespace::new(root, cfg.default_block_size, now_ms());
+            // The root is the superuser's and the supergroup's, 0755 (HDFS).
+            let (ns, fx) = Namespace::new_owned(
+                root,
+                cfg.default_block_size,
+                now_ms(),
+                &authz.superuser,
+                &cfg.security.supergroup,
+            );
             store.submit(fx.into_ops()).await?;
             ns
         }
@@ -184,6 +192,7 @@ pub async fn start(cfg: MasterConfig) -> Result<RunningMaster> {
         cfg.clone(),
         addr.to_string(),
         keys,
+        authz,
     ));
     state.resolve_intents(intents).await?;
     // Staging objects of writes that will never finish; in the background,

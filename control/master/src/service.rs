@@ -24,6 +24,7 @@ use crate::inode::*;
 use crate::intent::Intent;
 use crate::metastore::{MetaOp, Metastore};
 use crate::mount::MountPoint;
+use crate::namespace::perm::{Access, EXECUTE, Need, READ};
 use crate::namespace::{Effects, Namespace};
 use crate::path::EddyPath;
 use crate::workers::Registry;
@@ -74,6 +75,8 @@ pub struct MasterState {
     pub(crate) durability: Arc<crate::durable::Durability>,
     /// The keys that sign credentials and block tokens (`crate::identity`).
     pub keys: Arc<crate::identity::MasterKeys>,
+    /// Superuser, supergroup and users' groups (`crate::authz`).
+    pub authz: crate::authz::Authority,
 }
 
 impl MasterState {
@@ -83,8 +86,10 @@ impl MasterState {
         cfg: MasterConfig,
         address: String,
         keys: crate::identity::MasterKeys,
+        authz: crate::authz::Authority,
     ) -> Self {
         Self {
+            authz,
             ns: RwLock::new(ns),
             reg: Mutex::new(Registry::default()),
             store,
@@ -99,6 +104,11 @@ impl MasterState {
             durability: Default::default(),
             keys: Arc::new(keys),
         }
+    }
+
+    /// Who the running RPC acts for (`crate::authz`).
+    pub(crate) fn who(&self) -> Access {
+        crate::authz::current(&self.authz.superuser)
     }
 
     pub(crate) fn mono_ms(&self) -> u64 {
@@ -271,13 +281,16 @@ impl MasterState {
     pub async fn get_status(&self, r: pb::GetStatusRequest) -> Result<pb::FileStatus> {
         let path = EddyPath::parse_bytes(&r.path)?;
         self.sync_path(&path, r.sync.as_ref()).await?;
+        self.ns.read().permit(&self.who(), &path, Need::default())?;
         self.status_of(&path)
     }
 
     pub async fn exists(&self, r: pb::ExistsRequest) -> Result<bool> {
         let path = EddyPath::parse_bytes(&r.path)?;
         self.sync_path(&path, r.sync.as_ref()).await?;
-        Ok(self.ns.read().lookup(&path).is_some())
+        let ns = self.ns.read();
+        ns.permit(&self.who(), &path, Need::default())?;
+        Ok(ns.lookup(&path).is_some())
     }
 
     pub async fn list_status(&self, r: pb::ListStatusRequest) -> Result<pb::ListStatusResponse> {
@@ -294,6 +307,22 @@ impl MasterState {
             self.sync_listing(&path, r.sync.as_ref()).await?;
         }
         let ns = self.ns.read();
+        // A directory's names need read and execute on it (HDFS); checked
+        // before resolving, so a path one may not traverse is not found
+        // to be missing either.
+        let dir = ns
+            .lookup(&path)
+            .and_then(|i| ns.get(i))
+            .is_some_and(|i| i.is_dir());
+        let access = if dir { READ | EXECUTE } else { 0 };
+        ns.permit(
+            &self.who(),
+            &path,
+            Need {
+                access,
+                ..Need::default()
+            },
+        )?;
         let id = ns.resolve(&path)?;
         let (ids, next) = ns.list(id, start_after, limit);
         let reg = self.reg.lock();

@@ -98,7 +98,8 @@ impl Namespace {
             self.remove_subtree(id, fx);
         }
         let id = self.alloc_id(fx);
-        let mut ino = self.new_inode(id, parent, &st.name, st.is_dir, &NewAttrs::default(), now);
+        let attrs = self.loaded_attrs(parent);
+        let mut ino = self.new_inode(id, parent, &st.name, st.is_dir, &attrs, now);
         ino.flags |= FLAG_PERSISTED | FLAG_COMPLETE;
         ino.length = st.length;
         ino.mtime_ms = st.mtime_ms;
