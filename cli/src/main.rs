@@ -69,6 +69,9 @@ its code); 2 usage error."
     Fs(cmd::fs::FsCommand),
     /// Show the cluster at a glance.
     Report,
+    /// Sign and inspect credentials for `authentication = "token"`.
+    #[command(subcommand)]
+    Token(cmd::token::TokenCommand),
 }
 
 fn parse_timeout(s: &str) -> Result<std::time::Duration, error::ArgError> {
@@ -111,6 +114,7 @@ fn main() -> ExitCode {
             return ExitCode::from(2);
         }
     };
+    cmd::set_security(cfg.security.clone());
     let explicit_master = cli
         .master
         .or_else(|| std::env::var("EDDY_MASTER").ok().filter(|s| !s.is_empty()));
@@ -154,6 +158,7 @@ fn main() -> ExitCode {
             Command::Local(args) => cmd::local::run(cfg.master, args).await,
             Command::Fs(c) => cmd::fs::run(&master, cfg.client.short_circuit, c).await,
             Command::Report => cmd::report::run(&master).await,
+            Command::Token(c) => cmd::token::run(&cfg.master, c),
         }
     });
     match result {

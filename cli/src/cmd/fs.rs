@@ -277,6 +277,7 @@ fn fs(c: MasterClient, short_circuit: bool) -> FileSystem {
             short_circuit,
             timeout: super::timeout(),
             metadata_ttl: super::metadata_cache(),
+            umask: super::security().umask,
             ..Default::default()
         },
     )

@@ -5,6 +5,7 @@ pub mod master;
 pub mod meta;
 pub mod paths;
 pub mod report;
+pub mod token;
 pub mod worker;
 
 use eddy_client::EddyCode;
@@ -42,10 +43,28 @@ pub fn metadata_cache() -> std::time::Duration {
         .unwrap_or(eddy_client::DEFAULT_METADATA_TTL)
 }
 
-/// Connects to the master; a failure says which address failed and how to
-/// pick another (see `CliError`'s `From<ClientError>`).
+static SECURITY: std::sync::OnceLock<eddy_proto::auth::SecurityConfig> = std::sync::OnceLock::new();
+
+/// Sets the config file's `[security]` for this process's clients (once,
+/// at start): who they say they are, and the umask.
+pub fn set_security(s: eddy_proto::auth::SecurityConfig) {
+    let _ = SECURITY.set(s);
+}
+
+/// `[security]` as set at start, else the defaults.
+pub fn security() -> eddy_proto::auth::SecurityConfig {
+    SECURITY.get().cloned().unwrap_or_default()
+}
+
+/// Connects to the master as the user and with the credential `[security]`
+/// and the environment give (EDDY_TOKEN, ...), clearing its umask from
+/// what it creates; a failure says which address failed and how to pick
+/// another (see `CliError`'s `From<ClientError>`).
 pub async fn connect(master: &str) -> Result<eddy_client::MasterClient, CliError> {
-    Ok(eddy_client::MasterClient::connect_with_timeout(master, timeout()).await?)
+    let sec = security();
+    let creds = eddy_client::Credentials::from_config(&sec)?;
+    let c = eddy_client::MasterClient::connect_with(master, timeout(), &creds).await?;
+    Ok(c.with_umask(sec.umask))
 }
 
 /// Logs go to stderr so stdout stays for output a script can read.

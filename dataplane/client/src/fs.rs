@@ -51,6 +51,7 @@ impl FileSystem {
     }
 
     pub fn with_master_opts(master: MasterClient, opts: ClientOptions) -> Self {
+        let master = master.with_umask(opts.umask);
         Self {
             shared: Arc::new(Shared::new(master, opts)),
         }

@@ -92,7 +92,8 @@ pub struct MasterClient {
     block: BlockMasterClient<Transport>,
     meta: MetaMasterClient<Transport>,
     channel: Transport,
-    user: String,
+    /// Bits cleared from the mode of everything this client creates.
+    umask: eddy_proto::auth::Umask,
 }
 
 fn path_bytes(p: impl AsRef<[u8]>) -> Vec<u8> {
@@ -174,15 +175,22 @@ impl MasterClient {
             _ => return Err(bad("expected host:port or http://host:port".into())),
         };
         let channel = Transport::with_identity(&authority, timeout, creds.headers()?);
-        let user = creds.user.clone();
         Ok(Self {
             addr: addr.to_string(),
             fs: FileSystemMasterClient::with_origin(channel.clone(), origin.clone()),
             block: BlockMasterClient::with_origin(channel.clone(), origin.clone()),
             meta: MetaMasterClient::with_origin(channel.clone(), origin),
             channel,
-            user,
+            umask: Default::default(),
         })
+    }
+
+    /// This client with `umask` applied to what it creates (mkdir, create):
+    /// modes default to 0777 for directories and 0666 for files before
+    /// it, as in HDFS and POSIX.
+    pub fn with_umask(mut self, umask: eddy_proto::auth::Umask) -> Self {
+        self.umask = umask;
+        self
     }
 
     pub fn address(&self) -> &str {
@@ -302,9 +310,11 @@ impl MasterClient {
                 path: path_bytes(path),
                 recursive,
                 allow_exists: recursive,
-                mode: None,
-                owner: self.user.clone(),
-                group: self.user.clone(),
+                mode: Some(self.umask.apply(0o777)),
+                // The master records the caller as the owner and the
+                // parent's group.
+                owner: String::new(),
+                group: String::new(),
             })
             .await?;
         Ok(r.into_inner().status.unwrap_or_default())
@@ -335,9 +345,9 @@ impl MasterClient {
                 path: path_bytes(path),
                 block_size: o.block_size,
                 recursive: o.recursive,
-                mode: o.mode,
-                owner: self.user.clone(),
-                group: self.user.clone(),
+                mode: Some(self.umask.apply(o.mode.unwrap_or(0o666))),
+                owner: String::new(),
+                group: String::new(),
                 write_type: o.write_type as i32,
                 replication_min: o.replication_min,
                 replication_max: o.replication_max,

@@ -26,6 +26,9 @@ pub struct ClientOptions {
     /// Who this client is to the master (`Credentials::from_config` reads
     /// `[security]` and the environment); default: the OS user, no token.
     pub credentials: crate::Credentials,
+    /// Bits cleared from the modes of files (0666) and directories (0777)
+    /// this client creates (`[security] umask`; default 022).
+    pub umask: eddy_proto::auth::Umask,
 }
 
 /// The default [`ClientOptions::metadata_ttl`].
@@ -38,6 +41,7 @@ impl Default for ClientOptions {
             timeout: crate::transport::DEFAULT_TIMEOUT,
             metadata_ttl: DEFAULT_METADATA_TTL,
             credentials: crate::Credentials::current_user(),
+            umask: Default::default(),
         }
     }
 }
