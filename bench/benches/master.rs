@@ -7,6 +7,10 @@
 //! - `create_complete`: 32 concurrent clients create + complete new files;
 //!   each acknowledged pair is durable (group commit).
 //! - `list_10k`: list a 10,000-entry directory, all pages.
+//! - `auth_get_status_{none,token}`: `get_status` of 32 clients against a
+//!   master with authentication `none` and one with `token` (each call
+//!   carrying a user's credential, verified and permission-checked), in
+//!   the same run, one after the other.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -112,6 +116,83 @@ fn bench_master(c: &mut Criterion) {
     });
     g.finish();
     rt.block_on(master.shutdown());
+    bench_auth(c, &rt);
+}
+
+/// `get_status` with authentication `none` vs `token`, in one run.
+fn bench_auth(c: &mut Criterion, rt: &tokio::runtime::Runtime) {
+    use eddy_proto::auth::{AuthMode, Credential, Principal};
+    let setup = |mode: AuthMode| {
+        let dir = tempfile::tempdir().unwrap();
+        let m = rt.block_on(eddy_bench::start_master_with(dir.path(), |cfg| {
+            cfg.security.authentication = mode;
+        }));
+        let addr = m.addr.to_string();
+        let keys = &m.state.keys.credentials;
+        let token = |user: &str| {
+            (mode == AuthMode::Token).then(|| {
+                Credential::sign(keys, Principal::User, user, now_ms(), 3_600_000).unwrap()
+            })
+        };
+        let creds = |user: &str| eddy_client::Credentials {
+            user: user.into(),
+            token: token(user),
+        };
+        let (admin, user) = (creds(&m.state.authz.superuser), creds("eddy-bench"));
+        let clients: Vec<MasterClient> = rt.block_on(async {
+            let a = MasterClient::connect_with(
+                &addr,
+                eddy_client::ClientOptions::default().timeout,
+                &admin,
+            )
+            .await
+            .unwrap();
+            a.mkdir("/bench", false).await.unwrap();
+            a.create_file("/bench/f", &CreateOptions::default())
+                .await
+                .unwrap();
+            a.complete_file("/bench/f", 1 << 20, false).await.unwrap();
+            let mut v = Vec::new();
+            for _ in 0..CLIENTS {
+                let t = eddy_client::ClientOptions::default().timeout;
+                v.push(MasterClient::connect_with(&addr, t, &user).await.unwrap());
+            }
+            v
+        });
+        (dir, m, clients)
+    };
+    let none = setup(AuthMode::None);
+    let token = setup(AuthMode::Token);
+    let mut g = c.benchmark_group("master");
+    g.throughput(Throughput::Elements(1));
+    g.measurement_time(Duration::from_secs(5));
+    for (name, clients) in [
+        ("auth_get_status_none_x32", &none.2),
+        ("auth_get_status_token_x32", &token.2),
+    ] {
+        g.bench_function(name, |b| {
+            b.to_async(rt).iter_custom(|iters| {
+                let clients = clients.clone();
+                async move {
+                    run_spread(&clients, iters, |c, _| async move {
+                        c.stat("/bench/f").await.unwrap();
+                    })
+                    .await
+                }
+            })
+        });
+    }
+    g.finish();
+    for (_, m, _) in [none, token] {
+        rt.block_on(m.shutdown());
+    }
+}
+
+fn now_ms() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_millis() as u64
 }
 
 /// Runs `op(client, i)` for i in 0..iters, spread over all clients

@@ -4,12 +4,21 @@ use eddy_master::{MasterConfig, RunningMaster};
 
 /// A master on a loopback ephemeral port with its metastore in a temp dir.
 pub async fn start_master(dir: &std::path::Path) -> RunningMaster {
-    let cfg = MasterConfig {
+    start_master_with(dir, |_| {}).await
+}
+
+/// As [`start_master`], with `tune` applied to the configuration.
+pub async fn start_master_with(
+    dir: &std::path::Path,
+    tune: impl FnOnce(&mut MasterConfig),
+) -> RunningMaster {
+    let mut cfg = MasterConfig {
         bind: "127.0.0.1:0".into(),
         metastore_dir: dir.join("meta"),
         root_ufs: dir.join("ufs").display().to_string(),
         ..Default::default()
     };
+    tune(&mut cfg);
     eddy_master::start(cfg).await.expect("master starts")
 }
 

@@ -163,3 +163,40 @@ fn c_clients_bound_their_metadata_cache() {
     );
     run(&exe, &c.master.addr, &[]);
 }
+
+/// Options "token" and "umask" of eddy_connect against a master with
+/// authentication "token": no token is EDDY_ERR_UNAUTHENTICATED, a user's
+/// token writing the superuser's root is EDDY_ERR_PERMISSION_DENIED.
+#[test]
+fn c_clients_authenticate_and_are_refused_what_they_may_not_do() {
+    let dir = tempfile::tempdir().unwrap();
+    let m = common::MasterProc::start(dir.path(), "\n[security]\nauthentication = \"token\"\n");
+    let o = Command::new(common::EDDY)
+        .arg("--config")
+        .arg(dir.path().join("eddy.toml"))
+        .args(["token", "create", "--user", "eddy-c-user", "--ttl", "1h"])
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let token = String::from_utf8(o.stdout).unwrap().trim().to_string();
+    let exe = dir.path().join("security");
+    build(
+        "gcc",
+        "ffi/tests/c/security.c",
+        &exe,
+        &["-Wall", "-Wextra", "-Werror", "-std=c11"],
+    );
+    let o = Command::new(&exe)
+        .args([&m.addr, &token])
+        .env_remove("EDDY_TOKEN")
+        .env_remove("EDDY_TOKEN_FILE")
+        .env("HOME", "/nonexistent")
+        .output()
+        .unwrap();
+    assert!(
+        o.status.success(),
+        "{}\n{}",
+        String::from_utf8_lossy(&o.stdout),
+        String::from_utf8_lossy(&o.stderr)
+    );
+}

@@ -21,7 +21,15 @@ use crate::*;
 /// without asking the master, i.e. how long a delete, rename or rewrite by
 /// *another* client may go unseen by this one (also while no master is
 /// running); 0 caches nothing. This client's own create, close, rename and
-/// delete are always seen at once.
+/// delete are always seen at once;
+/// "token" = a credential from `eddy token create` (`eddy1.`...), for a
+/// master with authentication "token" (default: EDDY_TOKEN, else the file
+/// EDDY_TOKEN_FILE, else ~/.eddy/token if it exists; none: the OS user
+/// only, as "simple" mode takes it);
+/// "umask" = up to 3 octal digits (default "022"): permission bits cleared
+/// from files (0666) and directories (0777) this client creates.
+/// A refused credential fails calls with EDDY_ERR_UNAUTHENTICATED; a
+/// permission the master refuses, with EDDY_ERR_PERMISSION_DENIED.
 /// On success `*out` is a client handle; free it with `eddy_disconnect`.
 /// Thread-safe.
 ///
@@ -41,7 +49,10 @@ pub unsafe extern "C" fn eddy_connect(
         let addr = std::str::from_utf8(unsafe { cstr(master, "master")? })
             .map_err(|_| invalid("master address is not UTF-8"))?
             .to_string();
-        let mut opts = ClientOptions::default();
+        let mut opts = ClientOptions {
+            credentials: eddy_client::Credentials::from_config(&Default::default())?,
+            ..ClientOptions::default()
+        };
         if n_options > 0 && (keys.is_null() || values.is_null()) {
             return Err(invalid("option keys or values are NULL"));
         }
@@ -55,11 +66,27 @@ pub unsafe extern "C" fn eddy_connect(
                 (b"short_circuit", b"false") => opts.short_circuit = false,
                 (b"timeout_ms", v) => opts.timeout = parse_timeout(v)?,
                 (b"metadata_cache_ms", v) => opts.metadata_ttl = parse_cache_ms(v)?,
+                (b"token", v) => {
+                    let t =
+                        std::str::from_utf8(v).map_err(|_| invalid("option token is not UTF-8"))?;
+                    opts.credentials.token = Some(t.trim().to_string());
+                }
+                (b"umask", v) => {
+                    opts.umask = std::str::from_utf8(v)
+                        .ok()
+                        .and_then(|u| eddy_client::Umask::parse(u).ok())
+                        .ok_or_else(|| {
+                            invalid(format!(
+                                "umask={} is not up to 3 octal digits (e.g. \"022\")",
+                                String::from_utf8_lossy(v)
+                            ))
+                        })?;
+                }
+                // The value is not echoed: a mistyped key may hold a token.
                 _ => {
                     return Err(invalid(format!(
-                        "unknown option {}={} (known: short_circuit=true|false, timeout_ms=N, metadata_cache_ms=N)",
-                        String::from_utf8_lossy(k),
-                        String::from_utf8_lossy(v)
+                        "unknown option {} (known: short_circuit=true|false, timeout_ms=N, metadata_cache_ms=N, token=eddy1..., umask=022)",
+                        String::from_utf8_lossy(k)
                     )));
                 }
             }

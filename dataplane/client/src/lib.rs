@@ -11,6 +11,7 @@
 use std::collections::HashMap;
 
 pub use credentials::Credentials;
+pub use eddy_proto::auth::Umask;
 pub use eddy_proto::pb;
 pub use eddy_proto::{EddyCode, RpcError};
 pub use eddy_wire::ReadType;
