@@ -210,7 +210,15 @@ const char *eddy_last_error_message(void);
 // without asking the master, i.e. how long a delete, rename or rewrite by
 // *another* client may go unseen by this one (also while no master is
 // running); 0 caches nothing. This client's own create, close, rename and
-// delete are always seen at once.
+// delete are always seen at once;
+// "token" = a credential from `eddy token create` (`eddy1.`...), for a
+// master with authentication "token" (default: EDDY_TOKEN, else the file
+// EDDY_TOKEN_FILE, else ~/.eddy/token if it exists; none: the OS user
+// only, as "simple" mode takes it);
+// "umask" = up to 3 octal digits (default "022"): permission bits cleared
+// from files (0666) and directories (0777) this client creates.
+// A refused credential fails calls with EDDY_ERR_UNAUTHENTICATED; a
+// permission the master refuses, with EDDY_ERR_PERMISSION_DENIED.
 // On success `*out` is a client handle; free it with `eddy_disconnect`.
 // Thread-safe.
 //

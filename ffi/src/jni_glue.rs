@@ -120,10 +120,18 @@ pub extern "system" fn Java_io_eddy_hadoop_NativeEddy_connect(
     short_circuit: jboolean,
     timeout_ms: jlong,
     metadata_cache_ms: jlong,
+    token: JString,
 ) -> jlong {
     run(&mut env, 0, |env| {
         let addr = path(env, &master)?;
+        // `eddy.security.token`, else what the environment gives.
+        let mut credentials = eddy_client::Credentials::from_config(&Default::default())?;
+        let token = path(env, &token)?;
+        if !token.trim().is_empty() {
+            credentials.token = Some(token.trim().to_string());
+        }
         let opts = ClientOptions {
+            credentials,
             short_circuit: short_circuit != 0,
             // The Java side refuses values below 1.
             timeout: std::time::Duration::from_millis(timeout_ms.max(1) as u64),

@@ -34,7 +34,10 @@ import org.apache.hadoop.util.Progressable;
  * long an open may reuse a complete file's metadata without asking the
  * master, so how long another client's delete, rename or rewrite may go
  * unseen here; 0 caches nothing; this FileSystem's own changes are always
- * seen at once) and
+ * seen at once), {@code eddy.security.token} (a credential from {@code eddy
+ * token create} for a master with authentication "token"; empty: EDDY_TOKEN,
+ * EDDY_TOKEN_FILE or ~/.eddy/token; a refused one throws
+ * AccessControlException) and
  * {@code eddy.native.library} (a path to libeddy.so instead of
  * java.library.path).
  */
@@ -77,7 +80,8 @@ public class EddyFileSystem extends FileSystem {
       throw new IllegalArgumentException(
           "eddy.user.metadata.cache.ms must be 0 or more, not " + metadataCacheMs);
     }
-    client = NativeEddy.connect(master, shortCircuit, timeoutMs, metadataCacheMs);
+    String token = conf.getTrimmed("eddy.security.token", "");
+    client = NativeEddy.connect(master, shortCircuit, timeoutMs, metadataCacheMs, token);
     long handle = client;
     clientCleanable = CLEANER.register(this, () -> NativeEddy.disconnect(handle));
     uri = URI.create("eddy://" + master);

@@ -40,8 +40,9 @@ final class NativeEddy {
     }
   }
 
+  /** {@code token}: a credential ({@code eddy token create}), or "" for the environment's. */
   static native long connect(
-      String master, boolean shortCircuit, long timeoutMs, long metadataCacheMs);
+      String master, boolean shortCircuit, long timeoutMs, long metadataCacheMs, String token);
 
   static native void disconnect(long client);
 
