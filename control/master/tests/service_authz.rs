@@ -77,7 +77,6 @@ async fn callers_own_what_they_create_and_are_refused_before_the_ufs_is_touched(
     .unwrap();
     let blocks = pb::GetFileBlocksRequest {
         path: b"/home/alice/f".to_vec(),
-        ..Default::default()
     };
     scope(bob(), s.get_file_blocks(blocks.clone()))
         .await
@@ -113,11 +112,17 @@ async fn callers_own_what_they_create_and_are_refused_before_the_ufs_is_touched(
         .await
         .unwrap_err();
     assert_eq!(e.code(), EddyCode::PermissionDenied);
-    assert!(m.ufs().join("home/alice/f").exists() || !st.persisted);
+    let still = pb::GetStatusRequest {
+        path: b"/home/alice/f".to_vec(),
+        ..Default::default()
+    };
+    assert!(
+        s.get_status(still).await.is_ok(),
+        "a refused delete deletes nothing"
+    );
     let mv = pb::RenameRequest {
         src: b"/home/alice/f".to_vec(),
         dst: b"/home/g".to_vec(),
-        ..Default::default()
     };
     let e = scope(bob(), s.rename(mv.clone())).await.unwrap_err();
     assert_eq!(e.code(), EddyCode::PermissionDenied);
@@ -143,7 +148,6 @@ async fn callers_own_what_they_create_and_are_refused_before_the_ufs_is_touched(
         alice(),
         s.check_consistency(pb::CheckConsistencyRequest {
             path: b"/".to_vec(),
-            ..Default::default()
         }),
     )
     .await
