@@ -184,6 +184,28 @@ mod tests {
         assert!(Credential::sign(&k, Principal::User, "a:b", 0, 1).is_err());
     }
 
+    /// One text per credential: changing any character of the text,
+    /// the unused low bits of the last one included, is refused.
+    #[test]
+    fn every_other_text_is_refused() {
+        let k = Keyring::generate(1);
+        for name in ["a", "bo", "bob", "carol"] {
+            let t = Credential::sign(&k, Principal::User, name, 0, 1 << 40).unwrap();
+            let alphabet = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_";
+            for i in TOKEN_PREFIX.len()..t.len() {
+                for &c in alphabet {
+                    if c == t.as_bytes()[i] {
+                        continue;
+                    }
+                    let mut b = t.clone().into_bytes();
+                    b[i] = c;
+                    let forged = String::from_utf8(b).unwrap();
+                    assert!(Credential::verify(&k, &forged, 1).is_err(), "{forged}");
+                }
+            }
+        }
+    }
+
     proptest! {
         #[test]
         fn any_text_is_refused_without_panicking(s in ".{0,600}") {
