@@ -36,6 +36,14 @@ pub fn cluster_child(dir: &std::path::Path) {
     rt.block_on(async {
         let master = start_master(dir).await;
         let worker = eddy_worker::start(eddy_worker::WorkerConfig {
+            security: eddy_proto::auth::SecurityConfig {
+                token: master
+                    .state
+                    .keys
+                    .worker_token("eddy-worker", 3_600_000)
+                    .unwrap(),
+                ..Default::default()
+            },
             master: master.addr.to_string(),
             bind: "127.0.0.1:0".into(),
             memory_capacity: 8 << 30,
