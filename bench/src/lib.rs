@@ -4,13 +4,34 @@ use eddy_master::{MasterConfig, RunningMaster};
 
 /// A master on a loopback ephemeral port with its metastore in a temp dir.
 pub async fn start_master(dir: &std::path::Path) -> RunningMaster {
-    let cfg = MasterConfig {
+    start_master_with(dir, eddy_proto::auth::AuthMode::default()).await
+}
+
+/// As [`start_master`], with authentication `mode` (`none`: no block
+/// tokens issued or checked, the baseline of the token benchmarks).
+pub async fn start_master_with(
+    dir: &std::path::Path,
+    mode: eddy_proto::auth::AuthMode,
+) -> RunningMaster {
+    let mut cfg = MasterConfig {
         bind: "127.0.0.1:0".into(),
         metastore_dir: dir.join("meta"),
         root_ufs: dir.join("ufs").display().to_string(),
         ..Default::default()
     };
+    cfg.security.authentication = mode;
     eddy_master::start(cfg).await.expect("master starts")
+}
+
+/// The authentication a cluster child runs with: `EDDY_BENCH_AUTH`
+/// (`none`, `simple`, `token`), else the default.
+fn child_auth() -> eddy_proto::auth::AuthMode {
+    use eddy_proto::auth::AuthMode;
+    match std::env::var("EDDY_BENCH_AUTH").as_deref() {
+        Ok("none") => AuthMode::None,
+        Ok("token") => AuthMode::Token,
+        _ => AuthMode::default(),
+    }
 }
 
 /// Resident set size of this process in bytes (from /proc/self/statm).
@@ -34,7 +55,7 @@ pub fn cluster_child(dir: &std::path::Path) {
         .build()
         .unwrap();
     rt.block_on(async {
-        let master = start_master(dir).await;
+        let master = start_master_with(dir, child_auth()).await;
         let worker = eddy_worker::start(eddy_worker::WorkerConfig {
             security: eddy_proto::auth::SecurityConfig {
                 token: master
@@ -68,9 +89,15 @@ pub fn cluster_child(dir: &std::path::Path) {
 /// [`cluster_child`]); returns it and the master's address. Closing the
 /// child's stdin stops it.
 pub fn spawn_cluster(dir: &std::path::Path) -> (std::process::Child, String) {
+    spawn_cluster_with(dir, "simple")
+}
+
+/// As [`spawn_cluster`], the master with authentication `mode`.
+pub fn spawn_cluster_with(dir: &std::path::Path, mode: &str) -> (std::process::Child, String) {
     use std::io::BufRead;
     let mut child = std::process::Command::new(std::env::current_exe().unwrap())
         .args(["--child-cluster", dir.to_str().unwrap()])
+        .env("EDDY_BENCH_AUTH", mode)
         .stdin(std::process::Stdio::piped())
         .stdout(std::process::Stdio::piped())
         .spawn()

@@ -308,6 +308,12 @@ async fn secrets_are_masked_and_state_is_owner_only() {
         let p = b.unwrap().path();
         if p.is_dir() {
             assert_eq!(mode(&p), 0o700, "{}", p.display());
+            for f in std::fs::read_dir(&p).unwrap() {
+                let f = f.unwrap().path();
+                if f.is_file() {
+                    assert_eq!(mode(&f), 0o600, "block file {}", f.display());
+                }
+            }
         }
     }
 }

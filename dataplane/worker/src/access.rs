@@ -323,8 +323,14 @@ pub async fn handshake<S: AsyncRead + AsyncWrite + Unpin>(
                 return ok.ok().map(|()| ConnAccess::new(h.user, peer));
             }
         },
-        Err(WireError::Closed | WireError::Io(_)) => return None,
+        Err(WireError::Closed) => return None,
         Err(WireError::Remote(f)) => f,
+        // A cut or stalled handshake is told why too (best effort: the
+        // peer may be gone).
+        Err(WireError::Io(e)) => ErrorFrame::new(
+            EddyCode::Protocol,
+            format!("the handshake did not arrive whole: {e}"),
+        ),
         Err(e) => ErrorFrame::new(EddyCode::Protocol, e.to_string()),
     };
     tracing::debug!("refused a data connection's handshake: {}", refusal.message);
