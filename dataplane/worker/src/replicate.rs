@@ -178,6 +178,15 @@ mod tests {
         let port = u32::from(l.local_addr().unwrap().port());
         let task = tokio::spawn(async move {
             let (mut s, _) = l.accept().await.unwrap();
+            // The handshake first, as every peer sends it.
+            let h = eddy_wire::read_header(&mut s).await.unwrap();
+            assert_eq!(h.kind, Kind::Hello);
+            let hello = eddy_wire::read_body(&mut s, h).await.unwrap();
+            let hello = eddy_wire::Hello::decode(&hello).unwrap();
+            assert_eq!(hello.user, crate::access::WORKER_USER);
+            eddy_wire::write_frame(&mut s, Kind::Ok, &eddy_wire::u64_body(1))
+                .await
+                .unwrap();
             let h = eddy_wire::read_header(&mut s).await.unwrap();
             let body = eddy_wire::read_body(&mut s, h).await.unwrap();
             let req = ReadRequest::decode(Kind::Read, &body).unwrap();
