@@ -5,6 +5,7 @@
 //! | warm read of a cached file over loopback TCP, one stream | a raw TCP pump of the same bytes between two processes |
 //! | cold read through the worker from the local-directory under-storage (page cache dropped) | reading the file directly (page cache dropped) |
 //! | MUST_CACHE write of a file | writing the same bytes to a local file |
+//! | warm read with block tokens (authentication `simple`) | the same read on a cluster with authentication `none` (no tokens) |
 //!
 //! The cluster (master + worker) and the pump's sender run in child
 //! processes (this binary, re-executed), so both sides of every stream are
@@ -92,6 +93,7 @@ async fn run(bytes: u64) {
     let (write_eddy, write_local) = writes(&fs, dir.path(), bytes).await;
     let warm = warm_reads(&fs, bytes).await;
     let (cold, direct) = cold_reads(&fs, dir.path(), bytes).await;
+    let (tokens, no_tokens) = token_reads(&fs, bytes).await;
     drop(cluster.stdin.take());
     cluster.wait().unwrap();
 
@@ -113,6 +115,48 @@ async fn run(bytes: u64) {
     row(cold_name, &cold, &direct, ">=0.7");
     let write_name = "MUST_CACHE write vs local file write";
     row(write_name, &write_eddy, &write_local, "");
+    let token_name = "warm read, block tokens vs auth none";
+    row(token_name, &tokens, &no_tokens, ">=0.95");
+}
+
+/// Warm remote reads of the same size on the cluster with block tokens
+/// (`fs`, authentication `simple`) and on a second cluster with
+/// authentication `none`, alternated run by run so both see the same
+/// machine.
+async fn token_reads(fs: &FileSystem, bytes: u64) -> (Vec<Duration>, Vec<Duration>) {
+    let dir = tempfile::tempdir_in(std::env::temp_dir()).unwrap();
+    let (mut cluster, master) = eddy_bench::spawn_cluster_with(dir.path(), "none");
+    let opts = eddy_client::ClientOptions {
+        short_circuit: false,
+        ..Default::default()
+    };
+    let plain = FileSystem::connect_with(&master, opts).await.unwrap();
+    let name = format!("/w{}", RUNS - 1);
+    let chunk = vec![0x5au8; CHUNK];
+    let mut w = plain
+        .create(&name, &CreateOptions::default())
+        .await
+        .unwrap();
+    let mut left = bytes;
+    while left > 0 {
+        let k = left.min(CHUNK as u64) as usize;
+        w.write(&chunk[..k]).await.unwrap();
+        left -= k as u64;
+    }
+    w.close().await.unwrap();
+    let mut buf = vec![0u8; CHUNK];
+    let (mut with, mut without) = (Vec::new(), Vec::new());
+    for _ in 0..RUNS {
+        for (client, out) in [(fs, &mut with), (&plain, &mut without)] {
+            let start = Instant::now();
+            let mut r = client.open(&name, &OpenOptions::default()).await.unwrap();
+            assert_eq!(eddy_bench::read_all(&mut r, &mut buf).await, bytes);
+            out.push(start.elapsed());
+        }
+    }
+    drop(cluster.stdin.take());
+    cluster.wait().unwrap();
+    (with, without)
 }
 
 /// Baseline 1: a raw TCP pump between two processes.

@@ -22,6 +22,17 @@ pub async fn start_master_with(
     eddy_master::start(cfg).await.expect("master starts")
 }
 
+/// The authentication a cluster child runs with: `EDDY_BENCH_AUTH`
+/// (`none`, `simple`, `token`), else the default.
+fn child_auth() -> eddy_proto::auth::AuthMode {
+    use eddy_proto::auth::AuthMode;
+    match std::env::var("EDDY_BENCH_AUTH").as_deref() {
+        Ok("none") => AuthMode::None,
+        Ok("token") => AuthMode::Token,
+        _ => AuthMode::default(),
+    }
+}
+
 /// Resident set size of this process in bytes (from /proc/self/statm).
 pub fn rss_bytes() -> u64 {
     let statm = std::fs::read_to_string("/proc/self/statm").unwrap_or_default();
@@ -43,8 +54,16 @@ pub fn cluster_child(dir: &std::path::Path) {
         .build()
         .unwrap();
     rt.block_on(async {
-        let master = start_master(dir).await;
+        let master = start_master_with(dir, |c| c.security.authentication = child_auth()).await;
         let worker = eddy_worker::start(eddy_worker::WorkerConfig {
+            security: eddy_proto::auth::SecurityConfig {
+                token: master
+                    .state
+                    .keys
+                    .worker_token("eddy-worker", 3_600_000)
+                    .unwrap(),
+                ..Default::default()
+            },
             master: master.addr.to_string(),
             bind: "127.0.0.1:0".into(),
             memory_capacity: 8 << 30,
@@ -69,9 +88,15 @@ pub fn cluster_child(dir: &std::path::Path) {
 /// [`cluster_child`]); returns it and the master's address. Closing the
 /// child's stdin stops it.
 pub fn spawn_cluster(dir: &std::path::Path) -> (std::process::Child, String) {
+    spawn_cluster_with(dir, "simple")
+}
+
+/// As [`spawn_cluster`], the master with authentication `mode`.
+pub fn spawn_cluster_with(dir: &std::path::Path, mode: &str) -> (std::process::Child, String) {
     use std::io::BufRead;
     let mut child = std::process::Command::new(std::env::current_exe().unwrap())
         .args(["--child-cluster", dir.to_str().unwrap()])
+        .env("EDDY_BENCH_AUTH", mode)
         .stdin(std::process::Stdio::piped())
         .stdout(std::process::Stdio::piped())
         .spawn()

@@ -266,8 +266,22 @@ async fn secrets_are_masked_and_state_is_owner_only() {
     assert_eq!(ext_mount.options["secret_key"], "******");
     assert_eq!(ext_mount.options["access_key"], "******");
     assert_eq!(ext_mount.options["region"], "eu-west-1");
+    // A caller that is not a worker gets nothing at all; a worker token
+    // with an id that is not a live worker's gets the options masked.
+    let e = m
+        .block_service()
+        .get_mount(pb::GetMountRequest {
+            mount_id: ext_mount.mount_id,
+            worker_id: 0,
+        })
+        .await
+        .unwrap_err();
+    let e = eddy_proto::RpcError::from(e);
+    assert_eq!(e.code, EddyCode::Unauthenticated);
+    assert!(!e.message.contains("hunter2"));
+    let as_worker = common::worker_client(&c.master.addr, dir.path()).await;
     for worker_id in [0, 987_654] {
-        let got = m
+        let got = as_worker
             .block_service()
             .get_mount(pb::GetMountRequest {
                 mount_id: ext_mount.mount_id,
@@ -294,6 +308,12 @@ async fn secrets_are_masked_and_state_is_owner_only() {
         let p = b.unwrap().path();
         if p.is_dir() {
             assert_eq!(mode(&p), 0o700, "{}", p.display());
+            for f in std::fs::read_dir(&p).unwrap() {
+                let f = f.unwrap().path();
+                if f.is_file() {
+                    assert_eq!(mode(&f), 0o600, "block file {}", f.display());
+                }
+            }
         }
     }
 }

@@ -31,6 +31,14 @@ impl Cluster {
         .await
         .unwrap();
         let worker = eddy_worker::start(WorkerConfig {
+            security: eddy_proto::auth::SecurityConfig {
+                token: master
+                    .state
+                    .keys
+                    .worker_token("eddy-worker", 3_600_000)
+                    .unwrap(),
+                ..Default::default()
+            },
             master: master.addr.to_string(),
             bind: "127.0.0.1:0".into(),
             memory_capacity: 64 << 20,

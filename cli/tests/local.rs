@@ -109,6 +109,14 @@ async fn worker_shutdown_ends_reads_cleanly_and_frees_every_segment() {
     .unwrap();
     let before = memfds("self");
     let worker = eddy_worker::start(eddy_worker::WorkerConfig {
+        security: eddy_proto::auth::SecurityConfig {
+            token: master
+                .state
+                .keys
+                .worker_token("eddy-worker", 3_600_000)
+                .unwrap(),
+            ..Default::default()
+        },
         master: master.addr.to_string(),
         bind: "127.0.0.1:0".into(),
         memory_capacity: 256 << 20,

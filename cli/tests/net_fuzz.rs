@@ -129,6 +129,10 @@ fn read_request(r: &mut Rng) -> ReadRequest {
             mount_id: r.below(3) as u64,
             key: r.text(8),
         }),
+        token: {
+            let max = if r.chance(2) { 400 } else { 2 };
+            r.some_bytes(max)
+        },
     }
 }
 
@@ -148,6 +152,10 @@ fn write_open(r: &mut Rng) -> WriteOpen {
             mount_id: r.below(3) as u64,
             key: format!("fz/{}", r.u64()),
         }),
+        token: {
+            let max = if r.chance(2) { 400 } else { 2 };
+            r.some_bytes(max)
+        },
     }
 }
 
@@ -227,9 +235,28 @@ fn mutated(r: &mut Rng, mut f: Vec<u8>) -> Vec<u8> {
     f
 }
 
-/// What one connection sends: random bytes, valid frames, or mutated ones.
+/// The handshake a connection starts with: usually a valid one (so the
+/// requests behind it reach the worker's dispatch), else none, a claim of
+/// another user or version, or a mutated one.
+fn hello(r: &mut Rng) -> Vec<u8> {
+    let me = eddy_client::Credentials::current_user().user;
+    let h = |version, user| frame(Kind::Hello, &eddy_wire::Hello { version, user }.encode());
+    match r.below(10) {
+        0 => Vec::new(),
+        1 => h(r.u64() as u16, r.text(8)),
+        2 => h(eddy_wire::HELLO_VERSION, "root".into()),
+        3 => {
+            let f = h(eddy_wire::HELLO_VERSION, me);
+            mutated(r, f)
+        }
+        _ => h(eddy_wire::HELLO_VERSION, me),
+    }
+}
+
+/// What one connection sends: random bytes, valid frames, or mutated ones,
+/// after a handshake (`hello`).
 fn stream(r: &mut Rng) -> Vec<u8> {
-    let mut out = Vec::new();
+    let mut out = hello(r);
     for _ in 0..1 + r.below(4) {
         match r.below(4) {
             0 => out.extend(r.some_bytes(200)),

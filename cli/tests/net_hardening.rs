@@ -59,6 +59,7 @@ async fn lengths_from_the_wire_are_checked_not_trusted() {
             mount_id: ufs.mount_id,
             key: ufs.key.clone(),
         }),
+        token: fb.block_token.clone(),
     };
     let cases = [
         (
@@ -113,7 +114,7 @@ async fn lengths_from_the_wire_are_checked_not_trusted() {
             },
         ),
     ];
-    let mut s = TcpStream::connect(&c.workers[0].addr).await.unwrap();
+    let mut s = common::data_conn(&c.workers[0].addr).await;
     for (what, kind, req) in &cases {
         let (k, body) = ask(&mut s, *kind, &req.encode()).await;
         let e = error_of(k, &body);
@@ -136,6 +137,7 @@ async fn lengths_from_the_wire_are_checked_not_trusted() {
         block_size: u64::MAX,
         write_type: WriteType::MustCache,
         target: None,
+        token: common::rw_token(dir.path(), eddy_proto::file_id_of_block(b0.block_id)),
     };
     let (k, body) = ask(&mut s, Kind::WriteOpen, &open.encode()).await;
     assert_eq!(error_of(k, &body).code, EddyCode::InvalidArgument);
@@ -158,7 +160,7 @@ async fn lengths_from_the_wire_are_checked_not_trusted() {
         },
     ];
     let sock = dir.path().join("w0.sock");
-    let mut u = tokio::net::UnixStream::connect(&sock).await.unwrap();
+    let mut u = common::uds_conn(&sock).await;
     eddy_wire::write_frame(&mut u, Kind::Lease, &eddy_wire::encode_lease(&items))
         .await
         .unwrap();
@@ -214,8 +216,9 @@ async fn requests_are_checked_against_the_master_before_anything_is_cached() {
             mount_id: ub.mount_id,
             key: ub.key.clone(),
         }),
+        token: fa.block_token.clone(),
     };
-    let mut s = TcpStream::connect(&c.workers[0].addr).await.unwrap();
+    let mut s = common::data_conn(&c.workers[0].addr).await;
     for kind in [Kind::Load, Kind::Read] {
         let (k, body) = ask(&mut s, kind, &poison.encode()).await;
         let e = error_of(k, &body);
@@ -249,14 +252,15 @@ async fn requests_are_checked_against_the_master_before_anything_is_cached() {
         block_size: st.block_size,
         write_type: WriteType::MustCache,
         target: None,
+        token: common::rw_token(dir.path(), st.id),
     };
-    let mut s = TcpStream::connect(&c.workers[0].addr).await.unwrap();
+    let mut s = common::data_conn(&c.workers[0].addr).await;
     assert_eq!(
         open_code(&mut s, &open).await,
         Some(EddyCode::FileAlreadyComplete)
     );
     let sock = dir.path().join("w0.sock");
-    let mut u = tokio::net::UnixStream::connect(&sock).await.unwrap();
+    let mut u = common::uds_conn(&sock).await;
     assert_eq!(
         open_code(&mut u, &open).await,
         Some(EddyCode::FileAlreadyComplete),
@@ -277,13 +281,14 @@ async fn requests_are_checked_against_the_master_before_anything_is_cached() {
         block_size: ws.block_size,
         write_type: WriteType::MustCache,
         target: None,
+        token: common::rw_token(dir.path(), ws.id),
     };
-    let mut s = TcpStream::connect(&c.workers[0].addr).await.unwrap();
+    let mut s = common::data_conn(&c.workers[0].addr).await;
     assert_eq!(
         open_code(&mut s, &open).await,
         Some(EddyCode::AlreadyExists)
     );
-    let mut u = tokio::net::UnixStream::connect(&sock).await.unwrap();
+    let mut u = common::uds_conn(&sock).await;
     assert_eq!(
         open_code(&mut u, &open).await,
         Some(EddyCode::AlreadyExists)
@@ -294,8 +299,8 @@ async fn requests_are_checked_against_the_master_before_anything_is_cached() {
     assert_eq!(get(&local, "/w").await, wdata);
 
     // The master refuses a written block of a complete file.
-    let e = fs
-        .master()
+    let e = common::worker_client(&c.master.addr, dir.path())
+        .await
         .block_service()
         .commit_block(pb::CommitBlockRequest {
             worker_id: 0,
@@ -382,11 +387,12 @@ async fn idle_and_half_sent_connections_are_closed() {
         block_size: ws.block_size,
         write_type: WriteType::MustCache,
         target: None,
+        token: common::rw_token(dir.path(), ws.id),
     };
-    let mut s = TcpStream::connect(w).await.unwrap();
+    let mut s = common::data_conn(w).await;
     assert_eq!(open_code(&mut s, &open).await, None);
     until_closed(&mut s, Duration::from_secs(10)).await;
-    let mut u = tokio::net::UnixStream::connect(&sock).await.unwrap();
+    let mut u = common::uds_conn(&sock).await;
     assert_eq!(open_code(&mut u, &open).await, None, "the slot was freed");
     until_closed(&mut u, Duration::from_secs(10)).await;
     // Busy connections are not affected.
@@ -403,7 +409,7 @@ async fn connections_over_the_per_peer_limit_are_refused() {
     let sock = dir.path().join("w0.sock");
     let mut held = Vec::new();
     for _ in 0..8 {
-        let mut s = TcpStream::connect(w).await.unwrap();
+        let mut s = common::data_conn(w).await;
         assert!(served(&mut s).await);
         held.push(s);
     }
@@ -419,7 +425,7 @@ async fn connections_over_the_per_peer_limit_are_refused() {
     );
     let mut uheld = Vec::new();
     for _ in 0..8 {
-        let mut s = tokio::net::UnixStream::connect(&sock).await.unwrap();
+        let mut s = common::uds_conn(&sock).await;
         assert!(served(&mut s).await);
         uheld.push(s);
     }
@@ -435,7 +441,10 @@ async fn connections_over_the_per_peer_limit_are_refused() {
     common::eventually(Duration::from_secs(10), "a slot is free again", || async {
         let mut s = TcpStream::connect(w).await.unwrap();
         let mut u = tokio::net::UnixStream::connect(&sock).await.unwrap();
-        served(&mut s).await && served(&mut u).await
+        common::try_hello(&mut s).await
+            && common::try_hello(&mut u).await
+            && served(&mut s).await
+            && served(&mut u).await
     })
     .await;
     let fs = c.fs().await;
@@ -475,8 +484,9 @@ async fn stalled_write_sessions_give_their_memory_back() {
             block_size: st.block_size,
             write_type: WriteType::MustCache,
             target: None,
+            token: common::rw_token(dir.path(), st.id),
         };
-        let mut s = TcpStream::connect(&w).await.unwrap();
+        let mut s = common::data_conn(&w).await;
         assert_eq!(open_code(&mut s, &open).await, None);
         // One byte, then nothing: the session reserves its block and stalls.
         eddy_wire::write_frame(&mut s, Kind::Data, b"x")

@@ -107,6 +107,7 @@ async fn mapped_reads_match_tcp_reads_for_every_shape() {
 async fn raw_lease(
     sock: &mut tokio::net::UnixStream,
     blocks: &[(u64, u64)],
+    token: &[u8],
 ) -> (Vec<eddy_wire::LeaseGrant>, Vec<OwnedFd>) {
     use tokio::io::AsyncReadExt;
     let items: Vec<eddy_wire::ReadRequest> = blocks
@@ -119,6 +120,7 @@ async fn raw_lease(
             file_offset: 0,
             read_type: eddy_wire::ReadType::Cache,
             source: None,
+            token: token.to_vec(),
         })
         .collect();
     let s = sock;
@@ -151,10 +153,9 @@ async fn handed_segments_cannot_be_modified_and_clients_are_limited() {
     put(&fs, "/six", &data, pb::WriteType::MustCache).await;
     let st = fs.stat("/six").await.unwrap();
     let blocks: Vec<(u64, u64)> = st.block_ids.iter().map(|&b| (b, BS)).collect();
-    let mut sock = tokio::net::UnixStream::connect(dir.path().join("w0.sock"))
-        .await
-        .unwrap();
-    let (grants, fds) = raw_lease(&mut sock, &blocks).await;
+    let mut sock = common::uds_conn(dir.path().join("w0.sock")).await;
+    let token = fs.master().file_blocks("/six").await.unwrap().block_token;
+    let (grants, fds) = raw_lease(&mut sock, &blocks, &token).await;
     assert_eq!(fds.len(), 4, "granted up to the per-client limit");
     assert_eq!(grants.iter().filter(|g| g.code == 0).count(), 4);
     assert!(
@@ -500,14 +501,13 @@ async fn a_segment_still_mapped_writable_cannot_be_committed() {
         .await
         .unwrap();
     let st = created.status.unwrap();
-    let mut s = tokio::net::UnixStream::connect(dir.path().join("w0.sock"))
-        .await
-        .unwrap();
+    let mut s = common::uds_conn(dir.path().join("w0.sock")).await;
     let open = eddy_wire::WriteOpen {
         file_id: st.id,
         block_size: BS,
         write_type: eddy_wire::WriteType::MustCache,
         target: None,
+        token: created.block_token.clone(),
     };
     eddy_wire::write_frame(&mut s, eddy_wire::Kind::WriteOpen, &open.encode())
         .await

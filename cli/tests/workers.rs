@@ -34,7 +34,9 @@ async fn workers_register_heartbeat_get_lost_and_come_back() {
         "worker_heartbeat_interval_ms = 50\nworker_lost_after_ms = 1500",
     );
     let c = m.client().await;
-    let mut bm = c.block_service();
+    let mut bm = common::worker_client(&m.addr, dir.path())
+        .await
+        .block_service();
 
     // A complete 2-block file.
     c.create_file(
@@ -292,4 +294,73 @@ async fn no_worker_is_a_clear_error() {
         .unwrap_err(),
     );
     assert_eq!(e.code, EddyCode::NoWorkerAvailable);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_process_that_is_not_a_worker_cannot_register_or_get_placements() {
+    let dir = tempfile::tempdir().unwrap();
+    let m = MasterProc::start(dir.path(), "");
+    let c = m.client().await;
+    let mut rogue = c.block_service();
+    let e = RpcError::from(
+        rogue
+            .register_worker(pb::RegisterWorkerRequest {
+                address: Some(addr("rogue", 29999)),
+                tiers: mem(1 << 40, 0),
+                ..Default::default()
+            })
+            .await
+            .unwrap_err(),
+    );
+    assert_eq!(e.code, EddyCode::Unauthenticated, "{e:?}");
+    assert!(
+        e.message.contains("worker token") && e.message.contains("key_file"),
+        "says what a worker must set: {}",
+        e.message
+    );
+    // Nor may it heartbeat, commit, look blocks up or read mount secrets.
+    let hb = rogue.heartbeat(pb::HeartbeatRequest::default()).await;
+    let mount = rogue.get_mount(pb::GetMountRequest::default()).await;
+    let info = rogue
+        .get_block_info(pb::GetBlockInfoRequest { block_id: 1 })
+        .await;
+    for r in [hb.err(), mount.err(), info.err()] {
+        assert_eq!(RpcError::from(r.unwrap()).code, EddyCode::Unauthenticated);
+    }
+    // No placement goes to it: there is no worker at all.
+    let e = RpcError::from(
+        rogue
+            .select_worker(pb::SelectWorkerRequest {
+                block_id: 1,
+                bytes_needed: 1,
+                policy: 2,
+                ..Default::default()
+            })
+            .await
+            .unwrap_err(),
+    );
+    assert_eq!(e.code, EddyCode::NoWorkerAvailable);
+    let text = common::scrape(&m.metrics);
+    let refused = common::sample(
+        &text,
+        "eddy_master_worker_refused_total{method=\"RegisterWorker\"}",
+    );
+    assert_eq!(refused, Some(1.0), "counted");
+
+    // A real worker token registers, and gets the block keys.
+    let reg = common::worker_client(&m.addr, dir.path())
+        .await
+        .block_service()
+        .register_worker(pb::RegisterWorkerRequest {
+            address: Some(addr("hostA", 29999)),
+            tiers: mem(1 << 30, 0),
+            ..Default::default()
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert!(reg.block_tokens_required);
+    assert_eq!(reg.authentication, "simple");
+    assert!(!reg.block_keys.is_empty());
+    assert!(reg.block_keys.iter().all(|k| k.secret.len() == 32));
 }

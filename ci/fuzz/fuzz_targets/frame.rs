@@ -7,7 +7,7 @@
 #![no_main]
 
 use eddy_wire::{
-    ErrorFrame, HEADER_LEN, Header, Kind, ReadRequest, WriteOk, WriteOpen, decode_lease,
+    ErrorFrame, HEADER_LEN, Header, Hello, Kind, ReadRequest, WriteOk, WriteOpen, decode_lease,
     decode_lease_ok, decode_release, decode_stats, decode_u64, decode_u64_pair, encode_lease,
     encode_lease_ok, encode_release, encode_stats,
 };
@@ -48,6 +48,7 @@ fn decode_body(kind: Kind, body: &[u8]) {
     match kind {
         Kind::Read | Kind::Load => {
             if let Ok(r) = ReadRequest::decode(kind, body) {
+                assert!(r.token.len() <= eddy_proto::auth::BLOCK_TOKEN_MAX);
                 // What the worker checks before using the numbers.
                 if r.check().is_ok() {
                     let end = r.offset.checked_add(r.length).expect("range checked");
@@ -58,8 +59,15 @@ fn decode_body(kind: Kind, body: &[u8]) {
                 assert_eq!(ReadRequest::decode(kind, &r.encode()).unwrap(), r);
             }
         }
+        Kind::Hello => {
+            if let Ok(h) = Hello::decode(body) {
+                assert!(h.user.len() <= eddy_proto::auth::NAME_MAX);
+                assert_eq!(h.encode(), body);
+            }
+        }
         Kind::WriteOpen => {
             if let Ok(o) = WriteOpen::decode(body) {
+                assert!(o.token.len() <= eddy_proto::auth::BLOCK_TOKEN_MAX);
                 let _ = o.check();
                 assert_eq!(WriteOpen::decode(&o.encode()).unwrap(), o);
             }

@@ -5,6 +5,10 @@
 //! LEASE_OK (grants matched to the descriptors that came with it), SEGMENT_OK,
 //! OK, WRITE_OK, STATS_OK or ERROR.
 //!
+//! On the worker's side the first frame must be the handshake (HELLO, whose
+//! user the worker then compares with the peer's uid); anything else first
+//! closes the connection.
+//!
 //! The first input byte picks the side, the second the descriptor count
 //! that arrived with a client-side frame; the rest is the byte stream.
 //! Properties: nothing panics, requests that pass their checks satisfy
@@ -13,7 +17,7 @@
 #![no_main]
 
 use eddy_wire::{
-    ErrorFrame, HEADER_LEN, Header, Kind, MAX_BLOCK_LENGTH, MAX_LEASE_BATCH, WriteOk, WriteOpen,
+    ErrorFrame, HEADER_LEN, Header, Hello, Kind, MAX_BLOCK_LENGTH, MAX_LEASE_BATCH, WriteOk, WriteOpen,
     decode_lease, decode_lease_ok, decode_release, decode_stats, decode_u64, decode_u64_pair,
     encode_lease, encode_lease_ok, encode_release,
 };
@@ -24,6 +28,7 @@ fuzz_target!(|data: &[u8]| {
         return;
     };
     let mut rest = stream;
+    let mut greeted = side & 1 == 1;
     while rest.len() >= HEADER_LEN {
         let (head, tail) = rest.split_at(HEADER_LEN);
         let Ok(h) = Header::decode(head.try_into().expect("12 bytes")) else {
@@ -31,7 +36,10 @@ fuzz_target!(|data: &[u8]| {
         };
         let n = (h.body_len as usize).min(tail.len());
         let (body, next) = tail.split_at(n);
-        let ok = if side & 1 == 0 {
+        let ok = if !greeted {
+            greeted = true;
+            worker_greeted(h.kind, body)
+        } else if side & 1 == 0 {
             worker_reads(h.kind, body)
         } else {
             client_reads(h.kind, body, usize::from(*fds))
@@ -43,6 +51,22 @@ fuzz_target!(|data: &[u8]| {
     }
 });
 
+/// The handshake: a HELLO that decodes (user at most 255 bytes), or the
+/// connection closes.
+fn worker_greeted(kind: Kind, body: &[u8]) -> bool {
+    if kind != Kind::Hello {
+        return false;
+    }
+    match Hello::decode(body) {
+        Ok(h) => {
+            assert!(h.user.len() <= eddy_proto::auth::NAME_MAX);
+            assert_eq!(h.encode(), body);
+            true
+        }
+        Err(_) => false,
+    }
+}
+
 /// What the worker's socket loop decodes; false where it would close.
 fn worker_reads(kind: Kind, body: &[u8]) -> bool {
     match kind {
@@ -51,6 +75,12 @@ fn worker_reads(kind: Kind, body: &[u8]) -> bool {
                 assert!((1..=MAX_LEASE_BATCH).contains(&items.len()));
                 // Each item is checked before use; one that fails is refused
                 // in its grant, and one that passes is safe to use.
+                // Tokens are never longer than any the master signs.
+                assert!(
+                    items
+                        .iter()
+                        .all(|it| it.token.len() <= eddy_proto::auth::BLOCK_TOKEN_MAX)
+                );
                 for it in items.iter().filter(|it| it.check().is_ok()) {
                     let end = it.offset.checked_add(it.length).expect("range checked");
                     assert!(end <= it.block_length && it.block_length <= MAX_BLOCK_LENGTH);

@@ -42,7 +42,18 @@ pub async fn run(mut cfg: MasterConfig, args: LocalArgs) -> Result<(), CliError>
         }
         e => CliError::new(e.code(), e.to_string()),
     })?;
+    // The worker proves itself with a token signed by the master it runs
+    // beside (in memory only; it lives as long as this process).
+    let token = master
+        .state
+        .keys
+        .worker_token("eddy-worker", 100 * 365 * 24 * 3600 * 1000)
+        .map_err(|e| CliError::new(e.code(), e.to_string()))?;
     let wcfg = WorkerConfig {
+        security: eddy_proto::auth::SecurityConfig {
+            token,
+            ..Default::default()
+        },
         master: master.addr.to_string(),
         bind: "127.0.0.1:0".into(),
         memory_capacity: args.memory,

@@ -68,6 +68,14 @@ impl MasterProc {
             .spawn()
             .expect("spawn eddy master");
         let (addr, metrics) = wait_for_line(&mut child, "eddy master listening on ");
+        // Its key file (beside the metastore, unless the test names one):
+        // workers started for this master sign their worker tokens with it.
+        let key_file = extra
+            .lines()
+            .find_map(|l| l.trim().strip_prefix("key_file = "))
+            .map(|v| PathBuf::from(v.trim_matches('"')))
+            .unwrap_or_else(|| dir.join("master.key"));
+        key_files().lock().unwrap().insert(addr.clone(), key_file);
         MasterProc {
             child,
             addr,
@@ -120,6 +128,23 @@ impl MasterProc {
             String::from_utf8_lossy(&o.stderr)
         );
         String::from_utf8_lossy(&o.stdout).into_owned()
+    }
+}
+
+/// The key file of each master started here, by address.
+fn key_files() -> &'static std::sync::Mutex<std::collections::HashMap<String, PathBuf>> {
+    static M: std::sync::OnceLock<std::sync::Mutex<std::collections::HashMap<String, PathBuf>>> =
+        std::sync::OnceLock::new();
+    M.get_or_init(Default::default)
+}
+
+/// The `[security]` table a worker for `master` gets: the master's key
+/// file, when this process started that master and it has one (none with
+/// authentication = "none"), so the worker signs its own worker token.
+pub fn worker_security(master: &str) -> String {
+    match key_files().lock().unwrap().get(master) {
+        Some(k) if k.exists() => format!("[security]\nkey_file = {:?}\n", k.display().to_string()),
+        _ => String::new(),
     }
 }
 
@@ -201,12 +226,17 @@ impl WorkerProc {
         std::fs::write(
             &cfg,
             format!(
-                "[worker]
+                "{}[worker]
 master = {master:?}
 bind = {bind:?}
 metrics_bind = \"127.0.0.1:0\"
 {extra}
-"
+",
+                if extra.contains("[security]") {
+                    String::new()
+                } else {
+                    worker_security(master)
+                }
             ),
         )
         .unwrap();
@@ -532,4 +562,100 @@ impl Drop for SilentServer {
         // Wake the accept loop so it sees the flag.
         let _ = std::net::TcpStream::connect(&self.addr);
     }
+}
+
+/// A data connection to the worker at `addr`, past the handshake (the
+/// `Hello` every client sends first).
+pub async fn data_conn(addr: &str) -> tokio::net::TcpStream {
+    let mut s = tokio::net::TcpStream::connect(addr).await.unwrap();
+    eddy_wire::hello(&mut s, &eddy_client::Credentials::current_user().user)
+        .await
+        .unwrap()
+        .unwrap();
+    s
+}
+
+/// A short-circuit connection to the worker's Unix socket `path`, past
+/// the handshake.
+pub async fn uds_conn(path: impl AsRef<Path>) -> tokio::net::UnixStream {
+    let mut s = tokio::net::UnixStream::connect(path).await.unwrap();
+    eddy_wire::hello(&mut s, &eddy_client::Credentials::current_user().user)
+        .await
+        .unwrap()
+        .unwrap();
+    s
+}
+
+/// A block token for `file_id` signed with the block keys of the master
+/// whose key file is `key_file` (as the master signs them), for `user`,
+/// expiring at `expires_ms` (Unix ms): what tests use to get past the
+/// token check to the checks behind it, or to forge on purpose.
+pub fn mint_block_token(
+    key_file: &Path,
+    file_id: u64,
+    ops: eddy_proto::auth::BlockOps,
+    user: &str,
+    expires_ms: u64,
+) -> Vec<u8> {
+    let keys = eddy_proto::auth::Keyring::load(key_file).unwrap();
+    eddy_proto::auth::BlockGrant {
+        file_id,
+        ops,
+        user: user.into(),
+        expires_ms,
+    }
+    .sign(&keys.derive(eddy_master::identity::BLOCK_KEY_LABEL))
+    .unwrap()
+}
+
+/// Unix time in ms, `ahead_ms` from now.
+pub fn unix_ms_in(ahead_ms: u64) -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_millis() as u64
+        + ahead_ms
+}
+
+/// A READ|WRITE token for `file_id` of the cluster whose master runs in
+/// `dir`, valid for an hour.
+pub fn rw_token(dir: &Path, file_id: u64) -> Vec<u8> {
+    mint_block_token(
+        &dir.join("master.key"),
+        file_id,
+        eddy_proto::auth::BlockOps::READ_WRITE,
+        &eddy_client::Credentials::current_user().user,
+        unix_ms_in(3_600_000),
+    )
+}
+
+/// A master client that proves it is a worker (a worker token signed with
+/// the key file of the master in `dir`), for tests that call the workers'
+/// RPCs themselves.
+pub async fn worker_client(addr: &str, dir: &Path) -> eddy_client::MasterClient {
+    let keys = eddy_proto::auth::Keyring::load(&dir.join("master.key")).unwrap();
+    let token = eddy_proto::auth::Credential::sign(
+        &keys,
+        eddy_proto::auth::Principal::Worker,
+        "test-worker",
+        unix_ms_in(0),
+        3_600_000,
+    )
+    .unwrap();
+    let creds = eddy_client::Credentials {
+        user: "test-worker".into(),
+        token: Some(token),
+    };
+    eddy_client::MasterClient::connect_with(addr, Duration::from_secs(60), &creds)
+        .await
+        .unwrap()
+}
+
+/// The handshake on `s`; false if the worker refused it or closed.
+pub async fn try_hello<S>(s: &mut S) -> bool
+where
+    S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin,
+{
+    let me = eddy_client::Credentials::current_user().user;
+    matches!(eddy_wire::hello(s, &me).await, Ok(Ok(())))
 }

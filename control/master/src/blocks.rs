@@ -95,6 +95,8 @@ impl MasterState {
                 key: key.as_str().to_string(),
             }),
             registration_grace_left_ms: self.grace.left_ms(reg.awaiting_workers, self.mono_ms()),
+            // Signed by the RPC layer, which knows the caller.
+            block_token: Vec::new(),
         })
     }
 
@@ -143,6 +145,8 @@ impl MasterState {
             worker_id: id,
             heartbeat_interval_ms: self.cfg.worker_heartbeat_interval_ms,
             lost_after_ms: self.cfg.worker_lost_after_ms,
+            // Filled in by the RPC layer (`crate::identity`).
+            ..Default::default()
         })
     }
 

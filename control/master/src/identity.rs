@@ -14,8 +14,8 @@ use std::sync::Arc;
 use std::task::{Context, Poll};
 
 use eddy_proto::auth::{
-    AUTHORIZATION_HEADER, AuthMode, BEARER, Credential, Keyring, Principal, SecurityConfig,
-    TOKEN_MAX, USER_HEADER, valid_name,
+    AUTHORIZATION_HEADER, AuthMode, BEARER, BlockGrant, BlockOps, Credential, Keyring, Principal,
+    SecurityConfig, TOKEN_MAX, USER_HEADER, valid_name,
 };
 
 use crate::error::{MasterError, Result};
@@ -178,6 +178,87 @@ pub fn authenticate(
     }
 }
 
+/// Refuses a worker-only RPC (registration, heartbeats, block commits and
+/// checks, mount secrets) from a caller that did not prove it is a worker.
+/// With authentication `none` every caller is unchecked and passes.
+pub fn require_worker(caller: &Caller, rpc: &'static str) -> Result<()> {
+    if caller.kind != CallerKind::User {
+        return Ok(());
+    }
+    eddy_metrics::counter!("eddy_master_worker_refused_total", "method" => rpc).increment(1);
+    tracing::warn!("refused {rpc} from {:?}: not a worker", &*caller.name);
+    Err(MasterError::Unauthenticated(format!(
+        "{rpc} is for workers only, and this caller ({}) did not prove it is one: \
+         a worker sends a worker token (set EDDY_TOKEN, or [security] token or token_file \
+         in the worker's config, with a token from `eddy token create --worker NAME`), \
+         or give the worker read access to the master's key file ([security] key_file) \
+         so it signs its own",
+        caller.name
+    )))
+}
+
+impl MasterKeys {
+    /// The block token for `caller` on `file_id` (`ops`, valid `ttl_ms`
+    /// from `now_ms`); empty with authentication `none`, where workers
+    /// require none. A caller without a name a token can carry (none was
+    /// sent) gets an empty token too: workers refuse it, saying why.
+    pub fn block_token(
+        &self,
+        mode: AuthMode,
+        caller: &Caller,
+        file_id: u64,
+        ops: BlockOps,
+        ttl_ms: u64,
+        now_ms: u64,
+    ) -> Vec<u8> {
+        if mode == AuthMode::None {
+            return Vec::new();
+        }
+        BlockGrant {
+            file_id,
+            ops,
+            user: caller.name.to_string(),
+            expires_ms: now_ms.saturating_add(ttl_ms),
+        }
+        .sign(&self.blocks)
+        .unwrap_or_default()
+    }
+
+    /// A worker credential signed with the master's own key: how a worker
+    /// started in the same process (`eddy local`, tests, benchmarks) proves
+    /// itself without a token file. Valid for `ttl_ms`.
+    pub fn worker_token(&self, name: &str, ttl_ms: u64) -> Result<String> {
+        Credential::sign(
+            &self.credentials,
+            Principal::Worker,
+            name,
+            unix_ms(),
+            ttl_ms,
+        )
+        .map_err(|e| MasterError::InvalidArgument(format!("worker name {name:?}: {e}")))
+    }
+
+    /// The block keys as a worker receives them at registration.
+    pub fn block_keys(&self) -> Vec<eddy_proto::pb::BlockKey> {
+        self.blocks
+            .secrets()
+            .into_iter()
+            .map(|(id, secret)| eddy_proto::pb::BlockKey {
+                id,
+                secret: secret.to_vec(),
+            })
+            .collect()
+    }
+}
+
+/// Unix time now in ms (token expiry is wall-clock: workers on other
+/// hosts compare it with theirs).
+pub fn unix_ms() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as u64)
+}
+
 /// The tower layer: authenticates every request with [`authenticate`].
 #[derive(Clone)]
 pub struct AuthLayer {
@@ -219,9 +300,7 @@ where
     }
 
     fn call(&mut self, mut req: http::Request<B>) -> Self::Future {
-        let now = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map_or(0, |d| d.as_millis() as u64);
+        let now = unix_ms();
         match authenticate(
             self.layer.mode,
             &self.layer.keys.credentials,

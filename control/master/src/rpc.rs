@@ -6,8 +6,10 @@ use std::sync::Arc;
 use eddy_proto::pb;
 use tonic::{Request, Response, Status};
 
+use eddy_proto::auth::BlockOps;
+
 use crate::error::Result;
-use crate::identity::Caller;
+use crate::identity::{Caller, require_worker, unix_ms};
 use crate::service::MasterState;
 
 /// Serves all three master services over one shared state.
@@ -44,6 +46,20 @@ impl MasterRpc {
         }
         r
     }
+
+    /// The block token `caller` gets for `ops` on file `file_id`
+    /// (docs/SECURITY.md, "Block access tokens").
+    fn block_token(&self, caller: &Caller, file_id: u64, ops: BlockOps) -> Vec<u8> {
+        let sec = &self.0.cfg.security;
+        self.0.keys.block_token(
+            sec.authentication,
+            caller,
+            file_id,
+            ops,
+            sec.block_token_ttl_ms,
+            unix_ms(),
+        )
+    }
 }
 
 type Rpc<T> = std::result::Result<Response<T>, Status>;
@@ -59,10 +75,12 @@ impl pb::file_system_master_server::FileSystemMaster for MasterRpc {
         }))
     }
     async fn create_file(&self, r: Request<pb::CreateFileRequest>) -> Rpc<pb::CreateFileResponse> {
+        let caller = Caller::of(&r);
         let (status, ufs) = self
-            .change(self.as_caller(&Caller::of(&r), self.0.create_file(r.into_inner())))
+            .change(self.as_caller(&caller, self.0.create_file(r.into_inner())))
             .await?;
         Ok(Response::new(pb::CreateFileResponse {
+            block_token: self.block_token(&caller, status.id, BlockOps::READ_WRITE),
             status: Some(status),
             ufs: Some(ufs),
         }))
@@ -141,10 +159,14 @@ impl pb::file_system_master_server::FileSystemMaster for MasterRpc {
         &self,
         r: Request<pb::GetFileBlocksRequest>,
     ) -> Rpc<pb::GetFileBlocksResponse> {
-        Ok(Response::new(
-            self.read(self.as_caller(&Caller::of(&r), self.0.get_file_blocks(r.into_inner())))
-                .await?,
-        ))
+        let caller = Caller::of(&r);
+        let mut resp = self
+            .read(self.as_caller(&caller, self.0.get_file_blocks(r.into_inner())))
+            .await?;
+        if let Some(st) = &resp.status {
+            resp.block_token = self.block_token(&caller, st.id, BlockOps::READ);
+        }
+        Ok(Response::new(resp))
     }
     async fn free(&self, r: Request<pb::FreeRequest>) -> Rpc<pb::FreeResponse> {
         let blocks_freed = self
@@ -175,12 +197,20 @@ impl pb::block_master_server::BlockMaster for MasterRpc {
         &self,
         r: Request<pb::RegisterWorkerRequest>,
     ) -> Rpc<pb::RegisterWorkerResponse> {
-        Ok(Response::new(self.0.register_worker(r.into_inner())?))
+        require_worker(&Caller::of(&r), "RegisterWorker")?;
+        let mut resp = self.0.register_worker(r.into_inner())?;
+        resp.block_keys = self.0.keys.block_keys();
+        let mode = self.0.cfg.security.authentication;
+        resp.block_tokens_required = mode != eddy_proto::auth::AuthMode::None;
+        resp.authentication = mode.name().to_string();
+        Ok(Response::new(resp))
     }
     async fn heartbeat(&self, r: Request<pb::HeartbeatRequest>) -> Rpc<pb::HeartbeatResponse> {
+        require_worker(&Caller::of(&r), "Heartbeat")?;
         Ok(Response::new(self.0.heartbeat(r.into_inner())?))
     }
     async fn get_mount(&self, r: Request<pb::GetMountRequest>) -> Rpc<pb::GetMountResponse> {
+        require_worker(&Caller::of(&r), "GetMount")?;
         let r = r.into_inner();
         let mount = self.0.get_mount(r.mount_id, r.worker_id)?;
         Ok(Response::new(pb::GetMountResponse { mount: Some(mount) }))
@@ -189,6 +219,7 @@ impl pb::block_master_server::BlockMaster for MasterRpc {
         &self,
         r: Request<pb::CommitBlockRequest>,
     ) -> Rpc<pb::CommitBlockResponse> {
+        require_worker(&Caller::of(&r), "CommitBlock")?;
         self.0.commit_block(r.into_inner())?;
         Ok(Response::new(pb::CommitBlockResponse {}))
     }
@@ -196,12 +227,14 @@ impl pb::block_master_server::BlockMaster for MasterRpc {
         &self,
         r: Request<pb::GetBlockInfoRequest>,
     ) -> Rpc<pb::GetBlockInfoResponse> {
+        require_worker(&Caller::of(&r), "GetBlockInfo")?;
         Ok(Response::new(self.0.block_info(r.into_inner().block_id)?))
     }
     async fn file_persisted(
         &self,
         r: Request<pb::FilePersistedRequest>,
     ) -> Rpc<pb::FilePersistedResponse> {
+        require_worker(&Caller::of(&r), "FilePersisted")?;
         self.0.file_persisted(r.into_inner()).await?;
         Ok(Response::new(pb::FilePersistedResponse {}))
     }

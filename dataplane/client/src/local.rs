@@ -16,6 +16,9 @@ use crate::{ClientError, EddyCode, Result};
 /// kept for the life of the client and re-dialled after it breaks.
 pub(crate) struct LocalWorker {
     pub path: String,
+    /// The user the handshake names (the worker checks it against the uid
+    /// the kernel gives it for this process).
+    user: String,
     /// Each exchange with the worker ends within this.
     timeout: Duration,
     conn: tokio::sync::Mutex<Option<(UnixStream, u64)>>,
@@ -58,9 +61,10 @@ fn unavailable(path: &str, e: impl std::fmt::Display) -> ClientError {
 }
 
 impl LocalWorker {
-    pub fn new(path: &str, timeout: Duration) -> Arc<Self> {
+    pub fn new(path: &str, user: &str, timeout: Duration) -> Arc<Self> {
         Arc::new(Self {
             path: path.to_string(),
+            user: user.to_string(),
             timeout,
             conn: tokio::sync::Mutex::new(None),
             generation: AtomicU64::new(0),
@@ -83,6 +87,20 @@ impl LocalWorker {
                         unavailable(&self.path, format!("no answer within {:?}", self.timeout))
                     })?
                     .map_err(|e| unavailable(&self.path, format!("cannot connect: {e}")))?;
+                let mut s = s;
+                let hello =
+                    crate::deadline::within(self.timeout, eddy_wire::hello(&mut s, &self.user));
+                match hello.await {
+                    Ok(Ok(())) => {}
+                    Ok(Err(refused)) => {
+                        return Err(ClientError::Worker {
+                            addr: self.path.clone(),
+                            code: refused.code,
+                            message: refused.message,
+                        });
+                    }
+                    Err(e) => return Err(unavailable(&self.path, format!("handshake: {e}"))),
+                }
                 let generation = self.generation.fetch_add(1, Ordering::Relaxed) + 1;
                 *g = Some((s, generation));
             }

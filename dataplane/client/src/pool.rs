@@ -25,9 +25,13 @@ const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
 type Idle = Mutex<HashMap<String, Vec<TcpStream>>>;
 
 /// Cheap to clone; clones share the idle connections.
-#[derive(Default, Clone)]
+#[derive(Clone)]
 pub(crate) struct Pool {
     idle: Arc<Idle>,
+    /// The user every new connection's handshake names.
+    user: Arc<str>,
+    /// The handshake's deadline.
+    timeout: Duration,
 }
 
 /// A connection to one worker, checked out of a [`Pool`]. Dropped, it goes
@@ -79,8 +83,22 @@ impl Drop for PooledConn {
     }
 }
 
+impl Default for Pool {
+    fn default() -> Self {
+        Self::new("", crate::transport::DEFAULT_TIMEOUT)
+    }
+}
+
 impl Pool {
-    /// An idle connection to `addr`, or a new one.
+    pub fn new(user: &str, timeout: Duration) -> Self {
+        Self {
+            idle: Default::default(),
+            user: Arc::from(user),
+            timeout,
+        }
+    }
+
+    /// An idle connection to `addr`, or a new one (past the handshake).
     pub async fn get(&self, addr: &str) -> Result<PooledConn> {
         let conn = |sock| PooledConn {
             sock: Some(sock),
@@ -108,7 +126,27 @@ impl Pool {
             .map_err(|_| unreachable(format!("no answer within {CONNECT_TIMEOUT:?}")))?
             .map_err(|e| unreachable(format!("cannot connect: {e}")))?;
         let _ = sock.set_nodelay(true);
-        Ok(conn(sock))
+        let mut sock = sock;
+        // The handshake, right after connecting: where a TLS layer wraps
+        // the stream, it does so before this.
+        let hello = crate::deadline::within(self.timeout, eddy_wire::hello(&mut sock, &self.user));
+        match hello.await {
+            Ok(Ok(())) => Ok(conn(sock)),
+            Ok(Err(refused)) => Err(ClientError::Worker {
+                addr: addr.to_string(),
+                code: refused.code,
+                message: refused.message,
+            }),
+            Err(e) => Err(ClientError::Worker {
+                addr: addr.to_string(),
+                code: if crate::deadline::timed_out(&e) {
+                    EddyCode::DeadlineExceeded
+                } else {
+                    EddyCode::Unavailable
+                },
+                message: format!("handshake: {e}"),
+            }),
+        }
     }
 
     /// Forgets idle connections to `addr` (after it failed).

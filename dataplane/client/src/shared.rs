@@ -24,6 +24,9 @@ pub(crate) struct FileInfo {
     pub ufs: Option<pb::UfsLocation>,
     /// What was left of the master's registration grace period (ms; 0: none).
     pub grace_left_ms: u64,
+    /// The block token sent with every data request for this file (empty
+    /// when the cluster requires none).
+    pub block_token: Vec<u8>,
 }
 
 /// The state behind a [`crate::FileSystem`] and its clones.
@@ -98,7 +101,7 @@ impl Shared {
         let host = local_host_towards(master.address());
         Self {
             master,
-            pool: Pool::default(),
+            pool: Pool::new(&opts.credentials.user, opts.timeout),
             host,
             meta: Mutex::new(MetaCache::default()),
             opts,
@@ -154,7 +157,7 @@ impl Shared {
         self.locals
             .lock()
             .entry(socket.to_string())
-            .or_insert_with(|| LocalWorker::new(socket, self.opts.timeout))
+            .or_insert_with(|| LocalWorker::new(socket, self.user(), self.opts.timeout))
             .clone()
     }
 
@@ -163,6 +166,11 @@ impl Shared {
         if !self.fallback_noted.swap(true, Ordering::Relaxed) {
             tracing::info!("short-circuit reads unavailable ({why}); reading over TCP");
         }
+    }
+
+    /// The user this client names in the data plane's handshake.
+    pub fn user(&self) -> &str {
+        &self.opts.credentials.user
     }
 
     /// The master client, for everything about names.
@@ -202,6 +210,7 @@ impl Shared {
             blocks: r.blocks,
             ufs: r.ufs,
             grace_left_ms: r.registration_grace_left_ms,
+            block_token: r.block_token,
         });
         // An incomplete file is never kept: its writer may close it any
         // moment (in this client or another), and readers must see it then.
@@ -245,6 +254,7 @@ mod tests {
             blocks: Vec::new(),
             ufs: None,
             grace_left_ms: 0,
+            block_token: Vec::new(),
         })
     }
 

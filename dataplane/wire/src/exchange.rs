@@ -5,7 +5,32 @@
 
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite};
 
-use crate::{ErrorFrame, Kind, ReadRequest, WireError, decode_u64, expect, write_frame};
+use crate::{
+    ErrorFrame, HELLO_VERSION, Hello, Kind, ReadRequest, WireError, decode_u64, expect, write_frame,
+};
+
+/// The handshake every data connection starts with: `Hello` (this side's
+/// protocol version and `user`), answered `Ok` or refused with an `Error`
+/// frame (`Ok(Err(frame))`; the worker closes the connection then). One
+/// place, right after connecting, so a transport layered under it (TLS)
+/// wraps the stream before this runs.
+pub async fn hello<S: AsyncRead + AsyncWrite + Unpin>(
+    s: &mut S,
+    user: &str,
+) -> Result<Result<(), ErrorFrame>, WireError> {
+    let h = Hello {
+        version: HELLO_VERSION,
+        user: user.to_string(),
+    };
+    write_frame(s, Kind::Hello, &h.encode()).await?;
+    match expect(s, Kind::Ok).await? {
+        Ok(body) => {
+            decode_u64(Kind::Ok, &body)?;
+            Ok(Ok(()))
+        }
+        Err(e) => Ok(Err(e)),
+    }
+}
 
 /// The `host:port` to dial for a worker's advertised host and data port
 /// (an IPv6 host goes in brackets).
@@ -57,6 +82,7 @@ mod tests {
             file_offset: 0,
             read_type: ReadType::NoCache,
             source: None,
+            token: Vec::new(),
         }
     }
 

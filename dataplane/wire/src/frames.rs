@@ -24,6 +24,7 @@ pub enum Kind {
     Release = 9,
     SegmentRequest = 10,
     SegmentCommit = 11,
+    Hello = 12,
     ReadOk = 64,
     Ok = 65,
     WriteOk = 66,
@@ -48,6 +49,7 @@ impl Kind {
             9 => Release,
             10 => SegmentRequest,
             11 => SegmentCommit,
+            12 => Hello,
             64 => ReadOk,
             65 => Ok,
             66 => WriteOk,
@@ -219,6 +221,65 @@ fn get_source(r: &mut BodyReader) -> Result<Option<UfsSource>, BodyError> {
     Ok((mount_id != 0).then_some(UfsSource { mount_id, key }))
 }
 
+/// A block token: `u16` length, then its bytes (at most
+/// [`eddy_proto::auth::BLOCK_TOKEN_MAX`]; longer is malformed, refused
+/// before anything is verified).
+fn put_token(w: &mut BodyWriter, t: &[u8]) {
+    let n = t.len().min(eddy_proto::auth::BLOCK_TOKEN_MAX);
+    w.u16(n as u16);
+    w.0.extend_from_slice(&t[..n]);
+}
+
+fn get_token(r: &mut BodyReader) -> Result<Vec<u8>, BodyError> {
+    let n = r.u16()? as usize;
+    if n > eddy_proto::auth::BLOCK_TOKEN_MAX {
+        return Err(BodyError::Invalid(
+            "block token longer than any the master signs",
+        ));
+    }
+    Ok(r.take_bytes(n)?.to_vec())
+}
+
+/// The protocol version a `Hello` names (the header's version byte is the
+/// framing's; this one is what the connection speaks after it).
+pub const HELLO_VERSION: u16 = 1;
+
+/// `Hello`: the first frame on every data connection (TCP and the Unix
+/// socket), before any request. The worker answers `Ok` (body: the version
+/// it speaks) or an `Error` frame; any other frame first is a protocol
+/// error.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Hello {
+    pub version: u16,
+    /// The client's user (its OS user): on the Unix socket checked against
+    /// the peer's uid, on TCP informational (the block token proves access).
+    pub user: String,
+}
+
+impl Hello {
+    pub fn encode(&self) -> Vec<u8> {
+        let mut w = BodyWriter::default();
+        w.u16(self.version).str(&self.user);
+        w.0
+    }
+
+    pub fn decode(b: &[u8]) -> Result<Self, WireError> {
+        let mut r = BodyReader::new(b);
+        (|| {
+            let h = Hello {
+                version: r.u16()?,
+                user: r.str()?,
+            };
+            r.end()?;
+            if h.user.len() > eddy_proto::auth::NAME_MAX {
+                return Err(BodyError::Invalid("user name longer than 255 bytes"));
+            }
+            Ok(h)
+        })()
+        .map_err(malformed(Kind::Hello))
+    }
+}
+
 /// `Read` (stream bytes back) and `Load` (cache only, answer `Ok`).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ReadRequest {
@@ -233,6 +294,9 @@ pub struct ReadRequest {
     pub read_type: ReadType,
     /// Absent: the block must be cached (no under-storage copy).
     pub source: Option<UfsSource>,
+    /// The block token the master handed out with the file's blocks
+    /// (docs/SECURITY.md); empty when the cluster requires none.
+    pub token: Vec<u8>,
 }
 
 impl ReadRequest {
@@ -277,6 +341,7 @@ impl ReadRequest {
             .u64(self.file_offset)
             .u8(self.read_type as u8);
         put_source(&mut w, &self.source);
+        put_token(&mut w, &self.token);
         w.0
     }
 
@@ -302,6 +367,7 @@ impl ReadRequest {
                     }
                 },
                 source: get_source(&mut r)?,
+                token: get_token(&mut r)?,
             };
             r.end()?;
             Ok(req)
@@ -330,6 +396,9 @@ pub struct WriteOpen {
     pub write_type: WriteType,
     /// Where the file is persisted (required unless MUST_CACHE).
     pub target: Option<UfsSource>,
+    /// The block token from CreateFile (write access to the file); empty
+    /// when the cluster requires none.
+    pub token: Vec<u8>,
 }
 
 impl WriteOpen {
@@ -351,6 +420,7 @@ impl WriteOpen {
             .u64(self.block_size)
             .u8(self.write_type as u8);
         put_source(&mut w, &self.target);
+        put_token(&mut w, &self.token);
         w.0
     }
 
@@ -373,6 +443,7 @@ impl WriteOpen {
                     }
                 },
                 target: get_source(&mut r)?,
+                token: get_token(&mut r)?,
             };
             r.end()?;
             if o.block_size == 0 {

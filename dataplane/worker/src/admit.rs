@@ -196,6 +196,7 @@ mod tests {
                 mount_id: 1,
                 key: "a/b".into(),
             }),
+            token: Vec::new(),
         }
     }
 

@@ -229,6 +229,8 @@ async fn write_tmp(engine: &Arc<Engine>, tmp: &Path, src: &Source) -> std::io::R
             .write(true)
             .create(true)
             .truncate(true)
+            // Owner only, whatever the umask: a block file is file data.
+            .mode(0o600)
             .custom_flags(flags | libc::O_CLOEXEC)
             .open(tmp)
     };

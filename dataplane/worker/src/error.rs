@@ -51,6 +51,10 @@ pub enum WorkerError {
     AlreadyWriting(String),
     #[error("shared memory: {0}")]
     Memory(std::io::Error),
+    /// A data request without a block token that allows it
+    /// (`crate::access`), or a handshake claiming another user.
+    #[error("{0}")]
+    PermissionDenied(String),
     /// A peer worker did not send a block in time (replication).
     #[error(
         "peer worker {peer} did not send block {block_id} within {after:?}; it may be overloaded or stuck: check it (eddy report), the master retries the copy from another source"
@@ -84,6 +88,7 @@ impl WorkerError {
             WorkerError::FileAlreadyComplete(_) => EddyCode::FileAlreadyComplete,
             WorkerError::AlreadyWriting(_) => EddyCode::AlreadyExists,
             WorkerError::Memory(_) => EddyCode::Internal,
+            WorkerError::PermissionDenied(_) => EddyCode::PermissionDenied,
             WorkerError::PeerTimeout { .. } => EddyCode::DeadlineExceeded,
         }
     }

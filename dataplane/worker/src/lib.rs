@@ -24,6 +24,7 @@
 //! reaches the master only through the gRPC schema (via the client's
 //! transport), like any other client.
 
+pub mod access;
 pub mod admit;
 pub mod cache;
 pub mod config;
@@ -78,6 +79,8 @@ pub enum StartError {
     MasterAddress(eddy_client::ClientError),
     #[error("invalid worker configuration: io_engine = \"io_uring\": {0}")]
     Uring(std::io::Error),
+    #[error("invalid worker configuration: {0}")]
+    Credentials(#[from] master_link::CredentialError),
     #[error("stopped before the master answered")]
     Stopped,
 }
@@ -107,7 +110,13 @@ pub async fn start(cfg: WorkerConfig) -> Result<RunningWorker, StartError> {
     cfg.validate()?;
     let store = open_store(&cfg)?;
     // The master client dials lazily; registration below retries.
-    let master = MasterClient::lazy(&cfg.master).map_err(StartError::MasterAddress)?;
+    let creds = master_link::worker_credentials(&cfg.security)?;
+    let master = MasterClient::lazy_with(
+        &cfg.master,
+        eddy_client::ClientOptions::default().timeout,
+        &creds,
+    )
+    .map_err(StartError::MasterAddress)?;
     let uds = bind_socket(&cfg)?;
     let address = pb::WorkerAddress {
         host,

@@ -16,6 +16,69 @@ use crate::store::BlockStore;
 
 pub use crate::store::MEM as TIER_MEM;
 
+/// How long a worker credential minted from the key file is valid: the
+/// worker holds it in memory only and mints a new one at every start.
+const MINTED_TTL_MS: u64 = 10 * 365 * 24 * 3600 * 1000;
+
+/// Why the worker cannot prove it is one.
+#[derive(Debug, thiserror::Error)]
+pub enum CredentialError {
+    #[error(transparent)]
+    Token(#[from] ClientError),
+    #[error(
+        "cannot sign a worker token with the master's key file: {0} (give the worker read access \
+         to the file [security] key_file names, or set EDDY_TOKEN / [security] token to a worker \
+         token from `eddy token create --worker NAME`)"
+    )]
+    KeyFile(#[from] eddy_proto::auth::KeyFileError),
+}
+
+/// The credentials this worker calls the master with: a worker token from
+/// EDDY_TOKEN, `[security] token`, a token file (as any client finds one),
+/// else one it signs itself with the master's key file when `[security]
+/// key_file` names one it can read (the shared cluster secret), else none
+/// (a master with authentication `none` needs none; any other refuses the
+/// registration and says what to set). A user's token found there is not
+/// used: it would be refused as not a worker's.
+pub fn worker_credentials(
+    sec: &eddy_proto::auth::SecurityConfig,
+) -> Result<eddy_client::Credentials, CredentialError> {
+    use eddy_proto::auth::{Credential, Keyring, Principal};
+    let found = eddy_client::Credentials::from_config(sec)?;
+    let user = crate::access::WORKER_USER.to_string();
+    // EDDY_TOKEN (or ~/.eddy/token) may hold the user's own token, in the
+    // environment a worker was started from; the config's is then next.
+    let own = Some(sec.token.trim().to_string()).filter(|t| !t.is_empty());
+    for t in [found.token, own].into_iter().flatten() {
+        match Credential::parse_unverified(&t) {
+            Ok(c) if c.principal == Principal::User => {
+                tracing::warn!(
+                    "the token found for this worker is user {:?}'s, not a worker token; not using it",
+                    c.name
+                );
+            }
+            // A worker's, or one the master will say what is wrong with.
+            _ => {
+                return Ok(eddy_client::Credentials {
+                    user,
+                    token: Some(t),
+                });
+            }
+        }
+    }
+    if sec.key_file.as_os_str().is_empty() {
+        return Ok(eddy_client::Credentials { user, token: None });
+    }
+    let keys = Keyring::load(&sec.key_file)?;
+    let now = crate::access::unix_ms();
+    let token = Credential::sign(&keys, Principal::Worker, &user, now, MINTED_TTL_MS)
+        .map_err(|e| ClientError::InvalidArgument(e.to_string()))?;
+    Ok(eddy_client::Credentials {
+        user,
+        token: Some(token),
+    })
+}
+
 /// How often a failing heartbeat is tried again (at most the interval).
 /// A refused connection costs next to nothing, and this is what makes a
 /// worker register again promptly with a restarted master.
@@ -35,6 +98,8 @@ pub struct MasterLink {
     copies: mpsc::UnboundedSender<crate::jobs::Job>,
     /// This worker's object-store defaults (the config file's `[ufs.*]`).
     ufs_defaults: eddy_ufs::UfsDefaults,
+    /// The block keys of the last registration (`crate::access`).
+    pub keys: crate::access::BlockKeys,
 }
 
 impl MasterLink {
@@ -55,6 +120,7 @@ impl MasterLink {
             interval_ms: AtomicU64::new(1_000),
             mounts: Mutex::new(HashMap::new()),
             registering: tokio::sync::Mutex::new(()),
+            keys: Default::default(),
         }
     }
 
@@ -112,6 +178,8 @@ impl MasterLink {
             .into_inner();
         // Whatever was pending is part of the full report just sent.
         self.store.take_changes();
+        self.keys
+            .install(&r.block_keys, r.block_tokens_required, &r.authentication);
         self.worker_id.store(r.worker_id, Ordering::Relaxed);
         self.interval_ms
             .store(r.heartbeat_interval_ms.max(10), Ordering::Relaxed);

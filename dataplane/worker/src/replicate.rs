@@ -82,6 +82,7 @@ async fn copy_within(sh: &Shared, b: &pb::ReplicateBlock, peer_limit: Duration) 
                 mount_id: u.mount_id,
                 key: u.key.clone(),
             }),
+            token: Vec::new(),
         };
         // The fill commits the block itself.
         sh.store.get_or_fill(b.block_id, || fill(sh, &req)).await?;
@@ -89,6 +90,10 @@ async fn copy_within(sh: &Shared, b: &pb::ReplicateBlock, peer_limit: Duration) 
     }
     Err(last)
 }
+
+/// How long the READ token a worker signs for a copy from a peer lasts:
+/// one copy's time, with room.
+const SELF_GRANT_TTL_MS: u64 = 10 * 60 * 1000;
 
 /// A peer that did not send a block within `after`.
 fn peer_timeout(addr: &str, block_id: u64, after: Duration) -> WorkerError {
@@ -110,6 +115,22 @@ async fn from_peer(sh: &Shared, addr: &str, b: &pb::ReplicateBlock) -> Result<()
     let mut w = SegmentWriter::create(&format!("eddy-block-{}", b.block_id), b.length, false)
         .map_err(WorkerError::Memory)?;
     let mut sock = tokio::net::TcpStream::connect(addr).await.map_err(io)?;
+    // A peer checks this worker as any client: the handshake, then a READ
+    // token, which this worker signs itself with the block keys it holds.
+    match eddy_wire::hello(&mut sock, crate::access::WORKER_USER).await {
+        Ok(Ok(())) => {}
+        Ok(Err(frame)) => {
+            return Err(WorkerError::NotFound(format!(
+                "{addr} refused the handshake: {}",
+                frame.message
+            )));
+        }
+        Err(e) => return Err(wire(e)),
+    }
+    let token = sh
+        .link
+        .keys
+        .self_grant(eddy_proto::file_id_of_block(b.block_id), SELF_GRANT_TTL_MS);
     let req = ReadRequest {
         block_id: b.block_id,
         offset: 0,
@@ -119,6 +140,7 @@ async fn from_peer(sh: &Shared, addr: &str, b: &pb::ReplicateBlock) -> Result<()
         // The peer serves what it holds and caches nothing new.
         read_type: ReadType::NoCache,
         source: None,
+        token,
     };
     let dst = &mut w.as_mut_slice()[..b.length as usize];
     match eddy_wire::read_block(&mut sock, &req, dst).await {
@@ -156,6 +178,15 @@ mod tests {
         let port = u32::from(l.local_addr().unwrap().port());
         let task = tokio::spawn(async move {
             let (mut s, _) = l.accept().await.unwrap();
+            // The handshake first, as every peer sends it.
+            let h = eddy_wire::read_header(&mut s).await.unwrap();
+            assert_eq!(h.kind, Kind::Hello);
+            let hello = eddy_wire::read_body(&mut s, h).await.unwrap();
+            let hello = eddy_wire::Hello::decode(&hello).unwrap();
+            assert_eq!(hello.user, crate::access::WORKER_USER);
+            eddy_wire::write_frame(&mut s, Kind::Ok, &eddy_wire::u64_body(1))
+                .await
+                .unwrap();
             let h = eddy_wire::read_header(&mut s).await.unwrap();
             let body = eddy_wire::read_body(&mut s, h).await.unwrap();
             let req = ReadRequest::decode(Kind::Read, &body).unwrap();

@@ -1,5 +1,7 @@
 //! The data server: one task per TCP connection, requests served in order.
 //!
+//! The first frame is the handshake (`Hello`, `crate::access`); every
+//! `Read`, `Load` and `WriteOpen` after it passes its block token first.
 //! A request that fails gets an `Error` frame and the connection stays
 //! usable. A protocol violation (bad magic, unknown or oversized frame, a
 //! body that does not parse) is logged and closes that connection only.
@@ -15,6 +17,9 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tokio::sync::watch;
 
+use eddy_proto::auth::BlockOps;
+
+use crate::access::{ConnAccess, Peer, handshake};
 use crate::cache::{cached, checked, read_through};
 use crate::conn::{PeerSlot, Timed};
 use crate::disk;
@@ -36,6 +41,15 @@ pub async fn serve(
     mut stop: watch::Receiver<bool>,
 ) {
     let mut sock = Timed::new(sock, sh.timeouts);
+    // The handshake comes first (a TLS layer wraps `sock` before it).
+    sock.expect_frame();
+    let hello = tokio::select! {
+        a = handshake(&mut sock, Peer::Tcp, &sh.store.stats) => a,
+        _ = stop.changed() => return,
+    };
+    let Some(mut access) = hello else {
+        return;
+    };
     loop {
         sock.expect_frame();
         let h = tokio::select! {
@@ -43,7 +57,7 @@ pub async fn serve(
             _ = stop.changed() => return,
         };
         let r = match h {
-            Ok(h) => dispatch(&sh, &mut sock, h).await,
+            Ok(h) => dispatch(&sh, &mut sock, h, &mut access).await,
             Err(e) => Err(e),
         };
         match r {
@@ -64,13 +78,25 @@ pub async fn serve(
     }
 }
 
-async fn dispatch(sh: &Shared, sock: &mut Conn, h: eddy_wire::Header) -> Result<(), WireError> {
+async fn dispatch(
+    sh: &Shared,
+    sock: &mut Conn,
+    h: eddy_wire::Header,
+    access: &mut ConnAccess,
+) -> Result<(), WireError> {
+    let (keys, counters) = (&sh.link.keys, &sh.store.stats);
     match h.kind {
         Kind::Read | Kind::Load => {
             let body = read_body(sock, h).await?;
             let req = ReadRequest::decode(h.kind, &body)?;
             if let Err(e) = req.check() {
                 return send_error(sock, &e.into()).await;
+            }
+            // Nothing is looked up, filled or read before the token passes.
+            let allowed =
+                access.check_block(keys, counters, req.block_id, &req.token, BlockOps::READ);
+            if let Err(e) = allowed {
+                return send_error(sock, &e).await;
             }
             read(sh, sock, &req, h.kind == Kind::Load).await
         }
@@ -79,6 +105,11 @@ async fn dispatch(sh: &Shared, sock: &mut Conn, h: eddy_wire::Header) -> Result<
             let open = WriteOpen::decode(&body)?;
             if let Err(e) = open.check() {
                 return send_error(sock, &e.into()).await;
+            }
+            let allowed =
+                access.check_file(keys, counters, open.file_id, &open.token, BlockOps::WRITE);
+            if let Err(e) = allowed {
+                return send_error(sock, &e).await;
             }
             write(sh, sock, open).await
         }

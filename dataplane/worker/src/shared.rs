@@ -39,6 +39,7 @@ pub(crate) fn stats(sh: &Shared) -> Vec<(String, u64)> {
         ("demotions", s.demotions.load(Relaxed)),
         ("promotions", s.promotions.load(Relaxed)),
         ("disk_reads", s.disk_reads.load(Relaxed)),
+        ("access_denied", s.access_denied.load(Relaxed)),
         ("replicas_made", s.replicas_made.load(Relaxed)),
         ("persists", s.persists.load(Relaxed)),
         ("persist_failures", s.persist_failures.load(Relaxed)),

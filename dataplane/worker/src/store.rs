@@ -60,6 +60,9 @@ pub struct Stats {
     /// Files persisted at the master's request, and attempts that failed.
     pub persists: AtomicU64,
     pub persist_failures: AtomicU64,
+    /// Data requests and handshakes refused for want of a valid block
+    /// token or identity (`crate::access`).
+    pub access_denied: AtomicU64,
 }
 
 impl Stats {

@@ -28,6 +28,9 @@ use tokio::net::{UnixListener, UnixStream};
 use tokio::sync::watch;
 use tokio::task::JoinSet;
 
+use eddy_proto::auth::BlockOps;
+
+use crate::access::{ConnAccess, Peer, handshake, user_of_uid};
 use crate::cache::cached;
 use crate::conn::{PeerLimit, PeerSlot, Timed, Timeouts};
 use crate::error::WorkerError;
@@ -160,9 +163,35 @@ async fn serve(
         idle: Duration::MAX,
         ..sh.timeouts
     };
+    // The kernel says who the peer is; the handshake must agree.
+    let peer = match rustix::net::sockopt::socket_peercred(&sock) {
+        Ok(c) => {
+            let uid = c.uid.as_raw();
+            Peer::Local {
+                uid,
+                name: user_of_uid(uid),
+            }
+        }
+        Err(e) => {
+            tracing::warn!("cannot tell who a short-circuit client is (SO_PEERCRED: {e}); closing");
+            return;
+        }
+    };
     // Buffered: a request's header and body (and releases sent ahead of
     // it) arrive in one read.
     let mut sock = BufReader::with_capacity(16 << 10, Timed::new(sock, limits));
+    sock.get_mut().expect_frame();
+    // The stream's idle timer is off here (leases keep a connection), so
+    // the handshake gets the idle limit of its own.
+    let hello = tokio::select! {
+        a = tokio::time::timeout(idle, handshake(&mut sock, peer, &sh.store.stats)) => {
+            a.ok().flatten()
+        }
+        _ = stop.changed() => return,
+    };
+    let Some(mut access) = hello else {
+        return;
+    };
     Stats::add(&sh.store.stats.lease_clients, 1);
     let mut table = Table {
         held: HashMap::new(),
@@ -197,7 +226,10 @@ async fn serve(
         }
         let h = read_header(&mut sock).await;
         let r = match h {
-            Ok(h) => dispatch(&sh, &mut sock, h, &mut table, &policy, &mut session).await,
+            Ok(h) => {
+                let s = &mut session;
+                dispatch(&sh, &mut sock, h, &mut table, &policy, s, &mut access).await
+            }
             Err(e) => Err(e),
         };
         match r {
@@ -220,6 +252,7 @@ async fn dispatch(
     table: &mut Table<'_>,
     policy: &LeasePolicy,
     session: &mut Option<WriteSession>,
+    access: &mut ConnAccess,
 ) -> Result<(), WireError> {
     match h.kind {
         Kind::WriteOpen
@@ -228,11 +261,11 @@ async fn dispatch(
         | Kind::WriteClose
         | Kind::WriteCancel => {
             let body = read_body(sock, h).await?;
-            write_step(sh, sock, h.kind, &body, session).await
+            write_step(sh, sock, h.kind, &body, session, access).await
         }
         Kind::Lease => {
             let body = read_body(sock, h).await?;
-            lease(sh, sock, &body, table, policy).await
+            lease(sh, sock, &body, table, policy, access).await
         }
         Kind::Release => {
             let body = read_body(sock, h).await?;
@@ -272,6 +305,7 @@ async fn lease(
     body: &[u8],
     table: &mut Table<'_>,
     policy: &LeasePolicy,
+    access: &mut ConnAccess,
 ) -> Result<(), WireError> {
     let items = decode_lease(body)?;
     table.expire(policy.ttl);
@@ -288,6 +322,11 @@ async fn lease(
         };
         if let Err(e) = it.check() {
             grants.push(refuse(e.into()));
+            continue;
+        }
+        let (keys, stats) = (&sh.link.keys, &sh.store.stats);
+        if let Err(e) = access.check_block(keys, stats, it.block_id, &it.token, BlockOps::READ) {
+            grants.push(refuse(e));
             continue;
         }
         if table.held.len() >= policy.max_per_client {
@@ -431,6 +470,7 @@ async fn write_step(
     kind: Kind,
     body: &[u8],
     session: &mut Option<WriteSession>,
+    access: &mut ConnAccess,
 ) -> Result<(), WireError> {
     let out = sock.get_mut();
     let fail = |e: WorkerError| e.frame().encode();
@@ -440,6 +480,12 @@ async fn write_step(
             let open = WriteOpen::decode(body)?;
             if let Err(e) = open.check() {
                 return write_frame(out, Kind::Error, &fail(e.into())).await;
+            }
+            let (keys, stats) = (&sh.link.keys, &sh.store.stats);
+            let allowed =
+                access.check_file(keys, stats, open.file_id, &open.token, BlockOps::WRITE);
+            if let Err(e) = allowed {
+                return write_frame(out, Kind::Error, &fail(e)).await;
             }
             if session.is_some() {
                 let e = WorkerError::InvalidArgument(

@@ -430,6 +430,7 @@ impl FileReader {
                     mount_id: u.mount_id,
                     key: u.key.clone(),
                 }),
+            token: info.block_token.clone(),
         }
     }
 
@@ -509,8 +510,13 @@ impl FileReader {
                         // file at the path: another version): re-resolve the
                         // path and try again; a path that names another file
                         // now answers NOT_FOUND (`refresh_info`).
+                        // A refused block token (expired, most likely: the
+                        // metadata was kept past its life) gets a fresh one
+                        // with the fresh metadata, once; refused again, the
+                        // refusal is the answer.
                         let stale =
-                            matches!(e.code(), EddyCode::InvalidArgument | EddyCode::UfsError);
+                            matches!(e.code(), EddyCode::InvalidArgument | EddyCode::UfsError)
+                                || (e.code() == EddyCode::PermissionDenied && round == 0);
                         if stale && round < 2 {
                             last_err = Some(e);
                             break;
@@ -648,5 +654,6 @@ fn mapped_range(b: &pb::FileBlock, off: u64, n: usize) -> ReadRequest {
         file_offset: b.offset,
         read_type: ReadType::Cache,
         source: None,
+        token: Vec::new(),
     }
 }

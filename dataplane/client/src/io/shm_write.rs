@@ -22,9 +22,17 @@ pub(crate) struct ShmWrite {
 }
 
 impl ShmWrite {
-    pub async fn open(path: &str, open: &WriteOpen, timeout: Duration) -> Result<Self, WireError> {
+    pub async fn open(
+        path: &str,
+        open: &WriteOpen,
+        user: &str,
+        timeout: Duration,
+    ) -> Result<Self, WireError> {
         within(timeout, async {
             let mut sock = tokio::net::UnixStream::connect(path).await?;
+            eddy_wire::hello(&mut sock, user)
+                .await?
+                .map_err(WireError::Remote)?;
             write_frame(&mut sock, Kind::WriteOpen, &open.encode()).await?;
             match eddy_wire::expect(&mut sock, Kind::Ok).await? {
                 Ok(_) => Ok(Self {

@@ -88,6 +88,10 @@ impl FakeWorker {
                     eddy_wire::write_frame(&mut s, Kind::Error, &e.encode()).await
                 }
                 Kind::Load => eddy_wire::write_frame(&mut s, Kind::Ok, &[]).await,
+                // The handshake every connection starts with.
+                Kind::Hello => {
+                    eddy_wire::write_frame(&mut s, Kind::Ok, &eddy_wire::u64_body(1)).await
+                }
                 Kind::Stats => {
                     let stats = eddy_wire::encode_stats(&[("reads".into(), 1)]);
                     eddy_wire::write_frame(&mut s, Kind::StatsOk, &stats).await
@@ -218,6 +222,7 @@ fn file_on_all(ws: &[&FakeWorker]) -> (Arc<FileInfo>, Vec<u8>) {
         blocks,
         ufs: None,
         grace_left_ms: 0,
+        block_token: Vec::new(),
     };
     (Arc::new(info), data)
 }
@@ -238,6 +243,7 @@ fn whole_block(len: u64) -> ReadRequest {
         file_offset: 0,
         read_type: ReadType::Cache,
         source: None,
+        token: Vec::new(),
     }
 }
 
@@ -382,6 +388,7 @@ fn open() -> WriteOpen {
         block_size: 64 << 20,
         write_type: WriteType::MustCache,
         target: None,
+        token: Vec::new(),
     }
 }
 

@@ -52,7 +52,11 @@ impl FileWriter {
             persist_async: false,
             shm: None,
         };
-        match w.open_session(&status, created.ufs, opts.write_type).await {
+        let token = created.block_token;
+        match w
+            .open_session(&status, created.ufs, opts.write_type, token)
+            .await
+        {
             Ok(()) => Ok(w),
             Err(e) => {
                 w.tcp = None;
@@ -78,6 +82,7 @@ impl FileWriter {
         status: &pb::FileStatus,
         ufs: Option<pb::UfsLocation>,
         write_type: pb::WriteType,
+        token: Vec<u8>,
     ) -> Result<()> {
         let wt = match write_type {
             pb::WriteType::Unspecified | pb::WriteType::MustCache => WriteType::MustCache,
@@ -101,10 +106,12 @@ impl FileWriter {
                 mount_id: u.mount_id,
                 key: u.key,
             }),
+            token,
         };
         // A worker on this host: write into its shared memory.
         if let Some(socket) = self.shared.local_write_socket().await {
-            match ShmWrite::open(&socket, &open, self.shared.opts.timeout).await {
+            match ShmWrite::open(&socket, &open, self.shared.user(), self.shared.opts.timeout).await
+            {
                 Ok(s) => {
                     self.shm = Some(s);
                     return Ok(());

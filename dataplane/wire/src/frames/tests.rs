@@ -71,11 +71,22 @@ fn read_request_layout_and_checks() {
             mount_id: 3,
             key: "a/b".into(),
         }),
+        token: b"tok".to_vec(),
     };
     let b = r.encode();
-    assert_eq!(b.len(), 5 * 8 + 1 + 8 + 2 + 3);
+    // The fields, the source (mount, key), then the token (u16 length).
+    assert_eq!(b.len(), 5 * 8 + 1 + 8 + 2 + 3 + 2 + 3);
     assert_eq!(&b[0..8], &7u64.to_le_bytes());
+    assert_eq!(&b[b.len() - 5..], b"\x03\x00tok");
     assert_eq!(ReadRequest::decode(Kind::Read, &b).unwrap(), r);
+    // A token longer than any the master signs is malformed.
+    let mut long = b[..b.len() - 5].to_vec();
+    long.extend_from_slice(&(eddy_proto::auth::BLOCK_TOKEN_MAX as u16 + 1).to_le_bytes());
+    long.extend(std::iter::repeat_n(
+        0u8,
+        eddy_proto::auth::BLOCK_TOKEN_MAX + 1,
+    ));
+    assert!(ReadRequest::decode(Kind::Read, &long).is_err());
     let out_of_block = ReadRequest {
         offset: 95,
         length: 10,
@@ -116,6 +127,7 @@ fn other_bodies_round_trip() {
             mount_id: 1,
             key: "x".into(),
         }),
+        token: Vec::new(),
     };
     assert_eq!(WriteOpen::decode(&o.encode()).unwrap(), o);
     let no_target = WriteOpen {
@@ -141,6 +153,7 @@ fn other_bodies_round_trip() {
         file_offset: 0,
         read_type: ReadType::Cache,
         source: None,
+        token: Vec::new(),
     };
     let items = vec![item.clone(), item];
     assert_eq!(decode_lease(&encode_lease(&items)).unwrap(), items);
@@ -177,5 +190,29 @@ proptest! {
         if b.len() >= HEADER_LEN {
             let _ = Header::decode(b[..HEADER_LEN].try_into().unwrap());
         }
+    }
+}
+
+#[test]
+fn hello_layout_and_limits() {
+    let h = Hello {
+        version: HELLO_VERSION,
+        user: "alice".into(),
+    };
+    let b = h.encode();
+    assert_eq!(b, b"\x01\x00\x05\x00alice");
+    assert_eq!(Hello::decode(&b).unwrap(), h);
+    let long = Hello {
+        version: 1,
+        user: "a".repeat(256),
+    };
+    assert!(Hello::decode(&long.encode()).is_err(), "a 256-byte user");
+    for bad in [
+        &b""[..],
+        b"\x01",
+        b"\x01\x00\x09\x00ab",
+        b"\x01\x00\x00\x00x",
+    ] {
+        assert!(Hello::decode(bad).is_err(), "{bad:?}");
     }
 }

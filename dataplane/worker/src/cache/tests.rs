@@ -35,6 +35,7 @@ fn read(file: u64, index: u64, len: u64, key: &str) -> ReadRequest {
             mount_id: MOUNT,
             key: key.into(),
         }),
+        token: Vec::new(),
     }
 }
 

@@ -98,6 +98,7 @@ async fn a_copy_of_a_block_already_here_only_tells_the_master() {
             mount_id: MOUNT,
             key: "data/f".into(),
         }),
+        token: Vec::new(),
     };
     crate::cache::cached(&w.shared, &req).await.unwrap();
     let reads = w.shared.store.stats.ufs_reads.load(Relaxed);

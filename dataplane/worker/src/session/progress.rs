@@ -188,6 +188,7 @@ mod tests {
             block_size: bs,
             write_type: wt,
             target: None,
+            token: Vec::new(),
         })
     }
 

@@ -115,6 +115,7 @@ fn session(sh: &Shared, wt: WriteType, fail_past: u64) -> (WriteSession, Arc<Mut
         block_size: BS,
         write_type: wt,
         target: None,
+        token: Vec::new(),
     };
     (WriteSession::new(sh.store.clone(), &open, ufs, None), seen)
 }
@@ -330,6 +331,7 @@ mod with_master {
                 mount_id: MOUNT,
                 key: "staging/9".into(),
             }),
+            token: Vec::new(),
         }
     }
 

@@ -64,6 +64,8 @@ impl pb::block_master_server::BlockMaster for Svc {
             worker_id: 1,
             heartbeat_interval_ms: 1_000,
             lost_after_ms: 10_000,
+            // As a master with authentication "none": no tokens.
+            ..Default::default()
         }))
     }
     async fn heartbeat(&self, _: Request<pb::HeartbeatRequest>) -> Rpc<pb::HeartbeatResponse> {

@@ -1,0 +1,317 @@
+//! Block access tokens and the data-plane handshake (issue 16): real
+//! processes on loopback, raw frames from the test. Block ids are small
+//! sequential numbers, so nothing may be readable by knowing one: every
+//! request needs the token the master hands out with the file's blocks.
+
+mod common;
+
+use std::time::Duration;
+
+use common::{Cluster, data_conn, get, mint_block_token, pattern, put, uds_conn, unix_ms_in};
+use eddy_client::{EddyCode, pb};
+use eddy_proto::auth::{BlockGrant, BlockOps, Keyring};
+use eddy_wire::{ErrorFrame, Kind, ReadRequest, ReadType, WriteOpen, WriteType};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+
+const BS: u64 = 1 << 20;
+const SMALL_BLOCKS: &str = "default_block_size = 1048576";
+const ANSWER: Duration = Duration::from_secs(20);
+
+async fn ask<S>(s: &mut S, kind: Kind, body: &[u8]) -> (Kind, Vec<u8>)
+where
+    S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin,
+{
+    eddy_wire::write_frame(s, kind, body).await.unwrap();
+    tokio::time::timeout(ANSWER, async {
+        let h = eddy_wire::read_header(s).await.unwrap();
+        (h.kind, eddy_wire::read_body(s, h).await.unwrap())
+    })
+    .await
+    .expect("the worker answers")
+}
+
+fn refusal(kind: Kind, body: &[u8]) -> ErrorFrame {
+    assert_eq!(kind, Kind::Error, "expected a refusal, got {kind:?}");
+    ErrorFrame::decode(body).unwrap()
+}
+
+/// The worker's `access_denied` counter, from its metrics endpoint.
+fn denied_metric(c: &Cluster) -> f64 {
+    common::scrape(&c.workers[0].metrics)
+        .lines()
+        .find(|l| l.starts_with("eddy_worker_access_denied_total{"))
+        .and_then(|l| l.rsplit(' ').next()?.parse().ok())
+        .unwrap_or(0.0)
+}
+
+fn read_of(block: &pb::FileBlock, token: Vec<u8>) -> ReadRequest {
+    ReadRequest {
+        block_id: block.block_id,
+        offset: 0,
+        length: block.length,
+        block_length: block.length,
+        file_offset: block.offset,
+        read_type: ReadType::Cache,
+        source: None,
+        token,
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn data_requests_without_the_right_token_are_refused_and_counted() {
+    let dir = tempfile::tempdir().unwrap();
+    let c = Cluster::start(dir.path(), 1, SMALL_BLOCKS, "");
+    let fs = c.fs().await;
+    let (a, b) = (pattern(BS as usize + 10, 1), pattern(3000, 2));
+    put(&fs, "/a", &a, pb::WriteType::MustCache).await;
+    put(&fs, "/b", &b, pb::WriteType::MustCache).await;
+    let fa = fs.master().file_blocks("/a").await.unwrap();
+    let fb = fs.master().file_blocks("/b").await.unwrap();
+    let a_id = fa.status.as_ref().unwrap().id;
+    let a0 = &fa.blocks[0];
+    assert!(!fa.block_token.is_empty(), "the master hands out a token");
+    let me = eddy_client::Credentials::current_user().user;
+    let key = dir.path().join("master.key");
+    let expired = mint_block_token(&key, a_id, BlockOps::READ, &me, unix_ms_in(0) - 1000);
+    let forged = BlockGrant {
+        file_id: a_id,
+        ops: BlockOps::READ_WRITE,
+        user: me.clone(),
+        expires_ms: unix_ms_in(3_600_000),
+    }
+    .sign(&Keyring::generate(1).derive(eddy_master::identity::BLOCK_KEY_LABEL))
+    .unwrap();
+    let cases: [(&str, Vec<u8>, &str); 5] = [
+        ("no token", Vec::new(), "no block token"),
+        ("another file's token", fb.block_token.clone(), "for file"),
+        ("an expired token", expired.clone(), "expired"),
+        (
+            "a token signed with another key",
+            forged.clone(),
+            "signature",
+        ),
+        ("garbage", vec![1; 40], "refused"),
+    ];
+    let mut s = data_conn(&c.workers[0].addr).await;
+    for (what, token, says) in &cases {
+        for kind in [Kind::Read, Kind::Load] {
+            let (k, body) = ask(&mut s, kind, &read_of(a0, token.clone()).encode()).await;
+            let e = refusal(k, &body);
+            assert_eq!(
+                e.code,
+                EddyCode::PermissionDenied,
+                "{what} ({kind:?}): {e:?}"
+            );
+            assert!(e.message.contains(says), "{what}: {}", e.message);
+        }
+    }
+    // Guessing: the first blocks of the first files, no token.
+    for file in 1..=8u64 {
+        let guess = ReadRequest {
+            block_id: eddy_proto::block_id(file, 0),
+            length: 1,
+            block_length: 1,
+            ..read_of(a0, Vec::new())
+        };
+        let (k, body) = ask(&mut s, Kind::Read, &guess.encode()).await;
+        assert_eq!(refusal(k, &body).code, EddyCode::PermissionDenied);
+    }
+    // A read token does not open a write session.
+    let open = WriteOpen {
+        file_id: a_id,
+        block_size: BS,
+        write_type: WriteType::MustCache,
+        target: None,
+        token: fa.block_token.clone(),
+    };
+    let (k, body) = ask(&mut s, Kind::WriteOpen, &open.encode()).await;
+    let e = refusal(k, &body);
+    assert_eq!(e.code, EddyCode::PermissionDenied, "{e:?}");
+    assert!(e.message.contains("does not allow write"), "{}", e.message);
+    // The same connection, with the file's own token, reads the bytes.
+    let (k, body) = ask(
+        &mut s,
+        Kind::Read,
+        &read_of(a0, fa.block_token.clone()).encode(),
+    )
+    .await;
+    assert_eq!(k, Kind::ReadOk, "{:?}", ErrorFrame::decode(&body));
+    let mut got = vec![0u8; a0.length as usize];
+    s.read_exact(&mut got).await.unwrap();
+    assert_eq!(got, a[..BS as usize]);
+    let tcp_refusals = (cases.len() * 2 + 8 + 1) as f64;
+    assert_eq!(denied_metric(&c), tcp_refusals, "every refusal counted");
+
+    // Short-circuit leases: the same rules, per item.
+    let mut u = uds_conn(dir.path().join("w0.sock")).await;
+    let items: Vec<ReadRequest> = [Vec::new(), fb.block_token.clone(), expired, forged]
+        .into_iter()
+        .chain([fa.block_token.clone()])
+        .map(|t| read_of(a0, t))
+        .collect();
+    let (k, body) = ask(&mut u, Kind::Lease, &eddy_wire::encode_lease(&items)).await;
+    assert_eq!(k, Kind::LeaseOk, "{:?}", ErrorFrame::decode(&body));
+    let (_, grants) = eddy_wire::decode_lease_ok(&body).unwrap();
+    let codes: Vec<u16> = grants.iter().map(|g| g.code).collect();
+    let pd = EddyCode::PermissionDenied as i32 as u16;
+    assert_eq!(codes, [pd, pd, pd, pd, 0], "{grants:?}");
+    assert_eq!(denied_metric(&c), tcp_refusals + 4.0);
+    // A short-circuit write needs a write token too.
+    let (k, body) = ask(&mut u, Kind::WriteOpen, &open.encode()).await;
+    assert_eq!(refusal(k, &body).code, EddyCode::PermissionDenied);
+    // Normal clients are unaffected, over TCP and shared memory.
+    assert_eq!(get(&fs, "/a").await, a);
+    assert_eq!(get(&c.fs_local().await, "/b").await, b);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_client_whose_token_expired_gets_a_fresh_one_and_reads_on() {
+    let dir = tempfile::tempdir().unwrap();
+    let c = Cluster::start(
+        dir.path(),
+        1,
+        &format!("{SMALL_BLOCKS}\n[security]\nblock_token_ttl_ms = 300"),
+        "",
+    );
+    let opts = eddy_client::ClientOptions {
+        short_circuit: false,
+        // Long enough that the second open reuses the metadata, and with
+        // it the token, after the token expired.
+        metadata_ttl: Duration::from_secs(60),
+        ..Default::default()
+    };
+    let fs = eddy_client::FileSystem::connect_with(&c.master.addr, opts)
+        .await
+        .unwrap();
+    let data = pattern(2 * BS as usize, 3);
+    put(&fs, "/f", &data, pb::WriteType::MustCache).await;
+    assert_eq!(get(&fs, "/f").await, data);
+    // No signal says "expired": the token's life is wall-clock time.
+    tokio::time::sleep(Duration::from_millis(400)).await;
+    assert_eq!(get(&fs, "/f").await, data, "read on with a fresh token");
+    assert!(
+        denied_metric(&c) >= 1.0,
+        "the stale token was refused first"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn the_unix_socket_knows_who_its_peer_is() {
+    let dir = tempfile::tempdir().unwrap();
+    let c = Cluster::start(dir.path(), 1, SMALL_BLOCKS, "");
+    let fs = c.fs().await;
+    let data = pattern(3000, 4);
+    put(&fs, "/f", &data, pb::WriteType::MustCache).await;
+    let uid = rustix::process::geteuid().as_raw();
+    let mut u = tokio::net::UnixStream::connect(dir.path().join("w0.sock"))
+        .await
+        .unwrap();
+    let claim = eddy_wire::hello(&mut u, "not-me").await.unwrap();
+    let e = claim.expect_err("another user's name is refused");
+    assert_eq!(e.code, EddyCode::PermissionDenied);
+    assert!(e.message.contains(&format!("uid {uid}")), "{}", e.message);
+    // A token issued to someone else does not lease on the socket in
+    // simple mode (the master took that name on trust).
+    let fb = fs.master().file_blocks("/f").await.unwrap();
+    let theirs = mint_block_token(
+        &dir.path().join("master.key"),
+        fb.status.as_ref().unwrap().id,
+        BlockOps::READ,
+        "somebody-else",
+        unix_ms_in(60_000),
+    );
+    let mut u = uds_conn(dir.path().join("w0.sock")).await;
+    let items = [read_of(&fb.blocks[0], theirs)];
+    let (_, body) = ask(&mut u, Kind::Lease, &eddy_wire::encode_lease(&items)).await;
+    let (_, grants) = eddy_wire::decode_lease_ok(&body).unwrap();
+    assert_eq!(grants[0].code, EddyCode::PermissionDenied as i32 as u16);
+    assert!(grants[0].message.contains("identifies"), "{grants:?}");
+    assert_eq!(get(&c.fs_local().await, "/f").await, data);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn bad_handshakes_get_an_error_frame_and_others_are_served() {
+    let dir = tempfile::tempdir().unwrap();
+    let c = Cluster::start(dir.path(), 1, SMALL_BLOCKS, "");
+    let fs = c.fs().await;
+    let data = pattern(3000, 5);
+    put(&fs, "/ok", &data, pb::WriteType::MustCache).await;
+    let hello = |version: u16, user: &str| {
+        let body = eddy_wire::Hello {
+            version,
+            user: user.into(),
+        }
+        .encode();
+        let mut f = eddy_wire::Header {
+            kind: Kind::Hello,
+            body_len: body.len() as u32,
+        }
+        .encode()
+        .to_vec();
+        f.extend_from_slice(&body);
+        f
+    };
+    let mut truncated = hello(1, "alice");
+    truncated.truncate(truncated.len() - 2);
+    let stats_first = eddy_wire::Header {
+        kind: Kind::Stats,
+        body_len: 0,
+    }
+    .encode()
+    .to_vec();
+    // Each case is read whole by the worker before it answers (garbage of
+    // one header's length): unread bytes would make its close a reset,
+    // which may discard the answer before the test reads it.
+    let cases: [(&str, Vec<u8>, EddyCode); 5] = [
+        (
+            "a request before the handshake",
+            stats_first,
+            EddyCode::Protocol,
+        ),
+        (
+            "another protocol version",
+            hello(99, "alice"),
+            EddyCode::Protocol,
+        ),
+        (
+            "a 300-byte user",
+            hello(1, &"u".repeat(300)),
+            EddyCode::Protocol,
+        ),
+        ("a truncated hello", truncated, EddyCode::Protocol),
+        ("garbage", b"GET / HTTP/1".to_vec(), EddyCode::Protocol),
+    ];
+    for (what, bytes, code) in cases {
+        for unix in [false, true] {
+            let mut out = Vec::new();
+            if unix {
+                let mut u = tokio::net::UnixStream::connect(dir.path().join("w0.sock"))
+                    .await
+                    .unwrap();
+                u.write_all(&bytes).await.unwrap();
+                u.shutdown().await.unwrap();
+                tokio::time::timeout(ANSWER, u.read_to_end(&mut out))
+                    .await
+                    .unwrap_or_else(|_| panic!("{what}: left open"))
+                    .unwrap();
+            } else {
+                let mut s = TcpStream::connect(&c.workers[0].addr).await.unwrap();
+                s.write_all(&bytes).await.unwrap();
+                s.shutdown().await.unwrap();
+                tokio::time::timeout(ANSWER, s.read_to_end(&mut out))
+                    .await
+                    .unwrap_or_else(|_| panic!("{what}: left open"))
+                    .unwrap();
+            }
+            assert!(
+                out.len() >= 12,
+                "{what} (unix {unix}): an error frame, got {out:?}"
+            );
+            let h = eddy_wire::Header::decode(out[..12].try_into().unwrap()).unwrap();
+            let e = refusal(h.kind, &out[12..12 + h.body_len as usize]);
+            assert_eq!(e.code, code, "{what} (unix {unix}): {e:?}");
+            assert_eq!(get(&fs, "/ok").await, data, "{what}: others still served");
+        }
+    }
+}
