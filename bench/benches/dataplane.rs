@@ -5,14 +5,15 @@
 //! | warm read of a cached file over loopback TCP, one stream | a raw TCP pump of the same bytes between two processes |
 //! | cold read through the worker from the local-directory under-storage (page cache dropped) | reading the file directly (page cache dropped) |
 //! | MUST_CACHE write of a file | writing the same bytes to a local file |
+//! | warm remote read over TLS (rustls, AES-GCM) | the same read over plaintext TCP, runs alternating |
 //!
 //! The cluster (master + worker) and the pump's sender run in child
 //! processes (this binary, re-executed), so both sides of every stream are
 //! separate processes, as in production.
 //!
 //! Run: `cargo bench -p eddy-bench --bench dataplane` (1 GiB; set
-//! `EDDY_BENCH_BYTES` to change the size). Prints a table; results are
-//! recorded in bench/RESULTS.md.
+//! `EDDY_BENCH_BYTES` to change the size); `-- tls` runs only the TLS
+//! comparison. Prints a table; results are recorded in bench/RESULTS.md.
 
 use std::io::{Read, Write};
 use std::os::fd::AsRawFd;
@@ -23,6 +24,9 @@ use eddy_client::{CreateOptions, FileSystem, OpenOptions};
 
 const CHUNK: usize = 8 << 20;
 const RUNS: usize = 3;
+/// TLS vs plaintext: alternating runs, so drift on a shared machine hits
+/// both alike.
+const TLS_RUNS: usize = 5;
 
 fn main() {
     if eddy_bench::handled_before_main() {
@@ -32,7 +36,8 @@ fn main() {
     if let Some(i) = args.iter().position(|a| a == "--child-pump") {
         return pump_sender(&args[i + 1], args[i + 2].parse().unwrap());
     }
-    eddy_bench::run_main(run);
+    let tls_only = args.iter().skip(1).any(|a| a == "tls");
+    eddy_bench::run_main(move |bytes| run(bytes, tls_only));
 }
 
 /// Child: connects to `addr` and sends `n` bytes.
@@ -77,8 +82,14 @@ fn drop_cache(path: &std::path::Path) {
     assert_eq!(r, 0, "posix_fadvise");
 }
 
-async fn run(bytes: u64) {
+async fn run(bytes: u64, tls_only: bool) {
     let dir = tempfile::tempdir_in(std::env::temp_dir()).unwrap();
+    if tls_only {
+        let (plain, tls) = tls_vs_plain(dir.path(), bytes).await;
+        header(bytes, TLS_RUNS);
+        row(bytes, TLS_ROW, &tls, &plain, "report");
+        return;
+    }
     let pump = pump_baseline(bytes);
 
     // The cluster in a child process. This benchmark measures the TCP
@@ -95,24 +106,88 @@ async fn run(bytes: u64) {
     drop(cluster.stdin.take());
     cluster.wait().unwrap();
 
+    let (plain, tls) = tls_vs_plain(dir.path(), bytes).await;
+
+    header(bytes, RUNS);
+    row(
+        bytes,
+        "warm remote read vs raw TCP pump",
+        &warm,
+        &pump,
+        ">=0.8",
+    );
+    let cold_name = "cold read via worker vs direct file read";
+    row(bytes, cold_name, &cold, &direct, ">=0.7");
+    let write_name = "MUST_CACHE write vs local file write";
+    row(bytes, write_name, &write_eddy, &write_local, "");
+    row(bytes, TLS_ROW, &tls, &plain, "report");
+}
+
+const TLS_ROW: &str = "warm remote read, TLS vs plaintext";
+
+fn header(bytes: u64, runs: usize) {
     let gib = bytes as f64 / (1u64 << 30) as f64;
-    println!("data plane, {gib:.2} GiB per run, median of {RUNS} runs");
+    println!("data plane, {gib:.2} GiB per run, median of {runs} runs ({TLS_RUNS} for TLS)");
     println!(
         "{:<44} {:>10} {:>10} {:>7} {:>7}",
         "benchmark", "Eddy GB/s", "base GB/s", "ratio", "target"
     );
-    let row = |name: &str, e: &[Duration], b: &[Duration], target: &str| {
-        let (e, b) = (
-            gbps(bytes, median(e.to_vec())),
-            gbps(bytes, median(b.to_vec())),
-        );
-        println!("{name:<44} {e:>10.2} {b:>10.2} {:>7.2} {target:>7}", e / b);
+}
+
+fn row(bytes: u64, name: &str, e: &[Duration], b: &[Duration], target: &str) {
+    let (e, b) = (
+        gbps(bytes, median(e.to_vec())),
+        gbps(bytes, median(b.to_vec())),
+    );
+    println!("{name:<44} {e:>10.2} {b:>10.2} {:>7.2} {target:>7}", e / b);
+}
+
+/// Warm remote reads (TCP, no short-circuit) of one cached file from a
+/// plaintext cluster and from a TLS one, both up at once, runs
+/// alternating: (plaintext, TLS).
+async fn tls_vs_plain(dir: &std::path::Path, bytes: u64) -> (Vec<Duration>, Vec<Duration>) {
+    let (plain_dir, tls_dir) = (dir.join("plain"), dir.join("tls"));
+    let (mut plain_cluster, plain_master) = eddy_bench::spawn_cluster(&plain_dir);
+    let (mut tls_cluster, tls_master) = eddy_bench::spawn_cluster_tls(&tls_dir);
+    let ca = eddy_bench::cluster_certs(&tls_dir).ca;
+    let tcp = eddy_client::ClientOptions {
+        short_circuit: false,
+        ..Default::default()
     };
-    row("warm remote read vs raw TCP pump", &warm, &pump, ">=0.8");
-    let cold_name = "cold read via worker vs direct file read";
-    row(cold_name, &cold, &direct, ">=0.7");
-    let write_name = "MUST_CACHE write vs local file write";
-    row(write_name, &write_eddy, &write_local, "");
+    let over_tls = eddy_client::ClientOptions {
+        tls: Some(eddy_client::ClientTls::new(&ca, None).unwrap()),
+        ..tcp.clone()
+    };
+    let plain_fs = FileSystem::connect_with(&plain_master, tcp).await.unwrap();
+    let tls_fs = FileSystem::connect_with(&tls_master, over_tls)
+        .await
+        .unwrap();
+    let data = vec![0xa5u8; CHUNK];
+    for fs in [&plain_fs, &tls_fs] {
+        let mut w = fs.create("/warm", &CreateOptions::default()).await.unwrap();
+        let mut left = bytes;
+        while left > 0 {
+            let k = left.min(CHUNK as u64) as usize;
+            w.write(&data[..k]).await.unwrap();
+            left -= k as u64;
+        }
+        w.close().await.unwrap();
+    }
+    let mut buf = vec![0u8; CHUNK];
+    let (mut plain, mut tls) = (Vec::new(), Vec::new());
+    for _ in 0..TLS_RUNS {
+        for (fs, out) in [(&plain_fs, &mut plain), (&tls_fs, &mut tls)] {
+            let start = Instant::now();
+            let mut r = fs.open("/warm", &OpenOptions::default()).await.unwrap();
+            assert_eq!(eddy_bench::read_all(&mut r, &mut buf).await, bytes);
+            out.push(start.elapsed());
+        }
+    }
+    for c in [&mut plain_cluster, &mut tls_cluster] {
+        drop(c.stdin.take());
+        c.wait().unwrap();
+    }
+    (plain, tls)
 }
 
 /// Baseline 1: a raw TCP pump between two processes.

@@ -292,65 +292,99 @@ impl ClientTls {
         &self.ca
     }
 
-    /// Words a user can act on for a failed TLS exchange with `peer` (a
+    /// Whether this side presents a certificate (mutual TLS).
+    pub fn has_client_cert(&self) -> bool {
+        self.has_cert
+    }
+
+    /// Words a user can act on for a failed TLS handshake with `peer` (a
     /// description such as "the Eddy master at HOST:PORT"): what went wrong
     /// and which setting to change. `e` is the error as it surfaced (an
     /// `io::Error` from the handshake, a hyper error around one, ...).
     pub fn explain(&self, peer: &str, e: &(dyn std::error::Error + 'static)) -> String {
-        let ca = self.ca.display();
-        let Some(tls) = rustls_error(e) else {
-            if let Some(io) = io_error(e)
-                && io.kind() == std::io::ErrorKind::UnexpectedEof
-            {
-                return format!(
-                    "{peer} closed the connection during the TLS handshake: it may serve plaintext (then enable TLS there with [security] tls_cert and tls_key, or unset tls_ca here), or it refused this client"
-                );
-            }
-            return format!("TLS with {peer} failed: {e}");
-        };
-        match tls {
-            rustls::Error::InvalidCertificate(c) => match c {
-                CertificateError::NotValidForName
-                | CertificateError::NotValidForNameContext { .. } => format!(
-                    "certificate verification failed: {peer} presented a certificate that does not name the host dialled ({c}); reissue it with that host or IP as a subject alternative name, or dial a name it has"
-                ),
-                CertificateError::Expired
-                | CertificateError::ExpiredContext { .. }
-                | CertificateError::NotValidYet
-                | CertificateError::NotValidYetContext { .. } => format!(
-                    "certificate verification failed: {peer} presented a certificate outside its validity period ({c}); renew it (or check this host's clock)"
-                ),
-                _ => format!(
-                    "certificate verification failed: {peer} presented a certificate not signed by the CA this client trusts ({c}); set [security] tls_ca (now {ca}) to the CA that signed it"
-                ),
-            },
-            rustls::Error::AlertReceived(
-                AlertDescription::CertificateRequired | AlertDescription::HandshakeFailure,
-            ) if !self.has_cert => format!(
-                "{peer} requires a client certificate (mutual TLS, tls_client_auth there): set [security] tls_cert and tls_key to a certificate signed by its CA"
-            ),
-            rustls::Error::AlertReceived(
-                a @ (AlertDescription::BadCertificate
-                | AlertDescription::UnknownCA
-                | AlertDescription::CertificateExpired
-                | AlertDescription::CertificateUnknown
-                | AlertDescription::AccessDenied
-                | AlertDescription::CertificateRequired),
-            ) => format!(
-                "{peer} refused this client's certificate ({a:?}): set [security] tls_cert and tls_key to a certificate signed by the CA it trusts"
-            ),
-            rustls::Error::NoApplicationProtocol
-            | rustls::Error::AlertReceived(AlertDescription::NoApplicationProtocol) => format!(
-                "{peer} speaks TLS but not the expected protocol (ALPN): is this a master address given for a worker, or the other way round?"
-            ),
-            rustls::Error::InvalidMessage(_) | rustls::Error::InappropriateMessage { .. } => {
+        if let Some(text) = self.diagnose(peer, e) {
+            return text;
+        }
+        if io_error(e).is_some_and(|io| io.kind() == std::io::ErrorKind::UnexpectedEof) {
+            return format!(
+                "{peer} closed the connection during the TLS handshake: it may serve plaintext (then enable TLS there with [security] tls_cert and tls_key, or unset tls_ca here), or it refused this client"
+            );
+        }
+        format!("TLS with {peer} failed: {e}")
+    }
+
+    /// As [`ClientTls::explain`] when `e` carries a TLS error (a refused
+    /// certificate, an alert from the peer), else `None`: for failures
+    /// after the handshake, where most errors have nothing to do with TLS
+    /// (in TLS 1.3 a server refuses a client certificate only then).
+    pub fn diagnose(&self, peer: &str, e: &(dyn std::error::Error + 'static)) -> Option<String> {
+        diagnose(peer, e, Some(&self.ca), self.has_cert)
+    }
+}
+
+/// Words for a failed TLS exchange with `peer` when `e` carries a TLS
+/// error, else `None`; `ca` is the bundle this side trusts (for the
+/// message), `has_cert` whether it presented a client certificate.
+pub fn diagnose(
+    peer: &str,
+    e: &(dyn std::error::Error + 'static),
+    ca: Option<&Path>,
+    has_cert: bool,
+) -> Option<String> {
+    let ca = match ca {
+        Some(p) => format!("now {}", p.display()),
+        None => "unset".to_string(),
+    };
+    let tls = rustls_error(e)?;
+    Some(match &tls {
+        rustls::Error::InvalidCertificate(c) => match c {
+            CertificateError::NotValidForName | CertificateError::NotValidForNameContext { .. } => {
                 format!(
-                    "{peer} does not speak TLS ({tls}): it may serve plaintext; enable TLS there ([security] tls_cert, tls_key) or unset [security] tls_ca here"
+                    "certificate verification failed: {peer} presented a certificate that does not name the host dialled ({c}); reissue it with that host or IP as a subject alternative name, or dial a name it has"
                 )
             }
-            other => format!("TLS with {peer} failed: {other}"),
+            CertificateError::Expired
+            | CertificateError::ExpiredContext { .. }
+            | CertificateError::NotValidYet
+            | CertificateError::NotValidYetContext { .. } => format!(
+                "certificate verification failed: {peer} presented a certificate outside its validity period ({c}); renew it (or check this host's clock)"
+            ),
+            _ => format!(
+                "certificate verification failed: {peer} presented a certificate not signed by the CA this client trusts ({c}); set [security] tls_ca ({ca}) to the CA that signed it"
+            ),
+        },
+        rustls::Error::AlertReceived(
+            AlertDescription::CertificateRequired | AlertDescription::HandshakeFailure,
+        ) if !has_cert => format!(
+            "{peer} requires a client certificate (mutual TLS, tls_client_auth there): set [security] tls_cert and tls_key to a certificate signed by its CA"
+        ),
+        // A client certificate whose signature does not verify against the
+        // server's CA (another CA of the same name) is answered
+        // decrypt_error.
+        rustls::Error::AlertReceived(a @ AlertDescription::DecryptError) if has_cert => format!(
+            "{peer} refused this client's certificate ({a:?}): set [security] tls_cert and tls_key to a certificate signed by the CA it trusts"
+        ),
+        rustls::Error::AlertReceived(
+            a @ (AlertDescription::BadCertificate
+            | AlertDescription::UnknownCA
+            | AlertDescription::CertificateExpired
+            | AlertDescription::CertificateUnknown
+            | AlertDescription::AccessDenied
+            | AlertDescription::CertificateRequired),
+        ) => format!(
+            "{peer} refused this client's certificate ({a:?}): set [security] tls_cert and tls_key to a certificate signed by the CA it trusts"
+        ),
+        rustls::Error::NoApplicationProtocol
+        | rustls::Error::AlertReceived(AlertDescription::NoApplicationProtocol) => format!(
+            "{peer} speaks TLS but not the expected protocol (ALPN): is this a master address given for a worker, or the other way round?"
+        ),
+        rustls::Error::InvalidMessage(_) | rustls::Error::InappropriateMessage { .. } => {
+            format!(
+                "{peer} does not speak TLS ({tls}): it may serve plaintext; enable TLS there ([security] tls_cert, tls_key) or unset [security] tls_ca here"
+            )
         }
-    }
+        other => format!("TLS with {peer} failed: {other}"),
+    })
 }
 
 impl fmt::Debug for ClientTls {
@@ -363,23 +397,49 @@ impl fmt::Debug for ClientTls {
 }
 
 /// The rustls error somewhere in `e`'s chain (also inside an
-/// `io::Error`, whose `source` skips the error it wraps).
-fn rustls_error<'a>(e: &'a (dyn std::error::Error + 'static)) -> Option<&'a rustls::Error> {
+/// `io::Error`, whose `source` skips the error it wraps). rustls reports
+/// an alert that arrived after the handshake as text only ("received
+/// fatal alert: NAME"): that is read back into the alert it names.
+fn rustls_error(e: &(dyn std::error::Error + 'static)) -> Option<rustls::Error> {
     let mut cur = Some(e);
     while let Some(e) = cur {
         if let Some(t) = e.downcast_ref::<rustls::Error>() {
-            return Some(t);
+            return Some(t.clone());
         }
-        if let Some(t) = e
-            .downcast_ref::<std::io::Error>()
-            .and_then(|io| io.get_ref())
-            .and_then(|inner| inner.downcast_ref::<rustls::Error>())
-        {
-            return Some(t);
+        if let Some(io) = e.downcast_ref::<std::io::Error>() {
+            if let Some(t) = io.get_ref().and_then(|i| i.downcast_ref::<rustls::Error>()) {
+                return Some(t.clone());
+            }
+            if let Some(a) = io.get_ref().and_then(|i| alert_in_text(&i.to_string())) {
+                return Some(rustls::Error::AlertReceived(a));
+            }
         }
         cur = e.source();
     }
     None
+}
+
+/// The alert named by rustls' text "received fatal alert: NAME".
+fn alert_in_text(text: &str) -> Option<AlertDescription> {
+    let name = text.strip_prefix("received fatal alert: ")?;
+    use AlertDescription as A;
+    [
+        A::CertificateRequired,
+        A::HandshakeFailure,
+        A::BadCertificate,
+        A::UnknownCA,
+        A::CertificateExpired,
+        A::CertificateUnknown,
+        A::CertificateRevoked,
+        A::UnsupportedCertificate,
+        A::AccessDenied,
+        A::NoApplicationProtocol,
+        A::DecodeError,
+        A::DecryptError,
+        A::ProtocolVersion,
+    ]
+    .into_iter()
+    .find(|a| format!("{a:?}") == name)
 }
 
 fn io_error<'a>(e: &'a (dyn std::error::Error + 'static)) -> Option<&'a std::io::Error> {

@@ -7,33 +7,35 @@
 //! says it ended ([`PooledConn::finished`]), so a path that fails half-way
 //! (an error, a time-out, a dropped future) drops the connection instead:
 //! a half-read stream is never reused, and no path has to remember to
-//! return a good one.
+//! return a good one. New connections come from [`dial_data`] (TLS when
+//! the client has it), so a pooled one has done its handshake already.
 
 use std::collections::HashMap;
 use std::sync::Arc;
-use std::time::Duration;
 
 use parking_lot::Mutex;
-use tokio::net::TcpStream;
 
-use crate::{ClientError, EddyCode, Result};
+use crate::Result;
+use crate::options::ClientTls;
+use crate::stream::{DataStream, dial_data};
 
 /// Idle connections kept per worker.
 const MAX_IDLE: usize = 16;
-const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
 
-type Idle = Mutex<HashMap<String, Vec<TcpStream>>>;
+type Idle = Mutex<HashMap<String, Vec<DataStream>>>;
 
 /// Cheap to clone; clones share the idle connections.
 #[derive(Default, Clone)]
 pub(crate) struct Pool {
     idle: Arc<Idle>,
+    /// How new connections are dialled (`ClientOptions::tls`).
+    tls: Option<ClientTls>,
 }
 
 /// A connection to one worker, checked out of a [`Pool`]. Dropped, it goes
 /// back to the pool if its last exchange finished; otherwise it is closed.
 pub(crate) struct PooledConn {
-    sock: Option<TcpStream>,
+    sock: Option<DataStream>,
     addr: String,
     idle: Arc<Idle>,
     /// At a frame boundary: nothing of an exchange is left on the stream.
@@ -43,7 +45,7 @@ pub(crate) struct PooledConn {
 impl PooledConn {
     /// The stream, for an exchange: until [`PooledConn::finished`] is
     /// called, the connection is not returned to the pool.
-    pub fn stream(&mut self) -> &mut TcpStream {
+    pub fn stream(&mut self) -> &mut DataStream {
         self.clean = false;
         self.sock.as_mut().expect("present until dropped")
     }
@@ -80,6 +82,13 @@ impl Drop for PooledConn {
 }
 
 impl Pool {
+    pub fn new(tls: Option<ClientTls>) -> Self {
+        Self {
+            idle: Default::default(),
+            tls,
+        }
+    }
+
     /// An idle connection to `addr`, or a new one.
     pub async fn get(&self, addr: &str) -> Result<PooledConn> {
         let conn = |sock| PooledConn {
@@ -92,23 +101,11 @@ impl Pool {
             // Workers close connections idle past their idle timeout: one
             // that shows an end of stream (or stray bytes) is dropped here
             // rather than failing the request sent on it.
-            let mut probe = [0u8; 1];
-            if matches!(c.try_read(&mut probe), Err(e) if e.kind() == std::io::ErrorKind::WouldBlock)
-            {
+            if c.idle_and_open() {
                 return Ok(conn(c));
             }
         }
-        let unreachable = |message: String| ClientError::Worker {
-            addr: addr.to_string(),
-            code: EddyCode::Unavailable,
-            message,
-        };
-        let sock = tokio::time::timeout(CONNECT_TIMEOUT, TcpStream::connect(addr))
-            .await
-            .map_err(|_| unreachable(format!("no answer within {CONNECT_TIMEOUT:?}")))?
-            .map_err(|e| unreachable(format!("cannot connect: {e}")))?;
-        let _ = sock.set_nodelay(true);
-        Ok(conn(sock))
+        Ok(conn(dial_data(addr, self.tls.as_ref()).await?))
     }
 
     /// Forgets idle connections to `addr` (after it failed).
