@@ -216,7 +216,16 @@ const char *eddy_last_error_message(void);
 // EDDY_TOKEN_FILE, else ~/.eddy/token if it exists; none: the OS user
 // only, as "simple" mode takes it);
 // "umask" = up to 3 octal digits (default "022"): permission bits cleared
-// from files (0666) and directories (0777) this client creates.
+// from files (0666) and directories (0777) this client creates;
+// "tls_ca" = the path of a PEM CA bundle (default none: plaintext): dial
+// the master and workers over TLS, trusting the certificates it signed
+// (as `[security] tls_ca`; the master address may then be
+// "https://host:port"). A master serving TLS to a client without it, a
+// certificate it did not sign, or a server without TLS fail with
+// EDDY_ERR_UNAVAILABLE and a last-error message naming what to set;
+// "tls_cert", "tls_key" = paths of a PEM certificate chain and its private
+// key, presented when a server requires client certificates (mutual TLS;
+// both or neither, and only with "tls_ca"). The files are read once, here.
 // A refused credential fails calls with EDDY_ERR_UNAUTHENTICATED; a
 // permission the master refuses, with EDDY_ERR_PERMISSION_DENIED.
 // On success `*out` is a client handle; free it with `eddy_disconnect`.

@@ -6,14 +6,15 @@
 //! | cold read through the worker from the local-directory under-storage (page cache dropped) | reading the file directly (page cache dropped) |
 //! | MUST_CACHE write of a file | writing the same bytes to a local file |
 //! | warm read with block tokens (authentication `simple`) | the same read on a cluster with authentication `none` (no tokens) |
+//! | warm remote read over TLS (rustls, AES-GCM) | the same read over plaintext TCP, runs alternating |
 //!
 //! The cluster (master + worker) and the pump's sender run in child
 //! processes (this binary, re-executed), so both sides of every stream are
 //! separate processes, as in production.
 //!
 //! Run: `cargo bench -p eddy-bench --bench dataplane` (1 GiB; set
-//! `EDDY_BENCH_BYTES` to change the size). Prints a table; results are
-//! recorded in bench/RESULTS.md.
+//! `EDDY_BENCH_BYTES` to change the size); `-- tls` runs only the TLS
+//! comparison. Prints a table; results are recorded in bench/RESULTS.md.
 
 use std::io::{Read, Write};
 use std::os::fd::AsRawFd;
@@ -24,6 +25,9 @@ use eddy_client::{CreateOptions, FileSystem, OpenOptions};
 
 const CHUNK: usize = 8 << 20;
 const RUNS: usize = 3;
+/// TLS vs plaintext: alternating runs, so drift on a shared machine hits
+/// both alike.
+const TLS_RUNS: usize = 5;
 
 fn main() {
     if eddy_bench::handled_before_main() {
@@ -33,7 +37,8 @@ fn main() {
     if let Some(i) = args.iter().position(|a| a == "--child-pump") {
         return pump_sender(&args[i + 1], args[i + 2].parse().unwrap());
     }
-    eddy_bench::run_main(run);
+    let tls_only = args.iter().skip(1).any(|a| a == "tls");
+    eddy_bench::run_main(move |bytes| run(bytes, tls_only));
 }
 
 /// Child: connects to `addr` and sends `n` bytes.
@@ -78,8 +83,14 @@ fn drop_cache(path: &std::path::Path) {
     assert_eq!(r, 0, "posix_fadvise");
 }
 
-async fn run(bytes: u64) {
+async fn run(bytes: u64, tls_only: bool) {
     let dir = tempfile::tempdir_in(std::env::temp_dir()).unwrap();
+    if tls_only {
+        let (plain, tls) = tls_vs_plain(dir.path(), bytes).await;
+        header(bytes, TLS_RUNS);
+        row(bytes, TLS_ROW, &tls, &plain, "report");
+        return;
+    }
     let pump = pump_baseline(bytes);
 
     // The cluster in a child process. This benchmark measures the TCP
@@ -97,66 +108,90 @@ async fn run(bytes: u64) {
     drop(cluster.stdin.take());
     cluster.wait().unwrap();
 
+    let (plain, tls) = tls_vs_plain(dir.path(), bytes).await;
+
+    header(bytes, RUNS);
+    row(
+        bytes,
+        "warm remote read vs raw TCP pump",
+        &warm,
+        &pump,
+        ">=0.8",
+    );
+    let cold_name = "cold read via worker vs direct file read";
+    row(bytes, cold_name, &cold, &direct, ">=0.7");
+    let write_name = "MUST_CACHE write vs local file write";
+    row(bytes, write_name, &write_eddy, &write_local, "");
+    let token_name = "warm read, block tokens vs auth none";
+    row(bytes, token_name, &tokens, &no_tokens, ">=0.95");
+    row(bytes, TLS_ROW, &tls, &plain, "report");
+}
+
+const TLS_ROW: &str = "warm remote read, TLS vs plaintext";
+
+fn header(bytes: u64, runs: usize) {
     let gib = bytes as f64 / (1u64 << 30) as f64;
-    println!("data plane, {gib:.2} GiB per run, median of {RUNS} runs");
+    println!("data plane, {gib:.2} GiB per run, median of {runs} runs ({TLS_RUNS} for TLS)");
     println!(
         "{:<44} {:>10} {:>10} {:>7} {:>7}",
         "benchmark", "Eddy GB/s", "base GB/s", "ratio", "target"
     );
-    let row = |name: &str, e: &[Duration], b: &[Duration], target: &str| {
-        let (e, b) = (
-            gbps(bytes, median(e.to_vec())),
-            gbps(bytes, median(b.to_vec())),
-        );
-        println!("{name:<44} {e:>10.2} {b:>10.2} {:>7.2} {target:>7}", e / b);
-    };
-    row("warm remote read vs raw TCP pump", &warm, &pump, ">=0.8");
-    let cold_name = "cold read via worker vs direct file read";
-    row(cold_name, &cold, &direct, ">=0.7");
-    let write_name = "MUST_CACHE write vs local file write";
-    row(write_name, &write_eddy, &write_local, "");
-    let token_name = "warm read, block tokens vs auth none";
-    row(token_name, &tokens, &no_tokens, ">=0.95");
 }
 
-/// Warm remote reads of the same size on the cluster with block tokens
-/// (`fs`, authentication `simple`) and on a second cluster with
-/// authentication `none`, alternated run by run so both see the same
-/// machine.
-async fn token_reads(fs: &FileSystem, bytes: u64) -> (Vec<Duration>, Vec<Duration>) {
-    let dir = tempfile::tempdir_in(std::env::temp_dir()).unwrap();
-    let (mut cluster, master) = eddy_bench::spawn_cluster_with(dir.path(), "none");
-    let opts = eddy_client::ClientOptions {
+fn row(bytes: u64, name: &str, e: &[Duration], b: &[Duration], target: &str) {
+    let (e, b) = (
+        gbps(bytes, median(e.to_vec())),
+        gbps(bytes, median(b.to_vec())),
+    );
+    println!("{name:<44} {e:>10.2} {b:>10.2} {:>7.2} {target:>7}", e / b);
+}
+
+/// Warm remote reads (TCP, no short-circuit) of one cached file from a
+/// plaintext cluster and from a TLS one, both up at once, runs
+/// alternating: (plaintext, TLS).
+async fn tls_vs_plain(dir: &std::path::Path, bytes: u64) -> (Vec<Duration>, Vec<Duration>) {
+    let (plain_dir, tls_dir) = (dir.join("plain"), dir.join("tls"));
+    let (mut plain_cluster, plain_master) = eddy_bench::spawn_cluster(&plain_dir);
+    let (mut tls_cluster, tls_master) = eddy_bench::spawn_cluster_tls(&tls_dir);
+    let ca = eddy_bench::cluster_certs(&tls_dir).ca;
+    let tcp = eddy_client::ClientOptions {
         short_circuit: false,
         ..Default::default()
     };
-    let plain = FileSystem::connect_with(&master, opts).await.unwrap();
-    let name = format!("/w{}", RUNS - 1);
-    let chunk = vec![0x5au8; CHUNK];
-    let mut w = plain
-        .create(&name, &CreateOptions::default())
+    let over_tls = eddy_client::ClientOptions {
+        tls: Some(eddy_client::ClientTls::new(&ca, None).unwrap()),
+        ..tcp.clone()
+    };
+    let plain_fs = FileSystem::connect_with(&plain_master, tcp).await.unwrap();
+    let tls_fs = FileSystem::connect_with(&tls_master, over_tls)
         .await
         .unwrap();
-    let mut left = bytes;
-    while left > 0 {
-        let k = left.min(CHUNK as u64) as usize;
-        w.write(&chunk[..k]).await.unwrap();
-        left -= k as u64;
+    let data = vec![0xa5u8; CHUNK];
+    for fs in [&plain_fs, &tls_fs] {
+        let mut w = fs.create("/warm", &CreateOptions::default()).await.unwrap();
+        let mut left = bytes;
+        while left > 0 {
+            let k = left.min(CHUNK as u64) as usize;
+            w.write(&data[..k]).await.unwrap();
+            left -= k as u64;
+        }
+        w.close().await.unwrap();
     }
-    w.close().await.unwrap();
     let mut buf = vec![0u8; CHUNK];
-    let (mut with, mut without) = (Vec::new(), Vec::new());
-    for _ in 0..RUNS {
-        for (client, out) in [(fs, &mut with), (&plain, &mut without)] {
+    let (mut plain, mut tls) = (Vec::new(), Vec::new());
+    for _ in 0..TLS_RUNS {
+        for (fs, out) in [(&plain_fs, &mut plain), (&tls_fs, &mut tls)] {
             let start = Instant::now();
-            let mut r = client.open(&name, &OpenOptions::default()).await.unwrap();
+            let mut r = fs.open("/warm", &OpenOptions::default()).await.unwrap();
             assert_eq!(eddy_bench::read_all(&mut r, &mut buf).await, bytes);
             out.push(start.elapsed());
         }
     }
-    drop(cluster.stdin.take());
-    cluster.wait().unwrap();
-    (with, without)
+    for c in [&mut plain_cluster, &mut tls_cluster] {
+        drop(c.stdin.take());
+        c.wait().unwrap();
+    }
+    (plain, tls)
 }
 
 /// Baseline 1: a raw TCP pump between two processes.
@@ -277,4 +312,40 @@ async fn cold_reads(
         fs.delete(format!("/{name}"), false).await.unwrap();
     }
     (cold, direct)
+}
+
+async fn token_reads(fs: &FileSystem, bytes: u64) -> (Vec<Duration>, Vec<Duration>) {
+    let dir = tempfile::tempdir_in(std::env::temp_dir()).unwrap();
+    let (mut cluster, master) = eddy_bench::spawn_cluster_with(dir.path(), "none");
+    let opts = eddy_client::ClientOptions {
+        short_circuit: false,
+        ..Default::default()
+    };
+    let plain = FileSystem::connect_with(&master, opts).await.unwrap();
+    let name = format!("/w{}", RUNS - 1);
+    let chunk = vec![0x5au8; CHUNK];
+    let mut w = plain
+        .create(&name, &CreateOptions::default())
+        .await
+        .unwrap();
+    let mut left = bytes;
+    while left > 0 {
+        let k = left.min(CHUNK as u64) as usize;
+        w.write(&chunk[..k]).await.unwrap();
+        left -= k as u64;
+    }
+    w.close().await.unwrap();
+    let mut buf = vec![0u8; CHUNK];
+    let (mut with, mut without) = (Vec::new(), Vec::new());
+    for _ in 0..RUNS {
+        for (client, out) in [(fs, &mut with), (&plain, &mut without)] {
+            let start = Instant::now();
+            let mut r = client.open(&name, &OpenOptions::default()).await.unwrap();
+            assert_eq!(eddy_bench::read_all(&mut r, &mut buf).await, bytes);
+            out.push(start.elapsed());
+        }
+    }
+    drop(cluster.stdin.take());
+    cluster.wait().unwrap();
+    (with, without)
 }

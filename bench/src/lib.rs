@@ -44,17 +44,47 @@ pub fn rss_bytes() -> u64 {
     pages * 4096
 }
 
+/// The TLS files of a benchmark cluster in `dir` (a CA of its own,
+/// generated on first use): what [`spawn_cluster_tls`]'s servers serve and
+/// what its clients trust.
+pub fn cluster_certs(dir: &std::path::Path) -> eddy_proto::tls::LocalCerts {
+    eddy_proto::tls::generate_local(&dir.join("tls"), &["127.0.0.1"]).expect("certificates")
+}
+
 /// The child side of [`spawn_cluster`]: a master and one worker (8 GiB
 /// memory tier, Unix socket `DIR/worker.sock`) in this process, until stdin
-/// closes. Benchmarks call it when started with `--child-cluster DIR`.
-pub fn cluster_child(dir: &std::path::Path) {
+/// closes; with `tls`, both serve TLS with [`cluster_certs`]. Benchmarks
+/// call it when started with `--child-cluster DIR` (`--child-cluster-tls`).
+pub fn cluster_child(dir: &std::path::Path, tls: bool) {
     use std::io::Read;
+    let security = match tls {
+        false => Default::default(),
+        true => {
+            let c = cluster_certs(dir);
+            eddy_proto::auth::SecurityConfig {
+                tls_cert: c.cert,
+                tls_key: c.key,
+                tls_ca: c.ca,
+                ..Default::default()
+            }
+        }
+    };
     let rt = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
         .unwrap();
     rt.block_on(async {
-        let master = start_master_with(dir, |c| c.security.authentication = child_auth()).await;
+        let cfg = MasterConfig {
+            bind: "127.0.0.1:0".into(),
+            metastore_dir: dir.join("meta"),
+            root_ufs: dir.join("ufs").display().to_string(),
+            security: eddy_proto::auth::SecurityConfig {
+                authentication: child_auth(),
+                ..security.clone()
+            },
+            ..Default::default()
+        };
+        let master = eddy_master::start(cfg).await.expect("master starts");
         let worker = eddy_worker::start(eddy_worker::WorkerConfig {
             security: eddy_proto::auth::SecurityConfig {
                 token: master
@@ -62,7 +92,7 @@ pub fn cluster_child(dir: &std::path::Path) {
                     .keys
                     .worker_token("eddy-worker", 3_600_000)
                     .unwrap(),
-                ..Default::default()
+                ..security
             },
             master: master.addr.to_string(),
             bind: "127.0.0.1:0".into(),
@@ -93,9 +123,20 @@ pub fn spawn_cluster(dir: &std::path::Path) -> (std::process::Child, String) {
 
 /// As [`spawn_cluster`], the master with authentication `mode`.
 pub fn spawn_cluster_with(dir: &std::path::Path, mode: &str) -> (std::process::Child, String) {
+    spawn_child(dir, "--child-cluster", mode)
+}
+
+/// As [`spawn_cluster`], the master and the worker serving TLS with
+/// [`cluster_certs`] (generated here first, so the child only reads them).
+pub fn spawn_cluster_tls(dir: &std::path::Path) -> (std::process::Child, String) {
+    cluster_certs(dir);
+    spawn_child(dir, "--child-cluster-tls", "simple")
+}
+
+fn spawn_child(dir: &std::path::Path, flag: &str, mode: &str) -> (std::process::Child, String) {
     use std::io::BufRead;
     let mut child = std::process::Command::new(std::env::current_exe().unwrap())
-        .args(["--child-cluster", dir.to_str().unwrap()])
+        .args([flag, dir.to_str().unwrap()])
         .env("EDDY_BENCH_AUTH", mode)
         .stdin(std::process::Stdio::piped())
         .stdout(std::process::Stdio::piped())
@@ -119,7 +160,11 @@ pub fn handled_before_main() -> bool {
         return true;
     }
     if let Some(i) = args.iter().position(|a| a == "--child-cluster") {
-        cluster_child(std::path::Path::new(&args[i + 1]));
+        cluster_child(std::path::Path::new(&args[i + 1]), false);
+        return true;
+    }
+    if let Some(i) = args.iter().position(|a| a == "--child-cluster-tls") {
+        cluster_child(std::path::Path::new(&args[i + 1]), true);
         return true;
     }
     false

@@ -74,6 +74,9 @@ impl From<ClientError> for CliError {
                 let reason = reason.strip_prefix(&format!("{addr}: ")).unwrap_or(&reason);
                 if reason.starts_with("no Eddy master at") {
                     reason.to_string()
+                } else if reason.starts_with("TLS: ") {
+                    // Something answered; "is it running?" would mislead.
+                    format!("cannot connect to the Eddy master at {addr}: {reason}")
                 } else {
                     format!(
                         "no Eddy master at {addr} ({reason}; is it running? check --master / EDDY_MASTER)"

@@ -23,7 +23,11 @@ use error::CliError;
 arguments (all of a command's must name the same one), --master, EDDY_MASTER, the config \
 file's [client] master, 127.0.0.1:19998.\n\n\
 Exit status: 0 success; 1 the command failed (stderr has one line, `eddy: MESSAGE (CODE)`, \
-CODE from docs/ERRORS.md); 2 a usage error (bad arguments, unreadable config file)."
+CODE from docs/ERRORS.md); 2 a usage error (bad arguments, unreadable config file).\n\n\
+TLS: a client dials the master and workers over TLS when it has a CA to trust: EDDY_TLS_CA \
+(a PEM file), else the config file's [security] tls_ca; its tls_cert and tls_key are the \
+client certificate for mutual TLS. An https://HOST:PORT master address insists on TLS. \
+`eddy local --tls` generates a CA and prints what to set."
 )]
 struct Cli {
     /// Config file (TOML). See `eddy --print-sample-config`.
@@ -129,6 +133,15 @@ fn main() -> ExitCode {
         // usual soft limit of 1,024 is far too low for them.
         if let Err(e) = eddy_worker::conn::raise_nofile_limit() {
             eprintln!("eddy: warning: cannot raise the open-file limit to its hard limit: {e}");
+        }
+    }
+    if matches!(command, Command::Fs(_) | Command::Report) {
+        match cmd::client_tls(&cfg.security) {
+            Ok(tls) => cmd::set_tls(tls),
+            Err(e) => {
+                eprintln!("eddy: {e}");
+                return ExitCode::from(e.exit_status());
+            }
         }
     }
     let rt = match tokio::runtime::Builder::new_multi_thread()

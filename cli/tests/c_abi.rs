@@ -2,7 +2,7 @@
 //! with gcc/g++ against `libeddy.a` and run against a real cluster; the C
 //! one also under AddressSanitizer and UndefinedBehaviorSanitizer (leaks
 //! included). `ci/test.sh` builds the library first
-//! (`cargo build -p eddy-ffi`).
+//! (`cargo build -p eddy-ffi`). TLS options: `c_clients_dial_tls`.
 
 mod common;
 
@@ -196,6 +196,50 @@ fn c_clients_authenticate_and_are_refused_what_they_may_not_do() {
     assert!(
         o.status.success(),
         "{}\n{}",
+        String::from_utf8_lossy(&o.stdout),
+        String::from_utf8_lossy(&o.stderr)
+    );
+}
+
+/// The TLS options of eddy_connect ("tls_ca", "tls_cert", "tls_key")
+/// against a master and worker serving TLS: mismatches are refused with
+/// what to set, bytes over the TLS data port match (ffi/tests/c/tls.c).
+#[test]
+fn c_clients_dial_tls() {
+    let dir = tempfile::tempdir().unwrap();
+    let hosts = ["127.0.0.1", "localhost"];
+    let good = eddy_proto::tls::generate_local(&dir.path().join("ca"), &hosts).unwrap();
+    let other = eddy_proto::tls::generate_local(&dir.path().join("other"), &hosts).unwrap();
+    let sec = format!(
+        "\n[security]\ntls_cert = {:?}\ntls_key = {:?}\ntls_ca = {:?}\n",
+        good.cert.display().to_string(),
+        good.key.display().to_string(),
+        good.ca.display().to_string()
+    );
+    let c = Cluster::start(&dir.path().join("c"), 1, &sec, &sec);
+    let exe = dir.path().join("tls");
+    build(
+        "gcc",
+        "ffi/tests/c/tls.c",
+        &exe,
+        &[
+            "-Wall",
+            "-Wextra",
+            "-Werror",
+            "-std=c11",
+            "-D_DEFAULT_SOURCE",
+        ],
+    );
+    let o = Command::new(&exe)
+        .arg(&c.master.addr)
+        .arg(&good.ca)
+        .arg(&other.ca)
+        .output()
+        .unwrap();
+    assert!(
+        o.status.success(),
+        "tls.c failed ({:?}):\nstdout: {}\nstderr: {}",
+        o.status,
         String::from_utf8_lossy(&o.stdout),
         String::from_utf8_lossy(&o.stderr)
     );

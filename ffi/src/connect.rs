@@ -27,7 +27,16 @@ use crate::*;
 /// EDDY_TOKEN_FILE, else ~/.eddy/token if it exists; none: the OS user
 /// only, as "simple" mode takes it);
 /// "umask" = up to 3 octal digits (default "022"): permission bits cleared
-/// from files (0666) and directories (0777) this client creates.
+/// from files (0666) and directories (0777) this client creates;
+/// "tls_ca" = the path of a PEM CA bundle (default none: plaintext): dial
+/// the master and workers over TLS, trusting the certificates it signed
+/// (as `[security] tls_ca`; the master address may then be
+/// "https://host:port"). A master serving TLS to a client without it, a
+/// certificate it did not sign, or a server without TLS fail with
+/// EDDY_ERR_UNAVAILABLE and a last-error message naming what to set;
+/// "tls_cert", "tls_key" = paths of a PEM certificate chain and its private
+/// key, presented when a server requires client certificates (mutual TLS;
+/// both or neither, and only with "tls_ca"). The files are read once, here.
 /// A refused credential fails calls with EDDY_ERR_UNAUTHENTICATED; a
 /// permission the master refuses, with EDDY_ERR_PERMISSION_DENIED.
 /// On success `*out` is a client handle; free it with `eddy_disconnect`.
@@ -53,6 +62,7 @@ pub unsafe extern "C" fn eddy_connect(
             credentials: eddy_client::Credentials::from_config(&Default::default())?,
             ..ClientOptions::default()
         };
+        let mut tls = tls_files::Paths::default();
         if n_options > 0 && (keys.is_null() || values.is_null()) {
             return Err(invalid("option keys or values are NULL"));
         }
@@ -82,15 +92,19 @@ pub unsafe extern "C" fn eddy_connect(
                             ))
                         })?;
                 }
+                (b"tls_ca", v) => tls.ca = utf8_path(v)?,
+                (b"tls_cert", v) => tls.cert = utf8_path(v)?,
+                (b"tls_key", v) => tls.key = utf8_path(v)?,
                 // The value is not echoed: a mistyped key may hold a token.
                 _ => {
                     return Err(invalid(format!(
-                        "unknown option {} (known: short_circuit=true|false, timeout_ms=N, metadata_cache_ms=N, token=eddy1..., umask=022)",
+                        "unknown option {} (known: short_circuit=true|false, timeout_ms=N, metadata_cache_ms=N, token=eddy1..., umask=022, tls_ca=FILE, tls_cert=FILE, tls_key=FILE)",
                         String::from_utf8_lossy(k)
                     )));
                 }
             }
         }
+        opts.tls = tls.load()?;
         if out.is_null() {
             return Err(invalid("out is NULL"));
         }
@@ -99,6 +113,50 @@ pub unsafe extern "C" fn eddy_connect(
         // SAFETY: checked non-NULL above; the caller promises it is writable.
         unsafe { put(out, id as *mut eddy_client_t, "out") }
     })
+}
+
+/// An option's value as a path (UTF-8; `eddy_connect`'s strings are).
+fn utf8_path(v: &[u8]) -> Result<String, Fail> {
+    std::str::from_utf8(v)
+        .map(str::to_string)
+        .map_err(|_| invalid("a TLS file path is not UTF-8"))
+}
+
+/// The TLS files a connecting client names (C options, Hadoop keys).
+pub(crate) mod tls_files {
+    use eddy_client::ClientTls;
+
+    use crate::{Fail, invalid};
+
+    #[derive(Default)]
+    pub(crate) struct Paths {
+        pub ca: String,
+        pub cert: String,
+        pub key: String,
+    }
+
+    impl Paths {
+        /// `None` without a CA (plaintext); else the files, read once.
+        pub(crate) fn load(&self) -> Result<Option<ClientTls>, Fail> {
+            let (ca, cert, key) = (self.ca.as_str(), self.cert.as_str(), self.key.as_str());
+            if ca.is_empty() {
+                if !cert.is_empty() || !key.is_empty() {
+                    return Err(invalid(
+                        "tls_cert/tls_key need tls_ca: the CA that signed the servers' certificates",
+                    ));
+                }
+                return Ok(None);
+            }
+            let identity = match (cert.is_empty(), key.is_empty()) {
+                (true, true) => None,
+                (false, false) => Some((std::path::Path::new(cert), std::path::Path::new(key))),
+                _ => return Err(invalid("set both tls_cert and tls_key, or neither")),
+            };
+            ClientTls::new(std::path::Path::new(ca), identity)
+                .map(Some)
+                .map_err(|e| invalid(e.to_string()))
+        }
+    }
 }
 
 /// `timeout_ms`'s value: whole milliseconds, at least 1.

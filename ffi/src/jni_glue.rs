@@ -121,6 +121,9 @@ pub extern "system" fn Java_io_eddy_hadoop_NativeEddy_connect(
     timeout_ms: jlong,
     metadata_cache_ms: jlong,
     token: JString,
+    tls_ca: JString,
+    tls_cert: JString,
+    tls_key: JString,
 ) -> jlong {
     run(&mut env, 0, |env| {
         let addr = path(env, &master)?;
@@ -130,6 +133,12 @@ pub extern "system" fn Java_io_eddy_hadoop_NativeEddy_connect(
         if !token.trim().is_empty() {
             credentials.token = Some(token.trim().to_string());
         }
+        // Empty strings when unset (the Java side passes "").
+        let tls = crate::connect::tls_files::Paths {
+            ca: path(env, &tls_ca)?,
+            cert: path(env, &tls_cert)?,
+            key: path(env, &tls_key)?,
+        };
         let opts = ClientOptions {
             credentials,
             short_circuit: short_circuit != 0,
@@ -137,6 +146,7 @@ pub extern "system" fn Java_io_eddy_hadoop_NativeEddy_connect(
             timeout: std::time::Duration::from_millis(timeout_ms.max(1) as u64),
             // The Java side refuses values below 0.
             metadata_ttl: std::time::Duration::from_millis(metadata_cache_ms.max(0) as u64),
+            tls: tls.load()?,
             ..Default::default()
         };
         let fs = runtime().block_on(FileSystem::connect_with(&addr, opts))?;

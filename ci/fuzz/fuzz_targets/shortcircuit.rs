@@ -17,9 +17,9 @@
 #![no_main]
 
 use eddy_wire::{
-    ErrorFrame, HEADER_LEN, Header, Hello, Kind, MAX_BLOCK_LENGTH, MAX_LEASE_BATCH, WriteOk, WriteOpen,
-    decode_lease, decode_lease_ok, decode_release, decode_stats, decode_u64, decode_u64_pair,
-    encode_lease, encode_lease_ok, encode_release,
+    ErrorFrame, HEADER_LEN, Header, Hello, Kind, MAX_BLOCK_LENGTH, MAX_LEASE_BATCH, WriteOk,
+    WriteOpen, decode_lease, decode_lease_ok, decode_release, decode_stats, decode_u64,
+    decode_u64_pair, encode_lease, encode_lease_ok, encode_release,
 };
 use libfuzzer_sys::fuzz_target;
 

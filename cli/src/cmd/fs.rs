@@ -271,16 +271,7 @@ fn parse_write_type(s: &str) -> Result<pb::WriteType, ArgError> {
 }
 
 fn fs(c: MasterClient, short_circuit: bool) -> FileSystem {
-    FileSystem::with_master_opts(
-        c,
-        eddy_client::ClientOptions {
-            short_circuit,
-            timeout: super::timeout(),
-            metadata_ttl: super::metadata_cache(),
-            umask: super::security().umask,
-            ..Default::default()
-        },
-    )
+    FileSystem::with_master_opts(c, super::client_options(short_circuit))
 }
 
 fn show(p: &[u8]) -> String {

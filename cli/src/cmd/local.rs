@@ -25,15 +25,40 @@ pub struct LocalArgs {
     /// worker share (0 picks a free one).
     #[arg(long, default_value_t = 19999)]
     metrics_port: u16,
+    /// Serve TLS (master and worker) with a self-signed CA and a
+    /// certificate for 127.0.0.1 and localhost, generated into
+    /// DIR/tls/ on first use and reused after; prints what a client sets.
+    #[arg(long)]
+    tls: bool,
+}
+
+/// `--tls`: the generated files, set as the master's and the worker's
+/// `[security]` keys (the worker trusts the CA to dial the master).
+fn local_tls(
+    dir: &std::path::Path,
+    sec: &mut eddy_proto::auth::SecurityConfig,
+) -> Result<eddy_proto::tls::LocalCerts, CliError> {
+    let certs = eddy_proto::tls::generate_local(&dir.join("tls"), &["127.0.0.1", "localhost"])
+        .map_err(|e| CliError::new(e.code(), e.to_string()))?;
+    sec.tls_cert = certs.cert.clone();
+    sec.tls_key = certs.key.clone();
+    sec.tls_ca = certs.ca.clone();
+    Ok(certs)
 }
 
 pub async fn run(mut cfg: MasterConfig, args: LocalArgs) -> Result<(), CliError> {
     cfg.metastore_dir = args.data_dir.join("metastore");
     cfg.root_ufs = args.data_dir.join("ufs").display().to_string();
     cfg.bind = format!("127.0.0.1:{}", args.port);
+    let certs = match args.tls {
+        true => Some(local_tls(&args.data_dir, &mut cfg.security)?),
+        false => None,
+    };
     super::init_logging();
     let stop = super::master::Signals::install()?;
     let ufs = cfg.ufs.clone();
+    // The worker dials the master as the config file (or --tls) says.
+    let security = cfg.security.clone();
     // Here the addresses come from the command line, not the config file.
     let master = eddy_master::start(cfg).await.map_err(|e| match e {
         eddy_master::error::MasterError::Bind(mut b) => {
@@ -50,10 +75,7 @@ pub async fn run(mut cfg: MasterConfig, args: LocalArgs) -> Result<(), CliError>
         .worker_token("eddy-worker", 100 * 365 * 24 * 3600 * 1000)
         .map_err(|e| CliError::new(e.code(), e.to_string()))?;
     let wcfg = WorkerConfig {
-        security: eddy_proto::auth::SecurityConfig {
-            token,
-            ..Default::default()
-        },
+        security: eddy_proto::auth::SecurityConfig { token, ..security },
         master: master.addr.to_string(),
         bind: "127.0.0.1:0".into(),
         memory_capacity: args.memory,
@@ -97,11 +119,21 @@ pub async fn run(mut cfg: MasterConfig, args: LocalArgs) -> Result<(), CliError>
     ));
     // The hint must work when pasted: name the master unless `eddy fs`
     // finds it by default.
-    let eddy = if master.addr.port() == eddy_proto::DEFAULT_MASTER_PORT {
+    let mut eddy = if master.addr.port() == eddy_proto::DEFAULT_MASTER_PORT {
         "eddy".to_string()
     } else {
         format!("eddy --master {}", master.addr)
     };
+    if let Some(c) = &certs {
+        // Absolute, so the lines work from any directory.
+        let ca = std::path::absolute(&c.ca).unwrap_or_else(|_| c.ca.clone());
+        announce(format_args!(
+            "TLS on: clients trust {ca} (set EDDY_TLS_CA={ca}, or tls_ca = {:?} in the [security] table of their config file)",
+            ca.display().to_string(),
+            ca = ca.display()
+        ));
+        eddy = format!("EDDY_TLS_CA={} {eddy}", ca.display());
+    }
     announce(format_args!(
         "root under-storage: {}; try `{eddy} fs put FILE /` and `{eddy} fs ls /` in another shell (Ctrl-C stops)",
         args.data_dir.join("ufs").display()

@@ -56,14 +56,51 @@ pub fn security() -> eddy_proto::auth::SecurityConfig {
     SECURITY.get().cloned().unwrap_or_default()
 }
 
+static TLS: std::sync::OnceLock<Option<eddy_client::ClientTls>> = std::sync::OnceLock::new();
+
+/// Sets this process's client TLS (once, at start; see [`client_tls`]).
+pub fn set_tls(tls: Option<eddy_client::ClientTls>) {
+    let _ = TLS.set(tls);
+}
+
+/// The client's TLS from the config file's `[security]` table, its
+/// `tls_ca` replaced by `EDDY_TLS_CA` when that is set: `None` (plaintext)
+/// without a CA. The files are read here, once per command.
+pub fn client_tls(
+    sec: &eddy_proto::auth::SecurityConfig,
+) -> Result<Option<eddy_client::ClientTls>, CliError> {
+    let mut sec = sec.clone();
+    if let Some(ca) = std::env::var_os("EDDY_TLS_CA").filter(|v| !v.is_empty()) {
+        sec.tls_ca = ca.into();
+    }
+    eddy_client::ClientTls::from_security(&sec).map_err(|e| CliError::new(e.code(), e.to_string()))
+}
+
+/// Options every client of this command uses: `--timeout`,
+/// `--metadata-cache`, the umask and TLS (the credentials go with the
+/// master client, see [`connect`]).
+pub fn client_options(short_circuit: bool) -> eddy_client::ClientOptions {
+    eddy_client::ClientOptions {
+        short_circuit,
+        timeout: timeout(),
+        metadata_ttl: metadata_cache(),
+        umask: security().umask,
+        tls: TLS.get().cloned().flatten(),
+        ..Default::default()
+    }
+}
+
 /// Connects to the master as the user and with the credential `[security]`
-/// and the environment give (EDDY_TOKEN, ...), clearing its umask from
-/// what it creates; a failure says which address failed and how to pick
-/// another (see `CliError`'s `From<ClientError>`).
+/// and the environment give (EDDY_TOKEN, ...), over TLS when a CA is set,
+/// clearing its umask from what it creates; a failure says which address
+/// failed and how to pick another (see `CliError`'s `From<ClientError>`).
 pub async fn connect(master: &str) -> Result<eddy_client::MasterClient, CliError> {
     let sec = security();
-    let creds = eddy_client::Credentials::from_config(&sec)?;
-    let c = eddy_client::MasterClient::connect_with(master, timeout(), &creds).await?;
+    let opts = eddy_client::ClientOptions {
+        credentials: eddy_client::Credentials::from_config(&sec)?,
+        ..client_options(true)
+    };
+    let c = eddy_client::MasterClient::connect_opts(master, &opts).await?;
     Ok(c.with_umask(sec.umask))
 }
 

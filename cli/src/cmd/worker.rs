@@ -36,7 +36,7 @@ pub fn start_error(e: eddy_worker::StartError) -> CliError {
     let code = match &e {
         S::Bind(b) => b.code(),
         S::Stopped => eddy_client::EddyCode::Unavailable,
-        S::Config(_) | S::MasterAddress(_) | S::Uring(_) | S::Credentials(_) => {
+        S::Config(_) | S::MasterAddress(_) | S::Uring(_) | S::Credentials(_) | S::Tls(_) => {
             eddy_client::EddyCode::InvalidArgument
         }
     };

@@ -55,6 +55,8 @@ pub enum MasterError {
     /// The master's key file cannot be used (start-up stops).
     #[error(transparent)]
     KeyFile(#[from] eddy_proto::auth::KeyFileError),
+    #[error(transparent)]
+    Tls(#[from] eddy_proto::tls::TlsError),
 }
 
 impl MasterError {
@@ -82,6 +84,7 @@ impl MasterError {
             MasterError::Unauthenticated(_) => EddyCode::Unauthenticated,
             MasterError::PermissionDenied(_) => EddyCode::PermissionDenied,
             MasterError::KeyFile(_) => EddyCode::InvalidArgument,
+            MasterError::Tls(e) => e.code(),
         }
     }
 }

@@ -5,6 +5,9 @@
 //! then never go silent longer than the idle timeout (the server pings
 //! every connection over HTTP/2, and a live client always answers, so only
 //! dead or silent peers hit it); one peer IP may hold a bounded number.
+//! With `[security] tls_cert`/`tls_key` set, each connection's TLS
+//! handshake runs here, in a task of its own, under the handshake timeout
+//! and inside the same limits, before tonic sees a byte ([`Conn`]).
 
 use std::collections::HashMap;
 use std::io;
@@ -19,6 +22,7 @@ use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::mpsc;
 use tokio::time::Sleep;
+use tokio_rustls::TlsAcceptor;
 use tonic::transport::server::{Connected, TcpConnectInfo};
 
 /// Limits of the gRPC port (`[master]` keys).
@@ -111,15 +115,93 @@ impl AsyncWrite for Guarded {
     }
 }
 
+/// A connection handed to tonic: plaintext, or TLS over the guarded
+/// socket (so the idle timeout and the peer's count still apply).
+pub enum Conn {
+    Plain(Guarded),
+    Tls(Box<tokio_rustls::server::TlsStream<Guarded>>),
+}
+
+impl Connected for Conn {
+    type ConnectInfo = TcpConnectInfo;
+    fn connect_info(&self) -> TcpConnectInfo {
+        match self {
+            Conn::Plain(g) => g.connect_info(),
+            Conn::Tls(s) => s.get_ref().0.connect_info(),
+        }
+    }
+}
+
+impl AsyncRead for Conn {
+    fn poll_read(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
+        match self.get_mut() {
+            Conn::Plain(g) => Pin::new(g).poll_read(cx, buf),
+            Conn::Tls(s) => Pin::new(&mut **s).poll_read(cx, buf),
+        }
+    }
+}
+
+impl AsyncWrite for Conn {
+    fn poll_write(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        match self.get_mut() {
+            Conn::Plain(g) => Pin::new(g).poll_write(cx, buf),
+            Conn::Tls(s) => Pin::new(&mut **s).poll_write(cx, buf),
+        }
+    }
+    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        match self.get_mut() {
+            Conn::Plain(g) => Pin::new(g).poll_flush(cx),
+            Conn::Tls(s) => Pin::new(&mut **s).poll_flush(cx),
+        }
+    }
+    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        match self.get_mut() {
+            Conn::Plain(g) => Pin::new(g).poll_shutdown(cx),
+            Conn::Tls(s) => Pin::new(&mut **s).poll_shutdown(cx),
+        }
+    }
+}
+
+/// The one place a gRPC connection becomes TLS: the whole handshake
+/// within `limit` (a peer trickling a ClientHello cannot hold its slot),
+/// else the connection is dropped. Anything that is not a TLS ClientHello
+/// (a plaintext client, garbage) fails here and closes that connection
+/// only.
+async fn accept_tls(g: Guarded, acceptor: &TlsAcceptor, limit: Duration) -> Option<Conn> {
+    let ip = g.ip;
+    match tokio::time::timeout(limit, acceptor.accept(g)).await {
+        Ok(Ok(s)) => Some(Conn::Tls(Box::new(s))),
+        Ok(Err(e)) => {
+            tracing::debug!("TLS handshake with {ip} failed: {e}");
+            None
+        }
+        Err(_) => {
+            tracing::debug!("no TLS handshake from {ip} within {limit:?}");
+            None
+        }
+    }
+}
+
 /// Accepts on `listener` (in a task of its own) and yields the connections
-/// within the per-peer limit; one over it is closed at once. Ends when the
-/// server drops the stream.
+/// within the per-peer limit; one over it is closed at once. With `tls`,
+/// each is yielded once its handshake succeeded. Ends when the server
+/// drops the stream.
 pub fn incoming(
     listener: TcpListener,
     limits: NetLimits,
-) -> tokio_stream::wrappers::ReceiverStream<io::Result<Guarded>> {
+    tls: Option<eddy_proto::tls::ServerTls>,
+) -> tokio_stream::wrappers::ReceiverStream<io::Result<Conn>> {
     let (tx, rx) = mpsc::channel(64);
     let counts: Counts = Default::default();
+    let acceptor = tls.map(|t| TlsAcceptor::from(t.config()));
     tokio::spawn(async move {
         loop {
             let r = tokio::select! {
@@ -154,9 +236,20 @@ pub fn incoming(
                 counts: counts.clone(),
                 ip,
             };
-            if tx.send(Ok(g)).await.is_err() {
-                return;
-            }
+            let Some(acceptor) = &acceptor else {
+                if tx.send(Ok(Conn::Plain(g))).await.is_err() {
+                    return;
+                }
+                continue;
+            };
+            // Off the accept loop: one slow handshake must not hold up the
+            // next connection.
+            let (acceptor, tx) = (acceptor.clone(), tx.clone());
+            tokio::spawn(async move {
+                if let Some(c) = accept_tls(g, &acceptor, limits.handshake).await {
+                    let _ = tx.send(Ok(c)).await;
+                }
+            });
         }
     });
     tokio_stream::wrappers::ReceiverStream::new(rx)

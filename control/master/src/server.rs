@@ -96,6 +96,7 @@ fn serve(
     listener: tokio::net::TcpListener,
     state: &Arc<MasterState>,
     cfg: &MasterConfig,
+    tls: Option<eddy_proto::tls::ServerTls>,
 ) -> (
     oneshot::Sender<()>,
     JoinHandle<Result<(), tonic::transport::Error>>,
@@ -110,6 +111,7 @@ fn serve(
             idle: ms(cfg.idle_timeout_ms.max(1)),
             max_per_peer: cfg.max_connections_per_peer.max(1),
         },
+        tls,
     );
     let task = tokio::spawn(
         tonic::transport::Server::builder()
@@ -144,6 +146,8 @@ pub async fn start(cfg: MasterConfig) -> Result<RunningMaster> {
     })?;
     let keys = crate::identity::MasterKeys::load(&cfg.security, &cfg.metastore_dir)?;
     let authz = crate::authz::Authority::new(&cfg.security);
+    // Bad TLS files stop the start before anything is opened.
+    let tls = eddy_proto::tls::ServerTls::from_security(&cfg.security, eddy_proto::tls::ALPN_GRPC)?;
     let (store, mut loaded) = Metastore::open(&cfg.metastore_dir)?;
     let intents = std::mem::take(&mut loaded.intents);
     // A restart: workers hold blocks of this namespace and will register
@@ -233,7 +237,17 @@ pub async fn start(cfg: MasterConfig) -> Result<RunningMaster> {
     );
 
     crate::metrics::register(&state);
-    let (stop_tx, task) = serve(listener, &state, &cfg);
+    if let Some(t) = &tls {
+        tracing::info!(
+            "gRPC port serves TLS{}",
+            if t.client_auth {
+                " and requires client certificates"
+            } else {
+                ""
+            }
+        );
+    }
+    let (stop_tx, task) = serve(listener, &state, &cfg, tls);
     Ok(RunningMaster {
         addr,
         state,

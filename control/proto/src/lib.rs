@@ -7,6 +7,7 @@
 pub mod auth;
 mod bind;
 mod error;
+pub mod tls;
 
 pub use bind::{BindError, Endpoint};
 pub use error::{CODE_METADATA_KEY, EddyCode, RpcError};

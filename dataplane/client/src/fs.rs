@@ -42,7 +42,7 @@ impl FileSystem {
     }
 
     pub async fn connect_with(addr: &str, opts: ClientOptions) -> Result<Self> {
-        let master = MasterClient::connect_with(addr, opts.timeout, &opts.credentials).await?;
+        let master = MasterClient::connect_opts(addr, &opts).await?;
         Ok(Self::with_master_opts(master, opts))
     }
 

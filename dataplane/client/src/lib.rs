@@ -17,10 +17,11 @@ pub use eddy_proto::{EddyCode, RpcError};
 pub use eddy_wire::ReadType;
 pub use fs::{FileSystem, LoadProgress, OpenOptions};
 pub use io::{FileReader, FileWriter, MappedRange};
-pub use options::{ClientOptions, DEFAULT_METADATA_TTL};
+pub use options::{ClientOptions, ClientTls, DEFAULT_METADATA_TTL};
 use pb::block_master_client::BlockMasterClient;
 use pb::file_system_master_client::FileSystemMasterClient;
 use pb::meta_master_client::MetaMasterClient;
+pub use stream::{DataStream, dial_data};
 pub use transport::Transport;
 
 mod credentials;
@@ -32,6 +33,7 @@ mod options;
 mod pool;
 mod shared;
 mod shm;
+mod stream;
 mod transport;
 
 #[derive(Debug, thiserror::Error)]
@@ -159,23 +161,55 @@ impl MasterClient {
         timeout: std::time::Duration,
         creds: &Credentials,
     ) -> Result<Self> {
-        let uri = if addr.contains("://") {
-            addr.to_string()
-        } else {
-            format!("http://{addr}")
+        let opts = ClientOptions {
+            timeout,
+            credentials: creds.clone(),
+            ..Default::default()
         };
+        Self::lazy_opts(addr, &opts)
+    }
+
+    /// Connects to `addr` as `opts` say: each call ends within
+    /// `opts.timeout` and carries `opts.credentials`; TLS when `opts.tls`
+    /// is set (then `addr` may be `https://host:port`, which without it is
+    /// refused).
+    pub async fn connect_opts(addr: &str, opts: &ClientOptions) -> Result<Self> {
+        let c = Self::lazy_opts(addr, opts)?;
+        c.check_connect(addr).await?;
+        Ok(c)
+    }
+
+    /// As [`MasterClient::connect_opts`], dialling on first use.
+    pub fn lazy_opts(addr: &str, opts: &ClientOptions) -> Result<Self> {
         let bad = |reason: String| ClientError::Connect {
             addr: addr.to_string(),
             reason,
         };
+        let (scheme, rest) = addr.split_once("://").unwrap_or(("", addr));
+        // `tls_ca` is the switch: with it every dial is TLS; `https://`
+        // only insists on it.
+        let tls = opts.tls.clone();
+        let expected = "expected host:port, http://host:port or https://host:port";
+        match scheme {
+            "" | "http" => {}
+            "https" if tls.is_some() => {}
+            "https" => {
+                return Err(bad(
+                    "TLS: an https:// address needs the CA that signed the master's certificate: set [security] tls_ca in the config file (or EDDY_TLS_CA)".into(),
+                ));
+            }
+            _ => return Err(bad(expected.into())),
+        }
+        let uri = format!("{}://{rest}", if tls.is_some() { "https" } else { "http" });
         let origin: http::Uri = uri
             .parse()
             .map_err(|e| bad(format!("invalid address: {e}")))?;
-        let authority = match (origin.scheme_str(), origin.authority()) {
-            (Some("http"), Some(a)) if a.port().is_some() => a.to_string(),
-            _ => return Err(bad("expected host:port or http://host:port".into())),
+        let authority = match origin.authority() {
+            Some(a) if a.port().is_some() => a.to_string(),
+            _ => return Err(bad(expected.into())),
         };
-        let channel = Transport::with_identity(&authority, timeout, creds.headers()?);
+        let identity = opts.credentials.headers()?;
+        let channel = Transport::with(&authority, opts.timeout, identity, tls);
         Ok(Self {
             addr: addr.to_string(),
             fs: FileSystemMasterClient::with_origin(channel.clone(), origin.clone()),

@@ -2,6 +2,8 @@
 
 use std::time::Duration;
 
+pub use eddy_proto::tls::ClientTls;
+
 /// Client-wide options.
 #[derive(Debug, Clone)]
 pub struct ClientOptions {
@@ -29,6 +31,12 @@ pub struct ClientOptions {
     /// Bits cleared from the modes of files (0666) and directories (0777)
     /// this client creates (`[security] umask`; default 022).
     pub umask: eddy_proto::auth::Umask,
+    /// TLS to the master and to workers' data ports: the CA trusted and
+    /// the client certificate presented (mutual TLS), loaded once
+    /// ([`ClientTls::from_security`] reads `[security] tls_ca`, `tls_cert`,
+    /// `tls_key`). `None`: plaintext, and an `https://` master address is
+    /// refused. Short-circuit reads (Unix socket, same host) never use it.
+    pub tls: Option<ClientTls>,
 }
 
 /// The default [`ClientOptions::metadata_ttl`].
@@ -42,6 +50,7 @@ impl Default for ClientOptions {
             metadata_ttl: DEFAULT_METADATA_TTL,
             credentials: crate::Credentials::current_user(),
             umask: Default::default(),
+            tls: None,
         }
     }
 }

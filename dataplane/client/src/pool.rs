@@ -7,22 +7,23 @@
 //! says it ended ([`PooledConn::finished`]), so a path that fails half-way
 //! (an error, a time-out, a dropped future) drops the connection instead:
 //! a half-read stream is never reused, and no path has to remember to
-//! return a good one.
+//! return a good one. New connections come from [`dial_data`] (TLS when
+//! the client has it), so a pooled one has done its handshake already.
 
 use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
 
 use parking_lot::Mutex;
-use tokio::net::TcpStream;
 
+use crate::options::ClientTls;
+use crate::stream::{DataStream, dial_data};
 use crate::{ClientError, EddyCode, Result};
 
 /// Idle connections kept per worker.
 const MAX_IDLE: usize = 16;
-const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
 
-type Idle = Mutex<HashMap<String, Vec<TcpStream>>>;
+type Idle = Mutex<HashMap<String, Vec<DataStream>>>;
 
 /// Cheap to clone; clones share the idle connections.
 #[derive(Clone)]
@@ -32,12 +33,14 @@ pub(crate) struct Pool {
     user: Arc<str>,
     /// The handshake's deadline.
     timeout: Duration,
+    /// How new connections are dialled (`ClientOptions::tls`).
+    tls: Option<ClientTls>,
 }
 
 /// A connection to one worker, checked out of a [`Pool`]. Dropped, it goes
 /// back to the pool if its last exchange finished; otherwise it is closed.
 pub(crate) struct PooledConn {
-    sock: Option<TcpStream>,
+    sock: Option<DataStream>,
     addr: String,
     idle: Arc<Idle>,
     /// At a frame boundary: nothing of an exchange is left on the stream.
@@ -47,7 +50,7 @@ pub(crate) struct PooledConn {
 impl PooledConn {
     /// The stream, for an exchange: until [`PooledConn::finished`] is
     /// called, the connection is not returned to the pool.
-    pub fn stream(&mut self) -> &mut TcpStream {
+    pub fn stream(&mut self) -> &mut DataStream {
         self.clean = false;
         self.sock.as_mut().expect("present until dropped")
     }
@@ -85,16 +88,17 @@ impl Drop for PooledConn {
 
 impl Default for Pool {
     fn default() -> Self {
-        Self::new("", crate::transport::DEFAULT_TIMEOUT)
+        Self::new("", crate::transport::DEFAULT_TIMEOUT, None)
     }
 }
 
 impl Pool {
-    pub fn new(user: &str, timeout: Duration) -> Self {
+    pub fn new(user: &str, timeout: Duration, tls: Option<ClientTls>) -> Self {
         Self {
             idle: Default::default(),
             user: Arc::from(user),
             timeout,
+            tls,
         }
     }
 
@@ -110,25 +114,13 @@ impl Pool {
             // Workers close connections idle past their idle timeout: one
             // that shows an end of stream (or stray bytes) is dropped here
             // rather than failing the request sent on it.
-            let mut probe = [0u8; 1];
-            if matches!(c.try_read(&mut probe), Err(e) if e.kind() == std::io::ErrorKind::WouldBlock)
-            {
+            if c.idle_and_open() {
                 return Ok(conn(c));
             }
         }
-        let unreachable = |message: String| ClientError::Worker {
-            addr: addr.to_string(),
-            code: EddyCode::Unavailable,
-            message,
-        };
-        let sock = tokio::time::timeout(CONNECT_TIMEOUT, TcpStream::connect(addr))
-            .await
-            .map_err(|_| unreachable(format!("no answer within {CONNECT_TIMEOUT:?}")))?
-            .map_err(|e| unreachable(format!("cannot connect: {e}")))?;
-        let _ = sock.set_nodelay(true);
-        let mut sock = sock;
-        // The handshake, right after connecting: where a TLS layer wraps
-        // the stream, it does so before this.
+        let mut sock = dial_data(addr, self.tls.as_ref()).await?;
+        // The handshake, right after connecting (and the TLS handshake,
+        // when there is one).
         let hello = crate::deadline::within(self.timeout, eddy_wire::hello(&mut sock, &self.user));
         match hello.await {
             Ok(Ok(())) => Ok(conn(sock)),

@@ -101,7 +101,7 @@ impl Shared {
         let host = local_host_towards(master.address());
         Self {
             master,
-            pool: Pool::new(&opts.credentials.user, opts.timeout),
+            pool: Pool::new(&opts.credentials.user, opts.timeout, opts.tls.clone()),
             host,
             meta: Mutex::new(MetaCache::default()),
             opts,
@@ -230,7 +230,9 @@ impl Shared {
 /// The local IP this host uses to reach `master` (a UDP "connect" sends
 /// nothing; it only asks the kernel for the route's source address).
 fn local_host_towards(master: &str) -> String {
-    let target = master.trim_start_matches("http://");
+    let target = master
+        .trim_start_matches("http://")
+        .trim_start_matches("https://");
     std::net::UdpSocket::bind("0.0.0.0:0")
         .and_then(|s| {
             s.connect(target)?;

@@ -1,7 +1,9 @@
 //! Connection policy for the data port and the Unix socket: timeouts on
 //! every read and write, and a cap on connections per peer. Without them an
 //! idle or stalled peer holds its fd, its task and (in a write session) its
-//! memory reservations forever, and enough of them starve everyone.
+//! memory reservations forever, and enough of them starve everyone. And
+//! TLS on the data port ([`DataTls`], [`accept_data`]): the Unix socket
+//! stays outside it (same host, peer checked by the kernel).
 
 use std::collections::HashMap;
 use std::hash::Hash;
@@ -11,8 +13,10 @@ use std::sync::Arc;
 use std::task::{Context, Poll, ready};
 use std::time::Duration;
 
+use eddy_client::{ClientTls, DataStream};
 use parking_lot::Mutex;
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+use tokio::net::TcpStream;
 use tokio::time::Sleep;
 
 /// Timeouts of one connection (`[worker]` `idle_timeout_ms`,
@@ -213,6 +217,57 @@ impl<K: Hash + Eq + Clone> Drop for PeerSlot<K> {
             if *n == 0 {
                 open.remove(&self.key);
             }
+        }
+    }
+}
+
+/// TLS of the data port: what it serves (`[security] tls_cert`/`tls_key`,
+/// client certificates required with `tls_client_auth`) and how this
+/// worker dials peers' data ports (`tls_ca`). Both `None`: plaintext.
+#[derive(Clone, Default)]
+pub struct DataTls {
+    pub accept: Option<tokio_rustls::TlsAcceptor>,
+    pub dial: Option<ClientTls>,
+}
+
+impl DataTls {
+    /// The data port's TLS from `[security]`.
+    pub fn from_security(
+        sec: &eddy_proto::auth::SecurityConfig,
+    ) -> Result<Self, eddy_proto::tls::TlsError> {
+        let accept = eddy_proto::tls::ServerTls::from_security(sec, eddy_proto::tls::ALPN_DATA)?
+            .map(|t| tokio_rustls::TlsAcceptor::from(t.config()));
+        Ok(Self {
+            accept,
+            dial: ClientTls::from_security(sec)?,
+        })
+    }
+}
+
+/// The one place a data connection is accepted: with `tls`, its whole
+/// handshake within `limit` (a peer trickling bytes cannot hold the
+/// connection open longer). A plaintext client, garbage, or a client
+/// without the certificate mutual TLS requires fail here, are logged, and
+/// close that connection only (`None`). Whatever the protocol adds at
+/// connect time (a hello frame) goes right after.
+pub async fn accept_data(
+    sock: TcpStream,
+    tls: Option<&tokio_rustls::TlsAcceptor>,
+    limit: Duration,
+    peer: &str,
+) -> Option<DataStream> {
+    let Some(acceptor) = tls else {
+        return Some(DataStream::Plain(sock));
+    };
+    match tokio::time::timeout(limit, acceptor.accept(sock)).await {
+        Ok(Ok(s)) => Some(DataStream::server_tls(s)),
+        Ok(Err(e)) => {
+            tracing::debug!("TLS handshake with {peer} failed: {e}");
+            None
+        }
+        Err(_) => {
+            tracing::debug!("no TLS handshake from {peer} within {limit:?}");
+            None
         }
     }
 }

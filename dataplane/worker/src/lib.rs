@@ -83,6 +83,8 @@ pub enum StartError {
     Credentials(#[from] master_link::CredentialError),
     #[error("stopped before the master answered")]
     Stopped,
+    #[error("invalid worker configuration: {0}")]
+    Tls(#[from] eddy_proto::tls::TlsError),
 }
 
 /// What a [`BindError`] of the worker names.
@@ -108,15 +110,19 @@ pub async fn start(cfg: WorkerConfig) -> Result<RunningWorker, StartError> {
         data_addr.ip().to_string()
     };
     cfg.validate()?;
+    // The data port's TLS, and what this worker trusts when it dials the
+    // master and peers: bad files stop the start.
+    let tls = conn::DataTls::from_security(&cfg.security)?;
     let store = open_store(&cfg)?;
     // The master client dials lazily; registration below retries.
     let creds = master_link::worker_credentials(&cfg.security)?;
-    let master = MasterClient::lazy_with(
-        &cfg.master,
-        eddy_client::ClientOptions::default().timeout,
-        &creds,
-    )
-    .map_err(StartError::MasterAddress)?;
+    let master_opts = eddy_client::ClientOptions {
+        tls: tls.dial.clone(),
+        credentials: creds,
+        ..Default::default()
+    };
+    let master =
+        MasterClient::lazy_opts(&cfg.master, &master_opts).map_err(StartError::MasterAddress)?;
     let uds = bind_socket(&cfg)?;
     let address = pb::WorkerAddress {
         host,
@@ -139,7 +145,12 @@ pub async fn start(cfg: WorkerConfig) -> Result<RunningWorker, StartError> {
         .register_until_ok(&mut stop_rx)
         .await
         .ok_or(StartError::Stopped)?;
-    tracing::info!("worker {worker_id} registered; data server on {data_addr}");
+    let over = match (&tls.accept, cfg.security.tls_client_auth) {
+        (None, _) => "",
+        (Some(_), false) => " (TLS)",
+        (Some(_), true) => " (TLS, client certificates required)",
+    };
+    tracing::info!("worker {worker_id} registered; data server on {data_addr}{over}");
 
     let mut tasks = JoinSet::new();
     tasks.spawn(link.clone().run(stop.subscribe()));
@@ -149,6 +160,7 @@ pub async fn start(cfg: WorkerConfig) -> Result<RunningWorker, StartError> {
         admit: Default::default(),
         timeouts: cfg.timeouts(),
         max_per_peer: cfg.max_connections_per_peer,
+        tls,
     });
     metrics::register(&shared, store.engine().name().to_string());
     tasks.spawn(replicate::run(shared.clone(), copy_rx, stop.subscribe()));

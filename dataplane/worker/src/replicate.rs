@@ -107,14 +107,15 @@ fn peer_timeout(addr: &str, block_id: u64, after: Duration) -> WorkerError {
 /// Reads the whole block from `addr` into a new segment, caches it and
 /// commits it.
 async fn from_peer(sh: &Shared, addr: &str, b: &pb::ReplicateBlock) -> Result<()> {
-    let io = |e: std::io::Error| WorkerError::NotFound(format!("reading from {addr}: {e}"));
     // Whatever went wrong on the wire (a lost connection, a frame that makes
     // no sense, a `ReadOk` of another length), the wire error says it.
     let wire = |e: WireError| WorkerError::NotFound(format!("reading from {addr}: {e}"));
     let res = sh.store.reserve(b.length).await?;
     let mut w = SegmentWriter::create(&format!("eddy-block-{}", b.block_id), b.length, false)
         .map_err(WorkerError::Memory)?;
-    let mut sock = tokio::net::TcpStream::connect(addr).await.map_err(io)?;
+    let mut sock = eddy_client::dial_data(addr, sh.tls.dial.as_ref())
+        .await
+        .map_err(|e| WorkerError::NotFound(format!("reading from {addr}: {e}")))?;
     // A peer checks this worker as any client: the handshake, then a READ
     // token, which this worker signs itself with the block keys it holds.
     match eddy_wire::hello(&mut sock, crate::access::WORKER_USER).await {

@@ -9,6 +9,7 @@
 use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
 
+use eddy_client::DataStream;
 use eddy_wire::{
     ErrorFrame, Kind, ReadRequest, ReadType, WireError, WriteOpen, read_body, read_header,
     write_frame,
@@ -21,15 +22,16 @@ use eddy_proto::auth::BlockOps;
 
 use crate::access::{ConnAccess, Peer, handshake};
 use crate::cache::{cached, checked, read_through};
-use crate::conn::{PeerSlot, Timed};
+use crate::conn::{PeerSlot, Timed, accept_data};
 use crate::disk;
 use crate::error::{Result, WorkerError};
 use crate::session::WriteSession;
 use crate::shared::{Shared, stats};
 use crate::store::{Block, Stats};
 
-/// A data connection: every read and write under the worker's timeouts.
-pub type Conn = Timed<TcpStream>;
+/// A data connection (plaintext or TLS): every read and write under the
+/// worker's timeouts.
+pub type Conn = Timed<DataStream>;
 
 /// Serves one connection until the peer closes it, it breaks the protocol,
 /// or the worker shuts down (between requests).
@@ -40,6 +42,12 @@ pub async fn serve(
     _slot: PeerSlot<IpAddr>,
     mut stop: watch::Receiver<bool>,
 ) {
+    // The TLS handshake, like a frame, has `frame` to complete.
+    let peer_ip = peer.ip().to_string();
+    let Some(sock) = accept_data(sock, sh.tls.accept.as_ref(), sh.timeouts.frame, &peer_ip).await
+    else {
+        return;
+    };
     let mut sock = Timed::new(sock, sh.timeouts);
     // The handshake comes first (a TLS layer wraps `sock` before it).
     sock.expect_frame();

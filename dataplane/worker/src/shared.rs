@@ -5,7 +5,7 @@
 
 use std::sync::Arc;
 
-use crate::conn::Timeouts;
+use crate::conn::{DataTls, Timeouts};
 use crate::master_link::MasterLink;
 use crate::store::BlockStore;
 
@@ -22,6 +22,8 @@ pub struct Shared {
     /// Connections one peer may hold (per IP on TCP, per process on the
     /// Unix socket).
     pub max_per_peer: usize,
+    /// TLS of the data port and of dials to peers' (replication).
+    pub tls: DataTls,
 }
 
 /// The counters, by name, as the `Stats` frame and the metrics carry them.

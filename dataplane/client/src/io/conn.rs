@@ -26,6 +26,18 @@ pub(crate) fn wire_err(addr: &str, e: WireError) -> ClientError {
     if let WireError::Remote(e) = e {
         return worker_err(addr, e);
     }
+    // A TLS alert after the handshake: in TLS 1.3 a server refuses a
+    // missing or unknown client certificate only then.
+    if let WireError::Io(io) = &e
+        && let Some(message) =
+            eddy_proto::tls::diagnose(&format!("the worker at {addr}"), io, None, false)
+    {
+        return ClientError::Worker {
+            addr: addr.to_string(),
+            code: EddyCode::Unavailable,
+            message,
+        };
+    }
     ClientError::Worker {
         addr: addr.to_string(),
         code: match e {

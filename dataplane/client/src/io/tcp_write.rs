@@ -8,13 +8,13 @@ use std::time::Duration;
 
 use eddy_wire::{Kind, WireError, WriteOk, WriteOpen, write_frame};
 use tokio::io::AsyncWriteExt;
-use tokio::net::TcpStream;
 
 use super::conn::{exchange, wire_err, worker_err};
 use crate::Result;
 use crate::deadline::within;
 use crate::pool::PooledConn;
 use crate::shared::Shared;
+use crate::stream::DataStream;
 
 /// Bytes buffered before a `Data` frame goes out.
 pub(crate) const WRITE_CHUNK: usize = 1 << 20;
@@ -93,7 +93,7 @@ impl TcpWrite {
 
 /// One `Data` frame (at most `MAX_DATA_BODY` bytes), sent within `limit`:
 /// a worker that stops reading fails the write instead of stalling it.
-async fn send_data(c: &mut TcpStream, data: &[u8], limit: Duration) -> Result<(), WireError> {
+async fn send_data(c: &mut DataStream, data: &[u8], limit: Duration) -> Result<(), WireError> {
     let h = eddy_wire::Header {
         kind: Kind::Data,
         body_len: data.len() as u32,

@@ -99,6 +99,7 @@ pub(crate) fn shared(capacity: u64) -> Shared {
             frame: Duration::from_secs(5),
         },
         max_per_peer: 4,
+        tls: Default::default(),
     }
 }
 

@@ -207,6 +207,7 @@ impl FakeWorld {
                 frame: secs(10),
             },
             max_per_peer: 16,
+            tls: Default::default(),
         });
         Self {
             master,

@@ -37,7 +37,11 @@ import org.apache.hadoop.util.Progressable;
  * seen at once), {@code eddy.security.token} (a credential from {@code eddy
  * token create} for a master with authentication "token"; empty: EDDY_TOKEN,
  * EDDY_TOKEN_FILE or ~/.eddy/token; a refused one throws
- * AccessControlException) and
+ * AccessControlException),
+ * {@code eddy.security.tls.ca} (a PEM CA bundle: dial the
+ * master and workers over TLS, trusting what it signed; unset: plaintext),
+ * {@code eddy.security.tls.cert} and {@code eddy.security.tls.key} (a PEM
+ * client certificate and key for servers that require one) and
  * {@code eddy.native.library} (a path to libeddy.so instead of
  * java.library.path).
  */
@@ -81,7 +85,14 @@ public class EddyFileSystem extends FileSystem {
           "eddy.user.metadata.cache.ms must be 0 or more, not " + metadataCacheMs);
     }
     String token = conf.getTrimmed("eddy.security.token", "");
-    client = NativeEddy.connect(master, shortCircuit, timeoutMs, metadataCacheMs, token);
+    // TLS to the master and workers: the CA to trust (as [security]
+    // tls_ca), and a client certificate for mutual TLS.
+    String tlsCa = conf.getTrimmed("eddy.security.tls.ca", "");
+    String tlsCert = conf.getTrimmed("eddy.security.tls.cert", "");
+    String tlsKey = conf.getTrimmed("eddy.security.tls.key", "");
+    client =
+        NativeEddy.connect(
+            master, shortCircuit, timeoutMs, metadataCacheMs, token, tlsCa, tlsCert, tlsKey);
     long handle = client;
     clientCleanable = CLEANER.register(this, () -> NativeEddy.disconnect(handle));
     uri = URI.create("eddy://" + master);

@@ -40,9 +40,19 @@ final class NativeEddy {
     }
   }
 
-  /** {@code token}: a credential ({@code eddy token create}), or "" for the environment's. */
+  /**
+   * {@code token}: a credential ({@code eddy token create}), or "" for the environment's; the TLS
+   * paths are "" when unset (no CA: plaintext).
+   */
   static native long connect(
-      String master, boolean shortCircuit, long timeoutMs, long metadataCacheMs, String token);
+      String master,
+      boolean shortCircuit,
+      long timeoutMs,
+      long metadataCacheMs,
+      String token,
+      String tlsCa,
+      String tlsCert,
+      String tlsKey);
 
   static native void disconnect(long client);
 
