@@ -148,6 +148,20 @@ pub fn worker_security(master: &str) -> String {
     }
 }
 
+/// A worker's config around `extra`: the master's key file goes in the
+/// `[security]` table `extra` has (unless it names its own key or token),
+/// else in one of its own before everything (returned first).
+fn with_worker_key(master: &str, extra: &str) -> (String, String) {
+    let own = worker_security(master);
+    if !extra.contains("[security]") {
+        return (own, extra.to_string());
+    }
+    if own.is_empty() || extra.contains("key_file") || extra.contains("token") {
+        return (String::new(), extra.to_string());
+    }
+    (String::new(), extra.replacen("[security]\n", &own, 1))
+}
+
 /// Waits for the stdout line starting with `prefix` and returns the first
 /// word after it, with the metrics endpoint announced before it (`eddy WHO
 /// metrics on http://ADDR/metrics`; empty if none was); then keeps draining
@@ -223,20 +237,16 @@ impl WorkerProc {
         std::fs::create_dir_all(dir).unwrap();
         let cfg = dir.join(format!("worker-{}.toml", std::process::id()));
         let cfg = unique(cfg);
+        let (head, extra) = with_worker_key(master, extra);
         std::fs::write(
             &cfg,
             format!(
-                "{}[worker]
+                "{head}[worker]
 master = {master:?}
 bind = {bind:?}
 metrics_bind = \"127.0.0.1:0\"
 {extra}
-",
-                if extra.contains("[security]") {
-                    String::new()
-                } else {
-                    worker_security(master)
-                }
+"
             ),
         )
         .unwrap();
