@@ -177,10 +177,11 @@ impl AsyncWrite for Conn {
 /// only.
 async fn accept_tls(g: Guarded, acceptor: &TlsAcceptor, limit: Duration) -> Option<Conn> {
     let ip = g.ip;
-    match tokio::time::timeout(limit, acceptor.accept(g)).await {
+    match tokio::time::timeout(limit, acceptor.accept(g).into_fallible()).await {
         Ok(Ok(s)) => Some(Conn::Tls(Box::new(s))),
-        Ok(Err(e)) => {
+        Ok(Err((e, io))) => {
             tracing::debug!("TLS handshake with {ip} failed: {e}");
+            linger(io).await;
             None
         }
         Err(_) => {
@@ -188,6 +189,25 @@ async fn accept_tls(g: Guarded, acceptor: &TlsAcceptor, limit: Duration) -> Opti
             None
         }
     }
+}
+
+/// After a failed handshake: the alert rustls wrote leaves with a FIN,
+/// and what the peer still sends is read and dropped (for at most 1 s).
+/// Closing with unread bytes would reset the connection, and a reset can
+/// discard the alert before the peer reads it: a plaintext client would
+/// hear "connection error" instead of "this master serves TLS".
+async fn linger<S: AsyncRead + AsyncWrite + Unpin>(mut io: S) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let _ = tokio::time::timeout(Duration::from_secs(1), async {
+        let _ = io.shutdown().await;
+        let mut buf = [0u8; 4096];
+        while let Ok(n) = io.read(&mut buf).await {
+            if n == 0 {
+                break;
+            }
+        }
+    })
+    .await;
 }
 
 /// Accepts on `listener` (in a task of its own) and yields the connections
