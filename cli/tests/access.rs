@@ -58,6 +58,14 @@ fn read_of(block: &pb::FileBlock, token: Vec<u8>) -> ReadRequest {
     }
 }
 
+/// A key with the id of the block key the master signs with now, and
+/// another secret: a forged token passes the key lookup and fails on the
+/// signature.
+fn forger_keys(key_file: &std::path::Path) -> Keyring {
+    let real = common::block_keys_now(&Keyring::load(key_file).unwrap(), &Default::default());
+    Keyring::from_secrets(&[(real.signing_id(), [7u8; 32])]).unwrap()
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn data_requests_without_the_right_token_are_refused_and_counted() {
     let dir = tempfile::tempdir().unwrap();
@@ -80,7 +88,7 @@ async fn data_requests_without_the_right_token_are_refused_and_counted() {
         user: me.clone(),
         expires_ms: unix_ms_in(3_600_000),
     }
-    .sign(&Keyring::generate(1).derive(eddy_master::identity::BLOCK_KEY_LABEL))
+    .sign(&forger_keys(&key))
     .unwrap();
     let cases: [(&str, Vec<u8>, &str); 5] = [
         ("no token", Vec::new(), "no block token"),
@@ -314,4 +322,170 @@ async fn bad_handshakes_get_an_error_frame_and_others_are_served() {
             assert_eq!(get(&fs, "/ok").await, data, "{what}: others still served");
         }
     }
+}
+
+/// Block keys roll ("distributed at registration, rotated"): workers get
+/// the keys in force with every heartbeat and drop a key once no token it
+/// signed can still be valid, so even a token forged with it to live
+/// forever stops working, while clients read on with tokens of new keys.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn block_keys_roll_and_an_old_key_stops_opening_blocks() {
+    const UPDATE_MS: u64 = 1000;
+    let dir = tempfile::tempdir().unwrap();
+    let c = Cluster::start(
+        dir.path(),
+        1,
+        &format!(
+            "{SMALL_BLOCKS}\nworker_heartbeat_interval_ms = 100\n[security]\n\
+             block_key_update_ms = {UPDATE_MS}\nblock_token_ttl_ms = {UPDATE_MS}"
+        ),
+        "",
+    );
+    let fs = c.fs().await;
+    let data = pattern(BS as usize + 10, 4);
+    put(&fs, "/f", &data, pb::WriteType::MustCache).await;
+    let fb = fs.master().file_blocks("/f").await.unwrap();
+    let id = fb.status.as_ref().unwrap().id;
+    let keys = Keyring::load(&dir.path().join("master.key")).unwrap();
+    let sched = eddy_proto::auth::BlockKeySchedule::new(UPDATE_MS, UPDATE_MS).unwrap();
+    let e0 = sched.epoch(unix_ms_in(0));
+    let forever = BlockGrant {
+        file_id: id,
+        ops: BlockOps::READ,
+        user: eddy_client::Credentials::current_user().user,
+        expires_ms: u64::MAX,
+    }
+    .sign(&sched.keys(&keys, e0))
+    .unwrap();
+    // Each try on a new connection: a connection keeps what it verified.
+    let try_read = |token: Vec<u8>| {
+        let addr = c.workers[0].addr.clone();
+        let block = fb.blocks[0].clone();
+        async move {
+            let mut s = data_conn(&addr).await;
+            let (k, body) = ask(&mut s, Kind::Read, &read_of(&block, token).encode()).await;
+            match k {
+                Kind::ReadOk => Ok(()),
+                _ => Err(refusal(k, &body)),
+            }
+        }
+    };
+    try_read(forever.clone())
+        .await
+        .expect("the key of this epoch opens the block");
+    // No signal says "the epoch is over": keys roll on wall-clock time.
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    let refused = loop {
+        match try_read(forever.clone()).await {
+            Ok(()) => {
+                assert!(
+                    std::time::Instant::now() < deadline,
+                    "epoch {e0}'s key still opens blocks at epoch {}",
+                    sched.epoch(unix_ms_in(0))
+                );
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+            Err(e) => break e,
+        }
+    };
+    assert_eq!(refused.code, EddyCode::PermissionDenied, "{refused:?}");
+    assert!(
+        refused.message.contains("block keys roll"),
+        "{}",
+        refused.message
+    );
+    assert!(
+        sched.epoch(unix_ms_in(0)) >= e0 + 2,
+        "a key is held for the token lifetime after its epoch"
+    );
+    // Clients read on: new metadata, a token of the new keys.
+    let fresh = fs.master().file_blocks("/f").await.unwrap();
+    try_read(fresh.block_token.clone())
+        .await
+        .expect("the new keys open the block");
+    assert_eq!(get(&fs, "/f").await, data);
+    assert_eq!(get(&c.fs().await, "/f").await, data);
+}
+
+/// The master after SIGKILL, started again on its address with `extra`
+/// (its workers stay and register again).
+fn restart_master(c: Cluster, extra: &str) -> Cluster {
+    let Cluster {
+        master,
+        workers,
+        dir,
+    } = c;
+    let addr = master.addr.clone();
+    master.kill9();
+    let master = common::MasterProc::start_bound(&dir, &addr, extra);
+    Cluster {
+        master,
+        workers,
+        dir,
+    }
+}
+
+/// Key file rotation, as docs/SECURITY.md tells it: a new key line first
+/// and a restart; tokens of the old key stay good until its line goes.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_rotated_key_file_signs_with_the_new_key_and_honours_the_old() {
+    use eddy_proto::auth::{Credential, Principal};
+    let dir = tempfile::tempdir().unwrap();
+    let extra = format!("{SMALL_BLOCKS}\n[security]\nauthentication = \"token\"");
+    let c = Cluster::start(dir.path(), 1, &extra, "");
+    let key_file = dir.path().join("master.key");
+    let me = eddy_client::Credentials::current_user().user;
+    let token_of = |keys: &Keyring| {
+        Credential::sign(keys, Principal::User, &me, unix_ms_in(0), 3_600_000).unwrap()
+    };
+    let client = |addr: String, token: String| {
+        let user = me.clone();
+        async move {
+            let opts = eddy_client::ClientOptions {
+                short_circuit: false,
+                credentials: eddy_client::Credentials {
+                    user,
+                    token: Some(token),
+                },
+                ..Default::default()
+            };
+            eddy_client::FileSystem::connect_with(&addr, opts)
+                .await
+                .unwrap()
+        }
+    };
+    let old_keys = Keyring::load(&key_file).unwrap();
+    let old_token = token_of(&old_keys);
+    let data = pattern(BS as usize + 10, 5);
+    let fs = client(c.master.addr.clone(), old_token.clone()).await;
+    put(&fs, "/f", &data, pb::WriteType::MustCache).await;
+
+    let mut pairs = vec![(old_keys.signing_id().wrapping_add(1), [0x5a; 32])];
+    pairs.extend(old_keys.secrets());
+    let rotated = Keyring::from_secrets(&pairs).unwrap();
+    // Rewriting the file in place keeps its mode (0600).
+    std::fs::write(&key_file, rotated.to_file_text()).unwrap();
+    let c = restart_master(c, &extra);
+    // The old token still opens the file, whose block token is now signed
+    // with the new key's block keys, which the worker got by registering.
+    let fs = client(c.master.addr.clone(), old_token.clone()).await;
+    assert_eq!(get(&fs, "/f").await, data);
+    let fb = fs.master().file_blocks("/f").await.unwrap();
+    let signed_by = u32::from_be_bytes(fb.block_token[1..5].try_into().unwrap());
+    let new_blocks = common::block_keys_now(&rotated, &Default::default());
+    assert_eq!(signed_by, new_blocks.signing_id(), "the new key signs");
+    let new_token = token_of(&rotated);
+    let fs_new = client(c.master.addr.clone(), new_token.clone()).await;
+    assert_eq!(get(&fs_new, "/f").await, data);
+
+    // Retire the old key: its tokens are refused, saying why.
+    let only_new = Keyring::from_secrets(&rotated.secrets()[..1]).unwrap();
+    std::fs::write(&key_file, only_new.to_file_text()).unwrap();
+    let c = restart_master(c, &extra);
+    let fs = client(c.master.addr.clone(), old_token).await;
+    let e = fs.master().file_blocks("/f").await.unwrap_err();
+    assert_eq!(e.code(), EddyCode::Unauthenticated, "{e}");
+    assert!(e.to_string().contains("rotated out"), "{e}");
+    let fs_new = client(c.master.addr.clone(), new_token).await;
+    fs_new.master().file_blocks("/f").await.unwrap();
 }

@@ -614,8 +614,18 @@ pub fn mint_block_token(
         user: user.into(),
         expires_ms,
     }
-    .sign(&keys.derive(eddy_master::identity::BLOCK_KEY_LABEL))
+    .sign(&block_keys_now(&keys, &Default::default()))
     .unwrap()
+}
+
+/// The block keys a master with these keys and `[security]` settings
+/// signs with now.
+pub fn block_keys_now(
+    keys: &eddy_proto::auth::Keyring,
+    sec: &eddy_proto::auth::SecurityConfig,
+) -> eddy_proto::auth::Keyring {
+    let s = eddy_proto::auth::BlockKeySchedule::from_config(sec).unwrap();
+    s.keys(keys, s.epoch(unix_ms_in(0)))
 }
 
 /// Unix time in ms, `ahead_ms` from now.

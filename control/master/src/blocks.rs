@@ -172,7 +172,11 @@ impl MasterState {
                 }
             })
         };
-        Ok(pb::HeartbeatResponse { commands, pinned })
+        Ok(pb::HeartbeatResponse {
+            commands,
+            pinned,
+            block_keys: Vec::new(),
+        })
     }
 
     pub fn commit_block(&self, r: pb::CommitBlockRequest) -> Result<()> {

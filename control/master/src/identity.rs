@@ -14,21 +14,21 @@ use std::sync::Arc;
 use std::task::{Context, Poll};
 
 use eddy_proto::auth::{
-    AUTHORIZATION_HEADER, AuthMode, BEARER, BlockGrant, BlockOps, Credential, Keyring, Principal,
-    SecurityConfig, TOKEN_MAX, USER_HEADER, valid_name,
+    AUTHORIZATION_HEADER, AuthMode, BEARER, BlockGrant, BlockKeySchedule, BlockOps, Credential,
+    Keyring, Principal, SecurityConfig, TOKEN_MAX, USER_HEADER, valid_name,
 };
 
 use crate::error::{MasterError, Result};
 
-/// What the derived block keys are labelled (docs/SECURITY.md).
-pub const BLOCK_KEY_LABEL: &str = "eddy block tokens v1";
-
-/// The master's keys: its own (they sign credentials) and the block keys
-/// derived from them (they sign block tokens; workers get these).
-#[derive(Clone, Debug)]
+/// The master's keys: its own (they sign credentials) and the rolling
+/// block keys derived from them (they sign block tokens; workers get these).
+#[derive(Debug)]
 pub struct MasterKeys {
     pub credentials: Keyring,
-    pub blocks: Keyring,
+    schedule: BlockKeySchedule,
+    /// The block keys of one epoch, derived once per epoch rather than per
+    /// token.
+    blocks: parking_lot::RwLock<(u64, Arc<Keyring>)>,
 }
 
 impl MasterKeys {
@@ -36,22 +36,39 @@ impl MasterKeys {
     /// `none` nothing is read: fresh keys live in memory only (no token is
     /// checked then).
     pub fn load(cfg: &SecurityConfig, metastore_dir: &Path) -> Result<Self> {
+        let schedule = BlockKeySchedule::from_config(cfg)
+            .map_err(|e| MasterError::InvalidArgument(e.to_string()))?;
         let credentials = match cfg.authentication {
             AuthMode::None => Keyring::generate(1),
             AuthMode::Simple | AuthMode::Token => {
                 Keyring::load_or_create(&key_file(cfg, metastore_dir))?
             }
         };
-        Ok(Self::from_keyring(credentials))
+        Ok(Self::new(credentials, schedule))
     }
 
     /// Keys from a keyring already loaded (tests, `eddy token create`).
-    pub fn from_keyring(credentials: Keyring) -> Self {
-        let blocks = credentials.derive(BLOCK_KEY_LABEL);
+    pub fn new(credentials: Keyring, schedule: BlockKeySchedule) -> Self {
+        let blocks = Arc::new(schedule.keys(&credentials, 0));
         Self {
             credentials,
-            blocks,
+            schedule,
+            blocks: parking_lot::RwLock::new((0, blocks)),
         }
+    }
+
+    /// The block keys in force at `now_ms`, the signing one first.
+    pub fn blocks_at(&self, now_ms: u64) -> Arc<Keyring> {
+        let e = self.schedule.epoch(now_ms);
+        {
+            let b = self.blocks.read();
+            if b.0 == e {
+                return b.1.clone();
+            }
+        }
+        let ring = Arc::new(self.schedule.keys(&self.credentials, e));
+        *self.blocks.write() = (e, ring.clone());
+        ring
     }
 }
 
@@ -220,7 +237,7 @@ impl MasterKeys {
             user: caller.name.to_string(),
             expires_ms: now_ms.saturating_add(ttl_ms),
         }
-        .sign(&self.blocks)
+        .sign(&self.blocks_at(now_ms))
         .unwrap_or_default()
     }
 
@@ -238,9 +255,10 @@ impl MasterKeys {
         .map_err(|e| MasterError::InvalidArgument(format!("worker name {name:?}: {e}")))
     }
 
-    /// The block keys as a worker receives them at registration.
-    pub fn block_keys(&self) -> Vec<eddy_proto::pb::BlockKey> {
-        self.blocks
+    /// The block keys as a worker receives them, at registration and with
+    /// every heartbeat (so they roll on workers too).
+    pub fn block_keys(&self, now_ms: u64) -> Vec<eddy_proto::pb::BlockKey> {
+        self.blocks_at(now_ms)
             .secrets()
             .into_iter()
             .map(|(id, secret)| eddy_proto::pb::BlockKey {

@@ -199,7 +199,7 @@ impl pb::block_master_server::BlockMaster for MasterRpc {
     ) -> Rpc<pb::RegisterWorkerResponse> {
         require_worker(&Caller::of(&r), "RegisterWorker")?;
         let mut resp = self.0.register_worker(r.into_inner())?;
-        resp.block_keys = self.0.keys.block_keys();
+        resp.block_keys = self.0.keys.block_keys(unix_ms());
         let mode = self.0.cfg.security.authentication;
         resp.block_tokens_required = mode != eddy_proto::auth::AuthMode::None;
         resp.authentication = mode.name().to_string();
@@ -207,7 +207,9 @@ impl pb::block_master_server::BlockMaster for MasterRpc {
     }
     async fn heartbeat(&self, r: Request<pb::HeartbeatRequest>) -> Rpc<pb::HeartbeatResponse> {
         require_worker(&Caller::of(&r), "Heartbeat")?;
-        Ok(Response::new(self.0.heartbeat(r.into_inner())?))
+        let mut resp = self.0.heartbeat(r.into_inner())?;
+        resp.block_keys = self.0.keys.block_keys(unix_ms());
+        Ok(Response::new(resp))
     }
     async fn get_mount(&self, r: Request<pb::GetMountRequest>) -> Rpc<pb::GetMountResponse> {
         require_worker(&Caller::of(&r), "GetMount")?;

@@ -12,7 +12,7 @@ use std::collections::HashMap;
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use eddy_proto::EddyCode;
-use eddy_proto::auth::{BlockGrant, BlockOps, Keyring, valid_name};
+use eddy_proto::auth::{BlockGrant, BlockOps, Keyring, TokenError, valid_name};
 use eddy_wire::{ErrorFrame, HELLO_VERSION, Hello, Kind, WireError, read_body, read_header};
 use parking_lot::RwLock;
 use tokio::io::{AsyncRead, AsyncWrite};
@@ -49,30 +49,22 @@ impl BlockKeys {
     /// Installs what a registration answer carries. A key of the wrong
     /// size is skipped (and said, without its bytes).
     pub fn install(&self, keys: &[eddy_client::pb::BlockKey], required: bool, mode: &str) {
-        let pairs: Vec<(u32, [u8; 32])> = keys
-            .iter()
-            .filter_map(|k| match <[u8; 32]>::try_from(k.secret.as_slice()) {
-                Ok(s) => Some((k.id, s)),
-                Err(_) => {
-                    tracing::warn!(
-                        "the master sent block key {} of a wrong size; skipped",
-                        k.id
-                    );
-                    None
-                }
-            })
-            .collect();
-        let keys = if pairs.is_empty() {
-            None
-        } else {
-            Keyring::from_secrets(&pairs)
-                .map_err(|e| tracing::warn!("the master's block keys are unusable: {e}"))
-                .ok()
-        };
+        let keys = keyring_of(keys);
         let mut s = self.state.write();
         s.keys = keys;
         s.required = required;
         s.bind_peer = mode == "simple";
+    }
+
+    /// The block keys a heartbeat brought (they roll: docs/SECURITY.md). An
+    /// answer without keys (a master of an older version) leaves them be.
+    pub fn roll(&self, keys: &[eddy_client::pb::BlockKey]) {
+        if keys.is_empty() {
+            return;
+        }
+        if let Some(k) = keyring_of(keys) {
+            self.state.write().keys = Some(k);
+        }
     }
 
     pub fn required(&self) -> bool {
@@ -210,8 +202,14 @@ impl ConnAccess {
                  with the master): retry"
                 .to_string());
         };
-        let g = BlockGrant::verify(ring, token, now)
-            .map_err(|e| format!("the block token was refused: {e}"))?;
+        let g = BlockGrant::verify(ring, token, now).map_err(|e| match e {
+            TokenError::UnknownKey(id) => format!(
+                "the block token was signed with block key {id}, which this worker does not \
+                 hold: block keys roll ([security] block_key_update_ms) and old ones are \
+                 dropped, or the token is another cluster's; open the file again for a fresh one"
+            ),
+            e => format!("the block token was refused: {e}"),
+        })?;
         if g.file_id != file_id {
             return Err(format!(
                 "the block token is for file {}, not this one",
@@ -274,6 +272,30 @@ pub fn unix_ms() -> u64 {
 
 /// The name /etc/passwd gives `uid`, else the uid as a number (what a
 /// client without a passwd entry names itself too).
+/// The master's block keys as a keyring; `None` when none is usable (the
+/// worker then refuses every token, saying so).
+fn keyring_of(keys: &[eddy_client::pb::BlockKey]) -> Option<Keyring> {
+    let pairs: Vec<(u32, [u8; 32])> = keys
+        .iter()
+        .filter_map(|k| match <[u8; 32]>::try_from(k.secret.as_slice()) {
+            Ok(s) => Some((k.id, s)),
+            Err(_) => {
+                tracing::warn!(
+                    "the master sent block key {} of a wrong size; skipped",
+                    k.id
+                );
+                None
+            }
+        })
+        .collect();
+    if pairs.is_empty() {
+        return None;
+    }
+    Keyring::from_secrets(&pairs)
+        .map_err(|e| tracing::warn!("the master's block keys are unusable: {e}"))
+        .ok()
+}
+
 pub fn user_of_uid(uid: u32) -> String {
     std::fs::read_to_string("/etc/passwd")
         .ok()

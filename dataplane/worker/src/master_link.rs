@@ -379,6 +379,7 @@ impl MasterLink {
                 return Err(e);
             }
         };
+        self.keys.roll(&resp.block_keys);
         if let Some(p) = resp.pinned {
             self.store
                 .set_pinned(p.version, p.file_ids, p.demotable_file_ids);

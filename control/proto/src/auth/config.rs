@@ -86,6 +86,9 @@ pub struct SecurityConfig {
     pub supergroup: String,
     /// How long a block token the master hands out is valid (ms).
     pub block_token_ttl_ms: u64,
+    /// How often the keys that sign block tokens roll (ms); tokens signed
+    /// with a key stay valid for their life (`BlockKeySchedule`).
+    pub block_key_update_ms: u64,
     /// A client's or worker's credential (`eddy token create`). The
     /// EDDY_TOKEN environment variable takes precedence.
     pub token: String,
@@ -115,6 +118,8 @@ impl Default for SecurityConfig {
             supergroup: "supergroup".into(),
             // HDFS's block token lifetime.
             block_token_ttl_ms: 10 * 3600 * 1000,
+            // HDFS's block key update interval.
+            block_key_update_ms: 10 * 3600 * 1000,
             token: String::new(),
             token_file: PathBuf::new(),
             umask: Umask::default(),

@@ -20,6 +20,11 @@ use super::TokenError;
 /// accepted).
 pub const KEY_FILE_MAX_KEYS: usize = 4;
 
+/// The most keys any keyring holds: a key file's, or the block keys derived
+/// from it (each file key for each epoch still accepted; see
+/// [`super::BlockKeySchedule`]).
+pub const KEYRING_MAX_KEYS: usize = 32;
+
 const LINE_TAG: &str = "eddy-key-v1";
 const SECRET_LEN: usize = 32;
 
@@ -96,9 +101,9 @@ impl Key {
 impl Keyring {
     /// Keys from `(id, secret)` pairs, the first signing. Ids must differ.
     pub fn from_secrets(pairs: &[(u32, [u8; 32])]) -> Result<Self, KeyFileError> {
-        if pairs.is_empty() || pairs.len() > KEY_FILE_MAX_KEYS {
+        if pairs.is_empty() || pairs.len() > KEYRING_MAX_KEYS {
             return Err(KeyFileError::Keys(format!(
-                "{} keys given; 1 to {KEY_FILE_MAX_KEYS} are accepted",
+                "{} keys given; 1 to {KEYRING_MAX_KEYS} are accepted",
                 pairs.len()
             )));
         }
@@ -162,6 +167,36 @@ impl Keyring {
                 Key::new(k.id, s)
             })
             .collect();
+        Keyring { keys }
+    }
+
+    /// Keys for one purpose per epoch (rolling block keys): for each of
+    /// `epochs` (the first signs) and each key of this ring (the signing one
+    /// first), the secret HMAC(key, "`label` epoch `e`"). A derived key's id
+    /// is taken from its own secret, so it stays the same across restarts
+    /// whatever the position of its parent in the key file (ids that
+    /// collide, a 2^-32 chance, keep the first key).
+    pub fn derive_epochs(&self, label: &str, epochs: &[u64]) -> Keyring {
+        let mut keys: Vec<Key> = Vec::with_capacity(epochs.len() * self.keys.len());
+        for e in epochs {
+            let text = format!("{label} epoch {e}");
+            for k in &self.keys {
+                let tag = hmac::sign(&k.hmac, text.as_bytes());
+                let mut s = [0u8; SECRET_LEN];
+                s.copy_from_slice(tag.as_ref());
+                let key = Key::new(0, s);
+                let idtag = hmac::sign(&key.hmac, b"eddy key id");
+                let id = u32::from_be_bytes([
+                    idtag.as_ref()[0],
+                    idtag.as_ref()[1],
+                    idtag.as_ref()[2],
+                    idtag.as_ref()[3],
+                ]);
+                if keys.len() < KEYRING_MAX_KEYS && !keys.iter().any(|o| o.id == id) {
+                    keys.push(Key { id, ..key });
+                }
+            }
+        }
         Keyring { keys }
     }
 
@@ -236,6 +271,15 @@ impl Keyring {
                 .map_err(|_| (n + 1, "the key id is not a number".to_string()))?;
             let secret = unhex(hex).ok_or((n + 1, "the key is not 64 hex digits".to_string()))?;
             pairs.push((id, secret));
+        }
+        if pairs.len() > KEY_FILE_MAX_KEYS {
+            return Err((
+                0,
+                format!(
+                    "{} keys; a key file holds 1 to {KEY_FILE_MAX_KEYS}",
+                    pairs.len()
+                ),
+            ));
         }
         Self::from_secrets(&pairs).map_err(|e| (0, e.to_string()))
     }
@@ -373,5 +417,42 @@ mod tests {
         assert!(k.derive("other").verify(3, b"m", &m2).is_err());
         assert!(k.derive("block").verify(3, b"m", &m2).is_ok());
         assert!(!format!("{d:?}").contains(&hex(&d.secrets()[0].1)));
+    }
+
+    #[test]
+    fn epoch_keys_are_stable_distinct_and_signed_by_the_first() {
+        let old = Keyring::generate(1);
+        let a = old.derive_epochs("block", &[10, 11, 9]);
+        assert_eq!(a.ids().len(), 3);
+        // A new file key in front (rotation): the old key's epoch keys keep
+        // their ids and secrets, so tokens they signed still verify.
+        let mut pairs = vec![(2, [9u8; 32])];
+        pairs.extend(old.secrets());
+        let rotated = Keyring::from_secrets(&pairs).unwrap();
+        let b = rotated.derive_epochs("block", &[10, 11, 9]);
+        assert_eq!(b.ids().len(), 6);
+        let (id, mac) = a.sign(b"t");
+        b.verify(id, b"t", &mac).unwrap();
+        assert_ne!(b.signing_id(), a.signing_id(), "the new key signs");
+        // Another epoch set: epoch 9's keys are gone.
+        let later = rotated.derive_epochs("block", &[12, 13, 11]);
+        let (id9, mac9) = old.derive_epochs("block", &[9]).sign(b"t");
+        assert!(b.verify(id9, b"t", &mac9).is_ok());
+        assert_eq!(
+            later.verify(id9, b"t", &mac9),
+            Err(TokenError::UnknownKey(id9))
+        );
+        // Labels separate purposes.
+        let other = old.derive_epochs("other", &[10]);
+        assert_ne!(other.signing_id(), a.signing_id());
+    }
+
+    #[test]
+    fn a_key_file_holds_at_most_four_keys() {
+        let text: String = (1..=5)
+            .map(|i| format!("{LINE_TAG} {i} {}\n", hex(&[i as u8; 32])))
+            .collect();
+        let e = Keyring::parse(&text).unwrap_err();
+        assert!(e.1.contains("1 to 4"), "{e:?}");
     }
 }

@@ -8,9 +8,9 @@
 //!   Clients send it as `authorization: Bearer <token>`.
 //! - A [`BlockGrant`] is what the master hands a client with a file's block
 //!   list: the operations it may do on that file's blocks, for whom and
-//!   until when, signed with keys derived from the master's
-//!   ([`Keyring::derive`]) that workers receive at registration. Workers
-//!   check it without calling the master.
+//!   until when, signed with keys derived from the master's per epoch
+//!   ([`BlockKeySchedule`]: they roll) that workers receive at registration
+//!   and with every heartbeat. Workers check it without calling the master.
 //!
 //! Everything here is plain code over bytes (the key file aside): parsing
 //! never panics, whatever it is given (fuzzed: ci/fuzz `auth`). Byte
@@ -19,11 +19,15 @@
 mod block;
 mod config;
 mod keys;
+mod schedule;
 mod token;
 
 pub use block::{BLOCK_TOKEN_MAX, BlockGrant, BlockOps};
 pub use config::{AuthMode, SecurityConfig, Umask};
-pub use keys::{KEY_FILE_MAX_KEYS, KeyFileError, Keyring};
+pub use keys::{KEY_FILE_MAX_KEYS, KEYRING_MAX_KEYS, KeyFileError, Keyring};
+pub use schedule::{
+    BLOCK_KEY_LABEL, BLOCK_KEY_UPDATE_MIN_MS, BlockKeySchedule, MAX_EPOCHS_BACK, ScheduleError,
+};
 pub use token::{Credential, Principal, TOKEN_MAX, TOKEN_PREFIX};
 
 /// gRPC metadata key of the user a client claims in `simple` mode (its OS
