@@ -402,3 +402,86 @@ fn the_cli_gives_up_at_its_timeout() {
         .unwrap();
     assert_eq!(bad.status.code(), Some(2), "a bad timeout is a usage error");
 }
+
+/// "No error message or log line prints a secret": a master and a worker
+/// logging at debug level, a local mount and an S3 mount whose store is
+/// not there, both with credentials as options, files read through the
+/// local one (the worker fetches its options in clear), every failure
+/// shown: the secrets appear in no output of any process.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn no_output_of_any_process_prints_a_secret() {
+    const SECRET: &str = "hunter2-s3cr3t";
+    const ACCESS: &str = "AKIDLEAKCHECK";
+    let dir = tempfile::tempdir().unwrap();
+    let log = |name: &str| std::fs::File::create(dir.path().join(name)).unwrap();
+    let debug = [("EDDY_LOG", "debug")];
+    let m = MasterProc::start_stderr(
+        dir.path(),
+        "127.0.0.1:0",
+        "",
+        &debug,
+        log("master.log").into(),
+    );
+    let w = common::WorkerProc::start_stderr(
+        dir.path(),
+        &m.addr,
+        "127.0.0.1:0",
+        "",
+        &debug,
+        log("worker.log").into(),
+    );
+    let ext = tempfile::tempdir().unwrap();
+    std::fs::write(ext.path().join("f"), b"through the mount").unwrap();
+    let secret = format!("secret_key={SECRET}");
+    let access = format!("access_key={ACCESS}");
+    let mut outputs = Vec::new();
+    let ext_uri = ext.path().to_str().unwrap();
+    for args in [
+        &[
+            "fs", "mount", "/ext", ext_uri, "--option", &secret, "--option", &access,
+        ][..],
+        &["fs", "cat", "/ext/f"],
+        &["fs", "mounts"],
+        // A store that is not there: the failure is shown, the secret not.
+        &[
+            "fs",
+            "mount",
+            "/s3",
+            "s3://no-bucket/x",
+            "--option",
+            &secret,
+            "--option",
+            &access,
+            "--option",
+            "endpoint=http://127.0.0.1:9",
+            "--option",
+            "region=us-east-1",
+        ],
+        &["fs", "ls", "/s3"],
+        &["report"],
+    ] {
+        let o = m.cli(args);
+        outputs.push((format!("eddy {args:?}"), o.stdout, o.stderr));
+    }
+    assert!(
+        String::from_utf8_lossy(&outputs[1].1).contains("through the mount"),
+        "the local mount reads: {:?}",
+        String::from_utf8_lossy(&outputs[1].2)
+    );
+    drop(w);
+    m.kill9();
+    for name in ["master.log", "worker.log"] {
+        let text = std::fs::read(dir.path().join(name)).unwrap();
+        assert!(!text.is_empty(), "{name} logged something at debug level");
+        outputs.push((name.to_string(), text, Vec::new()));
+    }
+    for (what, out, err) in &outputs {
+        for (stream, bytes) in [("stdout", out), ("stderr", err)] {
+            let text = String::from_utf8_lossy(bytes);
+            assert!(
+                !text.contains(SECRET) && !text.contains(ACCESS),
+                "{what} {stream} prints a secret:\n{text}"
+            );
+        }
+    }
+}
