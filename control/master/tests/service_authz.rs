@@ -354,11 +354,11 @@ async fn a_caller_who_may_not_traverse_makes_the_master_touch_no_under_storage()
     denied(r, "stat of a missing child (not NOT_FOUND)");
     let exists = pb::ExistsRequest {
         path: b"/ext/secret".to_vec(),
-        sync: sync.clone(),
+        sync,
     };
     denied(scope(bob(), s.exists(exists)).await, "exists");
     let listing = pb::ListStatusRequest {
-        sync: sync.clone(),
+        sync,
         ..list("/ext/sub")
     };
     denied(scope(bob(), s.list_status(listing)).await, "list below");
