@@ -67,7 +67,7 @@ impl Credential {
         payload.extend_from_slice(&now_ms.to_be_bytes());
         payload.extend_from_slice(&now_ms.saturating_add(ttl_ms).to_be_bytes());
         put_name(&mut payload, name);
-        let (_, mac) = keys.sign(&labelled(&payload));
+        let (_, mac) = keys.sign_labelled(LABEL, &payload);
         payload.extend_from_slice(&mac);
         Ok(format!("{TOKEN_PREFIX}{}", URL_SAFE_NO_PAD.encode(payload)))
     }
@@ -140,13 +140,6 @@ fn parse(raw: &[u8]) -> Result<Credential, TokenError> {
         expires_ms,
         key_id,
     })
-}
-
-fn labelled(payload: &[u8]) -> Vec<u8> {
-    let mut v = Vec::with_capacity(LABEL.len() + payload.len());
-    v.extend_from_slice(LABEL);
-    v.extend_from_slice(payload);
-    v
 }
 
 #[cfg(test)]
