@@ -423,3 +423,161 @@ async fn a_listing_refused_lists_nothing_from_the_under_storage() {
     };
     assert!(s.list_status(cached).await.unwrap().entries.is_empty());
 }
+
+/// Through the RPC glue, every call runs as its caller: bob, who may not
+/// traverse /p, is refused each file system call on what is inside it,
+/// the admin calls, and a placement for its file; a user is refused every
+/// worker call.
+#[tokio::test]
+async fn every_rpc_is_checked_for_its_caller() {
+    use eddy_master::identity::Caller;
+    use eddy_master::rpc::MasterRpc;
+    use eddy_proto::RpcError;
+    use pb::block_master_server::BlockMaster;
+    use pb::file_system_master_server::FileSystemMaster;
+    let m = TestMaster::start().await;
+    let s = m.state();
+    s.mkdir(mkdir("/p", false)).await.unwrap();
+    let f = make_file(s, "/p/f", 10).await;
+    s.set_attribute(pb::SetAttributeRequest {
+        path: b"/p".to_vec(),
+        mode: Some(0o700),
+        ..Default::default()
+    })
+    .await
+    .unwrap();
+    let rpc = MasterRpc(s.clone());
+    let bob = Caller::user("bob");
+    let code = |r: Result<(), tonic::Status>| r.map_err(|e| RpcError::from(e).code).err();
+    macro_rules! as_bob {
+        ($method:ident, $req:expr) => {
+            code(rpc.$method(bob.request($req)).await.map(|_| ()))
+        };
+    }
+    let p = |s: &str| s.as_bytes().to_vec();
+    let denied = Some(EddyCode::PermissionDenied);
+    let fs = [
+        ("Mkdir", as_bob!(mkdir, mkdir("/p/x", false))),
+        ("CreateFile", as_bob!(create_file, create("/p/x"))),
+        (
+            "CompleteFile",
+            as_bob!(complete_file, complete("/p/f", f.id, 10)),
+        ),
+        ("GetStatus", as_bob!(get_status, stat("/p/f"))),
+        (
+            "Exists",
+            as_bob!(
+                exists,
+                pb::ExistsRequest {
+                    path: p("/p/f"),
+                    sync: None
+                }
+            ),
+        ),
+        ("ListStatus", as_bob!(list_status, list("/p"))),
+        ("Rename", as_bob!(rename, rename("/p/f", "/g"))),
+        ("Delete", as_bob!(delete, delete("/p/f", false))),
+        (
+            "SetAttribute",
+            as_bob!(
+                set_attribute,
+                pb::SetAttributeRequest {
+                    path: p("/p/f"),
+                    pinned: Some(true),
+                    ..Default::default()
+                }
+            ),
+        ),
+        (
+            "Mount",
+            as_bob!(
+                mount,
+                pb::MountRequest {
+                    path: p("/m"),
+                    ufs_uri: m.dir.path().display().to_string(),
+                    ..Default::default()
+                }
+            ),
+        ),
+        (
+            "Unmount",
+            as_bob!(unmount, pb::UnmountRequest { path: p("/p") }),
+        ),
+        (
+            "GetFileBlocks",
+            as_bob!(
+                get_file_blocks,
+                pb::GetFileBlocksRequest { path: p("/p/f") }
+            ),
+        ),
+        (
+            "Free",
+            as_bob!(
+                free,
+                pb::FreeRequest {
+                    path: p("/p/f"),
+                    ..Default::default()
+                }
+            ),
+        ),
+        (
+            "CheckConsistency",
+            as_bob!(
+                check_consistency,
+                pb::CheckConsistencyRequest { path: p("/") }
+            ),
+        ),
+        (
+            "Persist",
+            as_bob!(persist, pb::PersistRequest { path: p("/p/f") }),
+        ),
+        (
+            "SelectWorker",
+            as_bob!(
+                select_worker,
+                pb::SelectWorkerRequest {
+                    block_id: eddy_proto::block_id(f.id, 0),
+                    ..Default::default()
+                }
+            ),
+        ),
+    ];
+    for (name, got) in fs {
+        assert_eq!(got, denied, "{name} as bob");
+    }
+    assert_eq!(
+        as_bob!(list_mounts, pb::ListMountsRequest {}),
+        None,
+        "any user"
+    );
+    let unauthenticated = Some(EddyCode::Unauthenticated);
+    let worker_only = [
+        (
+            "RegisterWorker",
+            as_bob!(register_worker, pb::RegisterWorkerRequest::default()),
+        ),
+        (
+            "Heartbeat",
+            as_bob!(heartbeat, pb::HeartbeatRequest::default()),
+        ),
+        (
+            "GetMount",
+            as_bob!(get_mount, pb::GetMountRequest::default()),
+        ),
+        (
+            "CommitBlock",
+            as_bob!(commit_block, pb::CommitBlockRequest::default()),
+        ),
+        (
+            "GetBlockInfo",
+            as_bob!(get_block_info, pb::GetBlockInfoRequest::default()),
+        ),
+        (
+            "FilePersisted",
+            as_bob!(file_persisted, pb::FilePersistedRequest::default()),
+        ),
+    ];
+    for (name, got) in worker_only {
+        assert_eq!(got, unauthenticated, "{name} as bob");
+    }
+}
