@@ -85,12 +85,16 @@ async fn mismatched_tls_settings_fail_saying_what_to_set() {
     let addr = c.master.addr.as_str();
     let ca = good.ca.to_str().unwrap();
 
-    // A plaintext client against the TLS master.
+    // A plaintext client against the TLS master: told to set the CA, the
+    // one thing that turns TLS on (an https:// address without it is
+    // refused, below), not to write the address as https://.
     let e = first_call_error(addr, &ClientOptions::default()).await;
     assert_eq!(e.code(), EddyCode::Unavailable, "{e}");
     let text = e.to_string();
     assert!(
-        text.contains("serves TLS") && text.contains("tls_ca") && text.contains("https://"),
+        text.contains("serves TLS")
+            && text.contains("tls_ca")
+            && text.contains("an https:// address alone does not"),
         "{text}"
     );
     let (ok, _, err) = cli(addr, &["fs", "ls", "/"], &[]);

@@ -151,6 +151,8 @@ async fn workers_register_heartbeat_get_lost_and_come_back() {
         .unwrap()
         .into_inner()
         .worker_id;
+    // Placements are asked for by the file's users, not by workers.
+    let mut placer = c.block_service();
     let pick = |host: &str| pb::SelectWorkerRequest {
         block_id: b0,
         client_host: host.into(),
@@ -159,7 +161,8 @@ async fn workers_register_heartbeat_get_lost_and_come_back() {
         exclude_workers: vec![],
     };
     assert_eq!(
-        bm.select_worker(pick("hostA"))
+        placer
+            .select_worker(pick("hostA"))
             .await
             .unwrap()
             .into_inner()
@@ -167,7 +170,8 @@ async fn workers_register_heartbeat_get_lost_and_come_back() {
         wid
     );
     assert_eq!(
-        bm.select_worker(pick("elsewhere"))
+        placer
+            .select_worker(pick("elsewhere"))
             .await
             .unwrap()
             .into_inner()
@@ -281,10 +285,13 @@ async fn workers_register_heartbeat_get_lost_and_come_back() {
 async fn no_worker_is_a_clear_error() {
     let dir = tempfile::tempdir().unwrap();
     let m = MasterProc::start(dir.path(), "");
-    let mut bm = m.client().await.block_service();
+    let c = m.client().await;
+    // A placement is for a block of a file (SelectWorker checks it).
+    let f = c.create_file("/f", &Default::default()).await.unwrap();
+    let mut bm = c.block_service();
     let e = RpcError::from(
         bm.select_worker(pb::SelectWorkerRequest {
-            block_id: 1,
+            block_id: eddy_proto::block_id(f.id, 0),
             client_host: String::new(),
             bytes_needed: 1,
             policy: 2,
@@ -328,10 +335,11 @@ async fn a_process_that_is_not_a_worker_cannot_register_or_get_placements() {
         assert_eq!(RpcError::from(r.unwrap()).code, EddyCode::Unauthenticated);
     }
     // No placement goes to it: there is no worker at all.
+    let f = c.create_file("/f", &Default::default()).await.unwrap();
     let e = RpcError::from(
         rogue
             .select_worker(pb::SelectWorkerRequest {
-                block_id: 1,
+                block_id: eddy_proto::block_id(f.id, 0),
                 bytes_needed: 1,
                 policy: 2,
                 ..Default::default()

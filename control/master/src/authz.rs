@@ -1,33 +1,26 @@
 //! From a [`Caller`] to the [`Access`] the namespace checks: the user's
 //! groups as the master's OS knows them (HDFS's default
-//! `ShellBasedUnixGroupsMapping`: `id -gn USER`, `id -Gn USER`), cached,
-//! and whether it is the superuser.
+//! `ShellBasedUnixGroupsMapping`: `id -gn USER`, `id -Gn USER`), cached
+//! with the lookups bounded (`crate::groups`), and whether it is the
+//! superuser.
 //!
 //! The caller's access travels with the RPC's task ([`scope`], set by
 //! `rpc.rs`); code running outside an RPC (background checkers, tests
 //! calling `MasterState` directly) acts as the superuser: it is the
 //! master's own work.
 
-use std::collections::HashMap;
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use eddy_proto::auth::{AuthMode, SecurityConfig, valid_name};
-use parking_lot::Mutex;
 
 use crate::error::{MasterError, Result};
+use crate::groups::{GroupCache, Groups};
 use crate::identity::{Caller, CallerKind};
 use crate::namespace::perm::Access;
 
-/// How long a user's groups are believed (HDFS: 5 minutes).
-const GROUPS_TTL: Duration = Duration::from_secs(300);
-/// How long a failed lookup (no such user) is believed.
-const NEGATIVE_TTL: Duration = Duration::from_secs(30);
 /// How long one `id` may take before the user is taken to have no groups.
 const LOOKUP_TIMEOUT: Duration = Duration::from_secs(5);
-/// Most users cached; past it the cache starts over (bounded memory
-/// whatever names clients send).
-const CACHE_MAX: usize = 10_000;
 
 tokio::task_local! {
     static WHO: Access;
@@ -44,14 +37,12 @@ pub fn current(admin: &str) -> Access {
         .unwrap_or_else(|_| Access::unchecked(admin))
 }
 
-type Groups = Arc<[Arc<str>]>;
-
 /// The superuser, the supergroup, and the users' groups.
 pub struct Authority {
     pub mode: AuthMode,
     pub superuser: Arc<str>,
     pub supergroup: String,
-    cache: Mutex<HashMap<Arc<str>, (Instant, Groups, bool)>>,
+    cache: GroupCache,
 }
 
 impl Authority {
@@ -66,7 +57,7 @@ impl Authority {
             mode: cfg.authentication,
             superuser: Arc::from(superuser),
             supergroup: cfg.supergroup.clone(),
-            cache: Mutex::new(HashMap::new()),
+            cache: GroupCache::new(Default::default()),
         }
     }
 
@@ -115,26 +106,9 @@ impl Authority {
 
     /// `user`'s groups, primary first; none for a user the OS does not know.
     pub async fn groups(&self, user: &str) -> Groups {
-        if let Some((at, g, found)) = self.cache.lock().get(user).cloned() {
-            let ttl = if found { GROUPS_TTL } else { NEGATIVE_TTL };
-            if at.elapsed() < ttl {
-                return g;
-            }
-        }
-        // No lock is held here: a slow lookup delays only its own caller.
-        let found = lookup_groups(user).await;
-        let ok = found.is_some();
-        let groups: Groups = found
-            .unwrap_or_default()
-            .into_iter()
-            .map(Arc::from)
-            .collect();
-        let mut cache = self.cache.lock();
-        if cache.len() >= CACHE_MAX {
-            cache.clear();
-        }
-        cache.insert(Arc::from(user), (Instant::now(), groups.clone(), ok));
-        groups
+        self.cache
+            .get(user, |u| async move { lookup_groups(&u).await })
+            .await
     }
 }
 

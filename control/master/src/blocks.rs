@@ -207,6 +207,35 @@ impl MasterState {
             .commit_block(r.worker_id, r.block_id, r.length, &r.tier)
     }
 
+    /// Whether the running RPC's caller may have a worker chosen for
+    /// `block_id` (docs/SECURITY.md, "Who may call what"). A placement is
+    /// for writing a file one is writing (incomplete, and the caller owns
+    /// it: it created it, as `CompleteFile` checks) or for filling a miss
+    /// of a file one may read (read on it, execute on its ancestors, as
+    /// `GetFileBlocks` checks); for anything else it would only tell
+    /// strangers which files exist and where their blocks are cached.
+    pub(crate) fn permit_placement(&self, block_id: u64) -> Result<()> {
+        let file = eddy_proto::file_id_of_block(block_id);
+        let who = self.who();
+        let ns = self.ns.read();
+        let Some(ino) = ns.get(file).filter(|i| !i.is_dir()) else {
+            return Err(MasterError::NotFound(format!(
+                "block {block_id} belongs to file id {file}, which does not exist"
+            )));
+        };
+        if !ino.flag(FLAG_COMPLETE) {
+            return ns.permit_id_owner(&who, file);
+        }
+        let path = ns.path_of(file).ok_or_else(|| {
+            MasterError::NotFound(format!("file id {file} is not in the namespace"))
+        })?;
+        let read = crate::namespace::perm::Need {
+            access: crate::namespace::perm::READ,
+            ..Default::default()
+        };
+        ns.permit(&who, &path, read)
+    }
+
     pub fn select_worker(&self, r: pb::SelectWorkerRequest) -> Result<pb::SelectWorkerResponse> {
         let reg = self.reg.lock();
         let mut candidates = reg.candidates();

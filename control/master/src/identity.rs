@@ -103,13 +103,30 @@ pub enum CallerKind {
 }
 
 impl Caller {
-    /// The caller of a request that came through the layer. A request that
-    /// did not (a unit test calling a method directly) is unchecked.
-    pub fn of<T>(req: &tonic::Request<T>) -> Caller {
-        req.extensions()
-            .get::<Caller>()
-            .cloned()
-            .unwrap_or_else(Caller::unchecked)
+    /// The caller the authentication layer put on `req`. A request that
+    /// did not pass the layer is refused, never taken as anyone: every
+    /// server is built with [`AuthLayer`] (`server::serve`), so a request
+    /// without a caller means a service was served without it, and failing
+    /// closed keeps that bug from opening the namespace. Code that calls
+    /// the RPC methods directly says who it is with [`Caller::request`].
+    pub fn of<T>(req: &tonic::Request<T>) -> Result<Caller> {
+        req.extensions().get::<Caller>().cloned().ok_or_else(|| {
+            tracing::error!("a request reached an RPC method without passing the AuthLayer");
+            MasterError::Unauthenticated(
+                "this request reached the master's method without passing its authentication \
+                 layer, so who sent it is unknown and it is refused (a bug in how the master \
+                 serves: its gRPC services must be built with identity::AuthLayer)"
+                    .into(),
+            )
+        })
+    }
+
+    /// `msg` as a request from this caller, as the layer would pass it on:
+    /// for callers of the RPC methods that are not behind a server (tests).
+    pub fn request<T>(&self, msg: T) -> tonic::Request<T> {
+        let mut r = tonic::Request::new(msg);
+        r.extensions_mut().insert(self.clone());
+        r
     }
 
     pub fn unchecked() -> Caller {

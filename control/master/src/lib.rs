@@ -18,6 +18,7 @@ mod durable;
 pub mod error;
 mod files;
 mod grace;
+pub mod groups;
 pub mod identity;
 pub mod inode;
 pub mod intent;

@@ -45,15 +45,18 @@ impl MasterState {
         });
     }
 
-    /// `SelectWorker`: during the grace period a placement that finds no
-    /// worker waits for the next registration (or the end of the period)
-    /// and tries again, instead of failing a create whose file the master
-    /// has already made. The client's deadline bounds the wait as well: it
-    /// drops the call.
-    pub(crate) async fn select_worker_in_grace(
+    /// `SelectWorker`, for the running RPC's caller: its arguments and its
+    /// access to the block's file are checked first (`permit_placement`).
+    /// During the grace period a placement that finds no worker waits for
+    /// the next registration (or the end of the period) and tries again,
+    /// instead of failing a create whose file the master has already made.
+    /// The client's deadline bounds the wait as well: it drops the call.
+    pub async fn select_worker_in_grace(
         &self,
         r: pb::SelectWorkerRequest,
     ) -> Result<pb::SelectWorkerResponse> {
+        crate::limits::placement(r.policy)?;
+        self.permit_placement(r.block_id)?;
         let mut changed = self.grace.subscribe();
         loop {
             match self.select_worker(r.clone()) {

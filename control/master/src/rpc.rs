@@ -68,14 +68,14 @@ type Rpc<T> = std::result::Result<Response<T>, Status>;
 impl pb::file_system_master_server::FileSystemMaster for MasterRpc {
     async fn mkdir(&self, r: Request<pb::MkdirRequest>) -> Rpc<pb::MkdirResponse> {
         let status = self
-            .change(self.as_caller(&Caller::of(&r), self.0.mkdir(r.into_inner())))
+            .change(self.as_caller(&Caller::of(&r)?, self.0.mkdir(r.into_inner())))
             .await?;
         Ok(Response::new(pb::MkdirResponse {
             status: Some(status),
         }))
     }
     async fn create_file(&self, r: Request<pb::CreateFileRequest>) -> Rpc<pb::CreateFileResponse> {
-        let caller = Caller::of(&r);
+        let caller = Caller::of(&r)?;
         let (status, ufs) = self
             .change(self.as_caller(&caller, self.0.create_file(r.into_inner())))
             .await?;
@@ -90,7 +90,7 @@ impl pb::file_system_master_server::FileSystemMaster for MasterRpc {
         r: Request<pb::CompleteFileRequest>,
     ) -> Rpc<pb::CompleteFileResponse> {
         let status = self
-            .change(self.as_caller(&Caller::of(&r), self.0.complete_file(r.into_inner())))
+            .change(self.as_caller(&Caller::of(&r)?, self.0.complete_file(r.into_inner())))
             .await?;
         Ok(Response::new(pb::CompleteFileResponse {
             status: Some(status),
@@ -98,7 +98,7 @@ impl pb::file_system_master_server::FileSystemMaster for MasterRpc {
     }
     async fn get_status(&self, r: Request<pb::GetStatusRequest>) -> Rpc<pb::GetStatusResponse> {
         let status = self
-            .read(self.as_caller(&Caller::of(&r), self.0.get_status(r.into_inner())))
+            .read(self.as_caller(&Caller::of(&r)?, self.0.get_status(r.into_inner())))
             .await?;
         Ok(Response::new(pb::GetStatusResponse {
             status: Some(status),
@@ -106,23 +106,23 @@ impl pb::file_system_master_server::FileSystemMaster for MasterRpc {
     }
     async fn exists(&self, r: Request<pb::ExistsRequest>) -> Rpc<pb::ExistsResponse> {
         let exists = self
-            .read(self.as_caller(&Caller::of(&r), self.0.exists(r.into_inner())))
+            .read(self.as_caller(&Caller::of(&r)?, self.0.exists(r.into_inner())))
             .await?;
         Ok(Response::new(pb::ExistsResponse { exists }))
     }
     async fn list_status(&self, r: Request<pb::ListStatusRequest>) -> Rpc<pb::ListStatusResponse> {
         Ok(Response::new(
-            self.read(self.as_caller(&Caller::of(&r), self.0.list_status(r.into_inner())))
+            self.read(self.as_caller(&Caller::of(&r)?, self.0.list_status(r.into_inner())))
                 .await?,
         ))
     }
     async fn rename(&self, r: Request<pb::RenameRequest>) -> Rpc<pb::RenameResponse> {
-        self.change(self.as_caller(&Caller::of(&r), self.0.rename(r.into_inner())))
+        self.change(self.as_caller(&Caller::of(&r)?, self.0.rename(r.into_inner())))
             .await?;
         Ok(Response::new(pb::RenameResponse {}))
     }
     async fn delete(&self, r: Request<pb::DeleteRequest>) -> Rpc<pb::DeleteResponse> {
-        self.change(self.as_caller(&Caller::of(&r), self.0.delete(r.into_inner())))
+        self.change(self.as_caller(&Caller::of(&r)?, self.0.delete(r.into_inner())))
             .await?;
         Ok(Response::new(pb::DeleteResponse {}))
     }
@@ -131,26 +131,26 @@ impl pb::file_system_master_server::FileSystemMaster for MasterRpc {
         r: Request<pb::SetAttributeRequest>,
     ) -> Rpc<pb::SetAttributeResponse> {
         let status = self
-            .change(self.as_caller(&Caller::of(&r), self.0.set_attribute(r.into_inner())))
+            .change(self.as_caller(&Caller::of(&r)?, self.0.set_attribute(r.into_inner())))
             .await?;
         Ok(Response::new(pb::SetAttributeResponse {
             status: Some(status),
         }))
     }
     async fn mount(&self, r: Request<pb::MountRequest>) -> Rpc<pb::MountResponse> {
-        self.change(self.as_caller(&Caller::of(&r), self.0.mount(r.into_inner())))
+        self.change(self.as_caller(&Caller::of(&r)?, self.0.mount(r.into_inner())))
             .await?;
         Ok(Response::new(pb::MountResponse {}))
     }
     async fn unmount(&self, r: Request<pb::UnmountRequest>) -> Rpc<pb::UnmountResponse> {
-        self.change(self.as_caller(&Caller::of(&r), self.0.unmount(r.into_inner())))
+        self.change(self.as_caller(&Caller::of(&r)?, self.0.unmount(r.into_inner())))
             .await?;
         Ok(Response::new(pb::UnmountResponse {}))
     }
     async fn list_mounts(&self, r: Request<pb::ListMountsRequest>) -> Rpc<pb::ListMountsResponse> {
         // Any user may see the mounts (secrets masked); a worker
         // credential names no user.
-        self.0.authz.access(&Caller::of(&r)).await?;
+        self.0.authz.access(&Caller::of(&r)?).await?;
         Ok(Response::new(pb::ListMountsResponse {
             mounts: self.0.list_mounts(),
         }))
@@ -159,7 +159,7 @@ impl pb::file_system_master_server::FileSystemMaster for MasterRpc {
         &self,
         r: Request<pb::GetFileBlocksRequest>,
     ) -> Rpc<pb::GetFileBlocksResponse> {
-        let caller = Caller::of(&r);
+        let caller = Caller::of(&r)?;
         let mut resp = self
             .read(self.as_caller(&caller, self.0.get_file_blocks(r.into_inner())))
             .await?;
@@ -170,7 +170,7 @@ impl pb::file_system_master_server::FileSystemMaster for MasterRpc {
     }
     async fn free(&self, r: Request<pb::FreeRequest>) -> Rpc<pb::FreeResponse> {
         let blocks_freed = self
-            .change(self.as_caller(&Caller::of(&r), self.0.free(r.into_inner())))
+            .change(self.as_caller(&Caller::of(&r)?, self.0.free(r.into_inner())))
             .await?;
         Ok(Response::new(pb::FreeResponse { blocks_freed }))
     }
@@ -179,13 +179,13 @@ impl pb::file_system_master_server::FileSystemMaster for MasterRpc {
         r: Request<pb::CheckConsistencyRequest>,
     ) -> Rpc<pb::CheckConsistencyResponse> {
         Ok(Response::new(
-            self.as_caller(&Caller::of(&r), self.0.check_consistency(r.into_inner()))
+            self.as_caller(&Caller::of(&r)?, self.0.check_consistency(r.into_inner()))
                 .await?,
         ))
     }
     async fn persist(&self, r: Request<pb::PersistRequest>) -> Rpc<pb::PersistResponse> {
         let files = self
-            .change(self.as_caller(&Caller::of(&r), self.0.persist(r.into_inner())))
+            .change(self.as_caller(&Caller::of(&r)?, self.0.persist(r.into_inner())))
             .await?;
         Ok(Response::new(pb::PersistResponse { files }))
     }
@@ -197,7 +197,7 @@ impl pb::block_master_server::BlockMaster for MasterRpc {
         &self,
         r: Request<pb::RegisterWorkerRequest>,
     ) -> Rpc<pb::RegisterWorkerResponse> {
-        require_worker(&Caller::of(&r), "RegisterWorker")?;
+        require_worker(&Caller::of(&r)?, "RegisterWorker")?;
         let mut resp = self.0.register_worker(r.into_inner())?;
         resp.block_keys = self.0.keys.block_keys(unix_ms());
         let mode = self.0.cfg.security.authentication;
@@ -206,13 +206,13 @@ impl pb::block_master_server::BlockMaster for MasterRpc {
         Ok(Response::new(resp))
     }
     async fn heartbeat(&self, r: Request<pb::HeartbeatRequest>) -> Rpc<pb::HeartbeatResponse> {
-        require_worker(&Caller::of(&r), "Heartbeat")?;
+        require_worker(&Caller::of(&r)?, "Heartbeat")?;
         let mut resp = self.0.heartbeat(r.into_inner())?;
         resp.block_keys = self.0.keys.block_keys(unix_ms());
         Ok(Response::new(resp))
     }
     async fn get_mount(&self, r: Request<pb::GetMountRequest>) -> Rpc<pb::GetMountResponse> {
-        require_worker(&Caller::of(&r), "GetMount")?;
+        require_worker(&Caller::of(&r)?, "GetMount")?;
         let r = r.into_inner();
         let mount = self.0.get_mount(r.mount_id, r.worker_id)?;
         Ok(Response::new(pb::GetMountResponse { mount: Some(mount) }))
@@ -221,7 +221,7 @@ impl pb::block_master_server::BlockMaster for MasterRpc {
         &self,
         r: Request<pb::CommitBlockRequest>,
     ) -> Rpc<pb::CommitBlockResponse> {
-        require_worker(&Caller::of(&r), "CommitBlock")?;
+        require_worker(&Caller::of(&r)?, "CommitBlock")?;
         self.0.commit_block(r.into_inner())?;
         Ok(Response::new(pb::CommitBlockResponse {}))
     }
@@ -229,14 +229,14 @@ impl pb::block_master_server::BlockMaster for MasterRpc {
         &self,
         r: Request<pb::GetBlockInfoRequest>,
     ) -> Rpc<pb::GetBlockInfoResponse> {
-        require_worker(&Caller::of(&r), "GetBlockInfo")?;
+        require_worker(&Caller::of(&r)?, "GetBlockInfo")?;
         Ok(Response::new(self.0.block_info(r.into_inner().block_id)?))
     }
     async fn file_persisted(
         &self,
         r: Request<pb::FilePersistedRequest>,
     ) -> Rpc<pb::FilePersistedResponse> {
-        require_worker(&Caller::of(&r), "FilePersisted")?;
+        require_worker(&Caller::of(&r)?, "FilePersisted")?;
         self.0.file_persisted(r.into_inner()).await?;
         Ok(Response::new(pb::FilePersistedResponse {}))
     }
@@ -244,8 +244,11 @@ impl pb::block_master_server::BlockMaster for MasterRpc {
         &self,
         r: Request<pb::SelectWorkerRequest>,
     ) -> Rpc<pb::SelectWorkerResponse> {
+        // For the caller: a placement needs access to the block's file.
+        let caller = Caller::of(&r)?;
         Ok(Response::new(
-            self.0.select_worker_in_grace(r.into_inner()).await?,
+            self.as_caller(&caller, self.0.select_worker_in_grace(r.into_inner()))
+                .await?,
         ))
     }
 }
@@ -257,18 +260,10 @@ impl pb::meta_master_server::MetaMaster for MasterRpc {
         r: Request<pb::GetClusterInfoRequest>,
     ) -> Rpc<pb::GetClusterInfoResponse> {
         // Workers call it too: their credential counts as no superuser.
-        let who = self
-            .0
-            .authz
-            .access(&Caller::of(&r))
-            .await
-            .unwrap_or_else(|_| {
-                crate::namespace::perm::Access::user(
-                    &Caller::of(&r).name,
-                    &[],
-                    &self.0.authz.superuser,
-                )
-            });
+        let caller = Caller::of(&r)?;
+        let who = self.0.authz.access(&caller).await.unwrap_or_else(|_| {
+            crate::namespace::perm::Access::user(&caller.name, &[], &self.0.authz.superuser)
+        });
         let info = crate::authz::scope(who, async { self.0.cluster_info() }).await;
         Ok(Response::new(info))
     }

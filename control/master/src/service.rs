@@ -301,28 +301,31 @@ impl MasterState {
             0 => DEFAULT_LIST_PAGE,
             n => n.min(MAX_LIST_PAGE),
         };
+        // A directory's names need read and execute on it (HDFS); checked
+        // before resolving, so a path one may not traverse is not found
+        // to be missing either; and before the syncs too, on what Eddy
+        // knows, so a caller who may not list it cannot make the master
+        // list the under-storage either.
+        let permit = |ns: &Namespace| {
+            let dir = ns
+                .lookup(&path)
+                .and_then(|i| ns.get(i))
+                .is_some_and(|i| i.is_dir());
+            let access = if dir { READ | EXECUTE } else { 0 };
+            let need = Need {
+                access,
+                ..Need::default()
+            };
+            ns.permit(&self.who(), &path, need)
+        };
+        permit(&self.ns.read())?;
         self.sync_path(&path, r.sync.as_ref()).await?;
         // Sync the listing only when starting a listing, not on every page.
         if start_after.is_empty() {
             self.sync_listing(&path, r.sync.as_ref()).await?;
         }
         let ns = self.ns.read();
-        // A directory's names need read and execute on it (HDFS); checked
-        // before resolving, so a path one may not traverse is not found
-        // to be missing either.
-        let dir = ns
-            .lookup(&path)
-            .and_then(|i| ns.get(i))
-            .is_some_and(|i| i.is_dir());
-        let access = if dir { READ | EXECUTE } else { 0 };
-        ns.permit(
-            &self.who(),
-            &path,
-            Need {
-                access,
-                ..Need::default()
-            },
-        )?;
+        permit(&ns)?;
         let id = ns.resolve(&path)?;
         let (ids, next) = ns.list(id, start_after, limit);
         let reg = self.reg.lock();

@@ -11,6 +11,7 @@ use eddy_ufs::{UfsError, UfsPath};
 use crate::error::Result;
 use crate::inode::*;
 use crate::mount::MountPoint;
+use crate::namespace::perm::Need;
 use crate::path::EddyPath;
 use crate::service::{MasterState, now_ms};
 
@@ -44,6 +45,11 @@ impl MasterState {
         }
         let (plan, mount, key) = {
             let ns = self.ns.read();
+            // Traversal first, on what Eddy already knows: a caller without
+            // execute on an ancestor must not make the master stat the
+            // under-storage below it (its answers and their timing would
+            // tell what exists there). Checked again after the sync.
+            ns.permit(&self.who(), path, Need::default())?;
             let (m, key) = ns.mounts.ufs_path(path);
             let interval = Self::interval(policy, m);
             let (id, depth) = ns.deepest_known(path);
@@ -151,6 +157,9 @@ impl MasterState {
         let now = now_ms();
         let (dir, mount, key) = {
             let ns = self.ns.read();
+            // As in `sync_path`: no listing of the store below a directory
+            // the caller may not traverse to.
+            ns.permit(&self.who(), path, Need::default())?;
             let Some(id) = ns.lookup(path) else {
                 return Ok(());
             };

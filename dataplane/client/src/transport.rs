@@ -339,7 +339,7 @@ impl Transport {
         let addr = &self.inner.addr;
         if self.inner.tls.is_none() && self.inner.saw_tls.load(Ordering::Relaxed) {
             return Status::unavailable(format!(
-                "the Eddy master at {addr} serves TLS and this client dials plaintext: set [security] tls_ca (or EDDY_TLS_CA) to the CA that signed its certificate, or give the address as https://{addr}"
+                "the Eddy master at {addr} serves TLS and this client dials plaintext: set [security] tls_ca (or EDDY_TLS_CA) to the CA that signed its certificate, which makes this client dial TLS (an https:// address alone does not: without tls_ca it is refused)"
             ));
         }
         Status::unavailable(format!(

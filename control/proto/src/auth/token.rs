@@ -67,19 +67,24 @@ impl Credential {
         payload.extend_from_slice(&now_ms.to_be_bytes());
         payload.extend_from_slice(&now_ms.saturating_add(ttl_ms).to_be_bytes());
         put_name(&mut payload, name);
-        let (_, mac) = keys.sign(&labelled(&payload));
+        let (_, mac) = keys.sign_labelled(LABEL, &payload);
         payload.extend_from_slice(&mac);
         Ok(format!("{TOKEN_PREFIX}{}", URL_SAFE_NO_PAD.encode(payload)))
     }
 
-    /// Parses `text` and checks its signature and expiry.
+    /// Parses `text` and checks its signature and expiry. Runs on every
+    /// call a master takes, so nothing is allocated but the name: the text
+    /// is decoded once, into a stack buffer that already holds the MAC's
+    /// label, so the signed bytes are verified where they lie.
     pub fn verify(keys: &Keyring, text: &str, now_ms: u64) -> Result<Credential, TokenError> {
-        let c = Self::parse_unverified(text)?;
-        let raw = URL_SAFE_NO_PAD
-            .decode(&text.trim()[TOKEN_PREFIX.len()..])
-            .map_err(|_| TokenError::Malformed("not base64url"))?;
-        let (payload, mac) = raw.split_at(raw.len() - 32);
-        keys.verify(c.key_id, &labelled(payload), mac)?;
+        let mut buf = [0u8; LABEL.len() + RAW_MAX];
+        buf[..LABEL.len()].copy_from_slice(LABEL);
+        let n = decode(text, &mut buf[LABEL.len()..])?;
+        let raw = &buf[LABEL.len()..LABEL.len() + n];
+        let c = parse(raw)?;
+        // `parse` saw the 32 MAC bytes at the end.
+        let signed = LABEL.len() + n - 32;
+        keys.verify(c.key_id, &buf[..signed], &buf[signed..LABEL.len() + n])?;
         check_expiry(c.expires_ms, now_ms)?;
         Ok(c)
     }
@@ -87,45 +92,54 @@ impl Credential {
     /// What a credential says, signature not checked (for `eddy token
     /// show` and for error messages).
     pub fn parse_unverified(text: &str) -> Result<Credential, TokenError> {
-        let text = text.trim();
-        if text.len() > TOKEN_MAX {
-            return Err(TokenError::Malformed("too long"));
-        }
-        let Some(body) = text.strip_prefix(TOKEN_PREFIX) else {
-            return Err(TokenError::Malformed("it does not start with `eddy1.`"));
-        };
-        let raw = URL_SAFE_NO_PAD
-            .decode(body)
-            .map_err(|_| TokenError::Malformed("not base64url"))?;
-        let mut c = Cursor(&raw);
-        let principal = match c.u8()? {
-            1 => Principal::User,
-            2 => Principal::Worker,
-            _ => return Err(TokenError::Malformed("unknown principal kind")),
-        };
-        let key_id = c.u32()?;
-        let issued_ms = c.u64()?;
-        let expires_ms = c.u64()?;
-        let name = c.name()?;
-        c.take(32)?;
-        if !c.0.is_empty() {
-            return Err(TokenError::Malformed("trailing bytes"));
-        }
-        Ok(Credential {
-            principal,
-            name,
-            issued_ms,
-            expires_ms,
-            key_id,
-        })
+        let mut buf = [0u8; RAW_MAX];
+        let n = decode(text, &mut buf)?;
+        parse(&buf[..n])
     }
 }
 
-fn labelled(payload: &[u8]) -> Vec<u8> {
-    let mut v = Vec::with_capacity(LABEL.len() + payload.len());
-    v.extend_from_slice(LABEL);
-    v.extend_from_slice(payload);
-    v
+/// The most bytes [`TOKEN_MAX`] characters of base64 decode to (a little
+/// more: the decoder wants room for its estimate).
+const RAW_MAX: usize = TOKEN_MAX / 4 * 3;
+
+/// Decodes the base64url body of credential `text` into `out`; the bytes
+/// written.
+fn decode(text: &str, out: &mut [u8]) -> Result<usize, TokenError> {
+    let text = text.trim();
+    if text.len() > TOKEN_MAX {
+        return Err(TokenError::Malformed("too long"));
+    }
+    let Some(body) = text.strip_prefix(TOKEN_PREFIX) else {
+        return Err(TokenError::Malformed("it does not start with `eddy1.`"));
+    };
+    URL_SAFE_NO_PAD
+        .decode_slice(body, out)
+        .map_err(|_| TokenError::Malformed("not base64url"))
+}
+
+/// The fields of a decoded credential (its MAC is checked by the caller).
+fn parse(raw: &[u8]) -> Result<Credential, TokenError> {
+    let mut c = Cursor(raw);
+    let principal = match c.u8()? {
+        1 => Principal::User,
+        2 => Principal::Worker,
+        _ => return Err(TokenError::Malformed("unknown principal kind")),
+    };
+    let key_id = c.u32()?;
+    let issued_ms = c.u64()?;
+    let expires_ms = c.u64()?;
+    let name = c.name()?;
+    c.take(32)?;
+    if !c.0.is_empty() {
+        return Err(TokenError::Malformed("trailing bytes"));
+    }
+    Ok(Credential {
+        principal,
+        name,
+        issued_ms,
+        expires_ms,
+        key_id,
+    })
 }
 
 #[cfg(test)]
@@ -147,6 +161,16 @@ mod tests {
             Credential::verify(&k, &t, 71_000),
             Err(TokenError::Expired { ago_s: 10 })
         );
+    }
+
+    #[test]
+    fn the_longest_name_fits_the_stack_buffer() {
+        let k = Keyring::generate(1);
+        let name = "n".repeat(crate::auth::NAME_MAX);
+        let t = Credential::sign(&k, Principal::User, &name, 0, 10).unwrap();
+        assert!(t.len() <= TOKEN_MAX);
+        assert_eq!(Credential::verify(&k, &t, 1).unwrap().name, name);
+        assert_eq!(Credential::parse_unverified(&t).unwrap().name, name);
     }
 
     #[test]
