@@ -315,3 +315,59 @@ async fn bad_handshakes_get_an_error_frame_and_others_are_served() {
         }
     }
 }
+
+/// The name a worker reads from its peers under (`eddy-worker`) is no
+/// identity a client can take: claiming it in the handshake or to the
+/// master buys nothing a block token does not grant.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn claiming_to_be_a_worker_reads_nothing() {
+    const WORKER: &str = "eddy-worker";
+    let dir = tempfile::tempdir().unwrap();
+    let c = Cluster::start(dir.path(), 1, SMALL_BLOCKS, "");
+    let fs = c.fs().await;
+    let data = pattern(3000, 6);
+    put(&fs, "/f", &data, pb::WriteType::MustCache).await;
+    let fb = fs.master().file_blocks("/f").await.unwrap();
+    let b0 = &fb.blocks[0];
+    // TCP: the claimed name is accepted (nothing on TCP can check it), and
+    // changes nothing: no token, no bytes.
+    let mut s = TcpStream::connect(&c.workers[0].addr).await.unwrap();
+    eddy_wire::hello(&mut s, WORKER).await.unwrap().unwrap();
+    for kind in [Kind::Read, Kind::Load] {
+        let (k, body) = ask(&mut s, kind, &read_of(b0, Vec::new()).encode()).await;
+        assert_eq!(
+            refusal(k, &body).code,
+            EddyCode::PermissionDenied,
+            "{kind:?}"
+        );
+    }
+    // The Unix socket: the kernel says who the peer is, not the Hello.
+    let mut u = tokio::net::UnixStream::connect(dir.path().join("w0.sock"))
+        .await
+        .unwrap();
+    let e = eddy_wire::hello(&mut u, WORKER).await.unwrap().unwrap_err();
+    assert_eq!(e.code, EddyCode::PermissionDenied, "{e:?}");
+    // A token the master issued to a client that claimed the worker's name
+    // (simple mode believes claims) is a user's token like any other: on
+    // the socket it must name the peer, so it leases nothing.
+    let claimed = eddy_client::Credentials {
+        user: WORKER.into(),
+        token: None,
+    };
+    let as_worker = eddy_client::MasterClient::connect_with(&c.master.addr, ANSWER, &claimed)
+        .await
+        .unwrap();
+    let theirs = as_worker.file_blocks("/f").await.unwrap().block_token;
+    assert!(!theirs.is_empty());
+    let mut u = uds_conn(dir.path().join("w0.sock")).await;
+    let items = [read_of(b0, theirs)];
+    let (_, body) = ask(&mut u, Kind::Lease, &eddy_wire::encode_lease(&items)).await;
+    let (_, grants) = eddy_wire::decode_lease_ok(&body).unwrap();
+    assert_eq!(
+        grants[0].code,
+        EddyCode::PermissionDenied as i32 as u16,
+        "{grants:?}"
+    );
+    // The peer's own tokens still lease.
+    assert_eq!(get(&c.fs_local().await, "/f").await, data);
+}

@@ -9,10 +9,9 @@
 //! them. Nothing here asks the master.
 
 use std::collections::HashMap;
-use std::time::{SystemTime, UNIX_EPOCH};
 
 use eddy_proto::EddyCode;
-use eddy_proto::auth::{BlockGrant, BlockOps, Keyring, valid_name};
+use eddy_proto::auth::{BlockGrant, BlockOps, Keyring, unix_ms};
 use eddy_wire::{ErrorFrame, HELLO_VERSION, Hello, Kind, WireError, read_body, read_header};
 use parking_lot::RwLock;
 use tokio::io::{AsyncRead, AsyncWrite};
@@ -21,7 +20,12 @@ use crate::error::WorkerError;
 use crate::store::Stats;
 
 /// The user a worker names itself when it reads from a peer (replication):
-/// the user of the READ grant it signs for itself.
+/// the user of the READ grant it signs for itself. The name carries no
+/// power: nothing on any worker is granted to it, so a client that claims
+/// it (in a `Hello`, or to the master in `simple` mode) gets only what its
+/// block tokens allow. The peer's access comes from the grant, which only
+/// holders of the block keys (workers, after proving a worker credential to
+/// the master) can sign.
 pub const WORKER_USER: &str = "eddy-worker";
 
 /// Most files one connection keeps verified tokens for; past it the cache
@@ -229,10 +233,12 @@ impl ConnAccess {
                 }
             ));
         }
+        // No exception for this worker's own user: replication dials peers
+        // over TCP only, so a token naming `WORKER_USER` on the socket was
+        // asked for by a client claiming that name to the master.
         if let Peer::Local { uid, name } = &self.peer
             && s.bind_peer
             && g.user != *name
-            && g.user != WORKER_USER
         {
             return Err(format!(
                 "the block token was issued to user {:?}, but this Unix socket identifies \
@@ -263,29 +269,6 @@ fn denied(stats: &Stats, why: String) -> WorkerError {
     Stats::add(&stats.access_denied, 1);
     tracing::debug!("data request refused: {why}");
     WorkerError::PermissionDenied(why)
-}
-
-/// Unix time in ms (token expiries are wall-clock, set by the master).
-pub fn unix_ms() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| d.as_millis() as u64)
-}
-
-/// The name /etc/passwd gives `uid`, else the uid as a number (what a
-/// client without a passwd entry names itself too).
-pub fn user_of_uid(uid: u32) -> String {
-    std::fs::read_to_string("/etc/passwd")
-        .ok()
-        .and_then(|text| {
-            text.lines().find_map(|l| {
-                let mut f = l.split(':');
-                let name = f.next()?;
-                let id: u32 = f.nth(1)?.parse().ok()?;
-                (id == uid && valid_name(name)).then(|| name.to_string())
-            })
-        })
-        .unwrap_or_else(|| uid.to_string())
 }
 
 /// The worker's side of the handshake: the first frame must be a `Hello`

@@ -70,7 +70,7 @@ pub fn worker_credentials(
         return Ok(eddy_client::Credentials { user, token: None });
     }
     let keys = Keyring::load(&sec.key_file)?;
-    let now = crate::access::unix_ms();
+    let now = eddy_proto::auth::unix_ms();
     let token = Credential::sign(&keys, Principal::Worker, &user, now, MINTED_TTL_MS)
         .map_err(|e| ClientError::InvalidArgument(e.to_string()))?;
     Ok(eddy_client::Credentials {

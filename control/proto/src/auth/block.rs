@@ -8,7 +8,7 @@
 //! is HMAC-SHA256 over `"eddy-block-v1" | everything before it` with block
 //! key `key_id` (keys derived from the master's; see `Keyring::derive`).
 
-use super::{Cursor, Keyring, TokenError, check_expiry, put_name, valid_name};
+use super::{Cursor, Keyring, TokenError, check_expiry, labelled, put_name, valid_name};
 
 /// The longest block token accepted (a 255-byte user name); longer input
 /// is refused unread.
@@ -60,7 +60,7 @@ impl BlockGrant {
         out.push(self.ops.0);
         out.extend_from_slice(&self.expires_ms.to_be_bytes());
         put_name(&mut out, &self.user);
-        let (_, mac) = keys.sign(&labelled(&out));
+        let (_, mac) = keys.sign(&labelled(LABEL, &out));
         out.extend_from_slice(&mac);
         Ok(out)
     }
@@ -90,7 +90,7 @@ impl BlockGrant {
             return Err(TokenError::Malformed("trailing bytes"));
         }
         let signed = &token[..token.len() - 32];
-        keys.verify(key_id, &labelled(signed), mac)?;
+        keys.verify(key_id, &labelled(LABEL, signed), mac)?;
         check_expiry(expires_ms, now_ms)?;
         Ok(BlockGrant {
             file_id,
@@ -104,13 +104,6 @@ impl BlockGrant {
     pub fn allows(&self, block_id: u64, op: BlockOps) -> bool {
         crate::file_id_of_block(block_id) == self.file_id && self.ops.contains(op)
     }
-}
-
-fn labelled(signed: &[u8]) -> Vec<u8> {
-    let mut v = Vec::with_capacity(LABEL.len() + signed.len());
-    v.extend_from_slice(LABEL);
-    v.extend_from_slice(signed);
-    v
 }
 
 #[cfg(test)]

@@ -19,11 +19,13 @@
 mod block;
 mod config;
 mod keys;
+mod os_user;
 mod token;
 
 pub use block::{BLOCK_TOKEN_MAX, BlockGrant, BlockOps};
 pub use config::{AuthMode, SecurityConfig, Umask};
 pub use keys::{KEY_FILE_MAX_KEYS, KeyFileError, Keyring};
+pub use os_user::os_user;
 pub use token::{Credential, Principal, TOKEN_MAX, TOKEN_PREFIX};
 
 /// gRPC metadata key of the user a client claims in `simple` mode (its OS
@@ -63,6 +65,23 @@ pub fn valid_name(name: &str) -> bool {
         && name.len() <= NAME_MAX
         && !name.starts_with('-')
         && !name.chars().any(|c| c.is_control() || c == ':')
+}
+
+/// Unix time now in ms: token expiries are wall-clock, set by the master
+/// and compared by workers on other hosts.
+pub fn unix_ms() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as u64)
+}
+
+/// `label` then `bytes`: what a MAC covers, so a credential's MAC can never
+/// pass for a block token's (each kind signs under its own label).
+fn labelled(label: &[u8], bytes: &[u8]) -> Vec<u8> {
+    let mut v = Vec::with_capacity(label.len() + bytes.len());
+    v.extend_from_slice(label);
+    v.extend_from_slice(bytes);
+    v
 }
 
 /// A big-endian reader over untrusted bytes: every read checks the length.

@@ -8,7 +8,7 @@
 use base64::Engine;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 
-use super::{Cursor, Keyring, TokenError, check_expiry, put_name, valid_name};
+use super::{Cursor, Keyring, TokenError, check_expiry, labelled, put_name, valid_name};
 
 /// The text every credential starts with (a version: a new layout gets a
 /// new prefix).
@@ -67,7 +67,7 @@ impl Credential {
         payload.extend_from_slice(&now_ms.to_be_bytes());
         payload.extend_from_slice(&now_ms.saturating_add(ttl_ms).to_be_bytes());
         put_name(&mut payload, name);
-        let (_, mac) = keys.sign(&labelled(&payload));
+        let (_, mac) = keys.sign(&labelled(LABEL, &payload));
         payload.extend_from_slice(&mac);
         Ok(format!("{TOKEN_PREFIX}{}", URL_SAFE_NO_PAD.encode(payload)))
     }
@@ -79,7 +79,7 @@ impl Credential {
             .decode(&text.trim()[TOKEN_PREFIX.len()..])
             .map_err(|_| TokenError::Malformed("not base64url"))?;
         let (payload, mac) = raw.split_at(raw.len() - 32);
-        keys.verify(c.key_id, &labelled(payload), mac)?;
+        keys.verify(c.key_id, &labelled(LABEL, payload), mac)?;
         check_expiry(c.expires_ms, now_ms)?;
         Ok(c)
     }
@@ -119,13 +119,6 @@ impl Credential {
             key_id,
         })
     }
-}
-
-fn labelled(payload: &[u8]) -> Vec<u8> {
-    let mut v = Vec::with_capacity(LABEL.len() + payload.len());
-    v.extend_from_slice(LABEL);
-    v.extend_from_slice(payload);
-    v
 }
 
 #[cfg(test)]
