@@ -371,3 +371,65 @@ async fn claiming_to_be_a_worker_reads_nothing() {
     // The peer's own tokens still lease.
     assert_eq!(get(&c.fs_local().await, "/f").await, data);
 }
+
+/// As above on the short-circuit path: the lease refused for the expired
+/// token sends that read over TCP, which refreshes the token, and the
+/// reader leases again after (it does not stay on TCP for its life).
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_lease_refused_for_an_expired_token_is_taken_again_after_the_refresh() {
+    const TTL_MS: u64 = 1000;
+    let dir = tempfile::tempdir().unwrap();
+    let c = Cluster::start(
+        dir.path(),
+        1,
+        &format!("{SMALL_BLOCKS}\n[security]\nblock_token_ttl_ms = {TTL_MS}"),
+        "",
+    );
+    let opts = eddy_client::ClientOptions {
+        metadata_ttl: Duration::from_secs(60),
+        ..Default::default()
+    };
+    let fs = eddy_client::FileSystem::connect_with(&c.master.addr, opts)
+        .await
+        .unwrap();
+    let data = pattern(3000, 8);
+    put(&c.fs().await, "/f", &data, pb::WriteType::MustCache).await;
+    let stat = |name: &'static str| {
+        let fs = fs.clone();
+        let addr = c.workers[0].addr.clone();
+        async move {
+            let s = fs.worker_stats(&addr).await.unwrap();
+            s.iter().find(|(k, _)| k == name).map_or(0, |(_, v)| *v)
+        }
+    };
+    assert_eq!(get(&fs, "/f").await, data, "leased with a fresh token");
+    assert_eq!(stat("leases_granted").await, 1);
+    // No signal says "expired": the token's life is wall-clock time.
+    tokio::time::sleep(Duration::from_millis(TTL_MS + 100)).await;
+    let served = stat("bytes_served").await;
+    let mut r = fs
+        .open("/f", &eddy_client::OpenOptions::default())
+        .await
+        .unwrap();
+    assert_eq!(r.read_to_end().await.unwrap(), data, "read on over TCP");
+    assert!(
+        denied_metric(&c) >= 1.0,
+        "the stale token was refused first"
+    );
+    assert_eq!(stat("bytes_served").await, served + data.len() as u64);
+    assert_eq!(
+        stat("leases_granted").await,
+        1,
+        "no lease on the stale token"
+    );
+    // The reader now holds the fresh token: the next read maps the block.
+    let mut again = vec![0u8; data.len()];
+    assert_eq!(r.read_at(0, &mut again).await.unwrap(), data.len());
+    assert_eq!(again, data);
+    assert_eq!(stat("leases_granted").await, 2, "leased after the refresh");
+    assert_eq!(
+        stat("bytes_served").await,
+        served + data.len() as u64,
+        "not streamed again"
+    );
+}
