@@ -12,7 +12,7 @@ use std::collections::HashMap;
 
 use eddy_proto::EddyCode;
 use eddy_proto::auth::{BlockGrant, BlockOps, Keyring, unix_ms};
-use eddy_wire::{ErrorFrame, HELLO_VERSION, Hello, Kind, WireError, read_body, read_header};
+use eddy_wire::{ErrorFrame, Hello, Kind, WireError, agree_version, read_body, read_header};
 use parking_lot::RwLock;
 use tokio::io::{AsyncRead, AsyncWrite};
 
@@ -300,7 +300,7 @@ pub async fn handshake<S: AsyncRead + AsyncWrite + Unpin>(
                 let ok = eddy_wire::write_frame(
                     sock,
                     Kind::Ok,
-                    &eddy_wire::u64_body(u64::from(HELLO_VERSION)),
+                    &eddy_wire::u64_body(u64::from(h.version)),
                 )
                 .await;
                 return ok.ok().map(|()| ConnAccess::new(h.user, peer));
@@ -329,17 +329,9 @@ async fn read_hello<S: AsyncRead + Unpin>(sock: &mut S) -> Result<Hello, WireErr
             got: h.kind,
         });
     }
-    let hello = Hello::decode(&read_body(sock, h).await?)?;
-    if hello.version != HELLO_VERSION {
-        return Err(WireError::Remote(ErrorFrame::new(
-            EddyCode::Protocol,
-            format!(
-                "data protocol version {} is not spoken here (this worker speaks {HELLO_VERSION}): \
-                 use a client of the cluster's release",
-                hello.version
-            ),
-        )));
-    }
+    let mut hello = Hello::decode(&read_body(sock, h).await?)?;
+    // Any version from 1 up to this worker's; the answer is the one both speak.
+    hello.version = agree_version(hello.version).map_err(WireError::Remote)?;
     Ok(hello)
 }
 
