@@ -247,10 +247,16 @@ impl MasterLink {
             tier: tier.into(),
             written,
         };
-        match self.master.block_service().commit_block(req).await {
+        let commit = |req| async { self.master.block_service().commit_block(req).await };
+        let mut r = commit(req.clone()).await.map_err(ClientError::from);
+        if let Err(e) = &r
+            && self.refused(e)
+        {
+            r = commit(req).await.map_err(ClientError::from);
+        }
+        match r {
             Ok(_) => Ok(()),
-            Err(s) => {
-                let e = ClientError::from(s);
+            Err(e) => {
                 match e.code() {
                     EddyCode::UnknownWorker => self.register().await.map(|_| ()),
                     // The master is away: the next heartbeat carries it.
