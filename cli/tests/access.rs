@@ -488,4 +488,125 @@ async fn a_rotated_key_file_signs_with_the_new_key_and_honours_the_old() {
     assert!(e.to_string().contains("rotated out"), "{e}");
     let fs_new = client(c.master.addr.clone(), new_token).await;
     fs_new.master().file_blocks("/f").await.unwrap();
+    // The worker's own credential was signed with the retired key: refused,
+    // it signs a new one from the key file and registers again.
+    assert_eq!(get(&fs_new, "/f").await, data);
+}
+
+/// The name a worker reads from its peers under (`eddy-worker`) is no
+/// identity a client can take: claiming it in the handshake or to the
+/// master buys nothing a block token does not grant.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn claiming_to_be_a_worker_reads_nothing() {
+    const WORKER: &str = "eddy-worker";
+    let dir = tempfile::tempdir().unwrap();
+    let c = Cluster::start(dir.path(), 1, SMALL_BLOCKS, "");
+    let fs = c.fs().await;
+    let data = pattern(3000, 6);
+    put(&fs, "/f", &data, pb::WriteType::MustCache).await;
+    let fb = fs.master().file_blocks("/f").await.unwrap();
+    let b0 = &fb.blocks[0];
+    // TCP: the claimed name is accepted (nothing on TCP can check it), and
+    // changes nothing: no token, no bytes.
+    let mut s = TcpStream::connect(&c.workers[0].addr).await.unwrap();
+    eddy_wire::hello(&mut s, WORKER).await.unwrap().unwrap();
+    for kind in [Kind::Read, Kind::Load] {
+        let (k, body) = ask(&mut s, kind, &read_of(b0, Vec::new()).encode()).await;
+        assert_eq!(
+            refusal(k, &body).code,
+            EddyCode::PermissionDenied,
+            "{kind:?}"
+        );
+    }
+    // The Unix socket: the kernel says who the peer is, not the Hello.
+    let mut u = tokio::net::UnixStream::connect(dir.path().join("w0.sock"))
+        .await
+        .unwrap();
+    let e = eddy_wire::hello(&mut u, WORKER).await.unwrap().unwrap_err();
+    assert_eq!(e.code, EddyCode::PermissionDenied, "{e:?}");
+    // A token the master issued to a client that claimed the worker's name
+    // (simple mode believes claims) is a user's token like any other: on
+    // the socket it must name the peer, so it leases nothing.
+    let claimed = eddy_client::Credentials {
+        user: WORKER.into(),
+        token: None,
+    };
+    let as_worker = eddy_client::MasterClient::connect_with(&c.master.addr, ANSWER, &claimed)
+        .await
+        .unwrap();
+    let theirs = as_worker.file_blocks("/f").await.unwrap().block_token;
+    assert!(!theirs.is_empty());
+    let mut u = uds_conn(dir.path().join("w0.sock")).await;
+    let items = [read_of(b0, theirs)];
+    let (_, body) = ask(&mut u, Kind::Lease, &eddy_wire::encode_lease(&items)).await;
+    let (_, grants) = eddy_wire::decode_lease_ok(&body).unwrap();
+    assert_eq!(
+        grants[0].code,
+        EddyCode::PermissionDenied as i32 as u16,
+        "{grants:?}"
+    );
+    // The peer's own tokens still lease.
+    assert_eq!(get(&c.fs_local().await, "/f").await, data);
+}
+
+/// As above on the short-circuit path: the lease refused for the expired
+/// token sends that read over TCP, which refreshes the token, and the
+/// reader leases again after (it does not stay on TCP for its life).
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_lease_refused_for_an_expired_token_is_taken_again_after_the_refresh() {
+    const TTL_MS: u64 = 1000;
+    let dir = tempfile::tempdir().unwrap();
+    let c = Cluster::start(
+        dir.path(),
+        1,
+        &format!("{SMALL_BLOCKS}\n[security]\nblock_token_ttl_ms = {TTL_MS}"),
+        "",
+    );
+    let opts = eddy_client::ClientOptions {
+        metadata_ttl: Duration::from_secs(60),
+        ..Default::default()
+    };
+    let fs = eddy_client::FileSystem::connect_with(&c.master.addr, opts)
+        .await
+        .unwrap();
+    let data = pattern(3000, 8);
+    put(&c.fs().await, "/f", &data, pb::WriteType::MustCache).await;
+    let stat = |name: &'static str| {
+        let fs = fs.clone();
+        let addr = c.workers[0].addr.clone();
+        async move {
+            let s = fs.worker_stats(&addr).await.unwrap();
+            s.iter().find(|(k, _)| k == name).map_or(0, |(_, v)| *v)
+        }
+    };
+    assert_eq!(get(&fs, "/f").await, data, "leased with a fresh token");
+    assert_eq!(stat("leases_granted").await, 1);
+    // No signal says "expired": the token's life is wall-clock time.
+    tokio::time::sleep(Duration::from_millis(TTL_MS + 100)).await;
+    let served = stat("bytes_served").await;
+    let mut r = fs
+        .open("/f", &eddy_client::OpenOptions::default())
+        .await
+        .unwrap();
+    assert_eq!(r.read_to_end().await.unwrap(), data, "read on over TCP");
+    assert!(
+        denied_metric(&c) >= 1.0,
+        "the stale token was refused first"
+    );
+    assert_eq!(stat("bytes_served").await, served + data.len() as u64);
+    assert_eq!(
+        stat("leases_granted").await,
+        1,
+        "no lease on the stale token"
+    );
+    // The reader now holds the fresh token: the next read maps the block.
+    let mut again = vec![0u8; data.len()];
+    assert_eq!(r.read_at(0, &mut again).await.unwrap(), data.len());
+    assert_eq!(again, data);
+    assert_eq!(stat("leases_granted").await, 2, "leased after the refresh");
+    assert_eq!(
+        stat("bytes_served").await,
+        served + data.len() as u64,
+        "not streamed again"
+    );
 }

@@ -1,5 +1,5 @@
 //! Permissions through the real `eddy` binary run as different OS users
-//! (created here with `useradd`: `eddy-alice` and `eddy-bob` share the
+//! (created by `common::users`: `eddy-alice` and `eddy-bob` share the
 //! group `eddy-eng`, `eddy-carol` is alone) against a master run by root,
 //! the superuser. Skipped, with a message, when not root or without
 //! `useradd`/`setpriv`.
@@ -8,85 +8,18 @@ mod common;
 
 use std::process::{Command, Output};
 
+use common::users::{as_user, users};
 use common::{EDDY, MasterProc};
 
-/// Creates the test users once; false (and why, printed) if it cannot.
-fn users() -> bool {
-    static READY: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
-    *READY.get_or_init(|| {
-        let root = Command::new("id")
-            .arg("-u")
-            .output()
-            .is_ok_and(|o| String::from_utf8_lossy(&o.stdout).trim() == "0");
-        if !root {
-            eprintln!("skipped: permissions as other OS users need root (to useradd and setpriv)");
-            return false;
-        }
-        let have = |tool: &str| {
-            Command::new("sh")
-                .args(["-c", &format!("command -v {tool}")])
-                .output()
-                .is_ok_and(|o| o.status.success())
-        };
-        if !(have("useradd") && have("groupadd") && have("setpriv")) {
-            eprintln!("skipped: useradd, groupadd or setpriv is missing");
-            return false;
-        }
-        let run = |args: &[&str]| Command::new(args[0]).args(&args[1..]).output().unwrap();
-        run(&["groupadd", "-f", "eddy-eng"]);
-        for (u, g) in [
-            ("eddy-alice", "eddy-eng"),
-            ("eddy-bob", "eddy-eng"),
-            ("eddy-carol", ""),
-        ] {
-            if run(&["id", u]).status.success() {
-                continue;
-            }
-            let o = if g.is_empty() {
-                run(&["useradd", "-M", "-U", u])
-            } else {
-                run(&["useradd", "-M", "-N", "-g", g, u])
-            };
-            // A concurrent test binary may have created it meanwhile.
-            if !o.status.success() && !run(&["id", u]).status.success() {
-                eprintln!(
-                    "skipped: useradd {u} failed: {}",
-                    String::from_utf8_lossy(&o.stderr)
-                );
-                return false;
-            }
-        }
-        true
-    })
-}
-
-/// `eddy --master ADDR args...` as OS user `user`, with `env` set.
+/// `eddy --master ADDR args...` as OS user `user`, with `env` set (no
+/// token file of root's, no user override: the OS user speaks).
 fn eddy_as(m: &MasterProc, user: &str, env: &[(&str, &str)], args: &[&str]) -> Output {
-    let mut c = Command::new("setpriv");
-    c.args([
-        &format!("--reuid={user}"),
-        &format!("--regid={}", primary_group(user)),
-        "--init-groups",
-        "--",
-        EDDY,
-        "--master",
-        &m.addr,
-    ])
-    .args(args)
-    // No token file of root's, no user override: the OS user speaks.
-    .env("HOME", "/nonexistent")
-    .env_remove("EDDY_USER")
-    .env_remove("EDDY_TOKEN")
-    .env_remove("EDDY_TOKEN_FILE");
+    let mut c = as_user(user, EDDY);
+    c.args(["--master", &m.addr]).args(args);
     for (k, v) in env {
         c.env(k, v);
     }
     c.output().unwrap()
-}
-
-fn primary_group(user: &str) -> String {
-    let o = Command::new("id").args(["-gn", user]).output().unwrap();
-    String::from_utf8_lossy(&o.stdout).trim().to_string()
 }
 
 #[track_caller]

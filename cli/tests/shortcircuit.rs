@@ -565,3 +565,107 @@ async fn a_segment_still_mapped_writable_cannot_be_committed() {
     s.read_exact(&mut body).await.unwrap();
     assert_eq!(h.kind, eddy_wire::Kind::SegmentOk);
 }
+
+/// Helper process for `another_os_user_leases_with_its_own_tokens`, run as
+/// that user: leases without a token and with a tampered one (refused),
+/// then reads the file through a client and compares. Does nothing unless
+/// EDDY_TEST_OTHER_USER is set ("MASTER SOCKET PATH LEN SEED").
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn other_user_process() {
+    let Ok(spec) = std::env::var("EDDY_TEST_OTHER_USER") else {
+        return;
+    };
+    let f: Vec<&str> = spec.split(' ').collect();
+    let (master, socket, path) = (f[0], f[1], f[2]);
+    let data = pattern(f[3].parse().unwrap(), f[4].parse().unwrap());
+    let fs = FileSystem::connect(master).await.unwrap();
+    let fb = fs.master().file_blocks(path).await.unwrap();
+    let blocks: Vec<(u64, u64)> = fb.blocks.iter().map(|b| (b.block_id, b.length)).collect();
+    let mut tampered = fb.block_token.clone();
+    *tampered.last_mut().unwrap() ^= 1;
+    let mut sock = common::uds_conn(socket).await;
+    for (what, token) in [("no token", Vec::new()), ("a tampered token", tampered)] {
+        let (grants, fds) = raw_lease(&mut sock, &blocks, &token).await;
+        assert!(fds.is_empty(), "{what}: no descriptor");
+        for g in grants {
+            assert_eq!(
+                g.code,
+                EddyCode::PermissionDenied as i32 as u16,
+                "{what}: {g:?}"
+            );
+        }
+    }
+    let mut r = fs.open(path, &OpenOptions::default()).await.unwrap();
+    assert!(r.read_to_end().await.unwrap() == data, "bytes differ");
+    println!(
+        "read {} bytes as {}",
+        data.len(),
+        eddy_client::Credentials::current_user().user
+    );
+}
+
+/// A co-located client run by another OS user than the worker's reaches
+/// the socket (0666, its directory traversable) and leases with its own
+/// tokens; without or with a wrong token it gets nothing.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn another_os_user_leases_with_its_own_tokens() {
+    if !common::users::users() {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let c = Cluster::start(dir.path(), 1, SMALL_BLOCKS, "");
+    let tcp = c.fs().await;
+    let data = pattern(2 * BS as usize + 5, 31);
+    put(&tcp, "/shared", &data, pb::WriteType::MustCache).await;
+    let sock = dir.path().join("w0.sock");
+    use std::os::unix::fs::PermissionsExt;
+    let mode = |p: &std::path::Path| std::fs::metadata(p).unwrap().permissions().mode() & 0o777;
+    assert_eq!(mode(&sock), 0o666, "every local user may connect");
+    let state = std::fs::read_dir(dir.path())
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        // The under-storage directory is the test's, not the servers'.
+        .filter(|p| p.is_dir() && *p != c.ufs())
+        .collect::<Vec<_>>();
+    assert!(!state.is_empty());
+    for d in &state {
+        assert_eq!(mode(d) & 0o077, 0, "{} stays private", d.display());
+    }
+    let granted = stat(&tcp, &c, 0, "leases_granted").await;
+    let served = stat(&tcp, &c, 0, "bytes_served").await;
+    let spec = format!(
+        "{} {} /shared {} 31",
+        c.master.addr,
+        sock.display(),
+        data.len()
+    );
+    let out = common::users::as_user(
+        "eddy-alice",
+        std::env::current_exe().unwrap().to_str().unwrap(),
+    )
+    .args([
+        "--exact",
+        "other_user_process",
+        "--nocapture",
+        "--test-threads=1",
+    ])
+    .env("EDDY_TEST_OTHER_USER", spec)
+    .output()
+    .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success() && stdout.contains("as eddy-alice"),
+        "{stdout}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(
+        stat(&tcp, &c, 0, "leases_granted").await,
+        granted + 3,
+        "every block leased"
+    );
+    assert_eq!(
+        stat(&tcp, &c, 0, "bytes_served").await,
+        served,
+        "none streamed"
+    );
+}

@@ -372,3 +372,84 @@ async fn a_process_that_is_not_a_worker_cannot_register_or_get_placements() {
     assert!(!reg.block_keys.is_empty());
     assert!(reg.block_keys.iter().all(|k| k.secret.len() == 32));
 }
+
+/// Credential refusals the master counted (every service).
+fn unauthenticated(m: &MasterProc) -> f64 {
+    common::scrape(&m.metrics)
+        .lines()
+        .filter(|l| l.starts_with("eddy_master_unauthenticated_total{"))
+        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+        .sum()
+}
+
+/// Writes through the cluster's only worker: its admission and commit are
+/// calls to the master with the worker's credential, so this works only
+/// while the master accepts it.
+async fn write_works(fs: &eddy_client::FileSystem, path: &str) -> bool {
+    let o = CreateOptions {
+        write_type: pb::WriteType::MustCache,
+        ..Default::default()
+    };
+    let Ok(mut w) = fs.create(path, &o).await else {
+        return false;
+    };
+    w.write(b"bytes").await.is_ok() && w.close().await.is_ok()
+}
+
+/// An operator replaces a worker's token file while it runs: the worker
+/// reads it again when the master refuses the old token, and ahead of a
+/// token's expiry, so it stays registered without a restart.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_worker_reads_its_replaced_token_file_again() {
+    let dir = tempfile::tempdir().unwrap();
+    let m = MasterProc::start(dir.path(), "");
+    let keys = eddy_proto::auth::Keyring::load(&dir.path().join("master.key")).unwrap();
+    let file = dir.path().join("worker.token");
+    let replace = |ttl_ms: u64| {
+        let t = eddy_proto::auth::Credential::sign(
+            &keys,
+            eddy_proto::auth::Principal::Worker,
+            "w1",
+            common::unix_ms_in(0),
+            ttl_ms,
+        )
+        .unwrap();
+        // As an operator would: a new file renamed over the old one.
+        let tmp = file.with_extension("new");
+        std::fs::write(&tmp, t).unwrap();
+        std::fs::rename(&tmp, &file).unwrap();
+    };
+    replace(1_500);
+    let extra = format!(
+        "[security]\ntoken_file = {:?}\n",
+        file.display().to_string()
+    );
+    let _w = common::WorkerProc::start(dir.path(), &m.addr, &extra);
+    let fs = eddy_client::FileSystem::connect(&m.addr).await.unwrap();
+    assert!(write_works(&fs, "/first").await);
+    // The token expires and nobody replaced it: the master refuses it.
+    common::eventually(
+        Duration::from_secs(20),
+        "the expired token refused",
+        || async { unauthenticated(&m) >= 1.0 },
+    )
+    .await;
+    // Replaced: the next refusal has the worker read the file again.
+    replace(6_000);
+    let t2 = Instant::now();
+    let mut n = 0;
+    common::eventually(Duration::from_secs(20), "writes again", || {
+        n += 1;
+        let (fs, path) = (&fs, format!("/again-{n}"));
+        async move { write_works(fs, &path).await }
+    })
+    .await;
+    // Replaced again well before the new token's half life: the worker
+    // reads it ahead of the expiry, and the master never refuses it.
+    replace(3_600_000);
+    let refused = unauthenticated(&m);
+    // No signal says "expired": the token's life is wall-clock time.
+    tokio::time::sleep(Duration::from_millis(6_500).saturating_sub(t2.elapsed())).await;
+    assert!(write_works(&fs, "/after").await, "still registered");
+    assert_eq!(unauthenticated(&m), refused, "re-read before it expired");
+}

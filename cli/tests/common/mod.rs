@@ -9,6 +9,8 @@ use std::process::{Child, Command, Output, Stdio};
 use std::sync::mpsc;
 use std::time::Duration;
 
+pub mod users;
+
 pub const EDDY: &str = env!("CARGO_BIN_EXE_eddy");
 
 /// A running `eddy master` process.

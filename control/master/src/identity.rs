@@ -15,7 +15,7 @@ use std::task::{Context, Poll};
 
 use eddy_proto::auth::{
     AUTHORIZATION_HEADER, AuthMode, BEARER, BlockGrant, BlockKeySchedule, BlockOps, Credential,
-    Keyring, Principal, SecurityConfig, TOKEN_MAX, USER_HEADER, valid_name,
+    Keyring, Principal, SecurityConfig, TOKEN_MAX, USER_HEADER, unix_ms, valid_name,
 };
 
 use crate::error::{MasterError, Result};
@@ -284,14 +284,6 @@ impl MasterKeys {
             })
             .collect()
     }
-}
-
-/// Unix time now in ms (token expiry is wall-clock: workers on other
-/// hosts compare it with theirs).
-pub fn unix_ms() -> u64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| d.as_millis() as u64)
 }
 
 /// The tower layer: authenticates every request with [`authenticate`].

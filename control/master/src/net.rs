@@ -17,6 +17,7 @@ use std::sync::Arc;
 use std::task::{Context, Poll};
 use std::time::Duration;
 
+use eddy_proto::tls::MaybeTls;
 use parking_lot::Mutex;
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::{TcpListener, TcpStream};
@@ -116,78 +117,22 @@ impl AsyncWrite for Guarded {
 }
 
 /// A connection handed to tonic: plaintext, or TLS over the guarded
-/// socket (so the idle timeout and the peer's count still apply).
-pub enum Conn {
-    Plain(Guarded),
-    Tls(Box<tokio_rustls::server::TlsStream<Guarded>>),
-}
-
-impl Connected for Conn {
-    type ConnectInfo = TcpConnectInfo;
-    fn connect_info(&self) -> TcpConnectInfo {
-        match self {
-            Conn::Plain(g) => g.connect_info(),
-            Conn::Tls(s) => s.get_ref().0.connect_info(),
-        }
-    }
-}
-
-impl AsyncRead for Conn {
-    fn poll_read(
-        self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        buf: &mut ReadBuf<'_>,
-    ) -> Poll<io::Result<()>> {
-        match self.get_mut() {
-            Conn::Plain(g) => Pin::new(g).poll_read(cx, buf),
-            Conn::Tls(s) => Pin::new(&mut **s).poll_read(cx, buf),
-        }
-    }
-}
-
-impl AsyncWrite for Conn {
-    fn poll_write(
-        self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        buf: &[u8],
-    ) -> Poll<io::Result<usize>> {
-        match self.get_mut() {
-            Conn::Plain(g) => Pin::new(g).poll_write(cx, buf),
-            Conn::Tls(s) => Pin::new(&mut **s).poll_write(cx, buf),
-        }
-    }
-    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        match self.get_mut() {
-            Conn::Plain(g) => Pin::new(g).poll_flush(cx),
-            Conn::Tls(s) => Pin::new(&mut **s).poll_flush(cx),
-        }
-    }
-    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        match self.get_mut() {
-            Conn::Plain(g) => Pin::new(g).poll_shutdown(cx),
-            Conn::Tls(s) => Pin::new(&mut **s).poll_shutdown(cx),
-        }
-    }
-}
+/// socket (so the idle timeout and the peer's count still apply); the
+/// wrapper every side's connections use.
+pub type Conn = MaybeTls<Guarded>;
 
 /// The one place a gRPC connection becomes TLS: the whole handshake
-/// within `limit` (a peer trickling a ClientHello cannot hold its slot),
-/// else the connection is dropped. Anything that is not a TLS ClientHello
-/// (a plaintext client, garbage) fails here and closes that connection
-/// only.
+/// within `limit`, else the connection is dropped (`eddy_proto::tls::accept`).
+/// A failed handshake lingers before closing (below).
 async fn accept_tls(g: Guarded, acceptor: &TlsAcceptor, limit: Duration) -> Option<Conn> {
     let ip = g.ip;
-    match tokio::time::timeout(limit, acceptor.accept(g).into_fallible()).await {
-        Ok(Ok(s)) => Some(Conn::Tls(Box::new(s))),
-        Ok(Err((e, io))) => {
-            tracing::debug!("TLS handshake with {ip} failed: {e}");
+    match eddy_proto::tls::accept(g, Some(acceptor), limit, ip).await {
+        Ok(c) => Some(c),
+        Err(Some(io)) => {
             linger(io).await;
             None
         }
-        Err(_) => {
-            tracing::debug!("no TLS handshake from {ip} within {limit:?}");
-            None
-        }
+        Err(None) => None,
     }
 }
 

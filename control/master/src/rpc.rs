@@ -6,10 +6,10 @@ use std::sync::Arc;
 use eddy_proto::pb;
 use tonic::{Request, Response, Status};
 
-use eddy_proto::auth::BlockOps;
+use eddy_proto::auth::{BlockOps, unix_ms};
 
 use crate::error::Result;
-use crate::identity::{Caller, require_worker, unix_ms};
+use crate::identity::{Caller, require_worker};
 use crate::service::MasterState;
 
 /// Serves all three master services over one shared state.

@@ -8,7 +8,9 @@
 //! too, and rustls refuses to guess between two), the protocol versions
 //! (rustls' safe defaults: TLS 1.3 and 1.2, AEAD suites only) and ALPN,
 //! which keeps a gRPC dial off a data port and the other way round.
-//! Sockets stay with the crates that own them (tokio-rustls is theirs).
+//! Sockets stay with the crates that own them; the stream over one,
+//! plaintext or TLS, and the server's handshake are here ([`MaybeTls`],
+//! [`accept`]) so the master, workers and clients share them.
 
 use std::fmt;
 use std::path::{Path, PathBuf};
@@ -464,6 +466,9 @@ pub fn server_name(addr: &str) -> Result<ServerName<'static>, String> {
     ServerName::try_from(host.to_string())
         .map_err(|_| format!("{host:?} is neither an IP address nor a DNS name TLS can check"))
 }
+
+mod stream;
+pub use stream::{MaybeTls, accept};
 
 #[cfg(any(test, feature = "certgen"))]
 mod certgen;

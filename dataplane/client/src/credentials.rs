@@ -112,33 +112,15 @@ fn read_token_file(path: &Path) -> Result<String> {
     Ok(text.trim().to_string())
 }
 
-/// The name of this process's effective user: EDDY_USER, else its entry in
-/// /etc/passwd, else $USER / $LOGNAME, else the uid as a number.
+/// The name of this process's effective user: EDDY_USER, else the OS's name
+/// for its uid (`eddy_proto::auth::os_user`: /etc/passwd, then the name
+/// service), else the uid as a number. Not $USER: a worker names a
+/// co-located client by its uid with the same lookup, and the two must agree.
 fn os_user() -> String {
     if let Some(u) = std::env::var("EDDY_USER").ok().filter(|u| valid_name(u)) {
         return u;
     }
-    let uid = rustix::process::geteuid().as_raw();
-    if let Some(name) = passwd_name(uid) {
-        return name;
-    }
-    std::env::var("USER")
-        .or_else(|_| std::env::var("LOGNAME"))
-        .ok()
-        .filter(|u| valid_name(u))
-        .unwrap_or_else(|| uid.to_string())
-}
-
-/// The name /etc/passwd gives `uid` (NSS sources such as LDAP are not
-/// consulted; $USER covers them).
-fn passwd_name(uid: u32) -> Option<String> {
-    let text = std::fs::read_to_string("/etc/passwd").ok()?;
-    text.lines().find_map(|l| {
-        let mut f = l.split(':');
-        let name = f.next()?;
-        let id: u32 = f.nth(1)?.parse().ok()?;
-        (id == uid && valid_name(name)).then(|| name.to_string())
-    })
+    eddy_proto::auth::os_user(rustix::process::geteuid().as_raw())
 }
 
 #[cfg(test)]

@@ -232,6 +232,13 @@ impl MasterClient {
         &self.addr
     }
 
+    /// Calls from now on (of this client and its clones) carry `creds`; for
+    /// a process whose token was replaced while it runs (a worker).
+    pub fn set_credentials(&self, creds: &Credentials) -> Result<()> {
+        self.channel.set_identity(creds.headers()?);
+        Ok(())
+    }
+
     /// The raw namespace service, for callers that need every field.
     pub fn fs_service(&self) -> FileSystemMasterClient<Transport> {
         self.fs.clone()

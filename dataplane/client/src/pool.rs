@@ -114,7 +114,7 @@ impl Pool {
             // Workers close connections idle past their idle timeout: one
             // that shows an end of stream (or stray bytes) is dropped here
             // rather than failing the request sent on it.
-            if c.idle_and_open() {
+            if crate::stream::idle_and_open(&c) {
                 return Ok(conn(c));
             }
         }

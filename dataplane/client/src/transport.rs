@@ -68,7 +68,9 @@ struct Inner {
     /// A plaintext dial saw the server's first bytes be a TLS record.
     saw_tls: Arc<AtomicBool>,
     /// Sent with every call: who the caller is (`crate::credentials`).
-    identity: Vec<(http::HeaderName, http::HeaderValue)>,
+    /// Replaceable: a worker re-reads a rotated token and goes on with the
+    /// same connection.
+    identity: parking_lot::RwLock<Arc<Vec<(http::HeaderName, http::HeaderValue)>>>,
 }
 
 impl Transport {
@@ -100,9 +102,14 @@ impl Transport {
                 answered: Default::default(),
                 tls,
                 saw_tls: Default::default(),
-                identity,
+                identity: parking_lot::RwLock::new(Arc::new(identity)),
             }),
         }
+    }
+
+    /// Calls from now on carry `identity` instead.
+    pub(crate) fn set_identity(&self, identity: Vec<(http::HeaderName, http::HeaderValue)>) {
+        *self.inner.identity.write() = Arc::new(identity);
     }
 
     fn live(&self) -> Option<Conn> {
@@ -433,7 +440,8 @@ impl tower_service::Service<http::Request<Body>> for Transport {
     }
 
     fn call(&mut self, mut req: http::Request<Body>) -> Self::Future {
-        for (k, v) in &self.inner.identity {
+        let identity = self.inner.identity.read().clone();
+        for (k, v) in identity.iter() {
             req.headers_mut().insert(k.clone(), v.clone());
         }
         let this = self.clone();

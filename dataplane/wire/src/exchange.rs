@@ -6,7 +6,8 @@
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite};
 
 use crate::{
-    ErrorFrame, HELLO_VERSION, Hello, Kind, ReadRequest, WireError, decode_u64, expect, write_frame,
+    ErrorFrame, HELLO_VERSION, Hello, Kind, ReadRequest, WireError, accept_version, decode_u64,
+    expect, write_frame,
 };
 
 /// The handshake every data connection starts with: `Hello` (this side's
@@ -18,15 +19,26 @@ pub async fn hello<S: AsyncRead + AsyncWrite + Unpin>(
     s: &mut S,
     user: &str,
 ) -> Result<Result<(), ErrorFrame>, WireError> {
+    // Every version so far has the same frames: the agreed one is not kept.
+    Ok(hello_version(s, user, HELLO_VERSION).await?.map(|_| ()))
+}
+
+/// As [`hello`], offering `version`: the version the worker answered (at
+/// most `version`, at least 1), or its refusal.
+pub async fn hello_version<S: AsyncRead + AsyncWrite + Unpin>(
+    s: &mut S,
+    user: &str,
+    version: u16,
+) -> Result<Result<u16, ErrorFrame>, WireError> {
     let h = Hello {
-        version: HELLO_VERSION,
+        version,
         user: user.to_string(),
     };
     write_frame(s, Kind::Hello, &h.encode()).await?;
     match expect(s, Kind::Ok).await? {
         Ok(body) => {
-            decode_u64(Kind::Ok, &body)?;
-            Ok(Ok(()))
+            let v = accept_version(decode_u64(Kind::Ok, &body)?, version)?;
+            Ok(Ok(v))
         }
         Err(e) => Ok(Err(e)),
     }
@@ -138,6 +150,52 @@ mod tests {
                 }
             ),
             "{e}"
+        );
+        peer.await.unwrap();
+    }
+
+    #[tokio::test]
+    async fn the_handshake_takes_the_version_the_worker_answers_up_to_its_own() {
+        let (mut c, mut w) = tokio::io::duplex(1 << 12);
+        let peer = tokio::spawn(async move {
+            for answer in [1u64, u64::from(HELLO_VERSION) + 1] {
+                let h = crate::read_header(&mut w).await.unwrap();
+                let body = crate::read_body(&mut w, h).await.unwrap();
+                let hello = Hello::decode(&body).unwrap();
+                assert_eq!(
+                    (hello.version, hello.user.as_str()),
+                    (HELLO_VERSION, "alice")
+                );
+                write_frame(&mut w, Kind::Ok, &u64_body(answer))
+                    .await
+                    .unwrap();
+            }
+            // A client offering a newer version than any worker speaks.
+            let h = crate::read_header(&mut w).await.unwrap();
+            let body = crate::read_body(&mut w, h).await.unwrap();
+            let theirs = Hello::decode(&body).unwrap().version;
+            let e = crate::agree_version(theirs).unwrap_err();
+            write_frame(&mut w, Kind::Error, &e.encode()).await.unwrap();
+        });
+        assert_eq!(
+            hello_version(&mut c, "alice", HELLO_VERSION).await.unwrap(),
+            Ok(1)
+        );
+        let e = hello(&mut c, "alice").await.unwrap_err();
+        assert!(
+            matches!(e, WireError::Malformed { kind: Kind::Ok, .. }),
+            "{e}"
+        );
+        let newer = HELLO_VERSION + 1;
+        let refused = hello_version(&mut c, "alice", newer)
+            .await
+            .unwrap()
+            .unwrap_err();
+        assert_eq!(refused.code, eddy_proto::EddyCode::Protocol);
+        assert!(
+            refused.message.contains(&format!("version {newer} ")),
+            "{}",
+            refused.message
         );
         peer.await.unwrap();
     }

@@ -241,8 +241,57 @@ fn get_token(r: &mut BodyReader) -> Result<Vec<u8>, BodyError> {
 }
 
 /// The protocol version a `Hello` names (the header's version byte is the
-/// framing's; this one is what the connection speaks after it).
+/// framing's; this one is what the connection speaks after it): the newest
+/// this build speaks. It speaks every version from 1 up to it.
 pub const HELLO_VERSION: u16 = 1;
+
+/// The worker's side of version agreement: a client speaking `theirs` (any
+/// version from 1 up to this build's) is answered the version both speak,
+/// the lower of the two; anything else is the `Error` frame to send before
+/// closing, naming both versions.
+pub fn agree_version(theirs: u16) -> Result<u16, ErrorFrame> {
+    agree(theirs, HELLO_VERSION)
+}
+
+/// The client's side: the version the worker answered must be one this
+/// build speaks and at most the one it offered (`offered`).
+pub fn accept_version(answered: u64, offered: u16) -> Result<u16, WireError> {
+    accept(answered, offered.min(HELLO_VERSION))
+}
+
+/// [`agree_version`] for a worker whose newest version is `ours`.
+pub(crate) fn agree(theirs: u16, ours: u16) -> Result<u16, ErrorFrame> {
+    // The lower of the two is theirs whenever it is spoken here.
+    if (1..=ours).contains(&theirs) {
+        return Ok(theirs);
+    }
+    let why = if theirs == 0 {
+        "0 is no version"
+    } else {
+        "it is newer than this worker's"
+    };
+    Err(ErrorFrame::new(
+        eddy_proto::EddyCode::Protocol,
+        format!(
+            "data protocol version {theirs} is not spoken here ({why}): this worker speaks \
+             1 to {ours}; use a client of the cluster's release or older, or upgrade the worker"
+        ),
+    ))
+}
+
+/// [`accept_version`] for a client that offered `offered` (its newest).
+pub(crate) fn accept(answered: u64, offered: u16) -> Result<u16, WireError> {
+    match u16::try_from(answered) {
+        Ok(v) if (1..=offered).contains(&v) => Ok(v),
+        _ => Err(WireError::Malformed {
+            kind: Kind::Ok,
+            reason: format!(
+                "the worker answered the handshake with data protocol version {answered}, \
+                 but this client offered {offered} and speaks 1 to {offered}"
+            ),
+        }),
+    }
+}
 
 /// `Hello`: the first frame on every data connection (TCP and the Unix
 /// socket), before any request. The worker answers `Ok` (body: the version

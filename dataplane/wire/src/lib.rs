@@ -22,7 +22,7 @@ mod exchange;
 mod frames;
 
 pub use codec::{BodyError, BodyReader, BodyWriter};
-pub use exchange::{hello, host_port, read_block};
+pub use exchange::{hello, hello_version, host_port, read_block};
 pub use frames::*;
 
 /// `"EDDY"` in the first four bytes of every frame.

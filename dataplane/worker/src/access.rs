@@ -9,11 +9,10 @@
 //! them. Nothing here asks the master.
 
 use std::collections::HashMap;
-use std::time::{SystemTime, UNIX_EPOCH};
 
 use eddy_proto::EddyCode;
-use eddy_proto::auth::{BlockGrant, BlockOps, Keyring, TokenError, valid_name};
-use eddy_wire::{ErrorFrame, HELLO_VERSION, Hello, Kind, WireError, read_body, read_header};
+use eddy_proto::auth::{BlockGrant, BlockOps, Keyring, TokenError, unix_ms};
+use eddy_wire::{ErrorFrame, Hello, Kind, WireError, agree_version, read_body, read_header};
 use parking_lot::RwLock;
 use tokio::io::{AsyncRead, AsyncWrite};
 
@@ -21,7 +20,12 @@ use crate::error::WorkerError;
 use crate::store::Stats;
 
 /// The user a worker names itself when it reads from a peer (replication):
-/// the user of the READ grant it signs for itself.
+/// the user of the READ grant it signs for itself. The name carries no
+/// power: nothing on any worker is granted to it, so a client that claims
+/// it (in a `Hello`, or to the master in `simple` mode) gets only what its
+/// block tokens allow. The peer's access comes from the grant, which only
+/// holders of the block keys (workers, after proving a worker credential to
+/// the master) can sign.
 pub const WORKER_USER: &str = "eddy-worker";
 
 /// Most files one connection keeps verified tokens for; past it the cache
@@ -227,10 +231,12 @@ impl ConnAccess {
                 }
             ));
         }
+        // No exception for this worker's own user: replication dials peers
+        // over TCP only, so a token naming `WORKER_USER` on the socket was
+        // asked for by a client claiming that name to the master.
         if let Peer::Local { uid, name } = &self.peer
             && s.bind_peer
             && g.user != *name
-            && g.user != WORKER_USER
         {
             return Err(format!(
                 "the block token was issued to user {:?}, but this Unix socket identifies \
@@ -263,15 +269,6 @@ fn denied(stats: &Stats, why: String) -> WorkerError {
     WorkerError::PermissionDenied(why)
 }
 
-/// Unix time in ms (token expiries are wall-clock, set by the master).
-pub fn unix_ms() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| d.as_millis() as u64)
-}
-
-/// The name /etc/passwd gives `uid`, else the uid as a number (what a
-/// client without a passwd entry names itself too).
 /// The master's block keys as a keyring; `None` when none is usable (the
 /// worker then refuses every token, saying so).
 fn keyring_of(keys: &[eddy_client::pb::BlockKey]) -> Option<Keyring> {
@@ -294,20 +291,6 @@ fn keyring_of(keys: &[eddy_client::pb::BlockKey]) -> Option<Keyring> {
     Keyring::from_secrets(&pairs)
         .map_err(|e| tracing::warn!("the master's block keys are unusable: {e}"))
         .ok()
-}
-
-pub fn user_of_uid(uid: u32) -> String {
-    std::fs::read_to_string("/etc/passwd")
-        .ok()
-        .and_then(|text| {
-            text.lines().find_map(|l| {
-                let mut f = l.split(':');
-                let name = f.next()?;
-                let id: u32 = f.nth(1)?.parse().ok()?;
-                (id == uid && valid_name(name)).then(|| name.to_string())
-            })
-        })
-        .unwrap_or_else(|| uid.to_string())
 }
 
 /// The worker's side of the handshake: the first frame must be a `Hello`
@@ -339,7 +322,7 @@ pub async fn handshake<S: AsyncRead + AsyncWrite + Unpin>(
                 let ok = eddy_wire::write_frame(
                     sock,
                     Kind::Ok,
-                    &eddy_wire::u64_body(u64::from(HELLO_VERSION)),
+                    &eddy_wire::u64_body(u64::from(h.version)),
                 )
                 .await;
                 return ok.ok().map(|()| ConnAccess::new(h.user, peer));
@@ -368,17 +351,9 @@ async fn read_hello<S: AsyncRead + Unpin>(sock: &mut S) -> Result<Hello, WireErr
             got: h.kind,
         });
     }
-    let hello = Hello::decode(&read_body(sock, h).await?)?;
-    if hello.version != HELLO_VERSION {
-        return Err(WireError::Remote(ErrorFrame::new(
-            EddyCode::Protocol,
-            format!(
-                "data protocol version {} is not spoken here (this worker speaks {HELLO_VERSION}): \
-                 use a client of the cluster's release",
-                hello.version
-            ),
-        )));
-    }
+    let mut hello = Hello::decode(&read_body(sock, h).await?)?;
+    // Any version from 1 up to this worker's; the answer is the one both speak.
+    hello.version = agree_version(hello.version).map_err(WireError::Remote)?;
     Ok(hello)
 }
 

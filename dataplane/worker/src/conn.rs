@@ -244,9 +244,9 @@ impl DataTls {
     }
 }
 
-/// The one place a data connection is accepted: with `tls`, its whole
-/// handshake within `limit` (a peer trickling bytes cannot hold the
-/// connection open longer). A plaintext client, garbage, or a client
+/// The one place a data connection is accepted (`eddy_proto::tls::accept`,
+/// the master's too): with `tls`, its whole handshake within `limit` (a
+/// peer trickling bytes cannot hold the connection open longer). A plaintext client, garbage, or a client
 /// without the certificate mutual TLS requires fail here, are logged, and
 /// close that connection only (`None`). Whatever the protocol adds at
 /// connect time (a hello frame) goes right after.
@@ -256,20 +256,7 @@ pub async fn accept_data(
     limit: Duration,
     peer: &str,
 ) -> Option<DataStream> {
-    let Some(acceptor) = tls else {
-        return Some(DataStream::Plain(sock));
-    };
-    match tokio::time::timeout(limit, acceptor.accept(sock)).await {
-        Ok(Ok(s)) => Some(DataStream::server_tls(s)),
-        Ok(Err(e)) => {
-            tracing::debug!("TLS handshake with {peer} failed: {e}");
-            None
-        }
-        Err(_) => {
-            tracing::debug!("no TLS handshake from {peer} within {limit:?}");
-            None
-        }
-    }
+    eddy_proto::tls::accept(sock, tls, limit, peer).await.ok()
 }
 
 /// Raises this process's open-file limit (RLIMIT_NOFILE) to its hard

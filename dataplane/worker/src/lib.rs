@@ -29,6 +29,7 @@ pub mod admit;
 pub mod cache;
 pub mod config;
 pub mod conn;
+pub mod credentials;
 pub mod disk;
 pub mod error;
 pub mod evict;
@@ -80,7 +81,7 @@ pub enum StartError {
     #[error("invalid worker configuration: io_engine = \"io_uring\": {0}")]
     Uring(std::io::Error),
     #[error("invalid worker configuration: {0}")]
-    Credentials(#[from] master_link::CredentialError),
+    Credentials(#[from] credentials::CredentialError),
     #[error("stopped before the master answered")]
     Stopped,
     #[error("invalid worker configuration: {0}")]
@@ -115,7 +116,7 @@ pub async fn start(cfg: WorkerConfig) -> Result<RunningWorker, StartError> {
     let tls = conn::DataTls::from_security(&cfg.security)?;
     let store = open_store(&cfg)?;
     // The master client dials lazily; registration below retries.
-    let creds = master_link::worker_credentials(&cfg.security)?;
+    let (cred_source, creds) = credentials::CredentialSource::new(&cfg.security)?;
     let master_opts = eddy_client::ClientOptions {
         tls: tls.dial.clone(),
         credentials: creds,
@@ -134,13 +135,10 @@ pub async fn start(cfg: WorkerConfig) -> Result<RunningWorker, StartError> {
             .unwrap_or_default(),
     };
     let (copy_tx, copy_rx) = tokio::sync::mpsc::unbounded_channel();
-    let link = Arc::new(MasterLink::new(
-        master,
-        address,
-        store.clone(),
-        copy_tx,
-        cfg.ufs.clone(),
-    ));
+    let link = Arc::new(
+        MasterLink::new(master, address, store.clone(), copy_tx, cfg.ufs.clone())
+            .with_credentials(cred_source),
+    );
     let worker_id = link
         .register_until_ok(&mut stop_rx)
         .await

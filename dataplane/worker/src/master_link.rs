@@ -16,69 +16,6 @@ use crate::store::BlockStore;
 
 pub use crate::store::MEM as TIER_MEM;
 
-/// How long a worker credential minted from the key file is valid: the
-/// worker holds it in memory only and mints a new one at every start.
-const MINTED_TTL_MS: u64 = 10 * 365 * 24 * 3600 * 1000;
-
-/// Why the worker cannot prove it is one.
-#[derive(Debug, thiserror::Error)]
-pub enum CredentialError {
-    #[error(transparent)]
-    Token(#[from] ClientError),
-    #[error(
-        "cannot sign a worker token with the master's key file: {0} (give the worker read access \
-         to the file [security] key_file names, or set EDDY_TOKEN / [security] token to a worker \
-         token from `eddy token create --worker NAME`)"
-    )]
-    KeyFile(#[from] eddy_proto::auth::KeyFileError),
-}
-
-/// The credentials this worker calls the master with: a worker token from
-/// EDDY_TOKEN, `[security] token`, a token file (as any client finds one),
-/// else one it signs itself with the master's key file when `[security]
-/// key_file` names one it can read (the shared cluster secret), else none
-/// (a master with authentication `none` needs none; any other refuses the
-/// registration and says what to set). A user's token found there is not
-/// used: it would be refused as not a worker's.
-pub fn worker_credentials(
-    sec: &eddy_proto::auth::SecurityConfig,
-) -> Result<eddy_client::Credentials, CredentialError> {
-    use eddy_proto::auth::{Credential, Keyring, Principal};
-    let found = eddy_client::Credentials::from_config(sec)?;
-    let user = crate::access::WORKER_USER.to_string();
-    // EDDY_TOKEN (or ~/.eddy/token) may hold the user's own token, in the
-    // environment a worker was started from; the config's is then next.
-    let own = Some(sec.token.trim().to_string()).filter(|t| !t.is_empty());
-    for t in [found.token, own].into_iter().flatten() {
-        match Credential::parse_unverified(&t) {
-            Ok(c) if c.principal == Principal::User => {
-                tracing::warn!(
-                    "the token found for this worker is user {:?}'s, not a worker token; not using it",
-                    c.name
-                );
-            }
-            // A worker's, or one the master will say what is wrong with.
-            _ => {
-                return Ok(eddy_client::Credentials {
-                    user,
-                    token: Some(t),
-                });
-            }
-        }
-    }
-    if sec.key_file.as_os_str().is_empty() {
-        return Ok(eddy_client::Credentials { user, token: None });
-    }
-    let keys = Keyring::load(&sec.key_file)?;
-    let now = crate::access::unix_ms();
-    let token = Credential::sign(&keys, Principal::Worker, &user, now, MINTED_TTL_MS)
-        .map_err(|e| ClientError::InvalidArgument(e.to_string()))?;
-    Ok(eddy_client::Credentials {
-        user,
-        token: Some(token),
-    })
-}
-
 /// How often a failing heartbeat is tried again (at most the interval).
 /// A refused connection costs next to nothing, and this is what makes a
 /// worker register again promptly with a restarted master.
@@ -100,6 +37,9 @@ pub struct MasterLink {
     ufs_defaults: eddy_ufs::UfsDefaults,
     /// The block keys of the last registration (`crate::access`).
     pub keys: crate::access::BlockKeys,
+    /// Where this worker's credential came from, to read it again (none:
+    /// the one given is kept).
+    creds: Option<crate::credentials::CredentialSource>,
 }
 
 impl MasterLink {
@@ -121,7 +61,44 @@ impl MasterLink {
             mounts: Mutex::new(HashMap::new()),
             registering: tokio::sync::Mutex::new(()),
             keys: Default::default(),
+            creds: None,
         }
+    }
+
+    /// This link re-reads its credential from `src` when the master refuses
+    /// it and before it expires.
+    pub fn with_credentials(mut self, src: crate::credentials::CredentialSource) -> Self {
+        self.creds = Some(src);
+        self
+    }
+
+    /// Reads the credential again after the master refused it (a replaced
+    /// token file, a rotated key file) or ahead of its expiry; true when
+    /// another one is in use from now on.
+    fn reread_credentials(&self, why: &str) -> bool {
+        let Some(src) = &self.creds else {
+            return false;
+        };
+        let Some(creds) = src.reread() else {
+            return false;
+        };
+        match self.master.set_credentials(&creds) {
+            Ok(()) => {
+                tracing::info!("read this worker's credential again ({why})");
+                true
+            }
+            Err(e) => {
+                tracing::warn!("the worker credential read again is unusable: {e}");
+                false
+            }
+        }
+    }
+
+    /// As [`MasterLink::reread_credentials`] when `e` is the master's
+    /// refusal of the credential.
+    fn refused(&self, e: &ClientError) -> bool {
+        e.code() == EddyCode::Unauthenticated
+            && self.reread_credentials("the master refused the one in use")
     }
 
     pub fn worker_id(&self) -> u64 {
@@ -165,17 +142,28 @@ impl MasterLink {
                 tier,
             })
             .collect();
-        let r = self
+        let req = pb::RegisterWorkerRequest {
+            address: Some(self.address.clone()),
+            tiers: self.tiers(),
+            blocks,
+            io_engine: self.store.engine().describe(),
+        };
+        let r = match self
             .master
             .block_service()
-            .register_worker(pb::RegisterWorkerRequest {
-                address: Some(self.address.clone()),
-                tiers: self.tiers(),
-                blocks,
-                io_engine: self.store.engine().describe(),
-            })
-            .await?
-            .into_inner();
+            .register_worker(req.clone())
+            .await
+        {
+            Ok(r) => r,
+            Err(s) => {
+                let e = ClientError::from(s);
+                if !self.refused(&e) {
+                    return Err(e);
+                }
+                self.master.block_service().register_worker(req).await?
+            }
+        }
+        .into_inner();
         // Whatever was pending is part of the full report just sent.
         self.store.take_changes();
         self.keys
@@ -234,7 +222,14 @@ impl MasterLink {
         let req = pb::GetBlockInfoRequest { block_id };
         match self.master.block_service().get_block_info(req).await {
             Ok(r) => Ok(r.into_inner()),
-            Err(s) => Err(ClientError::from(s)),
+            Err(s) => {
+                let e = ClientError::from(s);
+                if !self.refused(&e) {
+                    return Err(e);
+                }
+                let r = self.master.block_service().get_block_info(req).await?;
+                Ok(r.into_inner())
+            }
         }
     }
 
@@ -252,10 +247,16 @@ impl MasterLink {
             tier: tier.into(),
             written,
         };
-        match self.master.block_service().commit_block(req).await {
+        let commit = |req| async { self.master.block_service().commit_block(req).await };
+        let mut r = commit(req.clone()).await.map_err(ClientError::from);
+        if let Err(e) = &r
+            && self.refused(e)
+        {
+            r = commit(req).await.map_err(ClientError::from);
+        }
+        match r {
             Ok(_) => Ok(()),
-            Err(s) => {
-                let e = ClientError::from(s);
+            Err(e) => {
                 match e.code() {
                     EddyCode::UnknownWorker => self.register().await.map(|_| ()),
                     // The master is away: the next heartbeat carries it.
@@ -350,6 +351,13 @@ impl MasterLink {
     }
 
     async fn heartbeat(&self) -> Result<(), ClientError> {
+        if self
+            .creds
+            .as_ref()
+            .is_some_and(|c| c.due(eddy_proto::auth::unix_ms()))
+        {
+            self.reread_credentials("the one in use is past half its life");
+        }
         let (added, evicted) = self.store.take_changes();
         let req = pb::HeartbeatRequest {
             worker_id: self.worker_id(),
@@ -376,6 +384,8 @@ impl MasterLink {
                     return Ok(());
                 }
                 self.store.restore_changes(added, evicted);
+                // Tried again with it within RETRY_WHILE_FAILING.
+                self.refused(&e);
                 return Err(e);
             }
         };

@@ -30,7 +30,7 @@ use tokio::task::JoinSet;
 
 use eddy_proto::auth::BlockOps;
 
-use crate::access::{ConnAccess, Peer, handshake, user_of_uid};
+use crate::access::{ConnAccess, Peer, handshake};
 use crate::cache::cached;
 use crate::conn::{PeerLimit, PeerSlot, Timed, Timeouts};
 use crate::error::WorkerError;
@@ -62,14 +62,41 @@ pub fn bind(path: &Path) -> std::io::Result<UnixListener> {
         }
     }
     if let Some(dir) = path.parent() {
-        std::fs::create_dir_all(dir)?;
+        reachable_dir(dir)?;
     }
     let l = UnixListener::bind(path)?;
-    // Only this worker's user may lease its segments (clients of other
-    // users read over TCP).
+    // Every local user may connect: who a peer is comes from the kernel
+    // (SO_PEERCRED, checked in the handshake) and what it may read from its
+    // block tokens, as on TCP, so a connect grants nothing by itself.
     use std::os::unix::fs::PermissionsExt;
-    std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600))?;
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o666))?;
     Ok(l)
+}
+
+/// Makes the socket's directory traversable by every user (execute only:
+/// others can reach a name they know, not list the directory). Missing
+/// directories are created 0711; an existing one gets the execute bits
+/// added, or a warning saying what to change when it is not ours to change.
+/// The state directories (tiers, blocks) keep their own 0700.
+fn reachable_dir(dir: &Path) -> std::io::Result<()> {
+    use std::os::unix::fs::{DirBuilderExt, PermissionsExt};
+    if !dir.exists() {
+        std::fs::DirBuilder::new()
+            .recursive(true)
+            .mode(0o711)
+            .create(dir)?;
+    }
+    let mode = std::fs::metadata(dir)?.permissions().mode();
+    if mode & 0o011 != 0o011 {
+        let wanted = std::fs::Permissions::from_mode((mode | 0o011) & 0o7777);
+        if let Err(e) = std::fs::set_permissions(dir, wanted) {
+            tracing::warn!(
+                "the short-circuit socket's directory {} is not traversable by other users                  ({e}); their clients will read over TCP: chmod o+x it, or set [worker]                  domain_socket inside a directory they can reach",
+                dir.display()
+            );
+        }
+    }
+    Ok(())
 }
 
 /// Accepts co-located clients until `stop`; removes the socket file at the end.
@@ -167,10 +194,12 @@ async fn serve(
     let peer = match rustix::net::sockopt::socket_peercred(&sock) {
         Ok(c) => {
             let uid = c.uid.as_raw();
-            Peer::Local {
-                uid,
-                name: user_of_uid(uid),
-            }
+            // The client names itself with the same lookup (agreeing for
+            // NSS users too); it may run `id`, so off the runtime's threads.
+            let name = tokio::task::spawn_blocking(move || eddy_proto::auth::os_user(uid))
+                .await
+                .unwrap_or_else(|_| uid.to_string());
+            Peer::Local { uid, name }
         }
         Err(e) => {
             tracing::warn!("cannot tell who a short-circuit client is (SO_PEERCRED: {e}); closing");

@@ -19,12 +19,14 @@
 mod block;
 mod config;
 mod keys;
+mod os_user;
 mod schedule;
 mod token;
 
 pub use block::{BLOCK_TOKEN_MAX, BlockGrant, BlockOps};
 pub use config::{AuthMode, SecurityConfig, Umask};
 pub use keys::{KEY_FILE_MAX_KEYS, KEYRING_MAX_KEYS, KeyFileError, Keyring};
+pub use os_user::os_user;
 pub use schedule::{
     BLOCK_KEY_LABEL, BLOCK_KEY_UPDATE_MIN_MS, BlockKeySchedule, MAX_EPOCHS_BACK, ScheduleError,
 };
@@ -67,6 +69,14 @@ pub fn valid_name(name: &str) -> bool {
         && name.len() <= NAME_MAX
         && !name.starts_with('-')
         && !name.chars().any(|c| c.is_control() || c == ':')
+}
+
+/// Unix time now in ms: token expiries are wall-clock, set by the master
+/// and compared by workers on other hosts.
+pub fn unix_ms() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as u64)
 }
 
 /// A big-endian reader over untrusted bytes: every read checks the length.

@@ -32,6 +32,10 @@ pub struct FileReader {
     leases: parking_lot::Mutex<HashMap<usize, Arc<Lease>>>,
     /// Blocks the local worker could not lease: read over TCP.
     no_lease: parking_lot::Mutex<HashSet<usize>>,
+    /// Blocks whose lease was refused PERMISSION_DENIED, with the token it
+    /// was refused with: read over TCP until the reader holds another token
+    /// (the TCP read refreshes an expired one), then leased again.
+    denied: parking_lot::Mutex<HashMap<usize, Vec<u8>>>,
     local_workers: parking_lot::Mutex<Vec<Arc<LocalWorker>>>,
 }
 
@@ -191,6 +195,7 @@ impl FileReader {
             prefetched: Default::default(),
             leases: Default::default(),
             no_lease: Default::default(),
+            denied: Default::default(),
             local_workers: Default::default(),
         }
     }
@@ -354,6 +359,9 @@ impl FileReader {
             return None;
         }
         let info = self.info.lock().clone();
+        if self.denied.lock().get(&index) == Some(&info.block_token) {
+            return None;
+        }
         let b = info.blocks.get(index)?;
         // NO_CACHE must not make the local worker cache what it lacks.
         let cached_only = self.read_type == ReadType::NoCache;
@@ -390,6 +398,12 @@ impl FileReader {
                     match a {
                         Ok(l) => {
                             leases.insert(*j, l);
+                        }
+                        Err(e) if e.code() == EddyCode::PermissionDenied => {
+                            if *j == index {
+                                self.shared.note_fallback(&e.to_string());
+                            }
+                            self.denied.lock().insert(*j, info.block_token.clone());
                         }
                         Err(e) if *j == index => {
                             self.shared.note_fallback(&e.to_string());

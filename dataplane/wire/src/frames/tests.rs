@@ -216,3 +216,40 @@ fn hello_layout_and_limits() {
         assert!(Hello::decode(bad).is_err(), "{bad:?}");
     }
 }
+
+#[test]
+fn a_worker_agrees_to_any_version_up_to_its_own_and_names_both_above() {
+    // A worker whose newest is 3 speaks 1, 2 and 3: the lower of the two.
+    for theirs in 1..=3 {
+        assert_eq!(agree(theirs, 3).unwrap(), theirs);
+    }
+    for (theirs, says) in [(4u16, "newer"), (u16::MAX, "newer"), (0, "no version")] {
+        let e = agree(theirs, 3).unwrap_err();
+        assert_eq!(e.code, eddy_proto::EddyCode::Protocol);
+        assert!(
+            e.message.contains(&format!("version {theirs} ")) && e.message.contains("1 to 3"),
+            "both versions named: {}",
+            e.message
+        );
+        assert!(e.message.contains(says), "{}", e.message);
+    }
+    assert_eq!(agree_version(HELLO_VERSION).unwrap(), HELLO_VERSION);
+    assert!(agree_version(HELLO_VERSION + 1).is_err());
+}
+
+#[test]
+fn a_client_accepts_an_answer_up_to_what_it_offered() {
+    for v in 1..=3u64 {
+        assert_eq!(accept(v, 3).unwrap(), v as u16);
+    }
+    for bad in [0u64, 4, 1 << 16, u64::MAX] {
+        let e = accept(bad, 3).unwrap_err();
+        assert!(
+            matches!(e, WireError::Malformed { kind: Kind::Ok, .. }),
+            "{bad}: {e}"
+        );
+    }
+    // Offering more than this build speaks is capped at what it speaks.
+    assert!(accept_version(u64::from(HELLO_VERSION) + 1, u16::MAX).is_err());
+    assert_eq!(accept_version(1, 1).unwrap(), 1);
+}
