@@ -311,15 +311,10 @@ async fn select_worker_needs_access_to_the_blocks_file() {
     assert_eq!(e.code(), EddyCode::NotFound, "{e}");
 }
 
-/// Without execute on a mounted directory, a stat, an exists or a listing
-/// below it is refused before the master asks the under-storage anything.
-/// The mount is a local directory: a file added there is seen only when
-/// the master looks, and a file removed there stays known once seen, so
-/// what the master knows afterwards shows whether bob's calls made it look.
-#[tokio::test]
-async fn a_caller_who_may_not_traverse_makes_the_master_touch_no_under_storage() {
-    let m = TestMaster::start().await;
-    let s = m.state();
+/// A local directory mounted at /ext with `mode`, listed once by the
+/// superuser (so later changes in the directory are unknown to the master
+/// until it looks again).
+async fn mount_listed(s: &eddy_master::service::MasterState, mode: u32) -> tempfile::TempDir {
     let ext = tempfile::tempdir().unwrap();
     s.mount(pb::MountRequest {
         path: b"/ext".to_vec(),
@@ -330,13 +325,26 @@ async fn a_caller_who_may_not_traverse_makes_the_master_touch_no_under_storage()
     .unwrap();
     s.set_attribute(pb::SetAttributeRequest {
         path: b"/ext".to_vec(),
-        mode: Some(0o700),
+        mode: Some(mode),
         ..Default::default()
     })
     .await
     .unwrap();
-    // Listed once (by the superuser), then the store changes.
     assert!(names(s, "/ext").await.is_empty());
+    ext
+}
+
+/// Without execute on a mounted directory, a stat, an exists or a listing
+/// below it is refused before the master asks the under-storage anything.
+/// The mount is a local directory: a file added there is seen only when
+/// the master looks, and a file removed there stays known once seen, so
+/// what the master knows afterwards shows whether bob's calls made it look.
+#[tokio::test]
+async fn a_caller_who_may_not_traverse_makes_the_master_touch_no_under_storage() {
+    let m = TestMaster::start().await;
+    let s = m.state();
+    let ext = mount_listed(s, 0o700).await;
+    // The store changes after the superuser's listing.
     std::fs::write(ext.path().join("secret"), b"x").unwrap();
     std::fs::create_dir(ext.path().join("sub")).unwrap();
 
@@ -389,22 +397,7 @@ async fn a_caller_who_may_not_traverse_makes_the_master_touch_no_under_storage()
 async fn a_listing_refused_lists_nothing_from_the_under_storage() {
     let m = TestMaster::start().await;
     let s = m.state();
-    let ext = tempfile::tempdir().unwrap();
-    s.mount(pb::MountRequest {
-        path: b"/ext".to_vec(),
-        ufs_uri: ext.path().display().to_string(),
-        ..Default::default()
-    })
-    .await
-    .unwrap();
-    s.set_attribute(pb::SetAttributeRequest {
-        path: b"/ext".to_vec(),
-        mode: Some(0o711),
-        ..Default::default()
-    })
-    .await
-    .unwrap();
-    assert!(names(s, "/ext").await.is_empty());
+    let ext = mount_listed(s, 0o711).await;
     std::fs::write(ext.path().join("late"), b"x").unwrap();
     let listing = pb::ListStatusRequest {
         sync: Some(pb::SyncPolicy {
