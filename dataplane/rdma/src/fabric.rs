@@ -6,16 +6,17 @@
 //! (the shim asks for `FI_THREAD_DOMAIN`), so the progress thread, readers
 //! and (de)registrations never race inside the provider.
 
-use std::collections::{HashMap, HashSet};
-use std::ffi::{CString, c_char, c_int, c_void};
+use std::collections::HashSet;
+use std::ffi::{CString, c_int};
 use std::ptr::NonNull;
-use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::sync::atomic::Ordering;
+use std::sync::{Arc, MutexGuard};
 use std::time::{Duration, Instant};
 
 use crate::backoff::Backoff;
+use crate::domain::{FabricInfo, Inner, State};
 use crate::error::RdmaError;
-use crate::mr::{RegisteredBuf, RemoteKey, Retired};
+use crate::mr::{self, RegisteredBuf, Registration, RemoteKey};
 use crate::sys;
 
 /// How to open a fabric.
@@ -44,50 +45,6 @@ impl FabricOptions {
     }
 }
 
-/// What the provider granted: the memory-registration mode Eddy must
-/// honour, message and key sizes, progress model.
-#[derive(Clone, Debug)]
-pub struct FabricInfo {
-    pub provider: String,
-    /// `FI_MR_*` bits the provider requires (a subset of what was offered).
-    pub mr_mode: u64,
-    pub max_msg_size: u64,
-    /// Bytes of a registration key (8 for 64-bit keys).
-    pub mr_key_size: u64,
-    /// Manual data progress: the owner of registered memory must poll.
-    pub manual_progress: bool,
-}
-
-impl FabricInfo {
-    /// The provider picks keys (`FI_MR_PROV_KEY`); else Eddy's are used.
-    pub fn provider_keys(&self) -> bool {
-        self.mr_mode & sys::FI_MR_PROV_KEY != 0
-    }
-    /// Remote addresses are virtual addresses (`FI_MR_VIRT_ADDR`), not
-    /// offsets into the region.
-    pub fn virtual_addresses(&self) -> bool {
-        self.mr_mode & sys::FI_MR_VIRT_ADDR != 0
-    }
-    /// The `FI_MR_*` names of `mr_mode`, for logs and `eddy report`.
-    pub fn mr_mode_names(&self) -> Vec<&'static str> {
-        [
-            (sys::FI_MR_LOCAL, "FI_MR_LOCAL"),
-            (sys::FI_MR_VIRT_ADDR, "FI_MR_VIRT_ADDR"),
-            (sys::FI_MR_ALLOCATED, "FI_MR_ALLOCATED"),
-            (sys::FI_MR_PROV_KEY, "FI_MR_PROV_KEY"),
-            (sys::FI_MR_ENDPOINT, "FI_MR_ENDPOINT"),
-        ]
-        .into_iter()
-        .filter(|(bit, _)| self.mr_mode & bit != 0)
-        .map(|(_, name)| name)
-        .collect()
-    }
-    /// Local buffers need a registration descriptor (`FI_MR_LOCAL`).
-    pub fn local_registration(&self) -> bool {
-        self.mr_mode & sys::FI_MR_LOCAL != 0
-    }
-}
-
 /// Counts of what a fabric did, for tests and metrics.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct FabricStats {
@@ -99,13 +56,6 @@ pub struct FabricStats {
     pub polls: u64,
 }
 
-#[derive(Default)]
-pub(crate) struct Counters {
-    reads_posted: AtomicU64,
-    completions: AtomicU64,
-    polls: AtomicU64,
-}
-
 /// A peer inserted into this fabric's address vector.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct PeerId {
@@ -113,152 +63,14 @@ pub struct PeerId {
     addr: u64,
 }
 
-pub(crate) struct State {
-    next_op: u64,
-    next_key: u64,
-    /// Posted reads someone still waits for; completions of others (reads
-    /// abandoned at a timeout) are dropped.
-    pending: HashSet<u64>,
-    done: HashMap<u64, Result<(), RdmaError>>,
-    /// Buffers of abandoned reads: the provider may still write into them
-    /// until the endpoint closes, so they are freed only then.
-    retired: Vec<Retired>,
-}
-
-impl State {
-    fn complete(&mut self, id: u64, result: Result<(), RdmaError>) {
-        if self.pending.remove(&id) {
-            self.done.insert(id, result);
-        }
-    }
-
-    /// A key for a registration when the provider does not pick them:
-    /// unique per domain, cut to the provider's key size.
-    pub(crate) fn next_key(&mut self, key_size: u64) -> u64 {
-        self.next_key = self.next_key.wrapping_add(1);
-        if key_size == 0 || key_size >= 8 {
-            self.next_key
-        } else {
-            self.next_key & ((1u64 << (8 * key_size)) - 1)
-        }
-    }
-}
-
-pub(crate) struct Inner {
-    raw: NonNull<sys::EddyFab>,
-    state: Mutex<State>,
-    pub(crate) info: FabricInfo,
-    address: Vec<u8>,
-    max_read: usize,
-    read_timeout: Duration,
-    counters: Counters,
-}
-
-// SAFETY: the shim's handle is only used with `state` locked (or from
-// `drop`, which has `&mut self`), so moving or sharing `Inner` across
-// threads never lets two threads into the provider at once.
-unsafe impl Send for Inner {}
-// SAFETY: as for Send: all access to `raw` is serialised by `state`.
-unsafe impl Sync for Inner {}
-
-impl Inner {
-    pub(crate) fn lock(&self) -> MutexGuard<'_, State> {
-        // A panic while polling leaves the tables consistent (each update
-        // is one insert or remove), so a poisoned lock is still usable.
-        self.state.lock().unwrap_or_else(|e| e.into_inner())
-    }
-
-    /// The shim's handle; callers hold `lock()` (the guard proves it).
-    pub(crate) fn raw(&self, _locked: &MutexGuard<'_, State>) -> *mut sys::EddyFab {
-        self.raw.as_ptr()
-    }
-
-    fn id(self: &Arc<Self>) -> usize {
-        Arc::as_ptr(self) as usize
-    }
-
-    /// Drains the completion queue into `done`; polling is also what drives
-    /// a manual-progress provider (serving remote reads of our memory).
-    /// Returns the entries seen.
-    pub(crate) fn poll(&self, st: &mut MutexGuard<'_, State>) -> u64 {
-        self.counters.polls.fetch_add(1, Ordering::Relaxed);
-        let raw = self.raw(st);
-        let mut seen = 0;
-        loop {
-            let mut ctx = [std::ptr::null_mut::<c_void>(); 16];
-            // SAFETY: `raw` is live and locked; `ctx` has room for the
-            // `ctx.len()` contexts the shim may write.
-            let n = unsafe { sys::eddy_fab_cq_read(raw, ctx.as_mut_ptr(), ctx.len()) };
-            if n > 0 {
-                for c in &ctx[..n.unsigned_abs()] {
-                    st.complete(c.addr() as u64, Ok(()));
-                }
-                seen += n.unsigned_abs() as u64;
-                continue;
-            }
-            if n as i64 != -sys::FI_EAVAIL {
-                // -FI_EAGAIN: nothing more now. Any other CQ failure is
-                // retried at the next poll; readers are bounded by their
-                // timeout.
-                break;
-            }
-            let mut c = std::ptr::null_mut::<c_void>();
-            let mut err: c_int = 0;
-            let mut text = [0 as c_char; 256];
-            // SAFETY: as above; the out-pointers are valid locals and
-            // `text` is writable for its whole length.
-            let r = unsafe {
-                sys::eddy_fab_cq_readerr(raw, &mut c, &mut err, text.as_mut_ptr(), text.len())
-            };
-            if r != 0 {
-                break;
-            }
-            let provider_text: Vec<u8> = text
-                .iter()
-                .take_while(|&&b| b != 0)
-                .map(|&b| b as u8)
-                .collect();
-            let text = format!(
-                "{} ({})",
-                sys::strerror(i64::from(err)),
-                String::from_utf8_lossy(&provider_text).trim()
-            );
-            st.complete(
-                c.addr() as u64,
-                Err(RdmaError::Read {
-                    code: i64::from(err),
-                    text,
-                }),
-            );
-            seen += 1;
-        }
-        self.counters.completions.fetch_add(seen, Ordering::Relaxed);
-        seen
-    }
-}
-
-impl Drop for Inner {
-    fn drop(&mut self) {
-        let raw = self.raw.as_ptr();
-        // SAFETY: the last reference is gone (no registration, buffer or
-        // progress thread holds one), so nothing else uses `raw`. The
-        // endpoint closes first: after that no abandoned read can still
-        // write into a retired buffer.
-        unsafe { sys::eddy_fab_close_ep(raw) };
-        let st = self.state.get_mut().unwrap_or_else(|e| e.into_inner());
-        for r in st.retired.drain(..) {
-            r.release();
-        }
-        // SAFETY: every region is closed (registrations and buffers hold
-        // the Arc; retired ones were released above); `raw` is not used
-        // again.
-        unsafe { sys::eddy_fab_close(raw) };
-    }
-}
-
 /// An open fabric: one endpoint of one provider.
 pub struct Fabric {
     pub(crate) inner: Arc<Inner>,
+}
+
+/// Identifies a fabric in the `PeerId`s it makes.
+fn fabric_id(inner: &Arc<Inner>) -> usize {
+    Arc::as_ptr(inner) as usize
 }
 
 fn open_step(step: c_int) -> &'static str {
@@ -337,21 +149,7 @@ impl Fabric {
         };
         let provider_max = usize::try_from(attr.max_msg_size.max(1)).unwrap_or(usize::MAX);
         let max_read = opts.max_read.unwrap_or(usize::MAX).clamp(1, provider_max);
-        let inner = Arc::new(Inner {
-            raw,
-            state: Mutex::new(State {
-                next_op: 1,
-                next_key: first_key(),
-                pending: HashSet::new(),
-                done: HashMap::new(),
-                retired: Vec::new(),
-            }),
-            info,
-            address: Vec::new(),
-            max_read,
-            read_timeout: opts.read_timeout,
-            counters: Counters::default(),
-        });
+        let inner = Arc::new(Inner::new(raw, info, max_read, opts.read_timeout));
         let mut fabric = Fabric { inner };
         let address = fabric.fetch_address()?;
         if let Some(inner) = Arc::get_mut(&mut fabric.inner) {
@@ -389,6 +187,26 @@ impl Fabric {
             code: i64::from(rc),
             text: sys::strerror(i64::from(rc)),
         }
+    }
+
+    /// Registers `mem` for remote reads for as long as it is borrowed.
+    pub fn register<'a>(&self, mem: &'a [u8]) -> Result<Registration<'a>, RdmaError> {
+        mr::register(&self.inner, mem)
+    }
+
+    /// Registers memory owned through an `Arc` (e.g. a segment's mapping):
+    /// the registration keeps it alive and closes first.
+    pub fn register_shared<M>(&self, mem: Arc<M>) -> Result<Registration<'static>, RdmaError>
+    where
+        M: AsRef<[u8]> + Send + Sync + 'static,
+    {
+        mr::register_shared(&self.inner, mem)
+    }
+
+    /// A zeroed, page-aligned buffer of `len` bytes registered as a read
+    /// destination (local descriptor for providers with FI_MR_LOCAL).
+    pub fn alloc_buf(&self, len: usize) -> Result<RegisteredBuf, RdmaError> {
+        mr::alloc_buf(&self.inner, len)
     }
 
     pub fn info(&self) -> &FabricInfo {
@@ -430,7 +248,7 @@ impl Fabric {
             return Err(RdmaError::Address(sys::strerror(i64::from(rc))));
         }
         Ok(PeerId {
-            fabric: self.inner.id(),
+            fabric: fabric_id(&self.inner),
             addr,
         })
     }
@@ -516,7 +334,7 @@ impl Fabric {
         if !buf.made_by(&self.inner) {
             return Err(RdmaError::OtherFabric("the buffer"));
         }
-        if peer.fabric != self.inner.id() {
+        if peer.fabric != fabric_id(&self.inner) {
             return Err(RdmaError::OtherFabric("the peer"));
         }
         let len = buf.len() as u64;
@@ -577,14 +395,10 @@ impl Fabric {
         }
         st.next_op += 1;
         st.pending.insert(id);
-        self.inner.counters.reads_posted.fetch_add(1, Ordering::Relaxed);
+        self.inner
+            .counters
+            .reads_posted
+            .fetch_add(1, Ordering::Relaxed);
         Ok(Some(id))
     }
-}
-
-/// The first key of a fabric: random, so keys of one run do not predict
-/// another's (keys are no secret: leases carry block tokens, issue 17).
-fn first_key() -> u64 {
-    use std::hash::{BuildHasher, RandomState};
-    RandomState::new().hash_one(std::process::id())
 }

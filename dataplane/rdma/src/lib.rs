@@ -8,13 +8,15 @@
 //! safe types are the only callers.
 
 mod backoff;
+mod domain;
 mod error;
 mod fabric;
 mod mr;
 mod progress;
 mod sys;
 
+pub use domain::FabricInfo;
 pub use error::RdmaError;
-pub use fabric::{Fabric, FabricInfo, FabricOptions, FabricStats, PeerId};
+pub use fabric::{Fabric, FabricOptions, FabricStats, PeerId};
 pub use mr::{RegisteredBuf, Registration, RemoteKey};
 pub use progress::Progress;

@@ -12,8 +12,8 @@ use std::marker::PhantomData;
 use std::ptr::NonNull;
 use std::sync::Arc;
 
+use crate::domain::{Inner, Mem, Region, Retired};
 use crate::error::RdmaError;
-use crate::fabric::{Fabric, Inner};
 use crate::sys;
 
 /// What a reader needs to read a registered region, as its owner hands it
@@ -26,63 +26,19 @@ pub struct RemoteKey {
     pub key: u64,
 }
 
-struct Region {
-    mr: NonNull<sys::FidMr>,
-    key: u64,
-    desc: *mut c_void,
-}
-
-impl Inner {
-    /// fi_mr_reg of `[ptr, ptr + len)`.
-    ///
-    /// # Safety
-    /// The memory must stay allocated (and, for `FI_READ` access, unused by
-    /// anyone else while reads are in flight) until the region is closed.
-    unsafe fn register_raw(
-        &self,
-        ptr: *const u8,
-        len: usize,
-        access: u64,
-    ) -> Result<Region, RdmaError> {
-        let refused = |code: i64, text: String| RdmaError::Registration { len, code, text };
-        if len == 0 {
-            return Err(refused(-sys::FI_EINVAL, "an empty region".into()));
-        }
-        let mut st = self.lock();
-        let requested = st.next_key(self.info.mr_key_size);
-        let mut mr = std::ptr::null_mut();
-        let mut key = 0u64;
-        let mut desc = std::ptr::null_mut();
-        // SAFETY: the fabric is locked; the caller keeps the memory alive;
-        // the out-pointers are valid locals.
-        let rc = unsafe {
-            sys::eddy_fab_mr_reg(
-                self.raw(&st),
-                ptr.cast(),
-                len,
-                access,
-                requested,
-                &mut mr,
-                &mut key,
-                &mut desc,
-            )
-        };
-        match NonNull::new(mr).filter(|_| rc == 0) {
-            Some(mr) => Ok(Region { mr, key, desc }),
-            None => Err(refused(i64::from(rc), sys::strerror(i64::from(rc)))),
-        }
-    }
-
-    fn close_region(&self, mr: NonNull<sys::FidMr>) {
-        let _st = self.lock();
-        // SAFETY: `mr` is a live region of this fabric, closed once (its
-        // owner's Drop or release); the fabric is locked. A failure leaves
-        // nothing to do.
-        let _ = unsafe { sys::eddy_mr_close(mr.as_ptr()) };
-    }
-}
-
 /// Memory registered for remote reads. Closing it (Drop) revokes its key.
+///
+/// The memory cannot go away first; this does not compile:
+///
+/// ```compile_fail
+/// let fabric = eddy_rdma::Fabric::open("tcp;ofi_rxm").unwrap();
+/// let registration;
+/// {
+///     let segment = vec![7u8; 4096];
+///     registration = fabric.register(&segment).unwrap();
+/// } // `segment` is freed here, while still registered
+/// drop(registration);
+/// ```
 pub struct Registration<'a> {
     fabric: Arc<Inner>,
     region: Region,
@@ -112,110 +68,91 @@ impl Drop for Registration<'_> {
     }
 }
 
-impl Fabric {
-    /// Registers `mem` for remote reads for as long as it is borrowed.
-    pub fn register<'a>(&self, mem: &'a [u8]) -> Result<Registration<'a>, RdmaError> {
-        // SAFETY: `mem` stays borrowed (hence allocated and unmodified)
-        // for 'a, and the Registration closes the region before 'a ends.
-        let region =
-            unsafe { self.inner.register_raw(mem.as_ptr(), mem.len(), sys::FI_REMOTE_READ)? };
-        Ok(self.registration(mem, region, None))
-    }
+/// Registers `mem` for remote reads for as long as it is borrowed.
+pub(crate) fn register<'a>(
+    inner: &Arc<Inner>,
+    mem: &'a [u8],
+) -> Result<Registration<'a>, RdmaError> {
+    // SAFETY: `mem` stays borrowed (hence allocated and unmodified)
+    // for 'a, and the Registration closes the region before 'a ends.
+    let region = unsafe { inner.register_raw(mem.as_ptr(), mem.len(), sys::FI_REMOTE_READ)? };
+    Ok(registration(inner, mem, region, None))
+}
 
-    /// Registers memory owned through an `Arc` (e.g. a segment's mapping):
-    /// the registration keeps it alive and closes first.
-    pub fn register_shared<M>(&self, mem: Arc<M>) -> Result<Registration<'static>, RdmaError>
-    where
-        M: AsRef<[u8]> + Send + Sync + 'static,
-    {
-        let bytes = (*mem).as_ref();
-        // SAFETY: the Arc is kept in the Registration, which closes the
-        // region before dropping it; only shared access is possible
-        // through it, so the bytes stay where they are.
-        let region =
-            unsafe { self.inner.register_raw(bytes.as_ptr(), bytes.len(), sys::FI_REMOTE_READ)? };
-        let (ptr, len) = (bytes.as_ptr(), bytes.len());
-        let owner: Arc<dyn AsRef<[u8]> + Send + Sync> = mem;
-        let mut r = self.registration(&[], region, Some(owner));
-        r.remote.addr_or_offset = self.remote_base(ptr);
-        r.remote.len = len as u64;
-        Ok(r)
-    }
+/// Registers memory owned through an `Arc` (e.g. a segment's mapping):
+/// the registration keeps it alive and closes first.
+pub(crate) fn register_shared<M>(
+    inner: &Arc<Inner>,
+    mem: Arc<M>,
+) -> Result<Registration<'static>, RdmaError>
+where
+    M: AsRef<[u8]> + Send + Sync + 'static,
+{
+    let bytes = (*mem).as_ref();
+    // SAFETY: the Arc is kept in the Registration, which closes the
+    // region before dropping it; only shared access is possible
+    // through it, so the bytes stay where they are.
+    let region = unsafe { inner.register_raw(bytes.as_ptr(), bytes.len(), sys::FI_REMOTE_READ)? };
+    let (ptr, len) = (bytes.as_ptr(), bytes.len());
+    let owner: Arc<dyn AsRef<[u8]> + Send + Sync> = mem;
+    let mut r = registration(inner, &[], region, Some(owner));
+    r.remote.addr_or_offset = remote_base(inner, ptr);
+    r.remote.len = len as u64;
+    Ok(r)
+}
 
-    fn remote_base(&self, ptr: *const u8) -> u64 {
-        if self.info().virtual_addresses() {
-            ptr.addr() as u64
-        } else {
-            0
-        }
-    }
-
-    fn registration<'a>(
-        &self,
-        mem: &'a [u8],
-        region: Region,
-        owner: Option<Arc<dyn AsRef<[u8]> + Send + Sync + 'a>>,
-    ) -> Registration<'a> {
-        let remote = RemoteKey {
-            addr_or_offset: self.remote_base(mem.as_ptr()),
-            len: mem.len() as u64,
-            key: region.key,
-        };
-        Registration {
-            fabric: self.inner.clone(),
-            region,
-            remote,
-            _borrow: PhantomData,
-            _owner: owner,
-        }
-    }
-
-    /// A zeroed, page-aligned buffer of `len` bytes registered as a read
-    /// destination (local descriptor for providers with FI_MR_LOCAL).
-    pub fn alloc_buf(&self, len: usize) -> Result<RegisteredBuf, RdmaError> {
-        let refused = |text: &str| RdmaError::Registration {
-            len,
-            code: -sys::FI_EINVAL,
-            text: text.into(),
-        };
-        let layout = Layout::from_size_align(len.max(1), 4096).map_err(|_| refused("too large"))?;
-        if len == 0 {
-            return Err(refused("an empty buffer"));
-        }
-        let mem = Mem::alloc(layout).ok_or_else(|| refused("out of memory"))?;
-        // SAFETY: `mem` is owned by the buffer built below, which closes
-        // the region before freeing it (Drop, or `Retired::release`).
-        let region = unsafe { self.inner.register_raw(mem.ptr.as_ptr(), len, sys::FI_READ)? };
-        Ok(RegisteredBuf {
-            fabric: self.inner.clone(),
-            ptr: mem.ptr,
-            cap: len,
-            len,
-            mem: Some(mem),
-            region: Some(region),
-        })
+fn remote_base(inner: &Inner, ptr: *const u8) -> u64 {
+    if inner.info.virtual_addresses() {
+        ptr.addr() as u64
+    } else {
+        0
     }
 }
 
-/// A heap allocation freed on drop.
-pub(crate) struct Mem {
-    ptr: NonNull<u8>,
-    layout: Layout,
-}
-
-impl Mem {
-    fn alloc(layout: Layout) -> Option<Self> {
-        // SAFETY: `layout` has a non-zero size (alloc_buf refuses 0).
-        let ptr = unsafe { std::alloc::alloc_zeroed(layout) };
-        NonNull::new(ptr).map(|ptr| Self { ptr, layout })
+fn registration<'a>(
+    inner: &Arc<Inner>,
+    mem: &'a [u8],
+    region: Region,
+    owner: Option<Arc<dyn AsRef<[u8]> + Send + Sync + 'a>>,
+) -> Registration<'a> {
+    let remote = RemoteKey {
+        addr_or_offset: remote_base(inner, mem.as_ptr()),
+        len: mem.len() as u64,
+        key: region.key,
+    };
+    Registration {
+        fabric: inner.clone(),
+        region,
+        remote,
+        _borrow: PhantomData,
+        _owner: owner,
     }
 }
 
-impl Drop for Mem {
-    fn drop(&mut self) {
-        // SAFETY: allocated in `alloc` with this layout, freed once.
-        unsafe { std::alloc::dealloc(self.ptr.as_ptr(), self.layout) };
+/// A zeroed, page-aligned buffer of `len` bytes registered as a read
+/// destination (local descriptor for providers with FI_MR_LOCAL).
+pub(crate) fn alloc_buf(inner: &Arc<Inner>, len: usize) -> Result<RegisteredBuf, RdmaError> {
+    let refused = |text: &str| RdmaError::Registration {
+        len,
+        code: -sys::FI_EINVAL,
+        text: text.into(),
+    };
+    let layout = Layout::from_size_align(len.max(1), 4096).map_err(|_| refused("too large"))?;
+    if len == 0 {
+        return Err(refused("an empty buffer"));
     }
+    let mem = Mem::alloc(layout).ok_or_else(|| refused("out of memory"))?;
+    // SAFETY: `mem` is owned by the buffer built below, which closes
+    // the region before freeing it (Drop, or `Retired::release`).
+    let region = unsafe { inner.register_raw(mem.ptr.as_ptr(), len, sys::FI_READ)? };
+    Ok(RegisteredBuf {
+        fabric: inner.clone(),
+        ptr: mem.ptr,
+        cap: len,
+        len,
+        mem: Some(mem),
+        region: Some(region),
+    })
 }
 
 /// An owned buffer reads land in. It goes into `Fabric::read` by value and
@@ -291,23 +228,5 @@ impl Drop for RegisteredBuf {
         }
         // `mem` drops after this: the region is closed before the memory
         // is freed.
-    }
-}
-
-/// A buffer of an abandoned read, held by the fabric until it closes.
-pub(crate) struct Retired {
-    region: Option<Region>,
-    _mem: Option<Mem>,
-}
-
-impl Retired {
-    /// Closes the region, then frees the memory. Called with the endpoint
-    /// already closed, by the fabric's last owner.
-    pub(crate) fn release(self) {
-        if let Some(r) = &self.region {
-            // SAFETY: the region is live and closed once; the caller has the
-            // fabric exclusively (in its Drop).
-            let _ = unsafe { sys::eddy_mr_close(r.mr.as_ptr()) };
-        }
     }
 }

@@ -8,8 +8,9 @@ use std::thread::JoinHandle;
 use std::time::Duration;
 
 use crate::backoff::Backoff;
+use crate::domain::Inner;
 use crate::error::RdmaError;
-use crate::fabric::{Fabric, Inner};
+use crate::fabric::Fabric;
 
 /// A thread polling one fabric until stopped; stopped and joined on drop.
 pub struct Progress {
