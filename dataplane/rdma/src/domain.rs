@@ -1,0 +1,330 @@
+//! The state behind a fabric: the shim's handle and the one lock every
+//! call into libfabric is made under, the completion table, and the raw
+//! registration of memory. `fabric` and `mr` build their safe types on it.
+
+use std::alloc::Layout;
+use std::collections::{HashMap, HashSet};
+use std::ffi::{c_char, c_int, c_void};
+use std::ptr::NonNull;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Mutex, MutexGuard};
+use std::time::Duration;
+
+use crate::error::RdmaError;
+use crate::sys;
+
+/// What the provider granted: the memory-registration mode Eddy must
+/// honour, message and key sizes, progress model.
+#[derive(Clone, Debug)]
+pub struct FabricInfo {
+    pub provider: String,
+    /// `FI_MR_*` bits the provider requires (a subset of what was offered).
+    pub mr_mode: u64,
+    pub max_msg_size: u64,
+    /// Bytes of a registration key (8 for 64-bit keys).
+    pub mr_key_size: u64,
+    /// Manual data progress: the owner of registered memory must poll.
+    pub manual_progress: bool,
+}
+
+impl FabricInfo {
+    /// The provider picks keys (`FI_MR_PROV_KEY`); else Eddy's are used.
+    pub fn provider_keys(&self) -> bool {
+        self.mr_mode & sys::FI_MR_PROV_KEY != 0
+    }
+    /// Remote addresses are virtual addresses (`FI_MR_VIRT_ADDR`), not
+    /// offsets into the region.
+    pub fn virtual_addresses(&self) -> bool {
+        self.mr_mode & sys::FI_MR_VIRT_ADDR != 0
+    }
+    /// The `FI_MR_*` names of `mr_mode`, for logs and `eddy report`.
+    pub fn mr_mode_names(&self) -> Vec<&'static str> {
+        [
+            (sys::FI_MR_LOCAL, "FI_MR_LOCAL"),
+            (sys::FI_MR_VIRT_ADDR, "FI_MR_VIRT_ADDR"),
+            (sys::FI_MR_ALLOCATED, "FI_MR_ALLOCATED"),
+            (sys::FI_MR_PROV_KEY, "FI_MR_PROV_KEY"),
+            (sys::FI_MR_ENDPOINT, "FI_MR_ENDPOINT"),
+        ]
+        .into_iter()
+        .filter(|(bit, _)| self.mr_mode & bit != 0)
+        .map(|(_, name)| name)
+        .collect()
+    }
+    /// Local buffers need a registration descriptor (`FI_MR_LOCAL`).
+    pub fn local_registration(&self) -> bool {
+        self.mr_mode & sys::FI_MR_LOCAL != 0
+    }
+}
+
+#[derive(Default)]
+pub(crate) struct Counters {
+    pub(crate) reads_posted: AtomicU64,
+    pub(crate) completions: AtomicU64,
+    pub(crate) polls: AtomicU64,
+}
+
+pub(crate) struct State {
+    pub(crate) next_op: u64,
+    next_key: u64,
+    /// Posted reads someone still waits for; completions of others (reads
+    /// abandoned at a timeout) are dropped.
+    pub(crate) pending: HashSet<u64>,
+    pub(crate) done: HashMap<u64, Result<(), RdmaError>>,
+    /// Buffers of abandoned reads: the provider may still write into them
+    /// until the endpoint closes, so they are freed only then.
+    pub(crate) retired: Vec<Retired>,
+}
+
+impl State {
+    fn complete(&mut self, id: u64, result: Result<(), RdmaError>) {
+        if self.pending.remove(&id) {
+            self.done.insert(id, result);
+        }
+    }
+
+    /// A key for a registration when the provider does not pick them:
+    /// unique per domain, cut to the provider's key size.
+    pub(crate) fn next_key(&mut self, key_size: u64) -> u64 {
+        self.next_key = self.next_key.wrapping_add(1);
+        if key_size == 0 || key_size >= 8 {
+            self.next_key
+        } else {
+            self.next_key & ((1u64 << (8 * key_size)) - 1)
+        }
+    }
+}
+
+pub(crate) struct Inner {
+    raw: NonNull<sys::EddyFab>,
+    state: Mutex<State>,
+    pub(crate) info: FabricInfo,
+    pub(crate) address: Vec<u8>,
+    pub(crate) max_read: usize,
+    pub(crate) read_timeout: Duration,
+    pub(crate) counters: Counters,
+}
+
+// SAFETY: the shim's handle is only used with `state` locked (or from
+// `drop`, which has `&mut self`), so moving or sharing `Inner` across
+// threads never lets two threads into the provider at once.
+unsafe impl Send for Inner {}
+// SAFETY: as for Send: all access to `raw` is serialised by `state`.
+unsafe impl Sync for Inner {}
+
+impl Inner {
+    /// Takes over a handle the shim just opened.
+    pub(crate) fn new(
+        raw: NonNull<sys::EddyFab>,
+        info: FabricInfo,
+        max_read: usize,
+        read_timeout: Duration,
+    ) -> Self {
+        Inner {
+            raw,
+            state: Mutex::new(State {
+                next_op: 1,
+                next_key: first_key(),
+                pending: HashSet::new(),
+                done: HashMap::new(),
+                retired: Vec::new(),
+            }),
+            info,
+            address: Vec::new(),
+            max_read,
+            read_timeout,
+            counters: Counters::default(),
+        }
+    }
+
+    pub(crate) fn lock(&self) -> MutexGuard<'_, State> {
+        // A panic while polling leaves the tables consistent (each update
+        // is one insert or remove), so a poisoned lock is still usable.
+        self.state.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// The shim's handle; callers hold `lock()` (the guard proves it).
+    pub(crate) fn raw(&self, _locked: &MutexGuard<'_, State>) -> *mut sys::EddyFab {
+        self.raw.as_ptr()
+    }
+
+    /// Drains the completion queue into `done`; polling is also what drives
+    /// a manual-progress provider (serving remote reads of our memory).
+    /// Returns the entries seen.
+    pub(crate) fn poll(&self, st: &mut MutexGuard<'_, State>) -> u64 {
+        self.counters.polls.fetch_add(1, Ordering::Relaxed);
+        let raw = self.raw(st);
+        let mut seen = 0;
+        loop {
+            let mut ctx = [std::ptr::null_mut::<c_void>(); 16];
+            // SAFETY: `raw` is live and locked; `ctx` has room for the
+            // `ctx.len()` contexts the shim may write.
+            let n = unsafe { sys::eddy_fab_cq_read(raw, ctx.as_mut_ptr(), ctx.len()) };
+            if n > 0 {
+                for c in &ctx[..n.unsigned_abs()] {
+                    st.complete(c.addr() as u64, Ok(()));
+                }
+                seen += n.unsigned_abs() as u64;
+                continue;
+            }
+            if n as i64 != -sys::FI_EAVAIL {
+                // -FI_EAGAIN: nothing more now. Any other CQ failure is
+                // retried at the next poll; readers are bounded by their
+                // timeout.
+                break;
+            }
+            let mut c = std::ptr::null_mut::<c_void>();
+            let mut err: c_int = 0;
+            let mut text = [0 as c_char; 256];
+            // SAFETY: as above; the out-pointers are valid locals and
+            // `text` is writable for its whole length.
+            let r = unsafe {
+                sys::eddy_fab_cq_readerr(raw, &mut c, &mut err, text.as_mut_ptr(), text.len())
+            };
+            if r != 0 {
+                break;
+            }
+            let provider_text: Vec<u8> = text
+                .iter()
+                .take_while(|&&b| b != 0)
+                .map(|&b| b as u8)
+                .collect();
+            let text = format!(
+                "{} ({})",
+                sys::strerror(i64::from(err)),
+                String::from_utf8_lossy(&provider_text).trim()
+            );
+            st.complete(
+                c.addr() as u64,
+                Err(RdmaError::Read {
+                    code: i64::from(err),
+                    text,
+                }),
+            );
+            seen += 1;
+        }
+        self.counters.completions.fetch_add(seen, Ordering::Relaxed);
+        seen
+    }
+}
+
+impl Drop for Inner {
+    fn drop(&mut self) {
+        let raw = self.raw.as_ptr();
+        // SAFETY: the last reference is gone (no registration, buffer or
+        // progress thread holds one), so nothing else uses `raw`. The
+        // endpoint closes first: after that no abandoned read can still
+        // write into a retired buffer.
+        unsafe { sys::eddy_fab_close_ep(raw) };
+        let st = self.state.get_mut().unwrap_or_else(|e| e.into_inner());
+        for r in st.retired.drain(..) {
+            r.release();
+        }
+        // SAFETY: every region is closed (registrations and buffers hold
+        // the Arc; retired ones were released above); `raw` is not used
+        // again.
+        unsafe { sys::eddy_fab_close(raw) };
+    }
+}
+
+pub(crate) struct Region {
+    pub(crate) mr: NonNull<sys::FidMr>,
+    pub(crate) key: u64,
+    pub(crate) desc: *mut c_void,
+}
+
+impl Inner {
+    /// fi_mr_reg of `[ptr, ptr + len)`.
+    ///
+    /// # Safety
+    /// The memory must stay allocated (and, for `FI_READ` access, unused by
+    /// anyone else while reads are in flight) until the region is closed.
+    pub(crate) unsafe fn register_raw(
+        &self,
+        ptr: *const u8,
+        len: usize,
+        access: u64,
+    ) -> Result<Region, RdmaError> {
+        let refused = |code: i64, text: String| RdmaError::Registration { len, code, text };
+        if len == 0 {
+            return Err(refused(-sys::FI_EINVAL, "an empty region".into()));
+        }
+        let mut st = self.lock();
+        let requested = st.next_key(self.info.mr_key_size);
+        let mut mr = std::ptr::null_mut();
+        let mut key = 0u64;
+        let mut desc = std::ptr::null_mut();
+        // SAFETY: the fabric is locked; the caller keeps the memory alive;
+        // the out-pointers are valid locals.
+        let rc = unsafe {
+            sys::eddy_fab_mr_reg(
+                self.raw(&st),
+                ptr.cast(),
+                len,
+                access,
+                requested,
+                &mut mr,
+                &mut key,
+                &mut desc,
+            )
+        };
+        match NonNull::new(mr).filter(|_| rc == 0) {
+            Some(mr) => Ok(Region { mr, key, desc }),
+            None => Err(refused(i64::from(rc), sys::strerror(i64::from(rc)))),
+        }
+    }
+
+    pub(crate) fn close_region(&self, mr: NonNull<sys::FidMr>) {
+        let _st = self.lock();
+        // SAFETY: `mr` is a live region of this fabric, closed once (its
+        // owner's Drop or release); the fabric is locked. A failure leaves
+        // nothing to do.
+        let _ = unsafe { sys::eddy_mr_close(mr.as_ptr()) };
+    }
+}
+
+/// A heap allocation freed on drop.
+pub(crate) struct Mem {
+    pub(crate) ptr: NonNull<u8>,
+    layout: Layout,
+}
+
+impl Mem {
+    pub(crate) fn alloc(layout: Layout) -> Option<Self> {
+        // SAFETY: `layout` has a non-zero size (alloc_buf refuses 0).
+        let ptr = unsafe { std::alloc::alloc_zeroed(layout) };
+        NonNull::new(ptr).map(|ptr| Self { ptr, layout })
+    }
+}
+
+impl Drop for Mem {
+    fn drop(&mut self) {
+        // SAFETY: allocated in `alloc` with this layout, freed once.
+        unsafe { std::alloc::dealloc(self.ptr.as_ptr(), self.layout) };
+    }
+}
+
+/// A buffer of an abandoned read, held by the fabric until it closes.
+pub(crate) struct Retired {
+    pub(crate) region: Option<Region>,
+    pub(crate) _mem: Option<Mem>,
+}
+
+impl Retired {
+    /// Closes the region, then frees the memory. Called with the endpoint
+    /// already closed, by the fabric's last owner.
+    pub(crate) fn release(self) {
+        if let Some(r) = &self.region {
+            // SAFETY: the region is live and closed once; the caller has the
+            // fabric exclusively (in its Drop).
+            let _ = unsafe { sys::eddy_mr_close(r.mr.as_ptr()) };
+        }
+    }
+}
+
+/// The first key of a fabric: random, so keys of one run do not predict
+/// another's (keys are no secret: leases carry block tokens, issue 17).
+fn first_key() -> u64 {
+    use std::hash::{BuildHasher, RandomState};
+    RandomState::new().hash_one(std::process::id())
+}

@@ -1,0 +1,69 @@
+//! `RdmaError`: every way the fabric layer fails, each with a stable name
+//! (`code`) and a message that says what to change.
+
+/// A failure of the RDMA layer. None of these is fatal to a reader: the
+/// transport that uses this crate falls back to TCP (issue 17).
+#[derive(Debug, thiserror::Error)]
+pub enum RdmaError {
+    /// fi_getinfo offered nothing for this provider with one-sided reads.
+    #[error(
+        "no libfabric provider {provider:?} with one-sided reads (RDM endpoint, FI_RMA) here: \
+         {why}; `fi_info -l` lists the providers this host has: set the provider to one of \
+         them (\"tcp;ofi_rxm\" works without RDMA hardware)"
+    )]
+    NoProvider { provider: String, why: String },
+    /// A setup call after fi_getinfo failed (fabric, domain, CQ, AV, endpoint).
+    #[error("libfabric {call} failed for provider {provider:?}: {text} (error {code})")]
+    Setup {
+        provider: String,
+        call: &'static str,
+        code: i64,
+        text: String,
+    },
+    /// fi_mr_reg refused a region.
+    #[error(
+        "registering {len} bytes with the fabric failed: {text} (error {code}); a registration \
+         pins memory: raise the locked-memory limit (`ulimit -l`, RLIMIT_MEMLOCK, LimitMEMLOCK= \
+         for systemd) or register less"
+    )]
+    Registration { len: usize, code: i64, text: String },
+    /// A peer's fabric address is malformed or the AV refused it.
+    #[error("peer fabric address refused: {0}")]
+    Address(String),
+    /// The provider failed a one-sided read (wrong key, peer gone, ...).
+    #[error(
+        "one-sided read failed: {text} (error {code}); a refused key means the registration \
+         was dropped or the key is stale: ask the owner for a new one"
+    )]
+    Read { code: i64, text: String },
+    /// A read outside the remote region, refused before it is posted.
+    #[error(
+        "read of {len} bytes at offset {offset} is outside the remote region of {region} bytes"
+    )]
+    OutOfRange { offset: u64, len: u64, region: u64 },
+    /// A read did not complete in time; its buffer stays with the fabric.
+    #[error(
+        "one-sided read did not complete within {ms} ms: is the owner of the memory alive and \
+         driving progress? its buffer is kept until the fabric closes"
+    )]
+    Timeout { ms: u64 },
+    /// A buffer or peer of another fabric was passed to this one.
+    #[error("{0} belongs to another fabric: use the fabric that made it")]
+    OtherFabric(&'static str),
+}
+
+impl RdmaError {
+    /// A stable name for logs and metrics; names never change meaning.
+    pub fn code(&self) -> &'static str {
+        match self {
+            Self::NoProvider { .. } => "NO_PROVIDER",
+            Self::Setup { .. } => "SETUP",
+            Self::Registration { .. } => "REGISTRATION",
+            Self::Address(_) => "ADDRESS",
+            Self::Read { .. } => "READ",
+            Self::OutOfRange { .. } => "OUT_OF_RANGE",
+            Self::Timeout { .. } => "TIMEOUT",
+            Self::OtherFabric(_) => "OTHER_FABRIC",
+        }
+    }
+}

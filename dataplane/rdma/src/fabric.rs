@@ -1,0 +1,404 @@
+//! One provider's fabric: domain, endpoint, address vector and completion
+//! queue behind one lock, and the one-sided read that splits at the
+//! provider's maximum message size.
+//!
+//! Every call into libfabric on a fabric happens with `Inner::state` held
+//! (the shim asks for `FI_THREAD_DOMAIN`), so the progress thread, readers
+//! and (de)registrations never race inside the provider.
+
+use std::collections::HashSet;
+use std::ffi::{CString, c_int};
+use std::ptr::NonNull;
+use std::sync::atomic::Ordering;
+use std::sync::{Arc, MutexGuard};
+use std::time::{Duration, Instant};
+
+use crate::backoff::Backoff;
+use crate::domain::{FabricInfo, Inner, State};
+use crate::error::RdmaError;
+use crate::mr::{self, RegisteredBuf, Registration, RemoteKey};
+use crate::sys;
+
+/// How to open a fabric.
+#[derive(Clone, Debug)]
+pub struct FabricOptions {
+    /// libfabric provider name: "tcp;ofi_rxm", "verbs;ofi_rxm", "efa", ...
+    pub provider: String,
+    /// A local address to bind (e.g. "127.0.0.1"); `None` lets the
+    /// provider choose its first interface.
+    pub node: Option<String>,
+    /// Largest single `fi_read`, below the provider's own maximum (which
+    /// is always honoured); `None`: the provider's.
+    pub max_read: Option<usize>,
+    /// How long a read may wait for its completions.
+    pub read_timeout: Duration,
+}
+
+impl FabricOptions {
+    pub fn new(provider: &str) -> Self {
+        Self {
+            provider: provider.to_string(),
+            node: None,
+            max_read: None,
+            read_timeout: Duration::from_secs(10),
+        }
+    }
+}
+
+/// Counts of what a fabric did, for tests and metrics.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct FabricStats {
+    /// `fi_read`s posted by this side.
+    pub reads_posted: u64,
+    /// Completion entries (success or error) this side's CQ returned.
+    pub completions: u64,
+    /// Times the CQ was polled (each poll also drives progress).
+    pub polls: u64,
+}
+
+/// A peer inserted into this fabric's address vector.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct PeerId {
+    fabric: usize,
+    addr: u64,
+}
+
+/// An open fabric: one endpoint of one provider.
+pub struct Fabric {
+    pub(crate) inner: Arc<Inner>,
+}
+
+/// Identifies a fabric in the `PeerId`s it makes.
+fn fabric_id(inner: &Arc<Inner>) -> usize {
+    Arc::as_ptr(inner) as usize
+}
+
+fn open_step(step: c_int) -> &'static str {
+    match step {
+        2 => "fi_fabric",
+        3 => "fi_domain",
+        4 => "fi_cq_open",
+        5 => "fi_av_open",
+        6 => "fi_endpoint",
+        7 => "fi_ep_bind",
+        8 => "fi_enable",
+        _ => "fi_getinfo",
+    }
+}
+
+impl Fabric {
+    /// Opens `provider` on the interface it lists first.
+    pub fn open(provider: &str) -> Result<Self, RdmaError> {
+        Self::open_with(&FabricOptions::new(provider))
+    }
+
+    pub fn open_with(opts: &FabricOptions) -> Result<Self, RdmaError> {
+        let no_provider = |why: &str| RdmaError::NoProvider {
+            provider: opts.provider.clone(),
+            why: why.to_string(),
+        };
+        let prov = CString::new(opts.provider.as_str())
+            .map_err(|_| no_provider("the name contains a NUL byte"))?;
+        let node = match &opts.node {
+            Some(n) => {
+                Some(CString::new(n.as_str()).map_err(|_| no_provider("the node has a NUL"))?)
+            }
+            None => None,
+        };
+        let node_ptr = node.as_ref().map_or(std::ptr::null(), |n| n.as_ptr());
+        let mut raw = std::ptr::null_mut();
+        let mut step: c_int = 0;
+        // SAFETY: both strings are NUL-terminated and outlive the call;
+        // `raw` and `step` are valid out-pointers.
+        let rc = unsafe { sys::eddy_fab_open(prov.as_ptr(), node_ptr, &mut raw, &mut step) };
+        let Some(raw) = NonNull::new(raw).filter(|_| rc == 0) else {
+            let text = sys::strerror(i64::from(rc));
+            if step <= 1 {
+                return Err(no_provider(&text));
+            }
+            return Err(RdmaError::Setup {
+                provider: opts.provider.clone(),
+                call: open_step(step),
+                code: i64::from(rc),
+                text,
+            });
+        };
+        let mut attr = sys::FabAttr {
+            mr_mode: 0,
+            max_msg_size: 0,
+            mr_key_size: 0,
+            tx_size: 0,
+            manual_progress: 0,
+            provider: [0; 64],
+        };
+        // SAFETY: `raw` was just opened and is not shared yet; `attr` is a
+        // valid, exclusively borrowed #[repr(C)] struct.
+        unsafe { sys::eddy_fab_attr(raw.as_ptr(), &mut attr) };
+        let name: Vec<u8> = attr
+            .provider
+            .iter()
+            .take_while(|&&b| b != 0)
+            .map(|&b| b as u8)
+            .collect();
+        let info = FabricInfo {
+            provider: String::from_utf8_lossy(&name).into_owned(),
+            mr_mode: attr.mr_mode,
+            max_msg_size: attr.max_msg_size,
+            mr_key_size: attr.mr_key_size,
+            manual_progress: attr.manual_progress != 0,
+        };
+        let provider_max = usize::try_from(attr.max_msg_size.max(1)).unwrap_or(usize::MAX);
+        let max_read = opts.max_read.unwrap_or(usize::MAX).clamp(1, provider_max);
+        let inner = Arc::new(Inner::new(raw, info, max_read, opts.read_timeout));
+        let mut fabric = Fabric { inner };
+        let address = fabric.fetch_address()?;
+        if let Some(inner) = Arc::get_mut(&mut fabric.inner) {
+            inner.address = address;
+        }
+        Ok(fabric)
+    }
+
+    fn fetch_address(&self) -> Result<Vec<u8>, RdmaError> {
+        let st = self.inner.lock();
+        let mut buf = vec![0u8; 256];
+        for _ in 0..2 {
+            let mut len = buf.len();
+            // SAFETY: `buf` is writable for `len` bytes; the shim writes at
+            // most that and reports the needed size in `len`.
+            let rc = unsafe {
+                sys::eddy_fab_getname(self.inner.raw(&st), buf.as_mut_ptr().cast(), &mut len)
+            };
+            if rc == 0 {
+                buf.truncate(len);
+                return Ok(buf);
+            }
+            if i64::from(rc) != -sys::FI_ETOOSMALL {
+                return Err(self.setup_error("fi_getname", rc));
+            }
+            buf.resize(len, 0);
+        }
+        Err(self.setup_error("fi_getname", -(sys::FI_ETOOSMALL as c_int)))
+    }
+
+    fn setup_error(&self, call: &'static str, rc: c_int) -> RdmaError {
+        RdmaError::Setup {
+            provider: self.inner.info.provider.clone(),
+            call,
+            code: i64::from(rc),
+            text: sys::strerror(i64::from(rc)),
+        }
+    }
+
+    /// Registers `mem` for remote reads for as long as it is borrowed.
+    pub fn register<'a>(&self, mem: &'a [u8]) -> Result<Registration<'a>, RdmaError> {
+        mr::register(&self.inner, mem)
+    }
+
+    /// Registers memory owned through an `Arc` (e.g. a segment's mapping):
+    /// the registration keeps it alive and closes first.
+    pub fn register_shared<M>(&self, mem: Arc<M>) -> Result<Registration<'static>, RdmaError>
+    where
+        M: AsRef<[u8]> + Send + Sync + 'static,
+    {
+        mr::register_shared(&self.inner, mem)
+    }
+
+    /// A zeroed, page-aligned buffer of `len` bytes registered as a read
+    /// destination (local descriptor for providers with FI_MR_LOCAL).
+    pub fn alloc_buf(&self, len: usize) -> Result<RegisteredBuf, RdmaError> {
+        mr::alloc_buf(&self.inner, len)
+    }
+
+    pub fn info(&self) -> &FabricInfo {
+        &self.inner.info
+    }
+
+    pub fn stats(&self) -> FabricStats {
+        let c = &self.inner.counters;
+        FabricStats {
+            reads_posted: c.reads_posted.load(Ordering::Relaxed),
+            completions: c.completions.load(Ordering::Relaxed),
+            polls: c.polls.load(Ordering::Relaxed),
+        }
+    }
+
+    /// This endpoint's address, for the peer's `connect`.
+    pub fn address(&self) -> &[u8] {
+        &self.inner.address
+    }
+
+    /// Adds a peer's address (from its `address()`) to the address vector.
+    pub fn connect(&self, peer_addr: &[u8]) -> Result<PeerId, RdmaError> {
+        let own = self.inner.address.len();
+        if peer_addr.len() != own {
+            return Err(RdmaError::Address(format!(
+                "it is {} bytes, {}'s addresses are {own}: is the peer on another provider?",
+                peer_addr.len(),
+                self.inner.info.provider
+            )));
+        }
+        let st = self.inner.lock();
+        let mut addr = 0u64;
+        // SAFETY: the provider reads one address of its own format, which
+        // is as long as ours: `peer_addr` has exactly that many bytes.
+        let rc = unsafe {
+            sys::eddy_fab_av_insert(self.inner.raw(&st), peer_addr.as_ptr().cast(), &mut addr)
+        };
+        if rc != 0 {
+            return Err(RdmaError::Address(sys::strerror(i64::from(rc))));
+        }
+        Ok(PeerId {
+            fabric: fabric_id(&self.inner),
+            addr,
+        })
+    }
+
+    /// Polls once (drives progress); the `Progress` thread calls this.
+    pub fn poll(&self) -> u64 {
+        self.inner.poll(&mut self.inner.lock())
+    }
+
+    /// Reads `buf.len()` bytes at `offset` of the peer's region `remote`
+    /// into `buf`, one-sided, in reads of at most the maximum message size.
+    /// The buffer comes back with the result, unless the read timed out
+    /// with operations still in the provider's hands: then it is kept
+    /// until the fabric closes (`None`).
+    pub fn read(
+        &self,
+        buf: RegisteredBuf,
+        peer: PeerId,
+        remote: &RemoteKey,
+        offset: u64,
+    ) -> (Option<RegisteredBuf>, Result<(), RdmaError>) {
+        if let Err(e) = self.check_read(&buf, peer, remote, offset) {
+            return (Some(buf), Err(e));
+        }
+        let len = buf.len();
+        let chunk = self.inner.max_read;
+        let deadline = Instant::now() + self.inner.read_timeout;
+        let mut backoff = Backoff::new(Duration::from_micros(500));
+        let mut next = 0usize;
+        let mut outstanding = HashSet::new();
+        let mut failed: Option<RdmaError> = None;
+        loop {
+            let mut st = self.inner.lock();
+            while next < len && failed.is_none() {
+                let n = chunk.min(len - next);
+                let base = remote.addr_or_offset + offset;
+                match self.post(&mut st, &buf, (next, n), peer, (base, remote.key)) {
+                    Ok(Some(id)) => {
+                        outstanding.insert(id);
+                        next += n;
+                    }
+                    Ok(None) => break,
+                    Err(e) => failed = Some(e),
+                }
+            }
+            let seen = self.inner.poll(&mut st);
+            let before = outstanding.len();
+            outstanding.retain(|id| match st.done.remove(id) {
+                None => true,
+                Some(Ok(())) => false,
+                Some(Err(e)) => {
+                    failed.get_or_insert(e);
+                    false
+                }
+            });
+            if outstanding.is_empty() && (next >= len || failed.is_some()) {
+                drop(st);
+                return (Some(buf), failed.map_or(Ok(()), Err));
+            }
+            if Instant::now() >= deadline {
+                for id in &outstanding {
+                    st.pending.remove(id);
+                }
+                st.retired.push(buf.retire());
+                let ms = self.inner.read_timeout.as_millis();
+                return (None, Err(RdmaError::Timeout { ms: ms as u64 }));
+            }
+            drop(st);
+            if seen > 0 || outstanding.len() < before {
+                backoff.reset();
+            }
+            std::thread::sleep(backoff.next_pause());
+        }
+    }
+
+    fn check_read(
+        &self,
+        buf: &RegisteredBuf,
+        peer: PeerId,
+        remote: &RemoteKey,
+        offset: u64,
+    ) -> Result<(), RdmaError> {
+        if !buf.made_by(&self.inner) {
+            return Err(RdmaError::OtherFabric("the buffer"));
+        }
+        if peer.fabric != fabric_id(&self.inner) {
+            return Err(RdmaError::OtherFabric("the peer"));
+        }
+        let len = buf.len() as u64;
+        let out_of_range = RdmaError::OutOfRange {
+            offset,
+            len,
+            region: remote.len,
+        };
+        match offset.checked_add(len) {
+            Some(end) if end <= remote.len => {}
+            _ => return Err(out_of_range),
+        }
+        remote
+            .addr_or_offset
+            .checked_add(remote.len)
+            .map(|_| ())
+            .ok_or(out_of_range)
+    }
+
+    /// Posts the read of `buf[at..at + n]` from `base + at` under `key`;
+    /// `None` when the provider's queue is full (poll, then post again).
+    fn post(
+        &self,
+        st: &mut MutexGuard<'_, State>,
+        buf: &RegisteredBuf,
+        (at, n): (usize, usize),
+        peer: PeerId,
+        (base, key): (u64, u64),
+    ) -> Result<Option<u64>, RdmaError> {
+        let id = st.next_op;
+        let (ptr, desc) = buf.raw_parts(at);
+        // SAFETY: `ptr..ptr + n` lies inside the buffer (at + n <= len,
+        // checked by the caller's loop), which `read` owns and does not
+        // hand back before every posted operation has completed or the
+        // endpoint closed (retired); `desc` is the buffer's registration
+        // descriptor; the context is an integer tag the provider hands back
+        // and never dereferences (no FI_CONTEXT mode was accepted).
+        let rc = unsafe {
+            sys::eddy_fab_read(
+                self.inner.raw(st),
+                ptr,
+                n,
+                desc,
+                peer.addr,
+                base + at as u64,
+                key,
+                std::ptr::without_provenance_mut(id as usize),
+            )
+        };
+        if rc as i64 == -sys::FI_EAGAIN {
+            return Ok(None);
+        }
+        if rc != 0 {
+            return Err(RdmaError::Read {
+                code: rc as i64,
+                text: format!("posting fi_read: {}", sys::strerror(rc as i64)),
+            });
+        }
+        st.next_op += 1;
+        st.pending.insert(id);
+        self.inner
+            .counters
+            .reads_posted
+            .fetch_add(1, Ordering::Relaxed);
+        Ok(Some(id))
+    }
+}
