@@ -488,3 +488,56 @@ async fn no_output_of_any_process_prints_a_secret() {
         }
     }
 }
+
+/// A user's token, sent with every call, appears in no log either: the
+/// master and the CLI at debug level, calls that pass and one refused.
+#[test]
+fn no_log_prints_a_token() {
+    let dir = tempfile::tempdir().unwrap();
+    let log = std::fs::File::create(dir.path().join("master.log")).unwrap();
+    let m = MasterProc::start_stderr(
+        dir.path(),
+        "127.0.0.1:0",
+        "\n[security]\nauthentication = \"token\"\n",
+        &[("EDDY_LOG", "debug")],
+        log.into(),
+    );
+    let keys = eddy_proto::auth::Keyring::load(&dir.path().join("master.key")).unwrap();
+    let me = eddy_client::Credentials::current_user().user;
+    let token = eddy_proto::auth::Credential::sign(
+        &keys,
+        eddy_proto::auth::Principal::User,
+        &me,
+        common::unix_ms_in(0),
+        3_600_000,
+    )
+    .unwrap();
+    // The signature's characters: what must never be seen.
+    let tail = &token[token.len() - 40..];
+    let mut printed = Vec::new();
+    for args in [
+        &["fs", "ls", "/"][..],
+        &["fs", "mkdir", "/d"],
+        &["fs", "ls", "/nope"],
+    ] {
+        let o = std::process::Command::new(common::EDDY)
+            .args(["--master", &m.addr])
+            .args(args)
+            .env("EDDY_TOKEN", &token)
+            .env("EDDY_LOG", "debug")
+            .output()
+            .unwrap();
+        let ok = args[2] != "/nope";
+        assert_eq!(o.status.success(), ok, "{args:?}: {o:?}");
+        printed.push(o.stdout);
+        printed.push(o.stderr);
+    }
+    m.kill9();
+    let master_log = std::fs::read(dir.path().join("master.log")).unwrap();
+    assert!(!master_log.is_empty());
+    printed.push(master_log);
+    for p in printed {
+        let text = String::from_utf8_lossy(&p);
+        assert!(!text.contains(tail), "a token in:\n{text}");
+    }
+}

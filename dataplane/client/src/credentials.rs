@@ -86,8 +86,13 @@ impl Credentials {
             if t.len() > TOKEN_MAX || !t.starts_with(eddy_proto::auth::TOKEN_PREFIX) {
                 return Err(bad());
             }
-            let mut v = HeaderValue::from_str(&format!("{BEARER}{t}")).map_err(|_| bad())?;
-            v.set_sensitive(true);
+            // Not marked sensitive: HPACK may then index it, so each call
+            // sends a table index instead of the ~170-byte literal that
+            // both sides Huffman-code again (that cost a quarter of
+            // get_status throughput, bench/RESULTS.md). The table belongs
+            // to this connection, which carries this one credential only,
+            // and no Eddy log prints header values (docs/SECURITY.md).
+            let v = HeaderValue::from_str(&format!("{BEARER}{t}")).map_err(|_| bad())?;
             h.push((
                 HeaderName::from_static(eddy_proto::auth::AUTHORIZATION_HEADER),
                 v,
