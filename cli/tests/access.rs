@@ -277,11 +277,7 @@ async fn bad_handshakes_get_an_error_frame_and_others_are_served() {
             stats_first,
             EddyCode::Protocol,
         ),
-        (
-            "another protocol version",
-            hello(99, "alice"),
-            EddyCode::Protocol,
-        ),
+        ("protocol version 0", hello(0, "alice"), EddyCode::Protocol),
         (
             "a 300-byte user",
             hello(1, &"u".repeat(300)),
@@ -373,6 +369,18 @@ async fn block_keys_roll_and_an_old_key_stops_opening_blocks() {
     try_read(forever.clone())
         .await
         .expect("the key of this epoch opens the block");
+    // A connection that verified the token before the key rolled out.
+    let mut held = data_conn(&c.workers[0].addr).await;
+    let block0 = fb.blocks[0].clone();
+    let (k, body) = ask(
+        &mut held,
+        Kind::Read,
+        &read_of(&block0, forever.clone()).encode(),
+    )
+    .await;
+    assert_eq!(k, Kind::ReadOk, "{:?}", ErrorFrame::decode(&body));
+    let mut sink = vec![0u8; block0.length as usize];
+    held.read_exact(&mut sink).await.unwrap();
     // No signal says "the epoch is over": keys roll on wall-clock time.
     let deadline = std::time::Instant::now() + Duration::from_secs(20);
     let refused = loop {
@@ -398,6 +406,15 @@ async fn block_keys_roll_and_an_old_key_stops_opening_blocks() {
         sched.epoch(unix_ms_in(0)) >= e0 + 2,
         "a key is held for the token lifetime after its epoch"
     );
+    // What that connection verified is not trusted past the key either.
+    let (k, body) = ask(
+        &mut held,
+        Kind::Read,
+        &read_of(&block0, forever.clone()).encode(),
+    )
+    .await;
+    let e = refusal(k, &body);
+    assert!(e.message.contains("block keys roll"), "{}", e.message);
     // Clients read on: new metadata, a token of the new keys.
     let fresh = fs.master().file_blocks("/f").await.unwrap();
     try_read(fresh.block_token.clone())

@@ -67,7 +67,11 @@ impl MasterKeys {
             }
         }
         let ring = Arc::new(self.schedule.keys(&self.credentials, e));
-        *self.blocks.write() = (e, ring.clone());
+        let mut b = self.blocks.write();
+        // Another call may have moved on to a later epoch meanwhile.
+        if b.0 < e {
+            *b = (e, ring.clone());
+        }
         ring
     }
 }

@@ -170,12 +170,15 @@ mod tests {
                     .await
                     .unwrap();
             }
-            // A client offering a newer version than any worker speaks.
+            // A client offering a newer version than this worker speaks
+            // gets this worker's.
             let h = crate::read_header(&mut w).await.unwrap();
             let body = crate::read_body(&mut w, h).await.unwrap();
             let theirs = Hello::decode(&body).unwrap().version;
-            let e = crate::agree_version(theirs).unwrap_err();
-            write_frame(&mut w, Kind::Error, &e.encode()).await.unwrap();
+            let agreed = crate::agree_version(theirs).unwrap();
+            write_frame(&mut w, Kind::Ok, &u64_body(u64::from(agreed)))
+                .await
+                .unwrap();
         });
         assert_eq!(
             hello_version(&mut c, "alice", HELLO_VERSION).await.unwrap(),
@@ -187,16 +190,8 @@ mod tests {
             "{e}"
         );
         let newer = HELLO_VERSION + 1;
-        let refused = hello_version(&mut c, "alice", newer)
-            .await
-            .unwrap()
-            .unwrap_err();
-        assert_eq!(refused.code, eddy_proto::EddyCode::Protocol);
-        assert!(
-            refused.message.contains(&format!("version {newer} ")),
-            "{}",
-            refused.message
-        );
+        let agreed = hello_version(&mut c, "alice", newer).await.unwrap();
+        assert_eq!(agreed, Ok(HELLO_VERSION));
         peer.await.unwrap();
     }
 }

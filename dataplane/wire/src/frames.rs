@@ -261,20 +261,16 @@ pub fn accept_version(answered: u64, offered: u16) -> Result<u16, WireError> {
 
 /// [`agree_version`] for a worker whose newest version is `ours`.
 pub(crate) fn agree(theirs: u16, ours: u16) -> Result<u16, ErrorFrame> {
-    // The lower of the two is theirs whenever it is spoken here.
-    if (1..=ours).contains(&theirs) {
-        return Ok(theirs);
+    // A client offers its newest version; a newer client than this worker
+    // speaks this worker's (it takes any answer up to what it offered).
+    if theirs >= 1 {
+        return Ok(theirs.min(ours));
     }
-    let why = if theirs == 0 {
-        "0 is no version"
-    } else {
-        "it is newer than this worker's"
-    };
     Err(ErrorFrame::new(
         eddy_proto::EddyCode::Protocol,
         format!(
-            "data protocol version {theirs} is not spoken here ({why}): this worker speaks \
-             1 to {ours}; use a client of the cluster's release or older, or upgrade the worker"
+            "data protocol version {theirs} is not spoken here (0 is no version): this worker \
+             speaks 1 to {ours}; use an Eddy client"
         ),
     ))
 }

@@ -9,6 +9,7 @@
 //! them. Nothing here asks the master.
 
 use std::collections::HashMap;
+use std::sync::atomic::Ordering;
 
 use eddy_proto::EddyCode;
 use eddy_proto::auth::{BlockGrant, BlockOps, Keyring, TokenError, unix_ms};
@@ -37,6 +38,10 @@ const MAX_VERIFIED: usize = 4096;
 #[derive(Default)]
 pub struct BlockKeys {
     state: RwLock<KeyState>,
+    /// Bumped whenever the key set changes: what a connection verified
+    /// under another set is verified again (a key that rolled out must stop
+    /// opening blocks on connections that already saw its tokens too).
+    generation: std::sync::atomic::AtomicU64,
 }
 
 #[derive(Default)]
@@ -58,6 +63,7 @@ impl BlockKeys {
         s.keys = keys;
         s.required = required;
         s.bind_peer = mode == "simple";
+        self.generation.fetch_add(1, Ordering::Release);
     }
 
     /// The block keys a heartbeat brought (they roll: docs/SECURITY.md). An
@@ -67,8 +73,16 @@ impl BlockKeys {
             return;
         }
         if let Some(k) = keyring_of(keys) {
-            self.state.write().keys = Some(k);
+            let mut s = self.state.write();
+            if s.keys.as_ref().map(Keyring::ids) != Some(k.ids()) {
+                s.keys = Some(k);
+                self.generation.fetch_add(1, Ordering::Release);
+            }
         }
+    }
+
+    fn generation(&self) -> u64 {
+        self.generation.load(Ordering::Acquire)
     }
 
     pub fn required(&self) -> bool {
@@ -115,6 +129,8 @@ struct Verified {
     token: Vec<u8>,
     ops: BlockOps,
     expires_ms: u64,
+    /// `BlockKeys::generation` when it was verified.
+    generation: u64,
 }
 
 fn op_name(op: BlockOps) -> &'static str {
@@ -170,8 +186,10 @@ impl ConnAccess {
     ) -> Result<(), String> {
         let now = unix_ms();
         // The hot path: these bytes were verified on this connection.
+        let generation = keys.generation();
         if let Some(v) = self.verified.get(&file_id)
             && v.token == token
+            && v.generation == generation
         {
             if v.expires_ms <= now {
                 return Err(
@@ -256,6 +274,7 @@ impl ConnAccess {
                 token: token.to_vec(),
                 ops: g.ops,
                 expires_ms: g.expires_ms,
+                generation,
             },
         );
         Ok(())

@@ -91,7 +91,9 @@ fn reachable_dir(dir: &Path) -> std::io::Result<()> {
         let wanted = std::fs::Permissions::from_mode((mode | 0o011) & 0o7777);
         if let Err(e) = std::fs::set_permissions(dir, wanted) {
             tracing::warn!(
-                "the short-circuit socket's directory {} is not traversable by other users                  ({e}); their clients will read over TCP: chmod o+x it, or set [worker]                  domain_socket inside a directory they can reach",
+                "the short-circuit socket's directory {} is not traversable by other users \
+                 ({e}); their clients will read over TCP: chmod o+x it, or set [worker] \
+                 domain_socket inside a directory they can reach",
                 dir.display()
             );
         }
