@@ -78,11 +78,14 @@ const char *eddy_fi_strerror(int err)
 
 /* Closes the endpoint alone: after it no operation can still write into a
  * local buffer, so the Rust side may then free buffers of abandoned reads. */
-void eddy_fab_close_ep(struct eddy_fab *f)
+int eddy_fab_close_ep(struct eddy_fab *f)
 {
+	int rc = 0;
 	if (f->ep)
-		fi_close(&f->ep->fid);
-	f->ep = NULL;
+		rc = fi_close(&f->ep->fid);
+	if (rc == 0)
+		f->ep = NULL;
+	return rc;
 }
 
 void eddy_fab_close(struct eddy_fab *f)

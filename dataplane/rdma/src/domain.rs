@@ -66,7 +66,6 @@ pub(crate) struct Counters {
 
 pub(crate) struct State {
     pub(crate) next_op: u64,
-    next_key: u64,
     /// Posted reads someone still waits for; completions of others (reads
     /// abandoned at a timeout) are dropped.
     pub(crate) pending: HashSet<u64>,
@@ -84,13 +83,15 @@ impl State {
     }
 
     /// A key for a registration when the provider does not pick them:
-    /// unique per domain, cut to the provider's key size.
+    /// drawn at random each time and cut to the provider's key size. With
+    /// one-sided reads the key (and the address) is all a reader shows, so
+    /// keys must not be guessable from another one (docs/RDMA.md).
     pub(crate) fn next_key(&mut self, key_size: u64) -> u64 {
-        self.next_key = self.next_key.wrapping_add(1);
+        let k = random_u64();
         if key_size == 0 || key_size >= 8 {
-            self.next_key
+            k
         } else {
-            self.next_key & ((1u64 << (8 * key_size)) - 1)
+            k & ((1u64 << (8 * key_size)) - 1)
         }
     }
 }
@@ -124,7 +125,6 @@ impl Inner {
             raw,
             state: Mutex::new(State {
                 next_op: 1,
-                next_key: first_key(),
                 pending: HashSet::new(),
                 done: HashMap::new(),
                 retired: Vec::new(),
@@ -215,8 +215,15 @@ impl Drop for Inner {
         // progress thread holds one), so nothing else uses `raw`. The
         // endpoint closes first: after that no abandoned read can still
         // write into a retired buffer.
-        unsafe { sys::eddy_fab_close_ep(raw) };
+        let rc = unsafe { sys::eddy_fab_close_ep(raw) };
         let st = self.state.get_mut().unwrap_or_else(|e| e.into_inner());
+        if !closed(rc) {
+            // An endpoint that would not close may still write into the
+            // buffers of abandoned reads, and its regions and domain stay
+            // busy: leak all of it rather than free memory in use.
+            std::mem::forget(std::mem::take(&mut st.retired));
+            return;
+        }
         for r in st.retired.drain(..) {
             r.release();
         }
@@ -274,13 +281,29 @@ impl Inner {
         }
     }
 
-    pub(crate) fn close_region(&self, mr: NonNull<sys::FidMr>) {
+    /// Closes a region; `false` when the provider refused, and the region
+    /// may still be reachable: its memory must then never be freed.
+    #[must_use]
+    pub(crate) fn close_region(&self, mr: NonNull<sys::FidMr>) -> bool {
         let _st = self.lock();
         // SAFETY: `mr` is a live region of this fabric, closed once (its
-        // owner's Drop or release); the fabric is locked. A failure leaves
-        // nothing to do.
-        let _ = unsafe { sys::eddy_mr_close(mr.as_ptr()) };
+        // owner's Drop or release); the fabric is locked.
+        let rc = unsafe { sys::eddy_mr_close(mr.as_ptr()) };
+        closed(rc)
     }
+}
+
+/// Whether a libfabric close succeeded; a failure is logged to stderr once
+/// per call (this crate has no logger) with the provider's text.
+fn closed(rc: std::ffi::c_int) -> bool {
+    if rc == 0 {
+        return true;
+    }
+    eprintln!(
+        "eddy-rdma: fi_close failed ({}): the memory behind it is kept, not freed",
+        sys::strerror(i64::from(rc))
+    );
+    false
 }
 
 /// A heap allocation freed on drop.
@@ -313,18 +336,25 @@ pub(crate) struct Retired {
 impl Retired {
     /// Closes the region, then frees the memory. Called with the endpoint
     /// already closed, by the fabric's last owner.
-    pub(crate) fn release(self) {
+    pub(crate) fn release(mut self) {
         if let Some(r) = &self.region {
             // SAFETY: the region is live and closed once; the caller has the
             // fabric exclusively (in its Drop).
-            let _ = unsafe { sys::eddy_mr_close(r.mr.as_ptr()) };
+            let rc = unsafe { sys::eddy_mr_close(r.mr.as_ptr()) };
+            if !closed(rc) {
+                // Still registered: the memory is leaked, never reused.
+                std::mem::forget(self._mem.take());
+            }
         }
     }
 }
 
-/// The first key of a fabric: random, so keys of one run do not predict
-/// another's (keys are no secret: leases carry block tokens, issue 17).
-fn first_key() -> u64 {
-    use std::hash::{BuildHasher, RandomState};
-    RandomState::new().hash_one(std::process::id())
+/// 64 bits from the OS's random source.
+fn random_u64() -> u64 {
+    use ring::rand::SecureRandom;
+    let mut b = [0u8; 8];
+    ring::rand::SystemRandom::new()
+        .fill(&mut b)
+        .expect("the OS random source is available");
+    u64::from_be_bytes(b)
 }

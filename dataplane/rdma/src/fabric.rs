@@ -189,11 +189,6 @@ impl Fabric {
         }
     }
 
-    /// Registers `mem` for remote reads for as long as it is borrowed.
-    pub fn register<'a>(&self, mem: &'a [u8]) -> Result<Registration<'a>, RdmaError> {
-        mr::register(&self.inner, mem)
-    }
-
     /// Registers memory owned through an `Arc` (e.g. a segment's mapping):
     /// the registration keeps it alive and closes first.
     pub fn register_shared<M>(&self, mem: Arc<M>) -> Result<Registration<'static>, RdmaError>

@@ -28,17 +28,10 @@ pub struct RemoteKey {
 
 /// Memory registered for remote reads. Closing it (Drop) revokes its key.
 ///
-/// The memory cannot go away first; this does not compile:
-///
-/// ```compile_fail
-/// let fabric = eddy_rdma::Fabric::open("tcp;ofi_rxm").unwrap();
-/// let registration;
-/// {
-///     let segment = vec![7u8; 4096];
-///     registration = fabric.register(&segment).unwrap();
-/// } // `segment` is freed here, while still registered
-/// drop(registration);
-/// ```
+/// It owns its memory through an `Arc` (`Fabric::register_shared`), so the
+/// memory outlives the registration even if the registration is leaked
+/// (`mem::forget`): no safe code can make a key reach freed memory. (A
+/// registration borrowing the memory would not be sound that way.)
 pub struct Registration<'a> {
     fabric: Arc<Inner>,
     region: Region,
@@ -63,20 +56,12 @@ impl Registration<'_> {
 impl Drop for Registration<'_> {
     fn drop(&mut self) {
         // Runs before `_owner` is released: no reader can reach the pages
-        // once they may be unmapped.
-        self.fabric.close_region(self.region.mr);
+        // once they may be unmapped. A region the provider would not close
+        // keeps its memory forever.
+        if !self.fabric.close_region(self.region.mr) {
+            std::mem::forget(self._owner.take());
+        }
     }
-}
-
-/// Registers `mem` for remote reads for as long as it is borrowed.
-pub(crate) fn register<'a>(
-    inner: &Arc<Inner>,
-    mem: &'a [u8],
-) -> Result<Registration<'a>, RdmaError> {
-    // SAFETY: `mem` stays borrowed (hence allocated and unmodified)
-    // for 'a, and the Registration closes the region before 'a ends.
-    let region = unsafe { inner.register_raw(mem.as_ptr(), mem.len(), sys::FI_REMOTE_READ)? };
-    Ok(registration(inner, mem, region, None))
 }
 
 /// Registers memory owned through an `Arc` (e.g. a segment's mapping):
@@ -223,8 +208,10 @@ impl RegisteredBuf {
 
 impl Drop for RegisteredBuf {
     fn drop(&mut self) {
-        if let Some(r) = self.region.take() {
-            self.fabric.close_region(r.mr);
+        if let Some(r) = self.region.take()
+            && !self.fabric.close_region(r.mr)
+        {
+            std::mem::forget(self.mem.take());
         }
         // `mem` drops after this: the region is closed before the memory
         // is freed.

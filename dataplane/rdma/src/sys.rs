@@ -143,7 +143,7 @@ unsafe extern "C" {
         out: *mut *mut EddyFab,
         step: *mut c_int,
     ) -> c_int;
-    pub fn eddy_fab_close_ep(f: *mut EddyFab);
+    pub fn eddy_fab_close_ep(f: *mut EddyFab) -> c_int;
     pub fn eddy_fab_close(f: *mut EddyFab);
     pub fn eddy_fab_attr(f: *const EddyFab, a: *mut FabAttr);
     pub fn eddy_fab_getname(f: *mut EddyFab, buf: *mut c_void, len: *mut usize) -> c_int;
