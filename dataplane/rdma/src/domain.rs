@@ -104,6 +104,9 @@ pub(crate) struct Inner {
     pub(crate) max_read: usize,
     pub(crate) read_timeout: Duration,
     pub(crate) counters: Counters,
+    /// Unique in the process for its life (an address could be reused by
+    /// a later fabric): what `PeerId`s name their fabric by.
+    pub(crate) serial: u64,
 }
 
 // SAFETY: the shim's handle is only used with `state` locked (or from
@@ -134,6 +137,10 @@ impl Inner {
             max_read,
             read_timeout,
             counters: Counters::default(),
+            serial: {
+                static NEXT: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(1);
+                NEXT.fetch_add(1, Ordering::Relaxed)
+            },
         }
     }
 

@@ -59,7 +59,7 @@ pub struct FabricStats {
 /// A peer inserted into this fabric's address vector.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct PeerId {
-    fabric: usize,
+    fabric: u64,
     addr: u64,
 }
 
@@ -69,8 +69,8 @@ pub struct Fabric {
 }
 
 /// Identifies a fabric in the `PeerId`s it makes.
-fn fabric_id(inner: &Arc<Inner>) -> usize {
-    Arc::as_ptr(inner) as usize
+fn fabric_id(inner: &Arc<Inner>) -> u64 {
+    inner.serial
 }
 
 fn open_step(step: c_int) -> &'static str {

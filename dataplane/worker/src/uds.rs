@@ -89,13 +89,37 @@ fn reachable_dir(dir: &Path) -> std::io::Result<()> {
     let mode = std::fs::metadata(dir)?.permissions().mode();
     if mode & 0o011 != 0o011 {
         let wanted = std::fs::Permissions::from_mode((mode | 0o011) & 0o7777);
-        if let Err(e) = std::fs::set_permissions(dir, wanted) {
+        let r = std::fs::set_permissions(dir, wanted);
+        if r.is_ok() {
+            tracing::info!(
+                "made the short-circuit socket's directory {} traversable by other users \
+                 (g+x, o+x), so their clients can reach the socket",
+                dir.display()
+            );
+        }
+        if let Err(e) = r {
             tracing::warn!(
                 "the short-circuit socket's directory {} is not traversable by other users \
                  ({e}); their clients will read over TCP: chmod o+x it, or set [worker] \
                  domain_socket inside a directory they can reach",
                 dir.display()
             );
+        }
+    }
+    // Ancestors are the operator's: said, not changed.
+    for a in dir.ancestors().skip(1) {
+        let Ok(m) = std::fs::metadata(a) else {
+            continue;
+        };
+        if m.permissions().mode() & 0o001 == 0 {
+            tracing::warn!(
+                "{} (above the short-circuit socket's directory {}) is not traversable by \
+                 other users: their clients will read over TCP; chmod o+x it, or set [worker] \
+                 domain_socket inside a directory they can reach",
+                a.display(),
+                dir.display()
+            );
+            break;
         }
     }
     Ok(())
