@@ -83,6 +83,44 @@ fn drop_cache(path: &std::path::Path) {
     assert_eq!(r, 0, "posix_fadvise");
 }
 
+/// Writes `bytes` bytes to a new Eddy file at `path`, `chunk` at a time.
+async fn write_eddy_file(fs: &FileSystem, path: &str, chunk: &[u8], bytes: u64) {
+    let mut w = fs.create(path, &CreateOptions::default()).await.unwrap();
+    let mut left = bytes;
+    while left > 0 {
+        let k = left.min(chunk.len() as u64) as usize;
+        w.write(&chunk[..k]).await.unwrap();
+        left -= k as u64;
+    }
+    w.close().await.unwrap();
+}
+
+/// Reads the whole of `path` (which holds `bytes`) through `fs`; the time.
+async fn timed_read(fs: &FileSystem, path: &str, buf: &mut [u8], bytes: u64) -> Duration {
+    let start = Instant::now();
+    let mut r = fs.open(path, &OpenOptions::default()).await.unwrap();
+    assert_eq!(eddy_bench::read_all(&mut r, buf).await, bytes);
+    start.elapsed()
+}
+
+/// `runs` reads of `path` through `a` and through `b`, alternating run by
+/// run so both see the same drift of the machine.
+async fn alternate_reads(
+    a: &FileSystem,
+    b: &FileSystem,
+    path: &str,
+    bytes: u64,
+    runs: usize,
+) -> (Vec<Duration>, Vec<Duration>) {
+    let mut buf = vec![0u8; CHUNK];
+    let (mut ta, mut tb) = (Vec::new(), Vec::new());
+    for _ in 0..runs {
+        ta.push(timed_read(a, path, &mut buf, bytes).await);
+        tb.push(timed_read(b, path, &mut buf, bytes).await);
+    }
+    (ta, tb)
+}
+
 async fn run(bytes: u64, tls_only: bool) {
     let dir = tempfile::tempdir_in(std::env::temp_dir()).unwrap();
     if tls_only {
@@ -168,25 +206,9 @@ async fn tls_vs_plain(dir: &std::path::Path, bytes: u64) -> (Vec<Duration>, Vec<
         .unwrap();
     let data = vec![0xa5u8; CHUNK];
     for fs in [&plain_fs, &tls_fs] {
-        let mut w = fs.create("/warm", &CreateOptions::default()).await.unwrap();
-        let mut left = bytes;
-        while left > 0 {
-            let k = left.min(CHUNK as u64) as usize;
-            w.write(&data[..k]).await.unwrap();
-            left -= k as u64;
-        }
-        w.close().await.unwrap();
+        write_eddy_file(fs, "/warm", &data, bytes).await;
     }
-    let mut buf = vec![0u8; CHUNK];
-    let (mut plain, mut tls) = (Vec::new(), Vec::new());
-    for _ in 0..TLS_RUNS {
-        for (fs, out) in [(&plain_fs, &mut plain), (&tls_fs, &mut tls)] {
-            let start = Instant::now();
-            let mut r = fs.open("/warm", &OpenOptions::default()).await.unwrap();
-            assert_eq!(eddy_bench::read_all(&mut r, &mut buf).await, bytes);
-            out.push(start.elapsed());
-        }
-    }
+    let (plain, tls) = alternate_reads(&plain_fs, &tls_fs, "/warm", bytes, TLS_RUNS).await;
     for c in [&mut plain_cluster, &mut tls_cluster] {
         drop(c.stdin.take());
         c.wait().unwrap();
@@ -233,14 +255,7 @@ async fn writes(
     for r in 0..RUNS {
         let path = format!("/w{r}");
         let start = Instant::now();
-        let mut w = fs.create(&path, &CreateOptions::default()).await.unwrap();
-        let mut left = bytes;
-        while left > 0 {
-            let k = left.min(CHUNK as u64) as usize;
-            w.write(&data[..k]).await.unwrap();
-            left -= k as u64;
-        }
-        w.close().await.unwrap();
+        write_eddy_file(fs, &path, &data, bytes).await;
         write_eddy.push(start.elapsed());
         if r + 1 < RUNS {
             fs.delete(&path, false).await.unwrap();
@@ -259,14 +274,9 @@ async fn writes(
 async fn warm_reads(fs: &FileSystem, bytes: u64) -> Vec<Duration> {
     let mut warm = Vec::new();
     let mut buf = vec![0u8; CHUNK];
+    let path = format!("/w{}", RUNS - 1);
     for _ in 0..RUNS {
-        let start = Instant::now();
-        let mut r = fs
-            .open(&format!("/w{}", RUNS - 1), &OpenOptions::default())
-            .await
-            .unwrap();
-        assert_eq!(eddy_bench::read_all(&mut r, &mut buf).await, bytes);
-        warm.push(start.elapsed());
+        warm.push(timed_read(fs, &path, &mut buf, bytes).await);
     }
     warm
 }
@@ -324,27 +334,8 @@ async fn token_reads(fs: &FileSystem, bytes: u64) -> (Vec<Duration>, Vec<Duratio
     let plain = FileSystem::connect_with(&master, opts).await.unwrap();
     let name = format!("/w{}", RUNS - 1);
     let chunk = vec![0x5au8; CHUNK];
-    let mut w = plain
-        .create(&name, &CreateOptions::default())
-        .await
-        .unwrap();
-    let mut left = bytes;
-    while left > 0 {
-        let k = left.min(CHUNK as u64) as usize;
-        w.write(&chunk[..k]).await.unwrap();
-        left -= k as u64;
-    }
-    w.close().await.unwrap();
-    let mut buf = vec![0u8; CHUNK];
-    let (mut with, mut without) = (Vec::new(), Vec::new());
-    for _ in 0..RUNS {
-        for (client, out) in [(fs, &mut with), (&plain, &mut without)] {
-            let start = Instant::now();
-            let mut r = client.open(&name, &OpenOptions::default()).await.unwrap();
-            assert_eq!(eddy_bench::read_all(&mut r, &mut buf).await, bytes);
-            out.push(start.elapsed());
-        }
-    }
+    write_eddy_file(&plain, &name, &chunk, bytes).await;
+    let (with, without) = alternate_reads(fs, &plain, &name, bytes, RUNS).await;
     drop(cluster.stdin.take());
     cluster.wait().unwrap();
     (with, without)
