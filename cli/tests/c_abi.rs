@@ -31,6 +31,16 @@ fn libeddy() -> PathBuf {
     lib
 }
 
+/// The flags most C tests compile with: warnings are errors, C11 with
+/// POSIX names.
+const C11_STRICT: &[&str] = &[
+    "-Wall",
+    "-Wextra",
+    "-Werror",
+    "-std=c11",
+    "-D_DEFAULT_SOURCE",
+];
+
 /// Compiles `src` with `compiler` and `flags` into `out`.
 fn build(compiler: &str, src: &str, out: &Path, flags: &[&str]) {
     let o = Command::new(compiler)
@@ -126,18 +136,7 @@ fn c_calls_end_at_their_deadline() {
     let dir = tempfile::tempdir().unwrap();
     let silent = common::SilentServer::start();
     let exe = dir.path().join("deadline");
-    build(
-        "gcc",
-        "ffi/tests/c/deadline.c",
-        &exe,
-        &[
-            "-Wall",
-            "-Wextra",
-            "-Werror",
-            "-std=c11",
-            "-D_DEFAULT_SOURCE",
-        ],
-    );
+    build("gcc", "ffi/tests/c/deadline.c", &exe, C11_STRICT);
     run(&exe, &silent.addr, &[]);
 }
 
@@ -149,18 +148,7 @@ fn c_clients_bound_their_metadata_cache() {
     let dir = tempfile::tempdir().unwrap();
     let c = Cluster::start(dir.path(), 1, "default_block_size = 1048576", "");
     let exe = dir.path().join("metadata_cache");
-    build(
-        "gcc",
-        "ffi/tests/c/metadata_cache.c",
-        &exe,
-        &[
-            "-Wall",
-            "-Wextra",
-            "-Werror",
-            "-std=c11",
-            "-D_DEFAULT_SOURCE",
-        ],
-    );
+    build("gcc", "ffi/tests/c/metadata_cache.c", &exe, C11_STRICT);
     run(&exe, &c.master.addr, &[]);
 }
 
@@ -218,18 +206,7 @@ fn c_clients_dial_tls() {
     );
     let c = Cluster::start(&dir.path().join("c"), 1, &sec, &sec);
     let exe = dir.path().join("tls");
-    build(
-        "gcc",
-        "ffi/tests/c/tls.c",
-        &exe,
-        &[
-            "-Wall",
-            "-Wextra",
-            "-Werror",
-            "-std=c11",
-            "-D_DEFAULT_SOURCE",
-        ],
-    );
+    build("gcc", "ffi/tests/c/tls.c", &exe, C11_STRICT);
     let o = Command::new(&exe)
         .arg(&c.master.addr)
         .arg(&good.ca)
