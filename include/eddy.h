@@ -200,6 +200,14 @@ const char *eddy_last_error_message(void);
 // `n_options` options (both may be NULL when `n_options` is 0):
 // "short_circuit" = "true" | "false" (default "true": map blocks of a
 // worker on this host instead of copying them over TCP);
+// "transport" = "auto" | "rdma" | "tcp" (default "auto"; the
+// EDDY_TRANSPORT environment variable, when set, overrides it): "auto"
+// reads a worker on this host through shared memory (short_circuit), a
+// worker that serves remote leases ([worker] rdma) with one-sided RDMA
+// reads, and any other over TCP; "rdma" uses RDMA wherever a worker offers
+// it and TCP elsewhere (no short-circuit); "tcp" only TCP. A read that
+// cannot go by RDMA goes over TCP (logged once per worker), never failing
+// for it;
 // "timeout_ms" = a decimal number of milliseconds, 1 or more (default
 // 60000): the longest any one exchange with the master or a worker may
 // wait for its answer, connecting included; past it the call fails with

@@ -27,6 +27,8 @@ pub struct ClientConfig {
     pub master: String,
     /// Map blocks of a worker on this host instead of streaming them.
     pub short_circuit: bool,
+    /// "auto", "rdma" or "tcp" (EDDY_TRANSPORT overrides it).
+    pub transport: String,
 }
 
 impl Default for ClientConfig {
@@ -34,6 +36,7 @@ impl Default for ClientConfig {
         Self {
             master: format!("127.0.0.1:{}", eddy_proto::DEFAULT_MASTER_PORT),
             short_circuit: true,
+            transport: "auto".into(),
         }
     }
 }

@@ -136,6 +136,10 @@ fn main() -> ExitCode {
         }
     }
     if matches!(command, Command::Fs(_) | Command::Report) {
+        if let Err(e) = cmd::set_transport(&cfg.client.transport) {
+            eprintln!("eddy: {e}");
+            return ExitCode::from(e.exit_status());
+        }
         match cmd::client_tls(&cfg.security) {
             Ok(tls) => cmd::set_tls(tls),
             Err(e) => {

@@ -14,6 +14,7 @@ fn addr(host: &str, port: u32) -> pb::WorkerAddress {
         rpc_port: 0,
         data_port: port,
         domain_socket: "/tmp/w.sock".into(),
+        ..Default::default()
     }
 }
 

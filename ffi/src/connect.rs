@@ -11,6 +11,14 @@ use crate::*;
 /// `n_options` options (both may be NULL when `n_options` is 0):
 /// "short_circuit" = "true" | "false" (default "true": map blocks of a
 /// worker on this host instead of copying them over TCP);
+/// "transport" = "auto" | "rdma" | "tcp" (default "auto"; the
+/// EDDY_TRANSPORT environment variable, when set, overrides it): "auto"
+/// reads a worker on this host through shared memory (short_circuit), a
+/// worker that serves remote leases ([worker] rdma) with one-sided RDMA
+/// reads, and any other over TCP; "rdma" uses RDMA wherever a worker offers
+/// it and TCP elsewhere (no short-circuit); "tcp" only TCP. A read that
+/// cannot go by RDMA goes over TCP (logged once per worker), never failing
+/// for it;
 /// "timeout_ms" = a decimal number of milliseconds, 1 or more (default
 /// 60000): the longest any one exchange with the master or a worker may
 /// wait for its answer, connecting included; past it the call fails with
@@ -74,6 +82,17 @@ pub unsafe extern "C" fn eddy_connect(
             match (k, v) {
                 (b"short_circuit", b"true") => opts.short_circuit = true,
                 (b"short_circuit", b"false") => opts.short_circuit = false,
+                (b"transport", v) => {
+                    opts.transport = std::str::from_utf8(v)
+                        .ok()
+                        .and_then(|t| eddy_client::TransportMode::parse(t).ok())
+                        .ok_or_else(|| {
+                            invalid(format!(
+                                "transport={} is not \"auto\", \"rdma\" or \"tcp\"",
+                                String::from_utf8_lossy(v)
+                            ))
+                        })?;
+                }
                 (b"timeout_ms", v) => opts.timeout = parse_timeout(v)?,
                 (b"metadata_cache_ms", v) => opts.metadata_ttl = parse_cache_ms(v)?,
                 (b"token", v) => {
@@ -98,7 +117,7 @@ pub unsafe extern "C" fn eddy_connect(
                 // The value is not echoed: a mistyped key may hold a token.
                 _ => {
                     return Err(invalid(format!(
-                        "unknown option {} (known: short_circuit=true|false, timeout_ms=N, metadata_cache_ms=N, token=eddy1..., umask=022, tls_ca=FILE, tls_cert=FILE, tls_key=FILE)",
+                        "unknown option {} (known: short_circuit=true|false, transport=auto|rdma|tcp, timeout_ms=N, metadata_cache_ms=N, token=eddy1..., umask=022, tls_ca=FILE, tls_cert=FILE, tls_key=FILE)",
                         String::from_utf8_lossy(k)
                     )));
                 }

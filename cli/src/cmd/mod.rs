@@ -58,6 +58,21 @@ pub fn security() -> eddy_proto::auth::SecurityConfig {
 
 static TLS: std::sync::OnceLock<Option<eddy_client::ClientTls>> = std::sync::OnceLock::new();
 
+static TRANSPORT: std::sync::OnceLock<eddy_client::TransportMode> = std::sync::OnceLock::new();
+
+/// The client transport from `[client] transport`, or EDDY_TRANSPORT when
+/// set; an invalid value of either is a usage error naming the values.
+pub fn set_transport(configured: &str) -> Result<(), CliError> {
+    let (from, v) = match std::env::var("EDDY_TRANSPORT") {
+        Ok(v) if !v.trim().is_empty() => ("EDDY_TRANSPORT", v),
+        _ => ("[client] transport", configured.to_string()),
+    };
+    let mode = eddy_client::TransportMode::parse(&v)
+        .map_err(|e| CliError::usage(format!("{from}: {e}")))?;
+    let _ = TRANSPORT.set(mode);
+    Ok(())
+}
+
 /// Sets this process's client TLS (once, at start; see [`client_tls`]).
 pub fn set_tls(tls: Option<eddy_client::ClientTls>) {
     let _ = TLS.set(tls);
@@ -86,6 +101,7 @@ pub fn client_options(short_circuit: bool) -> eddy_client::ClientOptions {
         metadata_ttl: metadata_cache(),
         umask: security().umask,
         tls: TLS.get().cloned().flatten(),
+        transport: TRANSPORT.get().copied().unwrap_or_default(),
         ..Default::default()
     }
 }

@@ -74,6 +74,7 @@ impl MasterState {
                                 data_port: w.address.data_port,
                                 domain_socket: w.address.domain_socket.clone(),
                                 tier: m.tier_on(w.id).to_string(),
+                                rdma_provider: w.address.rdma_provider.clone(),
                             })
                             .collect()
                     })

@@ -14,6 +14,7 @@ fn address(port: u32) -> pb::WorkerAddress {
         rpc_port: 0,
         data_port: port,
         domain_socket: String::new(),
+        ..Default::default()
     }
 }
 

@@ -67,6 +67,22 @@ impl FileSystem {
         &self.shared.host
     }
 
+    /// Bytes this client read by transport, and its RDMA counters.
+    pub fn transport_stats(&self) -> crate::TransportStats {
+        self.shared.rdma.stats()
+    }
+
+    /// The transport this client reads the worker at `addr` (`host:port`)
+    /// with, as far as it knows: "rdma (provider)" once the worker
+    /// advertised a provider this client will try, else "tcp".
+    pub fn transport_to(&self, addr: &str, rdma_provider: &str) -> String {
+        self.shared.rdma.note_provider(addr, rdma_provider);
+        match self.shared.rdma.provider_of(addr) {
+            Some(p) => format!("rdma ({p})"),
+            None => "tcp".into(),
+        }
+    }
+
     /// Creates `path` and returns a writer; the file becomes visible to
     /// readers when the writer is closed.
     pub async fn create(&self, path: impl AsRef<[u8]>, opts: &CreateOptions) -> Result<FileWriter> {

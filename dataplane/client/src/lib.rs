@@ -21,6 +21,7 @@ pub use options::{ClientOptions, ClientTls, DEFAULT_METADATA_TTL};
 use pb::block_master_client::BlockMasterClient;
 use pb::file_system_master_client::FileSystemMasterClient;
 use pb::meta_master_client::MetaMasterClient;
+pub use rdma::{TransportMode, TransportStats};
 pub use stream::{DataStream, dial_data};
 pub use transport::Transport;
 
@@ -31,6 +32,7 @@ mod io;
 mod local;
 mod options;
 mod pool;
+mod rdma;
 mod shared;
 mod shm;
 mod stream;

@@ -37,6 +37,11 @@ pub struct ClientOptions {
     /// `tls_key`). `None`: plaintext, and an `https://` master address is
     /// refused. Short-circuit reads (Unix socket, same host) never use it.
     pub tls: Option<ClientTls>,
+    /// Which transports reads may use (`[client] transport`; the
+    /// `EDDY_TRANSPORT` environment variable overrides it): `Auto`
+    /// (short-circuit, then RDMA where a worker offers it, then TCP),
+    /// `Rdma` (RDMA where offered, else TCP; no short-circuit) or `Tcp`.
+    pub transport: crate::TransportMode,
 }
 
 /// The default [`ClientOptions::metadata_ttl`].
@@ -51,6 +56,7 @@ impl Default for ClientOptions {
             credentials: crate::Credentials::current_user(),
             umask: Default::default(),
             tls: None,
+            transport: Default::default(),
         }
     }
 }

@@ -42,6 +42,8 @@ pub(crate) struct Shared {
     /// list, and when that was asked.
     local_hint: Mutex<Option<(Instant, Option<String>)>>,
     fallback_noted: AtomicBool,
+    /// One-sided reads of remote workers' memory, and bytes by transport.
+    pub rdma: crate::rdma::Rdma,
 }
 
 /// How long the answer to "which worker is on this host" is reused.
@@ -97,9 +99,16 @@ impl MetaCache {
 }
 
 impl Shared {
-    pub fn new(master: MasterClient, opts: ClientOptions) -> Self {
+    pub fn new(master: MasterClient, mut opts: ClientOptions) -> Self {
         let host = local_host_towards(master.address());
+        opts.transport = crate::rdma::mode_from_env(opts.transport);
+        if opts.transport != crate::TransportMode::Auto {
+            // "rdma" and "tcp" name the transport to remote workers: the
+            // one on this host is reached the same way.
+            opts.short_circuit = false;
+        }
         Self {
+            rdma: crate::rdma::Rdma::new(opts.transport, opts.timeout),
             master,
             pool: Pool::new(&opts.credentials.user, opts.timeout, opts.tls.clone()),
             host,
@@ -166,6 +175,13 @@ impl Shared {
         if !self.fallback_noted.swap(true, Ordering::Relaxed) {
             tracing::info!("short-circuit reads unavailable ({why}); reading over TCP");
         }
+    }
+
+    pub fn count_short_circuit(&self, n: usize) {
+        self.rdma
+            .bytes
+            .short_circuit
+            .fetch_add(n as u64, Ordering::Relaxed);
     }
 
     /// The user this client names in the data plane's handshake.

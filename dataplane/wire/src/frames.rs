@@ -25,12 +25,14 @@ pub enum Kind {
     SegmentRequest = 10,
     SegmentCommit = 11,
     Hello = 12,
+    RemoteLease = 13,
     ReadOk = 64,
     Ok = 65,
     WriteOk = 66,
     StatsOk = 67,
     LeaseOk = 68,
     SegmentOk = 69,
+    RemoteLeaseOk = 70,
     Error = 127,
 }
 
@@ -50,12 +52,14 @@ impl Kind {
             10 => SegmentRequest,
             11 => SegmentCommit,
             12 => Hello,
+            13 => RemoteLease,
             64 => ReadOk,
             65 => Ok,
             66 => WriteOk,
             67 => StatsOk,
             68 => LeaseOk,
             69 => SegmentOk,
+            70 => RemoteLeaseOk,
             127 => Error,
             _ => return None,
         })
@@ -176,11 +180,12 @@ fn kind_name(k: Kind) -> &'static str {
         Kind::StatsOk => "STATS_OK",
         Kind::LeaseOk => "LEASE_OK",
         Kind::SegmentOk => "SEGMENT_OK",
+        Kind::RemoteLeaseOk => "REMOTE_LEASE_OK",
         _ => "a request",
     }
 }
 
-fn malformed(kind: Kind) -> impl Fn(BodyError) -> WireError {
+pub(crate) fn malformed(kind: Kind) -> impl Fn(BodyError) -> WireError {
     move |e| WireError::Malformed {
         kind,
         reason: e.to_string(),

@@ -20,10 +20,12 @@
 mod codec;
 mod exchange;
 mod frames;
+mod remote;
 
 pub use codec::{BodyError, BodyReader, BodyWriter};
 pub use exchange::{hello, hello_version, host_port, read_block};
 pub use frames::*;
+pub use remote::{Fabric, RemoteGrant, RemoteLease, RemoteLeaseOk};
 
 /// `"EDDY"` in the first four bytes of every frame.
 pub const MAGIC: [u8; 4] = *b"EDDY";

@@ -26,6 +26,12 @@ pub struct WorkerConfig {
     pub lease_ttl_ms: u64,
     /// Leases one co-located client may hold at once.
     pub max_leases_per_client: usize,
+    /// Serve remote leases: clients on other hosts read memory-tier blocks
+    /// with one-sided RDMA reads (docs/RDMA.md). Off: TCP only.
+    pub rdma: bool,
+    /// The libfabric provider for `rdma` ("verbs;ofi_rxm", "efa",
+    /// "tcp;ofi_rxm"); empty: the first of those this host opens.
+    pub rdma_provider: String,
     /// Disk tiers below memory, top first (`[[worker.tiers]]`).
     pub tiers: Vec<TierConfig>,
     /// Disk I/O engine: "auto" (io_uring when it works here, else pread),
@@ -89,6 +95,8 @@ impl Default for WorkerConfig {
             domain_socket: String::new(),
             lease_ttl_ms: 600_000,
             max_leases_per_client: 4096,
+            rdma: false,
+            rdma_provider: String::new(),
             tiers: Vec::new(),
             io_engine: "auto".into(),
             io_queue_depth: 64,

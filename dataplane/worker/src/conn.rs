@@ -19,6 +19,16 @@ use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::TcpStream;
 use tokio::time::Sleep;
 
+/// Limits of leases, short-circuit and remote alike (`[worker]
+/// lease_ttl_ms`, `max_leases_per_client`).
+#[derive(Debug, Clone)]
+pub struct LeasePolicy {
+    /// A lease older than this is dropped by the worker; the client asks again.
+    pub ttl: Duration,
+    /// Leases one connection may hold at once.
+    pub max_per_client: usize,
+}
+
 /// Timeouts of one connection (`[worker]` `idle_timeout_ms`,
 /// `frame_timeout_ms`).
 #[derive(Debug, Clone, Copy)]
@@ -76,6 +86,12 @@ impl<S> Timed<S> {
     pub fn expect_frame(&mut self) {
         self.mode = ReadMode::Frame;
         self.read_timer = None;
+    }
+
+    /// How long the next frame's first byte may take (a connection holding
+    /// remote leases is not idle: `Duration::MAX`).
+    pub fn set_idle(&mut self, idle: Duration) {
+        self.limits.idle = idle;
     }
 
     /// The next bytes are a `Data` body: `frame` without progress.

@@ -55,6 +55,10 @@ pub enum WorkerError {
     /// (`crate::access`), or a handshake claiming another user.
     #[error("{0}")]
     PermissionDenied(String),
+    /// A remote lease this worker cannot grant (no fabric, another
+    /// provider, a block not in memory): the client reads over TCP.
+    #[error("{0}")]
+    Rdma(String),
     /// A peer worker did not send a block in time (replication).
     #[error(
         "peer worker {peer} did not send block {block_id} within {after:?}; it may be overloaded or stuck: check it (eddy report), the master retries the copy from another source"
@@ -90,6 +94,7 @@ impl WorkerError {
             WorkerError::Memory(_) => EddyCode::Internal,
             WorkerError::PermissionDenied(_) => EddyCode::PermissionDenied,
             WorkerError::PeerTimeout { .. } => EddyCode::DeadlineExceeded,
+            WorkerError::Rdma(_) => EddyCode::Unsupported,
         }
     }
 

@@ -33,11 +33,13 @@ pub mod credentials;
 pub mod disk;
 pub mod error;
 pub mod evict;
+pub mod fabric;
 pub mod io;
 pub mod jobs;
 pub mod master_link;
 mod metrics;
 pub mod persist;
+pub mod remote;
 pub mod replicate;
 pub mod segment;
 pub mod server;
@@ -125,7 +127,16 @@ pub async fn start(cfg: WorkerConfig) -> Result<RunningWorker, StartError> {
     let master =
         MasterClient::lazy_opts(&cfg.master, &master_opts).map_err(StartError::MasterAddress)?;
     let uds = bind_socket(&cfg)?;
+    // Remote leases: a fabric bound to the advertised host, or TCP only.
+    let rdma = cfg
+        .rdma
+        .then(|| fabric::WorkerFabric::open(&cfg.rdma_provider, &host))
+        .flatten();
     let address = pb::WorkerAddress {
+        rdma_provider: rdma
+            .as_ref()
+            .map(|f| f.provider().to_string())
+            .unwrap_or_default(),
         host,
         rpc_port: 0,
         data_port: u32::from(data_addr.port()),
@@ -152,6 +163,10 @@ pub async fn start(cfg: WorkerConfig) -> Result<RunningWorker, StartError> {
 
     let mut tasks = JoinSet::new();
     tasks.spawn(link.clone().run(stop.subscribe()));
+    let lease_policy = conn::LeasePolicy {
+        ttl: Duration::from_millis(cfg.lease_ttl_ms.max(1)),
+        max_per_client: cfg.max_leases_per_client,
+    };
     let shared = Arc::new(Shared {
         store: store.clone(),
         link,
@@ -159,19 +174,17 @@ pub async fn start(cfg: WorkerConfig) -> Result<RunningWorker, StartError> {
         timeouts: cfg.timeouts(),
         max_per_peer: cfg.max_connections_per_peer,
         tls,
+        rdma,
+        leases: lease_policy.clone(),
     });
     metrics::register(&shared, store.engine().name().to_string());
     tasks.spawn(replicate::run(shared.clone(), copy_rx, stop.subscribe()));
     if let Some((l, path)) = uds {
-        let policy = uds::LeasePolicy {
-            ttl: Duration::from_millis(cfg.lease_ttl_ms.max(1)),
-            max_per_client: cfg.max_leases_per_client,
-        };
         tasks.spawn(uds::accept_loop(
             l,
             path,
             shared.clone(),
-            policy,
+            lease_policy,
             stop.subscribe(),
         ));
     }

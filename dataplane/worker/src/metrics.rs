@@ -15,6 +15,7 @@ const GAUGES: &[&str] = &[
     "memory_capacity",
     "leases",
     "lease_clients",
+    "rdma_leases",
 ];
 /// Internal bookkeeping, not for dashboards.
 const SKIPPED: &[&str] = &["pinned_version"];

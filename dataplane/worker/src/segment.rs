@@ -210,6 +210,14 @@ impl Segment {
     }
 }
 
+/// The sealed bytes, for registering with a fabric (`crate::remote`): the
+/// registration holds the `Arc<Segment>`, so the mapping outlives it.
+impl AsRef<[u8]> for Segment {
+    fn as_ref(&self) -> &[u8] {
+        self.as_slice()
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -11,8 +11,8 @@ use std::sync::Arc;
 
 use eddy_client::DataStream;
 use eddy_wire::{
-    ErrorFrame, Kind, ReadRequest, ReadType, WireError, WriteOpen, read_body, read_header,
-    write_frame,
+    ErrorFrame, Kind, ReadRequest, ReadType, RemoteLease, WireError, WriteOpen, read_body,
+    read_header, write_frame,
 };
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
@@ -25,6 +25,7 @@ use crate::cache::{cached, checked, read_through};
 use crate::conn::{PeerSlot, Timed, accept_data};
 use crate::disk;
 use crate::error::{Result, WorkerError};
+use crate::remote::{self, RemoteLeases};
 use crate::session::WriteSession;
 use crate::shared::{Shared, stats};
 use crate::store::{Block, Stats};
@@ -58,14 +59,29 @@ pub async fn serve(
     let Some(mut access) = hello else {
         return;
     };
+    // Remote (RDMA) leases this connection holds: they end with it.
+    let mut leases = RemoteLeases::new(&sh);
     loop {
+        // A connection holding leases is not idle; the lease timer closes
+        // it once it holds none and has been quiet for the idle timeout.
+        let holding = leases.holding();
+        sock.set_idle(if holding {
+            std::time::Duration::MAX
+        } else {
+            sh.timeouts.idle
+        });
         sock.expect_frame();
         let h = tokio::select! {
             h = read_header(&mut sock) => h,
             _ = stop.changed() => return,
+            _ = leases.idle_closed() => {
+                tracing::debug!("closing a data connection from {peer}: idle, no leases held");
+                return;
+            }
         };
+        leases.touch();
         let r = match h {
-            Ok(h) => dispatch(&sh, &mut sock, h, &mut access).await,
+            Ok(h) => dispatch(&sh, &mut sock, h, &mut access, &mut leases).await,
             Err(e) => Err(e),
         };
         match r {
@@ -91,6 +107,7 @@ async fn dispatch(
     sock: &mut Conn,
     h: eddy_wire::Header,
     access: &mut ConnAccess,
+    leases: &mut RemoteLeases,
 ) -> Result<(), WireError> {
     let (keys, counters) = (&sh.link.keys, &sh.store.stats);
     match h.kind {
@@ -126,8 +143,22 @@ async fn dispatch(
             let body = eddy_wire::encode_stats(&stats(sh));
             write_frame(sock, Kind::StatsOk, &body).await
         }
+        Kind::RemoteLease => {
+            let body = read_body(sock, h).await?;
+            let req = RemoteLease::decode(&body)?;
+            match remote::lease(sh, &req, leases, access).await {
+                Ok(ok) => write_frame(sock, Kind::RemoteLeaseOk, &ok.encode()).await,
+                Err(e) => send_error(sock, &e).await,
+            }
+        }
+        Kind::Release => {
+            // Not answered: clients send it ahead of their next request.
+            let body = read_body(sock, h).await?;
+            leases.release(&eddy_wire::decode_release(&body)?);
+            Ok(())
+        }
         other => Err(WireError::Unexpected {
-            expected: "READ, LOAD, WRITE_OPEN or STATS",
+            expected: "READ, LOAD, WRITE_OPEN, STATS, REMOTE_LEASE or RELEASE",
             got: other,
         }),
     }

@@ -24,6 +24,10 @@ pub struct Shared {
     pub max_per_peer: usize,
     /// TLS of the data port and of dials to peers' (replication).
     pub tls: DataTls,
+    /// The fabric remote leases are served on (`[worker] rdma`), and their
+    /// limits; `None`: TCP only.
+    pub rdma: Option<Arc<crate::fabric::WorkerFabric>>,
+    pub leases: crate::conn::LeasePolicy,
 }
 
 /// The counters, by name, as the `Stats` frame and the metrics carry them.
@@ -53,6 +57,12 @@ pub(crate) fn stats(sh: &Shared) -> Vec<(String, u64)> {
         ("leases", s.leases.load(Relaxed)),
         ("lease_clients", s.lease_clients.load(Relaxed)),
         ("leases_granted", s.leases_granted.load(Relaxed)),
+        ("rdma_leases", s.rdma_leases.load(Relaxed)),
+        ("rdma_leases_granted", s.rdma_leases_granted.load(Relaxed)),
+        (
+            "rdma_registration_failures",
+            s.rdma_registration_failures.load(Relaxed),
+        ),
     ]
     .into_iter()
     .map(|(k, v)| (k.to_string(), v))

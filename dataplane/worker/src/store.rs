@@ -49,6 +49,11 @@ pub struct Stats {
     pub lease_clients: AtomicU64,
     /// Leases granted since the worker started (short-circuit reads).
     pub leases_granted: AtomicU64,
+    /// Remote (RDMA) leases held right now, granted since the start, and
+    /// segment registrations the fabric refused.
+    pub rdma_leases: AtomicU64,
+    pub rdma_leases_granted: AtomicU64,
+    pub rdma_registration_failures: AtomicU64,
     /// Blocks moved down a tier.
     pub demotions: AtomicU64,
     /// Blocks moved up to memory.
@@ -68,6 +73,13 @@ pub struct Stats {
 impl Stats {
     pub fn add(c: &AtomicU64, n: u64) {
         c.fetch_add(n, Ordering::Relaxed);
+    }
+
+    /// Takes `n` back off a gauge (never below zero).
+    pub fn sub(c: &AtomicU64, n: u64) {
+        let _ = c.fetch_update(Ordering::Relaxed, Ordering::Relaxed, |v| {
+            Some(v.saturating_sub(n))
+        });
     }
 }
 

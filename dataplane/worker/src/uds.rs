@@ -39,14 +39,7 @@ use crate::session::WriteSession;
 use crate::shared::{Shared, stats};
 use crate::store::{Block, Stats};
 
-/// Limits for co-located clients.
-#[derive(Debug, Clone)]
-pub struct LeasePolicy {
-    /// A lease older than this is dropped by the worker; the client asks again.
-    pub ttl: Duration,
-    /// Leases one connection may hold at once.
-    pub max_per_client: usize,
-}
+pub use crate::conn::LeasePolicy;
 
 /// Binds the socket, replacing a stale one left by a previous run.
 pub fn bind(path: &Path) -> std::io::Result<UnixListener> {

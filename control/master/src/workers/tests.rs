@@ -6,6 +6,7 @@ fn addr(host: &str, port: u32) -> pb::WorkerAddress {
         rpc_port: 0,
         data_port: port,
         domain_socket: String::new(),
+        ..Default::default()
     }
 }
 

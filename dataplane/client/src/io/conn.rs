@@ -70,6 +70,9 @@ impl BlockTransport for TcpWorker<'_> {
                 Ok(r) => {
                     // Answered (bytes or the worker's refusal): whole frames.
                     c.finished();
+                    if r.is_ok() {
+                        self.count(dst.len());
+                    }
                     return r.map_err(|e| worker_err(addr, e));
                 }
                 Err(e) => {

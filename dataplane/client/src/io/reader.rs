@@ -181,7 +181,9 @@ async fn miss_worker(fs: &Shared, b: &pb::FileBlock, exclude: &[u64]) -> Result<
         )
         .await?;
     let a = w.address.unwrap_or_default();
-    Ok((w.worker_id, host_port(&a.host, a.data_port)))
+    let addr = host_port(&a.host, a.data_port);
+    fs.rdma.note_provider(&addr, &a.rdma_provider);
+    Ok((w.worker_id, addr))
 }
 
 impl FileReader {
@@ -290,7 +292,10 @@ impl FileReader {
             let dst = &mut buf[done..done + n];
             match self.lease_for(index).await {
                 // A worker on this host mapped the block for us.
-                Some(l) => l.fetch(&mapped_range(&b, off, n), dst).await?,
+                Some(l) => {
+                    l.fetch(&mapped_range(&b, off, n), dst).await?;
+                    self.shared.count_short_circuit(n);
+                }
                 None => self.read_block(index, off, dst).await?,
             }
             done += n;
@@ -472,7 +477,9 @@ impl FileReader {
             let mut locs = b.locations.clone();
             locs.sort_by_key(|l| l.host != self.shared.host());
             for l in locs {
-                candidates.push((l.worker_id, host_port(&l.host, l.data_port)));
+                let addr = host_port(&l.host, l.data_port);
+                self.shared.rdma.note_provider(&addr, &l.rdma_provider);
+                candidates.push((l.worker_id, addr));
             }
             if let Some(c) = self.chosen.lock().get(&index) {
                 candidates.push(c.clone());
@@ -512,7 +519,10 @@ impl FileReader {
                     }
                     None => break,
                 };
-                match transport_for(&self.shared, &addr).fetch(&req, dst).await {
+                match transport_for(&self.shared, &addr, &req)
+                    .fetch(&req, dst)
+                    .await
+                {
                     Ok(()) => {
                         self.chosen.lock().insert(index, (worker_id, addr));
                         return Ok(());

@@ -1,6 +1,8 @@
 //! Which transport reaches a worker's blocks, chosen per worker.
 
-use eddy_wire::ReadRequest;
+use std::sync::atomic::Ordering;
+
+use eddy_wire::{ReadRequest, ReadType};
 
 use super::block::BlockTransport;
 use super::conn::TcpWorker;
@@ -9,20 +11,61 @@ use crate::shared::Shared;
 
 /// How this client moves one worker's block bytes. A worker on this host
 /// whose block is leased is read through the mapping instead (the reader
-/// holds those leases); every other worker is reached over TCP today.
+/// holds those leases); a worker that advertises a libfabric provider is
+/// read with one-sided RDMA reads (`crate::rdma`), falling back to TCP for
+/// any read that cannot go that way; every other worker over TCP.
 pub(crate) enum WorkerTransport<'a> {
     Tcp(TcpWorker<'a>),
+    Rdma {
+        tcp: TcpWorker<'a>,
+        provider: String,
+    },
 }
 
 impl BlockTransport for WorkerTransport<'_> {
     async fn fetch(&self, req: &ReadRequest, dst: &mut [u8]) -> Result<()> {
         match self {
             WorkerTransport::Tcp(t) => t.fetch(req, dst).await,
+            WorkerTransport::Rdma { tcp, provider } => {
+                let rdma = &tcp.shared.rdma;
+                let r = rdma
+                    .fetch(&tcp.shared.pool, tcp.addr, provider, req, dst)
+                    .await;
+                match r {
+                    Ok(()) => Ok(()),
+                    Err(e) => {
+                        // Never the user's error: the bytes come over TCP.
+                        rdma.fell_back(tcp.addr, &e);
+                        tcp.fetch(req, dst).await
+                    }
+                }
+            }
         }
     }
 }
 
+impl TcpWorker<'_> {
+    pub(crate) fn count(&self, n: usize) {
+        self.shared
+            .rdma
+            .bytes
+            .tcp
+            .fetch_add(n as u64, Ordering::Relaxed);
+    }
+}
+
 /// The transport for the worker whose data port is `addr` (`host:port`).
-pub(crate) fn transport_for<'a>(shared: &'a Shared, addr: &'a str) -> WorkerTransport<'a> {
-    WorkerTransport::Tcp(TcpWorker { shared, addr })
+/// NO_CACHE reads stay on TCP: a lease caches a miss.
+pub(crate) fn transport_for<'a>(
+    shared: &'a Shared,
+    addr: &'a str,
+    req: &ReadRequest,
+) -> WorkerTransport<'a> {
+    let tcp = TcpWorker { shared, addr };
+    match shared.rdma.provider_of(addr) {
+        Some(provider) if req.read_type != ReadType::NoCache => {
+            WorkerTransport::Rdma { tcp, provider }
+        }
+        _ => WorkerTransport::Tcp(tcp),
+    }
 }

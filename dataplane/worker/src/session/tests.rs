@@ -100,6 +100,11 @@ pub(crate) fn shared(capacity: u64) -> Shared {
         },
         max_per_peer: 4,
         tls: Default::default(),
+        rdma: None,
+        leases: crate::conn::LeasePolicy {
+            ttl: std::time::Duration::from_secs(60),
+            max_per_client: 64,
+        },
     }
 }
 

@@ -208,6 +208,11 @@ impl FakeWorld {
             },
             max_per_peer: 16,
             tls: Default::default(),
+            rdma: None,
+            leases: crate::conn::LeasePolicy {
+                ttl: std::time::Duration::from_secs(60),
+                max_per_client: 64,
+            },
         });
         Self {
             master,

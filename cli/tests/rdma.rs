@@ -1,0 +1,340 @@
+//! Remote leases and one-sided RDMA reads end to end (docs/RDMA.md): real
+//! master and worker processes serving remote leases over libfabric's
+//! `tcp;ofi_rxm` on loopback, read by the client library forced to
+//! `transport = "rdma"`, and by hand through the frames and `eddy-rdma`.
+
+mod common;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use common::{Cluster, WRITE_TYPES, data_conn, eventually, file_shapes, get, pattern, put};
+use eddy_client::{ClientOptions, EddyCode, FileSystem, TransportMode, pb};
+use eddy_rdma::{Fabric, FabricOptions, RemoteKey};
+use eddy_wire::{Kind, ReadRequest, ReadType, RemoteLease, RemoteLeaseOk, UfsSource};
+
+const BS: u64 = 1 << 20;
+const SMALL_BLOCKS: &str = "default_block_size = 1048576";
+const RDMA: &str = "rdma = true\nrdma_provider = \"tcp;ofi_rxm\"\n";
+
+async fn rdma_client(c: &Cluster) -> FileSystem {
+    let opts = ClientOptions {
+        transport: TransportMode::Rdma,
+        timeout: Duration::from_secs(20),
+        ..Default::default()
+    };
+    FileSystem::connect_with(&c.master.addr, opts)
+        .await
+        .unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn every_shape_reads_back_by_one_sided_reads() {
+    let dir = tempfile::tempdir().unwrap();
+    let c = Cluster::start(dir.path(), 2, SMALL_BLOCKS, RDMA);
+    let writer = c.fs().await;
+    let mut total = 0u64;
+    let mut files = Vec::new();
+    for (wt, name) in WRITE_TYPES {
+        for (i, &size) in file_shapes(BS).iter().enumerate() {
+            let path = format!("/{name}-{size}");
+            let data = pattern(size as usize, i as u64 + 11);
+            put(&writer, &path, &data, wt).await;
+            files.push((path, data));
+            total += size;
+        }
+    }
+    let fs = rdma_client(&c).await;
+    for (path, data) in &files {
+        assert!(get(&fs, path).await == *data, "{path} reads back over RDMA");
+    }
+    let s = fs.transport_stats();
+    assert_eq!(s.rdma_bytes, total, "every byte came by one-sided reads");
+    assert_eq!(s.tcp_bytes, 0, "none over TCP: {s:?}");
+    assert_eq!(s.rdma_fallbacks, 0, "{s:?}");
+    assert!(s.rdma_reads_posted > 0, "{s:?}");
+    let granted = c.stat_sum(&writer, "rdma_leases_granted").await;
+    assert!(granted > 0, "the workers granted remote leases");
+    // A TCP client reads the same bytes (parity).
+    for (path, data) in &files {
+        assert!(get(&writer, path).await == *data, "{path} over TCP");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn positioned_reads_from_eight_tasks_over_rdma() {
+    let dir = tempfile::tempdir().unwrap();
+    let c = Cluster::start(dir.path(), 2, SMALL_BLOCKS, RDMA);
+    let len = 5 * BS as usize + 123;
+    let data = Arc::new(pattern(len, 7));
+    put(&c.fs().await, "/pos", &data, pb::WriteType::CacheThrough).await;
+    let fs = rdma_client(&c).await;
+    let r = Arc::new(fs.open("/pos", &Default::default()).await.unwrap());
+    let mut tasks = Vec::new();
+    for t in 0..8u64 {
+        let (r, data) = (r.clone(), data.clone());
+        tasks.push(tokio::spawn(async move {
+            let mut x = t * 7919 + 1;
+            for _ in 0..30 {
+                x = x
+                    .wrapping_mul(6364136223846793005)
+                    .wrapping_add(1442695040888963407);
+                let off = (x >> 20) as usize % len;
+                let want = ((x >> 5) as usize % (2 * BS as usize)).max(1);
+                let mut buf = vec![0u8; want];
+                let n = r.read_at(off as u64, &mut buf).await.unwrap();
+                assert_eq!(n, want.min(len - off), "length at {off}");
+                assert!(buf[..n] == data[off..off + n], "bytes at {off}+{n}");
+            }
+        }));
+    }
+    for t in tasks {
+        t.await.unwrap();
+    }
+    let s = fs.transport_stats();
+    assert!(s.rdma_bytes > 0 && s.tcp_bytes == 0, "{s:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_worker_without_rdma_is_read_over_tcp_and_tcp_mode_never_tries() {
+    let dir = tempfile::tempdir().unwrap();
+    let c = Cluster::start(dir.path(), 1, SMALL_BLOCKS, "");
+    let data = pattern(3 * BS as usize, 5);
+    put(&c.fs().await, "/f", &data, pb::WriteType::MustCache).await;
+    let fs = rdma_client(&c).await;
+    assert!(get(&fs, "/f").await == data);
+    let s = fs.transport_stats();
+    assert_eq!((s.rdma_bytes, s.tcp_bytes), (0, data.len() as u64), "{s:?}");
+    drop(c);
+    let dir = tempfile::tempdir().unwrap();
+    let c = Cluster::start(dir.path(), 1, SMALL_BLOCKS, RDMA);
+    put(&c.fs().await, "/f", &data, pb::WriteType::MustCache).await;
+    let opts = ClientOptions {
+        transport: TransportMode::Tcp,
+        ..Default::default()
+    };
+    let tcp = FileSystem::connect_with(&c.master.addr, opts)
+        .await
+        .unwrap();
+    assert!(get(&tcp, "/f").await == data);
+    let s = tcp.transport_stats();
+    assert_eq!((s.rdma_bytes, s.rdma_fallbacks), (0, 0), "{s:?}");
+    assert_eq!(c.stat_sum(&tcp, "rdma_leases_granted").await, 0);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_restarted_worker_is_read_again_after_falling_back() {
+    let dir = tempfile::tempdir().unwrap();
+    let c = Cluster::start(dir.path(), 1, SMALL_BLOCKS, RDMA);
+    let data = pattern(4 * BS as usize, 3);
+    put(&c.fs().await, "/f", &data, pb::WriteType::CacheThrough).await;
+    let fs = rdma_client(&c).await;
+    assert!(get(&fs, "/f").await == data);
+    let before = fs.transport_stats();
+    assert_eq!(before.rdma_bytes, data.len() as u64, "{before:?}");
+    // The worker dies with the client's leases and keys; a new one takes
+    // its address (a new fabric, a new epoch).
+    let (master, w) = c.restart_first_worker(RDMA);
+    let c = Cluster {
+        master,
+        workers: vec![w],
+        dir: dir.path().to_path_buf(),
+    };
+    assert!(get(&fs, "/f").await == data, "bytes stay right");
+    assert!(get(&fs, "/f").await == data);
+    let after = fs.transport_stats();
+    assert!(
+        after.rdma_bytes > before.rdma_bytes,
+        "RDMA resumed with the new worker: {after:?}"
+    );
+    drop(c);
+}
+
+/// A lease request for `items` as a raw frame exchange.
+async fn ask(
+    s: &mut tokio::net::TcpStream,
+    items: Vec<ReadRequest>,
+    want_fabric: bool,
+) -> Result<RemoteLeaseOk, eddy_wire::ErrorFrame> {
+    let req = RemoteLease {
+        provider: "tcp;ofi_rxm".into(),
+        want_fabric,
+        items,
+    };
+    eddy_wire::write_frame(s, Kind::RemoteLease, &req.encode())
+        .await
+        .unwrap();
+    eddy_wire::expect(s, Kind::RemoteLeaseOk)
+        .await
+        .unwrap()
+        .map(|b| RemoteLeaseOk::decode(&b).unwrap())
+}
+
+fn whole_block(b: &pb::FileBlock, token: &[u8], source: Option<UfsSource>) -> ReadRequest {
+    ReadRequest {
+        block_id: b.block_id,
+        offset: 0,
+        length: b.length,
+        block_length: b.length,
+        file_offset: b.offset,
+        read_type: ReadType::Cache,
+        source,
+        token: token.to_vec(),
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn keys_open_only_their_block_while_leased() {
+    let dir = tempfile::tempdir().unwrap();
+    let c = Cluster::start(
+        dir.path(),
+        1,
+        SMALL_BLOCKS,
+        &format!("{RDMA}max_leases_per_client = 3\n"),
+    );
+    let fs = c.fs().await;
+    let data = pattern(4 * BS as usize, 21);
+    put(&fs, "/f", &data, pb::WriteType::MustCache).await;
+    let info = fs.master().file_blocks("/f").await.unwrap();
+    let token = info.block_token.clone();
+    let mut s = data_conn(&c.workers[0].addr).await;
+    let items: Vec<_> = info
+        .blocks
+        .iter()
+        .map(|b| whole_block(b, &token, None))
+        .collect();
+    let ok = ask(&mut s, items, true).await.unwrap();
+    let f = ok
+        .fabric
+        .clone()
+        .expect("the first answer carries the fabric");
+    assert_eq!(f.provider, "tcp;ofi_rxm");
+    assert_eq!(ok.grants.len(), 4);
+    assert!(
+        ok.grants[..3].iter().all(|g| g.code == 0),
+        "{:?}",
+        ok.grants
+    );
+    assert_eq!(
+        ok.grants[3].code,
+        EddyCode::NoSpace as i32 as u16,
+        "past max_leases_per_client"
+    );
+    let mut o = FabricOptions::new("tcp;ofi_rxm");
+    o.node = Some("127.0.0.1".into());
+    o.read_timeout = Duration::from_secs(5);
+    let fabric = Fabric::open_with(&o).unwrap();
+    let peer = fabric.connect(&f.address).unwrap();
+    let key = |g: &eddy_wire::RemoteGrant| RemoteKey {
+        addr_or_offset: g.addr,
+        len: g.region_len,
+        key: g.key,
+    };
+    // Each key reads its own block, byte-exact.
+    for (i, g) in ok.grants[..3].iter().enumerate() {
+        let buf = fabric.alloc_buf(BS as usize).unwrap();
+        let (buf, r) = fabric.read(buf, peer, &key(g), 0);
+        r.unwrap();
+        let want = &data[i * BS as usize..(i + 1) * BS as usize];
+        assert!(buf.unwrap().as_slice() == want, "block {i}");
+    }
+    // A deleted file's leased blocks stay readable until released (the
+    // worker drops them from its table; the memory waits for the lease).
+    fs.delete("/f", false).await.unwrap();
+    eventually(Duration::from_secs(10), "blocks dropped", || async {
+        c.stat_sum(&fs, "blocks_cached").await == 0
+    })
+    .await;
+    let buf = fabric.alloc_buf(4096).unwrap();
+    let (buf, r) = fabric.read(buf, peer, &key(&ok.grants[0]), 0);
+    r.unwrap();
+    assert!(
+        buf.unwrap().as_slice() == &data[..4096],
+        "leased after delete"
+    );
+    assert_eq!(c.stat_sum(&fs, "rdma_leases").await, 3);
+    // A wrong key opens nothing.
+    let mut wrong = key(&ok.grants[1]);
+    wrong.key ^= 1;
+    let buf = fabric.alloc_buf(4096).unwrap();
+    let (_, r) = fabric.read(buf, peer, &wrong, 0);
+    assert!(r.is_err(), "a wrong key is refused");
+    // The connection ends: every lease ends, every key is revoked.
+    drop(s);
+    eventually(Duration::from_secs(10), "leases freed", || async {
+        c.stat_sum(&fs, "rdma_leases").await == 0
+    })
+    .await;
+    let fabric = Fabric::open_with(&o).unwrap();
+    let peer = fabric.connect(&f.address).unwrap();
+    let buf = fabric.alloc_buf(4096).unwrap();
+    let (_, r) = fabric.read(buf, peer, &key(&ok.grants[2]), 0);
+    assert!(r.is_err(), "a released lease's key is revoked");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn bad_remote_leases_get_error_answers() {
+    let dir = tempfile::tempdir().unwrap();
+    let c = Cluster::start(dir.path(), 1, SMALL_BLOCKS, RDMA);
+    let fs = c.fs().await;
+    let data = pattern(BS as usize, 2);
+    put(&fs, "/f", &data, pb::WriteType::MustCache).await;
+    let info = fs.master().file_blocks("/f").await.unwrap();
+    let b = &info.blocks[0];
+    let mut s = data_conn(&c.workers[0].addr).await;
+    // No token, a block the file does not have, an absurd length: each
+    // refused in its grant.
+    let mut unknown = whole_block(b, &info.block_token, None);
+    unknown.block_id += 7;
+    let mut long = whole_block(b, &info.block_token, None);
+    long.block_length = u64::MAX;
+    let ok = ask(
+        &mut s,
+        vec![whole_block(b, b"", None), unknown, long],
+        false,
+    )
+    .await
+    .unwrap();
+    let codes: Vec<u16> = ok.grants.iter().map(|g| g.code).collect();
+    assert_eq!(
+        codes,
+        [
+            EddyCode::PermissionDenied as i32 as u16,
+            EddyCode::NotFound as i32 as u16,
+            EddyCode::InvalidArgument as i32 as u16
+        ],
+        "{:?}",
+        ok.grants
+    );
+    // Another provider: refused as a whole, the connection stays.
+    let req = RemoteLease {
+        provider: "verbs;ofi_rxm".into(),
+        want_fabric: true,
+        items: vec![whole_block(b, &info.block_token, None)],
+    };
+    eddy_wire::write_frame(&mut s, Kind::RemoteLease, &req.encode())
+        .await
+        .unwrap();
+    let e = eddy_wire::expect(&mut s, Kind::RemoteLeaseOk)
+        .await
+        .unwrap()
+        .unwrap_err();
+    assert_eq!(e.code, EddyCode::Unsupported, "{}", e.message);
+    assert!(e.message.contains("tcp;ofi_rxm"), "{}", e.message);
+    // Garbage (65 blocks) closes only this connection, with an error.
+    let many = RemoteLease {
+        provider: "tcp;ofi_rxm".into(),
+        want_fabric: false,
+        items: vec![whole_block(b, &info.block_token, None); 65],
+    };
+    eddy_wire::write_frame(&mut s, Kind::RemoteLease, &many.encode())
+        .await
+        .unwrap();
+    let e = eddy_wire::expect(&mut s, Kind::RemoteLeaseOk)
+        .await
+        .unwrap()
+        .unwrap_err();
+    assert_eq!(e.code, EddyCode::Protocol, "{}", e.message);
+    assert_eq!(c.stat_sum(&fs, "rdma_leases").await, 0, "nothing leased");
+    assert!(get(&fs, "/f").await == data, "the worker still serves");
+}
