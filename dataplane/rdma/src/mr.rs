@@ -197,11 +197,15 @@ impl RegisteredBuf {
     }
 
     /// Gives the memory and region up to the fabric, which frees them once
-    /// its endpoint is closed (a timed-out read may still write).
+    /// the late completions of the abandoned operations have arrived, or
+    /// its endpoint is closed (a timed-out read may still write until
+    /// then).
     pub(crate) fn retire(mut self) -> Retired {
         Retired {
             region: self.region.take(),
             _mem: self.mem.take(),
+            bytes: self.cap,
+            outstanding: 0,
         }
     }
 }
