@@ -146,7 +146,8 @@ pub(crate) struct Inner {
     pub(crate) info: FabricInfo,
     pub(crate) address: Vec<u8>,
     pub(crate) max_read: usize,
-    pub(crate) read_timeout: Duration,
+    /// How long a read may wait, in microseconds (`set_read_timeout`).
+    pub(crate) read_timeout_us: AtomicU64,
     /// Retired bytes past which new reads are refused (`RetiredFull`).
     pub(crate) retired_cap: AtomicU64,
     pub(crate) counters: Counters,
@@ -183,7 +184,7 @@ impl Inner {
             info,
             address: Vec::new(),
             max_read,
-            read_timeout,
+            read_timeout_us: AtomicU64::new(micros(read_timeout)),
             retired_cap: AtomicU64::new(DEFAULT_RETIRED_CAP),
             counters: Counters::default(),
             serial: {
@@ -281,6 +282,11 @@ impl Inner {
             .retired_buffers
             .fetch_sub(1, Ordering::Relaxed);
     }
+}
+
+/// `d` in whole microseconds, saturating.
+pub(crate) fn micros(d: Duration) -> u64 {
+    u64::try_from(d.as_micros()).unwrap_or(u64::MAX)
 }
 
 /// The default cap on retired bytes (`Fabric::set_retired_cap`).

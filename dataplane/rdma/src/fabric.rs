@@ -247,6 +247,17 @@ impl Fabric {
         self.inner.retired_cap.store(bytes, Ordering::Relaxed);
     }
 
+    /// Changes how long later reads may wait for their completions (set
+    /// first by `FabricOptions::read_timeout`).
+    pub fn set_read_timeout(&self, timeout: Duration) {
+        let us = crate::domain::micros(timeout);
+        self.inner.read_timeout_us.store(us, Ordering::Relaxed);
+    }
+
+    pub fn read_timeout(&self) -> Duration {
+        Duration::from_micros(self.inner.read_timeout_us.load(Ordering::Relaxed))
+    }
+
     pub fn retired_cap(&self) -> u64 {
         self.inner.retired_cap.load(Ordering::Relaxed)
     }
@@ -308,7 +319,8 @@ impl Fabric {
         }
         let len = buf.len();
         let chunk = self.inner.max_read;
-        let deadline = Instant::now() + self.inner.read_timeout;
+        let timeout = self.read_timeout();
+        let deadline = Instant::now().checked_add(timeout);
         let mut backoff = Backoff::new(Duration::from_micros(500));
         let mut next = 0usize;
         let mut outstanding = HashSet::new();
@@ -341,8 +353,8 @@ impl Fabric {
                 drop(st);
                 return (Some(buf), failed.map_or(Ok(()), Err));
             }
-            if Instant::now() >= deadline {
-                let ms = self.inner.read_timeout.as_millis() as u64;
+            if deadline.is_some_and(|d| Instant::now() >= d) {
+                let ms = u64::try_from(timeout.as_millis()).unwrap_or(u64::MAX);
                 if outstanding.is_empty() {
                     // Nothing of it is in the provider's hands.
                     return (Some(buf), Err(RdmaError::Timeout { ms }));

@@ -122,7 +122,14 @@ pub(crate) fn alloc_buf(inner: &Arc<Inner>, len: usize) -> Result<RegisteredBuf,
         code: -sys::FI_EINVAL,
         text: text.into(),
     };
-    let layout = Layout::from_size_align(len.max(1), 4096).map_err(|_| refused("too large"))?;
+    // Whole pages: no other heap data shares a page with the buffer, so a
+    // parent that writes its heap after a fork never moves a page a read
+    // is landing in (pinned pages before Linux 5.13, docs/RDMA.md).
+    let size = len
+        .max(1)
+        .checked_next_multiple_of(4096)
+        .ok_or_else(|| refused("too large"))?;
+    let layout = Layout::from_size_align(size, 4096).map_err(|_| refused("too large"))?;
     if len == 0 {
         return Err(refused("an empty buffer"));
     }
