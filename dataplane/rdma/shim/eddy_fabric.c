@@ -47,6 +47,7 @@ struct eddy_fi_consts {
 	uint64_t rma, read, remote_read, transmit, recv;
 	int64_t eagain, eavail, ecanceled, eaccess, einval, enodata, etoosmall;
 	uint32_t version;
+	int64_t enomem, efault, eperm;
 };
 
 void eddy_fi_consts(struct eddy_fi_consts *c)
@@ -69,6 +70,9 @@ void eddy_fi_consts(struct eddy_fi_consts *c)
 	c->enodata = FI_ENODATA;
 	c->etoosmall = FI_ETOOSMALL;
 	c->version = EDDY_FI_VERSION;
+	c->enomem = FI_ENOMEM;
+	c->efault = FI_EFAULT;
+	c->eperm = FI_EPERM;
 }
 
 const char *eddy_fi_strerror(int err)

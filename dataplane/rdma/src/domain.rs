@@ -62,6 +62,17 @@ pub(crate) struct Counters {
     pub(crate) reads_posted: AtomicU64,
     pub(crate) completions: AtomicU64,
     pub(crate) polls: AtomicU64,
+    /// Regions open on the domain: registrations, buffers, retired ones.
+    pub(crate) registrations_live: AtomicU64,
+    pub(crate) registration_failures: AtomicU64,
+    /// Bytes and count of retired buffers still held (changed under the
+    /// state lock, read without it).
+    pub(crate) retired_bytes: AtomicU64,
+    pub(crate) retired_buffers: AtomicU64,
+    /// Retired buffers freed after their late completions arrived.
+    pub(crate) retired_freed: AtomicU64,
+    /// Reads refused because the retired bytes reached the cap.
+    pub(crate) reads_refused: AtomicU64,
 }
 
 pub(crate) struct State {
@@ -70,16 +81,49 @@ pub(crate) struct State {
     /// abandoned at a timeout) are dropped.
     pub(crate) pending: HashSet<u64>,
     pub(crate) done: HashMap<u64, Result<(), RdmaError>>,
-    /// Buffers of abandoned reads: the provider may still write into them
-    /// until the endpoint closes, so they are freed only then.
-    pub(crate) retired: Vec<Retired>,
+    /// Buffers of abandoned reads, by a serial: the provider may still
+    /// write into one until every operation posted into it has completed
+    /// (with success or an error), or the endpoint has closed.
+    pub(crate) retired: HashMap<u64, Retired>,
+    /// Abandoned operations still in the provider's hands, and the
+    /// retired buffer each writes into.
+    pub(crate) orphans: HashMap<u64, u64>,
+    pub(crate) next_retired: u64,
 }
 
 impl State {
-    fn complete(&mut self, id: u64, result: Result<(), RdmaError>) {
+    /// Records the completion of operation `id`. Returns a retired buffer
+    /// whose last outstanding operation this was: nothing can write into
+    /// it any more, so the caller frees it.
+    fn complete(&mut self, id: u64, result: Result<(), RdmaError>) -> Option<Retired> {
         if self.pending.remove(&id) {
             self.done.insert(id, result);
+            return None;
         }
+        let serial = self.orphans.remove(&id)?;
+        let r = self.retired.get_mut(&serial)?;
+        r.outstanding = r.outstanding.saturating_sub(1);
+        if r.outstanding > 0 {
+            return None;
+        }
+        self.retired.remove(&serial)
+    }
+
+    /// Hands `buf`'s memory to the fabric until the operations `ops`
+    /// (abandoned by a timed-out read) have all completed.
+    pub(crate) fn retire(&mut self, mut buf: Retired, ops: &HashSet<u64>, counters: &Counters) {
+        let serial = self.next_retired;
+        self.next_retired += 1;
+        for id in ops {
+            self.pending.remove(id);
+            self.orphans.insert(*id, serial);
+        }
+        buf.outstanding = ops.len();
+        counters
+            .retired_bytes
+            .fetch_add(buf.bytes as u64, Ordering::Relaxed);
+        counters.retired_buffers.fetch_add(1, Ordering::Relaxed);
+        self.retired.insert(serial, buf);
     }
 
     /// A key for a registration when the provider does not pick them:
@@ -102,7 +146,10 @@ pub(crate) struct Inner {
     pub(crate) info: FabricInfo,
     pub(crate) address: Vec<u8>,
     pub(crate) max_read: usize,
-    pub(crate) read_timeout: Duration,
+    /// How long a read may wait, in microseconds (`set_read_timeout`).
+    pub(crate) read_timeout_us: AtomicU64,
+    /// Retired bytes past which new reads are refused (`RetiredFull`).
+    pub(crate) retired_cap: AtomicU64,
     pub(crate) counters: Counters,
     /// Unique in the process for its life (an address could be reused by
     /// a later fabric): what `PeerId`s name their fabric by.
@@ -130,12 +177,15 @@ impl Inner {
                 next_op: 1,
                 pending: HashSet::new(),
                 done: HashMap::new(),
-                retired: Vec::new(),
+                retired: HashMap::new(),
+                orphans: HashMap::new(),
+                next_retired: 1,
             }),
             info,
             address: Vec::new(),
             max_read,
-            read_timeout,
+            read_timeout_us: AtomicU64::new(micros(read_timeout)),
+            retired_cap: AtomicU64::new(DEFAULT_RETIRED_CAP),
             counters: Counters::default(),
             serial: {
                 static NEXT: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(1);
@@ -169,7 +219,9 @@ impl Inner {
             let n = unsafe { sys::eddy_fab_cq_read(raw, ctx.as_mut_ptr(), ctx.len()) };
             if n > 0 {
                 for c in &ctx[..n.unsigned_abs()] {
-                    st.complete(c.addr() as u64, Ok(()));
+                    if let Some(r) = st.complete(c.addr() as u64, Ok(())) {
+                        self.free_retired(r);
+                    }
                 }
                 seen += n.unsigned_abs() as u64;
                 continue;
@@ -201,19 +253,44 @@ impl Inner {
                 sys::strerror(i64::from(err)),
                 String::from_utf8_lossy(&provider_text).trim()
             );
-            st.complete(
-                c.addr() as u64,
-                Err(RdmaError::Read {
-                    code: i64::from(err),
-                    text,
-                }),
-            );
+            let result = Err(RdmaError::Read {
+                code: i64::from(err),
+                text,
+            });
+            if let Some(r) = st.complete(c.addr() as u64, result) {
+                self.free_retired(r);
+            }
             seen += 1;
         }
         self.counters.completions.fetch_add(seen, Ordering::Relaxed);
         seen
     }
+
+    /// Frees a retired buffer whose operations have all completed; called
+    /// from `poll`, with the fabric locked.
+    fn free_retired(&self, r: Retired) {
+        let bytes = r.bytes as u64;
+        // Its last completion has been read: the provider is done with the
+        // memory, so closing the region and freeing it is safe now.
+        if r.release(&self.counters) {
+            self.counters.retired_freed.fetch_add(1, Ordering::Relaxed);
+        }
+        self.counters
+            .retired_bytes
+            .fetch_sub(bytes, Ordering::Relaxed);
+        self.counters
+            .retired_buffers
+            .fetch_sub(1, Ordering::Relaxed);
+    }
 }
+
+/// `d` in whole microseconds, saturating.
+pub(crate) fn micros(d: Duration) -> u64 {
+    u64::try_from(d.as_micros()).unwrap_or(u64::MAX)
+}
+
+/// The default cap on retired bytes (`Fabric::set_retired_cap`).
+pub(crate) const DEFAULT_RETIRED_CAP: u64 = 256 << 20;
 
 impl Drop for Inner {
     fn drop(&mut self) {
@@ -231,8 +308,8 @@ impl Drop for Inner {
             std::mem::forget(std::mem::take(&mut st.retired));
             return;
         }
-        for r in st.retired.drain(..) {
-            r.release();
+        for (_, r) in st.retired.drain() {
+            r.release(&self.counters);
         }
         // SAFETY: every region is closed (registrations and buffers hold
         // the Arc; retired ones were released above); `raw` is not used
@@ -259,7 +336,16 @@ impl Inner {
         len: usize,
         access: u64,
     ) -> Result<Region, RdmaError> {
-        let refused = |code: i64, text: String| RdmaError::Registration { len, code, text };
+        let refused = |code: i64, text: String| {
+            self.counters
+                .registration_failures
+                .fetch_add(1, Ordering::Relaxed);
+            RdmaError::Registration {
+                len,
+                code,
+                text: crate::limits::registration_text(code, text),
+            }
+        };
         if len == 0 {
             return Err(refused(-sys::FI_EINVAL, "an empty region".into()));
         }
@@ -283,7 +369,12 @@ impl Inner {
             )
         };
         match NonNull::new(mr).filter(|_| rc == 0) {
-            Some(mr) => Ok(Region { mr, key, desc }),
+            Some(mr) => {
+                self.counters
+                    .registrations_live
+                    .fetch_add(1, Ordering::Relaxed);
+                Ok(Region { mr, key, desc })
+            }
             None => Err(refused(i64::from(rc), sys::strerror(i64::from(rc)))),
         }
     }
@@ -296,7 +387,13 @@ impl Inner {
         // SAFETY: `mr` is a live region of this fabric, closed once (its
         // owner's Drop or release); the fabric is locked.
         let rc = unsafe { sys::eddy_mr_close(mr.as_ptr()) };
-        closed(rc)
+        let ok = closed(rc);
+        if ok {
+            self.counters
+                .registrations_live
+                .fetch_sub(1, Ordering::Relaxed);
+        }
+        ok
     }
 }
 
@@ -334,25 +431,38 @@ impl Drop for Mem {
     }
 }
 
-/// A buffer of an abandoned read, held by the fabric until it closes.
+/// A buffer of an abandoned read, held by the fabric until the late
+/// completions of its operations arrive or the endpoint closes.
 pub(crate) struct Retired {
     pub(crate) region: Option<Region>,
     pub(crate) _mem: Option<Mem>,
+    /// Its capacity, counted in `Counters::retired_bytes`.
+    pub(crate) bytes: usize,
+    /// Operations posted into it that have not completed yet.
+    pub(crate) outstanding: usize,
 }
 
 impl Retired {
-    /// Closes the region, then frees the memory. Called with the endpoint
-    /// already closed, by the fabric's last owner.
-    pub(crate) fn release(mut self) {
-        if let Some(r) = &self.region {
-            // SAFETY: the region is live and closed once; the caller has the
-            // fabric exclusively (in its Drop).
-            let rc = unsafe { sys::eddy_mr_close(r.mr.as_ptr()) };
-            if !closed(rc) {
-                // Still registered: the memory is leaked, never reused.
-                std::mem::forget(self._mem.take());
-            }
+    /// Closes the region, then frees the memory; `false` (and the memory
+    /// is leaked) when the provider would not close the region. Called
+    /// only when nothing can write into the memory any more: its
+    /// operations have all completed (from `poll`, fabric locked), or the
+    /// endpoint is closed (the fabric's Drop, which has it exclusively).
+    pub(crate) fn release(mut self, counters: &Counters) -> bool {
+        let Some(r) = &self.region else {
+            return true;
+        };
+        // SAFETY: the region is live and closed once (`release` consumes
+        // its only owner); the caller holds the fabric's lock or has the
+        // fabric exclusively, as stated above.
+        let rc = unsafe { sys::eddy_mr_close(r.mr.as_ptr()) };
+        if !closed(rc) {
+            // Still registered: the memory is leaked, never reused.
+            std::mem::forget(self._mem.take());
+            return false;
         }
+        counters.registrations_live.fetch_sub(1, Ordering::Relaxed);
+        true
     }
 }
 

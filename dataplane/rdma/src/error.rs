@@ -44,9 +44,22 @@ pub enum RdmaError {
     /// A read did not complete in time; its buffer stays with the fabric.
     #[error(
         "one-sided read did not complete within {ms} ms: is the owner of the memory alive and \
-         driving progress? its buffer is kept until the fabric closes"
+         driving progress? its buffer is kept until the provider completes the read or the \
+         fabric closes"
     )]
     Timeout { ms: u64 },
+    /// Too many bytes of timed-out reads' buffers are still held.
+    #[error(
+        "read refused: {retired} bytes in {buffers} buffers of timed-out reads are still held \
+         for their late completions (cap {cap} bytes); a peer is not answering: check that \
+         the owners are alive and drive progress, read over TCP meanwhile, or reopen the \
+         fabric (closing it frees them)"
+    )]
+    RetiredFull {
+        retired: u64,
+        buffers: u64,
+        cap: u64,
+    },
     /// A buffer or peer of another fabric was passed to this one.
     #[error("{0} belongs to another fabric: use the fabric that made it")]
     OtherFabric(&'static str),
@@ -63,6 +76,7 @@ impl RdmaError {
             Self::Read { .. } => "READ",
             Self::OutOfRange { .. } => "OUT_OF_RANGE",
             Self::Timeout { .. } => "TIMEOUT",
+            Self::RetiredFull { .. } => "RETIRED_FULL",
             Self::OtherFabric(_) => "OTHER_FABRIC",
         }
     }

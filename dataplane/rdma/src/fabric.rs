@@ -54,6 +54,20 @@ pub struct FabricStats {
     pub completions: u64,
     /// Times the CQ was polled (each poll also drives progress).
     pub polls: u64,
+    /// Memory regions open on this fabric's domain: registrations, read
+    /// buffers and retired buffers (for the worker's metrics).
+    pub registrations_live: u64,
+    /// Registrations the provider refused (`RdmaError::Registration`).
+    pub registration_failures: u64,
+    /// Bytes of buffers of timed-out reads the fabric still holds because
+    /// the provider may write into them; bounded by `retired_cap`.
+    pub retired_bytes: u64,
+    /// How many such buffers.
+    pub retired_buffers: u64,
+    /// Retired buffers freed once their late completions arrived.
+    pub retired_freed: u64,
+    /// Reads refused with `RetiredFull`.
+    pub reads_refused: u64,
 }
 
 /// A peer inserted into this fabric's address vector.
@@ -210,11 +224,42 @@ impl Fabric {
 
     pub fn stats(&self) -> FabricStats {
         let c = &self.inner.counters;
+        let get = |a: &std::sync::atomic::AtomicU64| a.load(Ordering::Relaxed);
         FabricStats {
-            reads_posted: c.reads_posted.load(Ordering::Relaxed),
-            completions: c.completions.load(Ordering::Relaxed),
-            polls: c.polls.load(Ordering::Relaxed),
+            reads_posted: get(&c.reads_posted),
+            completions: get(&c.completions),
+            polls: get(&c.polls),
+            registrations_live: get(&c.registrations_live),
+            registration_failures: get(&c.registration_failures),
+            retired_bytes: get(&c.retired_bytes),
+            retired_buffers: get(&c.retired_buffers),
+            retired_freed: get(&c.retired_freed),
+            reads_refused: get(&c.reads_refused),
         }
+    }
+
+    /// Caps the bytes of retired buffers (those of timed-out reads, kept
+    /// until their late completions arrive): while a read's buffer would
+    /// take them past `bytes`, the read is refused with `RetiredFull`
+    /// (one read is always allowed when nothing is retired). Default
+    /// 256 MiB.
+    pub fn set_retired_cap(&self, bytes: u64) {
+        self.inner.retired_cap.store(bytes, Ordering::Relaxed);
+    }
+
+    /// Changes how long later reads may wait for their completions (set
+    /// first by `FabricOptions::read_timeout`).
+    pub fn set_read_timeout(&self, timeout: Duration) {
+        let us = crate::domain::micros(timeout);
+        self.inner.read_timeout_us.store(us, Ordering::Relaxed);
+    }
+
+    pub fn read_timeout(&self) -> Duration {
+        Duration::from_micros(self.inner.read_timeout_us.load(Ordering::Relaxed))
+    }
+
+    pub fn retired_cap(&self) -> u64 {
+        self.inner.retired_cap.load(Ordering::Relaxed)
     }
 
     /// This endpoint's address, for the peer's `connect`.
@@ -256,8 +301,9 @@ impl Fabric {
     /// Reads `buf.len()` bytes at `offset` of the peer's region `remote`
     /// into `buf`, one-sided, in reads of at most the maximum message size.
     /// The buffer comes back with the result, unless the read timed out
-    /// with operations still in the provider's hands: then it is kept
-    /// until the fabric closes (`None`).
+    /// with operations still in the provider's hands: then the fabric
+    /// keeps it (`None`) until their late completions arrive (a later
+    /// `poll` or read frees it) or the fabric closes.
     pub fn read(
         &self,
         buf: RegisteredBuf,
@@ -265,12 +311,16 @@ impl Fabric {
         remote: &RemoteKey,
         offset: u64,
     ) -> (Option<RegisteredBuf>, Result<(), RdmaError>) {
-        if let Err(e) = self.check_read(&buf, peer, remote, offset) {
+        if let Err(e) = self
+            .check_read(&buf, peer, remote, offset)
+            .and_then(|()| self.check_retired(&buf))
+        {
             return (Some(buf), Err(e));
         }
         let len = buf.len();
         let chunk = self.inner.max_read;
-        let deadline = Instant::now() + self.inner.read_timeout;
+        let timeout = self.read_timeout();
+        let deadline = Instant::now().checked_add(timeout);
         let mut backoff = Backoff::new(Duration::from_micros(500));
         let mut next = 0usize;
         let mut outstanding = HashSet::new();
@@ -303,13 +353,14 @@ impl Fabric {
                 drop(st);
                 return (Some(buf), failed.map_or(Ok(()), Err));
             }
-            if Instant::now() >= deadline {
-                for id in &outstanding {
-                    st.pending.remove(id);
+            if deadline.is_some_and(|d| Instant::now() >= d) {
+                let ms = u64::try_from(timeout.as_millis()).unwrap_or(u64::MAX);
+                if outstanding.is_empty() {
+                    // Nothing of it is in the provider's hands.
+                    return (Some(buf), Err(RdmaError::Timeout { ms }));
                 }
-                st.retired.push(buf.retire());
-                let ms = self.inner.read_timeout.as_millis();
-                return (None, Err(RdmaError::Timeout { ms: ms as u64 }));
+                st.retire(buf.retire(), &outstanding, &self.inner.counters);
+                return (None, Err(RdmaError::Timeout { ms }));
             }
             drop(st);
             if seen > 0 || outstanding.len() < before {
@@ -347,6 +398,28 @@ impl Fabric {
             .checked_add(remote.len)
             .map(|_| ())
             .ok_or(out_of_range)
+    }
+
+    /// Refuses a read whose buffer could take the retired bytes past the
+    /// cap, after a poll that frees any buffer whose late completions
+    /// have arrived.
+    fn check_retired(&self, buf: &RegisteredBuf) -> Result<(), RdmaError> {
+        let c = &self.inner.counters;
+        if c.retired_bytes.load(Ordering::Relaxed) == 0 {
+            return Ok(());
+        }
+        self.inner.poll(&mut self.inner.lock());
+        let retired = c.retired_bytes.load(Ordering::Relaxed);
+        let cap = self.retired_cap();
+        if retired == 0 || retired.saturating_add(buf.capacity() as u64) <= cap {
+            return Ok(());
+        }
+        c.reads_refused.fetch_add(1, Ordering::Relaxed);
+        Err(RdmaError::RetiredFull {
+            retired,
+            buffers: c.retired_buffers.load(Ordering::Relaxed),
+            cap,
+        })
     }
 
     /// Posts the read of `buf[at..at + n]` from `base + at` under `key`;

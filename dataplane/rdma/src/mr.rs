@@ -122,7 +122,14 @@ pub(crate) fn alloc_buf(inner: &Arc<Inner>, len: usize) -> Result<RegisteredBuf,
         code: -sys::FI_EINVAL,
         text: text.into(),
     };
-    let layout = Layout::from_size_align(len.max(1), 4096).map_err(|_| refused("too large"))?;
+    // Whole pages: no other heap data shares a page with the buffer, so a
+    // parent that writes its heap after a fork never moves a page a read
+    // is landing in (pinned pages before Linux 5.13, docs/RDMA.md).
+    let size = len
+        .max(1)
+        .checked_next_multiple_of(4096)
+        .ok_or_else(|| refused("too large"))?;
+    let layout = Layout::from_size_align(size, 4096).map_err(|_| refused("too large"))?;
     if len == 0 {
         return Err(refused("an empty buffer"));
     }
@@ -197,11 +204,15 @@ impl RegisteredBuf {
     }
 
     /// Gives the memory and region up to the fabric, which frees them once
-    /// its endpoint is closed (a timed-out read may still write).
+    /// the late completions of the abandoned operations have arrived, or
+    /// its endpoint is closed (a timed-out read may still write until
+    /// then).
     pub(crate) fn retire(mut self) -> Retired {
         Retired {
             region: self.region.take(),
             _mem: self.mem.take(),
+            bytes: self.cap,
+            outstanding: 0,
         }
     }
 }

@@ -51,6 +51,9 @@ pub struct FiConsts {
     pub enodata: i64,
     pub etoosmall: i64,
     pub version: u32,
+    pub enomem: i64,
+    pub efault: i64,
+    pub eperm: i64,
 }
 
 pub const FI_MR_LOCAL: u64 = 1 << 2;
@@ -70,8 +73,10 @@ pub const FI_EAGAIN: i64 = 11;
 pub const FI_EAVAIL: i64 = 259;
 #[cfg(test)]
 pub const FI_ECANCELED: i64 = 125;
-#[cfg(test)]
 pub const FI_EACCES: i64 = 13;
+pub const FI_ENOMEM: i64 = 12;
+pub const FI_EFAULT: i64 = 14;
+pub const FI_EPERM: i64 = 1;
 pub const FI_EINVAL: i64 = 22;
 #[cfg(test)]
 pub const FI_ENODATA: i64 = 61;
@@ -102,6 +107,9 @@ pub fn rust_consts() -> FiConsts {
         enodata: FI_ENODATA,
         etoosmall: FI_ETOOSMALL,
         version: FI_VERSION,
+        enomem: FI_ENOMEM,
+        efault: FI_EFAULT,
+        eperm: FI_EPERM,
     }
 }
 
