@@ -22,9 +22,8 @@ pub enum RdmaError {
     },
     /// fi_mr_reg refused a region.
     #[error(
-        "registering {len} bytes with the fabric failed: {text} (error {code}); a registration \
-         pins memory: raise the locked-memory limit (`ulimit -l`, RLIMIT_MEMLOCK, LimitMEMLOCK= \
-         for systemd) or register less"
+        "registering {len} bytes with the fabric failed: {text} (error {code}); {}",
+        registration_hint(*.code)
     )]
     Registration { len: usize, code: i64, text: String },
     /// A peer's fabric address is malformed or the AV refused it.
@@ -50,6 +49,19 @@ pub enum RdmaError {
     /// A buffer or peer of another fabric was passed to this one.
     #[error("{0} belongs to another fabric: use the fabric that made it")]
     OtherFabric(&'static str),
+}
+
+/// What to change after a refused registration, by its errno.
+fn registration_hint(code: i64) -> &'static str {
+    // EFAULT (14): verbs through rxm registers every region with local
+    // write access, and the kernel will not pin read-only pages for that.
+    if code.abs() == 14 {
+        "the memory is not mapped writable: verbs providers pin it for local write access, so \
+         map it writable (MAP_SHARED, PROT_READ|PROT_WRITE) before registering"
+    } else {
+        "a registration pins memory: raise the locked-memory limit (`ulimit -l`, \
+         RLIMIT_MEMLOCK, LimitMEMLOCK= for systemd) or register less"
+    }
 }
 
 impl RdmaError {

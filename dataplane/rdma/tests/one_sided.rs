@@ -222,7 +222,11 @@ fn owner_process() {
     progress.stop();
 }
 
-fn memfd_segment(len: usize) -> memmap2::Mmap {
+/// The owner's segment stays mapped writable (nothing writes it after the
+/// fill): verbs through rxm registers every region with local write
+/// access, which the kernel refuses for a read-only mapping
+/// (`a_read_only_mapping_...` below).
+fn memfd_segment(len: usize) -> memmap2::MmapMut {
     use rustix::fs::{MemfdFlags, memfd_create};
     let fd = memfd_create("eddy-rdma-test", MemfdFlags::CLOEXEC).expect("memfd_create");
     let file = std::fs::File::from(fd);
@@ -234,7 +238,35 @@ fn memfd_segment(len: usize) -> memmap2::Mmap {
     for (i, b) in map.iter_mut().enumerate() {
         *b = pattern(i);
     }
-    map.make_read_only().expect("seal the mapping read-only")
+    map
+}
+
+/// A segment mapped read-only (as the worker maps a sealed segment):
+/// `tcp;ofi_rxm` registers and serves it; `verbs;ofi_rxm` refuses it with
+/// EFAULT, because rxm adds local write access to every registration and
+/// the kernel will not pin read-only pages for writing. The error must say
+/// so (map it writable), not blame the locked-memory limit.
+#[test]
+fn a_read_only_mapping_registers_only_where_the_provider_allows() {
+    if std::env::var_os(OWNER_ENV).is_some() {
+        return;
+    }
+    let fabric = Fabric::open_with(&options()).expect("open the fabric");
+    let segment = memfd_segment(MIB)
+        .make_read_only()
+        .expect("map the segment read-only");
+    let result = fabric.register_shared(Arc::new(segment));
+    if !on_verbs() {
+        result.expect("a read-only mapping registers for remote reads");
+        return;
+    }
+    let err = result.err().expect("verbs refuses a read-only mapping");
+    let efault = i64::from(rustix::io::Errno::FAULT.raw_os_error());
+    assert!(
+        matches!(err, RdmaError::Registration { code, .. } if code.abs() == efault),
+        "{err:?}"
+    );
+    assert!(err.to_string().contains("map it writable"), "{err}");
 }
 
 fn reader(owner: &Owner) -> (Fabric, PeerId) {
