@@ -26,6 +26,14 @@ pub enum RdmaError {
         registration_hint(*.code)
     )]
     Registration { len: usize, code: i64, text: String },
+    /// The provider would cache registrations past their `Drop` (the key
+    /// would stay readable), and the environment does not turn that off.
+    #[error(
+        "libfabric's registration cache is on for provider {provider:?}: it keeps a dropped \
+         registration's key readable, so revoking a key would not work; start the process with \
+         FI_MR_CACHE_MAX_COUNT=0 in its environment"
+    )]
+    RegistrationCache { provider: String },
     /// A peer's fabric address is malformed or the AV refused it.
     #[error("peer fabric address refused: {0}")]
     Address(String),
@@ -71,6 +79,7 @@ impl RdmaError {
             Self::NoProvider { .. } => "NO_PROVIDER",
             Self::Setup { .. } => "SETUP",
             Self::Registration { .. } => "REGISTRATION",
+            Self::RegistrationCache { .. } => "REGISTRATION_CACHE",
             Self::Address(_) => "ADDRESS",
             Self::Read { .. } => "READ",
             Self::OutOfRange { .. } => "OUT_OF_RANGE",
