@@ -305,7 +305,11 @@ main() {
     local ok=0
     boot && ok=1
     printf '%s\n' "${PHASES[@]}"
-    [ "$ok" = 1 ] || exit 1
+    if [ "$ok" != 1 ]; then
+        # Only the serial log is worth keeping.
+        rm -rf "$WORK/root" "$WORK/initrd.cpio"
+        exit 1
+    fi
     rm -rf "$WORK"
 }
 
