@@ -248,9 +248,6 @@ fn memfd_segment(len: usize) -> memmap2::MmapMut {
 /// so (map it writable), not blame the locked-memory limit.
 #[test]
 fn a_read_only_mapping_registers_only_where_the_provider_allows() {
-    if std::env::var_os(OWNER_ENV).is_some() {
-        return;
-    }
     let fabric = Fabric::open_with(&options()).expect("open the fabric");
     let segment = memfd_segment(MIB)
         .make_read_only()
