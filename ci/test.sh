@@ -184,6 +184,14 @@ run_fuzz() {
     done
 }
 
+# Real verbs (docs/RDMA.md, "Real verbs in CI"): boots Debian's kernel
+# under QEMU with soft-RoCE and runs eddy-rdma's tests over verbs;ofi_rxm
+# inside it. The script installs what it needs and caches the kernel.
+rdma_vm() {
+    stage "real verbs: soft-RoCE under QEMU (ci/rdma-vm.sh)"
+    ci/rdma-vm.sh
+}
+
 build_benches() {
     stage "cargo bench --no-run"
     cargo bench --workspace --locked --no-run
@@ -201,6 +209,7 @@ main() {
     timed build_java
     timed build_ffi
     timed run_tests
+    timed rdma_vm
     timed run_fuzz
     timed build_benches
     stage "all stages passed"

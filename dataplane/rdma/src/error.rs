@@ -22,11 +22,18 @@ pub enum RdmaError {
     },
     /// fi_mr_reg refused a region.
     #[error(
-        "registering {len} bytes with the fabric failed: {text} (error {code}); a registration \
-         pins memory: raise the locked-memory limit (`ulimit -l`, RLIMIT_MEMLOCK, LimitMEMLOCK= \
-         for systemd) or register less"
+        "registering {len} bytes with the fabric failed: {text} (error {code}); {}",
+        registration_hint(*.code)
     )]
     Registration { len: usize, code: i64, text: String },
+    /// The provider would cache registrations past their `Drop` (the key
+    /// would stay readable), and the environment does not turn that off.
+    #[error(
+        "libfabric's registration cache is on for provider {provider:?}: it keeps a dropped \
+         registration's key readable, so revoking a key would not work; start the process with \
+         FI_MR_CACHE_MAX_COUNT=0 in its environment"
+    )]
+    RegistrationCache { provider: String },
     /// A peer's fabric address is malformed or the AV refused it.
     #[error("peer fabric address refused: {0}")]
     Address(String),
@@ -65,6 +72,19 @@ pub enum RdmaError {
     OtherFabric(&'static str),
 }
 
+/// What to change after a refused registration, by its errno.
+fn registration_hint(code: i64) -> &'static str {
+    // EFAULT (14): verbs through rxm registers every region with local
+    // write access, and the kernel will not pin read-only pages for that.
+    if code.abs() == 14 {
+        "the memory is not mapped writable: verbs providers pin it for local write access, so \
+         map it writable (MAP_SHARED, PROT_READ|PROT_WRITE) before registering"
+    } else {
+        "a registration pins memory: raise the locked-memory limit (`ulimit -l`, \
+         RLIMIT_MEMLOCK, LimitMEMLOCK= for systemd) or register less"
+    }
+}
+
 impl RdmaError {
     /// A stable name for logs and metrics; names never change meaning.
     pub fn code(&self) -> &'static str {
@@ -72,6 +92,7 @@ impl RdmaError {
             Self::NoProvider { .. } => "NO_PROVIDER",
             Self::Setup { .. } => "SETUP",
             Self::Registration { .. } => "REGISTRATION",
+            Self::RegistrationCache { .. } => "REGISTRATION_CACHE",
             Self::Address(_) => "ADDRESS",
             Self::Read { .. } => "READ",
             Self::OutOfRange { .. } => "OUT_OF_RANGE",

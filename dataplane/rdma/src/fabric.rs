@@ -45,6 +45,22 @@ impl FabricOptions {
     }
 }
 
+/// Whether libfabric's registration cache would serve `provider`. Its
+/// verbs and efa providers cache registrations and keep them registered
+/// after `fi_close`, so a dropped `Registration`'s key stays readable
+/// (seen on soft-RoCE: ci/rdma-vm.sh). The cache reads its settings from
+/// the environment when libfabric starts, so it is off only when the
+/// process was started with `FI_MR_CACHE_MAX_COUNT=0` or
+/// `FI_MR_CACHE_MONITOR=disabled`.
+pub(crate) fn registration_cache_on(
+    provider: &str,
+    max_count: Option<&str>,
+    monitor: Option<&str>,
+) -> bool {
+    let cached = provider.split(';').any(|p| p == "verbs" || p == "efa");
+    cached && max_count.map(str::trim) != Some("0") && monitor.map(str::trim) != Some("disabled")
+}
+
 /// Counts of what a fabric did, for tests and metrics.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct FabricStats {
@@ -107,6 +123,15 @@ impl Fabric {
     }
 
     pub fn open_with(opts: &FabricOptions) -> Result<Self, RdmaError> {
+        if registration_cache_on(
+            &opts.provider,
+            std::env::var("FI_MR_CACHE_MAX_COUNT").ok().as_deref(),
+            std::env::var("FI_MR_CACHE_MONITOR").ok().as_deref(),
+        ) {
+            return Err(RdmaError::RegistrationCache {
+                provider: opts.provider.clone(),
+            });
+        }
         let no_provider = |why: &str| RdmaError::NoProvider {
             provider: opts.provider.clone(),
             why: why.to_string(),
@@ -468,5 +493,32 @@ impl Fabric {
             .reads_posted
             .fetch_add(1, Ordering::Relaxed);
         Ok(Some(id))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::registration_cache_on;
+
+    #[test]
+    fn the_registration_cache_must_be_off_for_providers_that_cache() {
+        for provider in ["verbs;ofi_rxm", "verbs", "efa", "efa;ofi_rxm"] {
+            assert!(registration_cache_on(provider, None, None), "{provider}");
+            assert!(
+                registration_cache_on(provider, Some("1024"), Some("uffd")),
+                "{provider}"
+            );
+            assert!(
+                !registration_cache_on(provider, Some("0"), None),
+                "{provider}"
+            );
+            assert!(
+                !registration_cache_on(provider, None, Some("disabled")),
+                "{provider}"
+            );
+        }
+        for provider in ["tcp;ofi_rxm", "sockets", "shm", "verbsy"] {
+            assert!(!registration_cache_on(provider, None, None), "{provider}");
+        }
     }
 }
