@@ -37,8 +37,10 @@ install_tools() {
     # promised; g++ may need installing).
     local need=""
     if ! command -v g++ >/dev/null 2>&1; then need="$need g++"; fi
-    # eddy-rdma's C shim compiles against libfabric's headers and links it
-    # (docs/RDMA.md); fi_info (libfabric-bin) lists the providers.
+    # eddy-rdma's C shim compiles against libfabric's headers (without them
+    # Eddy builds without RDMA, which the RDMA tests would fail) and loads
+    # the library at run time (docs/RDMA.md); fi_info (libfabric-bin) lists
+    # the providers.
     if ! dpkg -s libfabric-dev >/dev/null 2>&1 && [ ! -f /usr/include/rdma/fi_rma.h ]; then
         need="$need libfabric-dev libfabric-bin"
     fi

@@ -174,6 +174,55 @@ fn master_stops_cleanly_on_sigterm() {
     assert!(status.success(), "{status:?}");
 }
 
+/// A worker whose master never answers keeps retrying its registration;
+/// SIGTERM still stops it, at once and cleanly.
+#[test]
+fn a_worker_waiting_for_its_master_stops_on_sigterm() {
+    use std::io::BufRead;
+    let dir = tempfile::tempdir().unwrap();
+    // A port nothing listens on: bound, then closed.
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let cfg = dir.path().join("w.toml");
+    std::fs::write(
+        &cfg,
+        format!(
+            "[worker]\nmaster = \"127.0.0.1:{port}\"\nbind = \"127.0.0.1:0\"\n\
+             memory_capacity = 67108864\nmetrics_bind = \"\"\n"
+        ),
+    )
+    .unwrap();
+    let mut child = Command::new(EDDY)
+        .arg("--config")
+        .arg(&cfg)
+        .arg("worker")
+        .env("EDDY_LOG", "warn")
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut err = std::io::BufReader::new(child.stderr.take().unwrap());
+    let mut line = String::new();
+    while !line.contains("cannot register with the master") {
+        line.clear();
+        assert!(err.read_line(&mut line).unwrap() > 0, "worker ended early");
+    }
+    // SAFETY: kill(2) on a child process id we own; no memory is involved.
+    assert_eq!(unsafe { libc::kill(child.id() as i32, libc::SIGTERM) }, 0);
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let _ = tx.send(child.wait());
+        drop(err);
+    });
+    let status = rx
+        .recv_timeout(std::time::Duration::from_secs(20))
+        .expect("the worker stops on SIGTERM while it waits for its master")
+        .unwrap();
+    assert!(status.success(), "{status:?}");
+}
+
 #[test]
 fn chmod_chown_and_chgrp_change_the_namespace() {
     let dir = tempfile::tempdir().unwrap();

@@ -338,3 +338,85 @@ async fn bad_remote_leases_get_error_answers() {
     assert_eq!(c.stat_sum(&fs, "rdma_leases").await, 0, "nothing leased");
     assert!(get(&fs, "/f").await == data, "the worker still serves");
 }
+
+/// Runs `eddy --master ADDR args...` with `env` set.
+fn eddy_env(master: &str, env: &[(&str, &str)], args: &[&str]) -> std::process::Output {
+    std::process::Command::new(common::EDDY)
+        .arg("--master")
+        .arg(master)
+        .args(args)
+        .envs(env.iter().copied())
+        .output()
+        .unwrap()
+}
+
+fn stdout_ok(o: std::process::Output, what: &str) -> Vec<u8> {
+    assert!(
+        o.status.success(),
+        "{what} failed: {}",
+        String::from_utf8_lossy(&o.stderr)
+    );
+    o.stdout
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn report_names_each_workers_transports_and_this_clients_choice() {
+    let dir = tempfile::tempdir().unwrap();
+    let c = Cluster::start(dir.path(), 1, SMALL_BLOCKS, RDMA);
+    let report = |mode: &str| {
+        let o = eddy_env(&c.master.addr, &[("EDDY_TRANSPORT", mode)], &["report"]);
+        String::from_utf8(stdout_ok(o, "eddy report")).unwrap()
+    };
+    let sock = dir.path().join("w0.sock").display().to_string();
+    let offered = format!("transports: tcp, short-circuit ({sock}), rdma (tcp;ofi_rxm)");
+    let auto = report("auto");
+    assert!(auto.contains(&offered), "{auto}");
+    assert!(auto.contains("from here: short-circuit"), "{auto}");
+    let rdma = report("rdma");
+    assert!(rdma.contains("from here: rdma (tcp;ofi_rxm)"), "{rdma}");
+    let tcp = report("tcp");
+    assert!(tcp.contains("from here: tcp"), "{tcp}");
+    let bad = eddy_env(&c.master.addr, &[("EDDY_TRANSPORT", "ib")], &["report"]);
+    assert_eq!(
+        bad.status.code(),
+        Some(2),
+        "a bad transport is a usage error"
+    );
+    assert!(String::from_utf8_lossy(&bad.stderr).contains("EDDY_TRANSPORT"));
+}
+
+/// A host without libfabric (EDDY_LIBFABRIC names a library that is not
+/// there): a worker serves TCP only, a client reads over TCP; no error.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn without_libfabric_workers_and_clients_use_tcp() {
+    const NO_LIB: (&str, &str) = ("EDDY_LIBFABRIC", "/nonexistent/libfabric.so.1");
+    let dir = tempfile::tempdir().unwrap();
+    let master = common::MasterProc::start(dir.path(), SMALL_BLOCKS);
+    let bare =
+        common::WorkerProc::start_full(dir.path(), &master.addr, "127.0.0.1:0", RDMA, &[NO_LIB]);
+    let c = Cluster {
+        master,
+        workers: vec![bare],
+        dir: dir.path().to_path_buf(),
+    };
+    let data = pattern(3 * BS as usize + 17, 9);
+    put(&c.fs().await, "/f", &data, pb::WriteType::MustCache).await;
+    let report = stdout_ok(eddy_env(&c.master.addr, &[], &["report"]), "report");
+    let report = String::from_utf8(report).unwrap();
+    assert!(
+        report.contains("transports: tcp; "),
+        "no RDMA offered: {report}"
+    );
+    let fs = rdma_client(&c).await;
+    assert!(get(&fs, "/f").await == data);
+    let s = fs.transport_stats();
+    assert_eq!((s.rdma_bytes, s.tcp_bytes), (0, data.len() as u64), "{s:?}");
+    drop(c);
+    // A worker with RDMA, a client process that cannot load libfabric.
+    let dir = tempfile::tempdir().unwrap();
+    let c = Cluster::start(dir.path(), 1, SMALL_BLOCKS, RDMA);
+    put(&c.fs().await, "/f", &data, pb::WriteType::MustCache).await;
+    let env = [NO_LIB, ("EDDY_TRANSPORT", "rdma")];
+    let got = stdout_ok(eddy_env(&c.master.addr, &env, &["fs", "cat", "/f"]), "cat");
+    assert!(got == data, "the bytes came over TCP");
+}

@@ -55,7 +55,7 @@ pub async fn run(mut cfg: MasterConfig, args: LocalArgs) -> Result<(), CliError>
         false => None,
     };
     super::init_logging();
-    let stop = super::master::Signals::install()?;
+    let mut stop = super::master::Signals::install()?;
     let ufs = cfg.ufs.clone();
     // The worker dials the master as the config file (or --tls) says.
     let security = cfg.security.clone();

@@ -11,7 +11,7 @@ pub async fn run(cfg: MasterConfig) -> Result<(), CliError> {
     let master = eddy_master::start(cfg)
         .await
         .map_err(|e| CliError::new(e.code(), e.to_string()))?;
-    let stop = Signals::install()?;
+    let mut stop = Signals::install()?;
     let _metrics = match super::serve_metrics("master", &metrics_bind).await {
         Ok(m) => m,
         Err(e) => {
@@ -49,7 +49,8 @@ impl Signals {
         })
     }
 
-    pub async fn wait(mut self) {
+    /// Until SIGINT or SIGTERM (again, when called again).
+    pub async fn wait(&mut self) {
         tokio::select! {
             _ = self.int.recv() => {}
             _ = self.term.recv() => {}

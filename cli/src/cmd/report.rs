@@ -7,6 +7,8 @@ use crate::out::outln;
 pub async fn run(master: &str) -> Result<(), CliError> {
     let c = super::connect(master).await?;
     let info = c.cluster_info().await?;
+    // Only to say which transport this process would read each worker by.
+    let fs = eddy_client::FileSystem::with_master_opts(c.clone(), super::client_options(true));
     let live = info.workers.iter().filter(|w| w.live).count();
     outln!("Eddy cluster summary");
     outln!("    Master address: {}", info.master_address);
@@ -78,6 +80,11 @@ pub async fn run(master: &str) -> Result<(), CliError> {
             if !w.io_engine.is_empty() {
                 outln!("       io engine: {}", w.io_engine);
             }
+            outln!(
+                "       transports: {}; from here: {}",
+                offered(&a),
+                fs.transport_to(&a)
+            );
             for t in &w.tiers {
                 outln!(
                     "       {:<5} {:>10} used of {:>10} {:>8} blocks",
@@ -103,4 +110,17 @@ pub async fn run(master: &str) -> Result<(), CliError> {
         }
     }
     Ok(())
+}
+
+/// What a worker serves reads by: TCP always, its Unix socket to clients on
+/// its host, and one-sided RDMA reads when it opened a libfabric provider.
+fn offered(a: &eddy_client::pb::WorkerAddress) -> String {
+    let mut t = vec!["tcp".to_string()];
+    if !a.domain_socket.is_empty() {
+        t.push(format!("short-circuit ({})", a.domain_socket));
+    }
+    if !a.rdma_provider.is_empty() {
+        t.push(format!("rdma ({})", a.rdma_provider));
+    }
+    t.join(", ")
 }

@@ -6,10 +6,18 @@ use crate::error::CliError;
 
 pub async fn run(cfg: WorkerConfig) -> Result<(), CliError> {
     super::init_logging();
-    let stop = super::master::Signals::install()?;
+    let mut stop = super::master::Signals::install()?;
     let capacity = cfg.effective_memory_capacity();
     let metrics_bind = cfg.metrics_bind.clone();
-    let worker = eddy_worker::start(cfg).await.map_err(start_error)?;
+    // Starting waits for the master (registration retries until it
+    // answers): a signal meanwhile stops the worker there.
+    let worker = tokio::select! {
+        w = eddy_worker::start(cfg) => w.map_err(start_error)?,
+        _ = stop.wait() => {
+            tracing::info!("stopped before the master accepted this worker");
+            return Ok(());
+        }
+    };
     let _metrics = match super::serve_metrics("worker", &metrics_bind).await {
         Ok(m) => m,
         Err(e) => {

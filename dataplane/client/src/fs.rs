@@ -72,12 +72,20 @@ impl FileSystem {
         self.shared.rdma.stats()
     }
 
-    /// The transport this client reads the worker at `addr` (`host:port`)
-    /// with, as far as it knows: "rdma (provider)" once the worker
-    /// advertised a provider this client will try, else "tcp".
-    pub fn transport_to(&self, addr: &str, rdma_provider: &str) -> String {
-        self.shared.rdma.note_provider(addr, rdma_provider);
-        match self.shared.rdma.provider_of(addr) {
+    /// The transport this client reads the worker at `a` with, as far as
+    /// it knows: "short-circuit" for a worker on this host with a Unix
+    /// socket (when short-circuit is on), "rdma (provider)" for one that
+    /// advertises a provider this client will try, else "tcp".
+    pub fn transport_to(&self, a: &pb::WorkerAddress) -> String {
+        if self.shared.opts.short_circuit
+            && a.host == self.shared.host
+            && !a.domain_socket.is_empty()
+        {
+            return "short-circuit".into();
+        }
+        let addr = format!("{}:{}", a.host, a.data_port);
+        self.shared.rdma.note_provider(&addr, &a.rdma_provider);
+        match self.shared.rdma.provider_of(&addr) {
             Some(p) => format!("rdma ({p})"),
             None => "tcp".into(),
         }

@@ -6,8 +6,20 @@
  * bind them directly. Each function here is one such call (or the fixed
  * setup sequence of one endpoint), returning libfabric's negative error
  * codes unchanged. Memory safety and locking are the Rust layer's job
- * (src/sys.rs, src/fabric.rs); this file keeps no state besides the handles.
+ * (src/sys.rs, src/fabric.rs); this file keeps no state besides the handles
+ * and the loaded library.
+ *
+ * libfabric is loaded at first use (dlopen), not linked: Debian's build
+ * pulls in providers whose libraries (libinfinipath, via psm) install
+ * signal handlers from their constructors, SIGTERM's and SIGSEGV's
+ * among them. Linked, they would run in every process using Eddy's client
+ * (a JVM, whose own SIGSEGV handling they would replace) whether or not it
+ * ever uses RDMA. Loaded here, only a process that opens a fabric loads
+ * them, and the signal dispositions from before the load are put back.
  */
+#include <dlfcn.h>
+#include <pthread.h>
+#include <signal.h>
 #include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
@@ -21,6 +33,65 @@
 #include <rdma/fi_rma.h>
 
 #define EDDY_FI_VERSION FI_VERSION(1, 17)
+
+/* The five functions libfabric exports that this file calls (everything
+ * else goes through the handles' ops tables). */
+static struct {
+	struct fi_info *(*dupinfo)(const struct fi_info *);
+	int (*fabric)(struct fi_fabric_attr *, struct fid_fabric **, void *);
+	void (*freeinfo)(struct fi_info *);
+	int (*getinfo)(uint32_t, const char *, const char *, uint64_t,
+		       const struct fi_info *, struct fi_info **);
+	const char *(*strerror)(int);
+} lf;
+static pthread_once_t lf_once = PTHREAD_ONCE_INIT;
+static int lf_loaded;
+static char lf_error[512];
+
+static void lf_load(void)
+{
+	static struct sigaction saved[NSIG];
+	static int have[NSIG];
+	const char *name;
+	void *h;
+	int s;
+
+	for (s = 1; s < NSIG; s++)
+		have[s] = sigaction(s, NULL, &saved[s]) == 0;
+	name = getenv("EDDY_LIBFABRIC");
+	if (!name || !*name)
+		name = "libfabric.so.1";
+	h = dlopen(name, RTLD_NOW | RTLD_LOCAL);
+	for (s = 1; s < NSIG; s++)
+		if (have[s] && s != SIGKILL && s != SIGSTOP)
+			sigaction(s, &saved[s], NULL);
+	if (!h) {
+		const char *e = dlerror();
+		snprintf(lf_error, sizeof(lf_error), "%s", e ? e : name);
+		return;
+	}
+	*(void **)&lf.dupinfo = dlsym(h, "fi_dupinfo");
+	*(void **)&lf.fabric = dlsym(h, "fi_fabric");
+	*(void **)&lf.freeinfo = dlsym(h, "fi_freeinfo");
+	*(void **)&lf.getinfo = dlsym(h, "fi_getinfo");
+	*(void **)&lf.strerror = dlsym(h, "fi_strerror");
+	if (!lf.dupinfo || !lf.fabric || !lf.freeinfo || !lf.getinfo || !lf.strerror) {
+		snprintf(lf_error, sizeof(lf_error), "%s lacks fi_getinfo & co.", name);
+		return;
+	}
+	lf_loaded = 1;
+}
+
+/* Loads libfabric once per process; 0, or -1 with why in `err`. */
+int eddy_fab_load(char *err, size_t len)
+{
+	pthread_once(&lf_once, lf_load);
+	if (lf_loaded)
+		return 0;
+	if (len)
+		snprintf(err, len, "%s", lf_error);
+	return -1;
+}
 
 struct eddy_fab {
 	struct fi_info *info;
@@ -77,7 +148,9 @@ void eddy_fi_consts(struct eddy_fi_consts *c)
 
 const char *eddy_fi_strerror(int err)
 {
-	return fi_strerror(err < 0 ? -err : err);
+	if (!lf_loaded)
+		return strerror(err < 0 ? -err : err);
+	return lf.strerror(err < 0 ? -err : err);
 }
 
 /* Closes the endpoint alone: after it no operation can still write into a
@@ -108,7 +181,7 @@ void eddy_fab_close(struct eddy_fab *f)
 	if (f->fabric)
 		fi_close(&f->fabric->fid);
 	if (f->info)
-		fi_freeinfo(f->info);
+		lf.freeinfo(f->info);
 	free(f);
 }
 
@@ -117,7 +190,7 @@ void eddy_fab_close(struct eddy_fab *f)
  * the subset it needs. `node` (may be NULL) is a local address to bind. */
 static int eddy_getinfo(const char *prov, const char *node, struct fi_info **out)
 {
-	struct fi_info *hints = fi_allocinfo();
+	struct fi_info *hints = lf.dupinfo(NULL);
 	int ret;
 
 	if (!hints)
@@ -129,8 +202,8 @@ static int eddy_getinfo(const char *prov, const char *node, struct fi_info **out
 	/* The Rust layer serialises every call on a fabric with one lock. */
 	hints->domain_attr->threading = FI_THREAD_DOMAIN;
 	hints->fabric_attr->prov_name = strdup(prov);
-	ret = fi_getinfo(EDDY_FI_VERSION, node, NULL, node ? FI_SOURCE : 0, hints, out);
-	fi_freeinfo(hints);
+	ret = lf.getinfo(EDDY_FI_VERSION, node, NULL, node ? FI_SOURCE : 0, hints, out);
+	lf.freeinfo(hints);
 	return ret;
 }
 
@@ -152,7 +225,7 @@ int eddy_fab_open(const char *prov, const char *node, struct eddy_fab **out, int
 	if (ret)
 		goto fail;
 	*step = STEP_FABRIC;
-	ret = fi_fabric(f->info->fabric_attr, &f->fabric, NULL);
+	ret = lf.fabric(f->info->fabric_attr, &f->fabric, NULL);
 	if (ret)
 		goto fail;
 	*step = STEP_DOMAIN;

@@ -136,6 +136,12 @@ impl Fabric {
             provider: opts.provider.clone(),
             why: why.to_string(),
         };
+        if let Some(e) = sys::load_failure() {
+            return Err(no_provider(&format!(
+                "libfabric could not be loaded ({e}): install it (Debian: apt-get install \
+                 libfabric1), or name its library in EDDY_LIBFABRIC"
+            )));
+        }
         let prov = CString::new(opts.provider.as_str())
             .map_err(|_| no_provider("the name contains a NUL byte"))?;
         let node = match &opts.node {

@@ -123,6 +123,22 @@ pub fn shim_consts() -> FiConsts {
     c
 }
 
+/// Loads libfabric (once per process; the shim's dlopen of
+/// `$EDDY_LIBFABRIC` or `libfabric.so.1`, which puts back the signal
+/// handlers its providers' libraries install). `None` once loaded; why
+/// not, if not.
+pub fn load_failure() -> Option<String> {
+    let mut buf = [0 as c_char; 512];
+    // SAFETY: the shim writes at most `buf.len()` bytes, NUL-terminated.
+    let rc = unsafe { eddy_fab_load(buf.as_mut_ptr(), buf.len()) };
+    if rc == 0 {
+        return None;
+    }
+    // SAFETY: NUL-terminated by the shim (snprintf), inside `buf`.
+    let why = unsafe { std::ffi::CStr::from_ptr(buf.as_ptr()) };
+    Some(why.to_string_lossy().into_owned())
+}
+
 /// libfabric's text for an error code (either sign).
 pub fn strerror(code: i64) -> String {
     let code = c_int::try_from(code.unsigned_abs()).unwrap_or(c_int::MAX);
@@ -145,6 +161,7 @@ unsafe extern "C" {
     #[cfg(test)]
     fn eddy_fi_consts(c: *mut FiConsts);
     fn eddy_fi_strerror(err: c_int) -> *const c_char;
+    fn eddy_fab_load(err: *mut c_char, len: usize) -> c_int;
     pub fn eddy_fab_open(
         prov: *const c_char,
         node: *const c_char,
