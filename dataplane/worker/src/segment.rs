@@ -348,29 +348,39 @@ mod tests {
     #[test]
     fn huge_pages_are_used_when_the_host_has_a_pool() {
         let meminfo = std::fs::read_to_string("/proc/meminfo").unwrap();
-        let pool = hugetlb_free_bytes(&meminfo) >= HUGE_PAGE;
-        let mut w = SegmentWriter::create("huge", 3 << 20, false).unwrap();
-        assert_eq!(
-            w.is_hugetlb(),
-            pool,
-            "huge pages exactly when the pool has room"
-        );
+        let pool = hugetlb_free_bytes(&meminfo) >= 2 * HUGE_PAGE;
         if !pool {
             eprintln!("no hugetlb pool on this host: only the 4 KiB path ran");
         }
-        for (i, b) in w.as_mut_slice().iter_mut().enumerate() {
-            *b = (i % 253) as u8;
+        for mode in [SealMode::ReadOnly, SealMode::Registrable] {
+            let mut w = SegmentWriter::create("huge", 3 << 20, false).unwrap();
+            assert_eq!(
+                w.is_hugetlb(),
+                pool,
+                "huge pages exactly when the pool has room"
+            );
+            for (i, b) in w.as_mut_slice().iter_mut().enumerate() {
+                *b = (i % 253) as u8;
+            }
+            let s = w.seal_with((3 << 20) - 5, mode).unwrap();
+            assert_eq!(s.is_writable_mapped(), mode == SealMode::Registrable);
+            assert!(
+                s.as_slice()
+                    .iter()
+                    .enumerate()
+                    .all(|(i, b)| *b == (i % 253) as u8)
+            );
+            let f = File::from(s.fd().try_clone_to_owned().unwrap());
+            use std::os::unix::fs::FileExt;
+            assert!(f.write_at(b"x", 0).is_err(), "sealed, huge or not");
+            assert!(f.set_len(0).is_err(), "{mode:?}: shrinking is refused");
+            let len = f.metadata().unwrap().len() as usize;
+            // SAFETY: a mapping attempt on a sealed memfd; it must fail.
+            let writable = unsafe { MmapOptions::new().len(len).map_mut(&f) };
+            assert!(writable.is_err(), "{mode:?}: no new writable mapping");
+            let v = s.private_view().unwrap();
+            assert!(v.as_ref() == s.as_slice(), "{mode:?}: the private view");
         }
-        let s = w.seal((3 << 20) - 5).unwrap();
-        assert!(
-            s.as_slice()
-                .iter()
-                .enumerate()
-                .all(|(i, b)| *b == (i % 253) as u8)
-        );
-        let f = File::from(s.fd().try_clone_to_owned().unwrap());
-        use std::os::unix::fs::FileExt;
-        assert!(f.write_at(b"x", 0).is_err(), "sealed, huge or not");
     }
 
     #[test]
