@@ -482,4 +482,22 @@ async fn the_writable_registration_path_reads_back_every_way() {
     let r = reader.transport_stats();
     assert_eq!(r.short_circuit_bytes, total, "{r:?}");
     assert_eq!(c.stat_sum(&tcp, "rdma_registration_failures").await, 0);
+    // The worker's metrics show the fabric: its provider, the regions the
+    // client's cached leases keep open, the progress thread's polls.
+    let m = common::scrape(&c.workers[0].metrics);
+    let value = |prefix: &str| {
+        m.lines()
+            .find(|l| l.starts_with(prefix))
+            .and_then(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+    };
+    assert!(value("eddy_worker_rdma_registrations{") >= Some(1.0), "{m}");
+    assert!(
+        value("eddy_worker_rdma_progress_polls_total{") > Some(0.0),
+        "{m}"
+    );
+    let info = m.lines().find(|l| l.starts_with("eddy_worker_info{"));
+    assert!(
+        info.is_some_and(|l| l.contains("rdma_provider=\"tcp;ofi_rxm\"")),
+        "{m}"
+    );
 }

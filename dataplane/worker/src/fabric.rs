@@ -26,9 +26,14 @@ pub struct WorkerFabric {
 }
 
 impl WorkerFabric {
-    /// Opens `provider` (or the best of [`PROVIDERS`]) bound to `host`.
-    /// `None` (logged, with what to change): the worker serves TCP only.
-    pub fn open(provider: &str, host: &str) -> Option<Arc<Self>> {
+    /// Opens `provider` (or the best of [`PROVIDERS`]) bound to `host`,
+    /// for a memory tier of `memory` bytes. `None` (logged, with what to
+    /// change): the worker serves TCP only.
+    pub fn open(provider: &str, host: &str, memory: u64) -> Option<Arc<Self>> {
+        // Providers that pin (verbs, efa) charge every leased block to the
+        // locked-memory limit: take what this process may, say what is
+        // missing.
+        let memlock = eddy_rdma::raise_memlock();
         let wanted: Vec<&str> = if provider.is_empty() {
             PROVIDERS.to_vec()
         } else {
@@ -46,6 +51,16 @@ impl WorkerFabric {
             match probed {
                 Ok((fabric, progress, needs_writable)) => {
                     let info = fabric.info();
+                    if pins(p) && !memlock.covers(memory) {
+                        tracing::warn!(
+                            "{p} pins leased blocks, and the locked-memory limit does not \
+                             cover the memory tier: leases past it will be refused (and read \
+                             over TCP). {}",
+                            memlock.clone().needing(memory)
+                        );
+                    } else {
+                        tracing::info!("locked memory: {}", memlock.summary());
+                    }
                     tracing::info!(
                         "remote leases (RDMA) on libfabric provider {p:?} ({}), registration \
                          mode {:?}{}",
@@ -115,6 +130,11 @@ impl WorkerFabric {
     pub fn wire(&self) -> &eddy_wire::Fabric {
         &self.wire
     }
+}
+
+/// Whether `provider` pins registered pages (charged to RLIMIT_MEMLOCK).
+fn pins(provider: &str) -> bool {
+    provider.starts_with("verbs") || provider.starts_with("efa")
 }
 
 /// Registers one page sealed read-only, then (if refused) one sealed

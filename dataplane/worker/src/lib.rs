@@ -130,7 +130,10 @@ pub async fn start(cfg: WorkerConfig) -> Result<RunningWorker, StartError> {
     // Remote leases: a fabric bound to the advertised host, or TCP only.
     let rdma = cfg
         .rdma
-        .then(|| fabric::WorkerFabric::open(&cfg.rdma_provider, &host))
+        .then(|| {
+            let memory = cfg.effective_memory_capacity();
+            fabric::WorkerFabric::open(&cfg.rdma_provider, &host, memory)
+        })
         .flatten();
     if let Some(f) = &rdma {
         store.set_seal_mode(f.seal_mode());

@@ -16,6 +16,7 @@ const GAUGES: &[&str] = &[
     "leases",
     "lease_clients",
     "rdma_leases",
+    "rdma_registrations",
 ];
 /// Internal bookkeeping, not for dashboards.
 const SKIPPED: &[&str] = &["pinned_version"];
@@ -46,6 +47,12 @@ pub(crate) fn register(sh: &Arc<Shared>, io_engine: String) {
             let bad = t.dirs.iter().filter(|d| !d.error.is_empty()).count();
             gauge!("eddy_worker_tier_bad_dirs", &labels).set(bad as f64);
         }
-        gauge!("eddy_worker_info", "worker" => worker, "io_engine" => io_engine.clone()).set(1.0);
+        let rdma = sh
+            .rdma
+            .as_ref()
+            .map_or(String::new(), |f| f.provider().to_string());
+        gauge!("eddy_worker_info", "worker" => worker, "io_engine" => io_engine.clone(),
+            "rdma_provider" => rdma)
+        .set(1.0);
     });
 }

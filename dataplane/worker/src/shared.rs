@@ -65,6 +65,19 @@ pub(crate) fn stats(sh: &Shared) -> Vec<(String, u64)> {
         ),
     ]
     .into_iter()
+    .chain(fabric_stats(sh))
     .map(|(k, v)| (k.to_string(), v))
     .collect()
+}
+
+/// The fabric's own counters, when remote leases are on.
+fn fabric_stats(sh: &Shared) -> Vec<(&'static str, u64)> {
+    let Some(f) = &sh.rdma else {
+        return Vec::new();
+    };
+    let f = f.fabric().stats();
+    vec![
+        ("rdma_registrations", f.registrations_live),
+        ("rdma_progress_polls", f.polls),
+    ]
 }
