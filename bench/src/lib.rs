@@ -55,6 +55,8 @@ pub fn cluster_certs(dir: &std::path::Path) -> eddy_proto::tls::LocalCerts {
 /// memory tier, Unix socket `DIR/worker.sock`) in this process, until stdin
 /// closes; with `tls`, both serve TLS with [`cluster_certs`]. Benchmarks
 /// call it when started with `--child-cluster DIR` (`--child-cluster-tls`).
+/// `EDDY_BENCH_RDMA` (a libfabric provider) turns on the worker's remote
+/// leases, its fabric bound to `EDDY_BENCH_HOST` (default 127.0.0.1).
 pub fn cluster_child(dir: &std::path::Path, tls: bool) {
     use std::io::Read;
     let security = match tls {
@@ -69,6 +71,7 @@ pub fn cluster_child(dir: &std::path::Path, tls: bool) {
             }
         }
     };
+    let rdma_provider = std::env::var("EDDY_BENCH_RDMA").ok();
     let rt = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
@@ -95,8 +98,10 @@ pub fn cluster_child(dir: &std::path::Path, tls: bool) {
                 ..security
             },
             master: master.addr.to_string(),
-            bind: "127.0.0.1:0".into(),
+            bind: format!("{}:0", bench_host()),
             memory_capacity: 8 << 30,
+            rdma: rdma_provider.is_some(),
+            rdma_provider: rdma_provider.unwrap_or_default(),
             domain_socket: dir.join("worker.sock").display().to_string(),
             ..Default::default()
         })
@@ -123,21 +128,47 @@ pub fn spawn_cluster(dir: &std::path::Path) -> (std::process::Child, String) {
 
 /// As [`spawn_cluster`], the master with authentication `mode`.
 pub fn spawn_cluster_with(dir: &std::path::Path, mode: &str) -> (std::process::Child, String) {
-    spawn_child(dir, "--child-cluster", mode)
+    spawn_child(dir, "--child-cluster", mode, &[])
+}
+
+/// As [`spawn_cluster`], the worker serving remote leases on the libfabric
+/// `provider` (bound to [`bench_host`]).
+pub fn spawn_cluster_rdma(dir: &std::path::Path, provider: &str) -> (std::process::Child, String) {
+    spawn_child(
+        dir,
+        "--child-cluster",
+        "simple",
+        &[("EDDY_BENCH_RDMA", provider)],
+    )
+}
+
+/// The address the benchmark cluster's worker binds: `EDDY_BENCH_HOST`
+/// (an RDMA device's address on real hardware), else 127.0.0.1.
+pub fn bench_host() -> String {
+    std::env::var("EDDY_BENCH_HOST")
+        .ok()
+        .filter(|h| !h.is_empty())
+        .unwrap_or_else(|| "127.0.0.1".into())
 }
 
 /// As [`spawn_cluster`], the master and the worker serving TLS with
 /// [`cluster_certs`] (generated here first, so the child only reads them).
 pub fn spawn_cluster_tls(dir: &std::path::Path) -> (std::process::Child, String) {
     cluster_certs(dir);
-    spawn_child(dir, "--child-cluster-tls", "simple")
+    spawn_child(dir, "--child-cluster-tls", "simple", &[])
 }
 
-fn spawn_child(dir: &std::path::Path, flag: &str, mode: &str) -> (std::process::Child, String) {
+fn spawn_child(
+    dir: &std::path::Path,
+    flag: &str,
+    mode: &str,
+    env: &[(&str, &str)],
+) -> (std::process::Child, String) {
     use std::io::BufRead;
     let mut child = std::process::Command::new(std::env::current_exe().unwrap())
         .args([flag, dir.to_str().unwrap()])
         .env("EDDY_BENCH_AUTH", mode)
+        .envs(env.iter().copied())
         .stdin(std::process::Stdio::piped())
         .stdout(std::process::Stdio::piped())
         .spawn()

@@ -501,3 +501,36 @@ async fn the_writable_registration_path_reads_back_every_way() {
         "{m}"
     );
 }
+
+/// A client process killed with SIGKILL while it holds remote leases: its
+/// connection closes and the worker frees them at once, long before their
+/// lifetime ends.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_client_killed_holding_remote_leases_frees_them() {
+    let dir = tempfile::tempdir().unwrap();
+    let long = format!("{RDMA}lease_ttl_ms = 600000\n");
+    let c = Cluster::start(dir.path(), 1, SMALL_BLOCKS, &long);
+    let fs = c.fs().await;
+    let data = pattern(16 * BS as usize, 4);
+    put(&fs, "/big", &data, pb::WriteType::MustCache).await;
+    // Its stdout is a pipe nobody reads: it blocks mid-file, leases held.
+    let mut cat = std::process::Command::new(common::EDDY)
+        .args(["--master", &c.master.addr, "fs", "cat", "/big"])
+        .env("EDDY_TRANSPORT", "rdma")
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    eventually(
+        Duration::from_secs(20),
+        "the client holds leases",
+        || async { c.stat_sum(&fs, "rdma_leases").await > 0 },
+    )
+    .await;
+    cat.kill().unwrap();
+    cat.wait().unwrap();
+    eventually(Duration::from_secs(20), "its leases are freed", || async {
+        c.stat_sum(&fs, "rdma_leases").await == 0
+    })
+    .await;
+    assert!(get(&fs, "/big").await == data, "the worker still serves");
+}
