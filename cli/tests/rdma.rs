@@ -534,3 +534,52 @@ async fn a_client_killed_holding_remote_leases_frees_them() {
     .await;
     assert!(get(&fs, "/big").await == data, "the worker still serves");
 }
+
+/// `read_at_owned`: positioned reads into a caller's buffer, which RDMA
+/// reads land in directly once it is registered (on its first RDMA read);
+/// across blocks, at the end of the file, and the same bytes by TCP and
+/// short-circuit into unregistered buffers.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn owned_reads_land_in_the_callers_registered_buffer() {
+    let dir = tempfile::tempdir().unwrap();
+    let c = Cluster::start(dir.path(), 1, SMALL_BLOCKS, RDMA);
+    let len = 3 * BS as usize + BS as usize / 2;
+    let data = pattern(len, 21);
+    put(&c.fs().await, "/o", &data, pb::WriteType::MustCache).await;
+    let fs = rdma_client(&c).await;
+    let r = fs.open("/o", &Default::default()).await.unwrap();
+    let mut buf = eddy_client::ReadBuf::new(BS as usize * 5 / 2);
+    assert!(!buf.is_registered());
+    for pos in [0u64, 7, BS - 1, BS, 2 * BS + 99] {
+        let (back, n) = r.read_at_owned(pos, buf).await;
+        buf = back;
+        let n = n.unwrap();
+        let want = (len - pos as usize).min(buf.capacity());
+        assert_eq!(n, want, "at {pos}");
+        assert!(
+            buf.as_slice()[..n] == data[pos as usize..pos as usize + n],
+            "bytes at {pos}"
+        );
+        assert!(buf.is_registered(), "registered by its first RDMA read");
+    }
+    let (back, n) = r.read_at_owned(len as u64, buf).await;
+    assert_eq!(n.unwrap(), 0, "at the end of the file");
+    buf = back;
+    let s = fs.transport_stats();
+    assert_eq!((s.tcp_bytes, s.rdma_fallbacks), (0, 0), "{s:?}");
+    assert!(s.rdma_bytes > 0);
+    // TCP and short-circuit readers fill the same kind of buffer.
+    let tcp = ClientOptions {
+        transport: TransportMode::Tcp,
+        ..Default::default()
+    };
+    let tcp = FileSystem::connect_with(&c.master.addr, tcp).await.unwrap();
+    for other in [tcp, c.fs_local().await] {
+        let r = other.open("/o", &Default::default()).await.unwrap();
+        let (back, n) = r.read_at_owned(5, eddy_client::ReadBuf::new(len)).await;
+        assert_eq!(n.unwrap(), len - 5);
+        assert!(back.as_slice()[..len - 5] == data[5..]);
+        assert!(!back.is_registered());
+    }
+    drop(buf);
+}

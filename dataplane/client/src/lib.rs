@@ -22,6 +22,7 @@ use pb::block_master_client::BlockMasterClient;
 use pb::file_system_master_client::FileSystemMasterClient;
 use pb::meta_master_client::MetaMasterClient;
 pub use rdma::{TransportMode, TransportStats};
+pub use readbuf::ReadBuf;
 pub use stream::{DataStream, dial_data};
 pub use transport::Transport;
 
@@ -33,6 +34,7 @@ mod local;
 mod options;
 mod pool;
 mod rdma;
+mod readbuf;
 mod shared;
 mod shm;
 mod stream;

@@ -100,8 +100,8 @@ const REFUSED_KEEP: usize = 4096;
 
 /// One fabric of this client (per provider and local address) and its
 /// pool of registered read buffers.
-struct ClientFabric {
-    fabric: Fabric,
+pub(crate) struct ClientFabric {
+    pub(crate) fabric: Fabric,
     bufs: Mutex<Vec<RegisteredBuf>>,
 }
 
@@ -112,7 +112,7 @@ impl ClientFabric {
             Some(b) => b,
             None => self.fabric.alloc_buf(BUF_BYTES)?,
         };
-        b.set_len(len);
+        b.set_window(0, len);
         Ok(b)
     }
 
@@ -137,15 +137,15 @@ struct Peer {
 
 /// A leased block: its key, until its lease ends.
 #[derive(Clone)]
-struct Leased {
-    key: RemoteKey,
+pub(crate) struct Leased {
+    pub(crate) key: RemoteKey,
     length: u64,
     until: Instant,
     token: Vec<u8>,
 }
 
 /// One worker's remote leases.
-struct RemoteWorker {
+pub(crate) struct RemoteWorker {
     addr: String,
     provider: String,
     /// The connection the leases live on, and the worker's fabric.
@@ -180,7 +180,7 @@ pub(crate) struct NotRdma {
     pub give_up: bool,
 }
 
-fn not_rdma(why: impl Into<String>) -> NotRdma {
+pub(crate) fn not_rdma(why: impl Into<String>) -> NotRdma {
     NotRdma {
         why: why.into(),
         give_up: false,
@@ -313,6 +313,40 @@ impl Rdma {
         req: &ReadRequest,
         dst: &mut [u8],
     ) -> Result<(), NotRdma> {
+        let (w, leased, peer) = self.prepare(pool, addr, provider, req, dst.len()).await?;
+        let r = read_into(&peer.0, peer.1, &leased.key, req.offset, dst).await;
+        self.finish(&w, req, dst.len(), r)
+    }
+
+    /// After a one-sided read of `len` bytes for `req`: counted, or (on
+    /// error) the key forgotten and the reason for TCP.
+    pub(crate) fn finish(
+        &self,
+        w: &RemoteWorker,
+        req: &ReadRequest,
+        len: usize,
+        r: Result<(), RdmaError>,
+    ) -> Result<(), NotRdma> {
+        if let Err(e) = r {
+            // The key may be stale (lease ended, worker restarted): lease
+            // again next time.
+            w.leased.lock().remove(&req.block_id);
+            return Err(not_rdma(format!("one-sided read failed: {e}")));
+        }
+        self.bytes.rdma.fetch_add(len as u64, Ordering::Relaxed);
+        Ok(())
+    }
+
+    /// The worker at `addr`, a valid lease covering `req`'s `len` bytes
+    /// (cached or asked for now), and the worker's fabric as a peer.
+    pub(crate) async fn prepare(
+        &self,
+        pool: &Pool,
+        addr: &str,
+        provider: &str,
+        req: &ReadRequest,
+        len: usize,
+    ) -> Result<(Arc<RemoteWorker>, Leased, (Arc<ClientFabric>, PeerId)), NotRdma> {
         let w = self.worker(addr, provider);
         if w.refused.lock().get(&req.block_id) == Some(&req.token) {
             return Err(not_rdma("the worker would not lease this block"));
@@ -329,20 +363,10 @@ impl Rdma {
                 None => return Err(not_rdma("the lease connection closed")),
             }
         };
-        if req.offset.saturating_add(dst.len() as u64) > leased.length {
+        if req.offset.saturating_add(len as u64) > leased.length {
             return Err(not_rdma("the range is past the leased block"));
         }
-        let r = read_into(&peer.0, peer.1, &leased.key, req.offset, dst).await;
-        if let Err(e) = r {
-            // The key may be stale (lease ended, worker restarted): lease
-            // again next time.
-            w.leased.lock().remove(&req.block_id);
-            return Err(not_rdma(format!("one-sided read failed: {e}")));
-        }
-        self.bytes
-            .rdma
-            .fetch_add(dst.len() as u64, Ordering::Relaxed);
-        Ok(())
+        Ok((w, leased, peer))
     }
 
     /// Leases `req`'s block on `w`'s lease connection (dialled, and the

@@ -141,6 +141,7 @@ pub(crate) fn alloc_buf(inner: &Arc<Inner>, len: usize) -> Result<RegisteredBuf,
         fabric: inner.clone(),
         ptr: mem.ptr,
         cap: len,
+        start: 0,
         len,
         mem: Some(mem),
         region: Some(region),
@@ -153,6 +154,8 @@ pub struct RegisteredBuf {
     fabric: Arc<Inner>,
     ptr: NonNull<u8>,
     cap: usize,
+    /// The window the next read fills: `start..start + len` of the memory.
+    start: usize,
     len: usize,
     /// Always `Some` while the buffer lives; taken only by `retire`.
     mem: Option<Mem>,
@@ -179,28 +182,54 @@ impl RegisteredBuf {
         self.cap
     }
 
-    /// Sets how many bytes the next read fills; at most the capacity.
+    /// Sets how many bytes the next read fills, from the window's start;
+    /// at most what the capacity leaves.
     pub fn set_len(&mut self, len: usize) {
-        self.len = len.min(self.cap);
+        self.len = len.min(self.cap - self.start);
     }
 
+    /// Makes `start..start + len` (cut to the capacity) the window the
+    /// next read fills and `as_slice` shows: a read into part of a larger
+    /// buffer, the rest of it untouched.
+    pub fn set_window(&mut self, start: usize, len: usize) {
+        self.start = start.min(self.cap);
+        self.set_len(len);
+    }
+
+    /// The window: `start..start + len`.
     pub fn as_slice(&self) -> &[u8] {
-        // SAFETY: `ptr` owns `cap >= len` initialised (zeroed) bytes, and
-        // no read is in flight: reads take the buffer by value.
-        unsafe { std::slice::from_raw_parts(self.ptr.as_ptr(), self.len) }
+        // SAFETY: `ptr` owns `cap >= start + len` initialised (zeroed)
+        // bytes, and no read is in flight: reads take the buffer by value.
+        unsafe { std::slice::from_raw_parts(self.ptr.as_ptr().add(self.start), self.len) }
+    }
+
+    /// The whole memory, window or not, for writing by the CPU (bytes
+    /// that came another way than a read).
+    pub fn whole_mut(&mut self) -> &mut [u8] {
+        // SAFETY: `ptr` owns `cap` initialised bytes; `&mut self` proves
+        // no read is in flight (reads take the buffer by value) and no
+        // other reference to them exists.
+        unsafe { std::slice::from_raw_parts_mut(self.ptr.as_ptr(), self.cap) }
+    }
+
+    /// The whole memory, window or not.
+    pub fn whole(&self) -> &[u8] {
+        // SAFETY: as `as_slice`, over all `cap` bytes.
+        unsafe { std::slice::from_raw_parts(self.ptr.as_ptr(), self.cap) }
     }
 
     pub(crate) fn made_by(&self, fabric: &Arc<Inner>) -> bool {
         Arc::ptr_eq(&self.fabric, fabric)
     }
 
-    /// The address of byte `at` and the local descriptor, for `fi_read`.
+    /// The address of byte `at` of the window and the local descriptor,
+    /// for `fi_read`.
     pub(crate) fn raw_parts(&self, at: usize) -> (*mut c_void, *mut c_void) {
         let desc = self
             .region
             .as_ref()
             .map_or(std::ptr::null_mut(), |r| r.desc);
-        (self.ptr.as_ptr().wrapping_add(at).cast(), desc)
+        (self.ptr.as_ptr().wrapping_add(self.start + at).cast(), desc)
     }
 
     /// Gives the memory and region up to the fabric, which frees them once

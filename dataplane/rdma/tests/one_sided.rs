@@ -300,6 +300,24 @@ fn one_sided_reads_return_the_owners_bytes_at_every_size_and_offset() {
             "first wrong byte of {len} B at offset {offset}"
         );
     }
+    // A window in the middle of the buffer: the read lands there, the
+    // bytes around it stay as they were.
+    buf.whole_mut().fill(0xee);
+    buf.set_window(MIB + 3, 2 * MIB + 5);
+    let (back, result) = fabric.read(buf, peer, &owner.key, 11);
+    result.expect("a read into a window");
+    buf = back.expect("the buffer comes back");
+    let whole = buf.whole();
+    assert!(
+        whole[..MIB + 3].iter().all(|&b| b == 0xee),
+        "before the window"
+    );
+    assert!(
+        whole[3 * MIB + 8..].iter().all(|&b| b == 0xee),
+        "after the window"
+    );
+    let wrong = (0..2 * MIB + 5).find(|&i| buf.as_slice()[i] != pattern(11 + i));
+    assert_eq!(wrong, None, "first wrong byte in the window");
     // The owner posted nothing and completed nothing (it has no send or
     // receive path at all): every byte came by one-sided reads, served by
     // its progress thread's polls alone.

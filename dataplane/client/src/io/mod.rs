@@ -4,12 +4,15 @@
 //!   workers; mapped blocks from a worker on this host.
 //! - [`writer`]: [`FileWriter`], one write session, over [`shm_write`]
 //!   (shared memory) or [`tcp_write`] (TCP).
+//! - [`owned`]: `FileReader::read_at_owned`, into a caller's
+//!   [`ReadBuf`](crate::ReadBuf) that RDMA reads land in directly.
 //! - [`block`]: the block-transport seam (`BlockTransport`), chosen per
 //!   worker in [`route`]; [`conn`]: the TCP exchanges with a worker over a
 //!   pooled connection.
 
 mod block;
 mod conn;
+mod owned;
 mod reader;
 mod route;
 mod shm_write;

@@ -19,13 +19,13 @@ use crate::{ClientError, EddyCode, Result, RpcError, pb};
 /// Reads a complete file. `read_at` takes `&self` and may run from many
 /// tasks at once; `read`/`seek` keep a position like a file handle.
 pub struct FileReader {
-    shared: Arc<Shared>,
-    info: parking_lot::Mutex<Arc<FileInfo>>,
-    read_type: ReadType,
+    pub(super) shared: Arc<Shared>,
+    pub(super) info: parking_lot::Mutex<Arc<FileInfo>>,
+    pub(super) read_type: ReadType,
     pos: u64,
     /// Block index -> the worker that served it (for blocks the master did
     /// not list a location for when the file was opened).
-    chosen: Arc<parking_lot::Mutex<HashMap<usize, (u64, String)>>>,
+    pub(super) chosen: Arc<parking_lot::Mutex<HashMap<usize, (u64, String)>>>,
     prefetched: parking_lot::Mutex<HashSet<usize>>,
     /// Short-circuit: blocks mapped from a worker on this host, for the
     /// life of the reader (or of the lease).
@@ -349,7 +349,7 @@ impl FileReader {
     /// The lease on block `index` from a worker on this host, taking one (and
     /// those of the next blocks cached there, in one round trip) if needed.
     /// `None`: read this block over TCP.
-    async fn lease_for(&self, index: usize) -> Option<Arc<Lease>> {
+    pub(super) async fn lease_for(&self, index: usize) -> Option<Arc<Lease>> {
         {
             let mut leases = self.leases.lock();
             match leases.get(&index) {
@@ -433,7 +433,13 @@ impl FileReader {
         self.leases.lock().get(&index).cloned()
     }
 
-    fn request(&self, info: &FileInfo, b: &pb::FileBlock, off: u64, len: u64) -> ReadRequest {
+    pub(super) fn request(
+        &self,
+        info: &FileInfo,
+        b: &pb::FileBlock,
+        off: u64,
+        len: u64,
+    ) -> ReadRequest {
         ReadRequest {
             block_id: b.block_id,
             offset: off,
@@ -458,7 +464,7 @@ impl FileReader {
     /// from the worker placement picks for a miss (asked only when needed).
     /// A worker that fails is skipped; the bytes come from the next one, so
     /// they are always whole and right.
-    async fn read_block(&self, index: usize, off: u64, dst: &mut [u8]) -> Result<()> {
+    pub(super) async fn read_block(&self, index: usize, off: u64, dst: &mut [u8]) -> Result<()> {
         let mut failed: Vec<(u64, String)> = Vec::new();
         let mut last_err: Option<ClientError> = None;
         for round in 0..3 {
