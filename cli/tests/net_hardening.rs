@@ -468,17 +468,20 @@ async fn stalled_write_sessions_give_their_memory_back() {
         dir.path(),
         1,
         SMALL_BLOCKS,
-        &format!("memory_capacity = {MEM}\nidle_timeout_ms = 1500\nframe_timeout_ms = 1000"),
+        &format!("memory_capacity = {MEM}\nidle_timeout_ms = 3000\nframe_timeout_ms = 2000"),
     );
     let fs = c.fs().await;
     let w = c.workers[0].addr.clone();
-    let mut stalled = Vec::new();
+    // The files first: creating them (a durable commit each) can take
+    // longer than the idle timeout on a loaded machine, and sessions opened
+    // early would be closed before the last one reserves.
+    let mut files = Vec::new();
     for i in 0..SESSIONS {
-        let st = fs
-            .master()
-            .create_file(format!("/s{i}"), &eddy_client::CreateOptions::default())
-            .await
-            .unwrap();
+        let o = eddy_client::CreateOptions::default();
+        files.push(fs.master().create_file(format!("/s{i}"), &o).await.unwrap());
+    }
+    let mut stalled = Vec::new();
+    for st in files {
         let open = WriteOpen {
             file_id: st.id,
             block_size: st.block_size,
