@@ -583,3 +583,85 @@ async fn owned_reads_land_in_the_callers_registered_buffer() {
     }
     drop(buf);
 }
+
+/// Eviction passes over remotely leased blocks: they stay cached and their
+/// keys read the same bytes while newer blocks are evicted around them,
+/// and become evictable again when the lease ends.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn eviction_waits_for_remote_leases() {
+    let dir = tempfile::tempdir().unwrap();
+    let mem = format!("{RDMA}memory_capacity = {}\n", 4 * BS);
+    let c = Cluster::start(dir.path(), 1, SMALL_BLOCKS, &mem);
+    // TCP only: this client's own remote leases would pin blocks too.
+    let tcp = ClientOptions {
+        transport: TransportMode::Tcp,
+        ..Default::default()
+    };
+    let fs = FileSystem::connect_with(&c.master.addr, tcp).await.unwrap();
+    let a = pattern(2 * BS as usize, 1);
+    put(&fs, "/a", &a, pb::WriteType::CacheThrough).await;
+    let info = fs.master().file_blocks("/a").await.unwrap();
+    let items = info
+        .blocks
+        .iter()
+        .map(|b| whole_block(b, &info.block_token, None))
+        .collect();
+    let mut s = data_conn(&c.workers[0].addr).await;
+    let ok = ask(&mut s, items, true).await.unwrap();
+    assert!(ok.grants.iter().all(|g| g.code == 0), "{:?}", ok.grants);
+    // Whether reading /a takes the under-storage (its blocks were evicted).
+    let read_from_ufs = || async {
+        let before = c.stat_sum(&fs, "ufs_reads").await;
+        assert!(get(&fs, "/a").await == a);
+        c.stat_sum(&fs, "ufs_reads").await > before
+    };
+    // Three more files of two blocks through a four-block memory tier.
+    for (i, p) in ["/b", "/c", "/d"].into_iter().enumerate() {
+        put(
+            &fs,
+            p,
+            &pattern(2 * BS as usize, 10 + i as u64),
+            pb::WriteType::CacheThrough,
+        )
+        .await;
+    }
+    assert!(
+        c.stat_sum(&fs, "evictions").await >= 4,
+        "newer blocks evicted"
+    );
+    let mut o = FabricOptions::new("tcp;ofi_rxm");
+    o.node = Some("127.0.0.1".into());
+    let fabric = Fabric::open_with(&o).unwrap();
+    let peer = fabric
+        .connect(&ok.fabric.as_ref().unwrap().address)
+        .unwrap();
+    for (i, g) in ok.grants.iter().enumerate() {
+        let key = RemoteKey {
+            addr_or_offset: g.addr,
+            len: g.region_len,
+            key: g.key,
+        };
+        let (buf, r) = fabric.read(fabric.alloc_buf(BS as usize).unwrap(), peer, &key, 0);
+        r.unwrap();
+        let want = &a[i * BS as usize..(i + 1) * BS as usize];
+        assert!(buf.unwrap().as_slice() == want, "block {i} while leased");
+    }
+    assert!(!read_from_ufs().await, "the leased blocks stayed cached");
+    // Released (the connection ends): the next writes may evict them.
+    drop(s);
+    eventually(Duration::from_secs(10), "leases freed", || async {
+        c.stat_sum(&fs, "rdma_leases").await == 0
+    })
+    .await;
+    // More than the tier holds, whatever the order of eviction.
+    for p in ["/e", "/f", "/g"] {
+        put(
+            &fs,
+            p,
+            &pattern(2 * BS as usize, 30),
+            pb::WriteType::CacheThrough,
+        )
+        .await;
+    }
+    assert!(read_from_ufs().await, "evictable again once released");
+}
