@@ -665,3 +665,32 @@ async fn eviction_waits_for_remote_leases() {
     }
     assert!(read_from_ufs().await, "evictable again once released");
 }
+
+/// A worker killed while a client reads from it over RDMA: the client
+/// fails over as on TCP (here to the other worker, which fills the blocks
+/// from under-storage), and every byte is right.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_worker_killed_mid_read_is_failed_over() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut c = Cluster::start(dir.path(), 2, SMALL_BLOCKS, RDMA);
+    let len = 6 * BS as usize;
+    let data = pattern(len, 8);
+    put(&c.fs().await, "/f", &data, pb::WriteType::CacheThrough).await;
+    let fs = rdma_client(&c).await;
+    let r = fs.open("/f", &Default::default()).await.unwrap();
+    let mut got = vec![0u8; len];
+    let half = len / 2;
+    assert_eq!(r.read_at(0, &mut got[..half]).await.unwrap(), half);
+    assert!(fs.transport_stats().rdma_bytes > 0, "read by RDMA so far");
+    // Kill the worker that holds the file's blocks.
+    let info = fs.master().file_blocks("/f").await.unwrap();
+    let l = &info.blocks[half / BS as usize].locations[0];
+    let holder = format!("{}:{}", l.host, l.data_port);
+    let i = c.workers.iter().position(|w| w.addr == holder).unwrap();
+    c.workers.remove(i).kill9();
+    assert_eq!(
+        r.read_at(half as u64, &mut got[half..]).await.unwrap(),
+        len - half
+    );
+    assert!(got == data, "every byte right after the failover");
+}
