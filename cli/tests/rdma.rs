@@ -420,3 +420,66 @@ async fn without_libfabric_workers_and_clients_use_tcp() {
     let got = stdout_ok(eddy_env(&c.master.addr, &env, &["fs", "cat", "/f"]), "cat");
     assert!(got == data, "the bytes came over TCP");
 }
+
+/// The path a verbs worker takes (providers that register only writable
+/// memory), forced on tcp with EDDY_RDMA_WRITABLE=1: segments the worker
+/// fills are sealed F_SEAL_FUTURE_WRITE and registered through its kept
+/// writable mapping, segments a client filled through a private view.
+/// Both read back by RDMA and by short-circuit, byte for byte.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn the_writable_registration_path_reads_back_every_way() {
+    let dir = tempfile::tempdir().unwrap();
+    let master = common::MasterProc::start(dir.path(), SMALL_BLOCKS);
+    let sock = dir.path().join("w0.sock");
+    let extra = format!("domain_socket = {:?}\n{RDMA}", sock.display().to_string());
+    let w = common::WorkerProc::start_full(
+        dir.path(),
+        &master.addr,
+        "127.0.0.1:0",
+        &extra,
+        &[("EDDY_RDMA_WRITABLE", "1")],
+    );
+    let c = Cluster {
+        master,
+        workers: vec![w],
+        dir: dir.path().to_path_buf(),
+    };
+    let (tcp, local) = (c.fs().await, c.fs_local().await);
+    let mut files = Vec::new();
+    for (i, &size) in file_shapes(BS).iter().enumerate() {
+        for (fs, by) in [(&tcp, "worker"), (&local, "client")] {
+            let path = format!("/{by}-{size}");
+            let data = pattern(size as usize, i as u64 + 40);
+            put(fs, &path, &data, pb::WriteType::MustCache).await;
+            files.push((path, data));
+        }
+    }
+    // The worker maps what it filled writable (shared), what a client
+    // filled read-only.
+    let maps = std::fs::read_to_string(format!("/proc/{}/maps", c.workers[0].pid())).unwrap();
+    let mapped = |perms: &str| {
+        maps.lines()
+            .filter(|l| l.contains("memfd:eddy-write-") && l.contains(perms))
+            .count() as u64
+    };
+    let blocks: u64 = file_shapes(BS).iter().map(|s| s.div_ceil(BS)).sum();
+    assert_eq!(
+        mapped(" rw-s "),
+        blocks,
+        "worker-filled: kept writable\n{maps}"
+    );
+    assert_eq!(mapped(" r--s "), blocks, "client-filled: read-only\n{maps}");
+    let rdma = rdma_client(&c).await;
+    let reader = c.fs_local().await;
+    for (path, data) in &files {
+        assert!(get(&rdma, path).await == *data, "{path} over RDMA");
+        assert!(get(&reader, path).await == *data, "{path} by short-circuit");
+    }
+    let s = rdma.transport_stats();
+    assert_eq!((s.tcp_bytes, s.rdma_fallbacks), (0, 0), "{s:?}");
+    let total: u64 = files.iter().map(|(_, d)| d.len() as u64).sum();
+    assert_eq!(s.rdma_bytes, total);
+    let r = reader.transport_stats();
+    assert_eq!(r.short_circuit_bytes, total, "{r:?}");
+    assert_eq!(c.stat_sum(&tcp, "rdma_registration_failures").await, 0);
+}

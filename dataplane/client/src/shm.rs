@@ -22,11 +22,15 @@ impl Mapping {
     /// Maps the first `len` bytes of a sealed memfd read-only. Refuses a
     /// descriptor that is not sealed against writing, shrinking and growing,
     /// or that is shorter than `len`: only then can the bytes neither change
-    /// nor vanish under the mapping.
+    /// nor vanish under the mapping. The write seal is `F_SEAL_WRITE`, or
+    /// `F_SEAL_FUTURE_WRITE` from a worker that keeps its own writable
+    /// mapping for RDMA registration (a segment only it ever filled, never
+    /// written after the seal; docs/SHORT-CIRCUIT.md).
     pub fn map_sealed(fd: OwnedFd, len: u64) -> std::io::Result<Self> {
-        let needed = SealFlags::WRITE | SealFlags::SHRINK | SealFlags::GROW;
         let seals = rustix::fs::fcntl_get_seals(&fd)?;
-        if !seals.contains(needed) {
+        let sized = seals.contains(SealFlags::SHRINK | SealFlags::GROW);
+        let written = seals.intersects(SealFlags::WRITE | SealFlags::FUTURE_WRITE);
+        if !(sized && written) {
             return Err(std::io::Error::other(
                 "the worker handed a segment that is not sealed; refusing to map it",
             ));

@@ -134,7 +134,9 @@ pub(crate) async fn fill(sh: &Shared, req: &ReadRequest) -> Result<Block> {
             found: n as u64,
         });
     }
-    let seg = w.seal(n as u64).map_err(WorkerError::Memory)?;
+    let seg = w
+        .seal_with(n as u64, sh.store.seal_mode())
+        .map_err(WorkerError::Memory)?;
     let seg = sh.store.insert(req.block_id, seg, res, false);
     if let Err(e) = sh.link.commit(req.block_id, req.block_length).await {
         // The file changed or went away meanwhile: serve this read, keep nothing.

@@ -7,6 +7,8 @@ use std::sync::Arc;
 
 use eddy_rdma::{Fabric, FabricOptions, Progress};
 
+use crate::segment::{SealMode, SegmentWriter};
+
 /// Providers tried, best first, when `[worker] rdma_provider` is empty.
 pub const PROVIDERS: &[&str] = &["verbs;ofi_rxm", "efa", "tcp;ofi_rxm"];
 
@@ -18,6 +20,9 @@ pub struct WorkerFabric {
     _progress: Progress,
     epoch: u64,
     wire: eddy_wire::Fabric,
+    /// The provider refuses read-only memory (verbs: rxm registers every
+    /// region for local write, and a read-only mapping fails with EFAULT).
+    needs_writable: bool,
 }
 
 impl WorkerFabric {
@@ -33,14 +38,25 @@ impl WorkerFabric {
         for p in wanted {
             let mut o = FabricOptions::new(p);
             o.node = Some(host.to_string()).filter(|h| !h.is_empty());
-            match Fabric::open_with(&o).and_then(|f| Progress::start(&f).map(|g| (f, g))) {
-                Ok((fabric, progress)) => {
+            let opened = Fabric::open_with(&o).and_then(|f| Progress::start(&f).map(|g| (f, g)));
+            let probed = opened.map_err(|e| e.to_string()).and_then(|(f, g)| {
+                let needs_writable = probe_registration(&f)?;
+                Ok((f, g, needs_writable))
+            });
+            match probed {
+                Ok((fabric, progress, needs_writable)) => {
                     let info = fabric.info();
                     tracing::info!(
                         "remote leases (RDMA) on libfabric provider {p:?} ({}), registration \
-                         mode {:?}",
+                         mode {:?}{}",
                         info.provider,
-                        info.mr_mode_names()
+                        info.mr_mode_names(),
+                        if needs_writable {
+                            "; it registers only writable memory, so segments stay mapped \
+                             writable (F_SEAL_FUTURE_WRITE)"
+                        } else {
+                            ""
+                        }
                     );
                     let wire = eddy_wire::Fabric {
                         provider: p.to_string(),
@@ -52,6 +68,7 @@ impl WorkerFabric {
                         _progress: progress,
                         epoch: random_epoch(),
                         wire,
+                        needs_writable,
                     }));
                 }
                 Err(e) => why.push(format!("{p}: {e}")),
@@ -62,6 +79,21 @@ impl WorkerFabric {
             why.join("; ")
         );
         None
+    }
+
+    /// Registrations need writable mappings ([`SealMode::Registrable`]
+    /// segments, or a private view of a read-only one).
+    pub fn needs_writable(&self) -> bool {
+        self.needs_writable
+    }
+
+    /// How the store must seal segments for this fabric.
+    pub fn seal_mode(&self) -> SealMode {
+        if self.needs_writable {
+            SealMode::Registrable
+        } else {
+            SealMode::ReadOnly
+        }
     }
 
     /// The provider clients must read with (as configured or chosen).
@@ -82,6 +114,33 @@ impl WorkerFabric {
     /// What a client connects to, as the frames carry it.
     pub fn wire(&self) -> &eddy_wire::Fabric {
         &self.wire
+    }
+}
+
+/// Registers one page sealed read-only, then (if refused) one sealed
+/// registrable: whether this provider needs writable mappings. An error
+/// when neither registers (this fabric cannot serve leases).
+/// `EDDY_RDMA_WRITABLE=1` takes the writable path on any provider, so the
+/// path verbs needs runs where there is no verbs device (the tests).
+fn probe_registration(f: &Fabric) -> Result<bool, String> {
+    let seg = |mode| {
+        let mut w = SegmentWriter::create("eddy-rdma-probe", 4096, false)
+            .map_err(|e| format!("a probe segment: {e}"))?;
+        w.as_mut_slice()[0] = 1;
+        w.seal_with(4096, mode)
+            .map_err(|e| format!("sealing a probe segment: {e}"))
+    };
+    let forced = std::env::var("EDDY_RDMA_WRITABLE").is_ok_and(|v| v == "1");
+    let ro = match f.register_shared(Arc::new(seg(SealMode::ReadOnly)?)) {
+        Ok(_) if !forced => return Ok(false),
+        Ok(_) => "registered; EDDY_RDMA_WRITABLE=1".to_string(),
+        Err(e) => e.to_string(),
+    };
+    match f.register_shared(Arc::new(seg(SealMode::Registrable)?)) {
+        Ok(_) => Ok(true),
+        Err(e) => Err(format!(
+            "it registered neither read-only memory ({ro}) nor writable memory ({e})"
+        )),
     }
 }
 

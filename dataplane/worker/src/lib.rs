@@ -132,6 +132,9 @@ pub async fn start(cfg: WorkerConfig) -> Result<RunningWorker, StartError> {
         .rdma
         .then(|| fabric::WorkerFabric::open(&cfg.rdma_provider, &host))
         .flatten();
+    if let Some(f) = &rdma {
+        store.set_seal_mode(f.seal_mode());
+    }
     let address = pb::WorkerAddress {
         rdma_provider: rdma
             .as_ref()

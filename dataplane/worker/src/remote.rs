@@ -237,7 +237,20 @@ async fn grant(
             it.block_id
         )));
     }
-    let reg = fab.fabric().register_shared(seg.clone()).map_err(|e| {
+    // A segment mapped read-only (a client filled it) goes through a
+    // private view where the provider registers only writable memory.
+    let reg = if fab.needs_writable() && !seg.is_writable_mapped() {
+        seg.private_view().map_err(|e| e.to_string()).and_then(|v| {
+            fab.fabric()
+                .register_shared(Arc::new(v))
+                .map_err(|e| e.to_string())
+        })
+    } else {
+        fab.fabric()
+            .register_shared(seg.clone())
+            .map_err(|e| e.to_string())
+    };
+    let reg = reg.map_err(|e| {
         Stats::add(&sh.store.stats.rdma_registration_failures, 1);
         tracing::warn!("registering block {} for RDMA failed: {e}", it.block_id);
         WorkerError::Rdma(format!("registering the block for RDMA failed: {e}"))

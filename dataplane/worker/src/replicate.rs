@@ -154,7 +154,9 @@ async fn from_peer(sh: &Shared, addr: &str, b: &pb::ReplicateBlock) -> Result<()
         }
         Err(e) => return Err(wire(e)),
     }
-    let seg = w.seal(b.length).map_err(WorkerError::Memory)?;
+    let seg = w
+        .seal_with(b.length, sh.store.seal_mode())
+        .map_err(WorkerError::Memory)?;
     sh.store.insert(b.block_id, seg, res, false);
     if let Err(e) = sh.link.commit(b.block_id, b.length).await {
         sh.store.remove(&[b.block_id]);

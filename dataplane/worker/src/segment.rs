@@ -7,6 +7,16 @@
 //! so a client handed the fd (short-circuit) can never write into the cache,
 //! and a reader can never see the size change under it (no SIGBUS).
 //!
+//! A worker whose fabric registers only writable memory (verbs: rxm asks
+//! for local write on every region) seals the segments it fills itself
+//! with `F_SEAL_FUTURE_WRITE` instead ([`SealMode::Registrable`]): its own
+//! writable shared mapping, made before the seal and never written again,
+//! stays, and nothing made after the seal can write (no `write(2)`, no
+//! writable shared mapping, no `mprotect` to writable of a read-only one).
+//! A segment a client filled keeps `F_SEAL_WRITE`, the only seal that
+//! proves the client's own writable mapping is gone; it is registered
+//! through a private copy-on-write mapping ([`Segment::private_view`]).
+//!
 //! This module and `fd`-passing code are the only places with `unsafe` in
 //! the worker; layouts are in docs/DATA-PROTOCOL.md ("Segments").
 
@@ -58,11 +68,25 @@ fn huge_segment(name: &str, capacity: u64) -> Option<(File, u64)> {
     Some((file, size))
 }
 
+/// How [`SegmentWriter::seal_with`] seals a segment.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum SealMode {
+    /// `F_SEAL_WRITE` and a read-only mapping.
+    #[default]
+    ReadOnly,
+    /// `F_SEAL_FUTURE_WRITE`, keeping a writable shared mapping that a
+    /// fabric can register (see the module's comment). A segment a client
+    /// filled is sealed `ReadOnly` whatever is asked.
+    Registrable,
+}
+
 /// A block being filled. Dropping it frees the memory.
 pub struct SegmentWriter {
     file: File,
     map: Option<MmapMut>,
     capacity: u64,
+    /// Handed to a client to fill (short-circuit write).
+    by_client: bool,
 }
 
 impl SegmentWriter {
@@ -80,6 +104,7 @@ impl SegmentWriter {
                     file,
                     map: Some(map),
                     capacity,
+                    by_client: false,
                 });
             }
         }
@@ -104,6 +129,7 @@ impl SegmentWriter {
             file,
             map: Some(map),
             capacity,
+            by_client: false,
         })
     }
 
@@ -120,6 +146,7 @@ impl SegmentWriter {
             file,
             map: None,
             capacity,
+            by_client: true,
         })
     }
 
@@ -144,15 +171,13 @@ impl SegmentWriter {
     }
 
     /// Freezes the first `len` bytes into an immutable, sealed segment.
-    pub fn seal(mut self, len: u64) -> std::io::Result<Segment> {
+    pub fn seal(self, len: u64) -> std::io::Result<Segment> {
+        self.seal_with(len, SealMode::ReadOnly)
+    }
+
+    /// As [`SegmentWriter::seal`], sealed as `mode` says.
+    pub fn seal_with(mut self, len: u64, mode: SealMode) -> std::io::Result<Segment> {
         assert!(len <= self.capacity, "sealed length within capacity");
-        // The writable shared mapping must go first: F_SEAL_WRITE is refused
-        // while one exists (in any process: a client that still maps a
-        // segment it filled makes this fail with EBUSY).
-        self.map = None;
-        // The write seal first: it fails (EBUSY) while anyone still maps the
-        // segment writable, before anything is cut from under that mapping.
-        rustix::fs::fcntl_add_seals(&self.file, SealFlags::WRITE)?;
         // Hugetlb files only take sizes in whole huge pages.
         let page = if self.file.metadata()?.len() % HUGE_PAGE == 0 && self.is_hugetlb() {
             HUGE_PAGE
@@ -160,31 +185,73 @@ impl SegmentWriter {
             PAGE
         };
         let size = len.max(1).div_ceil(page) * page;
+        // The writable shared mapping must go first: F_SEAL_WRITE is refused
+        // while one exists (in any process: a client that still maps a
+        // segment it filled makes this fail with EBUSY), and the file is cut
+        // below.
+        self.map = None;
+        if mode == SealMode::Registrable && !self.by_client && len > 0 {
+            return self.seal_registrable(len, size);
+        }
+        // The write seal first: it fails (EBUSY) while anyone still maps the
+        // segment writable, before anything is cut from under that mapping.
+        rustix::fs::fcntl_add_seals(&self.file, SealFlags::WRITE)?;
         self.file.set_len(size)?;
         rustix::fs::fcntl_add_seals(
             &self.file,
             SealFlags::SHRINK | SealFlags::GROW | SealFlags::SEAL,
         )?;
-        let map = if len == 0 {
-            None
+        let view = if len == 0 {
+            View::None
         } else {
             // SAFETY: the memfd is sealed against writes, shrinking and
             // growing, so the mapped bytes can never change or disappear
             // while this read-only mapping lives.
-            Some(unsafe { MmapOptions::new().len(size as usize).map(&self.file)? })
+            View::Ro(unsafe { MmapOptions::new().len(size as usize).map(&self.file)? })
         };
         Ok(Segment {
             file: self.file,
-            map,
+            view,
+            len,
+        })
+    }
+
+    /// Cuts the file to `size`, maps it writable again and seals it with
+    /// `F_SEAL_FUTURE_WRITE`: only that mapping (never written through)
+    /// can write, and it lives as long as the segment.
+    fn seal_registrable(self, len: u64, size: u64) -> std::io::Result<Segment> {
+        self.file.set_len(size)?;
+        // SAFETY: the worker filled this memfd and has handed it to no one
+        // (`by_client` is false): no other mapping or process can resize
+        // it, and the seals below keep its size fixed for the mapping's
+        // life.
+        let map = unsafe { MmapOptions::new().len(size as usize).map_mut(&self.file)? };
+        rustix::fs::fcntl_add_seals(
+            &self.file,
+            SealFlags::FUTURE_WRITE | SealFlags::SHRINK | SealFlags::GROW | SealFlags::SEAL,
+        )?;
+        Ok(Segment {
+            file: self.file,
+            view: View::Rw(map),
             len,
         })
     }
 }
 
+/// How the worker maps a sealed segment.
+enum View {
+    /// Empty: nothing mapped.
+    None,
+    Ro(Mmap),
+    /// Kept from before an `F_SEAL_FUTURE_WRITE` seal, for registration;
+    /// never written through.
+    Rw(MmapMut),
+}
+
 /// An immutable, sealed block in shared memory.
 pub struct Segment {
     file: File,
-    map: Option<Mmap>,
+    view: View,
     len: u64,
 }
 
@@ -198,15 +265,45 @@ impl Segment {
     }
 
     pub fn as_slice(&self) -> &[u8] {
-        match &self.map {
-            Some(m) => &m[..self.len as usize],
-            None => &[],
+        let len = self.len as usize;
+        match &self.view {
+            View::None => &[],
+            View::Ro(m) => &m[..len],
+            View::Rw(m) => &m[..len],
         }
     }
 
     /// The memfd, for handing to a co-located client (short-circuit).
     pub fn fd(&self) -> BorrowedFd<'_> {
         self.file.as_fd()
+    }
+
+    /// Mapped writable (sealed [`SealMode::Registrable`]): registrable by
+    /// a fabric that registers only writable memory.
+    pub fn is_writable_mapped(&self) -> bool {
+        matches!(self.view, View::Rw(_))
+    }
+
+    /// The bytes through a private, writable (copy-on-write) mapping: what
+    /// a fabric that registers only writable memory can register when the
+    /// segment is mapped read-only. Pinning it for write copies its pages
+    /// once; the copies hold the same bytes, as the file is sealed.
+    pub fn private_view(&self) -> std::io::Result<PrivateView> {
+        if self.len == 0 {
+            return Err(std::io::Error::other(
+                "an empty segment has no bytes to map",
+            ));
+        }
+        let size = usize::try_from(self.file.metadata()?.len()).map_err(std::io::Error::other)?;
+        // SAFETY: the memfd is sealed against shrinking and growing (and
+        // writes), so the file's pages under this private mapping can
+        // neither change nor disappear; what the mapping makes its own on
+        // write belongs to it alone.
+        let map = unsafe { MmapOptions::new().len(size).map_copy(&self.file)? };
+        Ok(PrivateView {
+            map,
+            len: self.len as usize,
+        })
     }
 }
 
@@ -215,6 +312,19 @@ impl Segment {
 impl AsRef<[u8]> for Segment {
     fn as_ref(&self) -> &[u8] {
         self.as_slice()
+    }
+}
+
+/// A segment's bytes in a private writable mapping ([`Segment::private_view`]),
+/// only ever read (by the CPU) and registered.
+pub struct PrivateView {
+    map: MmapMut,
+    len: usize,
+}
+
+impl AsRef<[u8]> for PrivateView {
+    fn as_ref(&self) -> &[u8] {
+        &self.map[..self.len]
     }
 }
 
@@ -238,29 +348,39 @@ mod tests {
     #[test]
     fn huge_pages_are_used_when_the_host_has_a_pool() {
         let meminfo = std::fs::read_to_string("/proc/meminfo").unwrap();
-        let pool = hugetlb_free_bytes(&meminfo) >= HUGE_PAGE;
-        let mut w = SegmentWriter::create("huge", 3 << 20, false).unwrap();
-        assert_eq!(
-            w.is_hugetlb(),
-            pool,
-            "huge pages exactly when the pool has room"
-        );
+        let pool = hugetlb_free_bytes(&meminfo) >= 2 * HUGE_PAGE;
         if !pool {
             eprintln!("no hugetlb pool on this host: only the 4 KiB path ran");
         }
-        for (i, b) in w.as_mut_slice().iter_mut().enumerate() {
-            *b = (i % 253) as u8;
+        for mode in [SealMode::ReadOnly, SealMode::Registrable] {
+            let mut w = SegmentWriter::create("huge", 3 << 20, false).unwrap();
+            assert_eq!(
+                w.is_hugetlb(),
+                pool,
+                "huge pages exactly when the pool has room"
+            );
+            for (i, b) in w.as_mut_slice().iter_mut().enumerate() {
+                *b = (i % 253) as u8;
+            }
+            let s = w.seal_with((3 << 20) - 5, mode).unwrap();
+            assert_eq!(s.is_writable_mapped(), mode == SealMode::Registrable);
+            assert!(
+                s.as_slice()
+                    .iter()
+                    .enumerate()
+                    .all(|(i, b)| *b == (i % 253) as u8)
+            );
+            let f = File::from(s.fd().try_clone_to_owned().unwrap());
+            use std::os::unix::fs::FileExt;
+            assert!(f.write_at(b"x", 0).is_err(), "sealed, huge or not");
+            assert!(f.set_len(0).is_err(), "{mode:?}: shrinking is refused");
+            let len = f.metadata().unwrap().len() as usize;
+            // SAFETY: a mapping attempt on a sealed memfd; it must fail.
+            let writable = unsafe { MmapOptions::new().len(len).map_mut(&f) };
+            assert!(writable.is_err(), "{mode:?}: no new writable mapping");
+            let v = s.private_view().unwrap();
+            assert!(v.as_ref() == s.as_slice(), "{mode:?}: the private view");
         }
-        let s = w.seal((3 << 20) - 5).unwrap();
-        assert!(
-            s.as_slice()
-                .iter()
-                .enumerate()
-                .all(|(i, b)| *b == (i % 253) as u8)
-        );
-        let f = File::from(s.fd().try_clone_to_owned().unwrap());
-        use std::os::unix::fs::FileExt;
-        assert!(f.write_at(b"x", 0).is_err(), "sealed, huge or not");
     }
 
     #[test]
@@ -299,5 +419,81 @@ mod tests {
         let writable = unsafe { MmapOptions::new().len(4096).map_mut(&f) };
         assert!(writable.is_err(), "a writable shared mapping is refused");
         assert_eq!(s.as_slice()[0], 7);
+    }
+
+    /// What a new process handed the fd could try, against a registrable
+    /// segment: every way to write is refused.
+    fn assert_nothing_new_can_write(s: &Segment) {
+        let f = File::from(s.fd().try_clone_to_owned().unwrap());
+        use std::os::unix::fs::FileExt;
+        assert!(f.write_at(b"x", 0).is_err(), "write(2) is refused");
+        assert!(f.set_len(1 << 30).is_err(), "growing is refused");
+        assert!(f.set_len(0).is_err(), "shrinking is refused");
+        // SAFETY: mapping attempts on a sealed memfd; they must fail, and
+        // one that did not would be dropped unused.
+        let writable = unsafe { MmapOptions::new().len(4096).map_mut(&f) };
+        assert!(
+            writable.is_err(),
+            "a new writable shared mapping is refused"
+        );
+        // SAFETY: a read-only shared mapping of the sealed memfd; the
+        // mprotect below must fail, so nothing is ever written through it.
+        let ro = unsafe { MmapOptions::new().len(4096).map(&f) }.unwrap();
+        // SAFETY: changes the protection of the mapping above only.
+        let r = unsafe {
+            libc::mprotect(
+                ro.as_ptr() as *mut libc::c_void,
+                4096,
+                libc::PROT_READ | libc::PROT_WRITE,
+            )
+        };
+        assert_eq!(r, -1, "a read-only mapping cannot be made writable");
+        let seals = rustix::fs::fcntl_get_seals(&f).unwrap();
+        assert!(seals.contains(SealFlags::FUTURE_WRITE | SealFlags::SHRINK | SealFlags::GROW));
+    }
+
+    #[test]
+    fn a_registrable_segment_stays_mapped_writable_and_nothing_new_writes() {
+        let data: Vec<u8> = (0..10_000u32).map(|i| (i * 7) as u8).collect();
+        let mut w = SegmentWriter::create("t", 3 << 20, false).unwrap();
+        w.as_mut_slice()[..data.len()].copy_from_slice(&data);
+        let s = w
+            .seal_with(data.len() as u64, SealMode::Registrable)
+            .unwrap();
+        assert!(s.is_writable_mapped());
+        assert_eq!(s.as_slice(), &data[..]);
+        assert_nothing_new_can_write(&s);
+        // Cut to whole pages like a read-only seal.
+        let f = File::from(s.fd().try_clone_to_owned().unwrap());
+        assert_eq!(f.metadata().unwrap().len(), 12_288);
+        // An empty one is sealed read-only (nothing to register).
+        let w = SegmentWriter::create("e", 4096, false).unwrap();
+        let e = w.seal_with(0, SealMode::Registrable).unwrap();
+        assert!(!e.is_writable_mapped() && e.is_empty());
+    }
+
+    #[test]
+    fn a_segment_a_client_filled_is_sealed_read_only_and_viewed_privately() {
+        let w = SegmentWriter::create_for_client("c", 8192).unwrap();
+        let f = File::from(w.fd().try_clone_to_owned().unwrap());
+        use std::os::unix::fs::FileExt;
+        f.write_all_at(b"client bytes", 100).unwrap();
+        let s = w.seal_with(5000, SealMode::Registrable).unwrap();
+        assert!(!s.is_writable_mapped(), "F_SEAL_WRITE, whatever was asked");
+        let seals = rustix::fs::fcntl_get_seals(&f).unwrap();
+        assert!(seals.contains(SealFlags::WRITE));
+        assert_eq!(&s.as_slice()[100..112], b"client bytes");
+        let v = s.private_view().unwrap();
+        assert_eq!(
+            v.as_ref(),
+            s.as_slice(),
+            "the private view sees the same bytes"
+        );
+        assert_eq!(v.as_ref().len(), 5000);
+        let empty = SegmentWriter::create("e", 0, false)
+            .unwrap()
+            .seal(0)
+            .unwrap();
+        assert!(empty.private_view().is_err());
     }
 }

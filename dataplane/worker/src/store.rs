@@ -21,7 +21,7 @@ use parking_lot::Mutex;
 use crate::disk::{self, Dir, DiskBlock, Source};
 use crate::evict::Lru;
 use crate::io::Engine;
-use crate::segment::{Segment, SegmentWriter};
+use crate::segment::{SealMode, Segment, SegmentWriter};
 
 mod dirs;
 mod error;
@@ -308,6 +308,9 @@ pub struct BlockStore {
     moves: tokio::sync::Mutex<()>,
     /// Signalled after every move (reservations waiting for memory).
     moved: tokio::sync::Notify,
+    /// Seal filled segments [`SealMode::Registrable`] (the worker's fabric
+    /// registers only writable memory).
+    registrable: std::sync::atomic::AtomicBool,
     pub stats: Stats,
 }
 
@@ -405,12 +408,30 @@ impl BlockStore {
             engine,
             moves: tokio::sync::Mutex::new(()),
             moved: tokio::sync::Notify::new(),
+            registrable: Default::default(),
             stats: Stats::default(),
         })
     }
 
     pub fn engine(&self) -> &Arc<Engine> {
         &self.engine
+    }
+
+    /// How segments filled from now on are sealed.
+    pub fn seal_mode(&self) -> SealMode {
+        if self.registrable.load(std::sync::atomic::Ordering::Relaxed) {
+            SealMode::Registrable
+        } else {
+            SealMode::ReadOnly
+        }
+    }
+
+    /// Set once at start, before any block is filled, when the worker's
+    /// fabric registers only writable memory.
+    pub fn set_seal_mode(&self, mode: SealMode) {
+        let on = mode == SealMode::Registrable;
+        self.registrable
+            .store(on, std::sync::atomic::Ordering::Relaxed);
     }
 
     /// Memory tier capacity.

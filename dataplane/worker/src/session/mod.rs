@@ -174,7 +174,7 @@ impl WriteSession {
         let id = self.progress.block_id(self.progress.next_index());
         self.progress.sealed();
         let added =
-            o.w.seal(o.pos)
+            o.w.seal_with(o.pos, self.store.seal_mode())
                 .map_err(WorkerError::Memory)
                 .and_then(|seg| self.done.add((id, seg, o.res), self.progress.sole()));
         if let Err(e) = added {

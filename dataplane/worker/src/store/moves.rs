@@ -333,7 +333,7 @@ impl BlockStore {
             pos += n;
             r.recycle(buf);
         }
-        w.seal(d.len)
+        w.seal_with(d.len, self.seal_mode())
     }
 
     /// Promotes disk blocks read at least twice since the last pass, hottest
