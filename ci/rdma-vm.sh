@@ -18,7 +18,8 @@
 # With no arguments: GUEST_TESTS, then eddy-verbs.sh with the `eddy` binary
 # this script builds.
 # Environment: EDDY_VM_CACHE (kernel cache, default ~/.cache/eddy-rdma-vm),
-# EDDY_VM_TIMEOUT (seconds the VM may run, default 240), CARGO_TARGET_DIR.
+# EDDY_VM_TIMEOUT (seconds the VM may run, default 480), EDDY_VM_TESTS
+# (replaces GUEST_TESTS, one "NAME ARGS" a line), CARGO_TARGET_DIR.
 # Exit status: 0 only when the guest printed "EDDY-VM-RESULT: PASS".
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -29,6 +30,11 @@ GUEST_TESTS=(
     "one_sided --test-threads=1"
     "limits --test-threads=1"
 )
+# EDDY_VM_TESTS (lines in the same form) replaces the list, to run one
+# test binary or one test while looking into a failure.
+if [ -n "${EDDY_VM_TESTS:-}" ]; then
+    mapfile -t GUEST_TESTS <<<"$EDDY_VM_TESTS"
+fi
 
 # The product path over verbs: `eddy` (built here) runs a master, a worker
 # serving remote leases and RDMA reads from the CLI (docs/RDMA.md).
@@ -51,7 +57,7 @@ RXE_DRIVER=/etc/libibverbs.d/rxe.driver
 LIBFABRIC=/usr/lib/x86_64-linux-gnu/libfabric.so.1
 
 CACHE=${EDDY_VM_CACHE:-$HOME/.cache/eddy-rdma-vm}
-VM_TIMEOUT=${EDDY_VM_TIMEOUT:-240}
+VM_TIMEOUT=${EDDY_VM_TIMEOUT:-480}
 EXTRA_BINS=()
 GUEST_SCRIPTS=()
 RUN_TESTS=1
