@@ -77,11 +77,16 @@ wait_line() {
     done
 }
 
-# metric NAME: the worker's value of NAME (summed over its label sets), or
-# "none" when the endpoint does not show NAME.
-metric() {
+# scrape: the worker's metrics into $D/metrics.txt (in this shell, not in
+# a $(...), so that a failure ends the script).
+scrape() {
     timeout 10 wget -q -O "$D/metrics.txt" "http://$METRICS/metrics" ||
         fail "cannot scrape the worker's metrics at http://$METRICS/metrics"
+}
+
+# metric NAME: NAME's value in the last scrape (summed over its label
+# sets), or "none" when the worker did not show NAME.
+metric() {
     awk -v n="$1" '
         $1 == n || index($1, n "{") == 1 { s += $NF; seen = 1 }
         END { if (seen) printf "%d\n", s; else print "none" }' "$D/metrics.txt"
@@ -168,6 +173,7 @@ for f in $FILES; do
         fail "eddy fs put $name ($size B) failed (exit $?)"
 done
 
+scrape
 served_before=$(metric eddy_worker_bytes_served_total)
 granted_before=$(metric eddy_worker_rdma_leases_granted_total)
 
@@ -184,6 +190,7 @@ for f in $FILES; do
 done
 
 step "checking the bytes came by RDMA"
+scrape
 granted=$(metric eddy_worker_rdma_leases_granted_total)
 failures=$(metric eddy_worker_rdma_registration_failures_total)
 served=$(metric eddy_worker_bytes_served_total)
@@ -205,6 +212,7 @@ fi
     fail "the worker could not register $failures segment(s) for RDMA (reads went over TCP)"
 [ "$granted" != none ] && [ "$granted" -gt "$granted_before" ] ||
     fail "the worker granted no remote lease during the reads (rdma_leases_granted_total $granted)"
+[ "$served" != none ] || fail "the worker's metrics show no eddy_worker_bytes_served_total"
 [ "$served" = "$served_before" ] ||
     fail "the worker sent $((served - served_before)) bytes over TCP during the RDMA reads"
 
