@@ -1,17 +1,25 @@
 #!/usr/bin/env bash
 # Real verbs in CI (docs/RDMA.md): boots Debian's kernel under QEMU (TCG, no
 # KVM needed), makes a soft-RoCE device (rdma_rxe) on a dummy interface and
-# runs eddy-rdma's tests over `verbs;ofi_rxm` inside the guest. The host's
-# kernel is never touched: the guest kernel comes from `apt-get download`,
-# unpacked into a cache that later runs reuse.
+# runs eddy-rdma's tests over `verbs;ofi_rxm` inside the guest, then the
+# real `eddy` master, worker and client over verbs (ci/rdma-vm/eddy-verbs.sh).
+# The host's kernel is never touched: the guest kernel comes from
+# `apt-get download`, unpacked into a cache that later runs reuse.
 #
-# Usage: ci/rdma-vm.sh [--bin PATH]... [--guest-script FILE] [--no-tests]
+# Usage: ci/rdma-vm.sh [--bin PATH]... [--guest-script FILE]... [--no-tests]
+#                      [--no-e2e]
 #   --bin PATH           pack PATH (and every library ldd names) as
 #                        /guest/bin/NAME; /guest/bin is first on the PATH
-#   --guest-script FILE  run FILE with busybox sh after the tests
-#   --no-tests           skip GUEST_TESTS (only the guest script runs)
+#   --guest-script FILE  run FILE with busybox sh after the tests (and after
+#                        the e2e script), in the order given
+#   --no-tests           skip GUEST_TESTS
+#   --no-e2e             skip the product path: no `cargo build -p eddy-cli`,
+#                        no ci/rdma-vm/eddy-verbs.sh
+# With no arguments: GUEST_TESTS, then eddy-verbs.sh with the `eddy` binary
+# this script builds.
 # Environment: EDDY_VM_CACHE (kernel cache, default ~/.cache/eddy-rdma-vm),
-# EDDY_VM_TIMEOUT (seconds the VM may run, default 240), CARGO_TARGET_DIR.
+# EDDY_VM_TIMEOUT (seconds the VM may run, default 480), EDDY_VM_TESTS
+# (replaces GUEST_TESTS, one "NAME ARGS" a line), CARGO_TARGET_DIR.
 # Exit status: 0 only when the guest printed "EDDY-VM-RESULT: PASS".
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -20,7 +28,17 @@ cd "$(dirname "$0")/.."
 # arguments, one per line. Adding a test binary is adding a line here.
 GUEST_TESTS=(
     "one_sided --test-threads=1"
+    "limits --test-threads=1"
 )
+# EDDY_VM_TESTS (lines in the same form) replaces the list, to run one
+# test binary or one test while looking into a failure.
+if [ -n "${EDDY_VM_TESTS:-}" ]; then
+    mapfile -t GUEST_TESTS <<<"$EDDY_VM_TESTS"
+fi
+
+# The product path over verbs: `eddy` (built here) runs a master, a worker
+# serving remote leases and RDMA reads from the CLI (docs/RDMA.md).
+E2E_SCRIPT=ci/rdma-vm/eddy-verbs.sh
 
 # Kernel modules for soft-RoCE, in load order (../shared/RDMA-NOTES.md).
 # crc32_generic (rxe's ICRC, a soft dependency modules.dep does not list)
@@ -33,12 +51,17 @@ MODULES=(crc32_generic ib_core ib_uverbs udp_tunnel ip6_udp_tunnel rdma_rxe
 GUEST_TOOLS=(/usr/bin/ip /usr/bin/rdma /usr/bin/ibv_devinfo)
 RXE_PROVIDER=/usr/lib/x86_64-linux-gnu/libibverbs/librxe-rdmav34.so
 RXE_DRIVER=/etc/libibverbs.d/rxe.driver
+# eddy-rdma loads libfabric with dlopen at first use (docs/RDMA.md), so ldd
+# of a test or of `eddy` never names it: it is packed on its own, with what
+# it links (libibverbs, librdmacm, psm, ...).
+LIBFABRIC=/usr/lib/x86_64-linux-gnu/libfabric.so.1
 
 CACHE=${EDDY_VM_CACHE:-$HOME/.cache/eddy-rdma-vm}
-VM_TIMEOUT=${EDDY_VM_TIMEOUT:-240}
+VM_TIMEOUT=${EDDY_VM_TIMEOUT:-480}
 EXTRA_BINS=()
-GUEST_SCRIPT=""
+GUEST_SCRIPTS=()
 RUN_TESTS=1
+RUN_E2E=1
 
 die() {
     echo "rdma-vm: $*" >&2
@@ -65,11 +88,15 @@ parse_args() {
         --guest-script)
             [ $# -ge 2 ] || die "--guest-script needs a file"
             [ -f "$2" ] || die "--guest-script $2: no such file"
-            GUEST_SCRIPT=$2
+            GUEST_SCRIPTS+=("$2")
             shift 2
             ;;
         --no-tests)
             RUN_TESTS=0
+            shift
+            ;;
+        --no-e2e)
+            RUN_E2E=0
             shift
             ;;
         -h | --help)
@@ -162,6 +189,17 @@ for line in sys.stdin:
         print(m["target"]["name"], m["executable"])'
 }
 
+# Builds `eddy` and prints its path.
+build_eddy() {
+    cargo build -p eddy-cli --bin eddy --locked --message-format=json |
+        python3 -c '
+import json, sys
+for line in sys.stdin:
+    m = json.loads(line)
+    if m.get("reason") == "compiler-artifact" and m.get("executable") and m["target"]["name"] == "eddy":
+        print(m["executable"])'
+}
+
 # Copies FILE to the same path under the guest root, dereferencing links.
 pack_file() {
     local root=$1 file=$2
@@ -236,6 +274,9 @@ build_initramfs() {
     pack_file "$root" "$RXE_PROVIDER"
     pack_libs "$root" "$RXE_PROVIDER"
     pack_file "$root" "$RXE_DRIVER"
+    [ -f "$LIBFABRIC" ] || die "no $LIBFABRIC: install libfabric1 (libfabric-dev pulls it in)"
+    pack_file "$root" "$LIBFABRIC"
+    pack_libs "$root" "$LIBFABRIC"
     : >"$root"/guest/tests.list
     if [ "$RUN_TESTS" = 1 ]; then
         for b in "${GUEST_TESTS[@]}"; do
@@ -252,7 +293,16 @@ build_initramfs() {
         cp -L "$b" "$root/guest/bin/$(basename "$b")"
         pack_libs "$root" "$b"
     done
-    if [ -n "$GUEST_SCRIPT" ]; then cp "$GUEST_SCRIPT" "$root"/guest/script.sh; fi
+    # Each line of scripts.list: a script under /guest/scripts, run in order.
+    mkdir -p "$root"/guest/scripts
+    : >"$root"/guest/scripts.list
+    local i=0 s
+    for s in "${GUEST_SCRIPTS[@]}"; do
+        i=$((i + 1))
+        name=$i-$(basename "$s")
+        cp "$s" "$root/guest/scripts/$name"
+        echo "$name" >>"$root"/guest/scripts.list
+    done
     pack_modules "$root"
     # Uncompressed: unpacking gzip under emulation costs more than the
     # bigger image does.
@@ -275,7 +325,7 @@ boot() {
     phase_done boot
     result=$(tr -d '\r' <"$log" | grep -a '^EDDY-VM-RESULT: ' | tail -n 1 || true)
     if [ "$result" = "EDDY-VM-RESULT: PASS" ]; then
-        say "PASS: every guest test passed over verbs;ofi_rxm (soft-RoCE)"
+        say "PASS: every guest test and script passed over verbs;ofi_rxm (soft-RoCE)"
         return 0
     fi
     if [ -n "$result" ]; then
@@ -298,6 +348,13 @@ main() {
         build_tests >"$tests" || die "building eddy-rdma's test binaries failed (cargo's errors above)"
     else
         : >"$tests"
+    fi
+    if [ "$RUN_E2E" = 1 ]; then
+        local eddy
+        eddy=$(build_eddy) || die "building eddy (cargo build -p eddy-cli) failed (cargo's errors above)"
+        [ -x "$eddy" ] || die "cargo build -p eddy-cli named no eddy executable"
+        EXTRA_BINS+=("$eddy")
+        GUEST_SCRIPTS=("$E2E_SCRIPT" "${GUEST_SCRIPTS[@]}")
     fi
     phase_done build
     build_initramfs "$WORK/root" "$tests"

@@ -187,7 +187,8 @@ run_fuzz() {
 }
 
 # Real verbs (docs/RDMA.md, "Real verbs in CI"): boots Debian's kernel
-# under QEMU with soft-RoCE and runs eddy-rdma's tests over verbs;ofi_rxm
+# under QEMU with soft-RoCE and runs eddy-rdma's tests and the real eddy
+# master, worker and client (ci/rdma-vm/eddy-verbs.sh) over verbs;ofi_rxm
 # inside it. The script installs what it needs and caches the kernel.
 rdma_vm() {
     stage "real verbs: soft-RoCE under QEMU (ci/rdma-vm.sh)"

@@ -2,7 +2,8 @@
 # /init of the soft-RoCE test VM that ci/rdma-vm.sh builds (docs/RDMA.md,
 # "Real verbs in CI"). It runs as PID 1 from the initramfs: loads the RDMA
 # modules, makes rxe0 on a dummy interface, runs the test binaries listed in
-# /guest/tests.list and then /guest/script.sh (if packed), prints exactly one
+# /guest/tests.list and then the scripts in /guest/scripts.list, prints
+# exactly one
 # EDDY-VM-RESULT line and powers off. The host script reads that line from
 # the serial console; a VM that ends without it counts as failed.
 /bin/busybox mkdir -p /proc /sys /dev /tmp /run /bin /sbin
@@ -56,10 +57,13 @@ while read -r name args <&3; do
     "/guest/tests/$name" $args || fail "test $name (exit $?)"
 done 3</guest/tests.list
 
-if [ -f /guest/script.sh ]; then
-    step "guest script"
-    sh /guest/script.sh || fail "guest script (exit $?)"
-fi
+# Then each script in /guest/scripts.list (ci/rdma-vm/eddy-verbs.sh unless
+# --no-e2e, then each --guest-script), with busybox sh.
+while read -r name <&3; do
+    [ -n "$name" ] || continue
+    step "script ${name#*-}"
+    sh "/guest/scripts/$name" || fail "script ${name#*-} (exit $?)"
+done 3</guest/scripts.list
 
 step "done"
 echo "EDDY-VM-RESULT: PASS"
