@@ -181,7 +181,7 @@ step "reading them back with EDDY_TRANSPORT=rdma eddy fs cat"
 : >"$D/client.err"
 for f in $FILES; do
     name=${f%:*} size=${f#*:}
-    EDDY_TRANSPORT=rdma timeout "$CMD_WAIT" eddy --config "$D/client.toml" fs cat "/$name" \
+    EDDY_LOG=info EDDY_TRANSPORT=rdma timeout "$CMD_WAIT" eddy --config "$D/client.toml" fs cat "/$name" \
         >"$D/out/$name" 2>>"$D/client.err" ||
         fail "EDDY_TRANSPORT=rdma eddy fs cat /$name failed (exit $?)"
     cmp "$D/src/$name" "$D/out/$name" ||
@@ -199,11 +199,10 @@ echo "eddy-verbs: worker metrics: rdma_leases_granted_total $granted (before the
     "rdma_registration_failures_total $failures, rdma_leases $leases," \
     "bytes_served_total $served (before the reads $served_before)"
 grep -E '^eddy_worker_(rdma_|bytes_served)' "$D/metrics.txt" || true
-# The client's fallback line (dataplane/client/src/rdma.rs). Today `eddy fs`
-# installs no log subscriber, so EDDY_LOG prints nothing from a client
-# command and this grep cannot fire: the worker's counters below are the
-# proof (no TCP byte served during the reads, leases granted, no failed
-# registration). Should the CLI log one day, a fallback fails here too.
+# The client's fallback line (dataplane/client/src/rdma.rs, at info: the
+# reads above run with EDDY_LOG=info). The worker's counters below prove
+# the rest (no TCP byte served during the reads, leases granted, no failed
+# registration).
 if grep -E "fell back to TCP|cannot open libfabric provider" "$D/client.err"; then
     fail "the client fell back to TCP (its line above; the worker's log says why)"
 fi

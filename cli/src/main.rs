@@ -136,6 +136,11 @@ fn main() -> ExitCode {
         }
     }
     if matches!(command, Command::Fs(_) | Command::Report) {
+        // Client commands log only when asked (EDDY_LOG=warn shows, say,
+        // a read falling back from RDMA to TCP); their output stays clean.
+        if std::env::var("EDDY_LOG").is_ok_and(|v| !v.is_empty()) {
+            cmd::init_logging();
+        }
         if let Err(e) = cmd::set_transport(&cfg.client.transport) {
             eprintln!("eddy: {e}");
             return ExitCode::from(e.exit_status());

@@ -416,9 +416,16 @@ async fn without_libfabric_workers_and_clients_use_tcp() {
     let dir = tempfile::tempdir().unwrap();
     let c = Cluster::start(dir.path(), 1, SMALL_BLOCKS, RDMA);
     put(&c.fs().await, "/f", &data, pb::WriteType::MustCache).await;
-    let env = [NO_LIB, ("EDDY_TRANSPORT", "rdma")];
-    let got = stdout_ok(eddy_env(&c.master.addr, &env, &["fs", "cat", "/f"]), "cat");
-    assert!(got == data, "the bytes came over TCP");
+    let env = [NO_LIB, ("EDDY_TRANSPORT", "rdma"), ("EDDY_LOG", "info")];
+    let o = eddy_env(&c.master.addr, &env, &["fs", "cat", "/f"]);
+    let err = String::from_utf8_lossy(&o.stderr).into_owned();
+    assert!(stdout_ok(o, "cat") == data, "the bytes came over TCP");
+    assert_eq!(
+        err.matches("fell back to TCP").count(),
+        1,
+        "said once, asked for with EDDY_LOG: {err}"
+    );
+    assert!(err.contains("libfabric could not be loaded"), "{err}");
 }
 
 /// The path a verbs worker takes (providers that register only writable
