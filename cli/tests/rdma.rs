@@ -55,6 +55,8 @@ async fn every_shape_reads_back_by_one_sided_reads() {
     assert!(s.rdma_reads_posted > 0, "{s:?}");
     let granted = c.stat_sum(&writer, "rdma_leases_granted").await;
     assert!(granted > 0, "the workers granted remote leases");
+    let leased = c.stat_sum(&writer, "rdma_leased_bytes").await;
+    assert!(leased >= total, "every block leased: {leased} of {total}");
     // A TCP client reads the same bytes (parity).
     for (path, data) in &files {
         assert!(get(&writer, path).await == *data, "{path} over TCP");
@@ -488,6 +490,10 @@ async fn the_writable_registration_path_reads_back_every_way() {
     assert_eq!(s.rdma_bytes, total);
     let r = reader.transport_stats();
     assert_eq!(r.short_circuit_bytes, total, "{r:?}");
+    assert!(
+        c.stat_sum(&tcp, "leased_bytes").await >= total,
+        "short-circuit leases"
+    );
     assert_eq!(c.stat_sum(&tcp, "rdma_registration_failures").await, 0);
     // The worker's metrics show the fabric: its provider, the regions the
     // client's cached leases keep open, the progress thread's polls.

@@ -269,6 +269,7 @@ async fn grant(
     );
     Stats::add(&sh.store.stats.rdma_leases, 1);
     Stats::add(&sh.store.stats.rdma_leases_granted, 1);
+    Stats::add(&sh.store.stats.rdma_leased_bytes, b.len());
     Ok(RemoteGrant {
         block_id: it.block_id,
         lease_id: id,

@@ -57,8 +57,10 @@ pub(crate) fn stats(sh: &Shared) -> Vec<(String, u64)> {
         ("leases", s.leases.load(Relaxed)),
         ("lease_clients", s.lease_clients.load(Relaxed)),
         ("leases_granted", s.leases_granted.load(Relaxed)),
+        ("leased_bytes", s.leased_bytes.load(Relaxed)),
         ("rdma_leases", s.rdma_leases.load(Relaxed)),
         ("rdma_leases_granted", s.rdma_leases_granted.load(Relaxed)),
+        ("rdma_leased_bytes", s.rdma_leased_bytes.load(Relaxed)),
         (
             "rdma_registration_failures",
             s.rdma_registration_failures.load(Relaxed),

@@ -47,12 +47,16 @@ pub struct Stats {
     pub leases: AtomicU64,
     /// Co-located clients connected right now.
     pub lease_clients: AtomicU64,
-    /// Leases granted since the worker started (short-circuit reads).
+    /// Leases granted since the worker started (short-circuit reads), and
+    /// the bytes of the blocks they opened to their clients.
     pub leases_granted: AtomicU64,
+    pub leased_bytes: AtomicU64,
     /// Remote (RDMA) leases held right now, granted since the start, and
     /// segment registrations the fabric refused.
     pub rdma_leases: AtomicU64,
     pub rdma_leases_granted: AtomicU64,
+    /// Bytes of the blocks remote leases opened to one-sided reads.
+    pub rdma_leased_bytes: AtomicU64,
     pub rdma_registration_failures: AtomicU64,
     /// Blocks moved down a tier.
     pub demotions: AtomicU64,

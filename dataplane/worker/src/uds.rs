@@ -417,6 +417,7 @@ async fn lease(
                     message: tier,
                 });
                 handed.push(h);
+                Stats::add(&sh.store.stats.leased_bytes, b.len());
                 table.held.insert(
                     id,
                     Held {
