@@ -8,6 +8,7 @@
 //! | positioned 1 MiB and 8 MiB reads, 1, 4 and 16 in flight | the same over TCP |
 //! | one client's positioned reads of 4 KiB and 1 MiB: p50 and p99 latency | the same over TCP |
 //! | the cluster process's CPU time per GiB served | the same over TCP |
+//! | sequential 8 MiB reads through Eddy over RDMA | bare `fi_read`s of 8 MiB from a process that registered the same bytes (eddy-rdma alone: the provider's ceiling) |
 //!
 //! The cluster (master + worker with `[worker] rdma`) runs in a child
 //! process (this binary, re-executed); the client is this process, forced
@@ -44,7 +45,82 @@ fn main() {
     if let Some(i) = args.iter().position(|a| a == "--child-pump") {
         return pump_sender(&args[i + 1], args[i + 2].parse().unwrap());
     }
+    if let Some(i) = args.iter().position(|a| a == "--child-owner") {
+        return owner(&args[i + 1], args[i + 2].parse().unwrap());
+    }
     eddy_bench::run_main(run);
+}
+
+/// Child: registers `n` bytes on `provider` with a progress thread and
+/// prints its address and key (hex) until stdin closes.
+fn owner(provider: &str, n: usize) {
+    use std::io::Read;
+    let mut o = eddy_rdma::FabricOptions::new(provider);
+    o.node = Some(eddy_bench::bench_host());
+    let fabric = eddy_rdma::Fabric::open_with(&o).unwrap();
+    let progress = eddy_rdma::Progress::start_with(&fabric, Duration::from_micros(20)).unwrap();
+    let reg = fabric.register_shared(Arc::new(vec![0x3cu8; n])).unwrap();
+    let k = reg.remote_key();
+    let hex: String = fabric
+        .address()
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect();
+    println!("OWNER {hex} {} {} {}", k.addr_or_offset, k.len, k.key);
+    let _ = std::io::stdin().read_to_end(&mut Vec::new());
+    drop(reg);
+    drop(progress);
+}
+
+/// Bare one-sided reads: `RUNS` times the whole of an owner process's
+/// `bytes`, in 8 MiB `fi_read`s into one registered buffer.
+fn bare_reads(provider: &str, bytes: u64) -> Vec<Duration> {
+    use std::io::BufRead;
+    let mut child = std::process::Command::new(std::env::current_exe().unwrap())
+        .args(["--child-owner", provider, &bytes.to_string()])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut line = String::new();
+    std::io::BufReader::new(child.stdout.take().unwrap())
+        .read_line(&mut line)
+        .unwrap();
+    let f: Vec<&str> = line
+        .trim()
+        .strip_prefix("OWNER ")
+        .unwrap()
+        .split(' ')
+        .collect();
+    let addr: Vec<u8> = (0..f[0].len() / 2)
+        .map(|i| u8::from_str_radix(&f[0][2 * i..2 * i + 2], 16).unwrap())
+        .collect();
+    let key = eddy_rdma::RemoteKey {
+        addr_or_offset: f[1].parse().unwrap(),
+        len: f[2].parse().unwrap(),
+        key: f[3].parse().unwrap(),
+    };
+    let mut o = eddy_rdma::FabricOptions::new(provider);
+    o.node = Some(eddy_bench::bench_host());
+    let fabric = eddy_rdma::Fabric::open_with(&o).unwrap();
+    let peer = fabric.connect(&addr).unwrap();
+    let mut buf = fabric.alloc_buf(CHUNK).unwrap();
+    let mut times = Vec::new();
+    for _ in 0..RUNS {
+        let start = Instant::now();
+        let mut at = 0u64;
+        while at < bytes {
+            buf.set_window(0, (bytes - at).min(CHUNK as u64) as usize);
+            let (back, r) = fabric.read(buf, peer, &key, at);
+            r.unwrap();
+            buf = back.unwrap();
+            at += buf.len() as u64;
+        }
+        times.push(start.elapsed());
+    }
+    drop(child.stdin.take());
+    child.wait().unwrap();
+    times
 }
 
 /// Child: connects to `addr` and sends `n` bytes.
@@ -246,6 +322,7 @@ async fn run(bytes: u64) {
         }
     }
     let pumped: Vec<Duration> = (0..RUNS).map(|_| pump(bytes)).collect();
+    let bare = bare_reads(&provider, bytes);
     let mut lat = Vec::new();
     for len in [4096usize, PIECE] {
         let a = latencies(&readers.0, len, bytes).await;
@@ -261,9 +338,14 @@ async fn run(bytes: u64) {
         rdma: seq.rdma.clone(),
         tcp: pumped,
     };
+    let bare = Pair {
+        rdma: seq.rdma.clone(),
+        tcp: bare,
+    };
     let all = Results {
         seq,
         pumped,
+        bare,
         flights,
         lat,
         cpu: (cpu_rdma, cpu_tcp),
@@ -275,6 +357,8 @@ struct Results {
     seq: Pair,
     /// RDMA's sequential runs against the raw pump's.
     pumped: Pair,
+    /// RDMA's sequential runs against bare `fi_read`s.
+    bare: Pair,
     flights: Vec<(usize, usize, Pair)>,
     lat: Vec<(usize, Vec<Duration>, Vec<Duration>)>,
     cpu: (Duration, Duration),
@@ -296,6 +380,7 @@ fn report(bytes: u64, provider: &str, mut r: Results) {
     };
     row("sequential 8 MiB reads, one stream", &r.seq);
     row("the same vs a raw TCP pump (TCP column)", &r.pumped);
+    row("the same vs bare fi_reads (TCP column)", &r.bare);
     for (piece, n, p) in &r.flights {
         row(
             &format!("positioned {} MiB reads, {n} in flight", piece >> 20),

@@ -505,8 +505,9 @@ async fn exchange(
 }
 
 /// Reads `dst.len()` bytes at `offset` of the region `key` into `dst`, in
-/// pieces of one pooled buffer each (owned buffers: each goes into a read
-/// on a blocking thread and comes back with the result).
+/// pieces of one pooled buffer each, all in flight at once (owned buffers:
+/// each goes into a read on a blocking thread and comes back with the
+/// result; the provider overlaps them).
 async fn read_into(
     fabric: &Arc<ClientFabric>,
     peer: PeerId,
@@ -514,30 +515,34 @@ async fn read_into(
     offset: u64,
     dst: &mut [u8],
 ) -> Result<(), RdmaError> {
-    let mut done = 0usize;
-    while done < dst.len() {
-        let n = (dst.len() - done).min(BUF_BYTES);
-        let buf = fabric.take_buf(n)?;
-        let (f, k, at) = (fabric.clone(), *key, offset + done as u64);
-        let (buf, r) = tokio::task::spawn_blocking(move || f.fabric.read(buf, peer, &k, at))
-            .await
-            .map_err(|e| RdmaError::Read {
-                code: 0,
-                text: format!("the read's thread failed: {e}"),
-            })?;
+    let mut reads = Vec::new();
+    for (i, piece) in dst.chunks(BUF_BYTES).enumerate() {
+        let buf = fabric.take_buf(piece.len())?;
+        let (f, k, at) = (fabric.clone(), *key, offset + (i * BUF_BYTES) as u64);
+        reads.push(tokio::task::spawn_blocking(move || {
+            f.fabric.read(buf, peer, &k, at)
+        }));
+    }
+    let mut first_err = None;
+    for (read, piece) in reads.into_iter().zip(dst.chunks_mut(BUF_BYTES)) {
+        let (buf, r) = read.await.unwrap_or_else(|e| {
+            let text = format!("the read's thread failed: {e}");
+            (None, Err(RdmaError::Read { code: 0, text }))
+        });
         // A buffer the provider may still write to stays with the fabric.
         let Some(buf) = buf else {
-            return Err(r.err().unwrap_or(RdmaError::Timeout { ms: 0 }));
+            first_err.get_or_insert(r.err().unwrap_or(RdmaError::Timeout { ms: 0 }));
+            continue;
         };
-        if let Err(e) = r {
-            fabric.give_back(buf);
-            return Err(e);
+        match r {
+            Ok(()) => piece.copy_from_slice(buf.as_slice()),
+            Err(e) => {
+                first_err.get_or_insert(e);
+            }
         }
-        dst[done..done + n].copy_from_slice(buf.as_slice());
         fabric.give_back(buf);
-        done += n;
     }
-    Ok(())
+    first_err.map_or(Ok(()), Err)
 }
 
 /// The local address this host uses to reach `addr` (`host:port`): the

@@ -19,6 +19,12 @@ impl Backoff {
         }
     }
 
+    /// A new bound; the next pause is cut to it at once.
+    pub(crate) fn set_max(&mut self, max: Duration) {
+        self.max = max;
+        self.pause = self.pause.min(max);
+    }
+
     /// Work was seen: poll again soon.
     pub(crate) fn reset(&mut self) {
         self.pause = FIRST.min(self.max);
@@ -43,5 +49,9 @@ mod tests {
         assert_eq!(seen, [5, 10, 20, 40, 40]);
         b.reset();
         assert_eq!(b.next_pause(), FIRST);
+        b.next_pause();
+        b.next_pause();
+        b.set_max(Duration::from_micros(8));
+        assert_eq!(b.next_pause().as_micros(), 8, "cut to the new bound");
     }
 }

@@ -43,28 +43,40 @@ struct Table {
     next_id: u64,
     last_request: Instant,
     stats: Arc<crate::store::BlockStore>,
+    fabric: Option<Arc<WorkerFabric>>,
 }
 
 impl Table {
     fn remove(&mut self, id: u64) {
         if self.held.remove(&id).is_some() {
-            Stats::sub(&self.stats.stats.rdma_leases, 1);
+            self.count(-1);
         }
     }
 
     fn expire(&mut self, ttl: Duration) {
         let before = self.held.len();
         self.held.retain(|_, h| h.since.elapsed() < ttl);
-        Stats::sub(
-            &self.stats.stats.rdma_leases,
-            (before - self.held.len()) as u64,
-        );
+        self.count(-((before - self.held.len()) as i64));
+    }
+
+    /// Moves the worker's count of remote leases by `d`, and tells the
+    /// fabric how many are held now.
+    fn count(&self, d: i64) {
+        let s = &self.stats.stats.rdma_leases;
+        if d >= 0 {
+            Stats::add(s, d as u64);
+        } else {
+            Stats::sub(s, d.unsigned_abs());
+        }
+        if let Some(f) = &self.fabric {
+            f.leases_now(s.load(std::sync::atomic::Ordering::Relaxed));
+        }
     }
 }
 
 impl Drop for Table {
     fn drop(&mut self) {
-        Stats::sub(&self.stats.stats.rdma_leases, self.held.len() as u64);
+        self.count(-(self.held.len() as i64));
     }
 }
 
@@ -88,6 +100,7 @@ impl RemoteLeases {
                 next_id: 1,
                 last_request: Instant::now(),
                 stats: sh.store.clone(),
+                fabric: sh.rdma.clone(),
             })),
             timer: None,
             idle_close: Arc::new(Notify::new()),
@@ -267,7 +280,7 @@ async fn grant(
             since: Instant::now(),
         },
     );
-    Stats::add(&sh.store.stats.rdma_leases, 1);
+    t.count(1);
     Stats::add(&sh.store.stats.rdma_leases_granted, 1);
     Stats::add(&sh.store.stats.rdma_leased_bytes, b.len());
     Ok(RemoteGrant {
