@@ -18,7 +18,6 @@
 
 use std::io::{Read, Write};
 use std::os::fd::AsRawFd;
-use std::process::Command;
 use std::time::{Duration, Instant};
 
 use eddy_client::{CreateOptions, FileSystem, OpenOptions};
@@ -34,24 +33,8 @@ fn main() {
         return;
     }
     let args: Vec<String> = std::env::args().collect();
-    if let Some(i) = args.iter().position(|a| a == "--child-pump") {
-        return pump_sender(&args[i + 1], args[i + 2].parse().unwrap());
-    }
     let tls_only = args.iter().skip(1).any(|a| a == "tls");
     eddy_bench::run_main(move |bytes| run(bytes, tls_only));
-}
-
-/// Child: connects to `addr` and sends `n` bytes.
-fn pump_sender(addr: &str, n: u64) {
-    let mut s = std::net::TcpStream::connect(addr).unwrap();
-    s.set_nodelay(true).unwrap();
-    let buf = vec![0x5au8; CHUNK];
-    let mut left = n;
-    while left > 0 {
-        let k = left.min(CHUNK as u64) as usize;
-        s.write_all(&buf[..k]).unwrap();
-        left -= k as u64;
-    }
 }
 
 fn gbps(bytes: u64, d: Duration) -> f64 {
@@ -218,28 +201,7 @@ async fn tls_vs_plain(dir: &std::path::Path, bytes: u64) -> (Vec<Duration>, Vec<
 
 /// Baseline 1: a raw TCP pump between two processes.
 fn pump_baseline(bytes: u64) -> Vec<Duration> {
-    let exe = std::env::current_exe().unwrap();
-    let mut pump = Vec::new();
-    for _ in 0..RUNS {
-        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-        let addr = l.local_addr().unwrap().to_string();
-        let start = Instant::now();
-        let mut child = Command::new(&exe)
-            .args(["--child-pump", &addr, &bytes.to_string()])
-            .spawn()
-            .unwrap();
-        let (mut s, _) = l.accept().unwrap();
-        let mut buf = vec![0u8; CHUNK];
-        let mut got = 0u64;
-        while got < bytes {
-            let n = s.read(&mut buf).unwrap();
-            assert!(n > 0);
-            got += n as u64;
-        }
-        pump.push(start.elapsed());
-        child.wait().unwrap();
-    }
-    pump
+    (0..RUNS).map(|_| eddy_bench::pump(bytes)).collect()
 }
 
 /// Writes: MUST_CACHE vs a local file in `dir`. The last file written

@@ -42,9 +42,6 @@ fn main() {
         return;
     }
     let args: Vec<String> = std::env::args().collect();
-    if let Some(i) = args.iter().position(|a| a == "--child-pump") {
-        return pump_sender(&args[i + 1], args[i + 2].parse().unwrap());
-    }
     if let Some(i) = args.iter().position(|a| a == "--child-owner") {
         return owner(&args[i + 1], args[i + 2].parse().unwrap());
     }
@@ -121,44 +118,6 @@ fn bare_reads(provider: &str, bytes: u64) -> Vec<Duration> {
     drop(child.stdin.take());
     child.wait().unwrap();
     times
-}
-
-/// Child: connects to `addr` and sends `n` bytes.
-fn pump_sender(addr: &str, n: u64) {
-    use std::io::Write;
-    let mut s = std::net::TcpStream::connect(addr).unwrap();
-    s.set_nodelay(true).unwrap();
-    let buf = vec![0x5au8; CHUNK];
-    let mut left = n;
-    while left > 0 {
-        let k = left.min(CHUNK as u64) as usize;
-        s.write_all(&buf[..k]).unwrap();
-        left -= k as u64;
-    }
-}
-
-/// The raw pump: `bytes` from a child process over one loopback TCP
-/// connection into 8 MiB reads; its time.
-fn pump(bytes: u64) -> Duration {
-    use std::io::Read;
-    let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-    let addr = l.local_addr().unwrap().to_string();
-    let start = Instant::now();
-    let mut child = std::process::Command::new(std::env::current_exe().unwrap())
-        .args(["--child-pump", &addr, &bytes.to_string()])
-        .spawn()
-        .unwrap();
-    let (mut s, _) = l.accept().unwrap();
-    let mut buf = vec![0u8; CHUNK];
-    let mut got = 0u64;
-    while got < bytes {
-        let n = s.read(&mut buf).unwrap();
-        assert!(n > 0, "the pump ended early");
-        got += n as u64;
-    }
-    let d = start.elapsed();
-    child.wait().unwrap();
-    d
 }
 
 /// The cluster process's user + system CPU time so far.
@@ -321,7 +280,7 @@ async fn run(bytes: u64) {
             flights.push((piece, n, p));
         }
     }
-    let pumped: Vec<Duration> = (0..RUNS).map(|_| pump(bytes)).collect();
+    let pumped: Vec<Duration> = (0..RUNS).map(|_| eddy_bench::pump(bytes)).collect();
     let bare = bare_reads(&provider, bytes);
     let mut lat = Vec::new();
     for len in [4096usize, PIECE] {

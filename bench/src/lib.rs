@@ -183,8 +183,9 @@ fn spawn_child(
 
 /// What every harness-less benchmark's `main` handles first: the probe of
 /// `cargo test --benches` (`--list`/`--test`: nothing to run) and its own
-/// re-execution as a cluster process (`--child-cluster DIR`). True when
-/// `main` has nothing left to do.
+/// re-execution as a cluster process (`--child-cluster DIR`) or as
+/// [`pump`]'s sender (`--child-pump ADDR N`). True when `main` has nothing
+/// left to do.
 pub fn handled_before_main() -> bool {
     let args: Vec<String> = std::env::args().collect();
     if args.iter().any(|a| a == "--list" || a == "--test") {
@@ -198,7 +199,52 @@ pub fn handled_before_main() -> bool {
         cluster_child(std::path::Path::new(&args[i + 1]), true);
         return true;
     }
+    if let Some(i) = args.iter().position(|a| a == "--child-pump") {
+        pump_sender(&args[i + 1], args[i + 2].parse().unwrap());
+        return true;
+    }
     false
+}
+
+const PUMP_CHUNK: usize = 8 << 20;
+
+/// The child side of [`pump`]: connects to `addr` and sends `n` bytes.
+fn pump_sender(addr: &str, n: u64) {
+    use std::io::Write;
+    let mut s = std::net::TcpStream::connect(addr).unwrap();
+    s.set_nodelay(true).unwrap();
+    let buf = vec![0x5au8; PUMP_CHUNK];
+    let mut left = n;
+    while left > 0 {
+        let k = left.min(PUMP_CHUNK as u64) as usize;
+        s.write_all(&buf[..k]).unwrap();
+        left -= k as u64;
+    }
+}
+
+/// A raw TCP pump, the baseline of network reads: `bytes` from a child
+/// process (this binary, `--child-pump`) over one loopback connection
+/// into 8 MiB reads. Its time, connection included.
+pub fn pump(bytes: u64) -> std::time::Duration {
+    use std::io::Read;
+    let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = l.local_addr().unwrap().to_string();
+    let start = std::time::Instant::now();
+    let mut child = std::process::Command::new(std::env::current_exe().unwrap())
+        .args(["--child-pump", &addr, &bytes.to_string()])
+        .spawn()
+        .unwrap();
+    let (mut s, _) = l.accept().unwrap();
+    let mut buf = vec![0u8; PUMP_CHUNK];
+    let mut got = 0u64;
+    while got < bytes {
+        let n = s.read(&mut buf).unwrap();
+        assert!(n > 0, "the pump ended early");
+        got += n as u64;
+    }
+    let d = start.elapsed();
+    child.wait().unwrap();
+    d
 }
 
 /// Reads a file to its end through `r` in `buf`-sized reads; returns the

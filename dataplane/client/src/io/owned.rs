@@ -6,10 +6,10 @@
 
 use eddy_wire::{ReadType, host_port};
 
-use super::reader::FileReader;
+use super::reader::{FileReader, block_at};
 use crate::readbuf::{OwnedRead, ReadBuf};
 use crate::shared::FileInfo;
-use crate::{ClientError, Result, pb};
+use crate::{Result, pb};
 
 impl FileReader {
     /// As [`FileReader::read_at`], into `buf` from its start (up to its
@@ -34,12 +34,7 @@ impl FileReader {
         let mut rdma = true;
         while done < want {
             let at = pos + done as u64;
-            let index = (at / info.status.block_size.max(1)) as usize;
-            let b = info.blocks.get(index).cloned().ok_or_else(|| {
-                ClientError::InvalidArgument(format!(
-                    "offset {at} has no block in the file's metadata"
-                ))
-            })?;
+            let (index, b) = block_at(&info, at)?;
             let off = at - b.offset;
             let n = ((b.length - off) as usize).min(want - done);
             if rdma && self.lease_for(index).await.is_none() {

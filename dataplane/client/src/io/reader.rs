@@ -280,13 +280,7 @@ impl FileReader {
         let mut done = 0usize;
         while done < want {
             let at = pos + done as u64;
-            let bs = info.status.block_size.max(1);
-            let index = (at / bs) as usize;
-            let b = info.blocks.get(index).cloned().ok_or_else(|| {
-                ClientError::InvalidArgument(format!(
-                    "offset {at} has no block in the file's metadata"
-                ))
-            })?;
+            let (index, b) = block_at(&info, at)?;
             let off = at - b.offset;
             let n = ((b.length - off) as usize).min(want - done);
             let dst = &mut buf[done..done + n];
@@ -686,4 +680,13 @@ fn mapped_range(b: &pb::FileBlock, off: u64, n: usize) -> ReadRequest {
         source: None,
         token: Vec::new(),
     }
+}
+
+/// The block of `info` holding file offset `at`, and its index.
+pub(super) fn block_at(info: &FileInfo, at: u64) -> Result<(usize, pb::FileBlock)> {
+    let index = (at / info.status.block_size.max(1)) as usize;
+    let b = info.blocks.get(index).cloned().ok_or_else(|| {
+        ClientError::InvalidArgument(format!("offset {at} has no block in the file's metadata"))
+    })?;
+    Ok((index, b))
 }
