@@ -7,9 +7,9 @@
 #![no_main]
 
 use eddy_wire::{
-    ErrorFrame, HEADER_LEN, Header, Hello, Kind, ReadRequest, WriteOk, WriteOpen, decode_lease,
-    decode_lease_ok, decode_release, decode_stats, decode_u64, decode_u64_pair, encode_lease,
-    encode_lease_ok, encode_release, encode_stats,
+    ErrorFrame, HEADER_LEN, Header, Hello, Kind, ReadRequest, RemoteLease, RemoteLeaseOk, WriteOk,
+    WriteOpen, decode_lease, decode_lease_ok, decode_release, decode_stats, decode_u64,
+    decode_u64_pair, encode_lease, encode_lease_ok, encode_release, encode_stats,
 };
 use libfuzzer_sys::fuzz_target;
 
@@ -92,6 +92,19 @@ fn decode_body(kind: Kind, body: &[u8]) {
         Kind::LeaseOk => {
             if let Ok((ttl, grants)) = decode_lease_ok(body) {
                 assert_eq!(encode_lease_ok(ttl, &grants), body);
+            }
+        }
+        Kind::RemoteLease => {
+            if let Ok(r) = RemoteLease::decode(body) {
+                for it in &r.items {
+                    assert!(it.token.len() <= eddy_proto::auth::BLOCK_TOKEN_MAX);
+                }
+                assert_eq!(RemoteLease::decode(&r.encode()).unwrap(), r);
+            }
+        }
+        Kind::RemoteLeaseOk => {
+            if let Ok(o) = RemoteLeaseOk::decode(body) {
+                assert_eq!(RemoteLeaseOk::decode(&o.encode()).unwrap(), o);
             }
         }
         Kind::Release => {
