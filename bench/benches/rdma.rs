@@ -6,6 +6,7 @@
 //! |----------------|----------|
 //! | warm sequential read of a cached file, 8 MiB reads, one stream | the same read over TCP, and a raw TCP pump between two processes |
 //! | positioned 1 MiB and 8 MiB reads, 1, 4 and 16 in flight | the same over TCP |
+//! | positioned 8 MiB reads into `ReadBuf`s (`read_at_owned`: no copy out of a pooled buffer) | the same over TCP |
 //! | one client's positioned reads of 4 KiB and 1 MiB: p50 and p99 latency | the same over TCP |
 //! | the cluster process's CPU time per GiB served | the same over TCP |
 //! | sequential 8 MiB reads through Eddy over RDMA | bare `fi_read`s of 8 MiB from a process that registered the same bytes (eddy-rdma alone: the provider's ceiling) |
@@ -167,8 +168,15 @@ async fn sequential(fs: &FileSystem, bytes: u64) -> Duration {
 }
 
 /// The whole file in `piece`-byte positioned reads from `tasks` tasks at
-/// once (task `t` reads pieces `t`, `t + tasks`, ...); its time.
-async fn in_flight(r: &Arc<FileReader>, tasks: usize, piece: usize, bytes: u64) -> Duration {
+/// once (task `t` reads pieces `t`, `t + tasks`, ...); its time. With
+/// `owned`, each task reads into a `ReadBuf` of its own (`read_at_owned`:
+/// over RDMA the bytes land in it, no copy out of a pooled buffer).
+async fn in_flight(
+    r: &Arc<FileReader>,
+    (tasks, piece): (usize, usize),
+    bytes: u64,
+    owned: bool,
+) -> Duration {
     let pieces = bytes.div_ceil(piece as u64);
     let start = Instant::now();
     let mut all = Vec::new();
@@ -176,10 +184,18 @@ async fn in_flight(r: &Arc<FileReader>, tasks: usize, piece: usize, bytes: u64) 
         let r = r.clone();
         all.push(tokio::spawn(async move {
             let mut buf = vec![0u8; piece];
+            let mut owned_buf = Some(eddy_client::ReadBuf::new(piece));
             let mut got = 0u64;
             let mut p = t;
             while p < pieces {
-                got += r.read_at(p * piece as u64, &mut buf).await.unwrap() as u64;
+                let at = p * piece as u64;
+                got += if owned {
+                    let (b, n) = r.read_at_owned(at, owned_buf.take().unwrap()).await;
+                    owned_buf = Some(b);
+                    n.unwrap() as u64
+                } else {
+                    r.read_at(at, &mut buf).await.unwrap() as u64
+                };
                 p += tasks as u64;
             }
             got
@@ -243,11 +259,9 @@ async fn run(bytes: u64) {
     // Warm-up: leases asked for and keys cached, connections made.
     sequential(&rdma, bytes).await;
     sequential(&tcp, bytes).await;
-    assert_eq!(
-        rdma.transport_stats().tcp_bytes,
-        0,
-        "RDMA reads went by RDMA"
-    );
+    let st = rdma.transport_stats();
+    assert_eq!(st.tcp_bytes, 0, "RDMA reads went by RDMA");
+    assert!(st.rdma_read_ahead > 0, "sequential reads were read ahead");
 
     let mut seq = Pair {
         rdma: vec![],
@@ -267,17 +281,20 @@ async fn run(bytes: u64) {
         Arc::new(tcp.open("/f", &Default::default()).await.unwrap()),
     );
     let mut flights = Vec::new();
-    for piece in PIECES {
+    let shapes = PIECES.iter().map(|&p| (p, false)).chain([(CHUNK, true)]);
+    for (piece, owned) in shapes {
         for n in IN_FLIGHT {
             let mut p = Pair {
                 rdma: vec![],
                 tcp: vec![],
             };
             for _ in 0..RUNS {
-                p.rdma.push(in_flight(&readers.0, n, piece, bytes).await);
-                p.tcp.push(in_flight(&readers.1, n, piece, bytes).await);
+                p.rdma
+                    .push(in_flight(&readers.0, (n, piece), bytes, owned).await);
+                p.tcp
+                    .push(in_flight(&readers.1, (n, piece), bytes, owned).await);
             }
-            flights.push((piece, n, p));
+            flights.push((piece, n, owned, p));
         }
     }
     let pumped: Vec<Duration> = (0..RUNS).map(|_| eddy_bench::pump(bytes)).collect();
@@ -318,7 +335,8 @@ struct Results {
     pumped: Pair,
     /// RDMA's sequential runs against bare `fi_read`s.
     bare: Pair,
-    flights: Vec<(usize, usize, Pair)>,
+    /// Piece size, reads in flight, into `ReadBuf`s, the runs.
+    flights: Vec<(usize, usize, bool, Pair)>,
     lat: Vec<(usize, Vec<Duration>, Vec<Duration>)>,
     cpu: (Duration, Duration),
 }
@@ -340,9 +358,10 @@ fn report(bytes: u64, provider: &str, mut r: Results) {
     row("sequential 8 MiB reads, one stream", &r.seq);
     row("the same vs a raw TCP pump (TCP column)", &r.pumped);
     row("the same vs bare fi_reads (TCP column)", &r.bare);
-    for (piece, n, p) in &r.flights {
+    for (piece, n, owned, p) in &r.flights {
+        let into = if *owned { " to ReadBufs" } else { "" };
         row(
-            &format!("positioned {} MiB reads, {n} in flight", piece >> 20),
+            &format!("positioned {} MiB reads{into}, {n} in flight", piece >> 20),
             p,
         );
     }

@@ -150,6 +150,7 @@ async fn a_restarted_worker_is_read_again_after_falling_back() {
         "RDMA resumed with the new worker: {after:?}"
     );
     drop(c);
+    drop(fs);
 }
 
 /// A lease request for `items` as a raw frame exchange.
@@ -706,4 +707,58 @@ async fn a_worker_killed_mid_read_is_failed_over() {
         len - half
     );
     assert!(got == data, "every byte right after the failover");
+}
+
+/// A sequential reader has the next range of its block read ahead while
+/// it works on this one; a read that finds its range read ahead takes it,
+/// one that does not (after a seek) lets it go and reads its own. The
+/// bytes are right either way; positioned reads read only what they ask.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn sequential_reads_are_read_ahead_and_a_seek_lets_it_go() {
+    use std::io::SeekFrom;
+    let dir = tempfile::tempdir().unwrap();
+    let c = Cluster::start(dir.path(), 1, SMALL_BLOCKS, RDMA);
+    let len = 2 * BS as usize + BS as usize / 2 + 3;
+    let data = pattern(len, 17);
+    put(&c.fs().await, "/s", &data, pb::WriteType::MustCache).await;
+    let fs = rdma_client(&c).await;
+    let mut r = fs.open("/s", &Default::default()).await.unwrap();
+    let mut got = Vec::new();
+    let mut buf = vec![0u8; 64 << 10];
+    loop {
+        let n = r.read(&mut buf).await.unwrap();
+        if n == 0 {
+            break;
+        }
+        got.extend_from_slice(&buf[..n]);
+    }
+    assert!(got == data, "sequential bytes");
+    let s = fs.transport_stats();
+    assert_eq!((s.tcp_bytes, s.rdma_fallbacks), (0, 0), "{s:?}");
+    // 16 reads per whole block, the first of each not read ahead.
+    assert!(s.rdma_read_ahead >= 2 * 15, "{s:?}");
+
+    let hits = || fs.transport_stats().rdma_read_ahead;
+    let mut r = fs.open("/s", &Default::default()).await.unwrap();
+    let mut small = vec![0u8; 50_000];
+    let before = hits();
+    r.read(&mut buf).await.unwrap();
+    r.seek(SeekFrom::Start(300_000)).unwrap();
+    assert_eq!(r.read(&mut small).await.unwrap(), small.len());
+    assert!(small[..] == data[300_000..350_000], "after a seek");
+    assert_eq!(hits(), before, "the range read ahead was not the one asked");
+    assert_eq!(r.read(&mut small).await.unwrap(), small.len());
+    assert!(
+        small[..] == data[350_000..400_000],
+        "read ahead after the seek"
+    );
+    assert_eq!(hits(), before + 1);
+    // Positioned reads, even back to back, are not read ahead.
+    for at in [0u64, 50_000, 100_000] {
+        assert_eq!(r.read_at(at, &mut small).await.unwrap(), small.len());
+        assert!(small[..] == data[at as usize..at as usize + 50_000]);
+    }
+    assert_eq!(hits(), before + 1);
+    let s = fs.transport_stats();
+    assert_eq!((s.tcp_bytes, s.rdma_fallbacks), (0, 0), "{s:?}");
 }

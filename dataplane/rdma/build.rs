@@ -7,6 +7,7 @@
 fn main() {
     println!("cargo:rerun-if-changed=shim/eddy_fabric.c");
     println!("cargo:rerun-if-changed=shim/eddy_fabric_none.c");
+    watch_pkg_config_dirs();
     // pkg-config finds headers installed outside the system paths.
     let lib = pkg_config::Config::new()
         .atleast_version("1.17")
@@ -37,4 +38,29 @@ fn main() {
             .compile("eddy_fabric_shim");
     }
     println!("cargo:rustc-link-lib=dl");
+}
+
+/// Installing (or removing) libfabric-dev after a build adds or removes
+/// `libfabric.pc`, which changes its directory: watching pkg-config's
+/// search path makes the next build pick the right shim (cargo does not
+/// rerun a build script for a header that appears).
+fn watch_pkg_config_dirs() {
+    println!("cargo:rerun-if-env-changed=PKG_CONFIG_PATH");
+    let mut dirs: Vec<String> = std::env::var("PKG_CONFIG_PATH")
+        .unwrap_or_default()
+        .split(':')
+        .map(str::to_string)
+        .collect();
+    if let Ok(out) = std::process::Command::new("pkg-config")
+        .args(["--variable", "pc_path", "pkg-config"])
+        .output()
+    {
+        let path = String::from_utf8_lossy(&out.stdout).trim().to_string();
+        dirs.extend(path.split(':').map(str::to_string));
+    }
+    for d in dirs {
+        if !d.is_empty() && std::path::Path::new(&d).is_dir() {
+            println!("cargo:rerun-if-changed={d}");
+        }
+    }
 }

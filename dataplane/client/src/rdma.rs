@@ -17,7 +17,9 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
-use eddy_rdma::{Fabric, FabricOptions, PeerId, RdmaError, RegisteredBuf, RemoteKey};
+use eddy_rdma::{
+    Fabric, FabricOptions, PeerId, Progress, RdmaError, ReadOp, RegisteredBuf, RemoteKey,
+};
 use eddy_wire::{Kind, ReadRequest, RemoteLease, RemoteLeaseOk, write_frame};
 use parking_lot::Mutex;
 
@@ -78,6 +80,8 @@ pub struct TransportBytes {
     pub short_circuit: AtomicU64,
     /// Reads that tried RDMA and fell back to TCP.
     pub rdma_fallbacks: AtomicU64,
+    /// Sequential reads whose range had been read ahead.
+    pub rdma_read_ahead: AtomicU64,
 }
 
 /// What [`crate::FileSystem::transport_stats`] reports.
@@ -87,6 +91,8 @@ pub struct TransportStats {
     pub tcp_bytes: u64,
     pub short_circuit_bytes: u64,
     pub rdma_fallbacks: u64,
+    /// Sequential reads served from a range read ahead over RDMA.
+    pub rdma_read_ahead: u64,
     /// `fi_read`s this client posted, over all its fabrics.
     pub rdma_reads_posted: u64,
 }
@@ -97,10 +103,16 @@ const BUF_BYTES: usize = 4 << 20;
 const POOL_KEEP: usize = 16;
 /// Blocks remembered as refused per worker (then forgotten and asked again).
 const REFUSED_KEEP: usize = 4096;
+/// The client's progress thread pauses this long at most while none of
+/// its reads is in flight (a read posted wakes it at once).
+const IDLE_PROGRESS: Duration = Duration::from_millis(5);
 
 /// One fabric of this client (per provider and local address) and its
 /// pool of registered read buffers.
 pub(crate) struct ClientFabric {
+    /// Reads the completions that wake `ReadOp`s (and, on manual-progress
+    /// providers, moves their bytes). Dropped before `fabric`.
+    _progress: Progress,
     pub(crate) fabric: Fabric,
     bufs: Mutex<Vec<RegisteredBuf>>,
 }
@@ -154,6 +166,46 @@ pub(crate) struct RemoteWorker {
     /// Blocks the worker would not lease, with the token it refused: read
     /// over TCP until the token changes.
     refused: Mutex<HashMap<u64, Vec<u8>>>,
+    /// Reads started ahead of sequential readers, by block.
+    ahead: Mutex<HashMap<u64, Ahead>>,
+}
+
+/// Most blocks per worker with a read ahead in flight (one per
+/// sequential reader; past it, the oldest is let go).
+const AHEAD_KEEP: usize = 8;
+
+/// The next range of a block, read ahead of a sequential reader: its
+/// bytes move while the reader works on the range before it.
+struct Ahead {
+    offset: u64,
+    len: usize,
+    key: RemoteKey,
+    reads: Vec<ReadOp>,
+    deadline: tokio::time::Instant,
+    fabric: Arc<ClientFabric>,
+    started: Instant,
+}
+
+impl Ahead {
+    /// Lets an unused read ahead finish in the background, so its buffers
+    /// go back to the pool instead of being retired mid-read.
+    fn discard(self) {
+        let Ahead {
+            reads,
+            deadline,
+            fabric,
+            ..
+        } = self;
+        if let Ok(rt) = tokio::runtime::Handle::try_current() {
+            rt.spawn(async move {
+                for read in reads {
+                    if let (Some(b), _) = wait_read(read, deadline, &fabric).await {
+                        fabric.give_back(b);
+                    }
+                }
+            });
+        }
+    }
 }
 
 /// The client's RDMA state: its fabrics, the workers it leases from, and
@@ -208,6 +260,7 @@ impl Rdma {
             tcp_bytes: b.tcp.load(Ordering::Relaxed),
             short_circuit_bytes: b.short_circuit.load(Ordering::Relaxed),
             rdma_fallbacks: b.rdma_fallbacks.load(Ordering::Relaxed),
+            rdma_read_ahead: b.rdma_read_ahead.load(Ordering::Relaxed),
             rdma_reads_posted: self
                 .fabrics
                 .lock()
@@ -264,8 +317,11 @@ impl Rdma {
             let mut o = FabricOptions::new(provider);
             o.node = Some(node.to_string());
             o.read_timeout = self.read_timeout;
-            match Fabric::open_with(&o) {
-                Ok(fabric) => Some(Arc::new(ClientFabric {
+            let opened = Fabric::open_with(&o)
+                .and_then(|f| Progress::start_with(&f, IDLE_PROGRESS).map(|p| (f, p)));
+            match opened {
+                Ok((fabric, progress)) => Some(Arc::new(ClientFabric {
+                    _progress: progress,
                     fabric,
                     bufs: Mutex::new(Vec::new()),
                 })),
@@ -290,6 +346,7 @@ impl Rdma {
                 conn: tokio::sync::Mutex::new(None),
                 leased: Default::default(),
                 refused: Default::default(),
+                ahead: Default::default(),
             })
         });
         if e.provider != provider {
@@ -299,22 +356,45 @@ impl Rdma {
                 conn: tokio::sync::Mutex::new(None),
                 leased: Default::default(),
                 refused: Default::default(),
+                ahead: Default::default(),
             });
         }
         e.clone()
     }
 
     /// Reads `req`'s range of its block from `addr` into `dst`, one-sided.
+    /// With `ahead` (a sequential reader), the range after it in the block
+    /// is read ahead, and a read that finds its range read ahead takes it.
     pub async fn fetch(
         &self,
         pool: &Pool,
-        addr: &str,
-        provider: &str,
+        (addr, provider): (&str, &str),
         req: &ReadRequest,
         dst: &mut [u8],
+        ahead: bool,
     ) -> Result<(), NotRdma> {
         let (w, leased, peer) = self.prepare(pool, addr, provider, req, dst.len()).await?;
-        let r = read_into(&peer.0, peer.1, &leased.key, req.offset, dst).await;
+        let early = w.take_ahead(req.block_id, req.offset, dst.len(), &leased.key);
+        let r = match early {
+            Some(a) => {
+                self.bytes.rdma_read_ahead.fetch_add(1, Ordering::Relaxed);
+                collect_into(&a.fabric, a.reads, a.deadline, dst).await
+            }
+            None => {
+                let deadline = tokio::time::Instant::now() + peer.0.fabric.read_timeout();
+                match start_reads(&peer.0, peer.1, &leased.key, req.offset, dst.len()) {
+                    Ok(reads) => collect_into(&peer.0, reads, deadline, dst).await,
+                    Err(e) => Err(e),
+                }
+            }
+        };
+        if ahead && r.is_ok() {
+            let next = req.offset + dst.len() as u64;
+            let n = (leased.length.saturating_sub(next) as usize).min(dst.len());
+            if n > 0 {
+                w.start_ahead(req.block_id, (next, n), &leased.key, &peer);
+            }
+        }
         self.finish(&w, req, dst.len(), r)
     }
 
@@ -328,6 +408,16 @@ impl Rdma {
         r: Result<(), RdmaError>,
     ) -> Result<(), NotRdma> {
         if let Err(e) = r {
+            if e.unreachable() {
+                // The worker's fabric is gone (restarted, say): every key
+                // of it is stale. Its lease connection is let go, so the
+                // next read leases anew and meets the new fabric.
+                w.leased.lock().clear();
+                if let Ok(mut c) = w.conn.try_lock() {
+                    *c = None;
+                }
+                return Err(not_rdma(format!("one-sided read failed: {e}")));
+            }
             // The key may be stale (lease ended, worker restarted): lease
             // again next time.
             w.leased.lock().remove(&req.block_id);
@@ -504,31 +594,38 @@ async fn exchange(
     })
 }
 
-/// Reads `dst.len()` bytes at `offset` of the region `key` into `dst`, in
-/// pieces of one pooled buffer each, all in flight at once (owned buffers:
-/// each goes into a read on a blocking thread and comes back with the
-/// result; the provider overlaps them).
-async fn read_into(
+/// Starts reading `len` bytes at `offset` of the region `key`, in pieces
+/// of one pooled buffer each, all in flight at once (owned buffers: each
+/// goes into a read and comes back with the result).
+fn start_reads(
     fabric: &Arc<ClientFabric>,
     peer: PeerId,
     key: &RemoteKey,
     offset: u64,
+    len: usize,
+) -> Result<Vec<ReadOp>, RdmaError> {
+    let mut reads = Vec::new();
+    let mut at = 0;
+    while at < len {
+        let n = BUF_BYTES.min(len - at);
+        let buf = fabric.take_buf(n)?;
+        reads.push(fabric.fabric.read_op(buf, peer, key, offset + at as u64));
+        at += n;
+    }
+    Ok(reads)
+}
+
+/// Waits for `start_reads`' pieces and copies them into `dst`, each as
+/// soon as it lands while the later ones are still moving.
+async fn collect_into(
+    fabric: &Arc<ClientFabric>,
+    reads: Vec<ReadOp>,
+    deadline: tokio::time::Instant,
     dst: &mut [u8],
 ) -> Result<(), RdmaError> {
-    let mut reads = Vec::new();
-    for (i, piece) in dst.chunks(BUF_BYTES).enumerate() {
-        let buf = fabric.take_buf(piece.len())?;
-        let (f, k, at) = (fabric.clone(), *key, offset + (i * BUF_BYTES) as u64);
-        reads.push(tokio::task::spawn_blocking(move || {
-            f.fabric.read(buf, peer, &k, at)
-        }));
-    }
     let mut first_err = None;
     for (read, piece) in reads.into_iter().zip(dst.chunks_mut(BUF_BYTES)) {
-        let (buf, r) = read.await.unwrap_or_else(|e| {
-            let text = format!("the read's thread failed: {e}");
-            (None, Err(RdmaError::Read { code: 0, text }))
-        });
+        let (buf, r) = wait_read(read, deadline, fabric).await;
         // A buffer the provider may still write to stays with the fabric.
         let Some(buf) = buf else {
             first_err.get_or_insert(r.err().unwrap_or(RdmaError::Timeout { ms: 0 }));
@@ -543,6 +640,68 @@ async fn read_into(
         fabric.give_back(buf);
     }
     first_err.map_or(Ok(()), Err)
+}
+
+impl RemoteWorker {
+    /// The read ahead of `block`, if it is of exactly `offset..offset +
+    /// len` under `key`; any other read ahead of the block is let go (the
+    /// reader moved elsewhere).
+    fn take_ahead(&self, block: u64, offset: u64, len: usize, key: &RemoteKey) -> Option<Ahead> {
+        let a = self.ahead.lock().remove(&block)?;
+        if a.offset == offset && a.len == len && a.key == *key {
+            return Some(a);
+        }
+        a.discard();
+        None
+    }
+
+    /// Starts reading `offset..offset + n` of `block` ahead of its reader.
+    fn start_ahead(
+        &self,
+        block: u64,
+        (offset, n): (u64, usize),
+        key: &RemoteKey,
+        (fabric, peer): &(Arc<ClientFabric>, PeerId),
+    ) {
+        let Ok(reads) = start_reads(fabric, *peer, key, offset, n) else {
+            return;
+        };
+        let a = Ahead {
+            offset,
+            len: n,
+            key: *key,
+            reads,
+            deadline: tokio::time::Instant::now() + fabric.fabric.read_timeout(),
+            fabric: fabric.clone(),
+            started: Instant::now(),
+        };
+        let mut ahead = self.ahead.lock();
+        if ahead.len() >= AHEAD_KEEP && !ahead.contains_key(&block) {
+            let oldest = ahead.iter().min_by_key(|(_, a)| a.started).map(|(b, _)| *b);
+            if let Some(old) = oldest.and_then(|b| ahead.remove(&b)) {
+                old.discard();
+            }
+        }
+        if let Some(old) = ahead.insert(block, a) {
+            old.discard();
+        }
+    }
+}
+
+/// Awaits `read` until `deadline`; past it the read is dropped (its buffer
+/// retired to the fabric if the provider still holds it).
+pub(crate) async fn wait_read(
+    read: ReadOp,
+    deadline: tokio::time::Instant,
+    fabric: &ClientFabric,
+) -> (Option<RegisteredBuf>, Result<(), RdmaError>) {
+    match tokio::time::timeout_at(deadline, read).await {
+        Ok(done) => done,
+        Err(_) => {
+            let ms = u64::try_from(fabric.fabric.read_timeout().as_millis()).unwrap_or(u64::MAX);
+            (None, Err(RdmaError::Timeout { ms }))
+        }
+    }
 }
 
 /// The local address this host uses to reach `addr` (`host:port`): the

@@ -122,18 +122,9 @@ impl Rdma {
         let Some(rb) = buf.take_for(&fabric, range) else {
             return OwnedRead::NotRdma(not_rdma("the buffer could not be registered"));
         };
-        let (f, key, at) = (fabric.clone(), leased.key, req.offset);
-        let joined = tokio::task::spawn_blocking(move || f.fabric.read(rb, peer, &key, at)).await;
-        let (back, r) = match joined {
-            Ok(x) => x,
-            Err(e) => (
-                None,
-                Err(eddy_rdma::RdmaError::Read {
-                    code: 0,
-                    text: format!("the read's thread failed: {e}"),
-                }),
-            ),
-        };
+        let deadline = tokio::time::Instant::now() + fabric.fabric.read_timeout();
+        let read = fabric.fabric.read_op(rb, peer, &leased.key, req.offset);
+        let (back, r) = crate::rdma::wait_read(read, deadline, &fabric).await;
         let lost = back.is_none();
         buf.mem = match back {
             Some(b) => Mem::Registered { buf: b, fabric },

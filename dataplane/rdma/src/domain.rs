@@ -7,7 +7,8 @@ use std::collections::{HashMap, HashSet};
 use std::ffi::{c_char, c_int, c_void};
 use std::ptr::NonNull;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Mutex, MutexGuard};
+use std::sync::{Condvar, Mutex, MutexGuard};
+use std::task::Waker;
 use std::time::Duration;
 
 use crate::error::RdmaError;
@@ -75,6 +76,18 @@ pub(crate) struct Counters {
     pub(crate) reads_refused: AtomicU64,
 }
 
+/// The progress thread's side of `Inner` (one thread per fabric).
+#[derive(Default)]
+pub(crate) struct Gate {
+    /// A progress thread runs on this fabric.
+    pub(crate) running: bool,
+    pub(crate) stop: bool,
+    /// Poll again before pausing (set by `kick`).
+    pub(crate) kicked: bool,
+    /// The thread is in a pause (`kick` must wake it).
+    pub(crate) paused: bool,
+}
+
 pub(crate) struct State {
     pub(crate) next_op: u64,
     /// Posted reads someone still waits for; completions of others (reads
@@ -89,6 +102,12 @@ pub(crate) struct State {
     /// retired buffer each writes into.
     pub(crate) orphans: HashMap<u64, u64>,
     pub(crate) next_retired: u64,
+    /// Tasks waiting for a posted read (`ReadOp`), by operation: woken
+    /// when its completion is read.
+    pub(crate) wakers: HashMap<u64, Waker>,
+    /// Tasks whose reads could not be posted yet (queue full, connection
+    /// being made): woken after the progress thread's next poll.
+    pub(crate) retry: Vec<Waker>,
 }
 
 impl State {
@@ -98,6 +117,9 @@ impl State {
     fn complete(&mut self, id: u64, result: Result<(), RdmaError>) -> Option<Retired> {
         if self.pending.remove(&id) {
             self.done.insert(id, result);
+            if let Some(w) = self.wakers.remove(&id) {
+                w.wake();
+            }
             return None;
         }
         let serial = self.orphans.remove(&id)?;
@@ -116,6 +138,7 @@ impl State {
         self.next_retired += 1;
         for id in ops {
             self.pending.remove(id);
+            self.wakers.remove(id);
             self.orphans.insert(*id, serial);
         }
         buf.outstanding = ops.len();
@@ -130,6 +153,12 @@ impl State {
     /// drawn at random each time and cut to the provider's key size. With
     /// one-sided reads the key (and the address) is all a reader shows, so
     /// keys must not be guessable from another one (docs/RDMA.md).
+    /// Reads of ours are in the provider's hands (posted and waited for,
+    /// or abandoned): progress should be driven often.
+    pub(crate) fn reads_in_flight(&self) -> bool {
+        !self.pending.is_empty() || !self.orphans.is_empty() || !self.retry.is_empty()
+    }
+
     pub(crate) fn next_key(&mut self, key_size: u64) -> u64 {
         let k = random_u64();
         if key_size == 0 || key_size >= 8 {
@@ -151,6 +180,10 @@ pub(crate) struct Inner {
     /// Retired bytes past which new reads are refused (`RetiredFull`).
     pub(crate) retired_cap: AtomicU64,
     pub(crate) counters: Counters,
+    /// The progress thread's pauses: where it waits, and what ends a wait
+    /// early (`kick`, stop).
+    pub(crate) gate: Mutex<Gate>,
+    pub(crate) gate_wake: Condvar,
     /// Unique in the process for its life (an address could be reused by
     /// a later fabric): what `PeerId`s name their fabric by.
     pub(crate) serial: u64,
@@ -180,6 +213,8 @@ impl Inner {
                 retired: HashMap::new(),
                 orphans: HashMap::new(),
                 next_retired: 1,
+                wakers: HashMap::new(),
+                retry: Vec::new(),
             }),
             info,
             address: Vec::new(),
@@ -187,10 +222,27 @@ impl Inner {
             read_timeout_us: AtomicU64::new(micros(read_timeout)),
             retired_cap: AtomicU64::new(DEFAULT_RETIRED_CAP),
             counters: Counters::default(),
+            gate: Mutex::new(Gate::default()),
+            gate_wake: Condvar::new(),
             serial: {
                 static NEXT: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(1);
                 NEXT.fetch_add(1, Ordering::Relaxed)
             },
+        }
+    }
+
+    pub(crate) fn gate(&self) -> MutexGuard<'_, Gate> {
+        self.gate.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Ends the progress thread's pause at once (a read was posted, so
+    /// its completion and data need polling now), without a system call
+    /// when the thread is not paused.
+    pub(crate) fn kick(&self) {
+        let mut g = self.gate();
+        g.kicked = true;
+        if g.paused {
+            self.gate_wake.notify_one();
         }
     }
 

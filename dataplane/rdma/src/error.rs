@@ -43,6 +43,13 @@ pub enum RdmaError {
          was dropped or the key is stale: ask the owner for a new one"
     )]
     Read { code: i64, text: String },
+    /// No piece of a read could be posted for `ms`: the provider could not
+    /// connect to the peer's fabric (gone, or restarted at a new address).
+    #[error(
+        "no one-sided read could be posted to the peer for {ms} ms: its fabric is not reachable \
+         (stopped or restarted?); ask its owner for its fabric address again"
+    )]
+    Unreachable { ms: u64 },
     /// A read outside the remote region, refused before it is posted.
     #[error(
         "read of {len} bytes at offset {offset} is outside the remote region of {region} bytes"
@@ -87,6 +94,12 @@ fn registration_hint(code: i64) -> &'static str {
 
 impl RdmaError {
     /// A stable name for logs and metrics; names never change meaning.
+    /// The peer's fabric could not be reached at all: every key of it is
+    /// stale, not just the one read.
+    pub fn unreachable(&self) -> bool {
+        matches!(self, Self::Unreachable { .. })
+    }
+
     pub fn code(&self) -> &'static str {
         match self {
             Self::NoProvider { .. } => "NO_PROVIDER",
@@ -97,6 +110,7 @@ impl RdmaError {
             Self::Read { .. } => "READ",
             Self::OutOfRange { .. } => "OUT_OF_RANGE",
             Self::Timeout { .. } => "TIMEOUT",
+            Self::Unreachable { .. } => "UNREACHABLE",
             Self::RetiredFull { .. } => "RETIRED_FULL",
             Self::OtherFabric(_) => "OTHER_FABRIC",
         }

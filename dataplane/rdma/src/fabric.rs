@@ -1,22 +1,19 @@
 //! One provider's fabric: domain, endpoint, address vector and completion
-//! queue behind one lock, and the one-sided read that splits at the
-//! provider's maximum message size.
+//! queue behind one lock (its one-sided reads are in `read`).
 //!
 //! Every call into libfabric on a fabric happens with `Inner::state` held
 //! (the shim asks for `FI_THREAD_DOMAIN`), so the progress thread, readers
 //! and (de)registrations never race inside the provider.
 
-use std::collections::HashSet;
 use std::ffi::{CString, c_int};
 use std::ptr::NonNull;
+use std::sync::Arc;
 use std::sync::atomic::Ordering;
-use std::sync::{Arc, MutexGuard};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
-use crate::backoff::Backoff;
-use crate::domain::{FabricInfo, Inner, State};
+use crate::domain::{FabricInfo, Inner};
 use crate::error::RdmaError;
-use crate::mr::{self, RegisteredBuf, Registration, RemoteKey};
+use crate::mr::{self, RegisteredBuf, Registration};
 use crate::sys;
 
 /// How to open a fabric.
@@ -89,8 +86,8 @@ pub struct FabricStats {
 /// A peer inserted into this fabric's address vector.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct PeerId {
-    fabric: u64,
-    addr: u64,
+    pub(crate) fabric: u64,
+    pub(crate) addr: u64,
 }
 
 /// An open fabric: one endpoint of one provider.
@@ -99,7 +96,7 @@ pub struct Fabric {
 }
 
 /// Identifies a fabric in the `PeerId`s it makes.
-fn fabric_id(inner: &Arc<Inner>) -> u64 {
+pub(crate) fn fabric_id(inner: &Arc<Inner>) -> u64 {
     inner.serial
 }
 
@@ -327,178 +324,6 @@ impl Fabric {
     /// Polls once (drives progress); the `Progress` thread calls this.
     pub fn poll(&self) -> u64 {
         self.inner.poll(&mut self.inner.lock())
-    }
-
-    /// Reads `buf.len()` bytes at `offset` of the peer's region `remote`
-    /// into `buf`, one-sided, in reads of at most the maximum message size.
-    /// The buffer comes back with the result, unless the read timed out
-    /// with operations still in the provider's hands: then the fabric
-    /// keeps it (`None`) until their late completions arrive (a later
-    /// `poll` or read frees it) or the fabric closes.
-    pub fn read(
-        &self,
-        buf: RegisteredBuf,
-        peer: PeerId,
-        remote: &RemoteKey,
-        offset: u64,
-    ) -> (Option<RegisteredBuf>, Result<(), RdmaError>) {
-        if let Err(e) = self
-            .check_read(&buf, peer, remote, offset)
-            .and_then(|()| self.check_retired(&buf))
-        {
-            return (Some(buf), Err(e));
-        }
-        let len = buf.len();
-        let chunk = self.inner.max_read;
-        let timeout = self.read_timeout();
-        let deadline = Instant::now().checked_add(timeout);
-        let mut backoff = Backoff::new(Duration::from_micros(500));
-        let mut next = 0usize;
-        let mut outstanding = HashSet::new();
-        let mut failed: Option<RdmaError> = None;
-        loop {
-            let mut st = self.inner.lock();
-            while next < len && failed.is_none() {
-                let n = chunk.min(len - next);
-                let base = remote.addr_or_offset + offset;
-                match self.post(&mut st, &buf, (next, n), peer, (base, remote.key)) {
-                    Ok(Some(id)) => {
-                        outstanding.insert(id);
-                        next += n;
-                    }
-                    Ok(None) => break,
-                    Err(e) => failed = Some(e),
-                }
-            }
-            let seen = self.inner.poll(&mut st);
-            let before = outstanding.len();
-            outstanding.retain(|id| match st.done.remove(id) {
-                None => true,
-                Some(Ok(())) => false,
-                Some(Err(e)) => {
-                    failed.get_or_insert(e);
-                    false
-                }
-            });
-            if outstanding.is_empty() && (next >= len || failed.is_some()) {
-                drop(st);
-                return (Some(buf), failed.map_or(Ok(()), Err));
-            }
-            if deadline.is_some_and(|d| Instant::now() >= d) {
-                let ms = u64::try_from(timeout.as_millis()).unwrap_or(u64::MAX);
-                if outstanding.is_empty() {
-                    // Nothing of it is in the provider's hands.
-                    return (Some(buf), Err(RdmaError::Timeout { ms }));
-                }
-                st.retire(buf.retire(), &outstanding, &self.inner.counters);
-                return (None, Err(RdmaError::Timeout { ms }));
-            }
-            drop(st);
-            if seen > 0 || outstanding.len() < before {
-                backoff.reset();
-            }
-            std::thread::sleep(backoff.next_pause());
-        }
-    }
-
-    fn check_read(
-        &self,
-        buf: &RegisteredBuf,
-        peer: PeerId,
-        remote: &RemoteKey,
-        offset: u64,
-    ) -> Result<(), RdmaError> {
-        if !buf.made_by(&self.inner) {
-            return Err(RdmaError::OtherFabric("the buffer"));
-        }
-        if peer.fabric != fabric_id(&self.inner) {
-            return Err(RdmaError::OtherFabric("the peer"));
-        }
-        let len = buf.len() as u64;
-        let out_of_range = RdmaError::OutOfRange {
-            offset,
-            len,
-            region: remote.len,
-        };
-        match offset.checked_add(len) {
-            Some(end) if end <= remote.len => {}
-            _ => return Err(out_of_range),
-        }
-        remote
-            .addr_or_offset
-            .checked_add(remote.len)
-            .map(|_| ())
-            .ok_or(out_of_range)
-    }
-
-    /// Refuses a read whose buffer could take the retired bytes past the
-    /// cap, after a poll that frees any buffer whose late completions
-    /// have arrived.
-    fn check_retired(&self, buf: &RegisteredBuf) -> Result<(), RdmaError> {
-        let c = &self.inner.counters;
-        if c.retired_bytes.load(Ordering::Relaxed) == 0 {
-            return Ok(());
-        }
-        self.inner.poll(&mut self.inner.lock());
-        let retired = c.retired_bytes.load(Ordering::Relaxed);
-        let cap = self.retired_cap();
-        if retired == 0 || retired.saturating_add(buf.capacity() as u64) <= cap {
-            return Ok(());
-        }
-        c.reads_refused.fetch_add(1, Ordering::Relaxed);
-        Err(RdmaError::RetiredFull {
-            retired,
-            buffers: c.retired_buffers.load(Ordering::Relaxed),
-            cap,
-        })
-    }
-
-    /// Posts the read of `buf[at..at + n]` from `base + at` under `key`;
-    /// `None` when the provider's queue is full (poll, then post again).
-    fn post(
-        &self,
-        st: &mut MutexGuard<'_, State>,
-        buf: &RegisteredBuf,
-        (at, n): (usize, usize),
-        peer: PeerId,
-        (base, key): (u64, u64),
-    ) -> Result<Option<u64>, RdmaError> {
-        let id = st.next_op;
-        let (ptr, desc) = buf.raw_parts(at);
-        // SAFETY: `ptr..ptr + n` lies inside the buffer (at + n <= len,
-        // checked by the caller's loop), which `read` owns and does not
-        // hand back before every posted operation has completed or the
-        // endpoint closed (retired); `desc` is the buffer's registration
-        // descriptor; the context is an integer tag the provider hands back
-        // and never dereferences (no FI_CONTEXT mode was accepted).
-        let rc = unsafe {
-            sys::eddy_fab_read(
-                self.inner.raw(st),
-                ptr,
-                n,
-                desc,
-                peer.addr,
-                base + at as u64,
-                key,
-                std::ptr::without_provenance_mut(id as usize),
-            )
-        };
-        if rc as i64 == -sys::FI_EAGAIN {
-            return Ok(None);
-        }
-        if rc != 0 {
-            return Err(RdmaError::Read {
-                code: rc as i64,
-                text: format!("posting fi_read: {}", sys::strerror(rc as i64)),
-            });
-        }
-        st.next_op += 1;
-        st.pending.insert(id);
-        self.inner
-            .counters
-            .reads_posted
-            .fetch_add(1, Ordering::Relaxed);
-        Ok(Some(id))
     }
 }
 

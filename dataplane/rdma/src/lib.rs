@@ -14,6 +14,7 @@ mod fabric;
 mod limits;
 mod mr;
 mod progress;
+mod read;
 mod sys;
 
 pub use domain::FabricInfo;
@@ -22,3 +23,4 @@ pub use fabric::{Fabric, FabricOptions, FabricStats, PeerId};
 pub use limits::{MemlockReport, memlock_report, raise_memlock};
 pub use mr::{RegisteredBuf, Registration, RemoteKey};
 pub use progress::Progress;
+pub use read::ReadOp;

@@ -3,8 +3,8 @@
 //! even though one-sided reads complete nothing there: the poll is what
 //! answers the peer's read requests.
 
+use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Condvar, Mutex};
 use std::thread::JoinHandle;
 use std::time::Duration;
 
@@ -13,9 +13,15 @@ use crate::domain::Inner;
 use crate::error::RdmaError;
 use crate::fabric::Fabric;
 
+/// The longest pause while reads of this fabric's own are in flight: the
+/// poll is what moves their bytes (manual progress) and what completes
+/// them (`ReadOp`), so a long pause would be a stall.
+const IN_FLIGHT_PAUSE: Duration = Duration::from_micros(10);
+
 /// A thread polling one fabric until stopped; stopped and joined on drop.
+/// One per fabric.
 pub struct Progress {
-    stop: Arc<(Mutex<bool>, Condvar)>,
+    inner: Arc<Inner>,
     /// The bound on pauses, in nanoseconds (`set_max_pause`).
     bound: Arc<AtomicU64>,
     thread: Option<JoinHandle<()>>,
@@ -27,23 +33,40 @@ impl Progress {
         Self::start_with(fabric, Duration::from_micros(200))
     }
 
-    /// Polls with pauses growing up to `max_idle` while nothing completes.
+    /// Polls with pauses growing up to `max_idle` while nothing completes
+    /// and no read of this fabric's is in flight (then at most 10 µs).
     pub fn start_with(fabric: &Fabric, max_idle: Duration) -> Result<Self, RdmaError> {
-        let stop = Arc::new((Mutex::new(false), Condvar::new()));
+        let setup = |text: String, code: i64| RdmaError::Setup {
+            provider: fabric.info().provider.clone(),
+            call: "spawning the progress thread",
+            code,
+            text,
+        };
+        {
+            let mut g = fabric.inner.gate();
+            if g.running {
+                return Err(setup("this fabric already has one".into(), 0));
+            }
+            g.running = true;
+            g.stop = false;
+        }
         let bound = Arc::new(AtomicU64::new(nanos(max_idle)));
-        let inner = fabric.inner.clone();
-        let (flag, b) = (stop.clone(), bound.clone());
-        let thread = std::thread::Builder::new()
+        let (inner, b) = (fabric.inner.clone(), bound.clone());
+        let spawned = std::thread::Builder::new()
             .name("eddy-rdma-progress".into())
-            .spawn(move || run(&inner, &flag, &b))
-            .map_err(|e| RdmaError::Setup {
-                provider: fabric.info().provider.clone(),
-                call: "spawning the progress thread",
-                code: -i64::from(e.raw_os_error().unwrap_or(0)),
-                text: e.to_string(),
-            })?;
+            .spawn(move || run(&inner, &b));
+        let thread = match spawned {
+            Ok(t) => t,
+            Err(e) => {
+                fabric.inner.gate().running = false;
+                return Err(setup(
+                    e.to_string(),
+                    -i64::from(e.raw_os_error().unwrap_or(0)),
+                ));
+            }
+        };
         Ok(Self {
-            stop,
+            inner: fabric.inner.clone(),
             bound,
             thread: Some(thread),
         })
@@ -55,7 +78,7 @@ impl Progress {
     pub fn set_max_pause(&self, max_idle: Duration) {
         let old = self.bound.swap(nanos(max_idle), Ordering::Relaxed);
         if nanos(max_idle) < old {
-            self.stop.1.notify_all();
+            self.inner.kick();
         }
     }
 
@@ -65,13 +88,16 @@ impl Progress {
     }
 
     fn halt(&mut self) {
-        let (flag, wake) = &*self.stop;
-        *flag.lock().unwrap_or_else(|e| e.into_inner()) = true;
-        wake.notify_all();
-        if let Some(t) = self.thread.take() {
-            // A panic in the thread already printed itself; nothing to add.
-            let _ = t.join();
-        }
+        let Some(t) = self.thread.take() else {
+            return;
+        };
+        self.inner.gate().stop = true;
+        self.inner.gate_wake.notify_all();
+        // A panic in the thread already printed itself; nothing to add.
+        let _ = t.join();
+        let mut g = self.inner.gate();
+        g.running = false;
+        g.stop = false;
     }
 }
 
@@ -85,24 +111,46 @@ fn nanos(d: Duration) -> u64 {
     u64::try_from(d.as_nanos()).unwrap_or(u64::MAX)
 }
 
-fn run(inner: &Inner, stop: &(Mutex<bool>, Condvar), bound: &AtomicU64) {
-    let (flag, wake) = stop;
+fn run(inner: &Inner, bound: &AtomicU64) {
     let mut backoff = Backoff::new(Duration::from_nanos(bound.load(Ordering::Relaxed)));
     loop {
-        if inner.poll(&mut inner.lock()) > 0 {
+        let (seen, in_flight) = {
+            let mut st = inner.lock();
+            let seen = inner.poll(&mut st);
+            let in_flight = st.reads_in_flight();
+            for w in std::mem::take(&mut st.retry) {
+                w.wake();
+            }
+            (seen, in_flight)
+        };
+        if seen > 0 {
             backoff.reset();
         }
-        backoff.set_max(Duration::from_nanos(bound.load(Ordering::Relaxed)));
-        let stopped = flag.lock().unwrap_or_else(|e| e.into_inner());
-        if *stopped {
+        let mut max = Duration::from_nanos(bound.load(Ordering::Relaxed));
+        if in_flight {
+            max = max.min(IN_FLIGHT_PAUSE);
+        }
+        backoff.set_max(max);
+        let mut g = inner.gate();
+        if g.stop {
             return;
         }
-        // Waiting on the condvar, not sleeping: `stop` wakes it at once.
-        let (stopped, _) = wake
-            .wait_timeout(stopped, backoff.next_pause())
+        if std::mem::take(&mut g.kicked) {
+            backoff.reset();
+            continue;
+        }
+        g.paused = true;
+        // Waiting on the condvar, not sleeping: a kick or stop ends it.
+        let (mut g, _) = inner
+            .gate_wake
+            .wait_timeout(g, backoff.next_pause())
             .unwrap_or_else(|e| e.into_inner());
-        if *stopped {
+        g.paused = false;
+        if g.stop {
             return;
+        }
+        if std::mem::take(&mut g.kicked) {
+            backoff.reset();
         }
     }
 }

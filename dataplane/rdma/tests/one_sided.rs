@@ -504,3 +504,124 @@ fn wait_until_stopped(pid: u32) {
         std::thread::yield_now();
     }
 }
+
+// ------------------------------------------------------------ ReadOp futures
+
+/// Wakes the thread that waits in `block_on`.
+struct Unpark(std::thread::Thread);
+
+impl std::task::Wake for Unpark {
+    fn wake(self: Arc<Self>) {
+        self.0.unpark();
+    }
+}
+
+/// Polls `f` on this thread until it is ready or `limit` passed (`None`).
+/// Nothing here polls the fabric: only its progress thread can complete
+/// the read, so a `Some` proves the thread's completions woke the future.
+fn block_on<F: std::future::Future + Unpin>(f: &mut F, limit: Duration) -> Option<F::Output> {
+    let waker = std::task::Waker::from(Arc::new(Unpark(std::thread::current())));
+    let mut cx = std::task::Context::from_waker(&waker);
+    let deadline = Instant::now() + limit;
+    loop {
+        if let std::task::Poll::Ready(out) = std::pin::Pin::new(&mut *f).poll(&mut cx) {
+            return Some(out);
+        }
+        let left = deadline.saturating_duration_since(Instant::now());
+        if left.is_zero() {
+            return None;
+        }
+        std::thread::park_timeout(left);
+    }
+}
+
+#[test]
+fn read_ops_in_flight_together_are_completed_by_the_progress_thread() {
+    let owner = Owner::start();
+    let (fabric, peer) = reader(&owner);
+    let progress = Progress::start(&fabric).expect("reader: progress thread");
+    assert!(
+        Progress::start(&fabric).is_err(),
+        "a second progress thread on one fabric is refused"
+    );
+    let cases = [(1, SEGMENT - 1), (4097, 4097), (16 * MIB, 2 * MIB - 1)];
+    let mut ops: Vec<_> = cases
+        .iter()
+        .map(|&(len, offset)| {
+            let mut buf = fabric.alloc_buf(len).expect("buffer");
+            buf.set_len(len);
+            fabric.read_op(buf, peer, &owner.key, offset as u64)
+        })
+        .collect();
+    for (op, &(len, offset)) in ops.iter_mut().zip(&cases) {
+        let (buf, r) = block_on(op, ANSWER).expect("the read completes");
+        r.unwrap_or_else(|e| panic!("read {len} B at {offset}: {e}"));
+        let buf = buf.expect("the buffer comes back");
+        let wrong = (0..len).find(|&i| buf.as_slice()[i] != pattern(offset + i));
+        assert_eq!(wrong, None, "first wrong byte of {len} B at {offset}");
+    }
+    let posted: u64 = cases.iter().map(|c| c.0.div_ceil(MAX_READ) as u64).sum();
+    assert_eq!(fabric.stats().reads_posted, posted);
+    // A read the fabric refuses ends at its first poll, with its buffer.
+    let mut op = fabric.read_op(
+        fabric.alloc_buf(2).expect("buffer"),
+        peer,
+        &owner.key,
+        SEGMENT as u64 - 1,
+    );
+    let (buf, r) = block_on(&mut op, ANSWER).expect("ends at once");
+    assert!(matches!(r, Err(RdmaError::OutOfRange { .. })), "{r:?}");
+    assert!(buf.is_some(), "nothing was posted into it");
+    drop(progress);
+}
+
+#[test]
+fn a_dropped_read_op_leaves_its_buffer_with_the_fabric_until_it_completes() {
+    use rustix::process::{Pid, Signal, kill_process};
+    let owner = Owner::start();
+    let (fabric, peer) = reader(&owner);
+    let _progress = Progress::start(&fabric).expect("reader: progress thread");
+    // Connected first (rxm connects on first use).
+    let mut op = fabric.read_op(fabric.alloc_buf(MIB).expect("buffer"), peer, &owner.key, 0);
+    block_on(&mut op, ANSWER)
+        .expect("first read")
+        .1
+        .expect("first read");
+    let pid = Pid::from_raw(owner.child.id() as i32).expect("child pid");
+    let stopped = !on_verbs();
+    if stopped {
+        kill_process(pid, Signal::STOP).expect("stop the owner");
+        wait_until_stopped(owner.child.id());
+    }
+    let mut op = fabric.read_op(fabric.alloc_buf(MIB).expect("buffer"), peer, &owner.key, 0);
+    if stopped {
+        assert!(
+            block_on(&mut op, Duration::from_millis(50)).is_none(),
+            "a stopped owner answered"
+        );
+        drop(op);
+        let st = fabric.stats();
+        assert_eq!(
+            (st.retired_buffers, st.retired_bytes),
+            (1, MIB as u64),
+            "{st:?}"
+        );
+        kill_process(pid, Signal::CONT).expect("continue the owner");
+    } else {
+        // The device may answer at once: dropped at any point, the buffer
+        // is freed or retired, never handed out while written.
+        drop(op);
+    }
+    let deadline = Instant::now() + ANSWER;
+    while fabric.stats().retired_buffers > 0 {
+        assert!(
+            Instant::now() < deadline,
+            "the late completion never freed it: {:?}",
+            fabric.stats()
+        );
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    if stopped {
+        assert_eq!(fabric.stats().retired_freed, 1);
+    }
+}

@@ -31,6 +31,9 @@ pub struct WorkerFabric {
     /// The provider refuses read-only memory (verbs: rxm registers every
     /// region for local write, and a read-only mapping fails with EFAULT).
     needs_writable: bool,
+    /// Serialises `leases_changed`: the last to set the pause set it from
+    /// the latest count.
+    pause_set: parking_lot::Mutex<()>,
 }
 
 impl WorkerFabric {
@@ -93,6 +96,7 @@ impl WorkerFabric {
                         epoch: random_epoch(),
                         wire,
                         needs_writable,
+                        pause_set: Default::default(),
                     }));
                 }
                 Err(e) => why.push(format!("{p}: {e}")),
@@ -120,9 +124,13 @@ impl WorkerFabric {
         }
     }
 
-    /// Remote leases held now (over all connections): the progress
-    /// thread polls often while any is.
-    pub fn leases_now(&self, n: u64) {
+    /// The count of remote leases held (over all connections) changed:
+    /// the progress thread polls often while any is. The count is read
+    /// under a lock, so of two changes racing the later one's reading
+    /// (the latest count) is what stays set.
+    pub fn leases_changed(&self, held: &std::sync::atomic::AtomicU64) {
+        let _one_at_a_time = self.pause_set.lock();
+        let n = held.load(std::sync::atomic::Ordering::SeqCst);
         self.progress
             .set_max_pause(if n > 0 { BUSY_PAUSE } else { IDLE_PAUSE });
     }

@@ -69,7 +69,7 @@ impl Table {
             Stats::sub(s, d.unsigned_abs());
         }
         if let Some(f) = &self.fabric {
-            f.leases_now(s.load(std::sync::atomic::Ordering::Relaxed));
+            f.leases_changed(s);
         }
     }
 }

@@ -11,7 +11,7 @@ use eddy_wire::{ReadRequest, ReadType, UfsSource, host_port};
 
 use super::block::BlockTransport;
 use super::conn::TcpWorker;
-use super::route::transport_for;
+use super::route::{Access, transport_for};
 use crate::local::{Lease, LocalWorker};
 use crate::shared::{FileInfo, Shared};
 use crate::{ClientError, EddyCode, Result, RpcError, pb};
@@ -247,7 +247,7 @@ impl FileReader {
                 self.prefetch(index + ahead);
             }
         }
-        let n = self.read_at(self.pos, buf).await?;
+        let n = self.read_range(self.pos, buf, Access::Sequential).await?;
         self.pos += n as u64;
         Ok(n)
     }
@@ -271,6 +271,10 @@ impl FileReader {
     /// Reads up to `buf.len()` bytes at `pos` (fewer only at the end of the
     /// file). Thread-safe: no shared position.
     pub async fn read_at(&self, pos: u64, buf: &mut [u8]) -> Result<usize> {
+        self.read_range(pos, buf, Access::Positioned).await
+    }
+
+    async fn read_range(&self, pos: u64, buf: &mut [u8], access: Access) -> Result<usize> {
         let info = self.info.lock().clone();
         let len = info.status.length;
         if pos >= len || buf.is_empty() {
@@ -290,7 +294,7 @@ impl FileReader {
                     l.fetch(&mapped_range(&b, off, n), dst).await?;
                     self.shared.count_short_circuit(n);
                 }
-                None => self.read_block(index, off, dst).await?,
+                None => self.read_block(index, off, dst, access).await?,
             }
             done += n;
         }
@@ -458,7 +462,13 @@ impl FileReader {
     /// from the worker placement picks for a miss (asked only when needed).
     /// A worker that fails is skipped; the bytes come from the next one, so
     /// they are always whole and right.
-    pub(super) async fn read_block(&self, index: usize, off: u64, dst: &mut [u8]) -> Result<()> {
+    pub(super) async fn read_block(
+        &self,
+        index: usize,
+        off: u64,
+        dst: &mut [u8],
+        access: Access,
+    ) -> Result<()> {
         let mut failed: Vec<(u64, String)> = Vec::new();
         let mut last_err: Option<ClientError> = None;
         for round in 0..3 {
@@ -519,7 +529,7 @@ impl FileReader {
                     }
                     None => break,
                 };
-                match transport_for(&self.shared, &addr, &req)
+                match transport_for(&self.shared, &addr, &req, access)
                     .fetch(&req, dst)
                     .await
                 {

@@ -19,17 +19,32 @@ pub(crate) enum WorkerTransport<'a> {
     Rdma {
         tcp: TcpWorker<'a>,
         provider: String,
+        access: Access,
     },
+}
+
+/// How the reader moves through the file: a sequential reader (`read`)
+/// has the next range of the block read ahead over RDMA while it works
+/// on this one; positioned reads (`read_at`) read only what they ask.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Access {
+    Sequential,
+    Positioned,
 }
 
 impl BlockTransport for WorkerTransport<'_> {
     async fn fetch(&self, req: &ReadRequest, dst: &mut [u8]) -> Result<()> {
         match self {
             WorkerTransport::Tcp(t) => t.fetch(req, dst).await,
-            WorkerTransport::Rdma { tcp, provider } => {
+            WorkerTransport::Rdma {
+                tcp,
+                provider,
+                access,
+            } => {
                 let rdma = &tcp.shared.rdma;
+                let ahead = *access == Access::Sequential;
                 let r = rdma
-                    .fetch(&tcp.shared.pool, tcp.addr, provider, req, dst)
+                    .fetch(&tcp.shared.pool, (tcp.addr, provider), req, dst, ahead)
                     .await;
                 match r {
                     Ok(()) => Ok(()),
@@ -60,12 +75,15 @@ pub(crate) fn transport_for<'a>(
     shared: &'a Shared,
     addr: &'a str,
     req: &ReadRequest,
+    access: Access,
 ) -> WorkerTransport<'a> {
     let tcp = TcpWorker { shared, addr };
     match shared.rdma.provider_of(addr) {
-        Some(provider) if req.read_type != ReadType::NoCache => {
-            WorkerTransport::Rdma { tcp, provider }
-        }
+        Some(provider) if req.read_type != ReadType::NoCache => WorkerTransport::Rdma {
+            tcp,
+            provider,
+            access,
+        },
         _ => WorkerTransport::Tcp(tcp),
     }
 }
