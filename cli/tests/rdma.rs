@@ -131,9 +131,18 @@ async fn a_restarted_worker_is_read_again_after_falling_back() {
     let data = pattern(4 * BS as usize, 3);
     put(&c.fs().await, "/f", &data, pb::WriteType::CacheThrough).await;
     let fs = rdma_client(&c).await;
-    assert!(get(&fs, "/f").await == data);
+    // One reader across the restart: it keeps its block tokens, so the
+    // client's cached leases (keys of the old worker) are what it tries.
+    let r = fs
+        .open("/f", &eddy_client::OpenOptions::default())
+        .await
+        .unwrap();
+    let mut buf = vec![0u8; data.len()];
+    assert_eq!(r.read_at(0, &mut buf).await.unwrap(), data.len());
+    assert!(buf == data);
     let before = fs.transport_stats();
     assert_eq!(before.rdma_bytes, data.len() as u64, "{before:?}");
+    assert_eq!(before.rdma_fallbacks, 0, "{before:?}");
     // The worker dies with the client's leases and keys; a new one takes
     // its address (a new fabric, a new epoch).
     let (master, w) = c.restart_first_worker(RDMA);
@@ -142,12 +151,24 @@ async fn a_restarted_worker_is_read_again_after_falling_back() {
         workers: vec![w],
         dir: dir.path().to_path_buf(),
     };
-    assert!(get(&fs, "/f").await == data, "bytes stay right");
+    buf.fill(0);
+    assert_eq!(r.read_at(0, &mut buf).await.unwrap(), data.len());
+    assert!(buf == data, "bytes stay right");
+    let stale = fs.transport_stats();
+    assert!(
+        stale.rdma_fallbacks > before.rdma_fallbacks,
+        "the old keys opened nothing in the new worker: {stale:?}"
+    );
     assert!(get(&fs, "/f").await == data);
     let after = fs.transport_stats();
     assert!(
-        after.rdma_bytes > before.rdma_bytes,
+        after.rdma_bytes > stale.rdma_bytes,
         "RDMA resumed with the new worker: {after:?}"
+    );
+    // Those bytes came with keys the new worker granted.
+    assert!(
+        c.stat_sum(&fs, "rdma_leases_granted").await > 0,
+        "the new worker leased the blocks again"
     );
     drop(c);
     drop(fs);

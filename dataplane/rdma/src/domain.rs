@@ -149,16 +149,16 @@ impl State {
         self.retired.insert(serial, buf);
     }
 
-    /// A key for a registration when the provider does not pick them:
-    /// drawn at random each time and cut to the provider's key size. With
-    /// one-sided reads the key (and the address) is all a reader shows, so
-    /// keys must not be guessable from another one (docs/RDMA.md).
     /// Reads of ours are in the provider's hands (posted and waited for,
     /// or abandoned): progress should be driven often.
     pub(crate) fn reads_in_flight(&self) -> bool {
         !self.pending.is_empty() || !self.orphans.is_empty() || !self.retry.is_empty()
     }
 
+    /// A key for a registration when the provider does not pick them:
+    /// drawn at random each time and cut to the provider's key size. With
+    /// one-sided reads the key (and the address) is all a reader shows, so
+    /// keys must not be guessable from another one (docs/RDMA.md).
     pub(crate) fn next_key(&mut self, key_size: u64) -> u64 {
         let k = random_u64();
         if key_size == 0 || key_size >= 8 {

@@ -1,15 +1,16 @@
-//! One-sided reads: the blocking `Fabric::read`, which drives progress
-//! itself, and `ReadOp`, a future a `Progress` thread completes (no thread
-//! per read, and a completion wakes its reader at once instead of at the
-//! reader's next poll). Both split at the provider's maximum message size
-//! and post every piece at once.
+//! One-sided reads: `ReadOp`, a future a `Progress` thread completes (no
+//! thread per read, and a completion wakes its reader at once instead of
+//! at the reader's next poll), and the blocking `Fabric::read`, which
+//! drives a `ReadOp` and progress itself. Reads split at the provider's
+//! maximum message size and post every piece at once; a peer no piece can
+//! be posted to for `UNPOSTED_LIMIT` is `Unreachable`.
 
 use std::collections::HashSet;
 use std::future::Future;
 use std::pin::Pin;
 use std::sync::atomic::Ordering;
 use std::sync::{Arc, MutexGuard};
-use std::task::{Context, Poll};
+use std::task::{Context, Poll, Waker};
 use std::time::{Duration, Instant};
 
 use crate::backoff::Backoff;
@@ -64,69 +65,37 @@ impl Fabric {
         remote: &RemoteKey,
         offset: u64,
     ) -> (Option<RegisteredBuf>, Result<(), RdmaError>) {
-        if let Err(e) = self
-            .check_read(&buf, peer, remote, offset)
-            .and_then(|()| self.check_retired(&buf))
-        {
-            return (Some(buf), Err(e));
-        }
-        let len = buf.len();
-        let chunk = self.inner.max_read;
         let timeout = self.read_timeout();
         let deadline = Instant::now().checked_add(timeout);
+        // One post-and-collect loop for both shapes: this drives a
+        // `ReadOp` itself, polling the queue between its steps (a Progress
+        // thread, if one runs, only makes completions land sooner).
+        let mut op = self.read_op(buf, peer, remote, offset);
+        let mut cx = Context::from_waker(Waker::noop());
         let mut backoff = Backoff::new(Duration::from_micros(500));
-        let mut next = 0usize;
-        let mut outstanding = HashSet::new();
-        let mut failed: Option<RdmaError> = None;
         loop {
-            let mut st = self.inner.lock();
-            while next < len && failed.is_none() {
-                let n = chunk.min(len - next);
-                let base = remote.addr_or_offset + offset;
-                match post(
-                    &self.inner,
-                    &mut st,
-                    &buf,
-                    (next, n),
-                    peer,
-                    (base, remote.key),
-                ) {
-                    Ok(Some(id)) => {
-                        outstanding.insert(id);
-                        next += n;
-                    }
-                    Ok(None) => break,
-                    Err(e) => failed = Some(e),
-                }
-            }
-            let seen = self.inner.poll(&mut st);
-            let before = outstanding.len();
-            outstanding.retain(|id| match st.done.remove(id) {
-                None => true,
-                Some(Ok(())) => false,
-                Some(Err(e)) => {
-                    failed.get_or_insert(e);
-                    false
-                }
-            });
-            if outstanding.is_empty() && (next >= len || failed.is_some()) {
-                drop(st);
-                return (Some(buf), failed.map_or(Ok(()), Err));
+            if let Poll::Ready(r) = Pin::new(&mut op).poll(&mut cx) {
+                return r;
             }
             if deadline.is_some_and(|d| Instant::now() >= d) {
                 let ms = u64::try_from(timeout.as_millis()).unwrap_or(u64::MAX);
-                if outstanding.is_empty() {
-                    // Nothing of it is in the provider's hands.
-                    return (Some(buf), Err(RdmaError::Timeout { ms }));
+                return (op.abandon(), Err(RdmaError::Timeout { ms }));
+            }
+            let seen = {
+                let mut st = self.inner.lock();
+                let seen = self.inner.poll(&mut st);
+                // As the progress thread does after each poll: tasks whose
+                // posts were refused try again.
+                for w in std::mem::take(&mut st.retry) {
+                    w.wake();
                 }
-                st.retire(buf.retire(), &outstanding, &self.inner.counters);
-                return (None, Err(RdmaError::Timeout { ms }));
-            }
-            drop(st);
-            if seen > 0 || outstanding.len() < before {
+                seen
+            };
+            if seen > 0 {
                 backoff.reset();
+            } else {
+                std::thread::sleep(backoff.next_pause());
             }
-            std::thread::sleep(backoff.next_pause());
         }
     }
 
@@ -331,22 +300,32 @@ impl Future for ReadOp {
     }
 }
 
-impl Drop for ReadOp {
-    fn drop(&mut self) {
-        let Some(buf) = self.buf.take() else {
-            return;
-        };
+impl ReadOp {
+    /// Ends the read where it stands: the buffer comes back if nothing of
+    /// it is in the provider's hands, else the fabric keeps it until the
+    /// late completions arrive (`None`).
+    fn abandon(mut self) -> Option<RegisteredBuf> {
+        self.release()
+    }
+
+    fn release(&mut self) -> Option<RegisteredBuf> {
+        let buf = self.buf.take()?;
         let mut st = self.inner.lock();
         self.outstanding.retain(|id| {
             st.wakers.remove(id);
             st.done.remove(id).is_none()
         });
         if self.outstanding.is_empty() {
-            drop(st);
-            // Nothing of it is in the provider's hands: freed as usual.
-            drop(buf);
-            return;
+            return Some(buf);
         }
         st.retire(buf.retire(), &self.outstanding, &self.inner.counters);
+        None
+    }
+}
+
+impl Drop for ReadOp {
+    fn drop(&mut self) {
+        // Nothing of it in the provider's hands: freed as usual.
+        drop(self.release());
     }
 }
