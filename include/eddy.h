@@ -14,7 +14,7 @@
  * - Every function returns an int: EDDY_OK (0) or a negative EDDY_ERR_*
  *   code; results come back through out-parameters, written only on success.
  * - eddy_last_error_message() gives the text of this thread's last error.
- * - Handles (eddy_client_t, eddy_file_t, eddy_view_t) are opaque and owned by
+ * - Handles (eddy_client_t, eddy_file_t, eddy_view_t, eddy_buf_t) are opaque and owned by
  *   the library. A NULL, closed or never-issued handle is EDDY_ERR_BAD_HANDLE,
  *   never undefined behaviour.
  * - Strings are NUL-terminated; paths are absolute Eddy paths ("/a/b").
@@ -144,6 +144,13 @@
 
 // In the under-storage only.
 #define EDDY_WRITE_THROUGH 3
+
+// The largest buffer `eddy_buf_new` hands out (1 GiB).
+#define EDDY_BUF_MAX (1 << 30)
+
+// A read buffer owned by the library (from `eddy_buf_new`), read into
+// with `eddy_pread_buf`: RDMA reads land in it with no copy.
+typedef struct eddy_buf_t eddy_buf_t;
 
 // A connection to an Eddy cluster. Thread-safe: one handle may be used
 // from many threads at once.
@@ -409,6 +416,49 @@ int eddy_map(struct eddy_file_t *file,
 // # Safety
 // None beyond passing a handle.
 int eddy_view_release(struct eddy_view_t *view);
+
+// Allocates a read buffer of `capacity` bytes (1 to EDDY_BUF_MAX), zeroed,
+// for `eddy_pread_buf`. Free it with `eddy_buf_free`. Reusing one buffer
+// for many reads is what makes RDMA reads copy-free: its memory is
+// registered with the client's fabric on its first RDMA read. Thread-safe.
+//
+// # Safety
+// `out` is writable.
+int eddy_buf_new(size_t capacity, struct eddy_buf_t **out);
+
+// The buffer's bytes: `*data` (writable) and `*capacity`. The pointer is
+// valid until the next `eddy_pread_buf` into this buffer or its
+// `eddy_buf_free`: a read may move the bytes (call this again after each
+// read). EDDY_ERR_INVALID_ARGUMENT while a read on another thread has
+// the buffer. Thread-safe.
+//
+// # Safety
+// `data` and `capacity` are writable.
+int eddy_buf_data(struct eddy_buf_t *buf, uint8_t **data, size_t *capacity);
+
+// Reads up to the buffer's capacity at `offset` of an open file into the
+// buffer, from its first byte, without moving the file's position;
+// `*nread` is fewer only at the end of the file (0 past it). Blocks read
+// by RDMA land in the buffer's memory with no copy; others are read as
+// `eddy_pread` reads them. Afterwards get the bytes with `eddy_buf_data`.
+// One read per buffer at a time (a second one meanwhile is
+// EDDY_ERR_INVALID_ARGUMENT); many buffers may read one file at once.
+// Errors as `eddy_pread`; on an error the buffer's bytes are unspecified.
+//
+// # Safety
+// `nread` is writable.
+int eddy_pread_buf(struct eddy_file_t *file,
+                   struct eddy_buf_t *buf,
+                   uint64_t offset,
+                   size_t *nread);
+
+// Frees a read buffer; its bytes must not be touched afterwards. A read
+// on another thread that has it keeps it until that read returns.
+// Thread-safe, but no other call may use the handle after.
+//
+// # Safety
+// None beyond passing a handle (a bad one is reported, not dereferenced).
+int eddy_buf_free(struct eddy_buf_t *buf);
 
 #ifdef __cplusplus
 }  // extern "C"

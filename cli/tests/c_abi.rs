@@ -221,3 +221,46 @@ fn c_clients_dial_tls() {
         String::from_utf8_lossy(&o.stderr)
     );
 }
+
+/// Library-owned read buffers (`eddy_buf_new`, `eddy_pread_buf`) against a
+/// worker serving remote leases, the client forced to RDMA: the bytes are
+/// right at every offset, and the worker leased the blocks (the reads went
+/// by one-sided reads into the buffer's memory). Under ASan and UBSan too.
+#[test]
+fn c_reads_into_library_buffers_go_by_rdma() {
+    let dir = tempfile::tempdir().unwrap();
+    let rdma = "rdma = true\nrdma_provider = \"tcp;ofi_rxm\"\n";
+    let c = Cluster::start(dir.path(), 1, "default_block_size = 1048576", rdma);
+    let asan = [
+        C11_STRICT,
+        &[
+            "-g",
+            "-fsanitize=address,undefined",
+            "-fno-omit-frame-pointer",
+        ],
+    ]
+    .concat();
+    for (name, flags) in [("read_buf", C11_STRICT), ("read_buf-asan", &asan[..])] {
+        let exe = dir.path().join(name);
+        build("gcc", "ffi/tests/c/read_buf.c", &exe, flags);
+        let o = Command::new(&exe)
+            .args([c.master.addr.as_str(), "rdma", &format!("/{name}")])
+            .env(
+                "ASAN_OPTIONS",
+                "detect_leaks=1:abort_on_error=0:exitcode=23",
+            )
+            .env("UBSAN_OPTIONS", "halt_on_error=1:print_stacktrace=1")
+            .output()
+            .unwrap();
+        assert!(
+            o.status.success(),
+            "{name} failed ({:?}):\nstdout: {}\nstderr: {}",
+            o.status,
+            String::from_utf8_lossy(&o.stdout),
+            String::from_utf8_lossy(&o.stderr)
+        );
+    }
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let leased = rt.block_on(async { c.stat_sum(&c.fs().await, "rdma_leases_granted").await });
+    assert!(leased > 0, "the C client's reads went by RDMA");
+}

@@ -32,6 +32,9 @@ mod files;
 
 mod views;
 
+mod bufs;
+
+pub use bufs::*;
 pub use connect::*;
 pub use files::*;
 use handles::*;
@@ -134,6 +137,12 @@ pub struct eddy_file_t {
 
 /// A zero-copy, read-only view of part of a file (from `eddy_map`).
 pub struct eddy_view_t {
+    _private: [u8; 0],
+}
+
+/// A read buffer owned by the library (from `eddy_buf_new`), read into
+/// with `eddy_pread_buf`: RDMA reads land in it with no copy.
+pub struct eddy_buf_t {
     _private: [u8; 0],
 }
 

@@ -38,6 +38,15 @@ impl ReadBuf {
         }
     }
 
+    /// As [`ReadBuf::new`], or `None` when the memory cannot be had (for
+    /// callers, like the C ABI, that must not abort on a huge request).
+    pub fn try_new(capacity: usize) -> Option<Self> {
+        let mut v = Vec::new();
+        v.try_reserve_exact(capacity).ok()?;
+        v.resize(capacity, 0);
+        Some(Self { mem: Mem::Plain(v) })
+    }
+
     pub fn capacity(&self) -> usize {
         self.as_slice().len()
     }
