@@ -157,3 +157,39 @@ async fn replication_bounds_are_enforced_across_two_workers() {
     let (ok, _, err) = run(&c, &["fs", "setReplication", "/kept"]);
     assert!(!ok && err.contains("--min"), "{err}");
 }
+
+/// Persists reach a worker at once: the master hands one out when its
+/// file completes (ASYNC_THROUGH) or `eddy fs persist` asks, and the
+/// worker's heartbeat, held open by the master, brings it back in a round
+/// trip. With the checker's tick and the heartbeat interval both an hour
+/// here, neither could have carried it within the test's bounds.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn persists_start_at_once_not_at_the_next_tick() {
+    let dir = tempfile::tempdir().unwrap();
+    let hour = "replication_check_interval_ms = 3600000\n\
+                worker_heartbeat_interval_ms = 3600000\n\
+                worker_lost_after_ms = 7200000\n";
+    let c = Cluster::start(dir.path(), 1, hour, "");
+    let fs = c.fs().await;
+    let data = pattern(BS + 17, 4);
+    put(&fs, "/a", &data, pb::WriteType::AsyncThrough).await;
+    eventually(Duration::from_secs(20), "/a persisted", || async {
+        fs.stat("/a").await.unwrap().persisted
+    })
+    .await;
+    assert!(std::fs::read(dir.path().join("ufs/a")).unwrap() == data);
+
+    let more = pattern(3 * BS, 5);
+    put(&fs, "/b", &more, pb::WriteType::MustCache).await;
+    let (ok, out, err) = run(&c, &["fs", "persist", "/b"]);
+    assert!(ok, "{err}");
+    assert!(out.contains("persisted /b (1 file(s))"), "{out}");
+    assert!(std::fs::read(dir.path().join("ufs/b")).unwrap() == more);
+    // A second file written while the worker's heartbeat is held open.
+    put(&fs, "/c", &data, pb::WriteType::AsyncThrough).await;
+    eventually(Duration::from_secs(20), "/c persisted", || async {
+        fs.stat("/c").await.unwrap().persisted
+    })
+    .await;
+    drop(c);
+}

@@ -746,6 +746,7 @@ fn random_call(c: &eddy_client::MasterClient, r: &mut Rng, existing: &str) -> Ca
                         removed_blocks: (0..r.below(3)).map(|_| r.int()).collect(),
                         pinned_version: r.int(),
                         io_engine: r.text(3),
+                        wait_ms: r.int() % 100,
                     })
                 )
             } else {

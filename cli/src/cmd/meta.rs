@@ -66,54 +66,143 @@ pub async fn check_consistency(c: &MasterClient, p: &[u8]) -> Result<(), CliErro
 }
 
 /// Persists `p` (a file or a tree) and waits until nothing waits.
+///
+/// The master hands the files to workers at once (their heartbeats are
+/// long polls), so a small file is often persisted within milliseconds:
+/// the first looks come soon and the gap between them doubles up to
+/// [`PERSIST_POLL_MAX`]. A terminal sees files and bytes done.
 pub async fn persist(c: &MasterClient, p: &[u8]) -> Result<(), CliError> {
     let start = std::time::Instant::now();
     let n = c.persist(p).await?;
-    // Poll until nothing under the path waits any more (bounded:
-    // a store that stays down is reported, not waited on forever).
+    // Bounded: a store that stays down is reported, not waited on forever.
     let deadline = start + std::time::Duration::from_secs(3600);
+    let mut gap = PERSIST_POLL_MIN;
+    let mut progress = PersistProgress::new(show(p));
     loop {
-        let (mut waiting, mut lost) = (0u64, 0u64);
-        let st = c.stat(p).await?;
-        if st.is_dir {
-            walk(c, p, true, None, |s| {
-                waiting += u64::from(s.persist_pending);
-                lost += u64::from(s.persist_pending && s.lost);
-            })
-            .await?;
-        } else {
-            waiting = u64::from(st.persist_pending);
-            lost = u64::from(st.persist_pending && st.lost);
-        }
-        if lost > 0 && lost == waiting {
+        let left = pending_under(c, p).await?;
+        if left.lost > 0 && left.lost == left.files {
+            progress.abandon();
             return Err(CliError::new(
                 EddyCode::DataLost,
                 format!(
-                    "{}: {lost} file(s) are lost (cached only on workers that are gone, never persisted) and cannot be persisted; `eddy fs ls -R` marks them LOST",
-                    show(p)
+                    "{}: {} file(s) are lost (cached only on workers that are gone, never persisted) and cannot be persisted; `eddy fs ls -R` marks them LOST",
+                    show(p),
+                    left.lost
                 ),
             ));
         }
-        if waiting == 0 {
+        if left.files == 0 {
             break;
         }
+        progress.show(&left);
         if std::time::Instant::now() > deadline {
+            progress.abandon();
             return Err(CliError::new(
                 EddyCode::Unavailable,
                 format!(
-                    "{}: {waiting} file(s) still waiting to be persisted after an hour; the master keeps retrying",
-                    show(p)
+                    "{}: {} file(s) still waiting to be persisted after an hour; the master keeps retrying",
+                    show(p),
+                    left.files
                 ),
             ));
         }
-        tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+        tokio::time::sleep(gap).await;
+        gap = (gap * 2).min(PERSIST_POLL_MAX);
     }
+    progress.finish();
     outln!(
         "persisted {} ({n} file(s)) in {:.2}s",
         show(p),
         start.elapsed().as_secs_f64()
     );
     Ok(())
+}
+
+/// The first gap between looks at a persist's progress.
+const PERSIST_POLL_MIN: std::time::Duration = std::time::Duration::from_millis(2);
+/// The longest gap between looks at a persist's progress.
+const PERSIST_POLL_MAX: std::time::Duration = std::time::Duration::from_millis(200);
+
+/// What still waits to be persisted at or below a path.
+#[derive(Default)]
+struct Pending {
+    files: u64,
+    bytes: u64,
+    lost: u64,
+}
+
+async fn pending_under(c: &MasterClient, p: &[u8]) -> Result<Pending, CliError> {
+    let mut left = Pending::default();
+    let mut count = |s: &pb::FileStatus| {
+        if s.persist_pending && !s.is_dir {
+            left.files += 1;
+            left.bytes += s.length;
+            left.lost += u64::from(s.lost);
+        }
+    };
+    let st = c.stat(p).await?;
+    if st.is_dir {
+        walk(c, p, true, None, &mut count).await?;
+    } else {
+        count(&st);
+    }
+    Ok(left)
+}
+
+/// Files and bytes persisted so far, on stderr when it is a terminal: the
+/// totals are the most seen waiting at once.
+struct PersistProgress {
+    bar: Option<indicatif::ProgressBar>,
+    path: String,
+    files: u64,
+    bytes: u64,
+}
+
+impl PersistProgress {
+    fn new(path: String) -> Self {
+        Self {
+            bar: None,
+            path,
+            files: 0,
+            bytes: 0,
+        }
+    }
+
+    fn show(&mut self, left: &Pending) {
+        self.files = self.files.max(left.files);
+        self.bytes = self.bytes.max(left.bytes);
+        let bar = self.bar.get_or_insert_with(|| {
+            let b = indicatif::ProgressBar::new(0);
+            b.set_style(
+                indicatif::ProgressStyle::with_template(
+                    "persisting {msg} [{bar:30}] {bytes}/{total_bytes} {binary_bytes_per_sec}",
+                )
+                .expect("valid template")
+                .progress_chars("=> "),
+            );
+            b
+        });
+        bar.set_length(self.bytes);
+        bar.set_position(self.bytes - left.bytes.min(self.bytes));
+        bar.set_message(format!(
+            "{}: {}/{} files",
+            self.path,
+            self.files - left.files,
+            self.files
+        ));
+    }
+
+    fn finish(&self) {
+        if let Some(b) = &self.bar {
+            b.finish_and_clear();
+        }
+    }
+
+    fn abandon(&self) {
+        if let Some(b) = &self.bar {
+            b.abandon();
+        }
+    }
 }
 
 /// Re-checks `p` (and below it with `recursive`) against the under-storage.

@@ -62,6 +62,8 @@ impl MasterState {
             Ok(())
         })
         .await?;
+        let pending = self.ns.read().persist_pending();
+        self.persist_soon(pending);
         Ok(n)
     }
 

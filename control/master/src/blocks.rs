@@ -15,7 +15,43 @@ use crate::path::EddyPath;
 use crate::placement::{DeterministicHash, LocalFirst, PlacementPolicy, PlacementRequest};
 use crate::service::{MasterState, now_ms};
 
+/// The longest the master holds a heartbeat's answer
+/// (`HeartbeatRequest::wait_ms`).
+pub const HEARTBEAT_WAIT_CAP_MS: u64 = 10_000;
+
 impl MasterState {
+    /// A heartbeat as a long poll: applied at once, and answered at once
+    /// when there is something to say (commands, a new pinned set);
+    /// otherwise held for up to `wait_ms` (capped) until a command is
+    /// queued for the worker, so a persist, copy or removal reaches it in
+    /// a round trip instead of at its next heartbeat.
+    pub async fn heartbeat_wait(&self, r: pb::HeartbeatRequest) -> Result<pb::HeartbeatResponse> {
+        let (id, wait) = (r.worker_id, r.wait_ms.min(HEARTBEAT_WAIT_CAP_MS));
+        let mut resp = self.heartbeat(r)?;
+        resp.long_poll = wait > 0;
+        if wait == 0 || !resp.commands.is_empty() || resp.pinned.is_some() {
+            return Ok(resp);
+        }
+        let wake = self.reg.lock().wake_of(id);
+        let mut stopping = self.stopping.subscribe();
+        let deadline = tokio::time::Instant::now() + std::time::Duration::from_millis(wait);
+        while !*stopping.borrow_and_update() {
+            tokio::select! {
+                // A permit left by a command already answered wakes this
+                // at once: then there is nothing, and the wait goes on.
+                _ = wake.notified() => {}
+                _ = stopping.changed() => break,
+                _ = tokio::time::sleep_until(deadline) => break,
+            }
+            resp.commands = self.reg.lock().take_commands(id);
+            if !resp.commands.is_empty() {
+                return Ok(resp);
+            }
+        }
+        resp.commands = self.reg.lock().take_commands(id);
+        Ok(resp)
+    }
+
     /// Whether a worker's block report is consistent with the namespace.
     fn block_valid(ns: &Namespace, block: u64, length: u64) -> bool {
         let file = eddy_proto::file_id_of_block(block);
@@ -177,6 +213,7 @@ impl MasterState {
             commands,
             pinned,
             block_keys: Vec::new(),
+            long_poll: false,
         })
     }
 

@@ -20,13 +20,34 @@ impl MasterState {
     /// block of the file, at most one attempt in flight per file, failed
     /// attempts retried with backoff. Returns how many were asked.
     pub fn check_persists(&self) -> usize {
+        let pending = self.ns.read().persist_pending();
+        self.persist_files(pending, true)
+    }
+
+    /// Asks for the persists of `files` now (a file just completed
+    /// ASYNC_THROUGH, `eddy fs persist`), instead of at the checker's next
+    /// tick; with the worker's heartbeat held open (`heartbeat_wait`) the
+    /// command reaches it at once. A file no live worker holds whole yet is
+    /// left to the checker, not counted as a failed attempt.
+    pub fn persist_soon(&self, files: Vec<u64>) -> usize {
+        if files.is_empty() || self.reg.lock().awaiting_workers {
+            return 0;
+        }
+        self.persist_files(files, false)
+    }
+
+    /// Asks workers to persist those of `files` that wait for it and are
+    /// due; `unplaced_fails`: a file no worker can take counts as a failed
+    /// attempt (backoff) and is warned of.
+    fn persist_files(&self, files: Vec<u64>, unplaced_fails: bool) -> usize {
         let now = self.mono_ms();
         // The requests, built under the namespace lock; workers chosen after.
         let jobs: Vec<pb::PersistFile> = {
             let ns = self.ns.read();
             let reg = self.reg.lock();
-            ns.persist_pending()
+            files
                 .into_iter()
+                .filter(|id| ns.get(*id).is_some_and(|i| i.flag(FLAG_PERSIST_PENDING)))
                 .filter(|id| reg.persist_due(*id, now))
                 .filter_map(|id| {
                     let ino = ns.get(id)?;
@@ -57,6 +78,9 @@ impl MasterState {
         for cmd in jobs {
             let ids: Vec<u64> = cmd.blocks.iter().map(|b| b.block_id).collect();
             let Some(worker) = reg.holder_of_all(&ids) else {
+                if !unplaced_fails {
+                    continue;
+                }
                 if ids.iter().any(|b| reg.block(*b).is_none()) {
                     tracing::warn!(
                         "file {} waits to be persisted but is lost: a block has no copy on any live worker (retried in case its worker returns)",

@@ -197,6 +197,9 @@ impl MasterState {
             let (mount, _) = self.ufs_target(&path);
             self.drop_staged(&mount, vec![id]).await;
         }
+        if persist_async {
+            self.persist_soon(vec![id]);
+        }
         Ok(status)
     }
 

@@ -207,7 +207,7 @@ impl pb::block_master_server::BlockMaster for MasterRpc {
     }
     async fn heartbeat(&self, r: Request<pb::HeartbeatRequest>) -> Rpc<pb::HeartbeatResponse> {
         require_worker(&Caller::of(&r)?, "Heartbeat")?;
-        let mut resp = self.0.heartbeat(r.into_inner())?;
+        let mut resp = self.0.heartbeat_wait(r.into_inner()).await?;
         resp.block_keys = self.0.keys.block_keys(unix_ms());
         Ok(Response::new(resp))
     }

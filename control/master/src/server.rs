@@ -29,6 +29,8 @@ pub struct RunningMaster {
 impl RunningMaster {
     /// Stops accepting requests, lets in-flight ones finish, and returns.
     pub async fn shutdown(mut self) {
+        // Heartbeats held open (long polls) would hold up the stop.
+        self.state.stopping.send_replace(true);
         if let Some(s) = self.stop.take() {
             let _ = s.send(());
         }

@@ -77,6 +77,8 @@ pub struct MasterState {
     pub keys: Arc<crate::identity::MasterKeys>,
     /// Superuser, supergroup and users' groups (`crate::authz`).
     pub authz: crate::authz::Authority,
+    /// Set when the server stops: parked heartbeats answer at once.
+    pub(crate) stopping: tokio::sync::watch::Sender<bool>,
 }
 
 impl MasterState {
@@ -103,6 +105,7 @@ impl MasterState {
             grace: Default::default(),
             durability: Default::default(),
             keys: Arc::new(keys),
+            stopping: tokio::sync::watch::channel(false).0,
         }
     }
 

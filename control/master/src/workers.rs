@@ -2,6 +2,9 @@
 //! and command logic is plain code, tested without a network.
 
 use std::collections::{HashMap, HashSet};
+use std::sync::Arc;
+
+use tokio::sync::Notify;
 
 use eddy_proto::pb;
 
@@ -122,6 +125,8 @@ pub struct Registry {
     /// have reported their blocks yet, so a block without a known copy is
     /// not lost (`crate::registration`).
     pub awaiting_workers: bool,
+    /// Per worker, what its parked heartbeat waits on (`wake_of`).
+    wakes: HashMap<u64, Arc<Notify>>,
 }
 
 impl Registry {
@@ -246,17 +251,25 @@ impl Registry {
                 invalid.push(b.block_id);
             }
         }
-        let mut removals = std::mem::take(&mut w.pending_removals);
-        removals.extend(invalid);
+        w.pending_removals.extend(invalid);
         for &b in &req.removed_blocks {
             self.unlink(b, id);
         }
         for b in added {
             self.link(b.block_id, b.length, &b.tier, id);
         }
+        Ok(self.take_commands(id))
+    }
+
+    /// The commands queued for worker `id` (none for an unknown one), in
+    /// the order a heartbeat answer carries them.
+    pub fn take_commands(&mut self, id: u64) -> Vec<pb::WorkerCommand> {
         let mut cmds = Vec::new();
         let mut cmds_persist = Vec::new();
-        let w = self.workers.get_mut(&id).expect("live");
+        let Some(w) = self.workers.get_mut(&id).filter(|w| w.live) else {
+            return cmds;
+        };
+        let removals = std::mem::take(&mut w.pending_removals);
         let copies = std::mem::take(&mut w.pending_copies);
         for p in std::mem::take(&mut w.pending_persists) {
             cmds_persist.push(pb::WorkerCommand {
@@ -280,7 +293,19 @@ impl Registry {
             });
         }
         cmds.extend(cmds_persist);
-        Ok(cmds)
+        cmds
+    }
+
+    /// What a parked heartbeat of worker `id` waits on: notified when a
+    /// command is queued for it (a permit is kept if none waits).
+    pub fn wake_of(&mut self, id: u64) -> Arc<Notify> {
+        self.wakes.entry(id).or_default().clone()
+    }
+
+    fn wake(&self, id: u64) {
+        if let Some(n) = self.wakes.get(&id) {
+            n.notify_one();
+        }
     }
 
     /// Copies asked for and still within their deadline.
@@ -295,6 +320,7 @@ impl Registry {
             self.copying
                 .insert((cmd.block_id, worker), now_mono + COPY_TIMEOUT_MS);
             w.pending_copies.push(cmd);
+            self.wake(worker);
         }
     }
 
@@ -324,6 +350,7 @@ impl Registry {
             p.in_flight_until = Some(now_mono + PERSIST_TIMEOUT_MS);
             p.attempts += 1;
             w.pending_persists.push(cmd);
+            self.wake(worker);
         }
     }
 
@@ -376,6 +403,7 @@ impl Registry {
                 w.pending_removals.push(block);
             }
             self.unlink(block, worker);
+            self.wake(worker);
         }
     }
 

@@ -371,3 +371,53 @@ async fn the_heartbeat_hands_out_pinned_files_when_they_change() {
         .unwrap();
     assert!(r.pinned.is_none(), "up to date: nothing sent");
 }
+
+/// A heartbeat that asks to wait (a long poll) is held while there is
+/// nothing for its worker, answered at the end of its wait, and answered at
+/// once with the commands when some are queued meanwhile.
+#[tokio::test]
+async fn a_held_heartbeat_is_answered_when_a_command_is_queued() {
+    let m = TestMaster::start().await;
+    let s = m.state().clone();
+    let w = s
+        .register_worker(register(7003, 1 << 30))
+        .unwrap()
+        .worker_id;
+    let (b0, b1) = cached_file(&s, w, "/f").await;
+    let version = s.heartbeat(heartbeat(w)).unwrap().pinned.map(|p| p.version);
+    let waiting = move |wait_ms| pb::HeartbeatRequest {
+        wait_ms,
+        pinned_version: version.unwrap_or(0),
+        ..heartbeat(w)
+    };
+    let r = s.heartbeat_wait(waiting(30)).await.unwrap();
+    assert!(r.long_poll && r.commands.is_empty(), "{r:?}");
+
+    // Held for up to a minute; the current-thread runtime runs it up to
+    // its wait before the delete below queues the removals.
+    let held = tokio::spawn({
+        let s = s.clone();
+        async move { s.heartbeat_wait(waiting(60_000)).await }
+    });
+    tokio::task::yield_now().await;
+    assert!(!held.is_finished(), "nothing to say yet: held");
+    s.delete(delete("/f", false)).await.unwrap();
+    let r = tokio::time::timeout(std::time::Duration::from_secs(10), held)
+        .await
+        .expect("answered when the removals were queued, not after a minute")
+        .unwrap()
+        .unwrap();
+    let mut removed: Vec<u64> = r
+        .commands
+        .iter()
+        .filter_map(|c| match &c.command {
+            Some(pb::worker_command::Command::RemoveBlocks(rb)) => Some(rb.block_ids.clone()),
+            _ => None,
+        })
+        .flatten()
+        .collect();
+    removed.sort();
+    assert_eq!(removed, [b0, b1]);
+    // A heartbeat without a wait is answered at once, as before.
+    assert!(!s.heartbeat_wait(waiting(0)).await.unwrap().long_poll);
+}

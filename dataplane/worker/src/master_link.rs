@@ -322,35 +322,58 @@ impl MasterLink {
     /// [`RETRY_WHILE_FAILING`], so a restarted master hears from this worker
     /// (and has it register again) within that of answering, not a whole
     /// interval later: its registration grace period ends sooner for it.
+    ///
+    /// A heartbeat is a long poll: the master holds its answer for up to an
+    /// interval until it has a command for this worker, so a persist, copy
+    /// or removal arrives in a round trip; the next one is sent at once.
+    /// Against a master that answers at once (`long_poll` false) the
+    /// interval is kept between heartbeats.
     pub async fn run(self: Arc<Self>, mut shutdown: watch::Receiver<bool>) {
         let mut failing = false;
+        let mut pause = Duration::ZERO;
         loop {
-            let mut wait = Duration::from_millis(self.interval_ms.load(Ordering::Relaxed));
-            if failing {
-                wait = wait.min(RETRY_WHILE_FAILING);
-            }
+            let interval = Duration::from_millis(self.interval_ms.load(Ordering::Relaxed));
             tokio::select! {
-                _ = tokio::time::sleep(wait) => {}
+                _ = tokio::time::sleep(pause) => {}
                 _ = shutdown.changed() => return,
             }
-            match self.heartbeat().await {
-                Ok(()) => {
+            let started = tokio::time::Instant::now();
+            let beat = tokio::select! {
+                b = self.heartbeat(interval) => b,
+                _ = shutdown.changed() => return,
+            };
+            pause = match beat {
+                Ok(b) => {
                     if failing {
                         tracing::info!("master reachable again");
                     }
                     failing = false;
+                    // Never faster than every 10 ms without commands (a
+                    // master answering early again and again), and the
+                    // whole interval against one that does not hold.
+                    let floor = if b.long_poll {
+                        MIN_HEARTBEAT_GAP
+                    } else {
+                        interval
+                    };
+                    if b.commands > 0 {
+                        Duration::ZERO
+                    } else {
+                        floor.saturating_sub(started.elapsed())
+                    }
                 }
                 Err(e) => {
                     if !failing {
                         tracing::warn!("heartbeat failed: {e}");
                     }
                     failing = true;
+                    interval.min(RETRY_WHILE_FAILING)
                 }
-            }
+            };
         }
     }
 
-    async fn heartbeat(&self) -> Result<(), ClientError> {
+    async fn heartbeat(&self, wait: Duration) -> Result<Beat, ClientError> {
         if self
             .creds
             .as_ref()
@@ -373,6 +396,7 @@ impl MasterLink {
             removed_blocks: evicted.clone(),
             pinned_version: self.store.pinned_version(),
             io_engine: self.store.engine().describe(),
+            wait_ms: u64::try_from(wait.as_millis()).unwrap_or(u64::MAX),
         };
         let resp = match self.master.block_service().heartbeat(req).await {
             Ok(r) => r.into_inner(),
@@ -381,7 +405,7 @@ impl MasterLink {
                 if e.code() == EddyCode::UnknownWorker {
                     // A restarted master: the registration reports everything.
                     self.register().await?;
-                    return Ok(());
+                    return Ok(Beat::default());
                 }
                 self.store.restore_changes(added, evicted);
                 // Tried again with it within RETRY_WHILE_FAILING.
@@ -394,6 +418,10 @@ impl MasterLink {
             self.store
                 .set_pinned(p.version, p.file_ids, p.demotable_file_ids);
         }
+        let beat = Beat {
+            long_poll: resp.long_poll,
+            commands: resp.commands.len(),
+        };
         for c in resp.commands {
             match c.command {
                 Some(pb::worker_command::Command::RemoveBlocks(r)) => {
@@ -412,6 +440,17 @@ impl MasterLink {
                 None => {}
             }
         }
-        Ok(())
+        Ok(beat)
     }
 }
+
+/// What one heartbeat's answer said of the next.
+#[derive(Default)]
+struct Beat {
+    /// The master held the answer (see `HeartbeatResponse::long_poll`).
+    long_poll: bool,
+    commands: usize,
+}
+
+/// The shortest gap between heartbeats that brought no command.
+const MIN_HEARTBEAT_GAP: Duration = Duration::from_millis(10);
