@@ -11,6 +11,10 @@
 //!   master with authentication `none` and one with `token` (each call
 //!   carrying a user's credential, verified and permission-checked), in
 //!   the same run, one after the other.
+//! - `one_client_*` (issue 18): one client, one call at a time: a null RPC,
+//!   `get_status`, and create + complete of an empty file against a master
+//!   with `[master] sync = "always"` and one with `sync = "batch"`, in the
+//!   same run, on the same disk.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -77,21 +81,8 @@ fn bench_master(c: &mut Criterion) {
     });
     let seq = Arc::new(AtomicU64::new(0));
     g.bench_function("create_complete_durable_x32", |b| {
-        b.to_async(&rt).iter_custom(|iters| {
-            let clients = clients.clone();
-            let seq = seq.clone();
-            async move {
-                run_spread(&clients, iters, move |c, _| {
-                    let n = seq.fetch_add(1, Ordering::Relaxed);
-                    async move {
-                        let p = format!("/bench/c{n}");
-                        c.create_file(&p, &CreateOptions::default()).await.unwrap();
-                        c.complete_file(&p, 0, false).await.unwrap();
-                    }
-                })
-                .await
-            }
-        })
+        b.to_async(&rt)
+            .iter_custom(|iters| run_creates(clients.clone(), seq.clone(), iters))
     });
     g.finish();
 
@@ -117,6 +108,71 @@ fn bench_master(c: &mut Criterion) {
     g.finish();
     rt.block_on(master.shutdown());
     bench_auth(c, &rt);
+    bench_one_client(c, &rt);
+}
+
+/// One client, one call at a time: latency as a single-threaded program
+/// sees it, durable (`always`) and `batch` masters side by side.
+fn bench_one_client(c: &mut Criterion, rt: &tokio::runtime::Runtime) {
+    use eddy_master::config::MetastoreSync;
+    let setup = |sync: MetastoreSync| {
+        let dir = tempfile::tempdir().unwrap();
+        let m = rt.block_on(eddy_bench::start_master_with(dir.path(), |cfg| {
+            cfg.sync = sync;
+        }));
+        let client = rt.block_on(async {
+            let c = MasterClient::connect(&m.addr.to_string()).await.unwrap();
+            c.mkdir("/bench", false).await.unwrap();
+            c.create_file("/bench/f", &CreateOptions::default())
+                .await
+                .unwrap();
+            c.complete_file("/bench/f", 1 << 20, false).await.unwrap();
+            c
+        });
+        (dir, m, client)
+    };
+    let always = setup(MetastoreSync::Always);
+    let batch = setup(MetastoreSync::Batch);
+    let mut g = c.benchmark_group("master");
+    g.throughput(Throughput::Elements(1));
+    g.measurement_time(Duration::from_secs(5));
+    let one = vec![always.2.clone()];
+    g.bench_function("one_client_null_rpc", |b| {
+        b.to_async(rt).iter_custom(|iters| {
+            let one = one.clone();
+            async move {
+                run_spread(&one, iters, |c, _| async move {
+                    c.list_mounts().await.unwrap();
+                })
+                .await
+            }
+        })
+    });
+    g.bench_function("one_client_get_status", |b| {
+        b.to_async(rt).iter_custom(|iters| {
+            let one = one.clone();
+            async move {
+                run_spread(&one, iters, |c, _| async move {
+                    c.stat("/bench/f").await.unwrap();
+                })
+                .await
+            }
+        })
+    });
+    let seq = Arc::new(AtomicU64::new(0));
+    for (name, client) in [
+        ("one_client_create_complete_always", &always.2),
+        ("one_client_create_complete_batch", &batch.2),
+    ] {
+        g.bench_function(name, |b| {
+            b.to_async(rt)
+                .iter_custom(|iters| run_creates(vec![client.clone()], seq.clone(), iters))
+        });
+    }
+    g.finish();
+    for (_, m, _) in [always, batch] {
+        rt.block_on(m.shutdown());
+    }
 }
 
 /// `get_status` with authentication `none` vs `token`, in one run.
@@ -193,6 +249,20 @@ fn now_ms() -> u64 {
         .duration_since(std::time::UNIX_EPOCH)
         .unwrap()
         .as_millis() as u64
+}
+
+/// Creates and completes `iters` empty files `/bench/c<n>` (n from `seq`),
+/// spread over `clients`; returns the wall time.
+async fn run_creates(clients: Vec<MasterClient>, seq: Arc<AtomicU64>, iters: u64) -> Duration {
+    run_spread(&clients, iters, move |c, _| {
+        let n = seq.fetch_add(1, Ordering::Relaxed);
+        async move {
+            let p = format!("/bench/c{n}");
+            c.create_file(&p, &CreateOptions::default()).await.unwrap();
+            c.complete_file(&p, 0, false).await.unwrap();
+        }
+    })
+    .await
 }
 
 /// Runs `op(client, i)` for i in 0..iters, spread over all clients

@@ -105,6 +105,15 @@ mod tests {
     }
 
     #[test]
+    fn sync_takes_always_or_batch_only() {
+        let c: Config = toml::from_str("[master]\nsync = \"batch\"\nsync_batch_ms = 5\n").unwrap();
+        assert_eq!(c.master.sync, eddy_master::config::MetastoreSync::Batch);
+        assert_eq!(c.master.sync_batch_ms, 5);
+        let e = toml::from_str::<Config>("[master]\nsync = \"never\"\n").unwrap_err();
+        assert!(e.to_string().contains("always"), "{e}");
+    }
+
+    #[test]
     fn unknown_keys_are_refused() {
         assert!(toml::from_str::<Config>("[master]\nbnd = \"x\"\n").is_err());
         assert!(toml::from_str::<Config>("[ufs.hdfs]\n").is_err());

@@ -9,8 +9,20 @@ use eddy_client::CreateOptions;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn acknowledged_creates_survive_kill_9() {
+    creates_survive_kill_9("").await;
+}
+
+/// With `sync = "batch"` and a window far longer than the test, nothing is
+/// synced before the kill: what comes back comes from the journal, which a
+/// crash of the process does not lose (docs/CONSISTENCY.md).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn with_sync_batch_acknowledged_creates_survive_kill_9() {
+    creates_survive_kill_9("sync = \"batch\"\nsync_batch_ms = 60000").await;
+}
+
+async fn creates_survive_kill_9(config: &str) {
     let dir = tempfile::tempdir().unwrap();
-    let m = MasterProc::start(dir.path(), "");
+    let m = MasterProc::start(dir.path(), config);
     let c = m.client().await;
     c.mkdir("/d", false).await.unwrap();
     let ext = tempfile::tempdir().unwrap();
@@ -43,7 +55,7 @@ async fn acknowledged_creates_survive_kill_9() {
     c.rename("/d/t0-0", "/d/renamed").await.unwrap();
     m.kill9();
 
-    let m = MasterProc::start(dir.path(), "");
+    let m = MasterProc::start(dir.path(), config);
     let c = m.client().await;
     let entries = c.list("/d").await.unwrap();
     assert_eq!(entries.len(), 400, "every acknowledged file is back");
@@ -227,4 +239,37 @@ async fn a_crash_between_store_and_metastore_is_settled_at_restart() {
     assert!(!c.exists("/new").await.unwrap());
     assert!(!c.exists("/new/cached-only").await.unwrap());
     assert!(c.list("/").await.unwrap().is_empty());
+}
+
+/// A clean stop with `sync = "batch"` syncs before it exits: the journal is
+/// left empty and the redb file alone holds every answered change.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn with_sync_batch_a_clean_stop_syncs_first() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = "sync = \"batch\"\nsync_batch_ms = 60000";
+    let m = MasterProc::start(dir.path(), config);
+    let c = m.client().await;
+    for i in 0..20 {
+        let p = format!("/f{i}");
+        c.create_file(&p, &CreateOptions::default()).await.unwrap();
+        c.complete_file(&p, i, false).await.unwrap();
+    }
+    let journal = dir.path().join("meta/metastore.journal");
+    assert!(
+        std::fs::metadata(&journal).unwrap().len() > 0,
+        "not synced yet"
+    );
+    // SAFETY: kill(2) on our own child's pid.
+    assert_eq!(unsafe { libc::kill(m.pid() as i32, libc::SIGTERM) }, 0);
+    assert!(m.wait().success());
+    assert_eq!(
+        std::fs::metadata(&journal).unwrap().len(),
+        0,
+        "synced at stop"
+    );
+    std::fs::remove_file(&journal).unwrap();
+    let m = MasterProc::start(dir.path(), "");
+    let c = m.client().await;
+    assert_eq!(c.list("/").await.unwrap().len(), 20);
+    assert_eq!(c.stat("/f7").await.unwrap().length, 7);
 }

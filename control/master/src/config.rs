@@ -46,6 +46,13 @@ pub struct MasterConfig {
     pub max_connections_per_peer: usize,
     /// Concurrent RPCs (HTTP/2 streams) one connection may have in flight.
     pub max_concurrent_streams: u32,
+    /// When the metastore reaches the disk: `always` (every change is
+    /// synced before it is answered) or `batch` (answered once committed,
+    /// synced at most `sync_batch_ms` later; see [`MetastoreSync`]).
+    pub sync: MetastoreSync,
+    /// With `sync = "batch"`: the longest a committed change waits for its
+    /// sync (ms), and so the most a crash of the master or its host loses.
+    pub sync_batch_ms: u64,
     /// Where `eddy master` serves Prometheus metrics (`GET /metrics`);
     /// empty: nowhere. Port 0 picks a free port.
     pub metrics_bind: String,
@@ -79,9 +86,27 @@ impl Default for MasterConfig {
             keepalive_timeout_ms: 20_000,
             max_connections_per_peer: 512,
             max_concurrent_streams: 1024,
+            sync: MetastoreSync::Always,
+            sync_batch_ms: 100,
             metrics_bind: "127.0.0.1:19999".into(),
             ufs: Default::default(),
             security: Default::default(),
         }
     }
+}
+
+/// The metastore's durability (`[master] sync`).
+#[derive(Debug, Clone, Copy, Deserialize, PartialEq, Eq, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum MetastoreSync {
+    /// Every change is on disk (fsync) before the request that made it is
+    /// answered; concurrent requests share one sync (group commit).
+    #[default]
+    Always,
+    /// A change is answered once committed in the master's memory and is
+    /// synced within `sync_batch_ms`: a crash of the master process or of
+    /// its host loses what was answered in that window (files created,
+    /// deleted or renamed come back as they were before it). A clean stop
+    /// syncs everything first.
+    Batch,
 }

@@ -22,6 +22,7 @@ pub mod groups;
 pub mod identity;
 pub mod inode;
 pub mod intent;
+pub mod journal;
 pub mod limits;
 pub mod metastore;
 pub mod metrics;

@@ -8,24 +8,34 @@
 //! requests), then answers them all. Order of batches = order of in-memory
 //! application, because submission happens under the namespace lock.
 //!
-//! Architecture invariant: an RPC that mutates metadata answers OK only after
-//! the transaction holding its batch has committed durably.
+//! Architecture invariant: with `[master] sync = "always"` (the default) an
+//! RPC that mutates metadata answers OK only after the transaction holding
+//! its batch has committed durably. With `sync = "batch"` it answers once
+//! the transaction is in the journal (written, not synced: it outlives the
+//! process) and committed without a sync; a durable commit follows within
+//! `sync_batch_ms`, and a clean stop syncs first ([`Metastore::sync`]). See
+//! `crate::journal` for what each crash loses.
 
 use std::path::Path;
 use std::sync::Arc;
 use std::sync::mpsc;
+use std::time::{Duration, Instant};
 
 use redb::{Database, ReadableDatabase, ReadableTable, TableDefinition};
 use tokio::sync::oneshot;
 
+use crate::config::MetastoreSync;
 use crate::error::{MasterError, Result};
 use crate::inode::Inode;
+use crate::journal::Journal;
 
 const INODES: TableDefinition<u64, &[u8]> = TableDefinition::new("inodes");
 const MOUNTS: TableDefinition<&str, &[u8]> = TableDefinition::new("mounts");
 const META: TableDefinition<&str, u64> = TableDefinition::new("meta");
 /// Pending under-storage operations (see `crate::intent`).
 const INTENTS: TableDefinition<u64, &[u8]> = TableDefinition::new("intents");
+/// In `META`: the epoch of journal records not yet in redb (`crate::journal`).
+const JOURNAL_EPOCH: &str = "journal_epoch";
 
 const FORMAT_VERSION: u64 = 1;
 /// Batches larger than this are split across transactions.
@@ -52,21 +62,52 @@ pub struct Loaded {
     pub intents: Vec<(u64, Vec<u8>)>,
 }
 
+/// When commits reach the disk (`[master] sync`, `sync_batch_ms`).
+#[derive(Debug, Clone, Copy)]
+pub struct SyncPolicy {
+    pub mode: MetastoreSync,
+    /// With `Batch`: the longest a commit waits for its sync.
+    pub batch: Duration,
+}
+
+impl Default for SyncPolicy {
+    fn default() -> Self {
+        Self {
+            mode: MetastoreSync::Always,
+            batch: Duration::from_millis(100),
+        }
+    }
+}
+
 struct Batch {
     ops: Vec<MetaOp>,
-    /// The commit failed: shared by every batch of the transaction.
-    done: oneshot::Sender<Result<(), Arc<redb::Error>>>,
+    /// Answer only once this batch and everything before it are synced,
+    /// whatever the policy ([`Metastore::sync`]).
+    sync: bool,
+    /// Answered when the batch's transaction commits (`None`: the batch
+    /// was answered when it was journaled). An error is shared by every
+    /// batch of the transaction.
+    done: Option<oneshot::Sender<Result<(), Arc<redb::Error>>>>,
 }
+
+/// The journal, shared by submitters (who append under the namespace lock)
+/// and the committer (which empties it at a sync).
+type SharedJournal = Arc<parking_lot::Mutex<Journal>>;
 
 /// Handle to the metastore's committer thread.
 #[derive(Clone)]
 pub struct Metastore {
     tx: mpsc::Sender<Batch>,
+    /// `Some` with `sync = "batch"`.
+    journal: Option<SharedJournal>,
+    /// How many `batch` syncs the committer has done.
+    syncs: tokio::sync::watch::Receiver<u64>,
 }
 
 impl Metastore {
-    /// Opens (or creates) `dir/metastore.redb` and starts the committer thread.
-    pub fn open(dir: &Path) -> Result<(Self, Loaded)> {
+    /// Opens (or creates) `dir/metastore.redb` and starts the committer
+    /// thread, which syncs as `policy` says.
+    pub fn open(dir: &Path, policy: SyncPolicy) -> Result<(Self, Loaded)> {
         use std::os::unix::fs::{DirBuilderExt, PermissionsExt};
         // The metastore holds mount options, credentials among them: it is
         // the master's own (0700 folder, 0600 file), set again on every
@@ -87,31 +128,97 @@ impl Metastore {
             .map_err(|e| MasterError::Metastore(format!("cannot open {}: {e}", file.display())))?;
         owner_only(&file, 0o600)?;
         let db = Arc::new(db);
+        prepare(&db).map_err(|e| MasterError::Metastore(e.to_string()))?;
+        let journal = replay_journal(&db, dir)?;
         let loaded = load(&db).map_err(|e| MasterError::Metastore(e.to_string()))?;
+        let journal = (policy.mode == MetastoreSync::Batch)
+            .then(|| Arc::new(parking_lot::Mutex::new(journal)));
         let (tx, rx) = mpsc::channel::<Batch>();
+        let (synced, syncs) = tokio::sync::watch::channel(0);
+        let committer = Committer {
+            rx,
+            policy,
+            journal: journal.clone(),
+            sync_by: None,
+            synced,
+        };
         std::thread::Builder::new()
             .name("eddy-metastore".into())
-            .spawn(move || committer(&db, rx))
+            .spawn(move || committer.run(&db))
             .map_err(|e| MasterError::Metastore(format!("cannot start committer: {e}")))?;
-        Ok((Self { tx }, loaded))
+        Ok((Self { tx, journal, syncs }, loaded))
+    }
+
+    /// Counts the syncs of `sync = "batch"` (periodic, asked for, at the end).
+    pub fn syncs(&self) -> tokio::sync::watch::Receiver<u64> {
+        self.syncs.clone()
     }
 
     /// Queues `ops` for the next group commit; the future resolves once they
-    /// are durable. Call with the namespace lock held, await without it.
+    /// are durable: committed with `always`, journaled with `batch` (see the
+    /// module doc). Call with the namespace lock held (submission order is
+    /// commit order), await without it.
     pub fn submit(&self, ops: Vec<MetaOp>) -> impl Future<Output = Result<()>> + use<> {
+        // `(None, sent)`: journaled, answered at once if it reached the
+        // committer.
+        let (waited, sent) = match &self.journal {
+            Some(j) if !ops.is_empty() => {
+                let mut j = j.lock();
+                // In the page cache before the answer; a failed write stops
+                // the master as a failed commit does.
+                or_abort(j.append(ops.iter()));
+                // Sent under the journal lock: a sync that empties the
+                // journal finds every record it held in the channel.
+                let batch = Batch {
+                    ops,
+                    sync: false,
+                    done: None,
+                };
+                (None, self.tx.send(batch).is_ok())
+            }
+            _ => (Some(self.send(ops, false)), true),
+        };
+        async move {
+            match waited {
+                Some(w) => w.await,
+                None if sent => Ok(()),
+                None => Err(stopped()),
+            }
+        }
+    }
+
+    /// Resolves once every change submitted before it is on disk: at once
+    /// in effect with `sync = "always"`; a clean stop calls it so `batch`
+    /// loses nothing then.
+    pub fn sync(&self) -> impl Future<Output = Result<()>> + use<> {
+        self.send(Vec::new(), true)
+    }
+
+    fn send(&self, ops: Vec<MetaOp>, sync: bool) -> impl Future<Output = Result<()>> + use<> {
         let (done, rx) = oneshot::channel();
-        let sent = self.tx.send(Batch { ops, done }).is_ok();
+        let sent = self
+            .tx
+            .send(Batch {
+                ops,
+                sync,
+                done: Some(done),
+            })
+            .is_ok();
         async move {
             if !sent {
-                return Err(MasterError::Metastore("metastore committer stopped".into()));
+                return Err(stopped());
             }
             match rx.await {
                 Ok(Ok(())) => Ok(()),
                 Ok(Err(e)) => Err(MasterError::Metastore(e.to_string())),
-                Err(_) => Err(MasterError::Metastore("metastore committer stopped".into())),
+                Err(_) => Err(stopped()),
             }
         }
     }
+}
+
+fn stopped() -> MasterError {
+    MasterError::Metastore("metastore committer stopped".into())
 }
 
 /// Why the metastore cannot be read at start.
@@ -129,8 +236,8 @@ fn db_error(e: impl Into<redb::Error>) -> LoadError {
     LoadError::Db(e.into())
 }
 
-fn load(db: &Database) -> Result<Loaded, LoadError> {
-    // Create tables and stamp the format on a fresh file.
+/// Creates the tables and stamps the format on a fresh file.
+fn prepare(db: &Database) -> Result<(), LoadError> {
     {
         let w = db.begin_write().map_err(db_error)?;
         {
@@ -155,6 +262,41 @@ fn load(db: &Database) -> Result<Loaded, LoadError> {
         }
         w.commit().map_err(db_error)?;
     }
+    Ok(())
+}
+
+/// The epoch of the journal's records not yet in redb (see `crate::journal`).
+fn journal_epoch(db: &Database) -> Result<u64, LoadError> {
+    let r = db.begin_read().map_err(db_error)?;
+    let meta = r.open_table(META).map_err(db_error)?;
+    Ok(meta
+        .get(JOURNAL_EPOCH)
+        .map_err(db_error)?
+        .map(|v| v.value())
+        .unwrap_or(0))
+}
+
+/// Applies what the journal holds (a `batch` master that crashed) durably
+/// and empties it; returns it open for appending.
+fn replay_journal(db: &Database, dir: &Path) -> Result<Journal> {
+    let epoch = journal_epoch(db).map_err(|e| MasterError::Metastore(e.to_string()))?;
+    let (mut journal, replay) = Journal::open(dir, epoch)?;
+    if replay.ops.is_empty() && replay.stale == 0 && replay.torn_bytes == 0 {
+        return Ok(journal);
+    }
+    tracing::info!(
+        ops = replay.ops.len(),
+        stale_records = replay.stale,
+        torn_bytes = replay.torn_bytes,
+        "replaying the metastore journal of a master that stopped without syncing"
+    );
+    apply(db, replay.ops.iter(), true, Some(epoch + 1))
+        .map_err(|e| MasterError::Metastore(format!("cannot replay the journal: {e}")))?;
+    journal.reset(epoch + 1)?;
+    Ok(journal)
+}
+
+fn load(db: &Database) -> Result<Loaded, LoadError> {
     let r = db.begin_read().map_err(db_error)?;
     let meta = r.open_table(META).map_err(db_error)?;
     let next_id = meta
@@ -200,21 +342,69 @@ fn load(db: &Database) -> Result<Loaded, LoadError> {
     })
 }
 
-fn committer(db: &Database, rx: mpsc::Receiver<Batch>) {
-    // Test-only: `EDDY_COMMIT_DELAY_MS` holds every commit back that long,
-    // so tests can act (read, kill -9) while a change is not durable yet.
-    let delay = std::env::var("EDDY_COMMIT_DELAY_MS")
-        .ok()
-        .and_then(|v| v.parse::<u64>().ok())
-        .map(std::time::Duration::from_millis);
-    while let Ok(first) = rx.recv() {
-        if let Some(d) = delay {
-            std::thread::sleep(d);
+/// The committer thread: group commits and, with `batch`, the periodic
+/// sync that empties the journal.
+struct Committer {
+    rx: mpsc::Receiver<Batch>,
+    policy: SyncPolicy,
+    /// `Some` with `sync = "batch"`.
+    journal: Option<SharedJournal>,
+    /// With `batch`: when the oldest commit not yet synced must be.
+    sync_by: Option<Instant>,
+    /// Bumped after each `batch` sync ([`Metastore::syncs`]).
+    synced: tokio::sync::watch::Sender<u64>,
+}
+
+impl Committer {
+    fn run(mut self, db: &Database) {
+        // Test-only: `EDDY_COMMIT_DELAY_MS` holds every commit back that
+        // long, so tests can act (read, kill -9) while a change is not
+        // durable yet.
+        let delay = std::env::var("EDDY_COMMIT_DELAY_MS")
+            .ok()
+            .and_then(|v| v.parse::<u64>().ok())
+            .map(Duration::from_millis);
+        loop {
+            // Due even while batches keep coming.
+            if self.sync_by.is_some_and(|t| t <= Instant::now()) {
+                self.sync(db, Vec::new());
+            }
+            let first = match self.sync_by {
+                None => match self.rx.recv() {
+                    Ok(b) => b,
+                    Err(_) => break,
+                },
+                Some(t) => match self
+                    .rx
+                    .recv_timeout(t.saturating_duration_since(Instant::now()))
+                {
+                    Ok(b) => b,
+                    Err(mpsc::RecvTimeoutError::Timeout) => {
+                        self.sync(db, Vec::new());
+                        continue;
+                    }
+                    Err(mpsc::RecvTimeoutError::Disconnected) => break,
+                },
+            };
+            if let Some(d) = delay {
+                std::thread::sleep(d);
+            }
+            let mut batches = vec![first];
+            self.take_ready(&mut batches);
+            self.commit(db, batches);
         }
-        let mut batches = vec![first];
-        let mut n_ops = batches[0].ops.len();
+        // Every handle is gone: what was committed reaches the disk.
+        if self.sync_by.is_some() {
+            self.sync(db, Vec::new());
+        }
+    }
+
+    /// Adds the batches already queued to `batches`, up to a transaction's
+    /// worth of ops.
+    fn take_ready(&self, batches: &mut Vec<Batch>) {
+        let mut n_ops: usize = batches.iter().map(|b| b.ops.len()).sum();
         while n_ops < MAX_OPS_PER_TXN {
-            match rx.try_recv() {
+            match self.rx.try_recv() {
                 Ok(b) => {
                     n_ops += b.ops.len();
                     batches.push(b);
@@ -222,31 +412,98 @@ fn committer(db: &Database, rx: mpsc::Receiver<Batch>) {
                 Err(_) => break,
             }
         }
-        let result = apply(db, &batches).map_err(Arc::new);
-        if let Err(e) = &result {
-            // The in-memory namespace already holds these changes; serving on
-            // from memory that the disk does not have would lose them silently
-            // at the next restart. Stop instead.
-            tracing::error!("metastore commit failed, stopping the master: {e}");
-            for b in batches {
-                let _ = b.done.send(Err(e.clone()));
-            }
-            std::process::abort();
+    }
+
+    /// Commits `batches` in one transaction and answers them: synced with
+    /// `always`; with `batch` (already journaled) without a sync, then
+    /// synced if a batch asks for it.
+    fn commit(&mut self, db: &Database, batches: Vec<Batch>) {
+        let ops = || batches.iter().flat_map(|b| &b.ops);
+        if self.journal.is_none() {
+            or_abort(apply(db, ops(), true, None));
+            answer(batches);
+            return;
         }
-        for b in batches {
-            let _ = b.done.send(Ok(()));
+        if ops().next().is_some() {
+            or_abort(apply(db, ops(), false, None));
+            self.sync_by = self
+                .sync_by
+                .or_else(|| Some(Instant::now() + self.policy.batch));
+        }
+        if batches.iter().any(|b| b.sync) {
+            self.sync(db, batches);
+        } else {
+            answer(batches);
+        }
+    }
+
+    /// With `batch`: makes every change journaled so far durable, empties
+    /// the journal (the stored epoch moves on in the same commit, see
+    /// `crate::journal`), then answers `waiting`.
+    fn sync(&mut self, db: &Database, mut waiting: Vec<Batch>) {
+        self.sync_by = None;
+        let Some(journal) = self.journal.clone() else {
+            answer(waiting);
+            return;
+        };
+        // Submitters wait for the lock (a sync's time, every
+        // `sync_batch_ms` at most): what the journal holds is then all in
+        // the channel, and goes into redb before the journal is emptied.
+        let mut journal = journal.lock();
+        // All of it, whatever its size: what stays queued would be lost
+        // from the journal below.
+        let pending: Vec<Batch> = self.rx.try_iter().collect();
+        let epoch = journal.epoch() + 1;
+        let ops = pending.iter().flat_map(|b| &b.ops);
+        or_abort(apply(db, ops, true, Some(epoch)));
+        or_abort(journal.reset(epoch));
+        drop(journal);
+        self.synced.send_modify(|n| *n += 1);
+        waiting.extend(pending);
+        answer(waiting);
+    }
+}
+
+fn answer(batches: Vec<Batch>) {
+    for b in batches {
+        if let Some(done) = b.done {
+            let _ = done.send(Ok(()));
         }
     }
 }
 
-fn apply(db: &Database, batches: &[Batch]) -> Result<(), redb::Error> {
-    let w = db.begin_write()?;
+/// A failed commit stops the master: the in-memory namespace already holds
+/// these changes, and serving on from memory that the disk does not have
+/// would lose them silently at the next restart.
+fn or_abort<E: std::fmt::Display>(r: std::result::Result<(), E>) {
+    if let Err(e) = r {
+        tracing::error!("metastore commit failed, stopping the master: {e}");
+        std::process::abort();
+    }
+}
+
+/// One transaction of `ops`, synced with `durable`; `epoch` stores a new
+/// journal epoch with it.
+fn apply<'a>(
+    db: &Database,
+    ops: impl Iterator<Item = &'a MetaOp>,
+    durable: bool,
+    epoch: Option<u64>,
+) -> Result<(), redb::Error> {
+    let mut w = db.begin_write()?;
+    if !durable {
+        w.set_durability(redb::Durability::None)
+            .map_err(redb::Error::from)?;
+    }
     {
         let mut inodes = w.open_table(INODES)?;
         let mut mounts = w.open_table(MOUNTS)?;
         let mut meta = w.open_table(META)?;
         let mut intents = w.open_table(INTENTS)?;
-        for op in batches.iter().flat_map(|b| &b.ops) {
+        if let Some(e) = epoch {
+            meta.insert(JOURNAL_EPOCH, e)?;
+        }
+        for op in ops {
             match op {
                 MetaOp::PutInode { id, record } => {
                     inodes.insert(id, record.as_slice())?;
@@ -283,3 +540,6 @@ pub fn put(inode: &Inode) -> MetaOp {
         record: inode.encode(),
     }
 }
+
+#[cfg(test)]
+mod tests;

@@ -35,6 +35,10 @@ impl RunningMaster {
             let _ = s.send(());
         }
         let _ = (&mut self.task).await;
+        // With `sync = "batch"`, what was answered reaches the disk.
+        if let Err(e) = self.state.store.sync().await {
+            tracing::error!("metastore sync at stop failed: {e}");
+        }
     }
 
     /// Runs until the server stops (it stops only on error or shutdown).
@@ -47,6 +51,21 @@ impl RunningMaster {
             ))),
         }
     }
+}
+
+/// The metastore's sync policy from `[master] sync` and `sync_batch_ms`.
+fn sync_policy(cfg: &MasterConfig) -> Result<crate::metastore::SyncPolicy> {
+    if cfg.sync == crate::config::MetastoreSync::Batch && !(1..=60_000).contains(&cfg.sync_batch_ms)
+    {
+        return Err(MasterError::InvalidArgument(format!(
+            "[master] sync_batch_ms = {} is out of range: with sync = \"batch\" it must be 1 to 60000 (ms)",
+            cfg.sync_batch_ms
+        )));
+    }
+    Ok(crate::metastore::SyncPolicy {
+        mode: cfg.sync,
+        batch: std::time::Duration::from_millis(cfg.sync_batch_ms),
+    })
 }
 
 /// Normalises the configured root under-storage: a bare relative path is made
@@ -150,7 +169,7 @@ pub async fn start(cfg: MasterConfig) -> Result<RunningMaster> {
     let authz = crate::authz::Authority::new(&cfg.security);
     // Bad TLS files stop the start before anything is opened.
     let tls = eddy_proto::tls::ServerTls::from_security(&cfg.security, eddy_proto::tls::ALPN_GRPC)?;
-    let (store, mut loaded) = Metastore::open(&cfg.metastore_dir)?;
+    let (store, mut loaded) = Metastore::open(&cfg.metastore_dir, sync_policy(&cfg)?)?;
     let intents = std::mem::take(&mut loaded.intents);
     // A restart: workers hold blocks of this namespace and will register
     // again (see `crate::registration`).
@@ -256,4 +275,30 @@ pub async fn start(cfg: MasterConfig) -> Result<RunningMaster> {
         stop: Some(stop_tx),
         task,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::MetastoreSync;
+
+    #[test]
+    fn a_batch_window_out_of_range_is_refused_with_the_range() {
+        let mut cfg = MasterConfig {
+            sync: MetastoreSync::Batch,
+            ..Default::default()
+        };
+        for bad in [0, 60_001] {
+            cfg.sync_batch_ms = bad;
+            let e = sync_policy(&cfg).unwrap_err();
+            assert!(matches!(e, MasterError::InvalidArgument(_)), "{e}");
+            assert!(e.to_string().contains("1 to 60000"), "{e}");
+        }
+        cfg.sync_batch_ms = 60_000;
+        assert_eq!(sync_policy(&cfg).unwrap().batch.as_secs(), 60);
+        // With `always` the window is not used, so not checked.
+        cfg.sync = MetastoreSync::Always;
+        cfg.sync_batch_ms = 0;
+        assert_eq!(sync_policy(&cfg).unwrap().mode, MetastoreSync::Always);
+    }
 }
