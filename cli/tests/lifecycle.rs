@@ -191,5 +191,23 @@ async fn persists_start_at_once_not_at_the_next_tick() {
         fs.stat("/c").await.unwrap().persisted
     })
     .await;
+    // A directory: each of its files is handed out at once.
+    fs.mkdir("/d", false).await.unwrap();
+    for i in 0..3u64 {
+        put(
+            &fs,
+            &format!("/d/f{i}"),
+            &pattern(1000, i),
+            pb::WriteType::MustCache,
+        )
+        .await;
+    }
+    let (ok, out, err) = run(&c, &["fs", "persist", "/d"]);
+    assert!(ok, "{err}");
+    assert!(out.contains("persisted /d (3 file(s))"), "{out}");
+    for i in 0..3u64 {
+        let on_disk = std::fs::read(dir.path().join(format!("ufs/d/f{i}"))).unwrap();
+        assert!(on_disk == pattern(1000, i), "/d/f{i}");
+    }
     drop(c);
 }

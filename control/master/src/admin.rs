@@ -56,14 +56,14 @@ impl MasterState {
                 return Err(MasterError::DataLost(path.to_string()));
             }
         }
-        let mut n = 0;
+        let mut marked = Vec::new();
         self.mutate(|ns, fx| {
-            n = ns.mark_persist(&path, fx)?;
+            marked = ns.mark_persist(&path, fx)?;
             Ok(())
         })
         .await?;
-        let pending = self.ns.read().persist_pending();
-        self.persist_soon(pending);
+        let n = marked.len() as u64;
+        self.persist_soon(marked);
         Ok(n)
     }
 

@@ -65,11 +65,11 @@ impl Namespace {
     }
 
     /// Marks complete, unpersisted files at `path` (a file, or every such
-    /// file below a directory) as waiting to be persisted. Returns how many
-    /// are waiting now.
-    pub fn mark_persist(&mut self, path: &EddyPath, fx: &mut Effects) -> Result<u64> {
+    /// file below a directory) as waiting to be persisted. Returns those
+    /// files, the ones that waited already included.
+    pub fn mark_persist(&mut self, path: &EddyPath, fx: &mut Effects) -> Result<Vec<u64>> {
         let id = self.resolve(path)?;
-        let mut n = 0;
+        let mut marked = Vec::new();
         for i in self.subtree(id) {
             let ino = &self.inodes[&i];
             if ino.is_dir() || ino.flag(FLAG_PERSISTED) {
@@ -81,7 +81,7 @@ impl Namespace {
                 }
                 continue;
             }
-            n += 1;
+            marked.push(i);
             if self.persist_pending.insert(i) {
                 let ino = self.inode_mut(i);
                 ino.set_flag(FLAG_PERSIST_PENDING, true);
@@ -89,7 +89,7 @@ impl Namespace {
                 self.pin_version += 1;
             }
         }
-        Ok(n)
+        Ok(marked)
     }
 
     /// Records the under-storage fingerprints of the persisted files at or
