@@ -6,6 +6,8 @@
 //! - `get_status`: 32 concurrent clients stat an existing file.
 //! - `create_complete`: 32 concurrent clients create + complete new files;
 //!   each acknowledged pair is durable (group commit).
+//! - `create_complete_durable_x16`, `delete_durable_x16`: the same with 16
+//!   clients, and deletes of empty files (created untimed first).
 //! - `list_10k`: list a 10,000-entry directory, all pages.
 //! - `auth_get_status_{none,token}`: `get_status` of 32 clients against a
 //!   master with authentication `none` and one with `token` (each call
@@ -83,6 +85,33 @@ fn bench_master(c: &mut Criterion) {
     g.bench_function("create_complete_durable_x32", |b| {
         b.to_async(&rt)
             .iter_custom(|iters| run_creates(clients.clone(), seq.clone(), iters))
+    });
+    // The 16 threads: creates, then deletes of files made untimed.
+    let sixteen = clients[..16].to_vec();
+    g.bench_function("create_complete_durable_x16", |b| {
+        b.to_async(&rt)
+            .iter_custom(|iters| run_creates(sixteen.clone(), seq.clone(), iters))
+    });
+    let del = Arc::new(AtomicU64::new(0));
+    g.bench_function("delete_durable_x16", |b| {
+        b.to_async(&rt).iter_custom(|iters| {
+            let (sixteen, del) = (sixteen.clone(), del.clone());
+            async move {
+                let first = del.fetch_add(iters, Ordering::Relaxed);
+                run_spread(&sixteen, iters, move |c, i| async move {
+                    let p = format!("/bench/d{}", first + i);
+                    c.create_file(&p, &CreateOptions::default()).await.unwrap();
+                    c.complete_file(&p, 0, false).await.unwrap();
+                })
+                .await;
+                run_spread(&sixteen, iters, move |c, i| async move {
+                    c.delete(format!("/bench/d{}", first + i), false)
+                        .await
+                        .unwrap();
+                })
+                .await
+            }
+        })
     });
     g.finish();
 
