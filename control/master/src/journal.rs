@@ -40,7 +40,7 @@ use std::io::{Read, Write};
 use std::path::{Path, PathBuf};
 
 use crate::error::{MasterError, Result};
-use crate::metastore::MetaOp;
+use crate::metaop::MetaOp;
 
 pub const FILE_NAME: &str = "metastore.journal";
 

@@ -24,6 +24,7 @@ pub mod inode;
 pub mod intent;
 pub mod journal;
 pub mod limits;
+pub mod metaop;
 pub mod metastore;
 pub mod metrics;
 pub mod mount;

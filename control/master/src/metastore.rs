@@ -41,17 +41,7 @@ const FORMAT_VERSION: u64 = 1;
 /// Batches larger than this are split across transactions.
 const MAX_OPS_PER_TXN: usize = 50_000;
 
-/// One durable change.
-#[derive(Debug, Clone)]
-pub enum MetaOp {
-    PutInode { id: u64, record: Vec<u8> },
-    DeleteInode(u64),
-    PutMount { path: String, record: Vec<u8> },
-    DeleteMount(String),
-    SetNextId(u64),
-    PutIntent { id: u64, record: Vec<u8> },
-    DeleteIntent(u64),
-}
+pub use crate::metaop::MetaOp;
 
 /// What the master reads back at start.
 pub struct Loaded {

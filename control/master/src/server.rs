@@ -62,6 +62,13 @@ fn sync_policy(cfg: &MasterConfig) -> Result<crate::metastore::SyncPolicy> {
             cfg.sync_batch_ms
         )));
     }
+    if cfg.sync == crate::config::MetastoreSync::Batch {
+        tracing::warn!(
+            "[master] sync = \"batch\": metadata changes are synced within {} ms of their answer; \
+             a crash of this host (not of the master process) can lose the changes of that window",
+            cfg.sync_batch_ms
+        );
+    }
     Ok(crate::metastore::SyncPolicy {
         mode: cfg.sync,
         batch: std::time::Duration::from_millis(cfg.sync_batch_ms),
@@ -170,13 +177,6 @@ pub async fn start(cfg: MasterConfig) -> Result<RunningMaster> {
     // Bad TLS files stop the start before anything is opened.
     let tls = eddy_proto::tls::ServerTls::from_security(&cfg.security, eddy_proto::tls::ALPN_GRPC)?;
     let (store, mut loaded) = Metastore::open(&cfg.metastore_dir, sync_policy(&cfg)?)?;
-    if cfg.sync == crate::config::MetastoreSync::Batch {
-        tracing::warn!(
-            "[master] sync = \"batch\": metadata changes are synced within {} ms of their answer; \
-             a crash of this host (not of the master process) can lose the changes of that window",
-            cfg.sync_batch_ms
-        );
-    }
     let intents = std::mem::take(&mut loaded.intents);
     // A restart: workers hold blocks of this namespace and will register
     // again (see `crate::registration`).
