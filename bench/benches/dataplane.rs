@@ -4,7 +4,8 @@
 //! |------|----------|
 //! | warm read of a cached file over loopback TCP, one stream | a raw TCP pump of the same bytes between two processes |
 //! | cold read through the worker from the local-directory under-storage (page cache dropped) | reading the file directly (page cache dropped) |
-//! | MUST_CACHE write of a file | writing the same bytes to a local file |
+//! | MUST_CACHE write of a file | writing the same bytes to a local file (page cache) |
+//! | CACHE_THROUGH write to the local-directory under-storage | writing the file there directly (create, write, fsync, rename, through eddy-ufs as the worker does) |
 //! | warm read with block tokens (authentication `simple`) | the same read on a cluster with authentication `none` (no tokens) |
 //! | warm remote read over TLS (rustls, AES-GCM) | the same read over plaintext TCP, runs alternating |
 //!
@@ -14,7 +15,8 @@
 //!
 //! Run: `cargo bench -p eddy-bench --bench dataplane` (1 GiB; set
 //! `EDDY_BENCH_BYTES` to change the size); `-- tls` runs only the TLS
-//! comparison. Prints a table; results are recorded in bench/RESULTS.md.
+//! comparison, `-- writes` only the writes. Prints a table; results are
+//! recorded in bench/RESULTS.md.
 
 use std::io::{Read, Write};
 use std::os::fd::AsRawFd;
@@ -33,8 +35,22 @@ fn main() {
         return;
     }
     let args: Vec<String> = std::env::args().collect();
-    let tls_only = args.iter().skip(1).any(|a| a == "tls");
-    eddy_bench::run_main(move |bytes| run(bytes, tls_only));
+    let only = |w: &str| args.iter().skip(1).any(|a| a == w);
+    let mode = if only("tls") {
+        Mode::Tls
+    } else if only("writes") {
+        Mode::Writes
+    } else {
+        Mode::All
+    };
+    eddy_bench::run_main(move |bytes| run(bytes, mode));
+}
+
+#[derive(Clone, Copy, PartialEq)]
+enum Mode {
+    All,
+    Tls,
+    Writes,
 }
 
 fn gbps(bytes: u64, d: Duration) -> f64 {
@@ -68,7 +84,17 @@ fn drop_cache(path: &std::path::Path) {
 
 /// Writes `bytes` bytes to a new Eddy file at `path`, `chunk` at a time.
 async fn write_eddy_file(fs: &FileSystem, path: &str, chunk: &[u8], bytes: u64) {
-    let mut w = fs.create(path, &CreateOptions::default()).await.unwrap();
+    write_eddy_as(fs, path, chunk, bytes, &CreateOptions::default()).await
+}
+
+async fn write_eddy_as(
+    fs: &FileSystem,
+    path: &str,
+    chunk: &[u8],
+    bytes: u64,
+    opts: &CreateOptions,
+) {
+    let mut w = fs.create(path, opts).await.unwrap();
     let mut left = bytes;
     while left > 0 {
         let k = left.min(chunk.len() as u64) as usize;
@@ -104,15 +130,15 @@ async fn alternate_reads(
     (ta, tb)
 }
 
-async fn run(bytes: u64, tls_only: bool) {
+async fn run(bytes: u64, mode: Mode) {
     let dir = tempfile::tempdir_in(std::env::temp_dir()).unwrap();
-    if tls_only {
+    if mode == Mode::Tls {
         let (plain, tls) = tls_vs_plain(dir.path(), bytes).await;
         header(bytes, TLS_RUNS);
         row(bytes, TLS_ROW, &tls, &plain, "report");
         return;
     }
-    let pump = pump_baseline(bytes);
+    let pump = (mode == Mode::All).then(|| pump_baseline(bytes));
 
     // The cluster in a child process. This benchmark measures the TCP
     // path, so the client does not use the worker's Unix socket.
@@ -123,6 +149,16 @@ async fn run(bytes: u64, tls_only: bool) {
     };
     let fs = FileSystem::connect_with(&master, opts).await.unwrap();
     let (write_eddy, write_local) = writes(&fs, dir.path(), bytes).await;
+    let (through, direct_ufs) = through_writes(&fs, dir.path(), bytes).await;
+    let (burst, burst_local) = burst_writes(&fs, dir.path()).await;
+    let Some(pump) = pump else {
+        drop(cluster.stdin.take());
+        cluster.wait().unwrap();
+        header(bytes, RUNS);
+        write_rows(bytes, [&write_eddy, &write_local, &through, &direct_ufs]);
+        burst_row(&burst, &burst_local);
+        return;
+    };
     let warm = warm_reads(&fs, bytes).await;
     let (cold, direct) = cold_reads(&fs, dir.path(), bytes).await;
     let (tokens, no_tokens) = token_reads(&fs, bytes).await;
@@ -141,11 +177,96 @@ async fn run(bytes: u64, tls_only: bool) {
     );
     let cold_name = "cold read via worker vs direct file read";
     row(bytes, cold_name, &cold, &direct, ">=0.7");
-    let write_name = "MUST_CACHE write vs local file write";
-    row(bytes, write_name, &write_eddy, &write_local, "");
+    write_rows(bytes, [&write_eddy, &write_local, &through, &direct_ufs]);
+    burst_row(&burst, &burst_local);
     let token_name = "warm read, block tokens vs auth none";
     row(bytes, token_name, &tokens, &no_tokens, ">=0.95");
     row(bytes, TLS_ROW, &tls, &plain, "report");
+}
+
+/// MUST_CACHE vs a page-cache write; CACHE_THROUGH vs a direct write.
+fn write_rows(bytes: u64, [eddy, local, through, direct]: [&Vec<Duration>; 4]) {
+    let name = "MUST_CACHE write vs local file write";
+    row(bytes, name, eddy, local, ">=0.8");
+    let name = "CACHE_THROUGH write vs direct ufs write";
+    row(bytes, name, through, direct, ">=0.7");
+}
+
+/// A burst the write pool holds: 128 MiB (two 64 MiB blocks, the default
+/// `write_pool_bytes`), written MUST_CACHE once the pool is full, as after
+/// an idle spell, vs the same bytes to a new local file.
+const BURST: u64 = 128 << 20;
+const BURST_RUNS: usize = 7;
+
+async fn burst_writes(fs: &FileSystem, dir: &std::path::Path) -> (Vec<Duration>, Vec<Duration>) {
+    let data = vec![0x3cu8; CHUNK];
+    let budget = std::env::var("EDDY_BENCH_WRITE_POOL")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(BURST);
+    let (mut eddy, mut local) = (Vec::new(), Vec::new());
+    for r in 0..BURST_RUNS {
+        eddy_bench::wait_write_pool(fs, dir, budget, 64 << 20).await;
+        let path = format!("/burst-{r}");
+        let start = Instant::now();
+        write_eddy_file(fs, &path, &data, BURST).await;
+        eddy.push(start.elapsed());
+        fs.delete(&path, false).await.unwrap();
+        eddy_bench::wait_write_pool(fs, dir, budget, 64 << 20).await;
+        let file = dir.join(format!("burst-{r}"));
+        let start = Instant::now();
+        write_local_file(&file, &data, BURST);
+        local.push(start.elapsed());
+        std::fs::remove_file(&file).unwrap();
+    }
+    (eddy, local)
+}
+
+fn burst_row(eddy: &[Duration], local: &[Duration]) {
+    let name = "MUST_CACHE 128 MiB burst vs local file write";
+    row(BURST, name, eddy, local, ">=0.8");
+}
+
+/// CACHE_THROUGH writes into the cluster's root mount (the directory
+/// `dir/ufs`) vs writing the same bytes there directly through eddy-ufs
+/// (create, write, fsync, rename: what the worker does), alternating.
+async fn through_writes(
+    fs: &FileSystem,
+    dir: &std::path::Path,
+    bytes: u64,
+) -> (Vec<Duration>, Vec<Duration>) {
+    use eddy_ufs::UfsPath;
+    let data = vec![0x5au8; CHUNK];
+    let root = dir.join("ufs").display().to_string();
+    let ufs = eddy_ufs::open(&root, &Default::default()).await.unwrap();
+    let opts = CreateOptions {
+        write_type: eddy_proto::pb::WriteType::CacheThrough,
+        ..Default::default()
+    };
+    let (mut eddy, mut direct) = (Vec::new(), Vec::new());
+    for r in 0..RUNS {
+        let path = format!("/through-{r}");
+        let start = Instant::now();
+        write_eddy_as(fs, &path, &data, bytes, &opts).await;
+        eddy.push(start.elapsed());
+        fs.delete(&path, false).await.unwrap();
+
+        let name = format!("direct-{r}");
+        let start = Instant::now();
+        let mut w = ufs.create(&UfsPath::parse(&name).unwrap()).await.unwrap();
+        let mut left = bytes;
+        while left > 0 {
+            let k = left.min(data.len() as u64) as usize;
+            w.write(&data[..k]).await.unwrap();
+            left -= k as u64;
+        }
+        w.complete().await.unwrap();
+        direct.push(start.elapsed());
+        ufs.delete(&UfsPath::parse(&name).unwrap(), false)
+            .await
+            .unwrap();
+    }
+    (eddy, direct)
 }
 
 const TLS_ROW: &str = "warm remote read, TLS vs plaintext";

@@ -103,10 +103,16 @@ pub fn cluster_child(dir: &std::path::Path, tls: bool) {
             rdma: rdma_provider.is_some(),
             rdma_provider: rdma_provider.unwrap_or_default(),
             domain_socket: dir.join("worker.sock").display().to_string(),
+            // `EDDY_BENCH_WRITE_POOL` (bytes) compares write-pool budgets.
+            write_pool_bytes: std::env::var("EDDY_BENCH_WRITE_POOL")
+                .ok()
+                .and_then(|v| v.parse().ok())
+                .unwrap_or(eddy_worker::WorkerConfig::default().write_pool_bytes),
             ..Default::default()
         })
         .await
         .unwrap();
+        std::fs::write(dir.join("worker.addr"), worker.data_addr.to_string()).unwrap();
         println!("READY {}", master.addr);
         tokio::task::spawn_blocking(|| {
             let mut sink = Vec::new();
@@ -280,4 +286,29 @@ where
         .build()
         .unwrap()
         .block_on(run(bench_bytes()));
+}
+
+/// Waits (bounded: 10 s, then carries on) until the worker of the
+/// benchmark cluster in `dir` has its write pool as full as `budget` allows (`write_pool_bytes`
+/// in its stats at `budget` rounded down to whole `segment`s), so a burst
+/// measured next finds the pages allocated, as a write after an idle spell
+/// does.
+pub async fn wait_write_pool(
+    fs: &eddy_client::FileSystem,
+    dir: &std::path::Path,
+    budget: u64,
+    segment: u64,
+) {
+    let addr = std::fs::read_to_string(dir.join("worker.addr")).unwrap();
+    let want = budget / segment * segment;
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    while std::time::Instant::now() < deadline {
+        let s = fs.worker_stats(&addr).await.unwrap();
+        let stocked = s.iter().find(|(k, _)| k == "write_pool_bytes");
+        if stocked.is_some_and(|(_, v)| *v >= want) {
+            return;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+    }
+    eprintln!("the write pool did not fill within 10 s; measuring anyway");
 }

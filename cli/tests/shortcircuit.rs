@@ -669,3 +669,60 @@ async fn another_os_user_leases_with_its_own_tokens() {
         "none streamed"
     );
 }
+
+/// With a write pool, writes after the first take segments allocated
+/// ahead, over TCP and short-circuit alike; every file reads back as
+/// written (CACHE_THROUGH ones from the under-storage too, once freed),
+/// and deleting them leaves only the pool's stock open.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn writes_through_the_write_pool_read_back_as_written() {
+    let dir = tempfile::tempdir().unwrap();
+    let pool = 4 * BS;
+    let c = Cluster::start(
+        dir.path(),
+        1,
+        SMALL_BLOCKS,
+        &format!("write_pool_bytes = {pool}"),
+    );
+    let tcp = c.fs().await;
+    let local = c.fs_local().await;
+    let pid = c.workers[0].pid().to_string();
+    let stocked = || async { stat(&tcp, &c, 0, "write_pool_bytes").await == pool };
+    put(&tcp, "/first", &pattern(10, 1), pb::WriteType::MustCache).await;
+    eventually(Duration::from_secs(10), "the pool fills", stocked).await;
+    let mut files = Vec::new();
+    for (i, (fs, wt)) in [
+        (&tcp, pb::WriteType::MustCache),
+        (&local, pb::WriteType::MustCache),
+        (&tcp, pb::WriteType::CacheThrough),
+        (&local, pb::WriteType::CacheThrough),
+    ]
+    .into_iter()
+    .enumerate()
+    {
+        let path = format!("/f{i}");
+        let data = pattern(3 * BS as usize - 5, 40 + i as u64);
+        put(fs, &path, &data, wt).await;
+        files.push((path, data));
+        eventually(Duration::from_secs(10), "the pool refills", stocked).await;
+    }
+    assert!(stat(&tcp, &c, 0, "write_pool_hits").await >= 8);
+    for (path, data) in &files {
+        let mut r = local.open(path, &OpenOptions::default()).await.unwrap();
+        assert_eq!(&r.read_to_end().await.unwrap(), data, "{path} mapped");
+        let mut r = tcp.open(path, &OpenOptions::default()).await.unwrap();
+        assert_eq!(&r.read_to_end().await.unwrap(), data, "{path} over TCP");
+    }
+    tcp.free("/f2", false, false).await.unwrap();
+    let mut r = tcp.open("/f2", &OpenOptions::default()).await.unwrap();
+    assert_eq!(r.read_to_end().await.unwrap(), files[2].1, "from the ufs");
+    drop(r);
+    for f in ["/first", "/f0", "/f1", "/f2", "/f3"] {
+        tcp.delete(f, false).await.unwrap();
+    }
+    let stock = (pool / BS) as usize;
+    eventually(Duration::from_secs(10), "only the stock stays", || async {
+        memfds(&pid) == stock
+    })
+    .await;
+}

@@ -240,6 +240,13 @@ impl WorkerProc {
         let cfg = dir.join(format!("worker-{}.toml", std::process::id()));
         let cfg = unique(cfg);
         let (head, extra) = with_worker_key(master, extra);
+        // No write pool unless a test asks for one: tests count a worker's
+        // memfds (one per cached block), and dozens of workers each
+        // allocating their pool would slow the suite for nothing.
+        let pool = match extra.contains("write_pool_bytes") {
+            true => "",
+            false => "write_pool_bytes = 0",
+        };
         std::fs::write(
             &cfg,
             format!(
@@ -247,6 +254,7 @@ impl WorkerProc {
 master = {master:?}
 bind = {bind:?}
 metrics_bind = \"127.0.0.1:0\"
+{pool}
 {extra}
 "
             ),

@@ -154,16 +154,21 @@ pub async fn recv_frame_with_fds(
     Ok((h, buf[eddy_wire::HEADER_LEN..end].to_vec(), fds))
 }
 
-/// A segment handed to this client to fill (a short-circuit write).
+/// A segment handed to this client to fill (a short-circuit write). It is
+/// filled with `pwrite(2)` on the memfd, not through a mapping: writing a
+/// fresh shmem page through the file costs about half of faulting it into
+/// a mapping and copying (the kernel neither traps nor zeroes a page
+/// written whole), and with no writable mapping left nothing stops the
+/// worker's seal at commit.
 pub struct WritableSegment {
-    map: Option<memmap2::MmapMut>,
+    file: Option<File>,
     pub capacity: usize,
 }
 
 impl WritableSegment {
-    /// Maps `capacity` bytes of an unsealed memfd the worker created for
-    /// this write, read-write.
-    pub fn map(fd: OwnedFd, capacity: u64) -> std::io::Result<Self> {
+    /// Takes an unsealed memfd of at least `capacity` bytes the worker
+    /// created for this write.
+    pub fn new(fd: OwnedFd, capacity: u64) -> std::io::Result<Self> {
         let file = File::from(fd);
         if file.metadata()?.len() < capacity {
             return Err(std::io::Error::other(
@@ -171,24 +176,20 @@ impl WritableSegment {
             ));
         }
         let capacity = usize::try_from(capacity).map_err(std::io::Error::other)?;
-        // SAFETY: the worker created this memfd for this write alone and
-        // neither maps nor resizes it until we commit, which happens only
-        // after this mapping is dropped (`unmap`); nothing else can change
-        // its size under us.
-        let map = unsafe { MmapOptions::new().len(capacity).map_mut(&file)? };
         Ok(Self {
-            map: Some(map),
+            file: Some(file),
             capacity,
         })
     }
 
-    pub fn as_mut_slice(&mut self) -> &mut [u8] {
-        &mut self.map.as_mut().expect("mapped until unmapped")[..]
+    /// Copies `data` in at `offset` (the caller keeps it within capacity).
+    pub fn write_at(&mut self, offset: usize, data: &[u8]) -> std::io::Result<()> {
+        let file = self.file.as_ref().expect("held until released");
+        std::os::unix::fs::FileExt::write_all_at(file, data, offset as u64)
     }
 
-    /// Drops the mapping: the worker can seal the segment only once no
-    /// writable mapping of it is left.
-    pub fn unmap(&mut self) {
-        self.map = None;
+    /// Lets go of the segment before the commit.
+    pub fn release(&mut self) {
+        self.file = None;
     }
 }

@@ -18,6 +18,11 @@ pub struct WorkerConfig {
     pub host: String,
     /// Memory tier capacity in bytes; 0: a quarter of the machine's memory.
     pub memory_capacity: u64,
+    /// Memory kept allocated ahead of writes, in block-size segments, so a
+    /// write does not wait for the kernel to allocate its pages; held on
+    /// top of `memory_capacity` and refilled in the background once a
+    /// write has asked (at most 16 segments). 0 turns it off.
+    pub write_pool_bytes: u64,
     /// How long a shutdown waits for requests in flight, in milliseconds.
     pub shutdown_grace_ms: u64,
     /// Unix socket for co-located (short-circuit) clients; empty: none.
@@ -91,6 +96,7 @@ impl Default for WorkerConfig {
             bind: format!("127.0.0.1:{DEFAULT_DATA_PORT}"),
             host: String::new(),
             memory_capacity: 0,
+            write_pool_bytes: 128 << 20,
             shutdown_grace_ms: 10_000,
             domain_socket: String::new(),
             lease_ttl_ms: 600_000,

@@ -9,6 +9,8 @@
 //!   store, master link, admission, limits) and the stats they report.
 //! - [`cache`]: the core of reads: a block from its tier, or filled from the
 //!   under-storage at the version the master checked.
+//! - [`write_pool`]: block-size memfds allocated ahead of writes, refilled
+//!   on a thread of its own within a budget.
 //! - [`session`]: the one write session both front doors drive (blocks,
 //!   reservations, the under-storage writer, failure, commit at close,
 //!   cancel); its decisions in an I/O-free state machine.
@@ -47,6 +49,7 @@ pub mod session;
 pub mod shared;
 pub mod store;
 pub mod uds;
+pub mod write_pool;
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -138,6 +141,7 @@ pub async fn start(cfg: WorkerConfig) -> Result<RunningWorker, StartError> {
     if let Some(f) = &rdma {
         store.set_seal_mode(f.seal_mode());
     }
+    store.pool.set_budget(cfg.write_pool_bytes);
     let address = pb::WorkerAddress {
         rdma_provider: rdma
             .as_ref()

@@ -13,6 +13,8 @@ const GAUGES: &[&str] = &[
     "blocks_cached",
     "memory_used",
     "memory_capacity",
+    "memory_reserved",
+    "write_pool_bytes",
     "leases",
     "lease_clients",
     "rdma_leases",

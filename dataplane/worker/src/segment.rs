@@ -90,23 +90,29 @@ pub struct SegmentWriter {
 }
 
 impl SegmentWriter {
+    /// A segment on huge pages, mapped, where the host has a hugetlb pool
+    /// with room: a shared hugetlb mapping reserves its pages when mapped,
+    /// so a short pool fails here, cleanly, and the 4 KiB path takes over.
+    fn huge(name: &str, capacity: u64) -> Option<Self> {
+        let (file, size) = huge_segment(name, capacity)?;
+        // SAFETY: a fresh memfd no one else has: no other mapping or process
+        // can change or truncate it while this mapping lives (it is dropped
+        // before the file is resized or sealed).
+        let map = unsafe { MmapOptions::new().len(size as usize).map_mut(&file) }.ok()?;
+        Some(Self {
+            file,
+            map: Some(map),
+            capacity,
+            by_client: false,
+        })
+    }
+
     /// A new anonymous segment of `capacity` bytes (page-rounded). With
     /// `populate`, its pages are allocated now in one pass instead of one
     /// fault at a time (for fills whose length is known).
     pub fn create(name: &str, capacity: u64, populate: bool) -> std::io::Result<Self> {
-        // Huge pages first where the host has a pool: a shared hugetlb
-        // mapping reserves its pages when mapped, so a short pool fails here,
-        // cleanly, and the 4 KiB path takes over.
-        if let Some((file, size)) = huge_segment(name, capacity) {
-            // SAFETY: as below: a fresh, unshared memfd.
-            if let Ok(map) = unsafe { MmapOptions::new().len(size as usize).map_mut(&file) } {
-                return Ok(Self {
-                    file,
-                    map: Some(map),
-                    capacity,
-                    by_client: false,
-                });
-            }
+        if let Some(w) = Self::huge(name, capacity) {
+            return Ok(w);
         }
         let fd: OwnedFd =
             rustix::fs::memfd_create(name, MemfdFlags::CLOEXEC | MemfdFlags::ALLOW_SEALING)?;
@@ -131,6 +137,96 @@ impl SegmentWriter {
             capacity,
             by_client: false,
         })
+    }
+
+    /// A segment the worker fills from a stream of unknown length (a TCP
+    /// write): on huge pages where the host has a hugetlb pool (mapped, as
+    /// [`SegmentWriter::create`]), else an unmapped memfd that
+    /// [`SegmentWriter::write_at`] fills with `pwrite(2)`: one from the
+    /// write pool (`pooled`) if it has one, else a fresh one. Writing a fresh 4 KiB
+    /// shmem page through the file costs about half of faulting it into a
+    /// mapping and copying (the kernel neither traps nor zeroes a page
+    /// written whole); a pooled page costs only the copy (bench/RESULTS.md,
+    /// "Writes").
+    pub fn create_streamed(
+        name: &str,
+        capacity: u64,
+        pooled: impl FnOnce() -> Option<SegmentWriter>,
+    ) -> std::io::Result<Self> {
+        if let Some(w) = Self::huge(name, capacity) {
+            return Ok(w);
+        }
+        if let Some(w) = pooled() {
+            return Ok(w);
+        }
+        let fd: OwnedFd =
+            rustix::fs::memfd_create(name, MemfdFlags::CLOEXEC | MemfdFlags::ALLOW_SEALING)?;
+        let file = File::from(fd);
+        file.set_len(round_up(capacity.max(1)))?;
+        Ok(Self::unmapped(file, capacity))
+    }
+
+    /// A segment of `capacity` bytes in an unmapped memfd, filled with
+    /// `pwrite(2)`.
+    fn unmapped(file: File, capacity: u64) -> Self {
+        Self {
+            file,
+            map: None,
+            capacity,
+            by_client: false,
+        }
+    }
+
+    /// A segment for the worker's write pool: `capacity`
+    /// bytes whose pages are allocated now (`fallocate(2)`), unmapped, so
+    /// filling it later with `pwrite(2)` costs only the copy. Not mapped
+    /// ahead: mapping allocated pages zeroes them (three times the
+    /// allocation's cost), and unmapping a filled 64 MiB mapping at the
+    /// seal took 7-8 ms on the write's path (bench/RESULTS.md, "Writes").
+    pub fn preallocated(name: &str, capacity: u64) -> std::io::Result<Self> {
+        let fd: OwnedFd =
+            rustix::fs::memfd_create(name, MemfdFlags::CLOEXEC | MemfdFlags::ALLOW_SEALING)?;
+        let size = round_up(capacity.max(1));
+        rustix::fs::fallocate(&fd, rustix::fs::FallocateFlags::empty(), 0, size)?;
+        Ok(Self::unmapped(File::from(fd), capacity))
+    }
+
+    /// The segment to hand a client instead (a short-circuit write): the
+    /// seal at commit treats it as the client's (and no worker mapping
+    /// stays).
+    pub fn into_client(mut self) -> Self {
+        self.map = None;
+        self.by_client = true;
+        self
+    }
+
+    /// Whether the worker fills it through a mapping (huge pages, which
+    /// take no `pwrite(2)`): a stream is received straight into
+    /// [`SegmentWriter::as_mut_slice`].
+    pub fn is_mapped(&self) -> bool {
+        self.map.is_some()
+    }
+
+    /// Copies `data` in at `offset` (within the capacity): through the
+    /// mapping when there is one, else with `pwrite(2)`.
+    pub fn write_at(&mut self, offset: u64, data: &[u8]) -> std::io::Result<()> {
+        let end = offset
+            .checked_add(data.len() as u64)
+            .filter(|&e| e <= self.capacity)
+            .ok_or_else(|| std::io::Error::other("write past the segment's capacity"))?;
+        match self.map.as_mut() {
+            Some(m) => m[offset as usize..end as usize].copy_from_slice(data),
+            None => std::os::unix::fs::FileExt::write_all_at(&self.file, data, offset)?,
+        }
+        Ok(())
+    }
+
+    /// The same segment taking `capacity` bytes (at most its page-rounded
+    /// size: the pool's segments are of the page-rounded size asked for).
+    pub(crate) fn with_capacity(mut self, capacity: u64) -> Self {
+        debug_assert!(round_up(capacity.max(1)) == round_up(self.capacity.max(1)));
+        self.capacity = capacity;
+        self
     }
 
     /// A segment a co-located client fills through its own mapping (a
@@ -352,6 +448,18 @@ mod tests {
         if !pool {
             eprintln!("no hugetlb pool on this host: only the 4 KiB path ran");
         }
+        // A streamed write's segment: mapped on huge pages, else filled
+        // with pwrite; the same bytes either way.
+        let mut w = SegmentWriter::create_streamed("s", (2 << 20) + 7, || None).unwrap();
+        assert_eq!(w.is_mapped(), pool);
+        let data: Vec<u8> = (0..(2 << 20) + 7).map(|i| (i % 251) as u8).collect();
+        w.write_at(0, &data[..100]).unwrap();
+        w.write_at(100, &data[100..]).unwrap();
+        assert!(
+            w.write_at((2 << 20) + 7, b"x").is_err(),
+            "past the capacity"
+        );
+        assert_eq!(w.seal(data.len() as u64).unwrap().as_slice(), &data[..]);
         for mode in [SealMode::ReadOnly, SealMode::Registrable] {
             let mut w = SegmentWriter::create("huge", 3 << 20, false).unwrap();
             assert_eq!(
@@ -463,9 +571,11 @@ mod tests {
         assert!(s.is_writable_mapped());
         assert_eq!(s.as_slice(), &data[..]);
         assert_nothing_new_can_write(&s);
-        // Cut to whole pages like a read-only seal.
+        // Cut to whole pages like a read-only seal (huge ones on a host
+        // with a hugetlb pool).
         let f = File::from(s.fd().try_clone_to_owned().unwrap());
-        assert_eq!(f.metadata().unwrap().len(), 12_288);
+        let len = f.metadata().unwrap().len();
+        assert!(len == 12_288 || len == HUGE_PAGE, "{len}");
         // An empty one is sealed read-only (nothing to register).
         let w = SegmentWriter::create("e", 4096, false).unwrap();
         let e = w.seal_with(0, SealMode::Registrable).unwrap();

@@ -303,10 +303,15 @@ async fn write(sh: &Shared, sock: &mut Conn, open: WriteOpen) -> Result<(), Wire
     }
 }
 
-/// One `Data` frame's `len` bytes: read straight into the block's segment
-/// (or, for THROUGH, into `scratch` for the under-storage). After a failure
-/// the rest of the stream is read and dropped, and the error answers
-/// `WriteClose`.
+/// Bytes read from the socket at a time: small enough to stay in cache
+/// between the receive and the copy into the segment.
+const STREAM_PIECE: usize = 1 << 20;
+
+/// One `Data` frame's `len` bytes: received straight into the block's
+/// segment where it is mapped (huge pages), else read
+/// into `scratch` a piece at a time and handed to the session (into the
+/// block's segment with `pwrite`, to the under-storage, or both). After a failure the rest of the stream is read
+/// and dropped, and the error answers `WriteClose`.
 async fn data(
     sock: &mut Conn,
     session: &mut WriteSession,
@@ -319,20 +324,24 @@ async fn data(
         if session.progress().failed() {
             return discard(sock, left, scratch).await;
         }
-        if !session.progress().caches() {
-            let n = left.min(1 << 20) as usize;
-            scratch.resize(n, 0);
-            sock.read_exact(&mut scratch[..n]).await?;
-            session.through(&scratch[..n]).await;
+        if session.progress().caches()
+            && let Some(buf) = session.mapped_buf(left).await
+        {
+            // Straight into the block's mapping (huge pages).
+            let n = buf.len();
+            sock.read_exact(buf).await?;
+            session.received(n).await;
             left -= n as u64;
             continue;
         }
-        let Some(buf) = session.stream_buf(left).await else {
-            continue;
-        };
-        let n = buf.len();
-        sock.read_exact(buf).await?;
-        session.streamed(n).await;
+        let n = left.min(STREAM_PIECE as u64) as usize;
+        scratch.resize(n.max(scratch.len()), 0);
+        sock.read_exact(&mut scratch[..n]).await?;
+        if session.progress().caches() {
+            session.stream(&scratch[..n]).await;
+        } else {
+            session.through(&scratch[..n]).await;
+        }
         left -= n as u64;
     }
     Ok(())

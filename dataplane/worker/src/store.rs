@@ -315,6 +315,8 @@ pub struct BlockStore {
     /// Seal filled segments [`SealMode::Registrable`] (the worker's fabric
     /// registers only writable memory).
     registrable: std::sync::atomic::AtomicBool,
+    /// Segments allocated ahead of writes (off until the budget is set).
+    pub pool: crate::write_pool::WritePool,
     pub stats: Stats,
 }
 
@@ -413,6 +415,7 @@ impl BlockStore {
             moves: tokio::sync::Mutex::new(()),
             moved: tokio::sync::Notify::new(),
             registrable: Default::default(),
+            pool: Default::default(),
             stats: Stats::default(),
         })
     }

@@ -87,11 +87,11 @@ impl ShmWrite {
                     kind: Kind::SegmentOk,
                     reason: "no segment descriptor attached".into(),
                 })?;
-                self.seg = Some((id, WritableSegment::map(fd, cap)?, 0));
+                self.seg = Some((id, WritableSegment::new(fd, cap)?, 0));
             }
             let (_, seg, pos) = self.seg.as_mut().expect("requested above");
             let n = data.len().min(seg.capacity - *pos);
-            seg.as_mut_slice()[*pos..*pos + n].copy_from_slice(&data[..n]);
+            seg.write_at(*pos, &data[..n])?;
             *pos += n;
             data = &data[n..];
             if *pos == seg.capacity {
@@ -101,10 +101,10 @@ impl ShmWrite {
         Ok(())
     }
 
-    /// Unmaps the segment and has the worker seal and keep it.
+    /// Lets go of the segment and has the worker seal and keep it.
     async fn commit(&mut self) -> Result<(), WireError> {
         if let Some((id, mut seg, pos)) = self.seg.take() {
-            seg.unmap();
+            seg.release();
             self.step(
                 Kind::SegmentCommit,
                 &eddy_wire::u64_pair(id, pos as u64),

@@ -108,31 +108,92 @@ impl WriteSession {
         self.progress.streamed(bytes.len() as u64);
     }
 
-    /// Streamed: where the next of `left` bytes go, straight in the block's
-    /// segment (opened, and its reservation grown, as needed). `None` once
-    /// the session has failed: the driver drops the rest of the stream.
-    pub(crate) async fn stream_buf(&mut self, left: u64) -> Option<&mut [u8]> {
+    /// Streamed: `data` (a piece of a `Data` frame) goes into the open
+    /// block's segment (opened, and its reservation grown, as needed), a
+    /// full block into the store, and every byte to the under-storage
+    /// writer. Dropped once the session has failed (the failure answers
+    /// `WriteClose`).
+    pub(crate) async fn stream(&mut self, mut data: &[u8]) {
+        while !data.is_empty() && !self.progress.failed() {
+            match self.stream_piece(data).await {
+                Ok(n) => data = &data[n..],
+                Err(e) => self.progress.fail(e),
+            }
+        }
+    }
+
+    /// As much of `data` as fits in the open block; how many bytes it took.
+    async fn stream_piece(&mut self, data: &[u8]) -> Result<usize> {
+        let n = self.room(data.len() as u64).await? as usize;
+        let o = self.cur.as_mut().expect("opened by room");
+        o.w.write_at(o.pos, &data[..n])
+            .map_err(WorkerError::Memory)?;
+        if let Some(u) = self.ufs.as_mut() {
+            u.write(&data[..n]).await?;
+        }
+        self.advance(n as u64);
+        Ok(n)
+    }
+
+    /// Streamed, into a mapped segment (huge pages):
+    /// where the next of `left` bytes go, straight in the block's mapping,
+    /// for the socket to receive into; then [`Self::received`]. `None` when
+    /// the open block is not mapped (use [`Self::stream`]) or the session
+    /// has failed.
+    pub(crate) async fn mapped_buf(&mut self, left: u64) -> Option<&mut [u8]> {
         if self.progress.failed() {
             return None;
         }
-        if self.cur.is_none() {
-            match self.open_streamed().await {
-                Ok(o) => self.cur = Some(o),
-                Err(e) => {
-                    self.progress.fail(e);
-                    return None;
-                }
+        let n = match self.room(left).await {
+            Ok(n) => n,
+            Err(e) => {
+                self.progress.fail(e);
+                return None;
             }
-        }
-        let o = self.cur.as_mut().expect("opened above");
-        let n = self.progress.piece(o.pos, left);
-        if let Some(step) = self.progress.reserve_more(o.pos + n, o.res.bytes())
-            && let Err(e) = self.store.grow(&mut o.res, step).await
-        {
-            self.progress.fail(e.into());
+        };
+        let o = self.cur.as_mut().expect("opened by room");
+        if !o.w.is_mapped() {
             return None;
         }
         Some(&mut o.w.as_mut_slice()[o.pos as usize..(o.pos + n) as usize])
+    }
+
+    /// Streamed: the first `n` bytes of the last [`Self::mapped_buf`] have
+    /// arrived.
+    pub(crate) async fn received(&mut self, n: usize) {
+        let o = self.cur.as_mut().expect("a block is open");
+        let range = o.pos as usize..o.pos as usize + n;
+        if let Some(u) = self.ufs.as_mut()
+            && let Err(e) = u.write(&o.w.as_mut_slice()[range]).await
+        {
+            self.progress.fail(e.into());
+        }
+        self.advance(n as u64);
+    }
+
+    /// Opens a block if none is, and reserves room in it for as many of
+    /// `left` bytes as fit; how many.
+    async fn room(&mut self, left: u64) -> Result<u64> {
+        if self.cur.is_none() {
+            self.cur = Some(self.open_streamed().await?);
+        }
+        let o = self.cur.as_mut().expect("opened above");
+        let n = self.progress.piece(o.pos, left);
+        if let Some(step) = self.progress.reserve_more(o.pos + n, o.res.bytes()) {
+            self.store.grow(&mut o.res, step).await?;
+        }
+        Ok(n)
+    }
+
+    /// `n` more bytes are in the open block; a full block goes into the
+    /// store.
+    fn advance(&mut self, n: u64) {
+        let o = self.cur.as_mut().expect("a block is open");
+        o.pos += n;
+        self.progress.streamed(n);
+        if self.progress.full(o.pos) {
+            self.seal_streamed();
+        }
     }
 
     /// The segment's size is virtual until written; the reservation grows
@@ -141,7 +202,8 @@ impl WriteSession {
         let index = self.progress.stream_block()?;
         let res = self.store.reserve(0).await?;
         let name = format!("eddy-write-{}-{index}", self.progress.file_id);
-        let w = SegmentWriter::create(&name, self.progress.block_size, false)
+        let size = self.progress.block_size;
+        let w = SegmentWriter::create_streamed(&name, size, || self.store.pool.take(size))
             .map_err(WorkerError::Memory)?;
         Ok(Open {
             w,
@@ -149,24 +211,6 @@ impl WriteSession {
             pos: 0,
             segment: 0,
         })
-    }
-
-    /// Streamed: the first `n` bytes of the last [`Self::stream_buf`] have
-    /// arrived; they go to the under-storage writer, and a full block into
-    /// the store.
-    pub(crate) async fn streamed(&mut self, n: usize) {
-        let o = self.cur.as_mut().expect("a block is open");
-        let range = o.pos as usize..o.pos as usize + n;
-        if let Some(u) = self.ufs.as_mut()
-            && let Err(e) = u.write(&o.w.as_mut_slice()[range]).await
-        {
-            self.progress.fail(e.into());
-        }
-        o.pos += n as u64;
-        self.progress.streamed(n as u64);
-        if self.progress.full(o.pos) {
-            self.seal_streamed();
-        }
     }
 
     fn seal_streamed(&mut self) {
@@ -208,7 +252,12 @@ impl WriteSession {
             self.progress.file_id,
             self.progress.next_index()
         );
-        let w = SegmentWriter::create_for_client(&name, capacity).map_err(WorkerError::Memory)?;
+        let w = match self.store.pool.take(capacity) {
+            Some(w) => w.into_client(),
+            None => {
+                SegmentWriter::create_for_client(&name, capacity).map_err(WorkerError::Memory)?
+            }
+        };
         self.segments += 1;
         self.cur = Some(Open {
             w,

@@ -126,26 +126,26 @@ fn session(sh: &Shared, wt: WriteType, fail_past: u64) -> (WriteSession, Arc<Mut
     (WriteSession::new(sh.store.clone(), &open, ufs, None), seen)
 }
 
-/// Drives a streamed write as the TCP server does: each frame's bytes into
-/// the buffers the session gives, dropped once it has failed.
+/// Drives a streamed write as the TCP server does: each frame's bytes
+/// straight into a mapped segment (huge pages, on a host with a hugetlb
+/// pool) or to the session, dropped once it has failed.
 async fn stream(s: &mut WriteSession, frames: &[&[u8]]) {
     for f in frames {
         let mut left = *f;
-        while !left.is_empty() {
-            if s.progress().failed() {
-                break;
-            }
+        while !left.is_empty() && !s.progress().failed() {
             if !s.progress().caches() {
                 s.through(left).await;
                 break;
             }
-            let Some(buf) = s.stream_buf(left.len() as u64).await else {
+            if let Some(buf) = s.mapped_buf(left.len() as u64).await {
+                let n = buf.len();
+                buf.copy_from_slice(&left[..n]);
+                s.received(n).await;
+                left = &left[n..];
                 continue;
-            };
-            let n = buf.len();
-            buf.copy_from_slice(&left[..n]);
-            s.streamed(n).await;
-            left = &left[n..];
+            }
+            s.stream(left).await;
+            break;
         }
     }
 }
@@ -176,6 +176,51 @@ async fn a_streamed_write_caches_its_blocks_and_persists_every_byte() {
     let seen = seen.lock();
     assert_eq!(seen.bytes, data);
     assert!(seen.completed && !seen.aborted);
+}
+
+/// With the write pool on, blocks after the first land in pooled
+/// segments (pages allocated ahead), streamed and short-circuit alike, and
+/// read back the same; a pooled segment handed to a client is sealed
+/// against it like a fresh one.
+#[tokio::test]
+async fn writes_take_pooled_segments_once_the_pool_has_stock() {
+    let sh = shared(1 << 20);
+    sh.store.pool.set_budget(2 * 4096);
+    let (mut s, _) = session(&sh, WriteType::MustCache, u64::MAX);
+    let data: Vec<u8> = (0..25u8).collect();
+    stream(&mut s, &[&data[..10]]).await;
+    sh.store.pool.wait_stocked();
+    stream(&mut s, &[&data[10..]]).await;
+    let meminfo = std::fs::read_to_string("/proc/meminfo").unwrap();
+    if crate::segment::hugetlb_free_bytes(&meminfo) == 0 {
+        assert_eq!(sh.store.pool.hits_and_misses(), (2, 1));
+    } else {
+        // Huge pages first, where the host has a pool: none taken.
+        assert_eq!(sh.store.pool.hits_and_misses(), (0, 0));
+    }
+    let ok = s.close_streamed(&sh, 25).await.unwrap();
+    assert_eq!((ok.length, ok.blocks), (25, 3));
+    for (i, want) in data.chunks(BS as usize).enumerate() {
+        assert_eq!(block(&sh, i as u64).unwrap(), want);
+    }
+
+    let sh = shared(1 << 20);
+    sh.store.pool.set_budget(4096);
+    assert!(
+        sh.store.pool.take(BS).is_none(),
+        "the first ask starts the pool"
+    );
+    sh.store.pool.wait_stocked();
+    let (mut s, _) = session(&sh, WriteType::MustCache, u64::MAX);
+    assert_eq!(commit(&mut s, &[7u8; 10]).await.unwrap(), 10);
+    assert_eq!(sh.store.pool.hits_and_misses(), (1, 1));
+    let seg = match sh.store.get(eddy_proto::block_id(3, 0)).unwrap() {
+        crate::store::Block::Mem(seg) => seg,
+        _ => unreachable!("a write's block is in memory"),
+    };
+    assert_eq!(seg.as_slice(), &[7u8; 10]);
+    let seals = rustix::fs::fcntl_get_seals(seg.fd()).unwrap();
+    assert!(seals.contains(rustix::fs::SealFlags::WRITE));
 }
 
 #[tokio::test]
