@@ -120,6 +120,8 @@ async fn worker_shutdown_ends_reads_cleanly_and_frees_every_segment() {
         master: master.addr.to_string(),
         bind: "127.0.0.1:0".into(),
         memory_capacity: 256 << 20,
+        // Counted below: only the blocks' segments, not a write pool's.
+        write_pool_bytes: 0,
         ..Default::default()
     })
     .await

@@ -308,10 +308,10 @@ async fn write(sh: &Shared, sock: &mut Conn, open: WriteOpen) -> Result<(), Wire
 const STREAM_PIECE: usize = 1 << 20;
 
 /// One `Data` frame's `len` bytes: received straight into the block's
-/// segment where it is mapped (huge pages), else read
-/// into `scratch` a piece at a time and handed to the session (into the
-/// block's segment with `pwrite`, to the under-storage, or both). After a failure the rest of the stream is read
-/// and dropped, and the error answers `WriteClose`.
+/// segment where it is mapped (huge pages), else read into `scratch` a
+/// piece at a time and handed to the session (into the block's segment
+/// with `pwrite`, to the under-storage, or both). After a failure the rest
+/// of the stream is read and dropped, and the error answers `WriteClose`.
 async fn data(
     sock: &mut Conn,
     session: &mut WriteSession,

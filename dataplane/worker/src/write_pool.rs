@@ -36,6 +36,7 @@ const MAX_SEGMENTS: usize = 16;
 /// refill thread and frees what it holds.
 pub struct WritePool {
     inner: Arc<Inner>,
+    /// The refill thread, once started (detached at drop).
     thread: Mutex<Option<std::thread::JoinHandle<()>>>,
 }
 
@@ -148,6 +149,11 @@ impl WritePool {
     /// Blocks until the stock is as full as the budget allows (tests and
     /// benchmarks: a write measured after this finds the pool full).
     pub fn wait_stocked(&self) {
+        let started = self.thread.lock().unwrap_or_else(|p| p.into_inner());
+        if started.is_none() {
+            return; // Nothing would ever fill it.
+        }
+        drop(started);
         let mut st = self.lock();
         while st.wants_more() && !st.stop {
             st = self
@@ -181,13 +187,12 @@ impl WritePool {
 }
 
 impl Drop for WritePool {
+    /// Stops the refill thread without waiting for it (at nice 19 on a busy
+    /// host its last allocation can take a while): it ends after that one,
+    /// and the stock is freed with it.
     fn drop(&mut self) {
         self.lock().stop = true;
         self.inner.changed.notify_all();
-        let t = self.thread.get_mut().unwrap_or_else(|p| p.into_inner());
-        if let Some(h) = t.take() {
-            let _ = h.join();
-        }
     }
 }
 

@@ -135,11 +135,10 @@ impl WriteSession {
         Ok(n)
     }
 
-    /// Streamed, into a mapped segment (huge pages):
-    /// where the next of `left` bytes go, straight in the block's mapping,
-    /// for the socket to receive into; then [`Self::received`]. `None` when
-    /// the open block is not mapped (use [`Self::stream`]) or the session
-    /// has failed.
+    /// Streamed, into a mapped segment (huge pages): where the next of
+    /// `left` bytes go, straight in the block's mapping, for the socket to
+    /// receive into; then [`Self::received`]. `None` when the open block is
+    /// not mapped (use [`Self::stream`]) or the session has failed.
     pub(crate) async fn mapped_buf(&mut self, left: u64) -> Option<&mut [u8]> {
         if self.progress.failed() {
             return None;
