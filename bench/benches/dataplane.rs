@@ -200,10 +200,7 @@ const BURST_RUNS: usize = 7;
 
 async fn burst_writes(fs: &FileSystem, dir: &std::path::Path) -> (Vec<Duration>, Vec<Duration>) {
     let data = vec![0x3cu8; CHUNK];
-    let budget = std::env::var("EDDY_BENCH_WRITE_POOL")
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(BURST);
+    let budget = eddy_bench::write_pool_budget(BURST);
     let (mut eddy, mut local) = (Vec::new(), Vec::new());
     for r in 0..BURST_RUNS {
         eddy_bench::wait_write_pool(fs, dir, budget, 64 << 20).await;

@@ -240,22 +240,7 @@ async fn small_files(c: &Clients, data: &[u8], m: &mut Measured) {
 /// already touched (the baseline: what a write costs once page
 /// allocation is off its path).
 async fn writes(c: &Clients, data: &[u8], m: &mut Measured) {
-    let mut touched = vec![1u8; data.len()];
-    for run in 0..RUNS {
-        let path = format!("/written-{run}");
-        let t = Instant::now();
-        let mut w = c.sc.create(&path, &CreateOptions::default()).await.unwrap();
-        for chunk in data.chunks(8 * MIB) {
-            w.write(chunk).await.unwrap();
-        }
-        w.close().await.unwrap();
-        m.write_sc.push(t.elapsed());
-        c.sc.delete(&path, false).await.unwrap();
-        let t = Instant::now();
-        touched.copy_from_slice(black_box(data));
-        black_box(&touched);
-        m.write_memcpy.push(t.elapsed());
-    }
+    (m.write_sc, m.write_memcpy) = write_vs_memcpy(c, "written", data, RUNS, None).await;
 }
 
 /// A burst the write pool holds: 128 MiB (two 64 MiB blocks, the default
@@ -266,27 +251,42 @@ const BURST: usize = 128 * MIB;
 /// Phase 6: short-circuit bursts.
 async fn bursts(c: &Clients, dir: &std::path::Path, data: &[u8], m: &mut Measured) {
     let data = &data[..BURST.min(data.len())];
-    let budget = std::env::var("EDDY_BENCH_WRITE_POOL")
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(BURST as u64);
+    let pool = (dir, eddy_bench::write_pool_budget(BURST as u64));
+    (m.burst_sc, m.burst_memcpy) = write_vs_memcpy(c, "burst", data, RUNS + 4, Some(pool)).await;
+}
+
+/// `runs` short-circuit writes of `data` (MUST_CACHE, each deleted after)
+/// and as many copies of it into touched memory, alternating; with `pool`
+/// (the cluster's directory and the pool's budget), each write waits for
+/// the worker's write pool to be full first.
+async fn write_vs_memcpy(
+    c: &Clients,
+    name: &str,
+    data: &[u8],
+    runs: usize,
+    pool: Option<(&std::path::Path, u64)>,
+) -> (Vec<Duration>, Vec<Duration>) {
     let mut touched = vec![1u8; data.len()];
-    for run in 0..RUNS + 4 {
-        eddy_bench::wait_write_pool(&c.sc, dir, budget, 64 << 20).await;
-        let path = format!("/burst-{run}");
+    let (mut sc, mut memcpy) = (Vec::new(), Vec::new());
+    for run in 0..runs {
+        if let Some((dir, budget)) = pool {
+            eddy_bench::wait_write_pool(&c.sc, dir, budget, 64 << 20).await;
+        }
+        let path = format!("/{name}-{run}");
         let t = Instant::now();
         let mut w = c.sc.create(&path, &CreateOptions::default()).await.unwrap();
         for chunk in data.chunks(8 * MIB) {
             w.write(chunk).await.unwrap();
         }
         w.close().await.unwrap();
-        m.burst_sc.push(t.elapsed());
+        sc.push(t.elapsed());
         c.sc.delete(&path, false).await.unwrap();
         let t = Instant::now();
         touched.copy_from_slice(black_box(data));
         black_box(&touched);
-        m.burst_memcpy.push(t.elapsed());
+        memcpy.push(t.elapsed());
     }
+    (sc, memcpy)
 }
 
 fn report(bytes: u64, mut m: Measured) {

@@ -104,10 +104,9 @@ pub fn cluster_child(dir: &std::path::Path, tls: bool) {
             rdma_provider: rdma_provider.unwrap_or_default(),
             domain_socket: dir.join("worker.sock").display().to_string(),
             // `EDDY_BENCH_WRITE_POOL` (bytes) compares write-pool budgets.
-            write_pool_bytes: std::env::var("EDDY_BENCH_WRITE_POOL")
-                .ok()
-                .and_then(|v| v.parse().ok())
-                .unwrap_or(eddy_worker::WorkerConfig::default().write_pool_bytes),
+            write_pool_bytes: write_pool_budget(
+                eddy_worker::WorkerConfig::default().write_pool_bytes,
+            ),
             ..Default::default()
         })
         .await
@@ -311,4 +310,13 @@ pub async fn wait_write_pool(
         tokio::time::sleep(std::time::Duration::from_millis(5)).await;
     }
     eprintln!("the write pool did not fill within 10 s; measuring anyway");
+}
+
+/// The benchmark worker's `write_pool_bytes`: `EDDY_BENCH_WRITE_POOL`,
+/// else `default`.
+pub fn write_pool_budget(default: u64) -> u64 {
+    std::env::var("EDDY_BENCH_WRITE_POOL")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(default)
 }
