@@ -143,11 +143,11 @@ impl SegmentWriter {
     /// write): on huge pages where the host has a hugetlb pool (mapped, as
     /// [`SegmentWriter::create`]), else an unmapped memfd that
     /// [`SegmentWriter::write_at`] fills with `pwrite(2)`: one from the
-    /// write pool (`pooled`) if it has one, else a fresh one. Writing a fresh 4 KiB
-    /// shmem page through the file costs about half of faulting it into a
-    /// mapping and copying (the kernel neither traps nor zeroes a page
-    /// written whole); a pooled page costs only the copy (bench/RESULTS.md,
-    /// "Writes").
+    /// write pool (`pooled`) if it has one, else a fresh one. Writing a
+    /// fresh 4 KiB shmem page through the file costs about half of faulting
+    /// it into a mapping and copying (the kernel neither traps nor zeroes a
+    /// page written whole); a pooled page costs only the copy
+    /// (bench/RESULTS.md, "Writes").
     pub fn create_streamed(
         name: &str,
         capacity: u64,
@@ -156,9 +156,15 @@ impl SegmentWriter {
         if let Some(w) = Self::huge(name, capacity) {
             return Ok(w);
         }
-        if let Some(w) = pooled() {
-            return Ok(w);
+        match pooled() {
+            Some(w) => Ok(w),
+            None => Self::fresh(name, capacity),
         }
+    }
+
+    /// A fresh, unmapped memfd of `capacity` bytes (page-rounded), filled
+    /// with `pwrite(2)`; its pages are allocated as they are written.
+    fn fresh(name: &str, capacity: u64) -> std::io::Result<Self> {
         let fd: OwnedFd =
             rustix::fs::memfd_create(name, MemfdFlags::CLOEXEC | MemfdFlags::ALLOW_SEALING)?;
         let file = File::from(fd);
@@ -234,16 +240,7 @@ impl SegmentWriter {
     /// the memfd until it is sealed, and the worker never touches the bytes
     /// before then.
     pub fn create_for_client(name: &str, capacity: u64) -> std::io::Result<Self> {
-        let fd: OwnedFd =
-            rustix::fs::memfd_create(name, MemfdFlags::CLOEXEC | MemfdFlags::ALLOW_SEALING)?;
-        let file = File::from(fd);
-        file.set_len(round_up(capacity.max(1)))?;
-        Ok(Self {
-            file,
-            map: None,
-            capacity,
-            by_client: true,
-        })
+        Ok(Self::fresh(name, capacity)?.into_client())
     }
 
     /// The memfd, for handing to the client that fills it.
