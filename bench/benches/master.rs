@@ -16,7 +16,11 @@
 //! - `one_client_*` (issue 18): one client, one call at a time: a null RPC,
 //!   `get_status`, and create + complete of an empty file against a master
 //!   with `[master] sync = "always"` and one with `sync = "batch"`, in the
-//!   same run, on the same disk.
+//!   same run, on the same disk; and the second baseline,
+//!   `one_client_metastore_commit`: one durable metastore transaction of
+//!   what a create + complete writes (the file's record twice, its
+//!   parent's once), straight to a metastore on that disk. The target is
+//!   create + complete (`always`) at most that commit plus two null RPCs.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -186,6 +190,21 @@ fn bench_one_client(c: &mut Criterion, rt: &tokio::runtime::Runtime) {
                 })
                 .await
             }
+        })
+    });
+    g.bench_function("one_client_metastore_commit", |b| {
+        use eddy_master::metastore::{MetaOp, Metastore, SyncPolicy};
+        let dir = tempfile::tempdir().unwrap();
+        let (store, _) = Metastore::open(dir.path(), SyncPolicy::default()).unwrap();
+        let record = vec![7u8; 96];
+        let next = AtomicU64::new(2);
+        b.to_async(rt).iter(|| {
+            let id = next.fetch_add(1, Ordering::Relaxed);
+            let put = |id: u64| MetaOp::PutInode {
+                id,
+                record: record.clone(),
+            };
+            store.submit(vec![put(id), put(1), put(id)])
         })
     });
     let seq = Arc::new(AtomicU64::new(0));

@@ -85,6 +85,56 @@ async fn creates_survive_kill_9(config: &str) {
     assert!(entries.iter().all(|e| e.id < fresh.id));
 }
 
+/// A create answers before it is durable and commits with its file's
+/// completion (docs/CONSISTENCY.md, "Creates commit with their close"):
+/// here its window is longer than the test. A create someone else has
+/// seen, or that its writer closed, survives kill -9; one no one else saw
+/// may be lost, its writer's close then answers NOT_FOUND, and its id is
+/// never given to another file.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_create_is_lost_at_a_crash_only_if_no_one_else_saw_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let hold = [("EDDY_DEFER_COMMIT_MS", "600000")];
+    let m = MasterProc::start_full(dir.path(), "127.0.0.1:0", "", &hold);
+    let addr = m.addr.clone();
+    let (a, b) = (m.client().await, m.client().await);
+    a.mkdir("/d", false).await.unwrap();
+    a.create_file("/d/closed", &CreateOptions::default())
+        .await
+        .unwrap();
+    a.complete_file("/d/closed", 5, false).await.unwrap();
+    a.create_file("/d/seen", &CreateOptions::default())
+        .await
+        .unwrap();
+    // A read commits the creates it may see before it answers.
+    assert!(!b.stat("/d/seen").await.unwrap().complete);
+    let lost = a
+        .create_file("/d/unseen", &CreateOptions::default())
+        .await
+        .unwrap();
+    m.kill9();
+
+    let m = MasterProc::start_bound(dir.path(), &addr, "");
+    let c = m.client().await;
+    assert_eq!(c.stat("/d/closed").await.unwrap().length, 5);
+    assert!(!c.stat("/d/seen").await.unwrap().complete);
+    assert!(
+        !c.exists("/d/unseen").await.unwrap(),
+        "its create was never durable"
+    );
+    let e = c.complete_file("/d/unseen", 0, false).await.unwrap_err();
+    assert_eq!(common::code_of(e), eddy_client::EddyCode::NotFound);
+    let fresh = c
+        .create_file("/d/unseen", &CreateOptions::default())
+        .await
+        .unwrap();
+    assert!(
+        fresh.id > lost.id,
+        "id {} was given out before the crash",
+        lost.id
+    );
+}
+
 /// Eddy-only files (written MUST_CACHE, not persisted) move by metadata
 /// alone, so this checks the metastore's atomicity without the under-storage.
 /// (A crash between an under-storage rename and its metastore commit is a

@@ -581,6 +581,36 @@ fn checker_rejects_an_indeterminate_create_appearing_after_its_failure() {
 }
 
 #[test]
+fn checker_lets_an_unclosed_create_vanish_only_until_its_close_answers() {
+    // A master crash lost a create no one else saw: a reader finds nothing,
+    // and the writer's close answers NOT_FOUND.
+    let [c, _] = create(0, 0, A, 7);
+    let gone = e(
+        1,
+        20,
+        21,
+        Op::Stat { path: A },
+        Res::Err(EddyCode::NotFound),
+    );
+    let close = e(0, 30, 31, Op::Close { id: 7 }, Res::Err(EddyCode::NotFound));
+    let h = [c.clone(), gone.clone(), close.clone()];
+    assert!(violations(&h, &strict()).is_empty());
+    // A close that answered OK made the file whole: it cannot vanish.
+    let ok = e(0, 30, 31, Op::Close { id: 7 }, Res::Done);
+    let later = e(
+        1,
+        40,
+        41,
+        Op::Stat { path: A },
+        Res::Err(EddyCode::NotFound),
+    );
+    assert_eq!(violations(&[c.clone(), ok, later], &strict()).len(), 1);
+    // Nor does a file its close found gone come back.
+    let back = e(1, 40, 41, Op::List { dir: 0 }, Res::List(vec![(A, false)]));
+    assert_eq!(violations(&[c, close, back], &strict()).len(), 1);
+}
+
+#[test]
 fn checker_accepts_concurrent_ops_that_fit_in_one_order() {
     let mut h = Vec::new();
     h.extend(create(0, 0, A, 7));

@@ -8,9 +8,12 @@
 //!   `DEADLINE_EXCEEDED` (the server may still be working on it), or with
 //!   [`CheckOptions::indeterminate_forever`], at any time after its
 //!   invocation or never;
-//! - an indeterminate create or close also gets an optional clean-up
-//!   ([`Op::Discard`]) in the same window: the client library deletes the
-//!   file when a create or close fails;
+//! - a create whose close did not succeed gets an optional clean-up
+//!   ([`Op::Discard`]) from the create's invocation to the close's answer
+//!   (for ever, without a close or after an indeterminate create or close
+//!   that may take effect for ever): the client library deletes the file
+//!   when a create or close fails, and a master crash may lose a create
+//!   that no one else saw before its close (docs/CONSISTENCY.md);
 //! - a read by a client may linearize as early as `stale_bound` before its
 //!   invocation (the client's metadata cache), but never before the end of
 //!   that client's own last mutation of that path (read-your-writes);
@@ -186,6 +189,16 @@ fn prepare(history: &[Entry], ks: &KeySpace, opts: &CheckOptions, report: &mut R
     // Per client and path: when its last mutation of that path returned.
     let mut own: HashMap<(u32, PathIdx), Time> = HashMap::new();
     let mut create_path: HashMap<u64, PathIdx> = HashMap::new();
+    let closes: HashMap<u64, &Entry> = history
+        .iter()
+        .filter_map(|e| match e.op {
+            Op::Close { id } => Some((id, e)),
+            _ => None,
+        })
+        .collect();
+    let lasts_forever = |e: &Entry| {
+        opts.indeterminate_forever || matches!(e.res, Res::Unknown(EddyCode::DeadlineExceeded))
+    };
     let mut out = Vec::new();
     for i in order {
         let e = &history[i];
@@ -269,15 +282,23 @@ fn prepare(history: &[Entry], ks: &KeySpace, opts: &CheckOptions, report: &mut R
                 own.insert((e.client, p), e.ret.saturating_add(1));
             }
         }
-        if let (true, Op::Create { id, .. } | Op::Close { id }) = (indeterminate, &e.op) {
-            out.push(SOp {
-                entry: i,
-                op: Op::Discard { id: *id },
-                res: res.clone(),
-                inv,
-                ret,
-                optional: true,
-            });
+        if let (Res::Done | Res::Unknown(_), Op::Create { id, .. }) = (&res, &e.op) {
+            let close = closes.get(id);
+            let end = match close {
+                Some(c) if c.res == Res::Done => None,
+                Some(c) if !lasts_forever(c) => Some(c.ret.max(ret)),
+                _ => Some(NEVER),
+            };
+            if let Some(end) = end {
+                out.push(SOp {
+                    entry: i,
+                    op: Op::Discard { id: *id },
+                    res: res.clone(),
+                    inv,
+                    ret: end,
+                    optional: true,
+                });
+            }
         }
         out.push(SOp {
             entry: i,

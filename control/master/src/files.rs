@@ -64,7 +64,7 @@ impl MasterState {
             .await?;
         } else {
             // Already there: an answer read from the namespace, as a stat.
-            self.durability.settle().await;
+            self.settle_reads().await;
         }
         self.status_of(&path)
     }

@@ -15,6 +15,13 @@
 //! process) and committed without a sync; a durable commit follows within
 //! `sync_batch_ms`, and a clean stop syncs first ([`Metastore::sync`]). See
 //! `crate::journal` for what each crash loses.
+//!
+//! A deferred batch ([`Metastore::submit_as`], the create of a file) does
+//! not start a transaction of its own with `always`: it waits in the
+//! committer for the next batch that is not deferred (its file's
+//! completion, as a rule) and goes into the same transaction, or is
+//! committed alone when `SyncPolicy::defer` has passed. A create and a
+//! completion then cost one fsync between them, not two.
 
 use std::path::Path;
 use std::sync::Arc;
@@ -58,13 +65,23 @@ pub struct SyncPolicy {
     pub mode: MetastoreSync,
     /// With `Batch`: the longest a commit waits for its sync.
     pub batch: Duration,
+    /// With `Always`: the longest a deferred batch waits for a commit to
+    /// join.
+    pub defer: Duration,
 }
+
+/// How long a deferred create waits for its file's completion to commit
+/// with ([`SyncPolicy::defer`]): a small file is written and closed well
+/// within it, and a crash can lose no more than this of creates nothing
+/// else has seen.
+pub const DEFER: Duration = Duration::from_millis(10);
 
 impl Default for SyncPolicy {
     fn default() -> Self {
         Self {
             mode: MetastoreSync::Always,
             batch: Duration::from_millis(100),
+            defer: DEFER,
         }
     }
 }
@@ -74,10 +91,13 @@ struct Batch {
     /// Answer only once this batch and everything before it are synced,
     /// whatever the policy ([`Metastore::sync`]).
     sync: bool,
+    /// With `always`: wait for the next batch that is not deferred, or
+    /// `SyncPolicy::defer`, before committing.
+    deferred: bool,
     /// Answered when the batch's transaction commits (`None`: the batch
-    /// was answered when it was journaled). An error is shared by every
-    /// batch of the transaction.
-    done: Option<oneshot::Sender<Result<(), Arc<redb::Error>>>>,
+    /// was answered when it was journaled). A failed commit stops the
+    /// master (`or_abort`), so there is no error to send.
+    done: Option<oneshot::Sender<()>>,
 }
 
 /// The journal, shared by submitters (who append under the namespace lock)
@@ -130,6 +150,8 @@ impl Metastore {
             policy,
             journal: journal.clone(),
             sync_by: None,
+            held: Vec::new(),
+            held_by: None,
             synced,
         };
         std::thread::Builder::new()
@@ -149,6 +171,18 @@ impl Metastore {
     /// module doc). Call with the namespace lock held (submission order is
     /// commit order), await without it.
     pub fn submit(&self, ops: Vec<MetaOp>) -> impl Future<Output = Result<()>> + use<> {
+        self.submit_as(ops, false)
+    }
+
+    /// As [`Self::submit`]; `deferred`: with `always` the batch waits for
+    /// the next one that is not deferred (or `SyncPolicy::defer`) to share
+    /// its transaction, and its submitter answers without awaiting it
+    /// (`crate::durable`). With `batch` the journal answers at once anyway.
+    pub fn submit_as(
+        &self,
+        ops: Vec<MetaOp>,
+        deferred: bool,
+    ) -> impl Future<Output = Result<()>> + use<> {
         // `(None, sent)`: journaled, answered at once if it reached the
         // committer.
         let (waited, sent) = match &self.journal {
@@ -162,11 +196,12 @@ impl Metastore {
                 let batch = Batch {
                     ops,
                     sync: false,
+                    deferred: false,
                     done: None,
                 };
                 (None, self.tx.send(batch).is_ok())
             }
-            _ => (Some(self.send(ops, false)), true),
+            _ => (Some(self.send(ops, false, deferred)), true),
         };
         async move {
             match waited {
@@ -181,16 +216,34 @@ impl Metastore {
     /// in effect with `sync = "always"`; a clean stop calls it so `batch`
     /// loses nothing then.
     pub fn sync(&self) -> impl Future<Output = Result<()>> + use<> {
-        self.send(Vec::new(), true)
+        self.send(Vec::new(), true, false)
     }
 
-    fn send(&self, ops: Vec<MetaOp>, sync: bool) -> impl Future<Output = Result<()>> + use<> {
+    /// Asks the committer to commit the deferred batches it holds now (a
+    /// reader may see them: `crate::durable`).
+    pub fn flush_deferred(&self) {
+        // Nothing to answer, and a stopped committer has nothing to commit.
+        let _ = self.tx.send(Batch {
+            ops: Vec::new(),
+            sync: false,
+            deferred: false,
+            done: None,
+        });
+    }
+
+    fn send(
+        &self,
+        ops: Vec<MetaOp>,
+        sync: bool,
+        deferred: bool,
+    ) -> impl Future<Output = Result<()>> + use<> {
         let (done, rx) = oneshot::channel();
         let sent = self
             .tx
             .send(Batch {
                 ops,
                 sync,
+                deferred,
                 done: Some(done),
             })
             .is_ok();
@@ -198,11 +251,7 @@ impl Metastore {
             if !sent {
                 return Err(stopped());
             }
-            match rx.await {
-                Ok(Ok(())) => Ok(()),
-                Ok(Err(e)) => Err(MasterError::Metastore(e.to_string())),
-                Err(_) => Err(stopped()),
-            }
+            rx.await.map_err(|_| stopped())
         }
     }
 }
@@ -341,6 +390,10 @@ struct Committer {
     journal: Option<SharedJournal>,
     /// With `batch`: when the oldest commit not yet synced must be.
     sync_by: Option<Instant>,
+    /// With `always`: deferred batches waiting for a commit to join, in
+    /// submission order, and when the oldest must be committed anyway.
+    held: Vec<Batch>,
+    held_by: Option<Instant>,
     /// Bumped after each `batch` sync ([`Metastore::syncs`]).
     synced: tokio::sync::watch::Sender<u64>,
 }
@@ -349,44 +402,69 @@ impl Committer {
     fn run(mut self, db: &Database) {
         // Test-only: `EDDY_COMMIT_DELAY_MS` holds every commit back that
         // long, so tests can act (read, kill -9) while a change is not
-        // durable yet.
-        let delay = std::env::var("EDDY_COMMIT_DELAY_MS")
-            .ok()
-            .and_then(|v| v.parse::<u64>().ok())
-            .map(Duration::from_millis);
+        // durable yet; `EDDY_DEFER_COMMIT_MS` widens the deferral window
+        // for the same reason.
+        let env_ms = |name: &str| {
+            std::env::var(name)
+                .ok()
+                .and_then(|v| v.parse::<u64>().ok())
+                .map(Duration::from_millis)
+        };
+        let delay = env_ms("EDDY_COMMIT_DELAY_MS");
+        if let Some(d) = env_ms("EDDY_DEFER_COMMIT_MS") {
+            self.policy.defer = d;
+        }
         loop {
+            let now = Instant::now();
             // Due even while batches keep coming.
-            if self.sync_by.is_some_and(|t| t <= Instant::now()) {
+            if self.sync_by.is_some_and(|t| t <= now) {
                 self.sync(db, Vec::new());
             }
-            let first = match self.sync_by {
+            if self.held_by.is_some_and(|t| t <= now) {
+                if let Some(d) = delay {
+                    std::thread::sleep(d);
+                }
+                let held = self.take_held();
+                self.commit(db, held);
+                continue;
+            }
+            let first = match self.sync_by.into_iter().chain(self.held_by).min() {
                 None => match self.rx.recv() {
                     Ok(b) => b,
                     Err(_) => break,
                 },
-                Some(t) => match self
-                    .rx
-                    .recv_timeout(t.saturating_duration_since(Instant::now()))
-                {
+                Some(t) => match self.rx.recv_timeout(t.saturating_duration_since(now)) {
                     Ok(b) => b,
-                    Err(mpsc::RecvTimeoutError::Timeout) => {
-                        self.sync(db, Vec::new());
-                        continue;
-                    }
+                    Err(mpsc::RecvTimeoutError::Timeout) => continue,
                     Err(mpsc::RecvTimeoutError::Disconnected) => break,
                 },
             };
+            if first.deferred {
+                self.held_by.get_or_insert(now + self.policy.defer);
+                self.held.push(first);
+                continue;
+            }
             if let Some(d) = delay {
                 std::thread::sleep(d);
             }
-            let mut batches = vec![first];
+            let mut batches = self.take_held();
+            batches.push(first);
             self.take_ready(&mut batches);
             self.commit(db, batches);
         }
-        // Every handle is gone: what was committed reaches the disk.
+        // Every handle is gone: what is held is committed, what was
+        // committed reaches the disk.
+        let held = self.take_held();
+        self.commit(db, held);
         if self.sync_by.is_some() {
             self.sync(db, Vec::new());
         }
+    }
+
+    /// The deferred batches held, oldest first; none is held after.
+    fn take_held(&mut self) -> Vec<Batch> {
+        self.held_by = None;
+        std::mem::take(&mut self.held)
     }
 
     /// Adds the batches already queued to `batches`, up to a transaction's
@@ -410,7 +488,11 @@ impl Committer {
     fn commit(&mut self, db: &Database, batches: Vec<Batch>) {
         let ops = || batches.iter().flat_map(|b| &b.ops);
         if self.journal.is_none() {
-            or_abort(apply(db, ops(), true, None));
+            // An empty batch (a flush of held batches, a sync) with
+            // nothing held needs no transaction: all before it is durable.
+            if ops().next().is_some() {
+                or_abort(apply(db, ops(), true, None));
+            }
             answer(batches);
             return;
         }
@@ -457,7 +539,7 @@ impl Committer {
 fn answer(batches: Vec<Batch>) {
     for b in batches {
         if let Some(done) = b.done {
-            let _ = done.send(Ok(()));
+            let _ = done.send(());
         }
     }
 }

@@ -19,41 +19,20 @@ use crate::path::EddyPath;
 use crate::table::InodeTable;
 
 mod by_id;
+mod effects;
 mod mounts;
 pub mod perm;
 mod tree;
 mod ufs_merge;
 mod upkeep;
 pub use by_id::Completion;
+pub use effects::{Effects, ID_RESERVATION};
 
 /// Largest accepted block size (1 TiB) and smallest (4 KiB, a page).
 pub const MAX_BLOCK_SIZE: u64 = 1 << 40;
 pub const MIN_BLOCK_SIZE: u64 = 4096;
 /// Largest number of blocks a file may have (the index bits of a block id).
 pub const MAX_BLOCKS_PER_FILE: u64 = 1 << eddy_proto::BLOCK_INDEX_BITS;
-
-/// Durable changes and side effects of one mutation.
-#[derive(Debug, Default)]
-pub struct Effects {
-    pub ops: Vec<MetaOp>,
-    /// Cached blocks that no longer belong to any file's current content.
-    pub dropped_blocks: Vec<u64>,
-    /// Incomplete files removed: their committed blocks are found by file id.
-    pub dropped_files: Vec<u64>,
-    next_id: Option<u64>,
-}
-
-impl Effects {
-    pub fn into_ops(mut self) -> Vec<MetaOp> {
-        if let Some(n) = self.next_id.take() {
-            self.ops.push(MetaOp::SetNextId(n));
-        }
-        self.ops
-    }
-    pub fn is_empty(&self) -> bool {
-        self.ops.is_empty() && self.next_id.is_none()
-    }
-}
 
 /// Attributes of a new inode.
 #[derive(Debug, Clone)]
@@ -146,6 +125,8 @@ pub struct FreeOpts {
 pub struct Namespace {
     inodes: InodeTable,
     next_id: u64,
+    /// Ids below this are reserved durably (`ID_RESERVATION`).
+    id_reserved: u64,
     pub mounts: MountTable,
     /// Interned owners (see [`Owner`]).
     owners: HashSet<Arc<Owner>>,
@@ -202,6 +183,7 @@ impl Namespace {
         let mut ns = Namespace {
             inodes: InodeTable::default(),
             next_id: ROOT_ID + 1,
+            id_reserved: ROOT_ID + 1 + ID_RESERVATION,
             mounts: MountTable::default(),
             owners: HashSet::new(),
             pinned: BTreeSet::new(),
@@ -226,7 +208,7 @@ impl Namespace {
             path: "/".into(),
             record: root_mount.encode(),
         });
-        fx.next_id = Some(ns.next_id);
+        fx.next_id = Some(ns.id_reserved);
         ns.inodes.insert(ROOT_ID, root);
         ns.mounts.insert(root_mount);
         (ns, fx)
@@ -240,6 +222,7 @@ impl Namespace {
         let mut ns = Namespace {
             inodes: InodeTable::with_capacity(loaded.inodes.len()),
             next_id: loaded.next_id,
+            id_reserved: 0,
             mounts: MountTable::default(),
             owners: HashSet::new(),
             pinned: BTreeSet::new(),
@@ -270,7 +253,10 @@ impl Namespace {
                 "inode id {max_id} leaves no id for the next inode; the metastore is corrupt"
             ))
         })?;
+        // The stored next id is the end of the last reservation: ids a
+        // lost create was given lie below it. The first new id reserves.
         ns.next_id = ns.next_id.max(after_max);
+        ns.id_reserved = ns.next_id;
         // Children are derived from parent links, never stored.
         let links: Vec<(u64, u64, Arc<str>)> = ns
             .inodes
@@ -327,7 +313,10 @@ impl Namespace {
     fn alloc_id(&mut self, fx: &mut Effects) -> u64 {
         let id = self.next_id;
         self.next_id += 1;
-        fx.next_id = Some(self.next_id);
+        if self.next_id > self.id_reserved {
+            self.id_reserved = id.saturating_add(ID_RESERVATION);
+            fx.next_id = Some(self.id_reserved);
+        }
         id
     }
 
@@ -587,6 +576,7 @@ impl Namespace {
         fx: &mut Effects,
     ) -> Result<u64> {
         self.check_create(path, opts.recursive, attrs)?;
+        let alone = fx.is_empty();
         let (mut parent, missing) = self.parent_for_create(path, opts.recursive)?;
         let dir_attrs = NewAttrs {
             mode: None,
@@ -602,6 +592,7 @@ impl Namespace {
         let id = self.alloc_id(fx);
         let mut ino = self.new_inode(id, parent, last, false, attrs, now);
         ino.set_flag(FLAG_STAGED, attrs.staged);
+        fx.deferrable = alone && dirs.is_empty() && fx.next_id.is_none();
         Ok(self.attach(ino, fx))
     }
 

@@ -20,7 +20,7 @@ impl MasterRpc {
     /// A read's answer, once everything it may have seen is durable.
     async fn read<T>(&self, f: impl std::future::Future<Output = Result<T>>) -> Result<T> {
         let r = f.await;
-        self.0.durability.settle().await;
+        self.0.settle_reads().await;
         r
     }
 
@@ -42,7 +42,7 @@ impl MasterRpc {
     async fn change<T>(&self, f: impl std::future::Future<Output = Result<T>>) -> Result<T> {
         let r = f.await;
         if r.is_err() {
-            self.0.durability.settle().await;
+            self.0.settle_reads().await;
         }
         r
     }

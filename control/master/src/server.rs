@@ -72,6 +72,7 @@ fn sync_policy(cfg: &MasterConfig) -> Result<crate::metastore::SyncPolicy> {
     Ok(crate::metastore::SyncPolicy {
         mode: cfg.sync,
         batch: std::time::Duration::from_millis(cfg.sync_batch_ms),
+        defer: crate::metastore::DEFER,
     })
 }
 

@@ -119,7 +119,8 @@ impl MasterState {
     }
 
     /// Runs a mutation under the namespace write lock, submits its durable
-    /// changes before releasing the lock, and answers once they are durable.
+    /// changes before releasing the lock, and answers once they are durable
+    /// (a deferred change: once what it read is, `crate::durable`).
     pub(crate) async fn mutate<T>(
         &self,
         f: impl FnOnce(&mut Namespace, &mut Effects) -> Result<T>,
@@ -143,8 +144,7 @@ impl MasterState {
                 std::mem::take(&mut fx.dropped_blocks),
                 std::mem::take(&mut fx.dropped_files),
             );
-            let commit = (!fx.is_empty())
-                .then(|| (self.durability.submit(), self.store.submit(fx.into_ops())));
+            let commit = (!fx.is_empty()).then(|| self.submit(fx));
             (value, (commit, dropped))
         };
         let (commit, (blocks, files)) = commit;
@@ -155,22 +155,50 @@ impl MasterState {
                 reg.drop_file_blocks(f);
             }
         }
-        if let Some((seq, c)) = commit {
+        if let Some((seq, wait, c)) = commit {
             // Marked durable by a task of its own: this call may be dropped
             // (its client gave up) while the commit goes on, and readers
             // wait for the mark.
             let durability = self.durability.clone();
-            tokio::spawn(async move {
+            let marked = tokio::spawn(async move {
                 let r = c.await;
                 if r.is_ok() {
                     durability.done(seq);
                 }
                 r
-            })
-            .await
-            .map_err(|e| MasterError::Metastore(format!("commit task: {e}")))??;
+            });
+            match wait {
+                Some(before) => self.durability.wait_for(before).await,
+                None => marked
+                    .await
+                    .map_err(|e| MasterError::Metastore(format!("commit task: {e}")))??,
+            }
         }
         Ok(value)
+    }
+
+    /// Numbers and submits a mutation's changes (under the namespace write
+    /// lock): its sequence number, what a deferred one waits for instead of
+    /// its own commit, and its commit.
+    fn submit(&self, fx: Effects) -> (u64, Option<u64>, impl Future<Output = Result<()>> + use<>) {
+        let deferred = fx.deferrable;
+        let (seq, before) = if deferred {
+            let (seq, before) = self.durability.submit_deferred();
+            (seq, Some(before))
+        } else {
+            (self.durability.submit(), None)
+        };
+        (seq, before, self.store.submit_as(fx.into_ops(), deferred))
+    }
+
+    /// Waits until everything the caller may have read is durable; deferred
+    /// changes it may have seen are committed now rather than when their
+    /// window ends (`crate::durable`).
+    pub(crate) async fn settle_reads(&self) {
+        if self.durability.holds_deferred() {
+            self.store.flush_deferred();
+        }
+        self.durability.settle().await;
     }
 
     /// Durably records `intent` before its under-storage half runs; the

@@ -12,6 +12,7 @@ fn policy(mode: MetastoreSync, ms: u64) -> SyncPolicy {
     SyncPolicy {
         mode,
         batch: Duration::from_millis(ms),
+        defer: DEFER,
     }
 }
 
@@ -213,4 +214,61 @@ async fn submissions_racing_syncs_are_all_kept() {
     assert!(images > 0 && *store.syncs().borrow() >= 50);
     let copy = crash_copy(dir.path(), true);
     assert_eq!(inodes_after_restart(copy.path()).len(), 2400);
+}
+
+/// With `always`, a deferred batch joins the transaction of the next batch
+/// that is not deferred: it is not on disk before that one, and both are
+/// after it.
+#[tokio::test]
+async fn a_deferred_batch_commits_with_the_next_strict_one() {
+    let dir = tempfile::tempdir().unwrap();
+    let defer_all_day = SyncPolicy {
+        defer: Duration::from_secs(3600),
+        ..SyncPolicy::default()
+    };
+    let (store, _) = Metastore::open(dir.path(), defer_all_day).unwrap();
+    let mut created = Box::pin(store.submit_as(vec![inode(7, "created")], true));
+    let early = tokio::time::timeout(Duration::from_millis(200), &mut created).await;
+    assert!(early.is_err(), "a deferred batch alone waits");
+    let copy = crash_copy(dir.path(), false);
+    assert!(inodes_after_restart(copy.path()).is_empty());
+    store.submit(vec![inode(8, "completed")]).await.unwrap();
+    created.await.unwrap();
+    let copy = crash_copy(dir.path(), false);
+    assert_eq!(inodes_after_restart(copy.path()), ["completed", "created"]);
+}
+
+/// A deferred batch is committed on its own when its window ends, and at
+/// once when a reader asks (`flush_deferred`).
+#[tokio::test]
+async fn a_deferred_batch_commits_when_its_window_ends_or_when_asked() {
+    let dir = tempfile::tempdir().unwrap();
+    let short = SyncPolicy {
+        defer: Duration::from_millis(20),
+        ..SyncPolicy::default()
+    };
+    let (store, _) = Metastore::open(dir.path(), short).unwrap();
+    store.submit_as(vec![inode(1, "a")], true).await.unwrap();
+    assert_eq!(
+        inodes_after_restart(crash_copy(dir.path(), false).path()),
+        ["a"]
+    );
+    drop(store);
+
+    let dir = tempfile::tempdir().unwrap();
+    let long = SyncPolicy {
+        defer: Duration::from_secs(3600),
+        ..SyncPolicy::default()
+    };
+    let (store, _) = Metastore::open(dir.path(), long).unwrap();
+    let created = store.submit_as(vec![inode(1, "b")], true);
+    store.flush_deferred();
+    tokio::time::timeout(Duration::from_secs(10), created)
+        .await
+        .expect("committed when asked")
+        .unwrap();
+    assert_eq!(
+        inodes_after_restart(crash_copy(dir.path(), false).path()),
+        ["b"]
+    );
 }

@@ -29,7 +29,8 @@ impl Namespace {
     ) -> Result<()> {
         let Some(ino) = self.inodes.get(&id) else {
             return Err(MasterError::NotFound(format!(
-                "{} (file id {id}, deleted while being written)",
+                "{} (file id {id}) no longer exists: it was deleted while being written, \
+                 or the master restarted before its create was durable; write the file again",
                 done.path
             )));
         };

@@ -489,7 +489,55 @@ fn load_rebuilds_the_tree() {
     assert_eq!(back.inode_count(), n.inode_count());
     assert_eq!(back.lookup(&p("/c/f")), n.lookup(&p("/c/f")));
     assert!(back.lookup(&p("/a/b")).is_none());
-    assert_eq!(back.next_id, n.next_id);
+    // A restart starts past the ids reserved, never below one handed out.
+    assert_eq!(back.next_id, n.id_reserved);
+    assert!(back.next_id > n.next_id);
+}
+
+#[test]
+fn ids_are_reserved_in_ranges_and_only_a_lone_create_defers() {
+    let (mut n, _) = Namespace::new(root_mount("file:///u"), 1 << 20, NOW);
+    let mut fx = Effects::default();
+    n.create_file(&p("/f0"), CREATE, &NewAttrs::default(), NOW, &mut fx)
+        .unwrap();
+    assert!(fx.next_id.is_none(), "the first range covers it");
+    assert!(fx.deferrable);
+    // Creates in a directory that does not exist yet make it: not deferred.
+    let mut fx = Effects::default();
+    n.create_file(
+        &p("/d/f"),
+        CreateOpts {
+            recursive: true,
+            ..CREATE
+        },
+        &NewAttrs::default(),
+        NOW,
+        &mut fx,
+    )
+    .unwrap();
+    assert!(!fx.deferrable, "it made /d");
+    // The create that needs a new range waits for it to be durable.
+    let mut reserving = 0;
+    for i in 0..ID_RESERVATION {
+        let mut fx = Effects::default();
+        n.create_file(
+            &p(&format!("/g{i}")),
+            CREATE,
+            &NewAttrs::default(),
+            NOW,
+            &mut fx,
+        )
+        .unwrap();
+        if let Some(end) = fx.next_id {
+            reserving += 1;
+            assert!(
+                !fx.deferrable,
+                "a reservation is committed before its ids are used"
+            );
+            assert_eq!(end, n.next_id - 1 + ID_RESERVATION);
+        }
+    }
+    assert_eq!(reserving, 1);
 }
 
 #[test]
