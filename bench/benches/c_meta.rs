@@ -11,42 +11,18 @@
 //! (the library is looked for under `CARGO_TARGET_DIR` when that is set)
 //! (`EDDY_BENCH_FILES` changes the files per phase from 10,000).
 
-use std::path::Path;
 use std::process::Command;
 
 fn main() {
     if eddy_bench::handled_before_main() {
         return;
     }
-    let root = Path::new(env!("CARGO_MANIFEST_DIR")).parent().unwrap();
-    let target = std::env::var_os("CARGO_TARGET_DIR")
-        .map(std::path::PathBuf::from)
-        .unwrap_or_else(|| root.join("target"));
-    let lib = target.join("release/libeddy.a");
-    if !lib.exists() {
-        eprintln!(
-            "{} is missing: run `cargo build --release -p eddy-ffi` first",
-            lib.display()
-        );
-        std::process::exit(2);
-    }
     let files: u64 = std::env::var("EDDY_BENCH_FILES")
         .ok()
         .and_then(|v| v.parse().ok())
         .unwrap_or(10_000);
     let dir = tempfile::tempdir().unwrap();
-    // Not "meta": the cluster keeps its metastore there.
-    let exe = dir.path().join("c-meta");
-    let o = Command::new("gcc")
-        .args(["-O2", "-std=c11", "-D_POSIX_C_SOURCE=200809L", "-I"])
-        .arg(root.join("include"))
-        .arg(root.join("bench/c/meta.c"))
-        .arg(&lib)
-        .args(["-lpthread", "-ldl", "-lm", "-o"])
-        .arg(&exe)
-        .output()
-        .expect("gcc runs");
-    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let exe = eddy_bench::build_c_bench("meta", dir.path());
     let (mut cluster, master) = eddy_bench::spawn_cluster(dir.path());
     println!("C ABI metadata: {files} empty files per phase, durable master");
     for threads in [1u32, 16] {

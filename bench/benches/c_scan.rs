@@ -5,35 +5,15 @@
 //! Run: `cargo build --release -p eddy-ffi && cargo bench -p eddy-bench --bench c_scan`
 //! (`EDDY_BENCH_BYTES` changes the size from 1 GiB).
 
-use std::path::Path;
 use std::process::Command;
 
 fn main() {
     if eddy_bench::handled_before_main() {
         return;
     }
-    let root = Path::new(env!("CARGO_MANIFEST_DIR")).parent().unwrap();
-    let lib = root.join("target/release/libeddy.a");
-    if !lib.exists() {
-        eprintln!(
-            "{} is missing: run `cargo build --release -p eddy-ffi` first",
-            lib.display()
-        );
-        std::process::exit(2);
-    }
     let bytes = eddy_bench::bench_bytes().to_string();
     let dir = tempfile::tempdir().unwrap();
-    let exe = dir.path().join("scan");
-    let o = Command::new("gcc")
-        .args(["-O2", "-std=c11", "-D_POSIX_C_SOURCE=200809L", "-I"])
-        .arg(root.join("include"))
-        .arg(root.join("bench/c/scan.c"))
-        .arg(&lib)
-        .args(["-lpthread", "-ldl", "-lm", "-o"])
-        .arg(&exe)
-        .output()
-        .expect("gcc runs");
-    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let exe = eddy_bench::build_c_bench("scan", dir.path());
     let (mut cluster, master) = eddy_bench::spawn_cluster(dir.path());
     let o = Command::new(&exe).args([&master, &bytes]).output().unwrap();
     drop(cluster.stdin.take());

@@ -265,6 +265,39 @@ pub async fn read_all(r: &mut eddy_client::FileReader, buf: &mut [u8]) -> u64 {
     }
 }
 
+/// Builds `bench/c/<name>.c` with `gcc -O2` against the release
+/// `libeddy.a` (under `CARGO_TARGET_DIR` when that is set) into `dir`, as
+/// `c-<name>` (not `<name>`: a cluster in `dir` keeps its `meta` there).
+/// Exits with a hint when the library has not been built.
+pub fn build_c_bench(name: &str, dir: &std::path::Path) -> std::path::PathBuf {
+    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .unwrap();
+    let target = std::env::var_os("CARGO_TARGET_DIR")
+        .map(std::path::PathBuf::from)
+        .unwrap_or_else(|| root.join("target"));
+    let lib = target.join("release/libeddy.a");
+    if !lib.exists() {
+        eprintln!(
+            "{} is missing: run `cargo build --release -p eddy-ffi` first",
+            lib.display()
+        );
+        std::process::exit(2);
+    }
+    let exe = dir.join(format!("c-{name}"));
+    let o = std::process::Command::new("gcc")
+        .args(["-O2", "-std=c11", "-D_POSIX_C_SOURCE=200809L", "-I"])
+        .arg(root.join("include"))
+        .arg(root.join(format!("bench/c/{name}.c")))
+        .arg(&lib)
+        .args(["-lpthread", "-ldl", "-lm", "-o"])
+        .arg(&exe)
+        .output()
+        .expect("gcc runs");
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    exe
+}
+
 /// The bytes a benchmark moves: `EDDY_BENCH_BYTES`, else 1 GiB.
 pub fn bench_bytes() -> u64 {
     std::env::var("EDDY_BENCH_BYTES")
