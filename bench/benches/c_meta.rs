@@ -17,10 +17,7 @@ fn main() {
     if eddy_bench::handled_before_main() {
         return;
     }
-    let files: u64 = std::env::var("EDDY_BENCH_FILES")
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(10_000);
+    let files: u64 = eddy_bench::env_u64("EDDY_BENCH_FILES", 10_000);
     let dir = tempfile::tempdir().unwrap();
     let exe = eddy_bench::build_c_bench("meta", dir.path());
     let (mut cluster, master) = eddy_bench::spawn_cluster(dir.path());

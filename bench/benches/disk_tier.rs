@@ -32,10 +32,7 @@ fn main() {
     if eddy_bench::handled_before_main() {
         return;
     }
-    let total: u64 = std::env::var("EDDY_BENCH_DISK_BYTES")
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(4 << 30);
+    let total: u64 = eddy_bench::env_u64("EDDY_BENCH_DISK_BYTES", 4 << 30);
     let base = std::env::var("EDDY_BENCH_DIR")
         .map(PathBuf::from)
         .unwrap_or_else(|_| Path::new(env!("CARGO_MANIFEST_DIR")).join("../target/bench-disk"));

@@ -298,12 +298,18 @@ pub fn build_c_bench(name: &str, dir: &std::path::Path) -> std::path::PathBuf {
     exe
 }
 
-/// The bytes a benchmark moves: `EDDY_BENCH_BYTES`, else 1 GiB.
-pub fn bench_bytes() -> u64 {
-    std::env::var("EDDY_BENCH_BYTES")
+/// A benchmark's size from the environment: `name` as a number, else
+/// `default` (also when it does not parse).
+pub fn env_u64(name: &str, default: u64) -> u64 {
+    std::env::var(name)
         .ok()
         .and_then(|v| v.parse().ok())
-        .unwrap_or(1 << 30)
+        .unwrap_or(default)
+}
+
+/// The bytes a benchmark moves: `EDDY_BENCH_BYTES`, else 1 GiB.
+pub fn bench_bytes() -> u64 {
+    env_u64("EDDY_BENCH_BYTES", 1 << 30)
 }
 
 /// Runs `run(bench_bytes())` to completion on a multi-threaded runtime: the
@@ -348,8 +354,5 @@ pub async fn wait_write_pool(
 /// The benchmark worker's `write_pool_bytes`: `EDDY_BENCH_WRITE_POOL`,
 /// else `default`.
 pub fn write_pool_budget(default: u64) -> u64 {
-    std::env::var("EDDY_BENCH_WRITE_POOL")
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(default)
+    env_u64("EDDY_BENCH_WRITE_POOL", default)
 }
