@@ -26,6 +26,7 @@ pub use readbuf::ReadBuf;
 pub use stream::{DataStream, dial_data};
 pub use transport::Transport;
 
+mod coalesce;
 mod credentials;
 mod deadline;
 mod fs;

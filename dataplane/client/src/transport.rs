@@ -39,6 +39,8 @@ use tonic::body::Body;
 
 use eddy_proto::tls::ClientTls;
 
+use crate::coalesce::Coalesce;
+
 /// The longest a dial may take, whatever the call's deadline.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
 
@@ -180,6 +182,7 @@ async fn dial(inner: &Inner) -> Result<Conn, Status> {
         .await
         .map_err(|e| unavailable(&e))?;
     tcp.set_nodelay(true).map_err(|e| unavailable(&e))?;
+    let tcp = Coalesce::new(tcp);
     let Some(tls) = &inner.tls else {
         let sniff = Sniff {
             io: tcp,
@@ -300,7 +303,7 @@ fn io_of(e: &hyper::Error) -> Option<&io::Error> {
 /// are a TLS record (content type alert or handshake, then major version
 /// 3): an HTTP/2 server's first frame starts with a zero length byte.
 struct Sniff {
-    io: TcpStream,
+    io: Coalesce<TcpStream>,
     saw_tls: Arc<AtomicBool>,
     checked: bool,
 }
