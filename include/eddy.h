@@ -347,7 +347,10 @@ int eddy_open(struct eddy_client_t *client,
 
 // Creates `path` for writing (`write_type`: EDDY_WRITE_*, 0 for the
 // default MUST_CACHE; `block_size` 0 for the master's default). The file
-// becomes readable when `eddy_close` succeeds. Thread-safe.
+// becomes readable when `eddy_close` succeeds. Thread-safe. A MUST_CACHE
+// or ASYNC_THROUGH file is placed on a worker at its first byte: with no
+// worker to write to, the first `eddy_write` fails (NO_WORKER_AVAILABLE),
+// not this; an empty one needs no worker at all.
 //
 // # Safety
 // `path` is NUL-terminated; `out` is writable.

@@ -1,5 +1,5 @@
 //! The window right after a master restart, before its workers have
-//! registered again: creates wait for a worker instead of failing with
+//! registered again: new files wait for a worker instead of failing with
 //! NO_WORKER_AVAILABLE, and a MUST_CACHE file whose blocks no worker has
 //! reported yet is not lost (reads get a retryable UNAVAILABLE, never
 //! DATA_LOST) until the registration grace period is over.
@@ -144,11 +144,13 @@ async fn after_the_grace_period_a_vanished_workers_files_are_lost() {
     assert!(fs.stat("/mem").await.unwrap().lost);
     let out = m.cli(&["fs", "stat", "/mem"]);
     assert!(String::from_utf8_lossy(&out.stdout).contains("LOST"));
-    // And placement with no worker fails as before.
-    let e = fs
-        .create("/x", &Default::default())
-        .await
-        .err()
-        .expect("no worker to write to");
+    // And placement with no worker fails as before, at the first byte (a
+    // MUST_CACHE file opens its worker session then), and discards the file.
+    let mut w = fs.create("/x", &Default::default()).await.unwrap();
+    let e = w.write(b"x").await.expect_err("no worker to write to");
     assert_eq!(e.code(), EddyCode::NoWorkerAvailable, "{e}");
+    let e = w.close().await.expect_err("nothing was kept");
+    assert_eq!(e.code(), EddyCode::InvalidArgument, "{e}");
+    let e = fs.stat("/x").await.expect_err("discarded");
+    assert_eq!(e.code(), EddyCode::NotFound, "{e}");
 }

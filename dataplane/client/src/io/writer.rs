@@ -29,6 +29,19 @@ pub struct FileWriter {
     persist_async: bool,
     /// Short-circuit: writing straight into segments of a worker on this host.
     shm: Option<ShmWrite>,
+    /// No byte written yet, so no session opened yet.
+    pending: Option<Pending>,
+}
+
+/// A session not opened yet. A MUST_CACHE (or ASYNC_THROUGH) file opens
+/// its worker session at its first byte: one closed empty (a marker, a
+/// `_SUCCESS`, an empty partition) needs no worker at all, only the
+/// master's create and complete.
+struct Pending {
+    status: pb::FileStatus,
+    ufs: Option<pb::UfsLocation>,
+    write_type: WriteType,
+    token: Vec<u8>,
 }
 
 impl FileWriter {
@@ -42,25 +55,48 @@ impl FileWriter {
         // about another inode now.
         shared.invalidate(path);
         let status = created.status.unwrap_or_default();
+        let (write_type, persist_async) = match opts.write_type {
+            pb::WriteType::Unspecified | pb::WriteType::MustCache => (WriteType::MustCache, false),
+            pb::WriteType::CacheThrough => (WriteType::CacheThrough, false),
+            pb::WriteType::Through => (WriteType::Through, false),
+            // The workers keep the bytes (as MUST_CACHE); the master has one
+            // of them persist the file after close.
+            pb::WriteType::AsyncThrough => (WriteType::MustCache, true),
+        };
         let mut w = Self {
             shared,
             path: path.to_vec(),
             file_id: status.id,
             tcp: None,
             written: 0,
-            persisted: false,
-            persist_async: false,
+            persisted: write_type != WriteType::MustCache,
+            persist_async,
             shm: None,
+            pending: None,
         };
-        let token = created.block_token;
-        match w
-            .open_session(&status, created.ufs, opts.write_type, token)
-            .await
-        {
-            Ok(()) => Ok(w),
+        let pending = Pending {
+            status,
+            ufs: created.ufs,
+            write_type,
+            token: created.block_token,
+        };
+        if write_type == WriteType::MustCache {
+            w.pending = Some(pending);
+            return Ok(w);
+        }
+        // A write to the under-storage opens it now: a create there that
+        // fails (a read-only mount, missing permissions) fails this create.
+        w.open(pending).await?;
+        Ok(w)
+    }
+
+    /// Opens the worker session; on failure the file is discarded.
+    async fn open(&mut self, p: Pending) -> Result<()> {
+        match self.open_session(p).await {
+            Ok(()) => Ok(()),
             Err(e) => {
-                w.tcp = None;
-                w.discard().await;
+                self.tcp = None;
+                self.discard().await;
                 if e.code() == EddyCode::NotFound {
                     // The worker found no such file: another client deleted
                     // (or replaced) it between its creation and this.
@@ -68,7 +104,7 @@ impl FileWriter {
                         EddyCode::NotFound,
                         format!(
                             "{} was created, then deleted or replaced by another client before it could be written ({e}); create it again",
-                            String::from_utf8_lossy(path)
+                            String::from_utf8_lossy(&self.path)
                         ),
                     )));
                 }
@@ -77,36 +113,19 @@ impl FileWriter {
         }
     }
 
-    async fn open_session(
-        &mut self,
-        status: &pb::FileStatus,
-        ufs: Option<pb::UfsLocation>,
-        write_type: pb::WriteType,
-        token: Vec<u8>,
-    ) -> Result<()> {
-        let wt = match write_type {
-            pb::WriteType::Unspecified | pb::WriteType::MustCache => WriteType::MustCache,
-            pb::WriteType::CacheThrough => WriteType::CacheThrough,
-            pb::WriteType::Through => WriteType::Through,
-            // The workers keep the bytes (as MUST_CACHE); the master has one
-            // of them persist the file after close.
-            pb::WriteType::AsyncThrough => {
-                self.persist_async = true;
-                WriteType::MustCache
-            }
-        };
-        self.persisted = wt != WriteType::MustCache;
+    async fn open_session(&mut self, p: Pending) -> Result<()> {
+        let status = p.status;
         // One request for either front door: the shared-memory open below,
         // or the TCP one if that is refused.
         let open = WriteOpen {
             file_id: status.id,
             block_size: status.block_size,
-            write_type: wt,
-            target: ufs.map(|u| UfsSource {
+            write_type: p.write_type,
+            target: p.ufs.map(|u| UfsSource {
                 mount_id: u.mount_id,
                 key: u.key,
             }),
-            token,
+            token: p.token,
         };
         // A worker on this host: write into its shared memory.
         if let Some(socket) = self.shared.local_write_socket().await {
@@ -144,6 +163,13 @@ impl FileWriter {
     }
 
     pub async fn write(&mut self, data: &[u8]) -> Result<()> {
+        if let Some(p) = self.pending.take() {
+            if data.is_empty() {
+                self.pending = Some(p);
+                return Ok(());
+            }
+            self.open(p).await?;
+        }
         if let Some(s) = self.shm.as_mut() {
             if let Err(e) = s.write(data).await {
                 let e = s.err(e);
@@ -168,6 +194,11 @@ impl FileWriter {
     /// Finishes the file: the worker caches (and, by write type, persists)
     /// it, then the master marks it complete. Returns its status.
     pub async fn close(mut self) -> Result<pb::FileStatus> {
+        if self.pending.take().is_some() {
+            // Empty, and cached only: there is nothing for a worker to keep.
+            let path = std::mem::take(&mut self.path);
+            return self.complete(path, 0, "").await;
+        }
         if let Some(mut s) = self.shm.take() {
             let ok = match s.close(self.written).await {
                 Ok(ok) => ok,
