@@ -1,6 +1,6 @@
-//! The machinery under every entry point: the library's runtime, failures
-//! and this thread's last error, handle registries, C strings and
-//! out-parameters, and the conversions the C ABI and JNI share.
+//! The machinery under every entry point: failures and this thread's last
+//! error, handle registries, C strings and out-parameters, and the
+//! conversions the C ABI and JNI share.
 
 use std::ffi::{CStr, CString, c_char, c_int, c_void};
 use std::sync::{Arc, Mutex};
@@ -8,18 +8,6 @@ use std::sync::{Arc, Mutex};
 use eddy_client::{ClientError, FileReader, FileSystem, FileWriter, MappedRange, ReadType, pb};
 
 use crate::*;
-
-pub(crate) fn runtime() -> &'static tokio::runtime::Runtime {
-    static RT: OnceLock<tokio::runtime::Runtime> = OnceLock::new();
-    RT.get_or_init(|| {
-        tokio::runtime::Builder::new_multi_thread()
-            .worker_threads(2)
-            .thread_name("eddy-ffi")
-            .enable_all()
-            .build()
-            .expect("the Eddy client runtime starts")
-    })
-}
 
 thread_local! {
     pub(crate) static LAST_ERROR: RefCell<CString> = RefCell::new(CString::default());

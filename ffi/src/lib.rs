@@ -21,6 +21,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 
 mod handles;
 mod jni_glue;
+mod runtime;
 
 // Entry points, declared in the order the header lists them (cbindgen
 // follows the declarations).
@@ -39,6 +40,7 @@ pub use connect::*;
 pub use files::*;
 use handles::*;
 pub use names::*;
+use runtime::runtime;
 pub use views::*;
 
 /// Major version of this library (semantic versioning).
