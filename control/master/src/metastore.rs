@@ -100,9 +100,33 @@ struct Batch {
     done: Option<oneshot::Sender<()>>,
 }
 
-/// The journal, shared by submitters (who append under the namespace lock)
-/// and the committer (which empties it at a sync).
-type SharedJournal = Arc<parking_lot::Mutex<Journal>>;
+impl Batch {
+    /// Nothing to commit or answer: a nudge to the committer.
+    fn empty() -> Self {
+        Self {
+            ops: Vec::new(),
+            sync: false,
+            deferred: false,
+            done: None,
+        }
+    }
+}
+
+/// With `batch`: the journal, shared by submitters (who append under the
+/// namespace lock) and the committer (which empties it at a sync), and the
+/// batches journaled since the last sync. Those stay here, not in the
+/// committer's channel, until it syncs (or they grow past a transaction's
+/// worth): a journaled change needs no commit before its answer, so it
+/// costs no wake-up of the committer thread and no transaction of its
+/// own. Only the first after a sync tells the committer, whose sync is
+/// then due within `SyncPolicy::batch`.
+struct Journaled {
+    journal: Journal,
+    pending: Vec<Batch>,
+    pending_ops: usize,
+}
+
+type SharedJournal = Arc<parking_lot::Mutex<Journaled>>;
 
 /// Handle to the metastore's committer thread.
 #[derive(Clone)]
@@ -141,8 +165,13 @@ impl Metastore {
         prepare(&db).map_err(|e| MasterError::Metastore(e.to_string()))?;
         let journal = replay_journal(&db, dir)?;
         let loaded = load(&db).map_err(|e| MasterError::Metastore(e.to_string()))?;
-        let journal = (policy.mode == MetastoreSync::Batch)
-            .then(|| Arc::new(parking_lot::Mutex::new(journal)));
+        let journal = (policy.mode == MetastoreSync::Batch).then(|| {
+            Arc::new(parking_lot::Mutex::new(Journaled {
+                journal,
+                pending: Vec::new(),
+                pending_ops: 0,
+            }))
+        });
         let (tx, rx) = mpsc::channel::<Batch>();
         let (synced, syncs) = tokio::sync::watch::channel(0);
         let committer = Committer {
@@ -190,16 +219,23 @@ impl Metastore {
                 let mut j = j.lock();
                 // In the page cache before the answer; a failed write stops
                 // the master as a failed commit does.
-                or_abort(j.append(ops.iter()));
-                // Sent under the journal lock: a sync that empties the
-                // journal finds every record it held in the channel.
-                let batch = Batch {
+                or_abort(j.journal.append(ops.iter()));
+                // Queued under the journal lock: a sync that empties the
+                // journal takes every record it held.
+                let first = j.pending.is_empty();
+                j.pending_ops += ops.len();
+                j.pending.push(Batch {
                     ops,
                     sync: false,
                     deferred: false,
                     done: None,
-                };
-                (None, self.tx.send(batch).is_ok())
+                });
+                // The first since the last sync makes one due; a queue of a
+                // transaction's worth goes into redb at once (memory stays
+                // bounded however long `sync_batch_ms` is).
+                let tell = first || j.pending_ops >= MAX_OPS_PER_TXN;
+                let sent = !tell || self.tx.send(Batch::empty()).is_ok();
+                (None, sent)
             }
             _ => (Some(self.send(ops, false, deferred)), true),
         };
@@ -223,12 +259,7 @@ impl Metastore {
     /// reader may see them: `crate::durable`).
     pub fn flush_deferred(&self) {
         // Nothing to answer, and a stopped committer has nothing to commit.
-        let _ = self.tx.send(Batch {
-            ops: Vec::new(),
-            sync: false,
-            deferred: false,
-            done: None,
-        });
+        let _ = self.tx.send(Batch::empty());
     }
 
     fn send(
@@ -456,7 +487,8 @@ impl Committer {
         // committed reaches the disk.
         let held = self.take_held();
         self.commit(db, held);
-        if self.sync_by.is_some() {
+        let queued = (self.journal.as_ref()).is_some_and(|j| !j.lock().pending.is_empty());
+        if self.sync_by.is_some() || queued {
             self.sync(db, Vec::new());
         }
     }
@@ -497,10 +529,27 @@ impl Committer {
             return;
         }
         if ops().next().is_some() {
+            // Journaled batches are queued, not sent: none has ops today,
+            // but one that did would be committed, never dropped.
             or_abort(apply(db, ops(), false, None));
             self.sync_by = self
                 .sync_by
                 .or_else(|| Some(Instant::now() + self.policy.batch));
+        }
+        if let Some(journal) = &self.journal {
+            let mut j = journal.lock();
+            if !j.pending.is_empty() {
+                self.sync_by = self
+                    .sync_by
+                    .or_else(|| Some(Instant::now() + self.policy.batch));
+            }
+            if j.pending_ops >= MAX_OPS_PER_TXN {
+                // Into redb now, synced with the rest later.
+                let queued = std::mem::take(&mut j.pending);
+                j.pending_ops = 0;
+                drop(j);
+                or_abort(apply(db, queued.iter().flat_map(|b| &b.ops), false, None));
+            }
         }
         if batches.iter().any(|b| b.sync) {
             self.sync(db, batches);
@@ -519,17 +568,19 @@ impl Committer {
             return;
         };
         // Submitters wait for the lock (a sync's time, every
-        // `sync_batch_ms` at most): what the journal holds is then all in
-        // the channel, and goes into redb before the journal is emptied.
-        let mut journal = journal.lock();
+        // `sync_batch_ms` at most): what the journal holds is then all
+        // queued, and goes into redb before the journal is emptied.
+        let mut j = journal.lock();
         // All of it, whatever its size: what stays queued would be lost
         // from the journal below.
-        let pending: Vec<Batch> = self.rx.try_iter().collect();
-        let epoch = journal.epoch() + 1;
+        let mut pending = std::mem::take(&mut j.pending);
+        j.pending_ops = 0;
+        pending.extend(self.rx.try_iter());
+        let epoch = j.journal.epoch() + 1;
         let ops = pending.iter().flat_map(|b| &b.ops);
         or_abort(apply(db, ops, true, Some(epoch)));
-        or_abort(journal.reset(epoch));
-        drop(journal);
+        or_abort(j.journal.reset(epoch));
+        drop(j);
         self.synced.send_modify(|n| *n += 1);
         waiting.extend(pending);
         answer(waiting);

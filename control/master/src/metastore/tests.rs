@@ -216,6 +216,36 @@ async fn submissions_racing_syncs_are_all_kept() {
     assert_eq!(inodes_after_restart(copy.path()).len(), 2400);
 }
 
+/// With `batch`, journaled changes wait for the sync in memory, but never
+/// more than a transaction's worth: past that they go into redb at once
+/// (not durably), and the sync then has them all, in submission order.
+#[tokio::test]
+async fn a_long_batch_window_queues_a_bounded_amount() {
+    let dir = tempfile::tempdir().unwrap();
+    let (store, _) = Metastore::open(dir.path(), policy(MetastoreSync::Batch, 60_000)).unwrap();
+    store.submit(vec![inode(1, "gone")]).await.unwrap();
+    let filler: Vec<MetaOp> = (0..MAX_OPS_PER_TXN as u64)
+        .map(|i| inode(10 + i % 100, "filler"))
+        .collect();
+    store.submit(filler).await.unwrap();
+    // An empty batch is answered by the committer after the nudge before it.
+    store.submit(Vec::new()).await.unwrap();
+    let journaled = store.journal.as_ref().unwrap();
+    assert!(journaled.lock().pending.is_empty(), "applied early");
+    // After the early apply: a later change of the same inode wins.
+    store
+        .submit(vec![MetaOp::DeleteInode(1), inode(2, "kept")])
+        .await
+        .unwrap();
+    assert_eq!(journaled.lock().pending.len(), 1, "queued again");
+    store.sync().await.unwrap();
+    let copy = crash_copy(dir.path(), false);
+    let after = inodes_after_restart(copy.path());
+    assert!(after.contains(&"kept".to_string()), "{:?}", after.len());
+    assert!(!after.contains(&"gone".to_string()));
+    assert_eq!(after.len(), 101);
+}
+
 /// With `always`, a deferred batch joins the transaction of the next batch
 /// that is not deferred: it is not on disk before that one, and both are
 /// after it.
