@@ -156,22 +156,19 @@ impl MasterState {
             }
         }
         if let Some((seq, wait, c)) = commit {
-            // Marked durable by a task of its own: this call may be dropped
-            // (its client gave up) while the commit goes on, and readers
-            // wait for the mark.
-            let durability = self.durability.clone();
-            let marked = tokio::spawn(async move {
-                let r = c.await;
-                if r.is_ok() {
-                    durability.done(seq);
-                }
-                r
-            });
+            let mut marking = Marking {
+                durability: self.durability.clone(),
+                seq,
+                commit: Some(Box::pin(c)),
+            };
             match wait {
-                Some(before) => self.durability.wait_for(before).await,
-                None => marked
-                    .await
-                    .map_err(|e| MasterError::Metastore(format!("commit task: {e}")))??,
+                // A deferred change answers without its own commit: a task
+                // sees it through.
+                Some(before) => {
+                    drop(marking);
+                    self.durability.wait_for(before).await
+                }
+                None => std::future::poll_fn(|cx| marking.poll_commit(cx)).await?,
             }
         }
         Ok(value)
@@ -377,5 +374,42 @@ impl MasterState {
             entries,
             next_start_after: next.map(String::into_bytes).unwrap_or_default(),
         })
+    }
+}
+
+/// A change's commit, marked durable when it lands (readers wait for the
+/// mark). Awaited by the call itself, with no hand-off to another task;
+/// if the call goes away first (its client gave up, or it answers without
+/// waiting), a task finishes the commit and marks it.
+struct Marking<F: Future<Output = Result<()>> + Send + 'static> {
+    durability: Arc<crate::durable::Durability>,
+    seq: u64,
+    commit: Option<std::pin::Pin<Box<F>>>,
+}
+
+impl<F: Future<Output = Result<()>> + Send + 'static> Marking<F> {
+    fn poll_commit(&mut self, cx: &mut std::task::Context<'_>) -> std::task::Poll<Result<()>> {
+        let Some(c) = self.commit.as_mut() else {
+            return std::task::Poll::Ready(Ok(()));
+        };
+        let r = std::task::ready!(c.as_mut().poll(cx));
+        self.commit = None;
+        if r.is_ok() {
+            self.durability.done(self.seq);
+        }
+        std::task::Poll::Ready(r)
+    }
+}
+
+impl<F: Future<Output = Result<()>> + Send + 'static> Drop for Marking<F> {
+    fn drop(&mut self) {
+        if let Some(c) = self.commit.take() {
+            let (durability, seq) = (self.durability.clone(), self.seq);
+            tokio::spawn(async move {
+                if c.await.is_ok() {
+                    durability.done(seq);
+                }
+            });
+        }
     }
 }
