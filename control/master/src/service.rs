@@ -403,9 +403,13 @@ impl<F: Future<Output = Result<()>> + Send + 'static> Marking<F> {
 
 impl<F: Future<Output = Result<()>> + Send + 'static> Drop for Marking<F> {
     fn drop(&mut self) {
-        if let Some(c) = self.commit.take() {
+        // (No runtime: the master is stopping, and no reader is left to
+        // wait for the mark; the batch itself is with the committer.)
+        if let Some(c) = self.commit.take()
+            && let Ok(rt) = tokio::runtime::Handle::try_current()
+        {
             let (durability, seq) = (self.durability.clone(), self.seq);
-            tokio::spawn(async move {
+            rt.spawn(async move {
                 if c.await.is_ok() {
                     durability.done(seq);
                 }
