@@ -209,5 +209,17 @@ async fn persists_start_at_once_not_at_the_next_tick() {
         let on_disk = std::fs::read(dir.path().join(format!("ufs/d/f{i}"))).unwrap();
         assert!(on_disk == pattern(1000, i), "/d/f{i}");
     }
+    // Empty files open no worker session (the first byte would): one
+    // written ASYNC_THROUGH is still persisted, and a MUST_CACHE one reads
+    // back empty and complete.
+    put(&fs, "/e", b"", pb::WriteType::AsyncThrough).await;
+    eventually(Duration::from_secs(20), "/e persisted", || async {
+        fs.stat("/e").await.unwrap().persisted
+    })
+    .await;
+    assert_eq!(std::fs::read(dir.path().join("ufs/e")).unwrap(), b"");
+    let st = put(&fs, "/m", b"", pb::WriteType::MustCache).await;
+    assert!(st.complete && st.length == 0 && !st.persisted);
+    assert_eq!(get(&fs, "/m").await, b"");
     drop(c);
 }
