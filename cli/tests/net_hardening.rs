@@ -270,11 +270,13 @@ async fn requests_are_checked_against_the_master_before_anything_is_cached() {
     assert_eq!(get(&local, "/c").await, data);
 
     // A second session for a file being written is refused; the first
-    // finishes normally.
+    // finishes normally. (Its session opens at its first byte.)
+    let wdata = pattern(BS as usize + 3, 4);
     let mut w = fs
         .create("/w", &eddy_client::CreateOptions::default())
         .await
         .unwrap();
+    w.write(&wdata[..1000]).await.unwrap();
     let ws = fs.master().stat("/w").await.unwrap();
     let open = WriteOpen {
         file_id: ws.id,
@@ -293,8 +295,7 @@ async fn requests_are_checked_against_the_master_before_anything_is_cached() {
         open_code(&mut u, &open).await,
         Some(EddyCode::AlreadyExists)
     );
-    let wdata = pattern(BS as usize + 3, 4);
-    w.write(&wdata).await.unwrap();
+    w.write(&wdata[1000..]).await.unwrap();
     w.close().await.unwrap();
     assert_eq!(get(&local, "/w").await, wdata);
 
