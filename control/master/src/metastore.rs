@@ -532,16 +532,12 @@ impl Committer {
             // Journaled batches are queued, not sent: none has ops today,
             // but one that did would be committed, never dropped.
             or_abort(apply(db, ops(), false, None));
-            self.sync_by = self
-                .sync_by
-                .or_else(|| Some(Instant::now() + self.policy.batch));
+            self.make_sync_due();
         }
-        if let Some(journal) = &self.journal {
+        if let Some(journal) = self.journal.clone() {
             let mut j = journal.lock();
             if !j.pending.is_empty() {
-                self.sync_by = self
-                    .sync_by
-                    .or_else(|| Some(Instant::now() + self.policy.batch));
+                self.make_sync_due();
             }
             if j.pending_ops >= MAX_OPS_PER_TXN {
                 // Into redb now, synced with the rest later.
@@ -556,6 +552,14 @@ impl Committer {
         } else {
             answer(batches);
         }
+    }
+
+    /// With `batch`: a sync is due within `SyncPolicy::batch` of the first
+    /// change not yet synced.
+    fn make_sync_due(&mut self) {
+        self.sync_by = self
+            .sync_by
+            .or_else(|| Some(Instant::now() + self.policy.batch));
     }
 
     /// With `batch`: makes every change journaled so far durable, empties
